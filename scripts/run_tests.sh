@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# README command two: set up (idempotent), lint, then run the whole test suite.
+#   --quick   skip the slow integration tests (for local iteration; CI runs everything)
+# Other arguments go to pytest.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+bash scripts/setup.sh
+venv="${ELFS_VENV:-$root/.venv}"
+args=()
+for a in "$@"; do
+    if [ "$a" = "--quick" ]; then args+=(-m "not slow"); else args+=("$a"); fi
+done
+echo "[tests] ruff"
+"$venv/bin/ruff" check fiftyone_elfs tests examples scripts
+echo "[tests] pytest"
+exec "$venv/bin/python" -m pytest -ra "${args[@]}"
