@@ -1,0 +1,379 @@
+"""Frozen image encoders: PIL images or image files in, float32 embedding arrays out.
+
+No FiftyOne here: the FiftyOne layer hands in file paths and stores the arrays (zoo models are
+handled there too).
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import os
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+
+from fiftyone_elfs.embeddings import efficientnet_lite
+from fiftyone_elfs.errors import ElfsInputError
+
+DEFAULT_ENCODER = "efficientnet-lite0"
+TIMM_PREFIX = "timm:"
+ACCEPTED_FORMS = (
+    f"'{DEFAULT_ENCODER}' (default, offline ImageNet weights)",
+    f"'{TIMM_PREFIX}<timm model name>' (e.g. '{TIMM_PREFIX}vit_small_patch16_224.dino'; "
+    "downloads weights from the Hugging Face Hub)",
+)
+
+Transform = Callable[[Image.Image], torch.Tensor]
+ProgressFn = Callable[[float, str], None]
+
+
+class EncoderUnavailableError(ElfsInputError):
+    """An encoder's weights cannot be obtained (e.g. offline and not cached)."""
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The requested device, or CUDA when available and CPU otherwise."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Temporarily sets torch's intra-op thread count, restoring the previous value.
+
+    Preprocessing runs with one thread: its tensors are small, and on a busy machine each
+    multi-threaded op can wait a whole scheduler slice for its second thread (~25 ms measured).
+    """
+    previous = torch.get_num_threads()
+    if n != previous:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
+
+
+class ImageEncoder(abc.ABC):
+    """A frozen image model mapping PIL images to fixed-size float32 vectors."""
+
+    name: str
+    dim: int
+    device: torch.device
+    transform: Transform  # PIL RGB image -> [3, H, W] float tensor; picklable (used in workers)
+
+    @abc.abstractmethod
+    def features(self, batch: torch.Tensor) -> torch.Tensor:
+        """Pooled features [n, dim] of a preprocessed batch already on `self.device`."""
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """What determines the embeddings (for provenance / cache keys)."""
+        return {"name": self.name, "dim": self.dim}
+
+    def embed_batch(self, batch: torch.Tensor) -> np.ndarray:
+        """Embeds a preprocessed [n, 3, H, W] batch; returns float32 [n, dim] on the CPU."""
+        with torch.inference_mode():
+            out = self.features(batch.to(self.device, non_blocking=True))
+        return out.float().cpu().numpy().astype(np.float32, copy=False)
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """PIL images (any mode; converted to RGB) -> a [n, 3, H, W] batch, single-threaded."""
+        with _torch_threads(1):
+            return torch.stack([self.transform(img.convert("RGB")) for img in images])
+
+    def embed(self, images: Sequence[Image.Image], batch_size: int = 64) -> np.ndarray:
+        """Embeds PIL images (any mode; converted to RGB); returns float32 [n, dim]."""
+        out = np.empty((len(images), self.dim), dtype=np.float32)
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            out[start : start + len(chunk)] = self.embed_batch(self.preprocess(chunk))
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, device={self.device})"
+
+
+class EfficientNetLite0Encoder(ImageEncoder):
+    """Default offline encoder: EfficientNet-Lite0 ImageNet features (1280-d), inputs in [-1, 1]."""
+
+    def __init__(self, image_size: int = 128, device: str | torch.device | None = None) -> None:
+        self.transform = efficientnet_lite.build_transform(image_size)
+        self.image_size = image_size
+        self.name = DEFAULT_ENCODER
+        self.dim = efficientnet_lite.FEATURE_DIM
+        self.device = resolve_device(device)
+        self.model = efficientnet_lite.load_efficientnet_lite0().to(self.device)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Name, dimension and input resolution."""
+        return {**super().config, "image_size": self.image_size}
+
+    def features(self, batch: torch.Tensor) -> torch.Tensor:
+        """Globally pooled output of the last conv block, before the classifier."""
+        return self.model.forward_head(self.model.forward_features(batch), pre_logits=True)
+
+    def classify(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """ImageNet-1k logits [n, 1000] (a sanity check that weights and preprocessing fit)."""
+        batch = self.preprocess(images)
+        with torch.inference_mode():
+            logits = self.model(batch.to(self.device))
+        return logits.float().cpu().numpy()
+
+
+def _host_reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the URL's host opens (True when a proxy decides instead)."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    parsed = urlparse(url)
+    if not parsed.hostname:
+        return True
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _weights_source(model_name: str) -> tuple[str, str | None]:
+    """(where timm would download the weights from, a local cached copy if one exists)."""
+    import huggingface_hub
+    import timm.models
+
+    endpoint = huggingface_hub.constants.ENDPOINT
+    if model_name.startswith(("hf-hub:", "hf_hub:")):
+        return endpoint, None
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    if cfg is not None and cfg.hf_hub_id:
+        files = [cfg.hf_hub_filename] if cfg.hf_hub_filename else []
+        for filename in files or ["model.safetensors", "pytorch_model.bin"]:
+            cached = huggingface_hub.try_to_load_from_cache(cfg.hf_hub_id, filename)
+            if isinstance(cached, str) and os.path.isfile(cached):
+                return endpoint, cached
+        return endpoint, None
+    if cfg is not None and cfg.url:
+        path = os.path.join(
+            torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(cfg.url).path)
+        )
+        return cfg.url, path if os.path.isfile(path) else None
+    raise ElfsInputError(
+        f"timm model '{model_name}' has no pretrained weights. Fix: pick a tagged model with "
+        "weights (see `timm.list_models(pretrained=True)`), or use "
+        f"model='{DEFAULT_ENCODER}'."
+    )
+
+
+def _offline_error(model_name: str, source: str, cause: str) -> EncoderUnavailableError:
+    """The error for weights that cannot be downloaded, naming the problem and the fixes."""
+    return EncoderUnavailableError(
+        f"Could not load the pretrained weights of timm model '{model_name}': {cause}. They are "
+        f"downloaded from {source} on first use and that failed (no network?). Fix: run once "
+        "with network access so they are cached (HF_HOME / the torch hub cache), or set "
+        "HF_HUB_OFFLINE=1 to use an existing Hugging Face cache, or use the offline default "
+        f"encoder '{DEFAULT_ENCODER}'."
+    )
+
+
+def _create_timm_model(model_name: str, pretrained: bool) -> nn.Module:
+    """timm.create_model with pooled-feature output, failing fast and clearly when offline."""
+    import huggingface_hub
+    import timm
+
+    if not model_name.startswith(("hf-hub:", "hf_hub:")) and not timm.is_model(model_name):
+        base = model_name.split(".")[0]
+        close = timm.list_models(f"*{base}*")[:8]
+        hint = f" Similar names: {close}." if close else ""
+        raise ElfsInputError(
+            f"Unknown timm model '{model_name}'.{hint} Fix: use a name from "
+            "`timm.list_models()` (optionally with a weights tag, e.g. 'resnet50.a1_in1k')."
+        )
+    if not pretrained:
+        return timm.create_model(model_name, pretrained=False, num_classes=0)
+    source, cached = _weights_source(model_name)
+    kwargs: dict[str, Any] = {}
+    if cached is not None:
+        kwargs["pretrained_cfg_overlay"] = {"file": cached}
+    elif not huggingface_hub.constants.HF_HUB_OFFLINE and not _host_reachable(source):
+        raise _offline_error(model_name, source, "the download host cannot be reached")
+    try:
+        return timm.create_model(model_name, pretrained=True, num_classes=0, **kwargs)
+    except Exception as e:  # noqa: BLE001 - any download/cache failure gets the same fix
+        raise _offline_error(model_name, source, f"{type(e).__name__}: {e}") from e
+
+
+class TimmEncoder(ImageEncoder):
+    """Any timm model's pooled features, preprocessed as that model's data config says."""
+
+    def __init__(
+        self,
+        model_name: str,
+        pretrained: bool = True,
+        device: str | torch.device | None = None,
+        image_size: int | None = None,
+    ) -> None:
+        from timm.data import create_transform, resolve_data_config
+
+        self.model_name = model_name
+        self.pretrained = pretrained
+        self.device = resolve_device(device)
+        self.model = _create_timm_model(model_name, pretrained).eval().to(self.device)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        data_config = resolve_data_config({}, model=self.model)
+        if image_size is not None:  # override the model's resolution; resize the whole image
+            data_config.update(input_size=(3, image_size, image_size), crop_pct=1.0)
+        self.data_config = data_config
+        self.transform = create_transform(**data_config, is_training=False)
+        self.name = f"{TIMM_PREFIX}{model_name}"
+        _, height, width = data_config["input_size"]
+        try:
+            with torch.inference_mode():
+                probe = self.model(torch.zeros(1, 3, height, width, device=self.device))
+        except Exception as e:
+            if image_size is None:
+                raise
+            raise ElfsInputError(
+                f"timm model '{model_name}' does not accept {image_size} px inputs "
+                f"({type(e).__name__}: {e}). Fix: leave image_size unset to use the model's own "
+                "resolution, or pick a model that takes any input size."
+            ) from e
+        self.dim = int(probe.shape[-1])
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Name, dimension, weights and the resolved preprocessing."""
+        cfg = {k: self.data_config[k] for k in ("input_size", "mean", "std", "crop_pct")}
+        return {**super().config, "pretrained": self.pretrained, **cfg}
+
+    def features(self, batch: torch.Tensor) -> torch.Tensor:
+        """The model's pooled pre-logits output (created with num_classes=0)."""
+        return self.model(batch)
+
+
+def load_encoder(name: str = DEFAULT_ENCODER, **kwargs: Any) -> ImageEncoder:
+    """Builds an encoder from its name: 'efficientnet-lite0' or 'timm:<model_name>'."""
+    key = name.strip() if isinstance(name, str) else name
+    if key == DEFAULT_ENCODER:
+        return EfficientNetLite0Encoder(**kwargs)
+    if isinstance(key, str) and key.startswith(TIMM_PREFIX) and key[len(TIMM_PREFIX) :].strip():
+        return TimmEncoder(key[len(TIMM_PREFIX) :].strip(), **kwargs)
+    raise ElfsInputError(
+        f"Unknown encoder {name!r}. Accepted forms: " + "; ".join(ACCEPTED_FORMS) + ". "
+        "(FiftyOne zoo models, 'zoo:<name>', are handled by compute_embeddings.)"
+    )
+
+
+# --------------------------------------------------------------------------- image files
+
+
+def _read_image(path: str, transform: Transform) -> tuple[torch.Tensor | None, str | None]:
+    """Loads and preprocesses one image; (tensor, None) or (None, reason). Never raises."""
+    try:
+        with Image.open(path) as img:
+            rgb = img.convert("RGB")  # forces the full decode, so truncation is caught here
+        return transform(rgb), None
+    except FileNotFoundError:
+        return None, "file not found"
+    except IsADirectoryError:
+        return None, "path is a directory, not an image file"
+    except UnidentifiedImageError:
+        return None, "not a readable image (corrupt file or unsupported format)"
+    except Exception as e:  # noqa: BLE001 - a bad image must never stop the run
+        return None, f"could not decode image ({type(e).__name__}: {e})"
+
+
+class _ImageFiles(torch.utils.data.Dataset):
+    """Image files as (index, tensor or None, failure reason or None); picklable for workers."""
+
+    def __init__(self, paths: Sequence[str], transform: Transform) -> None:
+        self.paths = [os.fspath(p) for p in paths]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
+        tensor, reason = _read_image(self.paths[index], self.transform)
+        return index, tensor, reason
+
+
+def _collate(
+    items: list[tuple[int, torch.Tensor | None, str | None]],
+) -> tuple[list[int], torch.Tensor | None, dict[int, str]]:
+    """Stacks the readable images of a batch and sets the failures aside."""
+    good = [(i, t) for i, t, _ in items if t is not None]
+    failures = {i: reason for i, t, reason in items if t is None}
+    batch = torch.stack([t for _, t in good]) if good else None
+    return [i for i, _ in good], batch, failures
+
+
+def _available_cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def embed_image_files(
+    paths: Sequence[str],
+    encoder: ImageEncoder,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: ProgressFn | None = None,
+) -> tuple[np.ndarray, dict[int, str]]:
+    """Embeds image files in batches; unreadable ones get NaN rows and a reason, never an error.
+
+    Returns (float32 [len(paths), encoder.dim], {index: reason}). num_workers > 0 decodes in
+    DataLoader worker processes; 0 decodes in this process. progress(fraction, label) is called
+    after every batch.
+    """
+    if batch_size < 1 or num_workers < 0:
+        raise ValueError(
+            f"Need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}"
+        )
+    n = len(paths)
+    out = np.full((n, encoder.dim), np.nan, dtype=np.float32)
+    failures: dict[int, str] = {}
+    if n == 0:
+        if progress is not None:
+            progress(1.0, "0/0 images")
+        return out, failures
+
+    loader = torch.utils.data.DataLoader(
+        _ImageFiles(paths, encoder.transform),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        pin_memory=encoder.device.type == "cuda",
+    )
+    # Leave a core per decoding worker; never raise torch's own default.
+    threads = max(1, min(torch.get_num_threads(), _available_cpus() - num_workers))
+    batches = iter(loader)
+    done = 0
+    with _torch_threads(threads):
+        while True:
+            # In-process decoding runs single-threaded (see _torch_threads); workers already do.
+            with _torch_threads(1) if num_workers == 0 else contextlib.nullcontext():
+                item = next(batches, None)
+            if item is None:
+                break
+            indices, batch, batch_failures = item
+            if batch is not None:
+                out[indices] = encoder.embed_batch(batch)
+            failures.update(batch_failures)
+            done += len(indices) + len(batch_failures)
+            if progress is not None:
+                progress(done / n, f"{done}/{n} images")
+    return out, dict(sorted(failures.items()))

@@ -1,0 +1,16 @@
+"""Label-free pseudo-labels for ELFS: spherical k-means and TEMI deep clustering on embeddings."""
+
+from .kmeans import DEFAULT_KMEANS_TEMPERATURE, kmeans_pseudo_labels
+from .metrics import cluster_accuracy
+from .neighbors import l2_normalize, nearest_neighbors, pca_reduce
+from .temi import TEMIClustering
+
+__all__ = [
+    "DEFAULT_KMEANS_TEMPERATURE",
+    "TEMIClustering",
+    "cluster_accuracy",
+    "kmeans_pseudo_labels",
+    "l2_normalize",
+    "nearest_neighbors",
+    "pca_reduce",
+]

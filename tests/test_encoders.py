@@ -1,0 +1,204 @@
+"""The image encoders: offline weights that classify real photos, batching, bad files, names."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+from PIL import Image
+
+from fiftyone_elfs.embeddings import (
+    DEFAULT_ENCODER,
+    EfficientNetLite0Encoder,
+    EncoderUnavailableError,
+    TimmEncoder,
+    embed_image_files,
+    load_encoder,
+)
+from fiftyone_elfs.embeddings import efficientnet_lite as effl
+from fiftyone_elfs.embeddings import encoders as enc_mod
+
+# ImageNet-1k indices (checked against timm.data.ImageNetInfo).
+CAT = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+COFFEE = {967, 968, 504}  # espresso, cup, coffee mug
+ROCKET = {657, 744, 812}  # missile, projectile/missile, space shuttle
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, Image.Image]:
+    """Real photos shipped with scikit-image."""
+    return {n: Image.fromarray(getattr(skimage.data, n)()) for n in ("chelsea", "coffee", "rocket")}
+
+
+@pytest.fixture(scope="module")
+def encoder() -> EfficientNetLite0Encoder:
+    """The default encoder at its default 128 px, on the CPU."""
+    return EfficientNetLite0Encoder(image_size=128, device="cpu")
+
+
+def test_real_photos_are_classified_correctly(photos):
+    """Weights, key mapping and preprocessing together: the cat, the coffee, the rocket."""
+    encoder = EfficientNetLite0Encoder(image_size=224, device="cpu")
+    logits = encoder.classify([photos["chelsea"], photos["coffee"], photos["rocket"]])
+    assert logits.shape == (3, 1000)
+    top5 = [set(row) for row in np.argsort(-logits, axis=1)[:, :5].tolist()]
+    assert top5[0] & CAT, top5[0]
+    assert top5[1] & COFFEE, top5[1]
+    assert top5[2] & ROCKET, top5[2]
+
+
+def test_preprocessing_is_minus_one_to_one_not_imagenet():
+    """The converted TF weights want (x - 0.5) / 0.5, not the ImageNet mean/std."""
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    assert effl.INPUT_MEAN == (0.5, 0.5, 0.5) and effl.INPUT_STD == (0.5, 0.5, 0.5)
+    assert tuple(effl.INPUT_MEAN) != tuple(IMAGENET_DEFAULT_MEAN)
+    assert tuple(effl.INPUT_STD) != tuple(IMAGENET_DEFAULT_STD)
+    transform = effl.build_transform(128)
+    white = transform(Image.new("RGB", (32, 32), (255, 255, 255)))
+    black = transform(Image.new("RGB", (32, 32), (0, 0, 0)))
+    assert white.shape == (3, 128, 128)
+    assert torch.allclose(white, torch.ones_like(white))
+    assert torch.allclose(black, -torch.ones_like(black))
+
+
+def test_whole_image_is_kept_no_center_crop():
+    """A 32 px image's border survives the resize (a center crop would cut it)."""
+    img = Image.new("RGB", (32, 32), (0, 0, 0))
+    for i in range(32):
+        img.putpixel((0, i), (255, 255, 255))  # white left column
+    x = effl.build_transform(128)(img)
+    assert x[:, :, 0].mean() > 0.5  # left edge of the output is (nearly) white
+
+
+def test_architecture_is_the_tf_variant():
+    """TF "same" padding and TF batch-norm epsilon, ReLU6 (timm's tf_efficientnet_lite0)."""
+    from timm.layers import Conv2dSame
+
+    model = effl.load_efficientnet_lite0()
+    assert not model.training
+    assert isinstance(model.conv_stem, Conv2dSame)
+    eps = {m.eps for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert eps == {1e-3}
+    assert any(isinstance(m, torch.nn.ReLU6) for m in model.modules())
+
+
+def test_key_mapping_covers_every_tensor():
+    """Every source tensor is used, every model tensor filled, and the values are what is loaded."""
+    source = torch.load(effl.default_weights_path(), map_location="cpu", weights_only=True)
+    model = effl.build_efficientnet_lite0()
+    mapped = effl.map_state_dict(source, model)
+    assert len(mapped) == len(source) == len(model.state_dict()) == 296
+    assert {id(t) for t in mapped.values()} == {id(t) for t in source.values()}
+    loaded = effl.load_efficientnet_lite0().state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in mapped.items())
+
+
+def test_key_mapping_rejects_incomplete_or_mismatched_weights():
+    """Missing, extra and mis-shaped tensors are each named in a clear error."""
+    source = dict(torch.load(effl.default_weights_path(), map_location="cpu", weights_only=True))
+    model = effl.build_efficientnet_lite0()
+
+    missing = {k: v for k, v in source.items() if k != "_blocks.3._depthwise_conv.weight"}
+    with pytest.raises(effl.WeightMappingError, match="not filled.*blocks.2.0.conv_dw.weight"):
+        effl.map_state_dict(missing, model)
+    with pytest.raises(effl.WeightMappingError, match="no target.*_extra.weight"):
+        effl.map_state_dict({**source, "_extra.weight": torch.zeros(1)}, model)
+    with pytest.raises(effl.WeightMappingError, match="shape mismatch"):
+        effl.map_state_dict({**source, "_fc.bias": torch.zeros(10)}, model)
+
+
+def test_embed_image_files_batches_and_survives_bad_files(tmp_path, photos, encoder):
+    """NaN rows plus reasons for bad files, finite rows for good ones, workers change nothing."""
+    good = []
+    for name, img in photos.items():
+        good.append(str(tmp_path / f"{name}.jpg"))
+        img.convert("RGB").save(good[-1], quality=90)
+    small = str(tmp_path / "small.jpg")  # CIFAR-sized source
+    photos["chelsea"].convert("RGB").resize((32, 32)).save(small)
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(np.random.default_rng(0).bytes(2048))
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(open(good[0], "rb").read()[:3000])
+    missing = str(tmp_path / "missing.jpg")
+    paths = [good[0], missing, good[1], str(corrupt), small, good[2], str(truncated)]
+    bad = {1: "not found", 3: "not a readable image", 6: "could not decode"}
+
+    calls: list[tuple[float, str]] = []
+    threads_before = torch.get_num_threads()
+    X, failures = embed_image_files(
+        paths, encoder, batch_size=3, progress=lambda f, label: calls.append((f, label))
+    )
+    assert torch.get_num_threads() == threads_before
+    assert X.shape == (len(paths), 1280) and X.dtype == np.float32
+    assert set(failures) == set(bad)
+    for i, word in bad.items():
+        assert word in failures[i]
+        assert np.isnan(X[i]).all()
+    ok = [i for i in range(len(paths)) if i not in bad]
+    assert np.isfinite(X[ok]).all() and (np.abs(X[ok]).sum(axis=1) > 0).all()
+    fractions = [f for f, _ in calls]
+    assert len(calls) == 3 and fractions == sorted(fractions) and fractions[-1] == 1.0
+
+    # Same numbers from the in-memory path and from a worker process.
+    direct = encoder.embed([Image.open(good[1]), Image.open(small)])
+    np.testing.assert_allclose(direct, X[[2, 4]], atol=1e-5)
+    X1, failures1 = embed_image_files(paths, encoder, batch_size=3, num_workers=1)
+    assert failures1 == failures
+    np.testing.assert_allclose(X1, X, atol=1e-5)
+
+
+def test_embed_image_files_empty(encoder):
+    """No paths: an empty array, no failures, progress finished."""
+    calls = []
+    X, failures = embed_image_files([], encoder, progress=lambda f, s: calls.append(f))
+    assert X.shape == (0, 1280) and failures == {} and calls == [1.0]
+
+
+def test_load_encoder_names():
+    """The default name, and unknown names rejected with the accepted forms."""
+    assert DEFAULT_ENCODER == "efficientnet-lite0"
+    encoder = load_encoder(DEFAULT_ENCODER, image_size=64, device="cpu")
+    assert isinstance(encoder, EfficientNetLite0Encoder) and encoder.dim == 1280
+    for name in ("nonsense", "timm:", "zoo:clip-vit-base32-torch"):
+        with pytest.raises(ValueError, match="Accepted forms.*efficientnet-lite0.*timm:<"):
+            load_encoder(name)
+    with pytest.raises(ValueError, match="Unknown timm model 'resnet_nonexistent'"):
+        load_encoder("timm:resnet_nonexistent")
+
+
+def test_timm_encoder_uses_the_model_data_config():
+    """A timm model (random weights, no download) embeds with its own preprocessing."""
+    encoder = load_encoder("timm:test_resnet", pretrained=False, device="cpu")
+    assert isinstance(encoder, TimmEncoder) and encoder.name == "timm:test_resnet"
+    assert encoder.config["input_size"] == (3, 160, 160)
+    X = encoder.embed([Image.new("RGB", (40, 30), (10, 200, 30)), Image.new("L", (8, 8))])
+    assert X.shape == (2, encoder.dim) and np.isfinite(X).all()
+    resized = TimmEncoder("test_resnet", pretrained=False, device="cpu", image_size=64)
+    assert resized.transform(Image.new("RGB", (32, 32))).shape == (3, 64, 64)
+    with pytest.raises(ValueError, match="does not accept 128 px inputs.*leave image_size unset"):
+        TimmEncoder("vit_tiny_patch16_224", pretrained=False, device="cpu", image_size=128)
+
+
+def test_timm_encoder_offline_fails_fast_with_the_fix(monkeypatch):
+    """Without network and cache: a clear error naming the problem and the fixes."""
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(enc_mod, "_weights_source", lambda name: ("https://huggingface.co", None))
+    monkeypatch.setattr(enc_mod, "_host_reachable", lambda url, timeout=3.0: False)
+    with pytest.raises(EncoderUnavailableError) as info:
+        TimmEncoder("resnet18", device="cpu")
+    message = str(info.value)
+    assert "resnet18" in message and "cannot be reached" in message
+    assert "HF_HUB_OFFLINE" in message and DEFAULT_ENCODER in message
+    assert isinstance(info.value, ValueError)
+
+
+def test_offline_weights_file_ships_with_the_package():
+    """The default encoder needs no download: the .pth is inside the installed package."""
+    path = effl.default_weights_path()
+    assert path.endswith(".pth") and os.path.getsize(path) > 10_000_000

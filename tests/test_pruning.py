@@ -1,0 +1,221 @@
+"""Selection on hand-made scores: budgets, every edge of double-end pruning, the beta rule, CCS."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fiftyone_elfs.selection import (
+    PruneResult,
+    ccs_select,
+    double_end_prune,
+    label_free_beta,
+    resolve_budget,
+)
+
+# Ranked hardest first (low = hard): -1.0 (1), -0.5 (5), 0.0 (7), 0.1 (3), 0.5 (0), 1.0 (6),
+# 1.5 (9), 2.0 (2), 2.5 (8), 3.0 (4).
+SCORES = np.array([0.5, -1.0, 2.0, 0.1, 3.0, -0.5, 1.0, 0.0, 2.5, 1.5])
+ORDER = [1, 5, 7, 3, 0, 6, 9, 2, 8, 4]
+
+
+# --------------------------------------------------------------------------- resolve_budget
+
+
+def test_resolve_budget_count_and_fraction():
+    assert resolve_budget(100, budget_count=10) == 10
+    assert resolve_budget(100, budget_count=np.int64(7)) == 7
+    assert resolve_budget(100, budget_count=150) == 150  # pruning then selects everything
+    assert resolve_budget(100, budget_fraction=0.25) == 25
+    assert resolve_budget(100, budget_fraction=1) == 100
+    assert resolve_budget(1000, budget_fraction=0.0125) == round(0.0125 * 1000)
+    assert resolve_budget(100, budget_fraction=0.001) == 1  # at least one sample
+    assert isinstance(resolve_budget(100, budget_fraction=0.3), int)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({}, "No budget given"),
+        ({"budget_count": 10, "budget_fraction": 0.1}, "pass only one"),
+        ({"budget_count": 0}, "budget_count must be > 0"),
+        ({"budget_count": -5}, "budget_count must be > 0"),
+        ({"budget_count": 2.5}, "whole number.*pass budget_fraction instead"),
+        ({"budget_count": True}, "whole number"),
+        ({"budget_fraction": 0.0}, r"\(0, 1\]"),
+        ({"budget_fraction": -0.1}, r"\(0, 1\]"),
+        ({"budget_fraction": float("nan")}, r"\(0, 1\]"),
+        (
+            {"budget_fraction": 1.5},
+            r"budget_fraction must be in \(0, 1\]; got 1.5. To select a number of samples, "
+            "pass budget_count instead",
+        ),
+        ({"budget_fraction": "0.5"}, "must be a number"),
+    ],
+)
+def test_resolve_budget_errors_name_problem_and_fix(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        resolve_budget(100, **kwargs)
+
+
+# --------------------------------------------------------------------------- double_end_prune
+
+
+def test_double_end_window_normal_case():
+    result = double_end_prune(SCORES, budget=3, beta=0.2)
+    assert isinstance(result, PruneResult)
+    assert result.indices.tolist() == [7, 3, 0]  # ranks 2, 3, 4: the 2 hardest are dropped
+    assert (result.start, result.stop) == (2, 5)
+    assert result.effective_beta == pytest.approx(0.2)
+    assert result.notices == []
+    assert [int(result.ranks[i]) for i in ORDER] == list(range(10))
+
+
+def test_beta_zero_keeps_the_hardest():
+    result = double_end_prune(SCORES, budget=3, beta=0.0)
+    assert result.indices.tolist() == [1, 5, 7] and (result.start, result.stop) == (0, 3)
+
+
+def test_effective_beta_is_the_fraction_actually_dropped():
+    result = double_end_prune(SCORES, budget=3, beta=0.25)  # floor(2.5) = 2 dropped
+    assert result.start == 2 and result.effective_beta == pytest.approx(0.2)
+    # floor(0.29 * 100) is 29 although 0.29 * 100 == 28.999999999999996 in floating point.
+    assert double_end_prune(np.arange(100.0), budget=10, beta=0.29).start == 29
+
+
+@pytest.mark.parametrize("budget", [10, 15])
+def test_budget_at_least_n_selects_all_with_a_notice(budget):
+    result = double_end_prune(SCORES, budget=budget, beta=0.3)
+    assert result.indices.tolist() == ORDER
+    assert (result.start, result.stop, result.effective_beta) == (0, 10, 0.0)
+    assert len(result.notices) == 1 and "all 10" in result.notices[0]
+
+
+def test_window_past_the_easiest_is_shifted_to_end_there():
+    result = double_end_prune(SCORES, budget=7, beta=0.5)  # 5 + 7 > 10
+    assert result.indices.tolist() == ORDER[3:]
+    assert (result.start, result.stop) == (3, 10)
+    assert result.effective_beta == pytest.approx(0.3)
+    assert len(result.notices) == 1
+    assert "shifted" in result.notices[0] and "effective beta = 0.3" in result.notices[0]
+    # Exactly fitting (beta + budget/N == 1) is not an edge: no shift, no notice.
+    exact = double_end_prune(SCORES, budget=5, beta=0.5)
+    assert exact.indices.tolist() == ORDER[5:] and exact.notices == []
+
+
+def test_hard_is_low_false_reverses_the_ranking():
+    result = double_end_prune(SCORES, budget=2, beta=0.1, hard_is_low=False)
+    assert result.indices.tolist() == [8, 2]  # 3.0 (4) dropped, then 2.5, 2.0
+    assert result.ranks[4] == 0 and result.ranks[1] == 9
+
+
+def test_ties_are_broken_by_index():
+    tied = np.array([1.0, 0.0, 1.0, 0.0, 1.0])
+    assert double_end_prune(tied, budget=5, beta=0.0).indices.tolist() == [1, 3, 0, 2, 4]
+    high = double_end_prune(tied, budget=5, beta=0.0, hard_is_low=False)
+    assert high.indices.tolist() == [0, 2, 4, 1, 3]
+    ints = double_end_prune(np.array([2, 2, 1, 1]), budget=2, beta=0.5, hard_is_low=False)
+    assert ints.indices.tolist() == [2, 3]
+
+
+@pytest.mark.parametrize(
+    ("scores", "budget", "beta", "match"),
+    [
+        (SCORES, 0, 0.1, "budget"),
+        (SCORES, -3, 0.1, "budget"),
+        (SCORES, 2.5, 0.1, "budget"),
+        (SCORES, 3, -0.1, r"beta must be in \[0, 1\)"),
+        (SCORES, 3, 1.0, r"beta must be in \[0, 1\)"),
+        (SCORES, 3, 1.5, r"beta must be in \[0, 1\)"),
+        (SCORES, 3, float("nan"), r"beta must be in \[0, 1\)"),
+        (np.array([0.1, np.nan, 0.3]), 1, 0.0, "NaN"),
+        (np.array([]), 1, 0.0, "non-empty"),
+        (np.ones((2, 2)), 1, 0.0, "1-D"),
+    ],
+)
+def test_double_end_prune_errors(scores, budget, beta, match):
+    with pytest.raises(ValueError, match=match):
+        double_end_prune(scores, budget, beta)
+
+
+# --------------------------------------------------------------------------- label_free_beta
+
+
+def test_label_free_beta_is_the_negative_aum_fraction_with_caps():
+    aum = np.concatenate([-np.ones(20), np.ones(80)])
+    beta, reason = label_free_beta(aum, budget_fraction=0.1)
+    assert beta == pytest.approx(0.2) and "20.0%" in reason and "capped" not in reason
+    beta, reason = label_free_beta(np.concatenate([-np.ones(70), np.ones(30)]), 0.1)
+    assert beta == pytest.approx(0.5) and "max_beta" in reason
+    beta, reason = label_free_beta(aum, budget_fraction=0.9)
+    assert beta == pytest.approx(0.1) and "1 - budget fraction" in reason
+    assert label_free_beta(np.ones(10), 0.5)[0] == 0.0
+    assert label_free_beta(np.zeros(10), 0.5)[0] == 0.0  # AUM exactly 0 is not "prefers another"
+
+
+def test_label_free_beta_errors():
+    with pytest.raises(ValueError, match="NaN"):
+        label_free_beta(np.array([0.1, np.nan]), 0.5)
+    with pytest.raises(ValueError, match="budget_fraction"):
+        label_free_beta(np.ones(3), 0.0)
+    with pytest.raises(ValueError, match="max_beta"):
+        label_free_beta(np.ones(3), 0.5, max_beta=1.0)
+
+
+# --------------------------------------------------------------------------- CCS
+
+
+def test_ccs_bin_quotas_fill_from_the_smallest_bin_up():
+    # 4 bins of width 1 over [0, 4]: sizes 1, 2, 10, 20. Budget 12, filled smallest first:
+    # 1 (share 3), 2 (share 11 // 3 = 3), 4 (share 9 // 2), 5 (the rest).
+    scores = np.concatenate(
+        [[0.0], [1.2, 1.5], np.linspace(2.0, 2.9, 10), np.linspace(3.0, 4.0, 20)]
+    )
+    chosen = ccs_select(scores, budget=12, beta=0.0, n_bins=4)
+    counts = np.bincount(np.clip(np.floor(scores[chosen]).astype(int), 0, 3), minlength=4)
+    assert counts.tolist() == [1, 2, 4, 5]
+
+
+def test_ccs_selects_budget_distinct_non_hardest_indices_spread_over_bins():
+    rng = np.random.default_rng(0)
+    scores = rng.exponential(size=2000)  # skewed: most mass at low scores
+    budget, beta, n = 200, 0.1, 2000
+    hardest = set(np.argsort(scores, kind="stable")[: int(beta * n)].tolist())
+    chosen = ccs_select(scores, budget=budget, beta=beta, seed=0)
+    assert len(chosen) == budget == len(set(chosen.tolist()))
+    assert not hardest & set(chosen.tolist())
+    assert np.array_equal(chosen, np.sort(chosen))
+    np.testing.assert_array_equal(chosen, ccs_select(scores, budget, beta, seed=0))
+    assert not np.array_equal(chosen, ccs_select(scores, budget, beta, seed=1))
+
+    remaining = np.setdiff1d(np.arange(n), list(hardest))
+    lo, hi = scores[remaining].min(), scores[remaining].max()
+
+    def bins(idx: np.ndarray) -> np.ndarray:
+        return np.clip(np.floor((scores[idx] - lo) / (hi - lo) * 50).astype(int), 0, 49)
+
+    nonempty = set(bins(remaining).tolist())
+    window = double_end_prune(scores, budget, beta).indices
+    assert set(bins(chosen).tolist()) == nonempty  # every occupied bin is represented
+    assert len(set(bins(window).tolist())) < len(nonempty) / 5
+    # The selection spans the whole remaining score range; the window covers a narrow slice.
+    ccs_span = np.ptp(scores[chosen]) / (hi - lo)
+    assert ccs_span > 0.9 > 0.1 > np.ptp(scores[window]) / (hi - lo)
+
+
+def test_ccs_edges():
+    assert ccs_select(SCORES, budget=10, beta=0.5).tolist() == list(range(10))
+    with pytest.warns(UserWarning, match="effective beta"):
+        chosen = ccs_select(SCORES, budget=8, beta=0.5)
+    assert set(chosen.tolist()) == set(ORDER[2:])
+    assert ccs_select(np.ones(20), budget=5, beta=0.2).size == 5  # a constant score is one bin
+    hard_high = ccs_select(SCORES, budget=3, beta=0.3, hard_is_low=False)
+    assert not {4, 8, 2} & set(hard_high.tolist())
+    with pytest.raises(ValueError, match="NaN"):
+        ccs_select(np.array([np.nan, 1.0]), 1, 0.0)
+    with pytest.raises(ValueError, match="budget"):
+        ccs_select(SCORES, 0, 0.0)
+    with pytest.raises(ValueError, match="beta"):
+        ccs_select(SCORES, 3, 1.0)
+    with pytest.raises(ValueError, match="n_bins"):
+        ccs_select(SCORES, 3, 0.0, n_bins=0)
