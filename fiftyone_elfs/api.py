@@ -1,0 +1,531 @@
+"""The public Python API: one function per pipeline stage, plus the whole pipeline.
+
+Each function takes a FiftyOne dataset or view, validates everything before touching the dataset,
+runs the array-level algorithm, writes the results back in bulk and records a FiftyOne run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import fiftyone as fo
+import fiftyone.core.collections as foc
+import numpy as np
+
+from fiftyone_elfs import dataset_io, runs
+from fiftyone_elfs.difficulty import HARD_IS_LOW, train_mlp_proxy
+from fiftyone_elfs.embeddings import DEFAULT_ENCODER, embed_image_files, load_encoder
+from fiftyone_elfs.errors import ElfsInputError
+from fiftyone_elfs.progress import ProgressFn, sub_progress, terminal_progress
+from fiftyone_elfs.pseudo_labels import TEMIClustering, kmeans_pseudo_labels
+from fiftyone_elfs.selection import double_end_prune, label_free_beta, resolve_budget
+
+logger = logging.getLogger(__name__)
+
+CLUSTERING_METHODS = ("temi", "kmeans")
+PROXIES = ("mlp",)
+ZOO_PREFIX = "zoo:"
+
+
+@dataclass
+class CoresetResult:
+    """What `select_coreset` chose and why."""
+
+    key: str
+    selected_ids: list[str]
+    n_pool: int
+    budget: int
+    beta: float
+    beta_reason: str
+    score: str
+    tag: str
+    saved_view: str
+    notices: list[str] = field(default_factory=list)
+
+    def view(self, dataset: fo.Dataset) -> fo.DatasetView:
+        """The selected samples as a view of `dataset`."""
+        return dataset.match_tags(self.tag)
+
+
+def _progress_or_bar(progress: ProgressFn | None, description: str) -> ProgressFn:
+    return progress if progress is not None else terminal_progress(description)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ElfsInputError(f"{name} must be an integer >= {minimum}; got {value!r}.")
+    return int(value)
+
+
+def _check_beta(beta: float | None) -> None:
+    if beta is None:
+        return
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta < 1:
+        raise ElfsInputError(
+            f"beta (the fraction of hardest samples dropped) must be in [0, 1); got {beta!r}. "
+            "Fix: pass e.g. beta=0.1, or leave beta=None for the label-free default."
+        )
+
+
+def _check_n_clusters(n_clusters: int, n: int) -> int:
+    n_clusters = _check_int("n_clusters", n_clusters, 2)
+    if n_clusters > n:
+        raise ElfsInputError(
+            f"n_clusters={n_clusters} is larger than the {n} samples with embeddings. "
+            f"Fix: pass n_clusters <= {n} (typically the number of classes you expect)."
+        )
+    return n_clusters
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ElfsInputError(f"{name} must be one of {list(choices)}; got {value!r}.")
+    return value
+
+
+# --------------------------------------------------------------------------- embeddings
+
+
+def compute_embeddings(
+    samples: foc.SampleCollection,
+    key: str = "elfs",
+    model: str = DEFAULT_ENCODER,
+    embeddings_field: str | None = None,
+    image_size: int = 128,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Embeds every image of the collection with a frozen encoder into a vector field.
+
+    `model` is "efficientnet-lite0" (offline default), "timm:<name>" or "zoo:<FiftyOne zoo
+    model>". Samples that already have an embedding from the same model are reused (resume);
+    unreadable images are skipped and listed in the run's results.
+    """
+    names = runs.validate_key(key)
+    dataset_io.require_nonempty(samples)
+    field_name = embeddings_field or names.embeddings_field
+    _check_int("batch_size", batch_size, 1)
+    _check_int("num_workers", num_workers, 0)
+    dataset = samples._dataset
+
+    previous = runs.stage_config(dataset, names, "embeddings")
+    owned_before = previous is not None and field_name in previous.owned_fields
+    if not owned_before and dataset_io.ids_with_values(dataset, field_name):
+        raise ElfsInputError(
+            f"The field '{field_name}' already holds values that this run did not compute; "
+            "refusing to overwrite or mix them. Fix: to use those embeddings, pass "
+            f"embeddings_field='{field_name}' to the later stages (or run_pipeline) instead; "
+            "to compute new ones, choose another key or embeddings_field."
+        )
+    same_model = owned_before and (previous.model, previous.image_size) == (model, image_size)
+    if owned_before and (overwrite or not same_model):
+        if not same_model:
+            logger.info(
+                "Model changed (%s -> %s): recomputing all embeddings", previous.model, model
+            )
+        dataset_io.clear_field(dataset, field_name)
+
+    todo = (
+        samples.exists(field_name, False) if dataset_io.has_field(samples, field_name) else samples
+    )
+    ids, paths = dataset_io.sample_ids_and_paths(todo)
+    n_reused = len(samples) - len(ids)
+    report = _progress_or_bar(progress, "embeddings")
+    skipped: list[dict[str, str]] = []
+    if ids and model.startswith(ZOO_PREFIX):
+        skipped = _embed_with_zoo_model(todo, model[len(ZOO_PREFIX) :], field_name, batch_size)
+    elif ids:
+        encoder = load_encoder(model, image_size=image_size)
+        X, failures = embed_image_files(
+            paths, encoder, batch_size=batch_size, num_workers=num_workers, progress=report
+        )
+        good = [i for i in range(len(ids)) if i not in failures]
+        dataset_io.write_values(samples, field_name, [ids[i] for i in good], [X[i] for i in good])
+        skipped = [
+            {"id": ids[i], "filepath": paths[i], "reason": reason}
+            for i, reason in sorted(failures.items())
+        ]
+    report(1.0, "done")
+    if skipped:
+        logger.warning(
+            "Skipped %d unreadable images (listed in run '%s' results), e.g. %s: %s",
+            len(skipped),
+            names.run_key("embeddings"),
+            skipped[0]["filepath"],
+            skipped[0]["reason"],
+        )
+    results = {
+        "n_samples": len(samples),
+        "n_computed": len(ids) - len(skipped),
+        "n_reused": n_reused,
+        "n_skipped": len(skipped),
+        "skipped": skipped,
+    }
+    runs.record_run(
+        samples,
+        names,
+        "embeddings",
+        params={"model": model, "image_size": image_size, "embeddings_field": field_name},
+        results=results,
+        owned_fields=[field_name],
+    )
+    return results
+
+
+def _embed_with_zoo_model(
+    samples: foc.SampleCollection, zoo_name: str, field_name: str, batch_size: int
+) -> list[dict[str, str]]:
+    """Embeds with a FiftyOne zoo model (downloads it where a network exists)."""
+    import fiftyone.zoo as foz
+
+    try:
+        model = foz.load_zoo_model(zoo_name)
+    except Exception as e:  # noqa: BLE001 - surfaced with the fix
+        raise ElfsInputError(
+            f"Could not load FiftyOne zoo model '{zoo_name}': {e}. Fix: check the name with "
+            "`fiftyone zoo models list`, make sure the model can be downloaded (network), or use "
+            f"the offline default model='{DEFAULT_ENCODER}'."
+        ) from e
+    if not getattr(model, "has_embeddings", False):
+        raise ElfsInputError(f"Zoo model '{zoo_name}' does not expose embeddings; pick another.")
+    samples.compute_embeddings(
+        model, embeddings_field=field_name, batch_size=batch_size, skip_failures=True
+    )
+    missing = samples.exists(field_name, False)
+    return [
+        {"id": i, "filepath": p, "reason": "the zoo model could not embed this image"}
+        for i, p in zip(*missing.values(["id", "filepath"]), strict=True)
+    ]
+
+
+# --------------------------------------------------------------------------- pseudo-labels
+
+
+def compute_pseudo_labels(
+    samples: foc.SampleCollection,
+    n_clusters: int = 10,
+    method: str = "temi",
+    key: str = "elfs",
+    embeddings_field: str | None = None,
+    seed: int = 0,
+    temi_params: dict[str, Any] | None = None,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Clusters the embeddings (TEMI deep clustering, or k-means) into pseudo-labels.
+
+    Stored as a Classification field (label "cluster_<k>", confidence = cluster probability).
+    """
+    names = runs.validate_key(key)
+    _check_choice("method", method, CLUSTERING_METHODS)
+    dataset_io.require_nonempty(samples)
+    field_name = embeddings_field or names.embeddings_field
+    ids, X = dataset_io.read_embeddings(samples, field_name)
+    n_clusters = _check_n_clusters(n_clusters, len(ids))
+    report = _progress_or_bar(progress, f"pseudo-labels ({method})")
+
+    extra: dict[str, Any] = {}
+    if method == "kmeans":
+        report(0.0, "k-means")
+        labels, confidence = kmeans_pseudo_labels(X, n_clusters, seed=seed)
+    else:
+        temi = TEMIClustering(n_clusters, seed=seed, progress=report, **(temi_params or {}))
+        temi.fit(X)
+        labels, confidence = temi.labels_, temi.confidence_
+        extra = {
+            "best_head": int(temi.best_head_),
+            "head_losses": [float(v) for v in temi.head_losses_],
+        }
+    report(1.0, "done")
+
+    width = len(str(n_clusters - 1))
+    label_names = [f"cluster_{int(k):0{width}d}" for k in labels]
+    dataset = samples._dataset
+    runs.delete_stage(dataset, names, "pseudo_labels")
+    dataset_io.write_classifications(
+        samples, names.pseudo_label_field, ids, label_names, confidence.tolist()
+    )
+    sizes = np.bincount(labels, minlength=n_clusters)
+    results = {"n_samples": len(ids), "cluster_sizes": [int(s) for s in sizes], **extra}
+    runs.record_run(
+        samples,
+        names,
+        "pseudo_labels",
+        params={
+            "clustering": method,
+            "n_clusters": n_clusters,
+            "seed": seed,
+            "embeddings_field": field_name,
+            "label_field": names.pseudo_label_field,
+            "temi_params": temi_params or {},
+        },
+        results=results,
+        owned_fields=[names.pseudo_label_field],
+    )
+    return results
+
+
+# --------------------------------------------------------------------------- difficulty
+
+
+def compute_difficulty(
+    samples: foc.SampleCollection,
+    key: str = "elfs",
+    proxy: str = "mlp",
+    embeddings_field: str | None = None,
+    epochs: int | None = None,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Trains a proxy on the pseudo-labels and stores each sample's AUM, forgetting and EL2N."""
+    names = runs.validate_key(key)
+    _check_choice("proxy", proxy, PROXIES)
+    dataset_io.require_nonempty(samples)
+    if epochs is not None:
+        _check_int("epochs", epochs, 1)
+    field_name = embeddings_field or names.embeddings_field
+    if not dataset_io.has_field(samples, names.pseudo_label_field):
+        raise ElfsInputError(
+            f"No pseudo-labels for key '{key}' ('{names.pseudo_label_field}' is missing). "
+            "Fix: run compute_pseudo_labels with the same key first."
+        )
+    labelled = samples.exists(names.pseudo_label_field)
+    ids, X = dataset_io.read_embeddings(labelled, field_name)
+    label_names = dataset_io.read_labels(labelled, names.pseudo_label_field, ids)
+    classes = sorted(set(label_names))
+    if len(classes) < 2:
+        raise ElfsInputError(
+            "The pseudo-labels contain fewer than 2 clusters, so there is no difficulty to learn. "
+            "Fix: recompute them with n_clusters >= 2."
+        )
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index[c] for c in label_names], dtype=np.int64)
+    report = _progress_or_bar(progress, f"difficulty ({proxy} proxy)")
+    kwargs = {"epochs": epochs} if epochs is not None else {}
+    scores = train_mlp_proxy(X, y, n_classes=len(classes), seed=seed, progress=report, **kwargs)
+    report(1.0, "done")
+
+    dataset = samples._dataset
+    runs.delete_stage(dataset, names, "difficulty")
+    fields = []
+    for score in runs.SCORE_NAMES:
+        values = np.asarray(getattr(scores, score), dtype=float).tolist()
+        dataset_io.write_values(samples, names.score_field(score), ids, values)
+        fields.append(names.score_field(score))
+    results = {
+        "n_samples": len(ids),
+        "n_epochs": int(scores.n_epochs),
+        "means": {s: float(np.mean(getattr(scores, s))) for s in runs.SCORE_NAMES},
+    }
+    runs.record_run(
+        samples,
+        names,
+        "difficulty",
+        params={
+            "proxy": proxy,
+            "epochs": int(scores.n_epochs),
+            "seed": seed,
+            "embeddings_field": field_name,
+            "label_field": names.pseudo_label_field,
+            "score_fields": fields,
+        },
+        results=results,
+        owned_fields=fields,
+    )
+    return results
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def select_coreset(
+    samples: foc.SampleCollection,
+    budget_count: int | None = None,
+    budget_fraction: float | None = None,
+    beta: float | None = None,
+    score: str = "aum",
+    key: str = "elfs",
+    tag: str | None = None,
+) -> CoresetResult:
+    """Double-end pruning on a difficulty score: drop the beta hardest, keep the next `budget`.
+
+    `beta=None` uses the label-free rule (`label_free_beta`). The coreset is tagged (default
+    "<key>_coreset") and saved as the view "<key>-coreset"; a re-run replaces both.
+    """
+    names = runs.validate_key(key)
+    _check_choice("score", score, runs.SCORE_NAMES)
+    _check_beta(beta)
+    dataset_io.require_nonempty(samples)
+    score_field = names.score_field(score)
+    if not dataset_io.has_field(samples, score_field):
+        raise ElfsInputError(
+            f"No '{score}' scores for key '{key}' ('{score_field}' is missing). "
+            "Fix: run compute_difficulty with the same key first."
+        )
+    scored = samples.exists(score_field)
+    ids, values, aum = scored.values(["id", score_field, names.score_field("aum")])
+    if not ids:
+        raise ElfsInputError(
+            f"No sample of this view has a '{score}' score. Fix: run compute_difficulty on it."
+        )
+    n = len(ids)
+    budget = resolve_budget(n, budget_count=budget_count, budget_fraction=budget_fraction)
+    tag = tag or names.tag
+    _check_tag_free(samples._dataset, tag, key)
+    if beta is None:
+        beta_value, beta_reason = label_free_beta(
+            np.asarray(aum, dtype=float), min(budget / n, 1.0)
+        )
+    else:
+        beta_value, beta_reason = float(beta), "set by the user"
+    pruned = double_end_prune(
+        np.asarray(values, dtype=float), budget, beta_value, hard_is_low=HARD_IS_LOW[score]
+    )
+    for notice in pruned.notices:
+        logger.warning(notice)
+    selected = [ids[i] for i in pruned.indices]
+
+    dataset = samples._dataset
+    runs.delete_stage(dataset, names, "coreset")
+    dataset_io.replace_tag(dataset, tag, selected)
+    description = f"ELFS coreset '{key}': {len(selected)} of {n} samples by {score}"
+    dataset_io.save_tagged_view(dataset, names.saved_view, tag, description)
+    result = CoresetResult(
+        key=key,
+        selected_ids=selected,
+        n_pool=n,
+        budget=len(selected),
+        beta=float(pruned.effective_beta),
+        beta_reason=beta_reason,
+        score=score,
+        tag=tag,
+        saved_view=names.saved_view,
+        notices=list(pruned.notices),
+    )
+    runs.record_run(
+        samples,
+        names,
+        "coreset",
+        params={
+            "budget_count": budget_count,
+            "budget_fraction": budget_fraction,
+            "beta": beta,
+            "score": score,
+            "tag": tag,
+            "saved_view": names.saved_view,
+        },
+        results={
+            "n_pool": n,
+            "n_selected": len(selected),
+            "beta": result.beta,
+            "beta_reason": beta_reason,
+            "window": [int(pruned.start), int(pruned.stop)],
+            "notices": result.notices,
+            "selected_ids": selected,
+        },
+        owned_tags=[tag],
+        owned_views=[names.saved_view],
+    )
+    return result
+
+
+def _check_tag_free(dataset: fo.Dataset, tag: str, key: str) -> None:
+    """Refuses a tag that another key's coreset owns, so selections never mix."""
+    for other, stages in runs.list_pipelines(dataset).items():
+        if other == key or "coreset" not in stages:
+            continue
+        config = runs.stage_config(dataset, runs.PipelineNames(other), "coreset")
+        if tag in config.owned_tags:
+            raise ElfsInputError(
+                f"The tag '{tag}' belongs to the coreset of key '{other}'. "
+                "Fix: choose another tag, or leave tag=None to derive it from the key."
+            )
+
+
+# --------------------------------------------------------------------------- whole pipeline
+
+
+def run_pipeline(
+    samples: foc.SampleCollection,
+    budget_count: int | None = None,
+    budget_fraction: float | None = None,
+    n_clusters: int = 10,
+    clustering: str = "temi",
+    key: str = "elfs",
+    model: str = DEFAULT_ENCODER,
+    embeddings_field: str | None = None,
+    beta: float | None = None,
+    score: str = "aum",
+    proxy_epochs: int | None = None,
+    temi_params: dict[str, Any] | None = None,
+    seed: int = 0,
+    num_workers: int = 0,
+    progress: ProgressFn | None = None,
+) -> CoresetResult:
+    """Runs embeddings -> pseudo-labels -> difficulty -> selection with one key.
+
+    Pass `embeddings_field` to use embeddings you already have (the embedding stage is skipped).
+    All parameters are checked before anything is computed or written.
+    """
+    names = runs.validate_key(key)
+    n = dataset_io.require_nonempty(samples)
+    resolve_budget(n, budget_count=budget_count, budget_fraction=budget_fraction)
+    _check_beta(beta)
+    _check_n_clusters(n_clusters, n)
+    _check_choice("clustering", clustering, CLUSTERING_METHODS)
+    _check_choice("score", score, runs.SCORE_NAMES)
+    if embeddings_field is not None:
+        dataset_io.read_embeddings(samples, embeddings_field)  # validates before any write
+
+    report = progress
+    if embeddings_field is None:
+        compute_embeddings(
+            samples,
+            key=key,
+            model=model,
+            num_workers=num_workers,
+            progress=sub_progress(report, 0.0, 0.5, "embeddings"),
+        )
+    compute_pseudo_labels(
+        samples,
+        n_clusters=n_clusters,
+        method=clustering,
+        key=key,
+        embeddings_field=embeddings_field,
+        seed=seed,
+        temi_params=temi_params,
+        progress=sub_progress(report, 0.5, 0.8, "pseudo-labels"),
+    )
+    compute_difficulty(
+        samples,
+        key=key,
+        embeddings_field=embeddings_field,
+        epochs=proxy_epochs,
+        seed=seed,
+        progress=sub_progress(report, 0.8, 0.98, "difficulty"),
+    )
+    result = select_coreset(
+        samples,
+        budget_count=budget_count,
+        budget_fraction=budget_fraction,
+        beta=beta,
+        score=score,
+        key=key,
+    )
+    if report is not None:
+        report(1.0, f"selected {len(result.selected_ids)} samples")
+    logger.info("Pipeline '%s' done: %d of %d selected", names.key, result.budget, result.n_pool)
+    return result
+
+
+def list_runs(dataset: fo.Dataset) -> dict[str, list[str]]:
+    """Maps each ELFS key on the dataset to the stages it has run."""
+    return runs.list_pipelines(dataset)
+
+
+def delete_run(dataset: fo.Dataset, key: str) -> list[str]:
+    """Deletes every stage of `key` with the fields, tag and saved view it created."""
+    return runs.delete_pipeline(dataset, key)

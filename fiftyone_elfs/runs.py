@@ -1,0 +1,140 @@
+"""Provenance: every pipeline stage is a FiftyOne run that records its parameters and what it owns.
+
+A pipeline key (default ``"elfs"``) names the fields, tag, saved view and runs of one selection, so
+runs with different keys coexist and deleting a key removes exactly what that key created.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import fiftyone as fo
+import fiftyone.core.collections as foc
+
+from fiftyone_elfs import dataset_io
+from fiftyone_elfs.errors import ElfsInputError
+
+STAGES = ("embeddings", "pseudo_labels", "difficulty", "coreset")
+SCORE_NAMES = ("aum", "forgetting", "el2n")
+_METHOD_PREFIX = "fiftyone_elfs."
+
+
+@dataclass(frozen=True)
+class PipelineNames:
+    """The names of everything a pipeline key creates on a dataset."""
+
+    key: str
+
+    @property
+    def embeddings_field(self) -> str:
+        return f"{self.key}_embedding"
+
+    @property
+    def pseudo_label_field(self) -> str:
+        return f"{self.key}_pseudo_label"
+
+    def score_field(self, score: str) -> str:
+        return f"{self.key}_{score}"
+
+    @property
+    def tag(self) -> str:
+        return f"{self.key}_coreset"
+
+    @property
+    def saved_view(self) -> str:
+        return f"{self.key}-coreset"
+
+    def run_key(self, stage: str) -> str:
+        return f"{self.key}_{stage}"
+
+
+def validate_key(key: str) -> PipelineNames:
+    """Checks that a pipeline key can name FiftyOne runs and fields."""
+    if not isinstance(key, str) or not key.isidentifier() or key.startswith("_"):
+        raise ElfsInputError(
+            f"Invalid run key {key!r}: keys name fields and FiftyOne runs, so they must be valid "
+            "Python identifiers not starting with '_'. Fix: use letters, digits and underscores, "
+            "e.g. 'elfs' or 'elfs_round2'."
+        )
+    return PipelineNames(key)
+
+
+def record_run(
+    samples: foc.SampleCollection,
+    names: PipelineNames,
+    stage: str,
+    params: dict[str, Any],
+    results: dict[str, Any],
+    owned_fields: list[str] | None = None,
+    owned_tags: list[str] | None = None,
+    owned_views: list[str] | None = None,
+) -> str:
+    """Registers (or replaces) one stage's run: parameters, results and owned outputs."""
+    run_key = names.run_key(stage)
+    reserved = {"method", "elfs_key", "stage", "owned_fields", "owned_tags", "owned_views"}
+    if reserved & params.keys():
+        raise ValueError(f"run parameters may not be named {sorted(reserved & params.keys())}")
+    config = samples.init_run(
+        method=_METHOD_PREFIX + stage,
+        elfs_key=names.key,
+        stage=stage,
+        owned_fields=list(owned_fields or []),
+        owned_tags=list(owned_tags or []),
+        owned_views=list(owned_views or []),
+        **params,
+    )
+    samples.register_run(run_key, config, overwrite=True)
+    samples.save_run_results(run_key, samples.init_run_results(run_key, **results))
+    return run_key
+
+
+def _is_elfs_run(dataset: fo.Dataset, run_key: str) -> bool:
+    method = getattr(dataset.get_run_info(run_key).config, "method", None) or ""
+    return method.startswith(_METHOD_PREFIX)
+
+
+def stage_config(dataset: fo.Dataset, names: PipelineNames, stage: str) -> Any | None:
+    """The recorded config of one stage of a key, or None if that stage has not run."""
+    run_key = names.run_key(stage)
+    if run_key not in dataset.list_runs() or not _is_elfs_run(dataset, run_key):
+        return None
+    return dataset.get_run_info(run_key).config
+
+
+def stage_results(dataset: fo.Dataset, names: PipelineNames, stage: str) -> Any | None:
+    """The stored results of one stage of a key, or None if that stage has not run."""
+    if stage_config(dataset, names, stage) is None:
+        return None
+    return dataset.load_run_results(names.run_key(stage), load_view=False)
+
+
+def list_pipelines(dataset: fo.Dataset) -> dict[str, list[str]]:
+    """Maps each pipeline key on the dataset to the stages it has run."""
+    keys: dict[str, list[str]] = {}
+    for run_key in dataset.list_runs():
+        if not _is_elfs_run(dataset, run_key):
+            continue
+        config = dataset.get_run_info(run_key).config
+        keys.setdefault(config.elfs_key, []).append(config.stage)
+    return {k: sorted(v, key=STAGES.index) for k, v in keys.items()}
+
+
+def delete_stage(dataset: fo.Dataset, names: PipelineNames, stage: str) -> bool:
+    """Deletes one stage's run and the fields, tags and views it owns; False if it did not exist."""
+    config = stage_config(dataset, names, stage)
+    if config is None:
+        return False
+    dataset_io.delete_fields(dataset, list(config.owned_fields))
+    for tag in config.owned_tags:
+        dataset_io.remove_tag(dataset, tag)
+    for view_name in config.owned_views:
+        dataset_io.delete_saved_view(dataset, view_name)
+    dataset.delete_run(names.run_key(stage))
+    return True
+
+
+def delete_pipeline(dataset: fo.Dataset, key: str) -> list[str]:
+    """Deletes every stage of a pipeline key with what it owns; returns the stages deleted."""
+    names = validate_key(key)
+    return [stage for stage in STAGES if delete_stage(dataset, names, stage)]

@@ -1,0 +1,91 @@
+"""Test set-up: a private FiftyOne database, the plugin discovered from this repo, real images.
+
+The environment is set before FiftyOne is imported anywhere, so tests never touch the user's own
+database or plugins.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import subprocess
+import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_CIFAR = os.path.join(REPO, "..", "shared", "data", "cifar10-jpg.tar.gz")
+
+_TMP = tempfile.mkdtemp(prefix="elfs-tests-")
+# Registered before FiftyOne is imported, so it runs after FiftyOne's own exit hook stops mongod.
+atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
+_PLUGINS = os.path.join(_TMP, "plugins")
+os.makedirs(_PLUGINS)
+os.symlink(REPO, os.path.join(_PLUGINS, "fiftyone-elfs"))
+os.environ.pop("FIFTYONE_DATABASE_URI", None)
+os.environ.update(
+    FIFTYONE_DATABASE_DIR=os.path.join(_TMP, "db"),
+    FIFTYONE_PLUGINS_DIR=_PLUGINS,
+    FIFTYONE_DO_NOT_TRACK="true",
+    FIFTYONE_DATABASE_VALIDATION="false",
+    FIFTYONE_DEFAULT_DATASET_DIR=os.path.join(_TMP, "fiftyone"),
+)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def write_digit_images(folder: str, per_class: int) -> str:
+    """Writes scikit-learn's real 8x8 digit scans as PNGs in class subfolders."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    counts: dict[int, int] = {}
+    for i, (image, label) in enumerate(zip(digits.images, digits.target, strict=True)):
+        if counts.get(int(label), 0) >= per_class:
+            continue
+        counts[int(label)] = counts.get(int(label), 0) + 1
+        os.makedirs(os.path.join(folder, str(label)), exist_ok=True)
+        pixels = (image * (255.0 / 16.0)).round().astype(np.uint8)
+        Image.fromarray(pixels, mode="L").save(os.path.join(folder, str(label), f"{i:04d}.png"))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def image_dir() -> str:
+    """A class-tree folder of 300 real images: CIFAR-10 JPEGs from ../shared/data when present
+    (30 per class), else scikit-learn's digit scans (what a user's machine has)."""
+    folder = os.path.join(_TMP, "images")
+    if os.path.exists(SHARED_CIFAR):
+        os.makedirs(folder)
+        subprocess.run(
+            ["tar", "-xzf", SHARED_CIFAR, "-C", folder, "--wildcards", "train/*/00[0-2][0-9].jpg"],
+            check=True,
+        )
+        return os.path.join(folder, "train")
+    return write_digit_images(folder, per_class=30)
+
+
+@pytest.fixture(scope="session")
+def base_dataset(image_dir):
+    """The 300 images as a dataset with EfficientNet-Lite0 embeddings computed once (key 'elfs')."""
+    import fiftyone as fo
+
+    import fiftyone_elfs as elfs
+
+    dataset = fo.Dataset.from_dir(
+        dataset_dir=image_dir,
+        dataset_type=fo.types.ImageClassificationDirectoryTree,
+        label_field="ground_truth",
+        name="elfs-test-base",
+    )
+    elfs.compute_embeddings(dataset, key="elfs")
+    return dataset
+
+
+@pytest.fixture
+def dataset(base_dataset):
+    """A fresh copy of the base dataset (embeddings included) for one test."""
+    copy = base_dataset.clone()
+    yield copy
+    copy.delete()

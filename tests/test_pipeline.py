@@ -1,0 +1,319 @@
+"""The pipeline through the Python API on a real FiftyOne database with real image files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import fiftyone as fo
+import numpy as np
+import pytest
+
+import fiftyone_elfs as elfs
+from fiftyone_elfs import runs
+
+FAST_TEMI = {"n_heads": 4, "epochs": 30, "batch_size": 128}
+
+
+def _run(dataset, key="elfs", fraction=0.2, clustering="kmeans", **kwargs):
+    return elfs.run_pipeline(
+        dataset,
+        budget_fraction=fraction,
+        n_clusters=10,
+        clustering=clustering,
+        key=key,
+        embeddings_field="elfs_embedding",
+        proxy_epochs=5,
+        **kwargs,
+    )
+
+
+def test_embeddings_are_stored_for_every_readable_image(base_dataset):
+    vectors = base_dataset.values("elfs_embedding")
+    assert all(v is not None for v in vectors)
+    X = np.stack(vectors)
+    assert X.shape == (len(base_dataset), 1280)
+    assert np.isfinite(X).all()
+    assert np.linalg.matrix_rank(X[:50]) > 40  # real, varied features, not a constant
+    info = base_dataset.get_run_info("elfs_embeddings")
+    assert info.config.model == "efficientnet-lite0"
+    assert base_dataset.load_run_results("elfs_embeddings").n_skipped == 0
+
+
+def test_full_pipeline_with_temi_writes_fields_tag_view_and_runs(dataset, tmp_path):
+    n = len(dataset)
+    result = elfs.run_pipeline(
+        dataset,
+        budget_fraction=0.2,
+        n_clusters=10,
+        clustering="temi",
+        key="elfs",
+        proxy_epochs=5,
+        temi_params=FAST_TEMI,
+    )
+    assert result.budget == round(0.2 * n) == len(result.selected_ids)
+    assert set(dataset.match_tags("elfs_coreset").values("id")) == set(result.selected_ids)
+    saved = dataset.load_saved_view("elfs-coreset")
+    assert set(saved.values("id")) == set(result.selected_ids)
+
+    labels = dataset.values("elfs_pseudo_label")
+    assert all(isinstance(c, fo.Classification) for c in labels)
+    assert all(0.0 <= c.confidence <= 1.0 for c in labels)
+    assert len({c.label for c in labels}) >= 2
+    for score in ("aum", "forgetting", "el2n"):
+        values = np.array(dataset.values(f"elfs_{score}"), dtype=float)
+        assert np.isfinite(values).all()
+
+    assert set(runs.STAGES) == set(elfs.list_runs(dataset)["elfs"])
+    for stage in runs.STAGES:
+        assert f"elfs_{stage}" in dataset.list_runs()
+    pl = dataset.get_run_info("elfs_pseudo_labels").config
+    assert (pl.method, pl.n_clusters) == ("fiftyone_elfs.pseudo_labels", 10)
+    pl_results = dataset.load_run_results("elfs_pseudo_labels")
+    assert pl_results.best_head == int(np.argmin(pl_results.head_losses))
+    sel = dataset.load_run_results("elfs_coreset")
+    assert sel.selected_ids == result.selected_ids
+    assert 0 <= sel.beta < 1
+
+    # The selection is the double-end window of the AUM ranking (hardest = lowest AUM).
+    aum = dict(zip(*dataset.values(["id", "elfs_aum"]), strict=True))
+    order = sorted(aum, key=lambda i: aum[i])
+    start = sel.window[0]
+    assert set(order[start : start + result.budget]) == set(result.selected_ids)
+
+
+def test_three_exports_exist_and_agree(dataset, tmp_path):
+    result = _run(dataset)
+    out = str(tmp_path / "export")
+    paths = elfs.export_coreset(dataset, out, key="elfs")
+    selected = set(result.selected_ids)
+
+    with open(paths["manifest"]) as f:
+        rows = list(csv.DictReader(f))
+    assert {r["sample_id"] for r in rows} == selected
+    for r in rows:
+        assert os.path.isfile(os.path.join(out, r["filename"]))
+        assert r["pseudo_label"].startswith("cluster_")
+    assert len(os.listdir(paths["media"])) == len(selected)  # colliding names were kept apart
+
+    imported = fo.Dataset.from_dir(
+        dataset_dir=paths["fiftyone"], dataset_type=fo.types.FiftyOneDataset
+    )
+    try:
+        assert len(imported) == len(selected)
+        assert set(imported.values("elfs_pseudo_label.label")) <= {r["pseudo_label"] for r in rows}
+    finally:
+        imported.delete()
+
+    with open(paths["labelstudio"]) as f:
+        tasks = json.load(f)
+    assert {t["data"]["sample_id"] for t in tasks} == selected
+    by_id = {r["sample_id"]: r for r in rows}
+    for t in tasks:
+        row = by_id[t["data"]["sample_id"]]
+        assert t["data"]["image"].endswith(row["filename"])
+        choice = t["predictions"][0]["result"][0]["value"]["choices"][0]
+        assert choice == row["pseudo_label"]
+    with open(paths["labelstudio_config"]) as f:
+        config = f.read()
+    assert all(f'"{r["pseudo_label"]}"' in config for r in rows)
+
+    # An existing export is never silently overwritten.
+    with pytest.raises(elfs.ElfsInputError, match="not empty"):
+        elfs.export_coreset(dataset, out, key="elfs")
+    keep = tmp_path / "export" / "my_notes.txt"
+    keep.write_text("mine")
+    elfs.export_coreset(
+        dataset,
+        out,
+        key="elfs",
+        formats=["labelstudio"],
+        overwrite=True,
+        include_pseudo_labels=False,
+    )
+    assert keep.read_text() == "mine"
+    with open(paths["labelstudio"]) as f:
+        assert all("predictions" not in t for t in json.load(f))
+
+
+def test_keys_coexist_rerun_replaces_only_its_own_and_delete_cleans_up(dataset):
+    a = _run(dataset, key="a", fraction=0.2)
+    b = _run(dataset, key="b", fraction=0.1, seed=1)
+    b_labels = dataset.values("b_pseudo_label.label")
+    b_aum = dataset.values("b_aum")
+    assert len(dataset.match_tags("b_coreset")) == b.budget
+
+    a2 = _run(dataset, key="a", fraction=0.3)
+    assert len(dataset.match_tags("a_coreset")) == a2.budget != a.budget
+    assert dataset.values("b_pseudo_label.label") == b_labels
+    assert dataset.values("b_aum") == b_aum
+    assert set(dataset.match_tags("b_coreset").values("id")) == set(b.selected_ids)
+    assert dataset.has_saved_view("b-coreset")
+
+    assert elfs.delete_run(dataset, "a") == ["pseudo_labels", "difficulty", "coreset"]
+    assert dataset.get_field("a_pseudo_label") is None and dataset.get_field("a_aum") is None
+    assert len(dataset.match_tags("a_coreset")) == 0
+    assert not dataset.has_saved_view("a-coreset")
+    assert "a" not in elfs.list_runs(dataset)
+    assert "b" in elfs.list_runs(dataset)
+    assert dataset.values("b_aum") == b_aum
+    assert dataset.get_field("elfs_embedding") is not None  # the shared input is not a's to delete
+
+
+def test_tag_of_another_key_is_refused(dataset):
+    _run(dataset, key="a")
+    _run(dataset, key="b")
+    before = _snapshot(dataset)
+    with pytest.raises(elfs.ElfsInputError, match="belongs to the coreset of key 'a'"):
+        elfs.select_coreset(dataset, budget_fraction=0.1, key="b", tag="a_coreset")
+    assert _snapshot(dataset) == before
+
+
+def test_embeddings_resume_and_skip_unreadable_images(dataset, tmp_path):
+    missing = str(tmp_path / "gone.jpg")
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8 this is not really a jpeg" * 10)
+    dataset.add_samples([fo.Sample(filepath=missing), fo.Sample(filepath=str(corrupt))])
+    redo = dataset.take(7, seed=0).values("id")
+    dataset.select(redo).set_field("elfs_embedding", None).save()
+
+    report = elfs.compute_embeddings(dataset, key="elfs")
+    assert report["n_computed"] == 7
+    assert report["n_reused"] == len(dataset) - 9
+    assert report["n_skipped"] == 2
+    assert {s["filepath"] for s in report["skipped"]} == {missing, str(corrupt)}
+    stored = dataset.load_run_results("elfs_embeddings")
+    assert stored.n_skipped == 2 and len(stored.skipped) == 2
+
+    result = _run(dataset, fraction=0.5)
+    skipped_ids = {s["id"] for s in report["skipped"]}
+    assert result.n_pool == len(dataset) - 2
+    assert not skipped_ids & set(result.selected_ids)
+
+
+def test_existing_user_field_is_never_overwritten(dataset):
+    dataset.clone_sample_field("elfs_embedding", "my_vectors")
+    before = dataset.values("my_vectors")
+    with pytest.raises(elfs.ElfsInputError, match="did not compute"):
+        elfs.compute_embeddings(dataset, key="other", embeddings_field="my_vectors")
+    assert all(
+        np.array_equal(x, y) for x, y in zip(before, dataset.values("my_vectors"), strict=True)
+    )
+    # ... but it can be used as the embeddings of a pipeline (option c).
+    result = elfs.run_pipeline(
+        dataset,
+        budget_count=25,
+        n_clusters=5,
+        clustering="kmeans",
+        key="mine",
+        embeddings_field="my_vectors",
+        proxy_epochs=3,
+    )
+    assert result.budget == 25
+    assert "embeddings" not in elfs.list_runs(dataset)["mine"]
+
+
+def _snapshot(dataset):
+    return (
+        sorted(dataset.get_field_schema()),
+        sorted(dataset.list_runs()),
+        dataset.count_sample_tags(),
+        sorted(dataset.list_saved_views()),
+        dataset.values("ground_truth.label"),
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(budget_fraction=0.0), "budget_fraction"),
+        (dict(budget_count=0), "budget"),
+        (dict(budget_count=-5), "budget"),
+        (dict(budget_fraction=1.5), "budget_fraction"),
+        (dict(budget_fraction=0.1, beta=1.0), "beta"),
+        (dict(budget_fraction=0.1, beta=-0.1), "beta"),
+        (dict(budget_fraction=0.1, n_clusters=100000), "n_clusters"),
+        (dict(budget_fraction=0.1, key="not a key"), "Invalid run key"),
+        (dict(budget_fraction=0.1, clustering="dbscan"), "clustering"),
+    ],
+)
+def test_bad_parameters_fail_clearly_and_change_nothing(dataset, kwargs, message):
+    _run(dataset, key="elfs")
+    before = _snapshot(dataset)
+    params = dict(n_clusters=10, clustering="kmeans", key="elfs", embeddings_field="elfs_embedding")
+    params.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        elfs.run_pipeline(dataset, **params)
+    with pytest.raises(ValueError):
+        if "n_clusters" in kwargs:
+            elfs.compute_pseudo_labels(dataset, n_clusters=kwargs["n_clusters"], method="kmeans")
+        elif "clustering" in kwargs:
+            elfs.compute_pseudo_labels(dataset, method=kwargs["clustering"])
+        else:
+            sel = {
+                k: v
+                for k, v in kwargs.items()
+                if k in ("budget_fraction", "budget_count", "beta", "key")
+            }
+            elfs.select_coreset(dataset, **sel)
+    assert _snapshot(dataset) == before
+
+
+def test_empty_view_fails_clearly(dataset):
+    before = _snapshot(dataset)
+    empty = dataset.match_tags("no-such-tag")
+    with pytest.raises(elfs.ElfsInputError, match="empty"):
+        elfs.run_pipeline(empty, budget_fraction=0.1)
+    with pytest.raises(elfs.ElfsInputError, match="empty"):
+        elfs.compute_embeddings(empty)
+    assert _snapshot(dataset) == before
+
+
+def test_nan_or_wrong_dimension_embeddings_fail_clearly(dataset):
+    ids = dataset.values("id")
+    X = np.stack(dataset.values("elfs_embedding"))
+    nan = X.copy()
+    nan[3, 7] = np.nan
+    dataset.set_values("with_nan", dict(zip(ids, nan, strict=True)), key_field="id")
+    ragged = [x if i != 5 else x[:100] for i, x in enumerate(X)]
+    dataset.set_values("ragged", dict(zip(ids, ragged, strict=True)), key_field="id")
+    before = _snapshot(dataset)
+    with pytest.raises(elfs.ElfsInputError, match="NaN"):
+        elfs.run_pipeline(dataset, budget_fraction=0.1, embeddings_field="with_nan")
+    with pytest.raises(elfs.ElfsInputError, match="different dimensions"):
+        elfs.run_pipeline(dataset, budget_fraction=0.1, embeddings_field="ragged")
+    with pytest.raises(elfs.ElfsInputError, match="does not exist"):
+        elfs.compute_pseudo_labels(dataset, embeddings_field="nope")
+    assert _snapshot(dataset) == before
+
+
+def test_budget_edges_through_the_api(dataset):
+    n = len(dataset)
+    result = _run(dataset, fraction=1.0)
+    assert result.budget == n and any("all" in m for m in result.notices)
+    result = elfs.select_coreset(dataset, budget_count=n + 10, key="elfs")
+    assert result.budget == n
+    result = elfs.select_coreset(dataset, budget_fraction=0.5, beta=0.7, key="elfs")
+    assert result.budget == n // 2 and result.notices
+    assert result.beta == pytest.approx(1 - result.budget / n)
+    ranked = sorted(zip(*dataset.values(["elfs_aum", "id"]), strict=True))
+    assert set(result.selected_ids) == {i for _, i in ranked[n - result.budget :]}
+
+
+def test_view_selection_only_touches_the_view(dataset):
+    view = dataset.match(fo.ViewField("ground_truth.label").is_in(["cat", "dog", "3", "5"]))
+    if len(view) == 0:  # digits fallback uses digit names
+        view = dataset.take(60, seed=1)
+    result = elfs.run_pipeline(
+        view,
+        budget_count=10,
+        n_clusters=3,
+        clustering="kmeans",
+        key="sub",
+        embeddings_field="elfs_embedding",
+        proxy_epochs=3,
+    )
+    assert result.n_pool == len(view)
+    assert set(result.selected_ids) <= set(view.values("id"))
+    assert len(dataset.exists("sub_aum")) == len(view)
