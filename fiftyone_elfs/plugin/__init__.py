@@ -1,0 +1,17 @@
+"""FiftyOne plugin entry point (`py_entry` in fiftyone.yml): registers the ELFS operators."""
+
+import os
+import sys
+
+try:
+    import fiftyone_elfs  # noqa: F401
+except ImportError:  # the repo was dropped into the plugins dir without `pip install`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from fiftyone_elfs.plugin.operators import OPERATORS  # noqa: E402
+
+
+def register(p):
+    """Called by FiftyOne's plugin loader."""
+    for operator in OPERATORS:
+        p.register(operator)

@@ -1,0 +1,160 @@
+"""The plugin through FiftyOne's own operator machinery: discovery, immediate and delegated runs."""
+
+from __future__ import annotations
+
+import os
+
+import fiftyone.operators as foo
+import pytest
+from fiftyone.operators.delegated import DelegatedOperationService
+from fiftyone.operators.executor import ExecutionRunState
+from fiftyone.operators.registry import OperatorRegistry
+
+import fiftyone_elfs as elfs
+
+PLUGIN = "@fiftyone-elfs/elfs"
+OPERATOR_NAMES = [
+    "compute_embeddings",
+    "compute_pseudo_labels",
+    "compute_difficulty",
+    "select_coreset",
+    "export_coreset",
+    "run_elfs_pipeline",
+]
+
+
+def uri(name: str) -> str:
+    return f"{PLUGIN}/{name}"
+
+
+def test_plugin_loads_without_errors_and_lists_every_operator():
+    registry = OperatorRegistry()
+    assert registry.list_errors() == []
+    for name in OPERATOR_NAMES:
+        assert registry.operator_exists(uri(name)), name
+    with open(os.path.join(os.path.dirname(__file__), "..", "fiftyone.yml")) as f:
+        declared = f.read()
+    assert all(f"- {name}" in declared for name in OPERATOR_NAMES)
+
+
+def test_stage_operators_run_immediately_from_a_script(dataset, tmp_path):
+    view = dataset.take(200, seed=0)
+    foo.get_operator(uri("compute_pseudo_labels"))(
+        view, n_clusters=8, clustering="kmeans", key="op", embeddings_field="elfs_embedding"
+    )
+    assert len(dataset.exists("op_pseudo_label")) == 200
+    foo.get_operator(uri("compute_difficulty"))(
+        view, key="op", embeddings_field="elfs_embedding", epochs=3
+    )
+    assert len(dataset.exists("op_aum")) == 200
+    foo.get_operator(uri("select_coreset"))(view, budget_count=30, beta=0.1, key="op")
+    assert len(dataset.match_tags("op_coreset")) == 30
+    assert dataset.load_run_results("op_coreset").beta == pytest.approx(0.1)
+    out = str(tmp_path / "export")
+    foo.get_operator(uri("export_coreset"))(
+        dataset, out, key="op", formats=("media", "labelstudio")
+    )
+    assert len(os.listdir(os.path.join(out, "media"))) == 30
+    assert os.path.isfile(os.path.join(out, "labelstudio_tasks.json"))
+    assert not os.path.exists(os.path.join(out, "fiftyone_dataset"))
+
+
+def test_compute_embeddings_operator_writes_the_field(dataset):
+    view = dataset.take(20, seed=3)
+    result = foo.get_operator(uri("compute_embeddings"))(view, key="fresh")
+    assert result.error is None
+    assert len(dataset.exists("fresh_embedding")) == 20
+    assert "fresh_embeddings" in dataset.list_runs()
+
+
+def test_pipeline_operator_through_execute_operator_with_a_view(dataset):
+    view = dataset.take(150, seed=1)
+    result = foo.execute_operator(
+        uri("run_elfs_pipeline"),
+        ctx=dict(view=view),
+        params=dict(
+            key="pipe",
+            budget_mode="fraction",
+            budget_fraction=0.2,
+            n_clusters=5,
+            clustering="kmeans",
+            embeddings_field="elfs_embedding",
+        ),
+    )
+    assert result.error is None
+    tagged = dataset.match_tags("pipe_coreset")
+    assert len(tagged) == 30
+    assert set(tagged.values("id")) <= set(view.values("id"))
+    assert dataset.has_saved_view("pipe-coreset")
+
+
+def test_form_validation_stops_bad_runs_and_changes_nothing(dataset):
+    elfs.run_pipeline(
+        dataset,
+        budget_fraction=0.1,
+        n_clusters=5,
+        clustering="kmeans",
+        embeddings_field="elfs_embedding",
+        proxy_epochs=2,
+    )
+    before = (sorted(dataset.get_field_schema()), dataset.count_sample_tags(), dataset.list_runs())
+    bad = [
+        dict(budget_mode="fraction", budget_fraction=1.5),
+        dict(budget_mode="count", budget_count=0),
+        dict(budget_mode="fraction", budget_fraction=0.1, beta_mode="manual", beta=1.2),
+        dict(budget_mode="fraction", budget_fraction=0.1, key="bad key"),
+    ]
+    for params in bad:
+        with pytest.raises(Exception, match="Validation error|must|invalid|Invalid"):
+            result = foo.execute_operator(
+                uri("select_coreset"), ctx=dict(dataset=dataset), params=params
+            )
+            result.raise_exceptions()
+    with pytest.raises(Exception, match="Validation error"):
+        foo.execute_operator(
+            uri("compute_pseudo_labels"),
+            ctx=dict(dataset=dataset),
+            params=dict(n_clusters=len(dataset) + 1),
+        ).raise_exceptions()
+    after = (sorted(dataset.get_field_schema()), dataset.count_sample_tags(), dataset.list_runs())
+    assert after == before
+
+
+def test_delegated_pipeline_is_queued_then_executed(dataset):
+    name = uri("run_elfs_pipeline")
+    queued = foo.get_operator(name)(
+        dataset,
+        budget_count=40,
+        n_clusters=6,
+        clustering="kmeans",
+        key="later",
+        embeddings_field="elfs_embedding",
+        delegate=True,
+    )
+    assert queued.delegated
+    assert len(dataset.match_tags("later_coreset")) == 0  # nothing happens until a worker runs it
+    service = DelegatedOperationService()
+    service.execute_queued_operations(operator=name, dataset_name=dataset.name)
+    ops = service.list_operations(operator=name, dataset_name=dataset.name)
+    assert ops and ops[-1].run_state == ExecutionRunState.COMPLETED, ops[-1].run_state
+    assert ops[-1].status is not None and ops[-1].status.progress == pytest.approx(1.0)
+    assert len(dataset.match_tags("later_coreset")) == 40
+
+
+def test_large_targets_default_to_delegated_execution(dataset):
+    from fiftyone.operators.executor import ExecutionContext
+
+    from fiftyone_elfs.plugin import operators
+
+    ctx = ExecutionContext(request_params={"dataset_name": dataset.name, "params": {}})
+    small = operators.RunElfsPipeline().resolve_execution_options(ctx)
+    assert small.allow_delegated_execution and small.allow_immediate_execution
+    assert not small.default_choice_to_delegated
+    old = operators.DELEGATE_ABOVE["run_elfs_pipeline"]
+    operators.DELEGATE_ABOVE["run_elfs_pipeline"] = len(dataset) - 1
+    try:
+        assert (
+            operators.RunElfsPipeline().resolve_execution_options(ctx).default_choice_to_delegated
+        )
+    finally:
+        operators.DELEGATE_ABOVE["run_elfs_pipeline"] = old
