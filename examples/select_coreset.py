@@ -61,22 +61,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def write_digits(folder: str) -> str:
-    """Writes scikit-learn's 1,797 8x8 digit images as PNG files in class subfolders."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    done = os.path.join(folder, ".complete")
-    if not os.path.exists(done):
-        digits = load_digits()
-        for i, (image, label) in enumerate(zip(digits.images, digits.target, strict=True)):
-            os.makedirs(os.path.join(folder, str(label)), exist_ok=True)
-            pixels = (image * (255.0 / 16.0)).round().astype(np.uint8)
-            Image.fromarray(pixels, mode="L").save(os.path.join(folder, str(label), f"{i:04d}.png"))
-        open(done, "w").close()
-    return folder
-
-
 def extract_cifar(archive: str, folder: str, full: bool) -> str:
     """Extracts CIFAR-10 train images (200 per class, or all) from the shared archive, once."""
     done = os.path.join(folder, ".complete")
@@ -116,7 +100,9 @@ def load_source(args: argparse.Namespace):
             )
             name = f"elfs-demo-{sub}"
         else:
-            folder = write_digits(os.path.join(args.workdir, "data", "digits"))
+            from fiftyone_elfs.sample_data import write_digit_images
+
+            folder = write_digit_images(os.path.join(args.workdir, "data", "digits"))
             name = "elfs-demo-digits"
     return dataset_from_folder(name, folder)
 

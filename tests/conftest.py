@@ -30,25 +30,7 @@ os.environ.update(
     FIFTYONE_DEFAULT_DATASET_DIR=os.path.join(_TMP, "fiftyone"),
 )
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-
-
-def write_digit_images(folder: str, per_class: int) -> str:
-    """Writes scikit-learn's real 8x8 digit scans as PNGs in class subfolders."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    counts: dict[int, int] = {}
-    for i, (image, label) in enumerate(zip(digits.images, digits.target, strict=True)):
-        if counts.get(int(label), 0) >= per_class:
-            continue
-        counts[int(label)] = counts.get(int(label), 0) + 1
-        os.makedirs(os.path.join(folder, str(label)), exist_ok=True)
-        pixels = (image * (255.0 / 16.0)).round().astype(np.uint8)
-        Image.fromarray(pixels, mode="L").save(os.path.join(folder, str(label), f"{i:04d}.png"))
-    return folder
 
 
 @pytest.fixture(scope="session")
@@ -63,6 +45,8 @@ def image_dir() -> str:
             check=True,
         )
         return os.path.join(folder, "train")
+    from fiftyone_elfs.sample_data import write_digit_images
+
     return write_digit_images(folder, per_class=30)
 
 
