@@ -1,5 +1,15 @@
-"""Coreset selection from difficulty: double-end pruning, label-free beta, CCS; no FiftyOne."""
+"""Coreset selection from difficulty: double-end pruning, label-free beta, CCS; geometry-only
+baselines (random, prototypicality, k-center greedy, D2 pruning, ZCore); no FiftyOne."""
 
+from .baselines import (
+    d2_prune,
+    k_center_greedy,
+    prototypicality_scores,
+    prototypicality_select,
+    random_select,
+    zcore_scores,
+    zcore_select,
+)
 from .pruning import (
     PruneResult,
     ccs_select,
@@ -12,8 +22,15 @@ from .pruning import (
 __all__ = [
     "PruneResult",
     "ccs_select",
+    "d2_prune",
     "double_end_prune",
+    "k_center_greedy",
     "label_free_beta",
+    "prototypicality_scores",
+    "prototypicality_select",
+    "random_select",
     "rank_hardest_first",
     "resolve_budget",
+    "zcore_scores",
+    "zcore_select",
 ]
