@@ -110,6 +110,18 @@ def _call(operator: foo.Operator, samples: Any, params: dict[str, Any], delegate
     return foo.execute_operator(operator.uri, ctx, params=params, request_delegation=delegate)
 
 
+def _operator_config(name: str, label: str, description: str) -> foo.OperatorConfig:
+    """Every ELFS operator has a dynamic form, streams progress and may be delegated."""
+    return foo.OperatorConfig(
+        name=name,
+        label=label,
+        description=description,
+        dynamic=True,
+        execute_as_generator=True,
+        allow_delegated_execution=True,
+    )
+
+
 class _ElfsOperator(foo.Operator):
     """Shared behaviour: execution options sized to the work, progress, reload after writes."""
 
@@ -120,13 +132,10 @@ class _ElfsOperator(foo.Operator):
 class ComputeEmbeddings(_ElfsOperator):
     @property
     def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="compute_embeddings",
-            label="ELFS: compute embeddings",
-            description="Embed every image with a frozen pretrained encoder",
-            dynamic=True,
-            execute_as_generator=True,
-            allow_delegated_execution=True,
+        return _operator_config(
+            "compute_embeddings",
+            "ELFS: compute embeddings",
+            "Embed every image with a frozen pretrained encoder",
         )
 
     def resolve_input(self, ctx: Any) -> types.Property:
@@ -211,13 +220,10 @@ def _clusters_input(ctx: Any, inputs: types.Object) -> None:
 class ComputePseudoLabels(_ElfsOperator):
     @property
     def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="compute_pseudo_labels",
-            label="ELFS: compute pseudo-labels",
-            description="Cluster the embeddings into pseudo-labels (TEMI or k-means)",
-            dynamic=True,
-            execute_as_generator=True,
-            allow_delegated_execution=True,
+        return _operator_config(
+            "compute_pseudo_labels",
+            "ELFS: compute pseudo-labels",
+            "Cluster the embeddings into pseudo-labels (TEMI or k-means)",
         )
 
     def resolve_input(self, ctx: Any) -> types.Property:
@@ -275,13 +281,10 @@ class ComputePseudoLabels(_ElfsOperator):
 class ComputeDifficulty(_ElfsOperator):
     @property
     def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="compute_difficulty",
-            label="ELFS: compute difficulty",
-            description="Train a proxy on the pseudo-labels; store AUM, forgetting and EL2N",
-            dynamic=True,
-            execute_as_generator=True,
-            allow_delegated_execution=True,
+        return _operator_config(
+            "compute_difficulty",
+            "ELFS: compute difficulty",
+            "Train a proxy on the pseudo-labels; store AUM, forgetting and EL2N",
         )
 
     def resolve_input(self, ctx: Any) -> types.Property:
@@ -411,13 +414,10 @@ def _selection_params(
 class SelectCoreset(_ElfsOperator):
     @property
     def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="select_coreset",
-            label="ELFS: select coreset",
-            description="Double-end pruning on difficulty: tag the samples worth labeling",
-            dynamic=True,
-            execute_as_generator=True,
-            allow_delegated_execution=True,
+        return _operator_config(
+            "select_coreset",
+            "ELFS: select coreset",
+            "Double-end pruning on difficulty: tag the samples worth labeling",
         )
 
     def resolve_input(self, ctx: Any) -> types.Property:
@@ -459,13 +459,10 @@ class SelectCoreset(_ElfsOperator):
 class ExportCoreset(_ElfsOperator):
     @property
     def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="export_coreset",
-            label="ELFS: export coreset for annotation",
-            description="Media + CSV manifest, FiftyOne dataset, Label Studio tasks",
-            dynamic=True,
-            execute_as_generator=True,
-            allow_delegated_execution=True,
+        return _operator_config(
+            "export_coreset",
+            "ELFS: export coreset for annotation",
+            "Media + CSV manifest, FiftyOne dataset, Label Studio tasks",
         )
 
     def resolve_input(self, ctx: Any) -> types.Property:
@@ -529,13 +526,10 @@ class ExportCoreset(_ElfsOperator):
 class RunElfsPipeline(_ElfsOperator):
     @property
     def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="run_elfs_pipeline",
-            label="ELFS: select a coreset (whole pipeline)",
-            description="Embeddings, pseudo-labels, difficulty and selection in one run",
-            dynamic=True,
-            execute_as_generator=True,
-            allow_delegated_execution=True,
+        return _operator_config(
+            "run_elfs_pipeline",
+            "ELFS: select a coreset (whole pipeline)",
+            "Embeddings, pseudo-labels, difficulty and selection in one run",
         )
 
     def resolve_input(self, ctx: Any) -> types.Property:
