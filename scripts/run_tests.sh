@@ -12,6 +12,6 @@ for a in "$@"; do
     if [ "$a" = "--quick" ]; then args+=(-m "not slow"); else args+=("$a"); fi
 done
 echo "[tests] ruff"
-"$venv/bin/ruff" check fiftyone_elfs tests examples scripts
+"$venv/bin/ruff" check fiftyone_elfs tests examples scripts benchmarks
 echo "[tests] pytest"
 exec "$venv/bin/python" -m pytest -ra "${args[@]}"

@@ -1,0 +1,365 @@
+"""Benchmark data: a labeled class tree or FiftyOne split, balanced splits, cached features.
+
+Labels are read here because the benchmark needs them to train and score downstream models; the
+selection methods never see them (see ``methods``). Features (encoder embeddings and 32x32 pixel
+arrays) are computed once per list of files and cached as ``.npy`` under the cache folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "BenchData",
+    "Split",
+    "balanced_subsample",
+    "cached_embeddings",
+    "cached_pixels",
+    "list_class_tree",
+    "list_fiftyone_split",
+    "load_bench_data",
+    "load_pixels",
+    "prepare_cifar10",
+]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+PIXEL_SIZE = 32  # protocol B trains on 32x32 RGB
+
+
+def _log(message: str) -> None:
+    """Progress line on stderr (stdout stays free for the CLI's summary)."""
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Split:
+    """One split: absolute image paths, integer labels, and (once loaded) its features."""
+
+    name: str
+    paths: list[str]
+    labels: np.ndarray  # int64 indices into BenchData.classes
+    embeddings: np.ndarray | None = None  # float32 [N, d]
+    pixels: np.ndarray | None = None  # uint8 [N, 32, 32, 3]
+
+    def __len__(self) -> int:
+        """Number of images in the split."""
+        return len(self.paths)
+
+
+@dataclass
+class BenchData:
+    """Pool (what methods select from), validation (carved from the pool) and test splits."""
+
+    classes: list[str]
+    pool: Split
+    val: Split
+    test: Split
+    source: dict = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """Identity of the data: a hash of every split's file list and labels."""
+        h = hashlib.sha1()
+        for split in (self.pool, self.val, self.test):
+            h.update(split.name.encode())
+            h.update("\n".join(split.paths).encode())
+            h.update(np.asarray(split.labels, dtype=np.int64).tobytes())
+        return h.hexdigest()[:16]
+
+    def describe(self) -> dict:
+        """JSON-able summary written into every result."""
+        return {
+            **self.source,
+            "key": self.key,
+            "classes": self.classes,
+            "pool_size": len(self.pool),
+            "val_size": len(self.val),
+            "test_size": len(self.test),
+        }
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def prepare_cifar10(archive: str, cache_dir: str) -> str:
+    """Extract the CIFAR-10 JPEG archive once into ``cache_dir/cifar10``; return that folder.
+
+    A marker file records a complete extraction, so an interrupted one is redone.
+    """
+    dest = os.path.join(cache_dir, "cifar10")
+    marker = os.path.join(dest, ".complete")
+    if os.path.exists(marker):
+        return dest
+    if not os.path.exists(archive):
+        raise FileNotFoundError(
+            f"CIFAR-10 archive not found: {archive}. Pass --cifar10-archive PATH, or --data-dir "
+            "for an extracted class tree, or --dataset for a FiftyOne dataset."
+        )
+    _log(f"extracting {archive} into {dest} (once)")
+    tmp = dest + ".partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    if shutil.which("tar"):
+        subprocess.run(["tar", "-xzf", archive, "-C", tmp], check=True)
+    else:  # pragma: no cover - every Linux has tar
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, filter="data")
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+    with open(marker, "w") as f:
+        f.write(archive + "\n")
+    return dest
+
+
+def list_class_tree(root: str) -> tuple[list[str], list[str]]:
+    """List an image classification tree ``root/<class>/<image>``: (abs paths, class names).
+
+    Sorted by class then file name, so the listing is the same on every machine.
+    """
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"Not a folder: {root}")
+    paths: list[str] = []
+    names: list[str] = []
+    for cls in sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))):
+        folder = os.path.join(root, cls)
+        for name in sorted(os.listdir(folder)):
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                paths.append(os.path.abspath(os.path.join(folder, name)))
+                names.append(cls)
+    if not paths:
+        raise ValueError(f"No images found under {root} (expected {root}/<class>/<image>).")
+    return paths, names
+
+
+def list_fiftyone_split(
+    dataset_name: str, tag: str, label_field: str = "ground_truth"
+) -> tuple[list[str], list[str]]:
+    """The samples of a FiftyOne dataset carrying ``tag``: (file paths, class names), by path.
+
+    Samples without a label in ``label_field`` (a Classification field) are skipped.
+    """
+    import fiftyone as fo
+
+    view = fo.load_dataset(dataset_name).match_tags(tag)
+    paths = view.values("filepath")
+    labels = view.values(f"{label_field}.label")
+    pairs = sorted((p, c) for p, c in zip(paths, labels, strict=True) if c is not None)
+    if not pairs:
+        raise ValueError(
+            f"Dataset {dataset_name!r} has no labeled samples tagged {tag!r} in {label_field!r}."
+        )
+    return [p for p, _ in pairs], [str(c) for _, c in pairs]
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def balanced_subsample(labels: np.ndarray, size: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a class-balanced random subset of ``size`` (all when None or >= N).
+
+    Each class gets ``size // K`` (the remainder goes to randomly chosen classes); a class with too
+    few samples gives all it has and the shortfall is spread over the others.
+    """
+    labels = np.asarray(labels)
+    n = labels.size
+    if size is None or size >= n:
+        return np.arange(n, dtype=np.int64)
+    if size < 1:
+        raise ValueError(f"Subsample size must be >= 1; got {size}.")
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    members = {c: rng.permutation(np.flatnonzero(labels == c)) for c in classes}
+    quota = {c: 0 for c in classes}
+    remaining = size
+    open_classes = list(classes)
+    while remaining > 0 and open_classes:
+        order = rng.permutation(len(open_classes))
+        share, extra = divmod(remaining, len(open_classes))
+        for rank, i in enumerate(order):
+            c = open_classes[i]
+            want = share + (1 if rank < extra else 0)
+            take = min(want, members[c].size - quota[c])
+            quota[c] += take
+            remaining -= take
+        open_classes = [c for c in open_classes if quota[c] < members[c].size]
+    chosen = np.concatenate([members[c][: quota[c]] for c in classes])
+    return np.sort(chosen).astype(np.int64)
+
+
+def _split(name: str, paths: list[str], labels: np.ndarray, idx: np.ndarray) -> Split:
+    """The subset ``idx`` of (paths, labels) as a named Split."""
+    return Split(name, [paths[i] for i in idx], np.asarray(labels)[idx].astype(np.int64))
+
+
+def load_bench_data(
+    *,
+    data_dir: str | None = None,
+    cifar10_archive: str | None = None,
+    dataset: str | None = None,
+    train_tag: str = "train",
+    test_tag: str = "test",
+    label_field: str = "ground_truth",
+    pool_size: int | None = None,
+    test_size: int | None = None,
+    val_fraction: float = 0.1,
+    data_seed: int = 0,
+    cache_dir: str,
+) -> BenchData:
+    """Resolve the source, subsample train and test (balanced, seeded) and carve validation.
+
+    Source priority: a FiftyOne ``dataset`` (split by tags), else ``data_dir`` (a folder with
+    ``train/`` and ``test/`` class trees), else the CIFAR-10 archive extracted into the cache.
+    ``pool_size`` counts the train images drawn before ``val_fraction`` of them is carved off
+    (balanced) as the validation split; the rest is the selection pool.
+    """
+    if dataset:
+        train_paths, train_names = list_fiftyone_split(dataset, train_tag, label_field)
+        test_paths, test_names = list_fiftyone_split(dataset, test_tag, label_field)
+        source = {"kind": "fiftyone", "dataset": dataset, "train_tag": train_tag,
+                  "test_tag": test_tag, "label_field": label_field}  # fmt: skip
+    else:
+        if not data_dir:
+            if not cifar10_archive:
+                raise ValueError("Give --data-dir, --dataset or --cifar10-archive.")
+            data_dir = prepare_cifar10(cifar10_archive, cache_dir)
+            source = {"kind": "cifar10-archive", "archive": os.path.abspath(cifar10_archive)}
+        else:
+            source = {"kind": "class-tree", "data_dir": os.path.abspath(data_dir)}
+        train_paths, train_names = list_class_tree(os.path.join(data_dir, "train"))
+        test_paths, test_names = list_class_tree(os.path.join(data_dir, "test"))
+    classes = sorted(set(train_names) | set(test_names))
+    index = {c: i for i, c in enumerate(classes)}
+    y_train = np.array([index[c] for c in train_names], dtype=np.int64)
+    y_test = np.array([index[c] for c in test_names], dtype=np.int64)
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction}.")
+
+    drawn = balanced_subsample(y_train, pool_size, data_seed)
+    n_val = int(round(val_fraction * drawn.size))
+    val_pos = balanced_subsample(y_train[drawn], n_val, data_seed + 1) if n_val else []
+    is_val = np.zeros(drawn.size, dtype=bool)
+    is_val[val_pos] = True
+    test_idx = balanced_subsample(y_test, test_size, data_seed + 2)
+    source.update(
+        pool_size_arg=pool_size,
+        test_size_arg=test_size,
+        val_fraction=val_fraction,
+        data_seed=data_seed,
+    )
+    return BenchData(
+        classes=classes,
+        pool=_split("pool", train_paths, y_train, drawn[~is_val]),
+        val=_split("val", train_paths, y_train, drawn[is_val]),
+        test=_split("test", test_paths, y_test, test_idx),
+        source=source,
+    )
+
+
+# --------------------------------------------------------------------------- features
+
+
+def _paths_key(paths: list[str], *extra: object) -> str:
+    """A short hash of a file list plus settings: the cache key of that list's features."""
+    h = hashlib.sha1(json.dumps([str(e) for e in extra]).encode())
+    h.update("\n".join(paths).encode())
+    return h.hexdigest()[:20]
+
+
+def _save_npy(path: str, array: np.ndarray) -> None:
+    """Write an .npy atomically (a crash never leaves a truncated cache file)."""
+    tmp = path + ".tmp.npy"
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+def load_pixels(paths: list[str], size: int = PIXEL_SIZE) -> np.ndarray:
+    """Decode images to uint8 RGB [N, size, size, 3], resizing (bilinear) those of another size."""
+    from PIL import Image
+
+    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    for i, path in enumerate(paths):
+        with Image.open(path) as img:
+            rgb = img.convert("RGB")
+        if rgb.size != (size, size):
+            rgb = rgb.resize((size, size), Image.BILINEAR)
+        out[i] = np.asarray(rgb, dtype=np.uint8)
+    return out
+
+
+def cached_pixels(paths: list[str], cache_dir: str) -> np.ndarray:
+    """32x32 pixel arrays of ``paths``, from ``cache_dir/features`` or decoded and cached."""
+    folder = os.path.join(cache_dir, "features")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"pixels-{_paths_key(paths, PIXEL_SIZE)}.npy")
+    if os.path.exists(path):
+        return np.load(path)
+    t0 = time.perf_counter()
+    pixels = load_pixels(paths)
+    _save_npy(path, pixels)
+    _log(f"decoded {len(paths)} images to 32x32 pixels in {time.perf_counter() - t0:.1f} s")
+    return pixels
+
+
+def cached_embeddings(
+    paths: list[str],
+    cache_dir: str,
+    encoder_name: str = "efficientnet-lite0",
+    image_size: int = 128,
+) -> np.ndarray:
+    """Encoder embeddings of ``paths`` (float32), from ``cache_dir/features`` or computed once.
+
+    Uses the library's ``load_encoder`` and ``embed_image_files``; an unreadable image is an
+    error here (a benchmark's data must be complete).
+    """
+    folder = os.path.join(cache_dir, "features")
+    os.makedirs(folder, exist_ok=True)
+    key = _paths_key(paths, encoder_name, image_size)
+    path = os.path.join(folder, f"emb-{encoder_name}-{image_size}-{key}.npy")
+    if os.path.exists(path):
+        return np.load(path)
+    from fiftyone_elfs.embeddings import embed_image_files, load_encoder
+
+    t0 = time.perf_counter()
+    encoder = load_encoder(encoder_name, image_size=image_size)
+    last = [0.0]
+
+    def progress(fraction: float, label: str) -> None:
+        if fraction - last[0] >= 0.1 or fraction >= 1.0:
+            last[0] = fraction
+            _log(f"embedding: {label}")
+
+    emb, failures = embed_image_files(paths, encoder, progress=progress)
+    if failures:
+        first = list(failures.items())[:5]
+        raise RuntimeError(f"{len(failures)} image(s) could not be embedded, e.g. {first}")
+    _save_npy(path, emb)
+    seconds = time.perf_counter() - t0
+    _log(f"embedded {len(paths)} images in {seconds:.1f} s ({len(paths) / seconds:.0f} images/s)")
+    return emb
+
+
+def load_features(
+    data: BenchData, cache_dir: str, encoder_name: str, image_size: int, need_pixels: bool
+) -> None:
+    """Fill every split's ``embeddings`` (and ``pixels`` when protocol B runs), using the cache.
+
+    No current method reads pixels, so they are decoded only for protocol B.
+    """
+    for split in (data.pool, data.val, data.test):
+        if len(split) == 0:
+            split.embeddings = np.empty((0, 0), dtype=np.float32)
+            split.pixels = np.empty((0, PIXEL_SIZE, PIXEL_SIZE, 3), dtype=np.uint8)
+            continue
+        split.embeddings = cached_embeddings(split.paths, cache_dir, encoder_name, image_size)
+        if need_pixels:
+            split.pixels = cached_pixels(split.paths, cache_dir)

@@ -1,0 +1,535 @@
+"""The selection methods compared by the benchmark: name -> callable(context, budget, seed).
+
+A label-free method sees only ``context.inputs`` (pool embeddings, pool pixels when loaded, the
+pool's file paths, the number of classes K, an artefact cache). Methods registered with
+``uses_labels=True`` also get ``context.labeled`` (true pool labels and protocol-A evaluators);
+for every other method it is None, so a label-free method cannot read labels by mistake.
+
+Rate-independent intermediate results (pseudo-labels, AUM, ZCore and Brain scores) are cached
+per seed by ``ArtefactCache``, so all pruning rates reuse them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "METHODS",
+    "ArtefactCache",
+    "LabeledInputs",
+    "LabelFreeInputs",
+    "MethodContext",
+    "MethodParams",
+    "MethodSpec",
+    "Selection",
+    "measure",
+    "resolve_methods",
+]
+
+
+# --------------------------------------------------------------------------- measurement
+
+
+def _rss_bytes() -> int:
+    """Current resident set size of this process (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
+        return 0
+
+
+def _maxrss_bytes() -> int:
+    """Peak resident set size of this process so far (getrusage; kB on Linux)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@contextmanager
+def measure(interval: float = 0.005) -> Iterator[dict]:
+    """Wall time and peak memory of a block; fills the yielded dict on exit.
+
+    ``seconds``: wall time. ``peak_rss_delta_mb``: highest resident set size seen by a sampling
+    thread (every ``interval`` s) minus the size at entry: covers numpy, torch and faiss
+    allocations alike (tracemalloc would miss the last two). ``maxrss_delta_mb``: growth of the
+    process's lifetime peak (getrusage), 0 when the block stayed below an earlier peak.
+    """
+    out: dict = {}
+    base = _rss_bytes()
+    base_max = _maxrss_bytes()
+    peak = [base]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(interval):
+            peak[0] = max(peak[0], _rss_bytes())
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    t0 = time.perf_counter()
+    try:
+        yield out
+    finally:
+        seconds = time.perf_counter() - t0
+        stop.set()
+        thread.join()
+        peak[0] = max(peak[0], _rss_bytes())
+        out.update(
+            seconds=round(seconds, 3),
+            peak_rss_delta_mb=round((peak[0] - base) / 2**20, 1),
+            maxrss_delta_mb=round(max(0, _maxrss_bytes() - base_max) / 2**20, 1),
+        )
+
+
+# --------------------------------------------------------------------------- context
+
+
+@dataclass(frozen=True)
+class MethodParams:
+    """Settings of the methods (fixed for a run; part of the artefact cache key)."""
+
+    proxy_epochs: int = 40
+    temi_epochs: int = 15
+    temi_heads: int = 8
+    zcore_draws: int = 1_000_000
+    beta_grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+class ArtefactCache:
+    """Rate-independent arrays of one (method family, seed) on disk as ``.npz`` + ``.json``.
+
+    The key holds the data identity, the artefact name, its parameters and the seed. The
+    json keeps how long the computation took and its peak memory, so a later rate reports the
+    cost it reused.
+    """
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self._memo: dict[str, tuple[dict[str, np.ndarray], dict]] = {}
+
+    def get(
+        self,
+        name: str,
+        seed: int | None,
+        params: dict,
+        compute: Callable[[], tuple[dict[str, np.ndarray], dict]],
+    ) -> tuple[dict[str, np.ndarray], dict]:
+        """Return (arrays, meta) from the cache, or ``compute()`` them, measure and store."""
+        digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+        stem = f"{name}-{digest}" + ("" if seed is None else f"-s{seed}")
+        if stem in self._memo:
+            arrays, meta = self._memo[stem]
+            return arrays, {**meta, "reused": True}
+        npz = os.path.join(self.folder, stem + ".npz")
+        meta_path = os.path.join(self.folder, stem + ".json")
+        if os.path.exists(npz) and os.path.exists(meta_path):
+            with np.load(npz) as f:
+                arrays = {k: f[k] for k in f.files}
+            with open(meta_path) as f:
+                meta = json.load(f)
+            meta["reused"] = True
+        else:
+            with measure() as cost:
+                arrays, extra = compute()
+            meta = {"name": name, "seed": seed, "params": params, "cost": cost, **extra}
+            os.makedirs(self.folder, exist_ok=True)
+            tmp = npz + ".tmp.npz"
+            np.savez(tmp, **arrays)
+            os.replace(tmp, npz)
+            with open(meta_path + ".tmp", "w") as f:
+                json.dump(meta, f, indent=1)
+            os.replace(meta_path + ".tmp", meta_path)
+            meta = {**meta, "reused": False}
+        self._memo[stem] = (arrays, meta)
+        return arrays, meta
+
+
+@dataclass
+class LabelFreeInputs:
+    """What every method may use: the unlabeled pool and the number of classes K."""
+
+    X: np.ndarray  # pool embeddings [N, d]
+    pixels: np.ndarray | None  # pool pixels uint8 [N, 32, 32, 3] (None when not loaded)
+    paths: list[str]  # pool image files (for the FiftyOne Brain methods)
+    n_classes: int  # K, the number of clusters (the paper's assumption: K = number of classes)
+    artefacts: ArtefactCache
+    params: MethodParams
+
+
+@dataclass
+class LabeledInputs:
+    """What only ``uses_labels`` methods get: true pool labels and protocol-A scorers."""
+
+    y: np.ndarray  # true labels of the pool
+    val_accuracy: Callable[[np.ndarray], float]  # protocol A trained on pool[idx], scored on val
+    test_accuracy: Callable[[np.ndarray], float]  # the same, scored on TEST (oracle only)
+
+
+@dataclass
+class MethodContext:
+    """Inputs handed to a method; ``labeled`` is None for label-free methods."""
+
+    inputs: LabelFreeInputs
+    labeled: LabeledInputs | None = None
+
+
+@dataclass
+class Selection:
+    """A method's answer: sorted pool indices, JSON-able info, and pseudo-labels if it made any
+    (the runner scores those against the truth for the report; the method never does)."""
+
+    indices: np.ndarray
+    info: dict = field(default_factory=dict)
+    pseudo_labels: np.ndarray | None = None
+
+
+MethodFn = Callable[[MethodContext, int, int], Selection]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method: its callable, whether it reads labels, and a one-line description."""
+
+    name: str
+    fn: MethodFn
+    description: str
+    uses_labels: bool = False
+    oracle: bool = False
+
+
+def _sorted(indices: np.ndarray) -> np.ndarray:
+    """Indices as a sorted int64 array."""
+    return np.sort(np.asarray(indices, dtype=np.int64))
+
+
+def _top(scores: np.ndarray, budget: int) -> np.ndarray:
+    """Sorted indices of the ``budget`` highest scores (ties: lower index first)."""
+    return _sorted(np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:budget])
+
+
+def _cost_info(meta: dict) -> dict:
+    """The shared-artefact cost recorded in a result's info."""
+    cost = meta.get("cost", {})
+    return {
+        "artefact_seconds": cost.get("seconds"),
+        "artefact_peak_rss_delta_mb": cost.get("peak_rss_delta_mb"),
+        "artefact_reused": meta.get("reused", False),
+    }
+
+
+# --------------------------------------------------------------------------- geometry baselines
+
+
+def _baselines():  # imported lazily: written alongside this harness
+    from fiftyone_elfs.selection import baselines
+
+    return baselines
+
+
+def random_method(ctx: MethodContext, budget: int, seed: int) -> Selection:
+    """Uniform random subset."""
+    return Selection(_baselines().random_select(ctx.inputs.X.shape[0], budget, seed=seed))
+
+
+def _prototypicality(keep: str) -> MethodFn:
+    """Distance to the own k-means centroid: keep the closest (easy) or farthest (hard)."""
+
+    def run(ctx: MethodContext, budget: int, seed: int) -> Selection:
+        idx = _baselines().prototypicality_select(
+            ctx.inputs.X, budget, n_clusters=ctx.inputs.n_classes, keep=keep, seed=seed
+        )
+        return Selection(idx, {"keep": keep, "n_clusters": ctx.inputs.n_classes})
+
+    return run
+
+
+def kcenter_method(ctx: MethodContext, budget: int, seed: int) -> Selection:
+    """Greedy k-center on L2-normalised embeddings."""
+    return Selection(_baselines().k_center_greedy(ctx.inputs.X, budget, seed=seed))
+
+
+def d2_method(ctx: MethodContext, budget: int, seed: int) -> Selection:
+    """D2 pruning with the label-free difficulty (distance to the k-means centroid)."""
+    idx = _baselines().d2_prune(ctx.inputs.X, budget, n_clusters=ctx.inputs.n_classes, seed=seed)
+    return Selection(idx, {"difficulty": "prototypicality distance"})
+
+
+def zcore_method(ctx: MethodContext, budget: int, seed: int) -> Selection:
+    """ZCore coverage-minus-redundancy scores (cached per seed), keep the top ``budget``."""
+    draws = ctx.inputs.params.zcore_draws
+    arrays, meta = ctx.inputs.artefacts.get(
+        "zcore",
+        seed,
+        {"n_draws": draws},
+        lambda: (
+            {"scores": _baselines().zcore_scores(ctx.inputs.X, n_draws=draws, seed=seed)},
+            {},
+        ),
+    )
+    return Selection(_top(arrays["scores"], budget), {"n_draws": draws, **_cost_info(meta)})
+
+
+# --------------------------------------------------------------------------- FiftyOne Brain
+
+
+def brain_scores(paths: list[str], X: np.ndarray, kind: str) -> np.ndarray:
+    """FiftyOne Brain uniqueness or representativeness of the pool, from our embeddings.
+
+    Builds a temporary (non-persistent) dataset of the pool's file paths, runs
+    ``compute_uniqueness`` / ``compute_representativeness`` with ``embeddings=X`` (so no model is
+    downloaded), reads the scores back in pool order and deletes the dataset.
+    """
+    import fiftyone as fo
+    import fiftyone.brain as fob
+
+    dataset = fo.Dataset(f"elfs-bench-{kind}-{uuid.uuid4().hex[:8]}")
+    try:
+        dataset.add_samples([fo.Sample(filepath=p) for p in paths], progress=False)
+        if kind == "uniqueness":
+            fob.compute_uniqueness(dataset, embeddings=X, progress=False)
+        else:
+            fob.compute_representativeness(dataset, embeddings=X, progress=False)
+        by_path = dict(zip(dataset.values("filepath"), dataset.values(kind), strict=True))
+        scores = np.array([by_path[p] for p in paths], dtype=np.float64)
+    finally:
+        dataset.delete()
+    if np.isnan(scores).any():
+        raise RuntimeError(f"FiftyOne Brain left {int(np.isnan(scores).sum())} {kind} scores empty")
+    return scores
+
+
+def _brain(kind: str) -> MethodFn:
+    """Keep the ``budget`` samples with the highest Brain ``kind`` score."""
+
+    def run(ctx: MethodContext, budget: int, seed: int) -> Selection:
+        # Deterministic (no seed), so one cached score array serves every seed.
+        arrays, meta = ctx.inputs.artefacts.get(
+            f"brain_{kind}",
+            None,
+            {},
+            lambda: ({"scores": brain_scores(ctx.inputs.paths, ctx.inputs.X, kind)}, {}),
+        )
+        return Selection(_top(arrays["scores"], budget), {"keep": "highest", **_cost_info(meta)})
+
+    return run
+
+
+# --------------------------------------------------------------------------- ELFS
+
+
+def _difficulty(
+    ctx: MethodContext, seed: int, clustering: str
+) -> tuple[dict[str, np.ndarray], dict]:
+    """Pseudo-labels (k-means, TEMI, or the TRUE labels for 'truth') and the MLP proxy's AUM."""
+    from fiftyone_elfs.difficulty import train_mlp_proxy
+    from fiftyone_elfs.pseudo_labels import TEMIClustering, kmeans_pseudo_labels
+
+    inp = ctx.inputs
+    params: dict = {"clustering": clustering, "proxy_epochs": inp.params.proxy_epochs}
+    if clustering == "temi":
+        params.update(temi_epochs=inp.params.temi_epochs, temi_heads=inp.params.temi_heads)
+
+    def compute() -> tuple[dict[str, np.ndarray], dict]:
+        t0 = time.perf_counter()
+        extra: dict = {}
+        if clustering == "kmeans":
+            labels, _ = kmeans_pseudo_labels(inp.X, inp.n_classes, seed=seed)
+        elif clustering == "temi":
+            temi = TEMIClustering(
+                inp.n_classes,
+                n_heads=inp.params.temi_heads,
+                epochs=inp.params.temi_epochs,
+                seed=seed,
+            ).fit(inp.X)
+            labels = temi.labels_
+            extra["best_head"] = int(temi.best_head_)
+        elif clustering == "truth":
+            if ctx.labeled is None:
+                raise PermissionError("the true-label proxy is only for uses_labels methods")
+            labels = ctx.labeled.y
+        else:
+            raise ValueError(f"unknown clustering {clustering!r}")
+        extra["clustering_seconds"] = round(time.perf_counter() - t0, 2)
+        scores = train_mlp_proxy(
+            inp.X, labels, n_classes=inp.n_classes, epochs=inp.params.proxy_epochs, seed=seed
+        )
+        extra["proxy_seconds"] = scores.info.get("seconds")
+        arrays = {
+            "labels": np.asarray(labels, dtype=np.int64),
+            "aum": scores.aum,
+            "forgetting": scores.forgetting,
+            "el2n": scores.el2n,
+        }
+        return arrays, extra
+
+    return inp.artefacts.get(f"difficulty_{clustering}", seed, params, compute)
+
+
+def _elfs(clustering: str, ccs: bool = False) -> MethodFn:
+    """ELFS: pseudo-labels -> MLP proxy AUM -> label-free beta -> double-end pruning (or CCS)."""
+
+    def run(ctx: MethodContext, budget: int, seed: int) -> Selection:
+        from fiftyone_elfs.difficulty import HARD_IS_LOW
+        from fiftyone_elfs.selection import ccs_select, double_end_prune, label_free_beta
+
+        arrays, meta = _difficulty(ctx, seed, clustering)
+        aum = arrays["aum"]
+        n = aum.size
+        beta, reason = label_free_beta(aum, min(budget / n, 1.0))
+        info = {"beta": beta, "beta_reason": reason, "clustering": clustering}
+        if ccs:
+            idx = ccs_select(aum, budget, beta, hard_is_low=HARD_IS_LOW["aum"], seed=seed)
+            info["selection"] = "ccs"
+        else:
+            pruned = double_end_prune(aum, budget, beta, hard_is_low=HARD_IS_LOW["aum"])
+            idx = pruned.indices
+            info.update(selection="double-end", effective_beta=pruned.effective_beta)
+            info["notices"] = pruned.notices
+        info.update(_cost_info(meta))
+        for key in ("clustering_seconds", "proxy_seconds", "best_head"):
+            if key in meta:
+                info[key] = meta[key]
+        return Selection(_sorted(idx), info, pseudo_labels=arrays["labels"])
+
+    return run
+
+
+def _grid(beta_grid: tuple[float, ...], budget: int, n: int) -> list[float]:
+    """Betas of the grid whose window fits in the pool (beta*N + budget <= N); never empty."""
+    fits = [b for b in beta_grid if int(np.floor(b * n + 1e-9)) + budget <= n]
+    return fits or [max(0.0, (n - budget) / n)]
+
+
+def _pick(scores: dict[float, float]) -> float:
+    """The beta with the best accuracy (ties: the smaller beta)."""
+    return max(sorted(scores), key=lambda b: scores[b])
+
+
+def supervised_ccs_method(ctx: MethodContext, budget: int, seed: int) -> Selection:
+    """CCS on the AUM of an MLP proxy trained on TRUE labels; beta by protocol-A VALIDATION."""
+    from fiftyone_elfs.selection import ccs_select
+
+    assert ctx.labeled is not None
+    arrays, meta = _difficulty(ctx, seed, "truth")
+    aum = arrays["aum"]
+    candidates = {}
+    scores = {}
+    for beta in _grid(ctx.inputs.params.beta_grid, budget, aum.size):
+        candidates[beta] = ccs_select(aum, budget, beta, seed=seed)
+        scores[beta] = ctx.labeled.val_accuracy(candidates[beta])
+    best = _pick(scores)
+    info = {
+        "beta": best,
+        "beta_reason": "grid search by protocol-A validation accuracy",
+        "grid_val_accuracy": {str(b): round(a, 4) for b, a in scores.items()},
+        **_cost_info(meta),
+    }
+    return Selection(_sorted(candidates[best]), info)
+
+
+def elfs_oracle_beta_method(ctx: MethodContext, budget: int, seed: int) -> Selection:
+    """ELFS k-means with beta chosen by protocol-A TEST accuracy: an upper bound, not a method."""
+    from fiftyone_elfs.selection import double_end_prune
+
+    assert ctx.labeled is not None
+    arrays, meta = _difficulty(ctx, seed, "kmeans")
+    aum = arrays["aum"]
+    candidates = {}
+    scores = {}
+    for beta in _grid(ctx.inputs.params.beta_grid, budget, aum.size):
+        candidates[beta] = double_end_prune(aum, budget, beta).indices
+        scores[beta] = ctx.labeled.test_accuracy(candidates[beta])
+    best = _pick(scores)
+    info = {
+        "beta": best,
+        "beta_reason": "ORACLE: grid search by protocol-A TEST accuracy",
+        "grid_test_accuracy": {str(b): round(a, 4) for b, a in scores.items()},
+        **_cost_info(meta),
+    }
+    return Selection(_sorted(candidates[best]), info, pseudo_labels=arrays["labels"])
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def _spec(name: str, fn: MethodFn, description: str, **flags: bool) -> tuple[str, MethodSpec]:
+    return name, MethodSpec(name, fn, description, **flags)
+
+
+METHODS: dict[str, MethodSpec] = dict(
+    [
+        _spec("random", random_method, "uniform random subset (the reference)"),
+        _spec(
+            "prototypicality_easy",
+            _prototypicality("easy"),
+            "closest to own k-means centroid (K = #classes)",
+        ),
+        _spec(
+            "prototypicality_hard",
+            _prototypicality("hard"),
+            "farthest from own k-means centroid (Sorscher et al.)",
+        ),
+        _spec("kcenter", kcenter_method, "greedy k-center (coverage)"),
+        _spec("d2", d2_method, "D2 pruning, prototypicality difficulty, kNN message passing"),
+        _spec("zcore", zcore_method, "ZCore coverage minus redundancy on 2-D coordinate pairs"),
+        _spec(
+            "brain_uniqueness",
+            _brain("uniqueness"),
+            "FiftyOne Brain compute_uniqueness, highest kept",
+        ),
+        _spec(
+            "brain_representativeness",
+            _brain("representativeness"),
+            "FiftyOne Brain compute_representativeness, highest kept",
+        ),
+        _spec("elfs_kmeans", _elfs("kmeans"), "ELFS: k-means pseudo-labels, AUM, double-end"),
+        _spec("elfs_temi", _elfs("temi"), "ELFS: TEMI pseudo-labels, AUM, double-end"),
+        _spec(
+            "elfs_kmeans_ccs",
+            _elfs("kmeans", ccs=True),
+            "k-means pseudo-label AUM, CCS with the label-free beta",
+        ),
+        _spec(
+            "supervised_ccs",
+            supervised_ccs_method,
+            "CCS on true-label AUM, beta by validation accuracy",
+            uses_labels=True,
+        ),
+        _spec(
+            "elfs_oracle_beta",
+            elfs_oracle_beta_method,
+            "ELFS k-means, beta by TEST accuracy (oracle bound)",
+            uses_labels=True,
+            oracle=True,
+        ),
+    ]
+)
+
+
+def resolve_methods(names: str | None) -> list[MethodSpec]:
+    """Registry entries for a comma list (None or 'all': every method), with a helpful error."""
+    if not names or names.strip() == "all":
+        return list(METHODS.values())
+    chosen = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in chosen if n not in METHODS]
+    if unknown:
+        raise ValueError(f"Unknown method(s) {unknown}; choose from {', '.join(METHODS)}.")
+    return [METHODS[n] for n in dict.fromkeys(chosen)]
+
+
+def params_dict(params: MethodParams) -> dict:
+    """MethodParams as a JSON-able dict."""
+    d = asdict(params)
+    d["beta_grid"] = list(params.beta_grid)
+    return d

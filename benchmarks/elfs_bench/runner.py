@@ -1,0 +1,415 @@
+"""The resumable benchmark loop: one JSON per (method, pruning rate, seed, protocol).
+
+For each method, seed and rate the selection is made once (and saved as an index list under
+``selections/``), then every requested protocol trains on it. A result JSON that already exists
+(without an error) is reused, so an interrupted run picks up where it stopped; a run folder
+refuses results made with other settings (``config.json``).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import data as bdata
+from .methods import (
+    ArtefactCache,
+    LabeledInputs,
+    LabelFreeInputs,
+    MethodContext,
+    MethodParams,
+    MethodSpec,
+    Selection,
+    measure,
+    params_dict,
+)
+from .protocols import (
+    ProbeConfig,
+    TrainConfig,
+    available_cpus,
+    feature_stats,
+    pixel_stats,
+    protocol_a,
+    protocol_b,
+    torch_threads,
+)
+
+__all__ = ["RunConfig", "provenance", "result_path", "run_benchmark"]
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PROTOCOLS = ("A", "B")
+
+
+def _log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class RunConfig:
+    """Everything one invocation needs (the CLI fills it)."""
+
+    methods: list[MethodSpec]
+    rates: list[float]
+    seeds: list[int]
+    protocols: list[str]
+    run_dir: str
+    cache_dir: str
+    source: dict  # keyword arguments of data.load_bench_data (without cache_dir)
+    encoder: str = "efficientnet-lite0"
+    image_size: int = 128
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    params: MethodParams = field(default_factory=MethodParams)
+    threads: int = 0
+    command: str = ""
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, check=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def _memory_gb() -> float | None:
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):  # pragma: no cover
+        return None
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def provenance(command: str) -> dict:
+    """Commit (and whether the tree had local changes), command line, machine and versions."""
+    status = _git("status", "--porcelain")
+    return {
+        "commit": _git("rev-parse", "HEAD"),
+        "dirty": bool(status) if status is not None else None,
+        "command": command,
+        "process_argv": shlex.join(sys.argv),  # differs from command when called in-process
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "cpus_available": available_cpus(),
+            "memory_gb": _memory_gb(),
+            "python": platform.python_version(),
+        },
+        "versions": {
+            name: _version(pkg)
+            for name, pkg in (
+                ("torch", "torch"),
+                ("numpy", "numpy"),
+                ("fiftyone", "fiftyone"),
+                ("sklearn", "scikit-learn"),
+                ("faiss", "faiss-cpu"),
+                ("fiftyone_elfs", "fiftyone-elfs"),
+            )
+        },
+    }
+
+
+def default_command(argv: list[str]) -> str:
+    """How this run was started, as a shell line."""
+    return shlex.join([sys.executable, "benchmarks/run_benchmark.py", *argv])
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _rate_tag(rate: float) -> str:
+    return f"{rate:g}".replace(".", "p")
+
+
+def result_path(run_dir: str, method: str, rate: float, seed: int, protocol: str) -> str:
+    """Where the result of (method, rate, seed, protocol) lives."""
+    name = f"{method}__r{_rate_tag(rate)}__s{seed}__{protocol}.json"
+    return os.path.join(run_dir, "raw", name)
+
+
+def _write_json(path: str, payload: dict) -> None:
+    """Write JSON atomically, so an interruption never leaves a half-written result."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=1, default=_json_default)
+    os.replace(tmp, path)
+
+
+def _json_default(obj: object) -> object:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+
+
+def _reusable(path: str) -> bool:
+    """True when a finished result without error is on disk."""
+    if not os.path.exists(path):
+        return False
+    try:
+        with open(path) as f:
+            return not json.load(f).get("error")
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def _settings(cfg: RunConfig, data_key: str) -> dict:
+    """The settings every result of a run folder must share."""
+    return {
+        "data_key": data_key,
+        "encoder": cfg.encoder,
+        "image_size": cfg.image_size,
+        "probe": asdict(cfg.probe),
+        "train": {k: v for k, v in asdict(cfg.train).items() if k != "threads"},
+        "method_params": params_dict(cfg.params),
+    }
+
+
+def _check_settings(cfg: RunConfig, settings: dict) -> None:
+    """Record the run's settings, or refuse to mix results made with different ones."""
+    path = os.path.join(cfg.run_dir, "config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        if diff:
+            raise SystemExit(
+                f"{cfg.run_dir} holds results made with other settings ({', '.join(diff)}). "
+                "Use another --run-name, or delete that folder to start over."
+            )
+        return
+    _write_json(path, settings)
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _budget(rate: float, n: int) -> int:
+    """Samples kept at a pruning rate in percent (rate 70 keeps 30% of the pool)."""
+    from fiftyone_elfs.selection import resolve_budget
+
+    if not 0 <= rate < 100:
+        raise ValueError(f"pruning rates are percentages in [0, 100); got {rate}")
+    return resolve_budget(n, budget_fraction=1.0 - rate / 100.0)
+
+
+def _make_selection(
+    spec: MethodSpec, ctx: MethodContext, budget: int, seed: int, pool_labels: np.ndarray
+) -> tuple[np.ndarray, dict]:
+    """Run a method, measure it, check its answer and add the cluster accuracy of its labels."""
+    from fiftyone_elfs.pseudo_labels import cluster_accuracy
+
+    with measure() as cost:
+        sel: Selection = spec.fn(ctx, budget, seed)
+    idx = np.asarray(sel.indices, dtype=np.int64)
+    n = pool_labels.size
+    if idx.ndim != 1 or np.unique(idx).size != idx.size or idx.min() < 0 or idx.max() >= n:
+        raise RuntimeError(f"{spec.name} returned invalid indices (shape {idx.shape})")
+    info = dict(sel.info)
+    info.update(
+        select_seconds=cost["seconds"],
+        select_peak_rss_delta_mb=cost["peak_rss_delta_mb"],
+        select_maxrss_delta_mb=cost["maxrss_delta_mb"],
+    )
+    # The cost of this selection from scratch: a reused artefact's recorded cost is added back.
+    reused = bool(info.get("artefact_reused"))
+    info["from_scratch_seconds"] = round(
+        cost["seconds"] + ((info.get("artefact_seconds") or 0.0) if reused else 0.0), 3
+    )
+    info["from_scratch_peak_rss_delta_mb"] = max(
+        cost["peak_rss_delta_mb"], (info.get("artefact_peak_rss_delta_mb") or 0.0)
+    )
+    if sel.pseudo_labels is not None:  # scored against the truth here, never inside the method
+        info["cluster_accuracy"] = round(cluster_accuracy(pool_labels, sel.pseudo_labels), 4)
+    return np.sort(idx), info
+
+
+def _selection_file(run_dir: str, method: str, rate: float, seed: int) -> str:
+    return os.path.join(run_dir, "selections", f"{method}__r{_rate_tag(rate)}__s{seed}.json")
+
+
+def run_benchmark(cfg: RunConfig) -> dict:
+    """Run every (method, rate, seed, protocol) not already on disk; return counts and paths.
+
+    Returns ``{"computed": int, "reused": int, "errors": int, "run_dir": str}``.
+    """
+    for p in cfg.protocols:
+        if p not in PROTOCOLS:
+            raise ValueError(f"Unknown protocol {p!r}; choose from {PROTOCOLS}")
+    threads = cfg.threads or available_cpus()
+    os.makedirs(cfg.run_dir, exist_ok=True)
+    data = bdata.load_bench_data(**cfg.source, cache_dir=cfg.cache_dir)
+    _log(
+        f"data {data.key}: pool {len(data.pool)}, val {len(data.val)}, test {len(data.test)}, "
+        f"{len(data.classes)} classes"
+    )
+    _check_settings(cfg, _settings(cfg, data.key))
+
+    todo = [
+        (spec, rate, seed, p)
+        for spec in cfg.methods
+        for seed in cfg.seeds
+        for rate in cfg.rates
+        for p in cfg.protocols
+    ]
+    missing = [t for t in todo if not _reusable(result_path(cfg.run_dir, t[0].name, *t[1:]))]
+    summary = {"computed": 0, "reused": len(todo) - len(missing), "errors": 0}
+    summary["run_dir"] = cfg.run_dir
+    if not missing:
+        _log(f"all {len(todo)} results already on disk: nothing to compute")
+        return summary
+
+    with torch_threads(threads):
+        bdata.load_features(data, cfg.cache_dir, cfg.encoder, cfg.image_size, "B" in cfg.protocols)
+        _run_missing(cfg, data, missing, summary, threads)
+    return summary
+
+
+def _run_missing(
+    cfg: RunConfig, data: bdata.BenchData, missing: list, summary: dict, threads: int
+) -> None:
+    """The inner loop of ``run_benchmark`` over results that are not on disk yet."""
+    pool, val, test = data.pool, data.val, data.test
+    emb_stats = feature_stats(pool.embeddings)
+    pix_stats = pixel_stats(pool.pixels) if pool.pixels is not None else None
+    artefacts = ArtefactCache(os.path.join(cfg.cache_dir, "artefacts", data.key))
+    inputs = LabelFreeInputs(
+        X=pool.embeddings,
+        pixels=pool.pixels,
+        paths=pool.paths,
+        n_classes=len(data.classes),
+        artefacts=artefacts,
+        params=cfg.params,
+    )
+
+    def probe(idx: np.ndarray, split: bdata.Split) -> float:
+        return protocol_a(
+            pool.embeddings[idx], pool.labels[idx], split.embeddings, split.labels,
+            emb_stats, cfg.probe,
+        ).accuracy  # fmt: skip
+
+    labeled = LabeledInputs(
+        y=pool.labels,
+        val_accuracy=lambda idx: probe(idx, val),
+        test_accuracy=lambda idx: probe(idx, test),
+    )
+    prov = provenance(cfg.command)
+    with open(os.path.join(cfg.run_dir, "pool_paths.txt"), "w") as f:
+        f.write("\n".join(pool.paths) + "\n")  # selections/ hold indices into this list
+    settings = _settings(cfg, data.key)
+    n = len(pool)
+    total = len(missing)
+    selections: dict[tuple, tuple[np.ndarray | None, dict]] = {}
+    for k, (spec, rate, seed, protocol) in enumerate(missing, 1):
+        budget = _budget(rate, n)
+        sel_key = (spec.name, rate, seed)
+        if sel_key not in selections:
+            selections[sel_key] = _selection(cfg, spec, rate, seed, budget, inputs, labeled, pool)
+        idx, info = selections[sel_key]
+        record = {
+            "method": spec.name,
+            "uses_labels": spec.uses_labels,
+            "oracle": spec.oracle,
+            "rate": rate,
+            "seed": seed,
+            "protocol": protocol,
+            "budget": budget,
+            "pool_size": n,
+            "selected": None if idx is None else int(idx.size),
+            "method_info": info,
+            "data": data.describe(),
+            "settings": settings,
+            **prov,
+        }
+        label = f"[{k}/{total}] {spec.name} rate={rate:g} seed={seed} protocol {protocol}"
+        if idx is None:
+            record.update(accuracy=None, error=info.get("error"))
+            summary["errors"] += 1
+            _log(f"{label}: ERROR {info.get('error')}")
+        else:
+            try:
+                result = _train(protocol, idx, data, seed, emb_stats, pix_stats, cfg, threads)
+                record.update(
+                    accuracy=result.accuracy,
+                    train_seconds=round(result.seconds, 2),
+                    protocol_info=result.info,
+                )
+                _log(f"{label}: accuracy {result.accuracy:.4f} ({result.seconds:.1f} s)")
+            except Exception as e:  # noqa: BLE001 - record, keep the benchmark going
+                record.update(accuracy=None, error=f"{type(e).__name__}: {e}")
+                summary["errors"] += 1
+                _log(f"{label}: ERROR {record['error']}")
+        record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        _write_json(result_path(cfg.run_dir, spec.name, rate, seed, protocol), record)
+        summary["computed"] += 1
+
+
+def _selection(
+    cfg: RunConfig,
+    spec: MethodSpec,
+    rate: float,
+    seed: int,
+    budget: int,
+    inputs: LabelFreeInputs,
+    labeled: LabeledInputs,
+    pool: bdata.Split,
+) -> tuple[np.ndarray | None, dict]:
+    """A method's selection: reused from ``selections/`` or made now (None + error on failure)."""
+    path = _selection_file(cfg.run_dir, spec.name, rate, seed)
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        return np.asarray(saved["indices"], dtype=np.int64), saved["info"]
+    ctx = MethodContext(inputs, labeled if spec.uses_labels else None)
+    try:
+        idx, info = _make_selection(spec, ctx, budget, seed, pool.labels)
+    except Exception as e:  # noqa: BLE001 - e.g. a Brain call unusable offline: record it
+        return None, {"error": f"{type(e).__name__}: {e}"}
+    payload = {
+        "method": spec.name,
+        "rate": rate,
+        "seed": seed,
+        "budget": budget,
+        "indices": idx.tolist(),  # positions in pool_paths.txt
+        "info": info,
+    }
+    _write_json(path, payload)
+    return idx, info
+
+
+def _train(protocol, idx, data, seed, emb_stats, pix_stats, cfg, threads):
+    """Train the downstream model of ``protocol`` on pool[idx] and score it on test."""
+    pool, test = data.pool, data.test
+    if protocol == "A":
+        return protocol_a(
+            pool.embeddings[idx], pool.labels[idx], test.embeddings, test.labels,
+            emb_stats, cfg.probe,
+        )  # fmt: skip
+    train = TrainConfig(**{**asdict(cfg.train), "threads": threads})
+    return protocol_b(
+        pool.pixels[idx], pool.labels[idx], test.pixels, test.labels,
+        len(data.classes), seed, pix_stats, train,
+    )  # fmt: skip

@@ -1,0 +1,155 @@
+"""The benchmark harness (benchmarks/) end to end on a few hundred real images, and protocol A.
+
+The smoke run uses CIFAR-10 JPEGs from ../shared/data when present (20 train + 10 test per
+class), else scikit-learn's digit scans written as 8x8 PNGs (the harness resizes them to 32x32
+RGB for protocol B). Everything it writes goes to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_CIFAR = os.path.join(REPO, "..", "shared", "data", "cifar10-jpg.tar.gz")
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+
+from elfs_bench.cli import main  # noqa: E402
+from elfs_bench.protocols import ProbeConfig, feature_stats, protocol_a  # noqa: E402
+
+SMOKE_METHODS = ["random", "kcenter", "zcore", "elfs_kmeans", "supervised_ccs"]
+
+
+def _write_digit_tree(root: str, train_per_class: int, test_per_class: int) -> None:
+    """Disjoint train/ and test/ class trees of scikit-learn's real 8x8 digit scans as PNGs."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    counts: dict[int, int] = {}
+    for i, (image, label) in enumerate(zip(digits.images, digits.target, strict=True)):
+        k = counts.get(int(label), 0)
+        if k >= train_per_class + test_per_class:
+            continue
+        counts[int(label)] = k + 1
+        split = "train" if k < train_per_class else "test"
+        folder = os.path.join(root, split, str(label))
+        os.makedirs(folder, exist_ok=True)
+        pixels = (image * (255.0 / 16.0)).round().astype(np.uint8)
+        Image.fromarray(pixels, mode="L").save(os.path.join(folder, f"{i:04d}.png"))
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One harness invocation: rate 70, seed 0, protocols A and B (30 steps), five methods."""
+    root = str(tmp_path_factory.mktemp("bench"))
+    data_dir = os.path.join(root, "data")
+    os.makedirs(data_dir)
+    if os.path.exists(SHARED_CIFAR):
+        patterns = ["train/*/00[0-1][0-9].jpg", "test/*/000[0-9].jpg"]
+        subprocess.run(
+            ["tar", "-xzf", SHARED_CIFAR, "-C", data_dir, "--wildcards", *patterns], check=True
+        )
+    else:
+        _write_digit_tree(data_dir, train_per_class=20, test_per_class=10)
+    argv = [
+        "--data-dir", data_dir,
+        "--rates", "70",
+        "--seeds", "0",
+        "--methods", ",".join(SMOKE_METHODS),
+        "--protocols", "A,B",
+        "--steps", "30",
+        "--zcore-draws", "2000",
+        "--proxy-epochs", "20",
+        "--run-name", "smoke",
+        "--results-dir", os.path.join(root, "results"),
+        "--cache-dir", os.path.join(root, "cache"),
+    ]  # fmt: skip
+    t0 = time.perf_counter()
+    summary = main(argv)
+    return {"argv": argv, "summary": summary, "seconds": time.perf_counter() - t0, "root": root}
+
+
+@pytest.mark.slow
+def test_benchmark_smoke_results_report_and_resume(smoke_run):
+    summary = smoke_run["summary"]
+    run_dir = summary["run_dir"]
+    assert summary["computed"] == len(SMOKE_METHODS) * 2
+    assert summary["errors"] == 0
+
+    raw = sorted(glob.glob(os.path.join(run_dir, "raw", "*.json")))
+    assert len(raw) == len(SMOKE_METHODS) * 2
+    for method in SMOKE_METHODS:
+        for protocol in ("A", "B"):
+            path = os.path.join(run_dir, "raw", f"{method}__r70__s0__{protocol}.json")
+            with open(path) as f:
+                r = json.load(f)
+            assert 0.0 <= r["accuracy"] <= 1.0, (method, protocol, r.get("error"))
+            assert r["selected"] == r["budget"] == round(0.3 * r["pool_size"])
+            assert r["pool_size"] == 180  # 200 train images minus the 10% validation split
+            assert r["data"]["test_size"] == 100
+            assert len(r["commit"]) == 40
+            assert "--run-name smoke" in r["command"]
+            assert r["machine"]["cpu_count"] >= 1 and r["machine"]["platform"]
+            for package in ("torch", "numpy", "fiftyone", "sklearn"):
+                assert r["versions"][package], package
+            info = r["method_info"]
+            assert info["select_seconds"] >= 0 and "from_scratch_peak_rss_delta_mb" in info
+            assert r["uses_labels"] == (method == "supervised_ccs")
+            if protocol == "B":
+                assert r["protocol_info"]["steps"] == 30
+                assert r["protocol_info"]["parameters"] == 145_242  # width 16
+    with open(os.path.join(run_dir, "raw", "elfs_kmeans__r70__s0__A.json")) as f:
+        elfs = json.load(f)["method_info"]
+    assert 0.0 <= elfs["beta"] < 1.0 and "negative AUM" in elfs["beta_reason"]
+    assert 0.1 <= elfs["cluster_accuracy"] <= 1.0  # 10 classes: chance is ~0.1 or more
+    with open(os.path.join(run_dir, "raw", "supervised_ccs__r70__s0__A.json")) as f:
+        sup = json.load(f)["method_info"]
+    assert "validation" in sup["beta_reason"] and sup["grid_val_accuracy"]
+
+    for protocol in ("A", "B"):
+        with open(os.path.join(run_dir, f"table_{protocol}.md")) as f:
+            table = f.read()
+        for method in SMOKE_METHODS:
+            assert f"| {method}" in table, method
+        assert "| supervised_ccs †" in table
+        assert "Paired difference to random" in table
+        with open(os.path.join(run_dir, f"plot_{protocol}.png"), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+    # A second invocation recomputes nothing and leaves every result file untouched.
+    stamps = {p: os.stat(p).st_mtime_ns for p in raw}
+    again = main(smoke_run["argv"])
+    assert again["computed"] == 0 and again["reused"] == len(raw)
+    assert {p: os.stat(p).st_mtime_ns for p in raw} == stamps
+
+
+@pytest.mark.slow
+def test_benchmark_refuses_to_mix_settings(smoke_run):
+    argv = list(smoke_run["argv"])
+    argv[argv.index("--steps") + 1] = "31"
+    with pytest.raises(SystemExit, match="other settings"):
+        main(argv)
+
+
+def test_protocol_a_full_pool_beats_tiny_random_coreset():
+    """Protocol A must learn from its training set: all 1,200 digit scans vs 20 random ones."""
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X = X.astype(np.float32)
+    pool, test = np.arange(1200), np.arange(1200, X.shape[0])
+    stats = feature_stats(X[pool])
+    tiny = np.random.default_rng(0).choice(pool, size=20, replace=False)
+    full = protocol_a(X[pool], y[pool], X[test], y[test], stats, ProbeConfig())
+    small = protocol_a(X[tiny], y[tiny], X[test], y[test], stats, ProbeConfig())
+    assert full.info["converged"]
+    assert full.accuracy > 0.85
+    assert full.accuracy > small.accuracy + 0.05
