@@ -6,6 +6,7 @@ through here, so the algorithm modules never import FiftyOne.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,14 +67,11 @@ def read_embeddings(samples: SampleCollection, field: str) -> tuple[list[str], n
             f"No sample in this collection has a value in '{field}'. "
             "Fix: run compute_embeddings on this view first."
         )
-    dims = {np.asarray(v).size for v in vectors}
-    if len(dims) != 1:
-        counts = {}
-        for v in vectors:
-            counts[np.asarray(v).size] = counts.get(np.asarray(v).size, 0) + 1
+    counts = collections.Counter(np.asarray(v).size for v in vectors)
+    if len(counts) != 1:
         raise ElfsInputError(
             f"The embeddings in '{field}' have different dimensions {sorted(counts)} "
-            f"(samples per dimension: {counts}). Fix: recompute them with one model, e.g. "
+            f"(samples per dimension: {dict(counts)}). Fix: recompute them with one model, e.g. "
             "compute_embeddings(..., overwrite=True)."
         )
     X = np.stack([np.asarray(v, dtype=np.float32).ravel() for v in vectors])

@@ -411,9 +411,18 @@ def _grid(beta_grid: tuple[float, ...], budget: int, n: int) -> list[float]:
     return fits or [max(0.0, (n - budget) / n)]
 
 
-def _pick(scores: dict[float, float]) -> float:
-    """The beta with the best accuracy (ties: the smaller beta)."""
-    return max(sorted(scores), key=lambda b: scores[b])
+def _grid_search_beta(
+    beta_grid: tuple[float, ...],
+    aum: np.ndarray,
+    budget: int,
+    select: Callable[[float], np.ndarray],
+    accuracy: Callable[[np.ndarray], float],
+) -> tuple[float, np.ndarray, dict[str, float]]:
+    """Selects with every beta of the grid that fits; returns the most accurate (ties: smaller)."""
+    candidates = {b: select(b) for b in _grid(beta_grid, budget, aum.size)}
+    scores = {b: accuracy(idx) for b, idx in candidates.items()}
+    best = max(sorted(scores), key=lambda b: scores[b])
+    return best, candidates[best], {str(b): round(a, 4) for b, a in scores.items()}
 
 
 def supervised_ccs_method(ctx: MethodContext, budget: int, seed: int) -> Selection:
@@ -423,19 +432,20 @@ def supervised_ccs_method(ctx: MethodContext, budget: int, seed: int) -> Selecti
     assert ctx.labeled is not None
     arrays, meta = _difficulty(ctx, seed, "truth")
     aum = arrays["aum"]
-    candidates = {}
-    scores = {}
-    for beta in _grid(ctx.inputs.params.beta_grid, budget, aum.size):
-        candidates[beta] = ccs_select(aum, budget, beta, seed=seed)
-        scores[beta] = ctx.labeled.val_accuracy(candidates[beta])
-    best = _pick(scores)
+    best, idx, grid = _grid_search_beta(
+        ctx.inputs.params.beta_grid,
+        aum,
+        budget,
+        lambda beta: ccs_select(aum, budget, beta, seed=seed),
+        ctx.labeled.val_accuracy,
+    )
     info = {
         "beta": best,
         "beta_reason": "grid search by protocol-A validation accuracy",
-        "grid_val_accuracy": {str(b): round(a, 4) for b, a in scores.items()},
+        "grid_val_accuracy": grid,
         **_cost_info(meta),
     }
-    return Selection(_sorted(candidates[best]), info)
+    return Selection(_sorted(idx), info)
 
 
 def elfs_oracle_beta_method(ctx: MethodContext, budget: int, seed: int) -> Selection:
@@ -445,19 +455,20 @@ def elfs_oracle_beta_method(ctx: MethodContext, budget: int, seed: int) -> Selec
     assert ctx.labeled is not None
     arrays, meta = _difficulty(ctx, seed, "kmeans")
     aum = arrays["aum"]
-    candidates = {}
-    scores = {}
-    for beta in _grid(ctx.inputs.params.beta_grid, budget, aum.size):
-        candidates[beta] = double_end_prune(aum, budget, beta).indices
-        scores[beta] = ctx.labeled.test_accuracy(candidates[beta])
-    best = _pick(scores)
+    best, idx, grid = _grid_search_beta(
+        ctx.inputs.params.beta_grid,
+        aum,
+        budget,
+        lambda beta: double_end_prune(aum, budget, beta).indices,
+        ctx.labeled.test_accuracy,
+    )
     info = {
         "beta": best,
         "beta_reason": "ORACLE: grid search by protocol-A TEST accuracy",
-        "grid_test_accuracy": {str(b): round(a, 4) for b, a in scores.items()},
+        "grid_test_accuracy": grid,
         **_cost_info(meta),
     }
-    return Selection(_sorted(candidates[best]), info, pseudo_labels=arrays["labels"])
+    return Selection(_sorted(idx), info, pseudo_labels=arrays["labels"])
 
 
 # --------------------------------------------------------------------------- registry
