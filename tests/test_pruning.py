@@ -141,16 +141,27 @@ def test_double_end_prune_errors(scores, budget, beta, match):
 # --------------------------------------------------------------------------- label_free_beta
 
 
-def test_label_free_beta_is_the_negative_aum_fraction_with_caps():
+def test_label_free_beta_trims_a_share_of_the_pruned_from_the_hard_end():
+    aum = np.linspace(1.0, 5.0, 100)  # no negative AUM: the budget term decides
+    for fraction in (0.1, 0.3, 0.5, 0.7):
+        beta, reason = label_free_beta(aum, fraction, hard_share=0.4)
+        assert beta == pytest.approx(0.4 * (1 - fraction)) and "hard end" in reason
+    betas = [label_free_beta(aum, f)[0] for f in (0.9, 0.7, 0.5, 0.3, 0.1)]
+    assert betas == sorted(betas) and betas[0] < betas[-1]  # smaller budget, more trimmed
+    assert label_free_beta(aum, 0.5, hard_share=0.0)[0] == 0.0
+
+
+def test_label_free_beta_drops_at_least_the_negative_aum_share_with_caps():
     aum = np.concatenate([-np.ones(20), np.ones(80)])
-    beta, reason = label_free_beta(aum, budget_fraction=0.1)
+    beta, reason = label_free_beta(aum, budget_fraction=0.9, hard_share=0.5)  # trim 0.05 < 0.2
+    assert beta == pytest.approx(0.1) and "1 - budget fraction" in reason
+    beta, reason = label_free_beta(aum, budget_fraction=0.5, hard_share=0.1)
     assert beta == pytest.approx(0.2) and "20.0%" in reason and "capped" not in reason
     beta, reason = label_free_beta(np.concatenate([-np.ones(70), np.ones(30)]), 0.1)
     assert beta == pytest.approx(0.5) and "max_beta" in reason
-    beta, reason = label_free_beta(aum, budget_fraction=0.9)
-    assert beta == pytest.approx(0.1) and "1 - budget fraction" in reason
-    assert label_free_beta(np.ones(10), 0.5)[0] == 0.0
-    assert label_free_beta(np.zeros(10), 0.5)[0] == 0.0  # AUM exactly 0 is not "prefers another"
+    beta, reason = label_free_beta(np.ones(10), 0.1, hard_share=1.0, max_beta=0.95)
+    assert beta == pytest.approx(0.9)  # the whole pruned share from the hard end: easiest kept
+    assert label_free_beta(np.zeros(10), 0.5, hard_share=0.0)[0] == 0.0  # AUM 0 is not negative
 
 
 def test_label_free_beta_errors():
@@ -160,6 +171,8 @@ def test_label_free_beta_errors():
         label_free_beta(np.ones(3), 0.0)
     with pytest.raises(ValueError, match="max_beta"):
         label_free_beta(np.ones(3), 0.5, max_beta=1.0)
+    with pytest.raises(ValueError, match="hard_share"):
+        label_free_beta(np.ones(3), 0.5, hard_share=1.5)
 
 
 # --------------------------------------------------------------------------- CCS

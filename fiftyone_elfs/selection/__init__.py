@@ -11,6 +11,7 @@ from .baselines import (
     zcore_select,
 )
 from .pruning import (
+    HARD_END_SHARE,
     PruneResult,
     ccs_select,
     double_end_prune,
@@ -20,6 +21,7 @@ from .pruning import (
 )
 
 __all__ = [
+    "HARD_END_SHARE",
     "PruneResult",
     "ccs_select",
     "d2_prune",

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = [
+    "HARD_END_SHARE",
     "PruneResult",
     "ccs_select",
     "double_end_prune",
@@ -170,33 +171,35 @@ def double_end_prune(
     )
 
 
+HARD_END_SHARE = 0.5
+"""Default share of the pruned samples that ``label_free_beta`` takes from the hard end."""
+
+
 def label_free_beta(
-    aum: np.ndarray, budget_fraction: float, max_beta: float = 0.5
+    aum: np.ndarray,
+    budget_fraction: float,
+    max_beta: float = 0.5,
+    hard_share: float = HARD_END_SHARE,
 ) -> tuple[float, str]:
-    """The default beta without labels: the share of samples whose pseudo-label the proxy rejects.
+    """The default beta without labels: trim both ends of the ranking, more when labels look noisy.
 
-    What: beta = min(noise, ``max_beta``, 1 - ``budget_fraction``), where noise = the fraction of
-    samples with AUM < 0 (``aum`` may be summed or averaged over epochs; only its sign is used).
+    What: beta = min(max(``hard_share`` * (1 - ``budget_fraction``), noise), ``max_beta``,
+    1 - ``budget_fraction``), where noise = the fraction of samples with AUM < 0 (``aum`` may be
+    summed or averaged over epochs; only its sign is used).
 
-    Why: AUM (Pleiss et al., 2020) is the proxy's margin for the assigned label, p(y) minus the
-    best other class, over training. A negative AUM means that through training the proxy mostly
-    preferred another cluster, which is what a wrong pseudo-label looks like; the AUM paper uses
-    the same idea to flag mislabelled data. The hard end of the ranking is dominated by these
-    samples, and they are the ones that hurt a coreset (they teach the wrong label, or sit in
-    no clear cluster), so dropping about that many is a data-driven stand-in for the paper's
-    grid-searched beta, and it grows as the pseudo-labels get noisier. Capping at
-    1 - budget_fraction keeps the window inside the pool; ``max_beta`` stops a very noisy
-    clustering from discarding the majority of the data.
+    Why: the hardest samples by pseudo-label AUM are boundary and mis-clustered images, the
+    easiest are redundant copies of cluster prototypes; pruning should take from both ends, and
+    the paper's grid-searched beta grows as the budget shrinks (0.4 at 90% pruning on CIFAR-10).
+    ``hard_share`` says which part of the pruned samples is taken from the hard end: 0.5 keeps
+    the middle window of the ranking. It was tuned on a validation split of CIFAR-10 (never on
+    test; ``benchmarks/results/beta-rule-tuning``). Negative AUM (the proxy prefers another
+    cluster over the sample's own, Pleiss et al. 2020) marks likely wrong pseudo-labels, so at
+    least that many are dropped. ``max_beta`` stops a very noisy clustering from discarding
+    most of the data; the window always fits in the pool.
 
-    Limits: it is an estimate, not a tuned optimum. It under-counts when the proxy memorises
-    wrong labels (long training, a large or weakly regularised proxy: with weight decay 5e-4 and
-    no input dropout the MLP proxy memorised 30% planted flips on 10k-20k x 128-1280 synthetic
-    embeddings and this rule returned 0), over-counts ambiguous samples between clusters that
-    are correctly labelled, and knows nothing about the budget beyond the cap (the paper's best
-    beta rises as the budget shrinks). Pseudo-labels that are consistently wrong (a whole true
-    class merged into one cluster) look clean to the proxy; and a proxy trained on the same
-    embeddings that the clusters came from can fit k-means/TEMI labels almost exactly, so there
-    AUM < 0 mostly marks samples near cluster boundaries rather than true-class errors.
+    Limits: it is a tuned default, not an optimum per dataset: with good pseudo-labels and a
+    large budget, less trimming can be better. A proxy trained on the embeddings the clusters
+    came from fits k-means/TEMI labels almost exactly, so the noise term is usually near 0.
     """
     a = _check_scores(aum)
     if (
@@ -211,20 +214,34 @@ def label_free_beta(
         or not (0.0 <= max_beta < 1.0)
     ):
         raise ValueError(f"max_beta must be in [0, 1); got {max_beta!r}.")
+    if (
+        isinstance(hard_share, bool)
+        or not isinstance(hard_share, numbers.Real)
+        or not (0.0 <= hard_share <= 1.0)
+    ):
+        raise ValueError(f"hard_share must be in [0, 1]; got {hard_share!r}.")
     noise = float(np.mean(a < 0))
     room = max(0.0, 1.0 - float(budget_fraction))
-    beta = min(noise, float(max_beta), room)
-    if beta == noise:
+    trim = float(hard_share) * room
+    wanted = max(trim, noise)
+    beta = min(wanted, float(max_beta), room)
+    if noise > trim:
+        why = (
+            f"{noise:.1%} of samples have negative AUM (the proxy prefers another cluster over "
+            f"their pseudo-label, so they are likely mislabelled)"
+        )
+    else:
+        why = (
+            f"{hard_share:g} of the {room:.1%} pruned are taken from the hard end, the rest from "
+            f"the easy end ({noise:.1%} of samples have negative AUM)"
+        )
+    if beta == wanted:
         cap = ""
     elif beta == float(max_beta) and max_beta <= room:
         cap = f", capped at max_beta={max_beta:g}"
     else:
         cap = f", capped at 1 - budget fraction = {room:.4g} so the window fits"
-    reason = (
-        f"beta = {beta:.4g}: {noise:.1%} of samples have negative AUM (the proxy prefers another "
-        f"cluster over their pseudo-label, so they are likely mislabelled){cap}."
-    )
-    return float(beta), reason
+    return float(beta), f"beta = {beta:.4g}: {why}{cap}."
 
 
 def ccs_select(
