@@ -8,10 +8,7 @@ validation split carved from the pool; random and supervised CCS (beta = c * (1 
 true-label AUM) are scored the same way for reference. Results go to
 ``results/<run-name>/tuning.json`` (resumable) and ``tuning.md``.
 
-Example (the run the README quotes):
-
-    .venv/bin/python benchmarks/tune_beta_rule.py --pool-size 10000 --test-size 2000 \
-        --rates 70,90 --seeds 0 --cs 0,0.25,0.5,0.75 --protocols A,B --steps 600
+The commands that produced ``results/beta-rule-tuning`` are in benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -43,7 +40,9 @@ from elfs_bench.protocols import (  # noqa: E402
     protocol_a,
     protocol_b,
 )
-from elfs_bench.runner import REPO, provenance  # noqa: E402
+from elfs_bench.runner import REPO, _budget, provenance  # noqa: E402
+
+from fiftyone_elfs.selection.baselines import random_select  # noqa: E402
 
 BENCH_DIR = os.path.join(REPO, "benchmarks")
 
@@ -129,9 +128,9 @@ def main(argv: list[str] | None = None) -> None:
             key = f"{protocol}|{name}|{mode}|{c}|{rate:g}|{seed}"
             if key in results:
                 continue
-            budget = int(round(n * (1 - rate / 100)))
+            budget = _budget(rate, n)
             if name == "random":
-                idx = np.sort(np.random.default_rng(seed).choice(n, budget, replace=False))
+                idx = random_select(n, budget, seed=seed)
                 beta = None
             else:
                 clustering = "truth" if name == "supervised" else name.split("_", 1)[1]
