@@ -391,6 +391,10 @@ def select_coreset(
     dataset = samples._dataset
     runs.delete_stage(dataset, names, "coreset")
     dataset_io.replace_tag(dataset, tag, selected)
+    regions = np.asarray(runs.REGIONS)[
+        (pruned.ranks >= pruned.start).astype(int) + (pruned.ranks >= pruned.stop).astype(int)
+    ]
+    dataset_io.write_values(samples, names.region_field, ids, regions.tolist())
     description = f"ELFS coreset '{key}': {len(selected)} of {n} samples by {score}"
     dataset_io.save_tagged_view(dataset, names.saved_view, tag, description)
     result = CoresetResult(
@@ -426,6 +430,7 @@ def select_coreset(
             "notices": result.notices,
             "selected_ids": selected,
         },
+        owned_fields=[names.region_field],
         owned_tags=[tag],
         owned_views=[names.saved_view],
     )
@@ -443,6 +448,93 @@ def _check_tag_free(dataset: fo.Dataset, tag: str, key: str) -> None:
                 f"The tag '{tag}' belongs to the coreset of key '{other}'. "
                 "Fix: choose another tag, or leave tag=None to derive it from the key."
             )
+
+
+# --------------------------------------------------------------------------- embedding plot
+
+VISUALIZATION_METHODS = ("umap", "pca")
+
+
+def compute_visualization(
+    samples: foc.SampleCollection,
+    key: str = "elfs",
+    embeddings_field: str | None = None,
+    brain_key: str | None = None,
+    method: str = "umap",
+    pca_dims: int = 50,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+) -> str:
+    """Lays the embeddings out in 2-D and registers the layout as a FiftyOne Brain run.
+
+    The App's Embeddings panel then plots it (brain key default "<key>_umap") and colours the
+    points by any field: "<key>_pseudo_label", each "<key>_<score>" and "<key>_coreset_region".
+    Embeddings are projected to `pca_dims` dimensions first, so UMAP stays fast on large pools.
+    Returns the brain key.
+    """
+    import fiftyone.brain as fob
+
+    from fiftyone_elfs.embeddings import pca_reduce
+
+    names = runs.validate_key(key)
+    _check_choice("method", method, VISUALIZATION_METHODS)
+    pca_dims = _check_int("pca_dims", pca_dims, 2)
+    brain_key = brain_key or (names.brain_key if method == "umap" else f"{key}_{method}")
+    if not brain_key.isidentifier():
+        raise ElfsInputError(
+            f"Invalid brain key {brain_key!r}. Fix: use letters, digits and underscores."
+        )
+    field_name = embeddings_field or names.embeddings_field
+    ids, X = dataset_io.read_embeddings(samples, field_name)
+    if len(ids) < 4:
+        raise ElfsInputError(
+            f"Only {len(ids)} samples have embeddings in '{field_name}'; a 2-D layout needs at "
+            "least 4. Fix: compute embeddings on a larger view."
+        )
+    dataset = samples._dataset
+    owner = runs.brain_run_owner(dataset, brain_key)
+    if brain_key in dataset.list_brain_runs() and owner != key:
+        raise ElfsInputError(
+            f"The brain key '{brain_key}' already exists and does not belong to ELFS key "
+            f"'{key}'. Fix: pass another brain_key, or delete it with "
+            f"dataset.delete_brain_run('{brain_key}')."
+        )
+    report = _progress_or_bar(progress, "embedding plot")
+    report(0.0, f"{method} layout of {len(ids)} samples")
+    points_input = pca_reduce(X, pca_dims, seed=seed) if method == "umap" else X
+    runs.delete_stage(dataset, names, "visualization")
+    kwargs: dict[str, Any] = {}
+    if method == "umap":
+        kwargs = dict(num_neighbors=min(15, len(ids) - 1), seed=seed, verbose=False)
+    try:
+        fob.compute_visualization(
+            samples.select(ids, ordered=True),
+            embeddings=points_input,
+            brain_key=brain_key,
+            method=method,
+            num_dims=2,
+            **kwargs,
+        )
+    except Exception:
+        if brain_key in dataset.list_brain_runs():  # a failed brain run stays registered
+            dataset.delete_brain_run(brain_key)
+        raise
+    runs.record_run(
+        samples,
+        names,
+        "visualization",
+        params={
+            "brain_key": brain_key,
+            "embeddings_field": field_name,
+            "layout_method": method,
+            "pca_dims": pca_dims if method == "umap" else None,
+            "seed": seed,
+        },
+        results={"n_points": len(ids)},
+        owned_brain_runs=[brain_key],
+    )
+    report(1.0, f"embedding plot '{brain_key}' of {len(ids)} samples")
+    return brain_key
 
 
 # --------------------------------------------------------------------------- whole pipeline
@@ -463,11 +555,13 @@ def run_pipeline(
     temi_params: dict[str, Any] | None = None,
     seed: int = 0,
     num_workers: int = 0,
+    visualize: bool = True,
     progress: ProgressFn | None = None,
 ) -> CoresetResult:
     """Runs embeddings -> pseudo-labels -> difficulty -> selection with one key.
 
     Pass `embeddings_field` to use embeddings you already have (the embedding stage is skipped).
+    `visualize` adds the 2-D embedding plot for the App (`compute_visualization`).
     All parameters are checked before anything is computed or written.
     """
     names = runs.validate_key(key)
@@ -505,7 +599,7 @@ def run_pipeline(
         embeddings_field=embeddings_field,
         epochs=proxy_epochs,
         seed=seed,
-        progress=sub_progress(report, 0.8, 0.98, "difficulty"),
+        progress=sub_progress(report, 0.8, 0.9 if visualize else 0.98, "difficulty"),
     )
     result = select_coreset(
         samples,
@@ -515,6 +609,14 @@ def run_pipeline(
         score=score,
         key=key,
     )
+    if visualize:
+        compute_visualization(
+            samples,
+            key=key,
+            embeddings_field=embeddings_field,
+            seed=seed,
+            progress=sub_progress(report, 0.9, 0.99, "embedding plot"),
+        )
     if report is not None:
         report(1.0, f"selected {len(result.selected_ids)} samples")
     logger.info("Pipeline '%s' done: %d of %d selected", names.key, result.budget, result.n_pool)

@@ -15,7 +15,8 @@ import fiftyone.core.collections as foc
 from fiftyone_elfs import dataset_io
 from fiftyone_elfs.errors import ElfsInputError
 
-STAGES = ("embeddings", "pseudo_labels", "difficulty", "coreset")
+STAGES = ("embeddings", "pseudo_labels", "difficulty", "coreset", "visualization")
+REGIONS = ("dropped_hard", "coreset", "dropped_easy")
 SCORE_NAMES = ("aum", "forgetting", "el2n")
 _METHOD_PREFIX = "fiftyone_elfs."
 
@@ -36,6 +37,16 @@ class PipelineNames:
 
     def score_field(self, score: str) -> str:
         return f"{self.key}_{score}"
+
+    @property
+    def region_field(self) -> str:
+        """Where each scored sample fell: dropped_hard, coreset or dropped_easy (for colouring)."""
+        return f"{self.key}_coreset_region"
+
+    @property
+    def brain_key(self) -> str:
+        """The default brain key of this pipeline's embedding plot."""
+        return f"{self.key}_umap"
 
     @property
     def tag(self) -> str:
@@ -69,10 +80,19 @@ def record_run(
     owned_fields: list[str] | None = None,
     owned_tags: list[str] | None = None,
     owned_views: list[str] | None = None,
+    owned_brain_runs: list[str] | None = None,
 ) -> str:
     """Registers (or replaces) one stage's run: parameters, results and owned outputs."""
     run_key = names.run_key(stage)
-    reserved = {"method", "elfs_key", "stage", "owned_fields", "owned_tags", "owned_views"}
+    reserved = {
+        "method",
+        "elfs_key",
+        "stage",
+        "owned_fields",
+        "owned_tags",
+        "owned_views",
+        "owned_brain_runs",
+    }
     if reserved & params.keys():
         raise ValueError(f"run parameters may not be named {sorted(reserved & params.keys())}")
     config = samples.init_run(
@@ -82,6 +102,7 @@ def record_run(
         owned_fields=list(owned_fields or []),
         owned_tags=list(owned_tags or []),
         owned_views=list(owned_views or []),
+        owned_brain_runs=list(owned_brain_runs or []),
         **params,
     )
     samples.register_run(run_key, config, overwrite=True)
@@ -109,6 +130,16 @@ def stage_results(dataset: fo.Dataset, names: PipelineNames, stage: str) -> Any 
     return dataset.load_run_results(names.run_key(stage), load_view=False)
 
 
+def brain_run_owner(dataset: fo.Dataset, brain_key: str) -> str | None:
+    """The pipeline key whose visualization stage owns `brain_key`, or None."""
+    for key, stages in list_pipelines(dataset).items():
+        if "visualization" in stages:
+            config = stage_config(dataset, PipelineNames(key), "visualization")
+            if brain_key in (getattr(config, "owned_brain_runs", None) or []):
+                return key
+    return None
+
+
 def list_pipelines(dataset: fo.Dataset) -> dict[str, list[str]]:
     """Maps each pipeline key on the dataset to the stages it has run."""
     keys: dict[str, list[str]] = {}
@@ -130,6 +161,9 @@ def delete_stage(dataset: fo.Dataset, names: PipelineNames, stage: str) -> bool:
         dataset_io.remove_tag(dataset, tag)
     for view_name in config.owned_views:
         dataset_io.delete_saved_view(dataset, view_name)
+    for brain_key in getattr(config, "owned_brain_runs", None) or []:
+        if brain_key in dataset.list_brain_runs():
+            dataset.delete_brain_run(brain_key)
     dataset.delete_run(names.run_key(stage))
     return True
 

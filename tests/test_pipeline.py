@@ -151,7 +151,11 @@ def test_keys_coexist_rerun_replaces_only_its_own_and_delete_cleans_up(dataset):
     assert set(dataset.match_tags("b_coreset").values("id")) == set(b.selected_ids)
     assert dataset.has_saved_view("b-coreset")
 
-    assert elfs.delete_run(dataset, "a") == ["pseudo_labels", "difficulty", "coreset"]
+    assert sorted(dataset.list_brain_runs()) == ["a_umap", "b_umap"]
+    stages = ["pseudo_labels", "difficulty", "coreset", "visualization"]
+    assert elfs.delete_run(dataset, "a") == stages
+    assert dataset.list_brain_runs() == ["b_umap"]
+    assert dataset.get_field("a_coreset_region") is None
     assert dataset.get_field("a_pseudo_label") is None and dataset.get_field("a_aum") is None
     assert len(dataset.match_tags("a_coreset")) == 0
     assert not dataset.has_saved_view("a-coreset")

@@ -15,6 +15,7 @@ from fiftyone_elfs.embeddings.encoders import (
     embed_image_files,
     load_encoder,
 )
+from fiftyone_elfs.embeddings.projection import pca_reduce
 
 __all__ = [
     "DEFAULT_ENCODER",
@@ -28,4 +29,5 @@ __all__ = [
     "embed_image_files",
     "load_efficientnet_lite0",
     "load_encoder",
+    "pca_reduce",
 ]

@@ -1,4 +1,4 @@
-"""FiftyOne plugin entry point (`py_entry` in fiftyone.yml): registers the ELFS operators."""
+"""FiftyOne plugin entry point (`py_entry` in fiftyone.yml): registers the operators and panel."""
 
 import os
 import sys
@@ -9,9 +9,11 @@ except ImportError:  # the repo was dropped into the plugins dir without `pip in
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from fiftyone_elfs.plugin.operators import OPERATORS  # noqa: E402
+from fiftyone_elfs.plugin.panel import ElfsPanel  # noqa: E402
 
 
 def register(p):
     """Called by FiftyOne's plugin loader."""
     for operator in OPERATORS:
         p.register(operator)
+    p.register(ElfsPanel)

@@ -333,6 +333,73 @@ class ComputeDifficulty(_ElfsOperator):
         )
 
 
+class ComputeVisualization(_ElfsOperator):
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return _operator_config(
+            "compute_visualization",
+            "ELFS: embedding plot",
+            "2-D UMAP layout of the embeddings for the App's Embeddings panel",
+        )
+
+    def resolve_input(self, ctx: Any) -> types.Property:
+        inputs = types.Object()
+        ctx.target_view()
+        key = _key_input(ctx, inputs)
+        inputs.str("embeddings_field", required=False, label="Embeddings field (optional)")
+        inputs.enum(
+            "method",
+            list(api.VISUALIZATION_METHODS),
+            default="umap",
+            label="Layout",
+            view=types.RadioGroup(),
+            description="UMAP (neighbourhoods kept) or PCA (fast, linear)",
+        )
+        prop = inputs.str(
+            "brain_key",
+            required=False,
+            label="Brain key (optional)",
+            description="Defaults to '<key>_umap'; the Embeddings panel lists it",
+        )
+        brain_key = ctx.params.get("brain_key")
+        if brain_key and not str(brain_key).isidentifier():
+            _invalid(prop, "Use letters, digits and underscores")
+        elif brain_key and ctx.dataset is not None and str(key).isidentifier():
+            owner = runs.brain_run_owner(ctx.dataset, brain_key)
+            if brain_key in ctx.dataset.list_brain_runs() and owner != key:
+                _invalid(prop, f"'{brain_key}' is another brain run: choose a new key")
+        _seed_input(inputs)
+        return types.Property(inputs, view=types.View(label="ELFS: embedding plot"))
+
+    def execute(self, ctx: Any) -> Generator[Any, None, None]:
+        p = ctx.params
+        yield from run_reporting_progress(
+            ctx,
+            api.compute_visualization,
+            samples=ctx.target_view(),
+            key=p.get("key", "elfs"),
+            embeddings_field=p.get("embeddings_field") or None,
+            brain_key=p.get("brain_key") or None,
+            method=p.get("method", "umap"),
+            seed=p.get("seed", 0),
+        )
+        yield from _reload(ctx)
+
+    def __call__(
+        self,
+        samples: Any,
+        key: str = "elfs",
+        embeddings_field: str | None = None,
+        brain_key: str | None = None,
+        method: str = "umap",
+        seed: int = 0,
+        delegate: bool = False,
+    ) -> Any:
+        params = dict(key=key, embeddings_field=embeddings_field, brain_key=brain_key)
+        params.update(method=method, seed=seed)
+        return _call(self, samples, params, delegate)
+
+
 def _selection_inputs(ctx: Any, inputs: types.Object) -> None:
     """Budget (fraction or count, two distinct fields) and beta (label-free or manual)."""
     p = ctx.params
@@ -545,6 +612,12 @@ class RunElfsPipeline(_ElfsOperator):
             label="Existing embeddings field (optional)",
             description="Skip the embedding stage and use this vector field",
         )
+        inputs.bool(
+            "visualize",
+            default=True,
+            label="Embedding plot",
+            description="Also lay the embeddings out in 2-D for the Embeddings panel (UMAP)",
+        )
         _seed_input(inputs)
         return types.Property(inputs, view=types.View(label="ELFS: select a coreset"))
 
@@ -561,6 +634,7 @@ class RunElfsPipeline(_ElfsOperator):
             embeddings_field=p.get("embeddings_field") or None,
             seed=p.get("seed", 0),
             num_workers=2 if ctx.delegated else 0,
+            visualize=p.get("visualize", True),
             **_selection_kwargs(p),
         )
         yield from _reload(ctx)
@@ -578,10 +652,12 @@ class RunElfsPipeline(_ElfsOperator):
         beta: float | None = None,
         score: str = "aum",
         seed: int = 0,
+        visualize: bool = True,
         delegate: bool = False,
     ) -> Any:
         params = _selection_params(budget_count, budget_fraction, beta, score)
         params.update(
+            visualize=visualize,
             n_clusters=n_clusters,
             clustering=clustering,
             key=key,
@@ -596,6 +672,7 @@ OPERATORS = (
     ComputeEmbeddings,
     ComputePseudoLabels,
     ComputeDifficulty,
+    ComputeVisualization,
     SelectCoreset,
     ExportCoreset,
     RunElfsPipeline,

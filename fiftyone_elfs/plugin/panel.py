@@ -1,0 +1,248 @@
+"""The ELFS panel: one run at a glance (difficulty histogram, cluster balance, parameters,
+delegated runs) with actions to open the embedding plot, show the coreset and export it.
+
+The numbers come from `fiftyone_elfs.run_summary`; this module only turns them into charts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from fiftyone_elfs import run_summary, runs
+
+PANEL_NAME = "elfs_panel"
+REGION_STYLE = {  # region -> (legend name, colour)
+    "dropped_hard": ("dropped: hardest (likely noisy)", "#d62728"),
+    "coreset": ("coreset (to label)", "#2ca02c"),
+    "dropped_easy": ("dropped: easiest", "#9e9e9e"),
+}
+
+
+def histogram_traces(hist: run_summary.ScoreHistogram) -> list[dict[str, Any]]:
+    """Stacked bars of the score histogram, one trace per coreset region."""
+    centers = [(a + b) / 2 for a, b in zip(hist.edges[:-1], hist.edges[1:], strict=True)]
+    width = hist.edges[1] - hist.edges[0]
+    traces = []
+    for region in runs.REGIONS:
+        name, colour = REGION_STYLE[region]
+        traces.append(
+            {
+                "type": "bar",
+                "name": name,
+                "x": centers,
+                "y": hist.counts[region],
+                "width": width,
+                "marker": {"color": colour},
+            }
+        )
+    return traces
+
+
+def cluster_traces(clusters: list[tuple[str, int, int]]) -> list[dict[str, Any]]:
+    """Share of each pseudo-label in the pool and in the coreset (over/under-representation)."""
+    labels = [c[0] for c in clusters]
+    pool_total = sum(c[1] for c in clusters) or 1
+    core_total = sum(c[2] for c in clusters) or 1
+    return [
+        {
+            "type": "bar",
+            "name": "pool",
+            "x": labels,
+            "y": [round(100 * c[1] / pool_total, 2) for c in clusters],
+            "text": [str(c[1]) for c in clusters],
+            "marker": {"color": "#90a4ae"},
+        },
+        {
+            "type": "bar",
+            "name": "coreset",
+            "x": labels,
+            "y": [round(100 * c[2] / core_total, 2) for c in clusters],
+            "text": [str(c[2]) for c in clusters],
+            "marker": {"color": "#2ca02c"},
+        },
+    ]
+
+
+def _params_markdown(summary: run_summary.RunSummary) -> str:
+    lines = ["| stage | parameters |", "|---|---|"]
+    for stage, params in summary.params.items():
+        shown = ", ".join(f"{k}={v}" for k, v in params.items() if k != "selected_ids")
+        lines.append(f"| {stage} | {shown} |")
+    return "\n".join(lines)
+
+
+def _outcome_markdown(summary: run_summary.RunSummary) -> str:
+    if summary.n_selected is None:
+        return f"Key **{summary.key}**: stages run: {', '.join(summary.stages)}; no coreset yet."
+    return (
+        f"Key **{summary.key}**: **{summary.n_selected}** of {summary.n_pool} samples selected "
+        f"(tag `{summary.tag}`, saved view `{summary.saved_view}`); "
+        f"beta = {summary.beta:.3g} ({summary.beta_reason})."
+    )
+
+
+def _delegated_markdown(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return (
+            "No delegated ELFS runs on this dataset. Long runs scheduled from the operator forms "
+            "appear here; start a worker with `fiftyone delegated launch`."
+        )
+    lines = ["| operator | state | progress | queued |", "|---|---|---|---|"]
+    for r in rows:
+        pct = "" if r["progress"] is None else f"{100 * r['progress']:.0f}% {r['label']}"
+        lines.append(f"| {r['operator']} | {r['state']} | {pct} | {r['queued_at'][:19]} |")
+    return "\n".join(lines)
+
+
+class ElfsPanel(foo.Panel):
+    @property
+    def config(self) -> foo.PanelConfig:
+        return foo.PanelConfig(
+            name=PANEL_NAME,
+            label="ELFS",
+            icon="insights",
+            surfaces="grid",
+            help_markdown="Label-free coreset selection: how the difficulty ranking was cut, "
+            "which clusters the coreset covers, and the run's parameters.",
+        )
+
+    # ------------------------------------------------------------------ events
+
+    def on_load(self, ctx: Any) -> None:
+        self._load(ctx)
+
+    def on_change_dataset(self, ctx: Any) -> None:
+        ctx.panel.state.key = None
+        self._load(ctx)
+
+    def on_change_key(self, ctx: Any) -> None:
+        ctx.panel.state.key = ctx.params.get("value")
+        self._load(ctx)
+
+    def refresh(self, ctx: Any) -> None:
+        self._load(ctx)
+
+    def open_embeddings(self, ctx: Any) -> None:
+        summary = self._summary(ctx)
+        if summary is None or summary.brain_key is None:
+            ctx.ops.notify("This key has no embedding plot: run 'ELFS: embedding plot'")
+            return
+        ctx.ops.open_panel(
+            "Embeddings",
+            layout="horizontal",
+            is_active=True,
+            state={
+                "brainResult": summary.brain_key,
+                "colorByField": runs.PipelineNames(summary.key).region_field,
+            },
+        )
+
+    def show_coreset(self, ctx: Any) -> None:
+        summary = self._summary(ctx)
+        if summary is None or summary.saved_view is None:
+            ctx.ops.notify("This key has no coreset yet: run 'ELFS: select coreset'")
+            return
+        ctx.ops.set_view(name=summary.saved_view)
+
+    def show_all(self, ctx: Any) -> None:
+        ctx.ops.clear_view()
+
+    def export(self, ctx: Any) -> None:
+        ctx.prompt(f"{run_summary.OPERATOR_PREFIX}export_coreset", params={"key": self._key(ctx)})
+
+    def run_pipeline(self, ctx: Any) -> None:
+        ctx.prompt(f"{run_summary.OPERATOR_PREFIX}run_elfs_pipeline")
+
+    # ------------------------------------------------------------------ state
+
+    def _key(self, ctx: Any) -> str | None:
+        keys = sorted(runs.list_pipelines(ctx.dataset)) if ctx.dataset is not None else []
+        key = ctx.panel.state.key
+        if key not in keys:
+            key = "elfs" if "elfs" in keys else (keys[0] if keys else None)
+        return key
+
+    def _summary(self, ctx: Any) -> run_summary.RunSummary | None:
+        key = self._key(ctx)
+        return None if key is None else run_summary.summarize_run(ctx.dataset, key)
+
+    def _load(self, ctx: Any) -> None:
+        key = self._key(ctx)
+        ctx.panel.state.key = key
+        ctx.panel.state.keys = sorted(runs.list_pipelines(ctx.dataset)) if ctx.dataset else []
+        summary = None if key is None else run_summary.summarize_run(ctx.dataset, key)
+        ctx.panel.state.outcome = "" if summary is None else _outcome_markdown(summary)
+        ctx.panel.state.params = "" if summary is None else _params_markdown(summary)
+        ctx.panel.state.has_histogram = bool(summary and summary.histogram)
+        ctx.panel.state.has_clusters = bool(summary and summary.clusters)
+        ctx.panel.state.score = summary.histogram.score if summary and summary.histogram else ""
+        if summary is not None and summary.histogram is not None:
+            ctx.panel.data.difficulty_histogram = histogram_traces(summary.histogram)
+        if summary is not None and summary.clusters:
+            ctx.panel.data.cluster_balance = cluster_traces(summary.clusters)
+        delegated = run_summary.delegated_runs(ctx.dataset) if ctx.dataset is not None else []
+        ctx.panel.state.delegated = _delegated_markdown(delegated)
+
+    # ------------------------------------------------------------------ layout
+
+    def render(self, ctx: Any) -> types.Property:
+        panel = types.Object()
+        state = ctx.panel.state
+        if not state.keys:
+            panel.md(
+                "### ELFS\nNo ELFS run on this dataset yet. Run the pipeline to pick the samples "
+                "worth labeling.",
+                name="intro",
+            )
+            panel.btn("run_pipeline", label="Select a coreset...", on_click=self.run_pipeline)
+            return types.Property(panel, view=types.GridView(orientation="vertical"))
+
+        header = panel.h_stack("header", align_x="left", gap=2)
+        header.enum(
+            "key",
+            list(state.keys),
+            default=state.key,
+            label="Run key",
+            view=types.DropdownView(),
+            on_change=self.on_change_key,
+        )
+        header.btn("refresh", label="Refresh", on_click=self.refresh)
+        panel.md(state.outcome or "", name="outcome")
+        actions = panel.h_stack("actions", align_x="left", gap=2)
+        actions.btn("open_embeddings", label="Open embedding plot", on_click=self.open_embeddings)
+        actions.btn("show_coreset", label="Show coreset", on_click=self.show_coreset)
+        actions.btn("show_all", label="Show all samples", on_click=self.show_all)
+        actions.btn("export", label="Export coreset...", on_click=self.export)
+        if state.has_histogram:
+            panel.plot(
+                "difficulty_histogram",
+                layout={
+                    "title": {"text": f"Difficulty ({state.score}): where the ranking was cut"},
+                    "barmode": "stack",
+                    "bargap": 0,
+                    "xaxis": {"title": {"text": state.score}},
+                    "yaxis": {"title": {"text": "samples"}},
+                    "height": 320,
+                    "legend": {"orientation": "h"},
+                },
+                config={"displayModeBar": False},
+            )
+        if state.has_clusters:
+            panel.plot(
+                "cluster_balance",
+                layout={
+                    "title": {"text": "Pseudo-label clusters: share of pool vs coreset (%)"},
+                    "barmode": "group",
+                    "xaxis": {"title": {"text": "pseudo-label"}, "type": "category"},
+                    "yaxis": {"title": {"text": "% of samples"}},
+                    "height": 320,
+                    "legend": {"orientation": "h"},
+                },
+                config={"displayModeBar": False},
+            )
+        panel.md("#### Parameters\n" + (state.params or ""), name="params")
+        panel.md("#### Delegated runs\n" + (state.delegated or ""), name="delegated")
+        return types.Property(panel, view=types.GridView(orientation="vertical", gap=2))

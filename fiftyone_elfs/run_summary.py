@@ -1,0 +1,155 @@
+"""What one ELFS key did to a dataset, summarised for display (the App panel, reports, scripts).
+
+Everything is computed with database aggregations (bounds, histograms, value counts), so a
+summary costs a handful of queries whatever the dataset size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import fiftyone as fo
+from fiftyone import ViewField as F
+
+from fiftyone_elfs import runs
+from fiftyone_elfs.errors import ElfsInputError
+
+_INTERNAL = {"method", "elfs_key", "stage", "owned_fields", "owned_tags", "owned_views",
+             "owned_brain_runs", "type", "cls"}  # fmt: skip
+OPERATOR_PREFIX = "@fiftyone-elfs/elfs/"
+
+
+@dataclass
+class ScoreHistogram:
+    """Counts of the selection score per region, on shared bin edges."""
+
+    score: str
+    edges: list[float]
+    counts: dict[str, list[int]]  # region -> count per bin, regions as in runs.REGIONS
+
+
+@dataclass
+class RunSummary:
+    """One key's stages, parameters, selection outcome, score histogram and cluster balance."""
+
+    key: str
+    stages: list[str]
+    params: dict[str, dict[str, Any]]  # stage -> recorded parameters
+    n_pool: int | None = None
+    n_selected: int | None = None
+    beta: float | None = None
+    beta_reason: str | None = None
+    tag: str | None = None
+    saved_view: str | None = None
+    brain_key: str | None = None
+    histogram: ScoreHistogram | None = None
+    # (pseudo-label, samples in the scored pool, samples in the coreset), largest pool first
+    clusters: list[tuple[str, int, int]] = field(default_factory=list)
+
+
+def _stage_params(config: Any) -> dict[str, Any]:
+    return {k: v for k, v in config.serialize().items() if k not in _INTERNAL and v is not None}
+
+
+def score_histogram(
+    dataset: fo.Dataset, names: runs.PipelineNames, score: str, bins: int = 40
+) -> ScoreHistogram | None:
+    """Histogram of `score` over the scored samples, split by coreset region (None if unscored)."""
+    field_name, region = names.score_field(score), names.region_field
+    if dataset.get_field(field_name) is None or dataset.get_field(region) is None:
+        return None
+    scored = dataset.exists(region).exists(field_name)
+    low, high = scored.bounds(field_name)
+    if low is None:
+        return None
+    if high <= low:
+        high = low + 1.0
+    # bins are right-open, so the top edge is nudged up to count the maximum itself
+    top = high + (high - low) * 1e-6
+    counts, edges = {}, None
+    for name in runs.REGIONS:
+        part = scored.match(F(region) == name)
+        bin_counts, edges, _ = part.histogram_values(field_name, bins=bins, range=(low, top))
+        counts[name] = [int(c) for c in bin_counts]
+    return ScoreHistogram(score=score, edges=[float(e) for e in edges], counts=counts)
+
+
+def cluster_balance(dataset: fo.Dataset, names: runs.PipelineNames, tag: str) -> list[tuple]:
+    """Per pseudo-label: samples in the scored pool and in the coreset, largest pool first."""
+    label_path = f"{names.pseudo_label_field}.label"
+    if dataset.get_field(names.pseudo_label_field) is None:
+        return []
+    pool = dataset.exists(names.region_field) if dataset.get_field(names.region_field) else dataset
+    pool_counts = pool.count_values(label_path)
+    core_counts = dataset.match_tags(tag).count_values(label_path)
+    rows = [
+        (str(label), int(count), int(core_counts.get(label, 0)))
+        for label, count in pool_counts.items()
+        if label is not None
+    ]
+    return sorted(rows, key=lambda r: (-r[1], r[0]))
+
+
+def summarize_run(dataset: fo.Dataset, key: str = "elfs", bins: int = 40) -> RunSummary:
+    """Summarises every stage an ELFS key has run on `dataset`."""
+    names = runs.validate_key(key)
+    stages = runs.list_pipelines(dataset).get(key)
+    if not stages:
+        raise ElfsInputError(
+            f"The dataset '{dataset.name}' has no ELFS run with key '{key}'. "
+            f"Fix: run the pipeline first, or use one of {sorted(runs.list_pipelines(dataset))}."
+        )
+    summary = RunSummary(
+        key=key,
+        stages=stages,
+        params={s: _stage_params(runs.stage_config(dataset, names, s)) for s in stages},
+    )
+    if "coreset" in stages:
+        results = runs.stage_results(dataset, names, "coreset")
+        config = runs.stage_config(dataset, names, "coreset")
+        summary.n_pool = results.n_pool
+        summary.n_selected = results.n_selected
+        summary.beta = results.beta
+        summary.beta_reason = results.beta_reason
+        summary.tag = config.tag
+        summary.saved_view = config.saved_view
+        summary.histogram = score_histogram(dataset, names, config.score, bins=bins)
+        summary.clusters = cluster_balance(dataset, names, config.tag)
+    if "visualization" in stages:
+        summary.brain_key = runs.stage_config(dataset, names, "visualization").brain_key
+    return summary
+
+
+def _status_value(status: Any, name: str) -> Any:
+    if status is None:
+        return None
+    if isinstance(status, dict):
+        return status.get(name)
+    return getattr(status, name, None)
+
+
+def delegated_runs(dataset: fo.Dataset, limit: int = 20) -> list[dict[str, Any]]:
+    """The dataset's queued, running and finished delegated ELFS operations, newest first."""
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    ops = [
+        op
+        for op in DelegatedOperationService().list_operations(dataset_name=dataset.name)
+        if str(op.operator).startswith(OPERATOR_PREFIX)
+    ]
+    ops.sort(key=lambda op: op.queued_at or op.scheduled_at or op.updated_at, reverse=True)
+    rows = []
+    for op in ops[:limit]:
+        progress = _status_value(op.status, "progress")
+        rows.append(
+            {
+                "id": str(op.id),
+                "operator": str(op.operator).removeprefix(OPERATOR_PREFIX),
+                "state": str(op.run_state),
+                "progress": None if progress is None else float(progress),
+                "label": _status_value(op.status, "label") or "",
+                "queued_at": str(op.queued_at or op.scheduled_at or ""),
+            }
+        )
+    return rows

@@ -1,0 +1,189 @@
+"""What the App shows: the embedding plot (a brain run), coreset regions, the run summary behind
+the ELFS panel, and the panel itself executed through FiftyOne's operator machinery."""
+
+from __future__ import annotations
+
+import fiftyone as fo
+import fiftyone.operators as foo
+import numpy as np
+import pytest
+from fiftyone.operators.executor import ExecutionContext, Executor
+
+import fiftyone_elfs as elfs
+from fiftyone_elfs import run_summary, runs
+from fiftyone_elfs.embeddings import pca_reduce
+from fiftyone_elfs.plugin.panel import ElfsPanel, cluster_traces, histogram_traces
+
+PLUGIN = "@fiftyone-elfs/elfs"
+
+
+def _select(dataset, key="elfs", fraction=0.2, visualize=False):
+    return elfs.run_pipeline(
+        dataset,
+        budget_fraction=fraction,
+        n_clusters=10,
+        clustering="kmeans",
+        key=key,
+        embeddings_field="elfs_embedding",
+        proxy_epochs=5,
+        visualize=visualize,
+    )
+
+
+def test_pca_reduce_keeps_the_top_variance_directions():
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.normal(size=(40, 40)))[0]
+    X = (rng.normal(size=(500, 40)) * np.r_[[10.0, 5.0], np.full(38, 0.1)]) @ basis.T
+    Y = pca_reduce(X, 2)
+    assert Y.shape == (500, 2) and Y.dtype == np.float32
+    # Two components hold almost all the variance of X.
+    assert Y.var(axis=0).sum() > 0.99 * X.var(axis=0).sum()
+    assert pca_reduce(X[:, :3], 10).shape == (500, 3)  # nothing to reduce
+
+
+def test_regions_partition_the_ranking_and_match_the_tag(dataset):
+    result = _select(dataset, fraction=0.2)
+    regions = dict(zip(*dataset.values(["id", "elfs_coreset_region"]), strict=True))
+    counts = dataset.count_values("elfs_coreset_region")
+    assert counts["coreset"] == result.budget
+    assert counts["dropped_hard"] == round(result.beta * result.n_pool)
+    assert sum(counts.values()) == result.n_pool
+    assert {i for i, r in regions.items() if r == "coreset"} == set(result.selected_ids)
+    # Every dropped-hard sample is at least as hard (lower AUM) as every coreset sample, and
+    # every coreset sample at least as hard as every dropped-easy one.
+    aum = dict(zip(*dataset.values(["id", "elfs_aum"]), strict=True))
+    by_region = {r: [aum[i] for i, g in regions.items() if g == r] for r in runs.REGIONS}
+    assert max(by_region["dropped_hard"]) <= min(by_region["coreset"])
+    assert max(by_region["coreset"]) <= min(by_region["dropped_easy"])
+
+
+def test_embedding_plot_is_a_brain_run_owned_by_the_key(dataset):
+    _select(dataset)
+    brain_key = elfs.compute_visualization(dataset, key="elfs", embeddings_field="elfs_embedding")
+    assert brain_key == "elfs_umap"
+    results = dataset.load_brain_results(brain_key)
+    assert results.points.shape == (len(dataset), 2)
+    assert np.isfinite(results.points).all()
+    assert results.points.std(axis=0).min() > 0  # a layout, not a collapsed point
+    assert "visualization" in elfs.list_runs(dataset)["elfs"]
+    assert runs.brain_run_owner(dataset, brain_key) == "elfs"
+
+    elfs.delete_run(dataset, "elfs")
+    assert dataset.list_brain_runs() == []
+
+
+def test_embedding_plot_refuses_a_foreign_brain_key_and_changes_nothing(dataset):
+    import fiftyone.brain as fob
+
+    fob.compute_visualization(
+        dataset, embeddings="elfs_embedding", method="pca", brain_key="mine", num_dims=2
+    )
+    before = dataset.load_brain_results("mine").points.copy()
+    with pytest.raises(elfs.ElfsInputError, match="'mine' already exists"):
+        elfs.compute_visualization(dataset, embeddings_field="elfs_embedding", brain_key="mine")
+    assert np.array_equal(dataset.load_brain_results("mine").points, before)
+    assert "visualization" not in elfs.list_runs(dataset)["elfs"]
+
+
+def test_embedding_plot_needs_embeddings(dataset):
+    with pytest.raises(elfs.ElfsInputError, match="does not exist"):
+        elfs.compute_visualization(dataset, key="other")
+    with pytest.raises(elfs.ElfsInputError, match="at least 4"):
+        elfs.compute_visualization(dataset.limit(3), embeddings_field="elfs_embedding")
+    assert dataset.list_brain_runs() == []
+
+
+def test_visualization_operator_runs_through_the_operator_machinery(dataset):
+    op = foo.get_operator(f"{PLUGIN}/compute_visualization")
+    op(dataset, embeddings_field="elfs_embedding", method="pca", brain_key="layout")
+    assert dataset.load_brain_results("layout").points.shape == (len(dataset), 2)
+    assert runs.brain_run_owner(dataset, "layout") == "elfs"
+
+
+def test_summary_counts_agree_with_the_selection(dataset):
+    result = _select(dataset, fraction=0.25)
+    summary = run_summary.summarize_run(dataset, "elfs", bins=20)
+    assert summary.n_selected == result.budget and summary.n_pool == result.n_pool
+    assert summary.tag == "elfs_coreset" and summary.saved_view == "elfs-coreset"
+    hist = summary.histogram
+    assert hist.score == "aum" and len(hist.edges) == 21
+    assert sum(hist.counts["coreset"]) == result.budget
+    assert sum(sum(c) for c in hist.counts.values()) == result.n_pool
+    # The regions occupy ordered stretches of the AUM axis: hard (low) ... easy (high).
+    first_bin = {r: min(np.flatnonzero(c)) for r, c in hist.counts.items()}
+    assert first_bin["dropped_hard"] <= first_bin["coreset"] <= first_bin["dropped_easy"]
+    pool = sum(c[1] for c in summary.clusters)
+    core = sum(c[2] for c in summary.clusters)
+    assert (pool, core) == (result.n_pool, result.budget)
+    assert summary.params["coreset"]["budget_fraction"] == 0.25
+
+    traces = histogram_traces(hist)
+    assert [sum(t["y"]) for t in traces] == [sum(hist.counts[r]) for r in runs.REGIONS]
+    shares = cluster_traces(summary.clusters)
+    assert abs(sum(shares[0]["y"]) - 100) < 0.1 and abs(sum(shares[1]["y"]) - 100) < 0.1
+
+
+def test_summary_of_a_missing_key_says_which_keys_exist(dataset):
+    _select(dataset, key="round1")
+    with pytest.raises(elfs.ElfsInputError, match=r"no ELFS run with key 'nope'.*'round1'\]"):
+        run_summary.summarize_run(dataset, "nope")
+
+
+def test_delegated_runs_are_listed_with_their_state(dataset):
+    op = foo.get_operator(f"{PLUGIN}/select_coreset")
+    _select(dataset)
+    op(dataset, budget_fraction=0.1, delegate=True)
+    rows = run_summary.delegated_runs(dataset)
+    assert [(r["operator"], r["state"]) for r in rows] == [("select_coreset", "queued")]
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    DelegatedOperationService().execute_queued_operations(operator=f"{PLUGIN}/select_coreset")
+    rows = run_summary.delegated_runs(dataset)
+    assert rows[0]["state"] == "completed"
+    assert len(dataset.match_tags("elfs_coreset")) == round(0.1 * len(dataset))
+
+
+def _panel_context(dataset, method):
+    executor = Executor()
+    ctx = ExecutionContext(
+        request_params={
+            "dataset_name": dataset.name,
+            "panel_id": "test-panel",
+            "panel_state": {},
+            "params": {"__method__": method, "panel_id": "test-panel", "state": {}},
+        },
+        executor=executor,
+    )
+    return ctx, executor
+
+
+def test_panel_loads_the_run_and_renders_its_charts(dataset):
+    _select(dataset, visualize=True)
+    panel = ElfsPanel()
+    ctx, executor = _panel_context(dataset, "on_load")
+    panel.on_load(ctx)
+    state = ctx.panel.state
+    assert state.key == "elfs" and state.keys == ["elfs"]
+    assert "of 300 samples selected" in state.outcome
+    # What the App receives: chart data patched onto this panel (panel data is write-only).
+    data = {}
+    for request in executor._requests:
+        if request.operator_uri == "patch_panel_data":
+            data.update(request.params["data"])
+    assert sum(sum(t["y"]) for t in data["difficulty_histogram"]) == 300
+    assert [t["name"] for t in data["cluster_balance"]] == ["pool", "coreset"]
+    rendered = panel.render(ctx).to_json()
+    text = str(rendered)
+    for name in ("difficulty_histogram", "cluster_balance", "open_embeddings", "export"):
+        assert name in text
+
+
+def test_panel_is_registered_and_its_events_run_through_the_operator_machinery(dataset):
+    _select(dataset, visualize=True)
+    result = foo.execute_operator(
+        f"{PLUGIN}/elfs_panel",
+        {"dataset": dataset},
+        params={"__method__": "open_embeddings", "panel_id": "p", "state": {}},
+    )
+    assert result.error is None
+    assert isinstance(dataset, fo.Dataset) and dataset.list_brain_runs() == ["elfs_umap"]
