@@ -9,8 +9,11 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import socket
 import subprocess
+import sys
 import tempfile
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_CIFAR = os.path.join(REPO, "..", "shared", "data", "cifar10-jpg.tar.gz")
@@ -22,6 +25,68 @@ _PLUGINS = os.path.join(_TMP, "plugins")
 os.makedirs(_PLUGINS)
 os.symlink(REPO, os.path.join(_PLUGINS, "fiftyone-elfs"))
 os.environ.pop("FIFTYONE_DATABASE_URI", None)
+os.environ.pop("FIFTYONE_PRIVATE_DATABASE_PORT", None)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_private_mongod(db_dir: str) -> str | None:
+    """Starts FiftyOne's bundled mongod on a free local port for this test session only.
+
+    FiftyOne's managed database service attaches to ANY running FiftyOne database service of the
+    user, whatever its directory, so FIFTYONE_DATABASE_DIR alone could put test datasets into a
+    running App's database. A private mongod addressed by FIFTYONE_DATABASE_URI cannot; the App
+    server started by the browser test inherits the same URI. Returns the URI, or None if the
+    bundled mongod is absent (FiftyOne then manages the database in `db_dir`).
+    """
+    binary = next(
+        (
+            os.path.join(p, "fiftyone", "db", "bin", "mongod")
+            for p in sys.path
+            if os.path.isfile(os.path.join(p, "fiftyone", "db", "bin", "mongod"))
+        ),
+        None,
+    )
+    if binary is None:
+        return None
+    os.makedirs(db_dir, exist_ok=True)
+    port = _free_port()
+    args = [binary, "--dbpath", db_dir, "--port", str(port), "--bind_ip", "127.0.0.1"]
+    args += ["--nounixsocket", "--logpath", os.path.join(_TMP, "mongod.log")]
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    atexit.register(_stop, proc)  # runs before the rmtree above (atexit is last-in, first-out)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mongod exited with {proc.returncode}: see {_TMP}/mongod.log")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return f"mongodb://127.0.0.1:{port}"
+        time.sleep(0.2)
+    raise RuntimeError("mongod did not answer within 60 s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+_URI = _start_private_mongod(os.path.join(_TMP, "db"))
+if _URI is not None:
+    os.environ["FIFTYONE_DATABASE_URI"] = _URI
 os.environ.update(
     FIFTYONE_DATABASE_DIR=os.path.join(_TMP, "db"),
     FIFTYONE_PLUGINS_DIR=_PLUGINS,

@@ -69,7 +69,7 @@ def cluster_traces(clusters: list[tuple[str, int, int]]) -> list[dict[str, Any]]
 def _params_markdown(summary: run_summary.RunSummary) -> str:
     lines = ["| stage | parameters |", "|---|---|"]
     for stage, params in summary.params.items():
-        shown = ", ".join(f"{k}={v}" for k, v in params.items() if k != "selected_ids")
+        shown = ", ".join(f"{k}={v}" for k, v in params.items() if v not in ({}, [], ""))
         lines.append(f"| {stage} | {shown} |")
     return "\n".join(lines)
 
@@ -79,8 +79,7 @@ def _outcome_markdown(summary: run_summary.RunSummary) -> str:
         return f"Key **{summary.key}**: stages run: {', '.join(summary.stages)}; no coreset yet."
     return (
         f"Key **{summary.key}**: **{summary.n_selected}** of {summary.n_pool} samples selected "
-        f"(tag `{summary.tag}`, saved view `{summary.saved_view}`); "
-        f"beta = {summary.beta:.3g} ({summary.beta_reason})."
+        f"(tag `{summary.tag}`, saved view `{summary.saved_view}`). {summary.beta_reason}"
     )
 
 
@@ -193,7 +192,7 @@ class ElfsPanel(foo.Panel):
         state = ctx.panel.state
         if not state.keys:
             panel.md(
-                "### ELFS\nNo ELFS run on this dataset yet. Run the pipeline to pick the samples "
+                "**ELFS**: no ELFS run on this dataset yet. Run the pipeline to pick the samples "
                 "worth labeling.",
                 name="intro",
             )
@@ -225,8 +224,10 @@ class ElfsPanel(foo.Panel):
                     "bargap": 0,
                     "xaxis": {"title": {"text": state.score}},
                     "yaxis": {"title": {"text": "samples"}},
-                    "height": 320,
-                    "legend": {"orientation": "h"},
+                    "height": 340,
+                    "margin": {"t": 60, "b": 50},
+                    "showlegend": True,
+                    "legend": {"orientation": "h", "y": -0.3},
                 },
                 config={"displayModeBar": False},
             )
@@ -238,11 +239,16 @@ class ElfsPanel(foo.Panel):
                     "barmode": "group",
                     "xaxis": {"title": {"text": "pseudo-label"}, "type": "category"},
                     "yaxis": {"title": {"text": "% of samples"}},
-                    "height": 320,
-                    "legend": {"orientation": "h"},
+                    "height": 340,
+                    "margin": {"t": 60, "b": 50},
+                    "showlegend": True,
+                    "legend": {"orientation": "h", "y": -0.3},
                 },
                 config={"displayModeBar": False},
             )
-        panel.md("#### Parameters\n" + (state.params or ""), name="params")
-        panel.md("#### Delegated runs\n" + (state.delegated or ""), name="delegated")
+        # a title in the same markdown as a table is not drawn by the App: separate blocks
+        panel.md("**Parameters**", name="params_title")
+        panel.md(state.params or "", name="params")
+        panel.md("**Delegated runs**", name="delegated_title")
+        panel.md(state.delegated or "", name="delegated")
         return types.Property(panel, view=types.GridView(orientation="vertical", gap=2))
