@@ -6,6 +6,10 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/setup.sh
+quick=false
+for a in "$@"; do [ "$a" = "--quick" ] && quick=true; done
+# The App browser test (a slow test) needs headless Chromium: installed once, through apt-get.
+if [ "$quick" = false ]; then bash scripts/setup_browser.sh; fi
 venv="${ELFS_VENV:-$root/.venv}"
 args=()
 for a in "$@"; do

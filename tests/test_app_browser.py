@@ -218,20 +218,24 @@ def test_the_plugin_works_in_the_real_app(app_dataset, app_url, browser):
     fraction.send_keys(Keys.CONTROL, "a")
     fraction.send_keys("1.5")
     wait.until(lambda _: "Use a fraction in (0, 1]" in css(modal).text)
+    execute = "//*[@data-cy='operators-prompt-modal']//button[normalize-space()='Execute']"
+    wait.until(lambda _: not d.find_element(By.XPATH, execute).is_enabled())  # run blocked
     shot("3_form_validation")
     fraction.send_keys(Keys.CONTROL, "a")
     fraction.send_keys("0.1")
     wait.until(lambda _: "Use a fraction in (0, 1]" not in css(modal).text)
     shot("3_form")
-    execute = "//*[@data-cy='operators-prompt-modal']//button[normalize-space()='Execute']"
     wait.until(EC.element_to_be_clickable((By.XPATH, execute))).click()
 
-    def coreset_size():
+    def coreset_recorded():  # the run is recorded last, after the tag and the regions
         app_dataset.reload()
-        size = len(app_dataset.match_tags("elfs_coreset"))
-        return size if size == round(0.1 * n) else None
+        if "elfs_coreset" not in app_dataset.list_runs():
+            return False
+        results = app_dataset.load_run_results("elfs_coreset", cache=False)
+        return results.n_selected == round(0.1 * n)
 
-    _wait(coreset_size, 60, "the App's select_coreset run to reach the database")
+    _wait(coreset_recorded, 60, "the App's select_coreset run to reach the database")
+    assert len(app_dataset.match_tags("elfs_coreset")) == round(0.1 * n)
     assert app_dataset.count_values("elfs_coreset_region")["coreset"] == round(0.1 * n)
     # The run's progress bar ends on the operator's final label; "Done" closes it.
     wait.until(lambda _: f"selected {round(0.1 * n)} samples" in css("body").text)
@@ -291,3 +295,16 @@ def test_the_plugin_works_in_the_real_app(app_dataset, app_url, browser):
 
     _wait(points_drawn, 60, "the embedding points to be drawn")
     shot("5_embeddings_plot")
+
+    # 6. Colour the points by where each sample fell: dropped hard, coreset, dropped easy.
+    css("[data-cy=panel-content-Embeddings] button[aria-label='Color by']").click()
+    listbox = "[data-cy=panel-content-Embeddings] [role=listbox]"
+    for field in ("elfs_pseudo_label", "elfs_aum", "elfs_forgetting", "elfs_coreset_region"):
+        wait.until(lambda _, f=field: f in css(listbox).text)
+    option = "//*[@role='listbox']//*[normalize-space(text())='elfs_coreset_region']"
+    wait.until(EC.element_to_be_clickable((By.XPATH, option))).click()
+    trigger = "[data-cy=panel-content-Embeddings] button[aria-label='Color by']"
+    wait.until(lambda _: "elfs_coreset_region" in css(trigger).text)
+    _wait(points_drawn, 60, "the recoloured points")
+    time.sleep(1.0)
+    shot("6_embeddings_by_region")

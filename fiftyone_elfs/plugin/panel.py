@@ -129,15 +129,15 @@ class ElfsPanel(foo.Panel):
         if summary is None or summary.brain_key is None:
             ctx.ops.notify("This key has no embedding plot: run 'ELFS: embedding plot'")
             return
+        region = runs.PipelineNames(summary.key).region_field
         ctx.ops.open_panel(
             "Embeddings",
             layout="horizontal",
             is_active=True,
-            state={
-                "brainResult": summary.brain_key,
-                "colorByField": runs.PipelineNames(summary.key).region_field,
-            },
+            state={"brainResult": summary.brain_key, "colorByField": region},
         )
+        # The Embeddings panel of FiftyOne 1.22 opens on its list of plots whatever the state.
+        ctx.ops.notify(f"Embeddings: pick '{summary.brain_key}', then colour by '{region}'")
 
     def show_coreset(self, ctx: Any) -> None:
         summary = self._summary(ctx)
@@ -211,7 +211,7 @@ class ElfsPanel(foo.Panel):
         header.btn("refresh", label="Refresh", on_click=self.refresh)
         panel.md(state.outcome or "", name="outcome")
         actions = panel.h_stack("actions", align_x="left", gap=2)
-        actions.btn("open_embeddings", label="Open embedding plot", on_click=self.open_embeddings)
+        actions.btn("open_embeddings", label="Open Embeddings panel", on_click=self.open_embeddings)
         actions.btn("show_coreset", label="Show coreset", on_click=self.show_coreset)
         actions.btn("show_all", label="Show all samples", on_click=self.show_all)
         actions.btn("export", label="Export coreset...", on_click=self.export)
