@@ -7,6 +7,7 @@ runs the array-level algorithm, writes the results back in bulk and records a Fi
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,7 @@ import fiftyone.core.collections as foc
 import numpy as np
 
 from fiftyone_elfs import dataset_io, runs
-from fiftyone_elfs.difficulty import HARD_IS_LOW, train_mlp_proxy
+from fiftyone_elfs.difficulty import ARCHITECTURES, HARD_IS_LOW, train_cnn_proxy, train_mlp_proxy
 from fiftyone_elfs.embeddings import DEFAULT_ENCODER, embed_image_files, load_encoder
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.progress import ProgressFn, sub_progress, terminal_progress
@@ -25,7 +26,7 @@ from fiftyone_elfs.selection import double_end_prune, label_free_beta, resolve_b
 logger = logging.getLogger(__name__)
 
 CLUSTERING_METHODS = ("temi", "kmeans")
-PROXIES = ("mlp",)
+PROXIES = ("mlp", "cnn")
 ZOO_PREFIX = "zoo:"
 
 
@@ -271,6 +272,30 @@ def compute_pseudo_labels(
 # --------------------------------------------------------------------------- difficulty
 
 
+_CNN_PARAMS = ("arch", "width", "image_size", "batch_size", "lr", "num_threads")
+
+
+def _check_cnn_params(cnn_params: dict[str, Any] | None) -> dict[str, Any]:
+    cnn_params = dict(cnn_params or {})
+    unknown = sorted(set(cnn_params) - set(_CNN_PARAMS))
+    if unknown:
+        raise ElfsInputError(f"Unknown cnn_params {unknown}. Fix: use only {list(_CNN_PARAMS)}.")
+    if cnn_params.get("arch", "small") not in ARCHITECTURES:
+        raise ElfsInputError(
+            f"Unknown CNN architecture {cnn_params['arch']!r}. Fix: use one of {ARCHITECTURES}."
+        )
+    for name in ("width", "image_size", "batch_size"):
+        if name in cnn_params:
+            _check_int(name, cnn_params[name], 8 if name == "image_size" else 1)
+    return cnn_params
+
+
+def checkpoint_dir_for(dataset: fo.Dataset, key: str) -> str:
+    """Where a long proxy training of `key` on `dataset` keeps its resumable checkpoint."""
+    root = os.environ.get("ELFS_CACHE_DIR") or os.path.join("~", ".cache", "fiftyone-elfs")
+    return os.path.join(os.path.expanduser(root), "checkpoints", str(dataset._doc.id), key)
+
+
 def compute_difficulty(
     samples: foc.SampleCollection,
     key: str = "elfs",
@@ -278,14 +303,23 @@ def compute_difficulty(
     embeddings_field: str | None = None,
     epochs: int | None = None,
     seed: int = 0,
+    cnn_params: dict[str, Any] | None = None,
+    num_workers: int = 0,
     progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
-    """Trains a proxy on the pseudo-labels and stores each sample's AUM, forgetting and EL2N."""
+    """Trains a proxy on the pseudo-labels and stores each sample's AUM, forgetting and EL2N.
+
+    `proxy="mlp"` trains on the embeddings (fast); `proxy="cnn"` trains a CNN from scratch on the
+    images, as the paper does (`cnn_params`: arch "small" or "resnet18", width, image_size,
+    batch_size; see `train_cnn_proxy`). The CNN checkpoints every epoch under
+    `checkpoint_dir_for(dataset, key)`: an interrupted run resumes when called again.
+    """
     names = runs.validate_key(key)
     _check_choice("proxy", proxy, PROXIES)
     dataset_io.require_nonempty(samples)
     if epochs is not None:
         _check_int("epochs", epochs, 1)
+    cnn_params = _check_cnn_params(cnn_params)
     field_name = embeddings_field or names.embeddings_field
     if not dataset_io.has_field(samples, names.pseudo_label_field):
         raise ElfsInputError(
@@ -305,7 +339,27 @@ def compute_difficulty(
     y = np.array([index[c] for c in label_names], dtype=np.int64)
     report = _progress_or_bar(progress, f"difficulty ({proxy} proxy)")
     kwargs = {"epochs": epochs} if epochs is not None else {}
-    scores = train_mlp_proxy(X, y, n_classes=len(classes), seed=seed, progress=report, **kwargs)
+    checkpoint_dir = None
+    if proxy == "cnn":
+        del X  # the CNN reads the images themselves
+        _, paths = dataset_io.sample_ids_and_paths(labelled.select(ids, ordered=True))
+        checkpoint_dir = checkpoint_dir_for(samples._dataset, key)
+        try:
+            scores = train_cnn_proxy(
+                paths,
+                y,
+                n_classes=len(classes),
+                seed=seed,
+                num_workers=num_workers,
+                checkpoint_dir=checkpoint_dir,
+                progress=report,
+                **kwargs,
+                **cnn_params,
+            )
+        except ValueError as e:
+            raise ElfsInputError(str(e)) from e
+    else:
+        scores = train_mlp_proxy(X, y, n_classes=len(classes), seed=seed, progress=report, **kwargs)
     report(1.0, "done")
 
     dataset = samples._dataset
@@ -318,6 +372,8 @@ def compute_difficulty(
     results = {
         "n_samples": len(ids),
         "n_epochs": int(scores.n_epochs),
+        "seconds": scores.info.get("seconds"),
+        "resumed_from_epoch": scores.info.get("resumed_from_epoch", 0),
         "means": {s: float(np.mean(getattr(scores, s))) for s in runs.SCORE_NAMES},
     }
     runs.record_run(
@@ -327,6 +383,10 @@ def compute_difficulty(
         params={
             "proxy": proxy,
             "epochs": int(scores.n_epochs),
+            "cnn_params": {k: scores.info[k] for k in ("arch", "width", "image_size", "batch_size")}
+            if proxy == "cnn"
+            else {},
+            "checkpoint_dir": checkpoint_dir,
             "seed": seed,
             "embeddings_field": field_name,
             "label_field": names.pseudo_label_field,
@@ -551,7 +611,9 @@ def run_pipeline(
     embeddings_field: str | None = None,
     beta: float | None = None,
     score: str = "aum",
+    proxy: str = "mlp",
     proxy_epochs: int | None = None,
+    cnn_params: dict[str, Any] | None = None,
     temi_params: dict[str, Any] | None = None,
     seed: int = 0,
     num_workers: int = 0,
@@ -561,6 +623,7 @@ def run_pipeline(
     """Runs embeddings -> pseudo-labels -> difficulty -> selection with one key.
 
     Pass `embeddings_field` to use embeddings you already have (the embedding stage is skipped).
+    `proxy="cnn"` trains the difficulty proxy on the images (see `compute_difficulty`).
     `visualize` adds the 2-D embedding plot for the App (`compute_visualization`).
     All parameters are checked before anything is computed or written.
     """
@@ -571,6 +634,8 @@ def run_pipeline(
     _check_n_clusters(n_clusters, n)
     _check_choice("clustering", clustering, CLUSTERING_METHODS)
     _check_choice("score", score, runs.SCORE_NAMES)
+    _check_choice("proxy", proxy, PROXIES)
+    _check_cnn_params(cnn_params)
     if embeddings_field is not None:
         dataset_io.read_embeddings(samples, embeddings_field)  # validates before any write
 
@@ -596,9 +661,12 @@ def run_pipeline(
     compute_difficulty(
         samples,
         key=key,
+        proxy=proxy,
         embeddings_field=embeddings_field,
         epochs=proxy_epochs,
         seed=seed,
+        cnn_params=cnn_params,
+        num_workers=num_workers,
         progress=sub_progress(report, 0.8, 0.9 if visualize else 0.98, "difficulty"),
     )
     result = select_coreset(

@@ -1,5 +1,15 @@
 """Per-sample difficulty from proxy training dynamics (AUM, forgetting, EL2N); no FiftyOne."""
 
+from .cnn_proxy import (
+    ARCHITECTURES,
+    DEFAULT_CNN_EPOCHS,
+    DEFAULT_CNN_WIDTH,
+    SmallConvNet,
+    augment_batch,
+    build_proxy_network,
+    load_images,
+    train_cnn_proxy,
+)
 from .training_dynamics import (
     DEFAULT_PROXY_EPOCHS,
     HARD_IS_LOW,
@@ -9,6 +19,14 @@ from .training_dynamics import (
 )
 
 __all__ = [
+    "ARCHITECTURES",
+    "DEFAULT_CNN_EPOCHS",
+    "DEFAULT_CNN_WIDTH",
+    "SmallConvNet",
+    "augment_batch",
+    "build_proxy_network",
+    "load_images",
+    "train_cnn_proxy",
     "DEFAULT_PROXY_EPOCHS",
     "HARD_IS_LOW",
     "DifficultyScores",

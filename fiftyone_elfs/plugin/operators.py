@@ -16,6 +16,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from fiftyone_elfs import api, export, runs
+from fiftyone_elfs.difficulty import ARCHITECTURES, DEFAULT_CNN_WIDTH
 from fiftyone_elfs.embeddings import DEFAULT_ENCODER
 
 PLUGIN_NAME = "@fiftyone-elfs/elfs"
@@ -26,6 +27,7 @@ DELEGATE_ABOVE = {
     "compute_difficulty": 20000,
     "run_elfs_pipeline": 3000,
 }
+CNN_DELEGATE_ABOVE = 2000
 
 
 def run_reporting_progress(
@@ -96,6 +98,8 @@ def _seed_input(inputs: types.Object) -> None:
 def _execution_options(name: str, ctx: Any) -> foo.ExecutionOptions:
     """Allows both modes; defaults to delegated when the target is large enough to be slow."""
     threshold = DELEGATE_ABOVE.get(name)
+    if ctx.params.get("proxy") == "cnn":  # training on pixels: minutes per thousand images
+        threshold = min(threshold or CNN_DELEGATE_ABOVE, CNN_DELEGATE_ABOVE)
     large = threshold is not None and ctx.view is not None and len(ctx.view) > threshold
     return foo.ExecutionOptions(
         allow_immediate_execution=True,
@@ -192,6 +196,44 @@ class ComputeEmbeddings(_ElfsOperator):
             ),
             delegate,
         )
+
+
+def _proxy_inputs(ctx: Any, inputs: types.Object) -> None:
+    """The difficulty proxy: an MLP on the embeddings or a CNN on the images (with its size)."""
+    inputs.enum(
+        "proxy",
+        list(api.PROXIES),
+        default="mlp",
+        label="Proxy model",
+        view=types.RadioGroup(),
+        description="MLP on the embeddings (fast) or a CNN trained on the images (the paper's)",
+    )
+    if ctx.params.get("proxy") != "cnn":
+        return
+    inputs.enum(
+        "cnn_arch",
+        list(ARCHITECTURES),
+        default="small",
+        label="CNN",
+        view=types.DropdownView(),
+        description="'small' suits a CPU; 'resnet18' is the paper's, for a GPU",
+    )
+    width = inputs.int("cnn_width", default=DEFAULT_CNN_WIDTH, label="Small CNN width")
+    if (ctx.params.get("cnn_width") or DEFAULT_CNN_WIDTH) < 4:
+        _invalid(width, "Use a width of at least 4")
+    size = inputs.int("cnn_image_size", default=32, label="Training image size (px)")
+    if (ctx.params.get("cnn_image_size") or 32) < 8:
+        _invalid(size, "Use at least 8 px")
+
+
+def _cnn_params(p: dict[str, Any]) -> dict[str, Any] | None:
+    if p.get("proxy") != "cnn":
+        return None
+    return dict(
+        arch=p.get("cnn_arch", "small"),
+        width=p.get("cnn_width", DEFAULT_CNN_WIDTH),
+        image_size=p.get("cnn_image_size", 32),
+    )
 
 
 def _clusters_input(ctx: Any, inputs: types.Object) -> None:
@@ -292,6 +334,7 @@ class ComputeDifficulty(_ElfsOperator):
         ctx.target_view()
         _key_input(ctx, inputs)
         inputs.str("embeddings_field", required=False, label="Embeddings field (optional)")
+        _proxy_inputs(ctx, inputs)
         epochs = inputs.int(
             "epochs",
             required=False,
@@ -310,9 +353,12 @@ class ComputeDifficulty(_ElfsOperator):
             api.compute_difficulty,
             samples=ctx.target_view(),
             key=p.get("key", "elfs"),
+            proxy=p.get("proxy", "mlp"),
             embeddings_field=p.get("embeddings_field") or None,
             epochs=p.get("epochs") or None,
             seed=p.get("seed", 0),
+            cnn_params=_cnn_params(p),
+            num_workers=2 if ctx.delegated else 0,
         )
         yield from _reload(ctx)
 
@@ -320,17 +366,19 @@ class ComputeDifficulty(_ElfsOperator):
         self,
         samples: Any,
         key: str = "elfs",
+        proxy: str = "mlp",
         embeddings_field: str | None = None,
         epochs: int | None = None,
         seed: int = 0,
+        cnn_arch: str = "small",
+        cnn_width: int = DEFAULT_CNN_WIDTH,
+        cnn_image_size: int = 32,
         delegate: bool = False,
     ) -> Any:
-        return _call(
-            self,
-            samples,
-            dict(key=key, embeddings_field=embeddings_field, epochs=epochs, seed=seed),
-            delegate,
-        )
+        params = dict(key=key, proxy=proxy, embeddings_field=embeddings_field, epochs=epochs)
+        params.update(seed=seed, cnn_arch=cnn_arch, cnn_width=cnn_width)
+        params.update(cnn_image_size=cnn_image_size)
+        return _call(self, samples, params, delegate)
 
 
 class ComputeVisualization(_ElfsOperator):
@@ -605,6 +653,7 @@ class RunElfsPipeline(_ElfsOperator):
         _key_input(ctx, inputs)
         _selection_inputs(ctx, inputs)
         _clusters_input(ctx, inputs)
+        _proxy_inputs(ctx, inputs)
         inputs.str("model", default=DEFAULT_ENCODER, label="Encoder")
         inputs.str(
             "embeddings_field",
@@ -635,6 +684,8 @@ class RunElfsPipeline(_ElfsOperator):
             seed=p.get("seed", 0),
             num_workers=2 if ctx.delegated else 0,
             visualize=p.get("visualize", True),
+            proxy=p.get("proxy", "mlp"),
+            cnn_params=_cnn_params(p),
             **_selection_kwargs(p),
         )
         yield from _reload(ctx)
@@ -653,11 +704,13 @@ class RunElfsPipeline(_ElfsOperator):
         score: str = "aum",
         seed: int = 0,
         visualize: bool = True,
+        proxy: str = "mlp",
         delegate: bool = False,
     ) -> Any:
         params = _selection_params(budget_count, budget_fraction, beta, score)
         params.update(
             visualize=visualize,
+            proxy=proxy,
             n_clusters=n_clusters,
             clustering=clustering,
             key=key,
