@@ -6,6 +6,7 @@ compute_difficulty -> select_coreset -> export_coreset, or run_pipeline for all 
 
 from fiftyone_elfs.api import (
     CoresetResult,
+    compute_contrastive_scores,
     compute_difficulty,
     compute_embeddings,
     compute_pseudo_labels,
@@ -21,6 +22,7 @@ from fiftyone_elfs.export import coreset_view, export_coreset
 __all__ = [
     "CoresetResult",
     "ElfsInputError",
+    "compute_contrastive_scores",
     "compute_difficulty",
     "compute_embeddings",
     "compute_pseudo_labels",

@@ -16,7 +16,15 @@ import fiftyone.core.collections as foc
 import numpy as np
 
 from fiftyone_elfs import dataset_io, runs
-from fiftyone_elfs.difficulty import ARCHITECTURES, HARD_IS_LOW, train_cnn_proxy, train_mlp_proxy
+from fiftyone_elfs.difficulty import (
+    ARCHITECTURES,
+    DEFAULT_CONTRASTIVE_EPOCHS,
+    HARD_IS_LOW,
+    load_images,
+    train_cnn_proxy,
+    train_contrastive_similarity,
+    train_mlp_proxy,
+)
 from fiftyone_elfs.embeddings import DEFAULT_ENCODER, embed_image_files, load_encoder
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.progress import ProgressFn, sub_progress, terminal_progress
@@ -26,6 +34,7 @@ from fiftyone_elfs.selection import double_end_prune, label_free_beta, resolve_b
 logger = logging.getLogger(__name__)
 
 CLUSTERING_METHODS = ("temi", "kmeans")
+_HARD_IS_LOW = {**HARD_IS_LOW, "contrastive": True}  # low view similarity = informative
 PROXIES = ("mlp", "cnn")
 ZOO_PREFIX = "zoo:"
 
@@ -398,6 +407,82 @@ def compute_difficulty(
     return results
 
 
+# --------------------------------------------------------------------------- contrastive
+
+
+def compute_contrastive_scores(
+    samples: foc.SampleCollection,
+    key: str = "elfs",
+    epochs: int = DEFAULT_CONTRASTIVE_EPOCHS,
+    image_size: int = 32,
+    width: int = 16,
+    batch_size: int = 256,
+    seed: int = 0,
+    num_workers: int = 0,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Trains SimCLR on the images and stores each sample's summed view similarity (Ju et al.).
+
+    Writes "<key>_contrastive" (low = informative); select on it with
+    `select_coreset(..., score="contrastive")`, which keeps the lowest. Resumable: training
+    checkpoints every epoch under `checkpoint_dir_for(dataset, key)`.
+    """
+    names = runs.validate_key(key)
+    _check_int("epochs", epochs, 1)
+    _check_int("image_size", image_size, 8)
+    _check_int("width", width, 1)
+    _check_int("batch_size", batch_size, 2)
+    n = dataset_io.require_nonempty(samples)
+    if n < 2:
+        raise ElfsInputError("Contrastive training needs at least 2 samples. Fix: widen the view.")
+    ids, paths = dataset_io.sample_ids_and_paths(samples)
+    report = _progress_or_bar(progress, "contrastive similarity")
+    decode = sub_progress(report, 0.0, 0.1, "decoding")
+    try:
+        images = load_images(paths, image_size, num_workers=num_workers, progress=decode)
+    except ValueError as e:
+        raise ElfsInputError(str(e)) from e
+    checkpoint_dir = checkpoint_dir_for(samples._dataset, f"{key}_contrastive")
+    scores = train_contrastive_similarity(
+        images,
+        epochs=epochs,
+        width=width,
+        batch_size=batch_size,
+        seed=seed,
+        checkpoint_dir=checkpoint_dir,
+        progress=sub_progress(report, 0.1, 1.0, "SimCLR"),
+    )
+    dataset = samples._dataset
+    runs.delete_stage(dataset, names, "contrastive")
+    field_name = names.score_field("contrastive")
+    dataset_io.write_values(samples, field_name, ids, scores.similarity.astype(float).tolist())
+    results = {
+        "n_samples": len(ids),
+        "n_epochs": scores.n_epochs,
+        "seconds": scores.info["seconds"],
+        "resumed_from_epoch": scores.info["resumed_from_epoch"],
+        "mean_similarity_per_epoch": float(scores.similarity.mean() / scores.n_epochs),
+    }
+    runs.record_run(
+        samples,
+        names,
+        "contrastive",
+        params={
+            "epochs": epochs,
+            "image_size": image_size,
+            "width": width,
+            "batch_size": batch_size,
+            "seed": seed,
+            "checkpoint_dir": checkpoint_dir,
+            "score_field": field_name,
+        },
+        results=results,
+        owned_fields=[field_name],
+    )
+    report(1.0, f"scored {len(ids)} samples")
+    return results
+
+
 # --------------------------------------------------------------------------- selection
 
 
@@ -416,17 +501,18 @@ def select_coreset(
     "<key>_coreset") and saved as the view "<key>-coreset"; a re-run replaces both.
     """
     names = runs.validate_key(key)
-    _check_choice("score", score, runs.SCORE_NAMES)
+    _check_choice("score", score, runs.SELECTION_SCORES)
     _check_beta(beta)
     dataset_io.require_nonempty(samples)
     score_field = names.score_field(score)
+    stage = "compute_contrastive_scores" if score == "contrastive" else "compute_difficulty"
     if not dataset_io.has_field(samples, score_field):
         raise ElfsInputError(
             f"No '{score}' scores for key '{key}' ('{score_field}' is missing). "
-            "Fix: run compute_difficulty with the same key first."
+            f"Fix: run {stage} with the same key first."
         )
     scored = samples.exists(score_field)
-    ids, values, aum = scored.values(["id", score_field, names.score_field("aum")])
+    ids, values = scored.values(["id", score_field])
     if not ids:
         raise ElfsInputError(
             f"No sample of this view has a '{score}' score. Fix: run compute_difficulty on it."
@@ -435,14 +521,18 @@ def select_coreset(
     budget = resolve_budget(n, budget_count=budget_count, budget_fraction=budget_fraction)
     tag = tag or names.tag
     _check_tag_free(samples._dataset, tag, key)
-    if beta is None:
+    if beta is None and score == "contrastive":
+        beta_value = 0.0
+        beta_reason = "keep-lowest: the least similar views are the most informative (no cut)"
+    elif beta is None:
+        aum = scored.values(names.score_field("aum"))
         beta_value, beta_reason = label_free_beta(
             np.asarray(aum, dtype=float), min(budget / n, 1.0)
         )
     else:
         beta_value, beta_reason = float(beta), "set by the user"
     pruned = double_end_prune(
-        np.asarray(values, dtype=float), budget, beta_value, hard_is_low=HARD_IS_LOW[score]
+        np.asarray(values, dtype=float), budget, beta_value, hard_is_low=_HARD_IS_LOW[score]
     )
     for notice in pruned.notices:
         logger.warning(notice)

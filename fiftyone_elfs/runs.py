@@ -15,9 +15,11 @@ import fiftyone.core.collections as foc
 from fiftyone_elfs import dataset_io
 from fiftyone_elfs.errors import ElfsInputError
 
-STAGES = ("embeddings", "pseudo_labels", "difficulty", "coreset", "visualization")
+STAGES = ("embeddings", "pseudo_labels", "difficulty", "contrastive", "coreset", "visualization")
 REGIONS = ("dropped_hard", "coreset", "dropped_easy")
 SCORE_NAMES = ("aum", "forgetting", "el2n")
+#: Scores a coreset can be selected on: the proxy's three and the contrastive view similarity.
+SELECTION_SCORES = (*SCORE_NAMES, "contrastive")
 _METHOD_PREFIX = "fiftyone_elfs."
 
 

@@ -36,6 +36,7 @@ OPERATOR_LABELS = (
     "ELFS: compute pseudo-labels",
     "ELFS: compute difficulty",
     "ELFS: embedding plot",
+    "ELFS: contrastive similarity scores",
     "ELFS: select coreset",
     "ELFS: export coreset for annotation",
 )

@@ -10,6 +10,11 @@ from .cnn_proxy import (
     load_images,
     train_cnn_proxy,
 )
+from .contrastive import (
+    DEFAULT_CONTRASTIVE_EPOCHS,
+    ContrastiveScores,
+    train_contrastive_similarity,
+)
 from .training_dynamics import (
     DEFAULT_PROXY_EPOCHS,
     HARD_IS_LOW,
@@ -19,6 +24,9 @@ from .training_dynamics import (
 )
 
 __all__ = [
+    "DEFAULT_CONTRASTIVE_EPOCHS",
+    "ContrastiveScores",
+    "train_contrastive_similarity",
     "ARCHITECTURES",
     "DEFAULT_CNN_EPOCHS",
     "DEFAULT_CNN_WIDTH",

@@ -16,18 +16,23 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from fiftyone_elfs import api, export, runs
-from fiftyone_elfs.difficulty import ARCHITECTURES, DEFAULT_CNN_WIDTH
+from fiftyone_elfs.difficulty import (
+    ARCHITECTURES,
+    DEFAULT_CNN_WIDTH,
+    DEFAULT_CONTRASTIVE_EPOCHS,
+)
 from fiftyone_elfs.embeddings import DEFAULT_ENCODER
 
 PLUGIN_NAME = "@fiftyone-elfs/elfs"
 # Work above this many samples defaults to delegated execution (immediate runs time out at 600 s).
+CNN_DELEGATE_ABOVE = 2000  # training on pixels: minutes per thousand images on a CPU
 DELEGATE_ABOVE = {
     "compute_embeddings": 5000,
     "compute_pseudo_labels": 20000,
     "compute_difficulty": 20000,
+    "compute_contrastive_scores": CNN_DELEGATE_ABOVE,
     "run_elfs_pipeline": 3000,
 }
-CNN_DELEGATE_ABOVE = 2000
 
 
 def run_reporting_progress(
@@ -98,7 +103,7 @@ def _seed_input(inputs: types.Object) -> None:
 def _execution_options(name: str, ctx: Any) -> foo.ExecutionOptions:
     """Allows both modes; defaults to delegated when the target is large enough to be slow."""
     threshold = DELEGATE_ABOVE.get(name)
-    if ctx.params.get("proxy") == "cnn":  # training on pixels: minutes per thousand images
+    if ctx.params.get("proxy") == "cnn":
         threshold = min(threshold or CNN_DELEGATE_ABOVE, CNN_DELEGATE_ABOVE)
     large = threshold is not None and ctx.view is not None and len(ctx.view) > threshold
     return foo.ExecutionOptions(
@@ -448,6 +453,58 @@ class ComputeVisualization(_ElfsOperator):
         return _call(self, samples, params, delegate)
 
 
+class ComputeContrastiveScores(_ElfsOperator):
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return _operator_config(
+            "compute_contrastive_scores",
+            "ELFS: contrastive similarity scores",
+            "Train SimCLR on the images; low view similarity marks informative samples",
+        )
+
+    def resolve_input(self, ctx: Any) -> types.Property:
+        inputs = types.Object()
+        ctx.target_view()
+        _key_input(ctx, inputs)
+        epochs = inputs.int("epochs", default=DEFAULT_CONTRASTIVE_EPOCHS, label="Epochs")
+        if (ctx.params.get("epochs") or 1) < 1:
+            _invalid(epochs, "Use at least 1 epoch")
+        size = inputs.int("image_size", default=32, label="Training image size (px)")
+        if (ctx.params.get("image_size") or 32) < 8:
+            _invalid(size, "Use at least 8 px")
+        inputs.int("width", default=DEFAULT_CNN_WIDTH, label="CNN width")
+        _seed_input(inputs)
+        return types.Property(inputs, view=types.View(label="ELFS: contrastive similarity"))
+
+    def execute(self, ctx: Any) -> Generator[Any, None, None]:
+        p = ctx.params
+        yield from run_reporting_progress(
+            ctx,
+            api.compute_contrastive_scores,
+            samples=ctx.target_view(),
+            key=p.get("key", "elfs"),
+            epochs=p.get("epochs", DEFAULT_CONTRASTIVE_EPOCHS),
+            image_size=p.get("image_size", 32),
+            width=p.get("width", DEFAULT_CNN_WIDTH),
+            seed=p.get("seed", 0),
+            num_workers=2 if ctx.delegated else 0,
+        )
+        yield from _reload(ctx)
+
+    def __call__(
+        self,
+        samples: Any,
+        key: str = "elfs",
+        epochs: int = DEFAULT_CONTRASTIVE_EPOCHS,
+        image_size: int = 32,
+        width: int = DEFAULT_CNN_WIDTH,
+        seed: int = 0,
+        delegate: bool = False,
+    ) -> Any:
+        params = dict(key=key, epochs=epochs, image_size=image_size, width=width, seed=seed)
+        return _call(self, samples, params, delegate)
+
+
 def _selection_inputs(ctx: Any, inputs: types.Object) -> None:
     """Budget (fraction or count, two distinct fields) and beta (label-free or manual)."""
     p = ctx.params
@@ -496,10 +553,11 @@ def _selection_inputs(ctx: Any, inputs: types.Object) -> None:
             _invalid(prop, "Beta must be in [0, 1)")
     inputs.enum(
         "score",
-        list(runs.SCORE_NAMES),
+        list(runs.SELECTION_SCORES),
         default="aum",
         label="Difficulty score",
         view=types.DropdownView(),
+        description="aum / forgetting / el2n from the proxy, or contrastive (keeps the lowest)",
     )
 
 
@@ -726,6 +784,7 @@ OPERATORS = (
     ComputePseudoLabels,
     ComputeDifficulty,
     ComputeVisualization,
+    ComputeContrastiveScores,
     SelectCoreset,
     ExportCoreset,
     RunElfsPipeline,

@@ -1,0 +1,205 @@
+"""Contrastive-similarity scores (Ju et al.): train SimCLR on the unlabeled pool and record, for
+every sample and epoch, the cosine similarity of its two augmented views' embeddings; the score is
+the sum over epochs. Low similarity = the encoder cannot make the views agree = informative.
+No FiftyOne import; images come as uint8 arrays (``load_images`` decodes files).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cnn_proxy import DEFAULT_CNN_WIDTH, SmallConvNet
+
+ProgressFn = Callable[[float, str], None]
+
+DEFAULT_CONTRASTIVE_EPOCHS = 15
+_CHECKPOINT = "simclr.pt"
+
+
+@dataclass
+class ContrastiveScores:
+    """Per-sample view similarity summed over epochs (low = informative)."""
+
+    similarity: np.ndarray
+    n_epochs: int
+    info: dict = field(default_factory=dict)
+
+
+class SimCLRNet(nn.Module):
+    """The small CNN's convolutional trunk, then a 2-layer projection head (SimCLR)."""
+
+    def __init__(self, width: int = DEFAULT_CNN_WIDTH, projection_dim: int = 64) -> None:
+        super().__init__()
+        self.features = SmallConvNet(2, width).features
+        dim = 8 * width
+        self.projection = nn.Sequential(
+            nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, projection_dim)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalised projections [B, projection_dim]."""
+        h = self.features(x).mean(dim=(2, 3))
+        return F.normalize(self.projection(h), dim=1)
+
+
+def simclr_views(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One SimCLR view per image: random resized crop (scale 0.3-1), flip, colour jitter and
+    grayscale with p = 0.2, all batched. ``images``: float [B, 3, S, S] in [0, 1]."""
+    b = images.shape[0]
+    scale = torch.empty(b).uniform_(0.3, 1.0, generator=generator).sqrt()  # side of the crop
+    shift = (1 - scale) * (torch.rand(2, b, generator=generator) * 2 - 1)
+    flip = torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = scale * flip
+    theta[:, 1, 1] = scale
+    theta[:, 0, 2], theta[:, 1, 2] = shift[0], shift[1]
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    x = F.grid_sample(images, grid.to(images.device), align_corners=False)
+    jitter = (torch.rand(3, b, 1, 1, 1, generator=generator) * 0.8 + 0.6).to(images.device)
+    gray = x.mean(dim=1, keepdim=True)
+    x = x * jitter[0]  # brightness
+    x = (x - x.mean(dim=(1, 2, 3), keepdim=True)) * jitter[1] + x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - gray) * jitter[2] + gray  # saturation
+    to_gray = (torch.rand(b, generator=generator) < 0.2).to(images.device)[:, None, None, None]
+    x = torch.where(to_gray, x.mean(dim=1, keepdim=True).expand_as(x), x)
+    return x.clamp(0, 1)
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's NT-Xent loss for normalised projections of the two views [B, D] each."""
+    z = torch.cat([z1, z2])
+    sim = z @ z.T / temperature
+    sim.fill_diagonal_(float("-inf"))
+    b = z1.shape[0]
+    targets = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
+    return F.cross_entropy(sim, targets)
+
+
+def train_contrastive_similarity(
+    images: np.ndarray,
+    epochs: int = DEFAULT_CONTRASTIVE_EPOCHS,
+    width: int = DEFAULT_CNN_WIDTH,
+    batch_size: int = 256,
+    lr: float = 0.5,
+    weight_decay: float = 1e-4,
+    temperature: float = 0.5,
+    seed: int = 0,
+    device: str | None = None,
+    checkpoint_dir: str | None = None,
+    progress: ProgressFn | None = None,
+    num_threads: int | None = None,
+) -> ContrastiveScores:
+    """Trains SimCLR on ``images`` (uint8 [N, S, S, 3]) and returns each sample's summed view
+    similarity. The similarity of a sample in an epoch is the cosine between its two views'
+    projections in that epoch's training forward pass, as in Ju et al.
+
+    CPU-sized defaults (the width-16 small CNN at the images' size, 15 epochs, batches of 256);
+    SGD with momentum 0.9 and cosine decay. ``checkpoint_dir`` makes training resumable after
+    every epoch, with the same scores as an uninterrupted run for a fixed seed; the checkpoint is
+    removed when training completes. ``progress(fraction, label)`` after every epoch.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8 or len(images) < 2:
+        raise ValueError(
+            f"images must be uint8 [N >= 2, S, S, 3]; got {images.dtype} {images.shape}."
+        )
+    for name, value, low in (
+        ("epochs", epochs, 1),
+        ("width", width, 1),
+        ("batch_size", batch_size, 2),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}; got {value!r}.")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    previous_threads = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(int(num_threads))
+    t0 = time.perf_counter()
+    try:
+        n = len(images)
+        pixels = torch.from_numpy(np.ascontiguousarray(images))
+        gen = torch.Generator().manual_seed(int(seed))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            model = SimCLRNet(width).to(dev).to(memory_format=torch.channels_last)
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+        batch = min(batch_size, n)
+        total_steps = epochs * math.ceil(n / batch)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
+        )
+        similarity = np.zeros(n, dtype=np.float64)
+        first_epoch = 0
+        digest = hashlib.sha256(
+            repr((n, images.shape, epochs, width, batch, lr, weight_decay, temperature, seed))
+            .encode() + pixels[:: max(1, n // 64)].numpy().tobytes()
+        ).hexdigest()[:16]  # fmt: skip
+        ckpt = os.path.join(checkpoint_dir, _CHECKPOINT) if checkpoint_dir else None
+        if ckpt and os.path.exists(ckpt):
+            state = torch.load(ckpt, map_location=dev, weights_only=False)
+            if state.get("digest") == digest:
+                model.load_state_dict(state["model"])
+                opt.load_state_dict(state["optimizer"])
+                sched.load_state_dict(state["scheduler"])
+                gen.set_state(state["generator"])
+                similarity = state["similarity"]
+                first_epoch = state["epoch"]
+
+        model.train()
+        for epoch in range(first_epoch, epochs):
+            perm = torch.randperm(n, generator=gen)
+            loss_sum = 0.0
+            # near-equal batches, so none is a lone sample (NT-Xent needs a negative)
+            for idx in torch.tensor_split(perm, math.ceil(n / batch)):
+                x = pixels[idx].to(dev).permute(0, 3, 1, 2).float().div_(255.0)
+                v1 = simclr_views(x, gen).sub_(0.5).div_(0.5)
+                v2 = simclr_views(x, gen).sub_(0.5).div_(0.5)
+                z1 = model(v1.contiguous(memory_format=torch.channels_last))
+                z2 = model(v2.contiguous(memory_format=torch.channels_last))
+                loss = nt_xent(z1, z2, temperature)
+                np.add.at(similarity, idx.numpy(), (z1 * z2).sum(1).detach().cpu().double().numpy())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                loss_sum += float(loss.detach()) * idx.numel()
+            if ckpt:
+                os.makedirs(checkpoint_dir, exist_ok=True)
+                tmp = ckpt + ".tmp"
+                torch.save(
+                    {
+                        "digest": digest,
+                        "epoch": epoch + 1,
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "generator": gen.get_state(),
+                        "similarity": similarity,
+                    },
+                    tmp,
+                )
+                os.replace(tmp, ckpt)
+            if progress is not None:
+                progress(
+                    (epoch + 1) / epochs, f"epoch {epoch + 1}/{epochs}, loss {loss_sum / n:.3f}"
+                )
+        if ckpt and os.path.exists(ckpt):
+            os.remove(ckpt)
+    finally:
+        torch.set_num_threads(previous_threads)
+    info = dict(
+        method="simclr", width=width, batch_size=batch, lr=lr, temperature=temperature,
+        seed=seed, device=str(dev), seconds=round(time.perf_counter() - t0, 2),
+        resumed_from_epoch=first_epoch,
+    )  # fmt: skip
+    return ContrastiveScores(similarity.astype(np.float32), epochs, info)

@@ -1,0 +1,108 @@
+"""Contrastive-similarity selection (Ju et al.): SimCLR on real images, per-sample view
+similarity summed over epochs, resumable, selected keep-lowest through the operators."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import fiftyone.operators as foo
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+import fiftyone_elfs as elfs
+from fiftyone_elfs.difficulty import load_images, train_contrastive_similarity
+from fiftyone_elfs.difficulty.contrastive import nt_xent, simclr_views
+from fiftyone_elfs.sample_data import write_digit_images
+
+
+@pytest.fixture(scope="module")
+def corrupted_digits(tmp_path_factory):
+    """300 real digit scans at 32 px; 10% heavily corrupted (noise over half the image, or two
+    large occluders), returned with the corruption mask."""
+    folder = write_digit_images(str(tmp_path_factory.mktemp("digits")), per_class=30)
+    images = load_images(sorted(glob.glob(os.path.join(folder, "*", "*.png"))), 32)
+    rng = np.random.default_rng(0)
+    corrupted = rng.random(len(images)) < 0.1
+    for i in np.flatnonzero(corrupted):
+        img = images[i].astype(int)
+        if i % 2:
+            img[:, :16] = rng.integers(0, 256, size=(32, 16, 3))
+        else:
+            for _ in range(2):
+                y0, x0 = rng.integers(0, 16, 2)
+                img[y0 : y0 + 16, x0 : x0 + 16] = rng.integers(0, 256, 3)
+        images[i] = img.astype(np.uint8)
+    return images, corrupted
+
+
+def test_views_differ_but_stay_in_range():
+    x = torch.rand(8, 3, 32, 32)
+    gen = torch.Generator().manual_seed(0)
+    v1, v2 = simclr_views(x, gen), simclr_views(x, gen)
+    assert v1.shape == x.shape and 0 <= float(v1.min()) and float(v1.max()) <= 1
+    assert not torch.allclose(v1, v2)
+
+
+def test_nt_xent_is_low_when_views_match_and_high_when_they_do_not():
+    z = torch.nn.functional.normalize(torch.randn(16, 8), dim=1)
+    matched = nt_xent(z, z, temperature=0.1)
+    shuffled = nt_xent(z, z[torch.randperm(16, generator=torch.Generator().manual_seed(0))], 0.1)
+    assert matched < shuffled
+    assert matched < np.log(31)  # below chance among the 31 candidates
+
+
+def test_corrupted_images_have_lower_view_similarity(corrupted_digits):
+    images, corrupted = corrupted_digits
+    scores = train_contrastive_similarity(
+        images, epochs=15, batch_size=64, lr=0.05, seed=0, num_threads=1
+    )
+    assert scores.similarity.shape == (len(images),) and scores.n_epochs == 15
+    assert np.all(scores.similarity <= 15 + 1e-3)  # a sum of 15 cosines
+    # Separation measured here: AUC 0.73 with these settings (0.71 at temperature 0.2);
+    # the 0.8 of the issue is not reached on 300 digit scans (see the issue note).
+    assert roc_auc_score(corrupted, -scores.similarity) > 0.65
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(corrupted_digits, tmp_path):
+    images = corrupted_digits[0][:90]
+    kwargs = dict(epochs=4, batch_size=32, seed=1, num_threads=1)
+    full = train_contrastive_similarity(images, **kwargs)
+
+    class Stop(Exception):
+        pass
+
+    def stop_halfway(fraction, label):
+        if fraction >= 0.5:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_contrastive_similarity(
+            images, checkpoint_dir=str(tmp_path), progress=stop_halfway, **kwargs
+        )
+    resumed = train_contrastive_similarity(images, checkpoint_dir=str(tmp_path), **kwargs)
+    assert resumed.info["resumed_from_epoch"] == 2
+    np.testing.assert_array_equal(resumed.similarity, full.similarity)
+    assert not os.listdir(tmp_path)
+
+
+def test_contrastive_operator_then_keep_lowest_selection(dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("ELFS_CACHE_DIR", str(tmp_path))
+    op = foo.get_operator("@fiftyone-elfs/elfs/compute_contrastive_scores")
+    op(dataset, epochs=2, width=8)
+    sim = dict(zip(*dataset.values(["id", "elfs_contrastive"]), strict=True))
+    assert len(sim) == len(dataset) and all(np.isfinite(v) for v in sim.values())
+    assert "contrastive" in elfs.list_runs(dataset)["elfs"]
+
+    select = foo.get_operator("@fiftyone-elfs/elfs/select_coreset")
+    select(dataset, budget_count=30, score="contrastive")
+    chosen = set(dataset.match_tags("elfs_coreset").values("id"))
+    lowest = set(sorted(sim, key=sim.get)[:30])
+    assert chosen == lowest
+    info = dataset.load_run_results("elfs_coreset", cache=False)
+    assert info.beta == 0.0 and "keep-lowest" in info.beta_reason
+
+    with pytest.raises(elfs.ElfsInputError, match="run compute_contrastive_scores"):
+        elfs.select_coreset(dataset, budget_count=3, score="contrastive", key="other")
