@@ -353,7 +353,7 @@ def load_features(
 ) -> None:
     """Fill every split's ``embeddings`` (and ``pixels`` when protocol B runs), using the cache.
 
-    No current method reads pixels, so they are decoded only for protocol B.
+    Pixels are decoded only for protocol B and for the methods that train on them.
     """
     for split in (data.pool, data.val, data.test):
         if len(split) == 0:

@@ -206,6 +206,7 @@ class MethodSpec:
     description: str
     uses_labels: bool = False
     oracle: bool = False
+    needs_pixels: bool = False  # trains on the pool's images (the runner then decodes them)
 
 
 def _sorted(indices: np.ndarray) -> np.ndarray:
@@ -405,6 +406,76 @@ def _elfs(clustering: str, ccs: bool = False) -> MethodFn:
     return run
 
 
+def _pixels(ctx: MethodContext) -> np.ndarray:
+    if ctx.inputs.pixels is None:
+        raise RuntimeError("this method trains on pixels, but the runner did not load them")
+    return ctx.inputs.pixels
+
+
+def _cnn_difficulty(ctx: MethodContext, seed: int) -> tuple[dict[str, np.ndarray], dict]:
+    """k-means pseudo-labels and the AUM of the library's CNN proxy trained on the pool's pixels
+    (its CPU defaults: small CNN of width 16, 32 px, 15 epochs)."""
+    from fiftyone_elfs.difficulty import DEFAULT_CNN_EPOCHS, DEFAULT_CNN_WIDTH, train_cnn_proxy
+    from fiftyone_elfs.pseudo_labels import kmeans_pseudo_labels
+
+    inp = ctx.inputs
+    params = {"clustering": "kmeans", "cnn_epochs": DEFAULT_CNN_EPOCHS, "width": DEFAULT_CNN_WIDTH}
+
+    def compute() -> tuple[dict[str, np.ndarray], dict]:
+        t0 = time.perf_counter()
+        labels, _ = kmeans_pseudo_labels(inp.X, inp.n_classes, seed=seed)
+        extra = {"clustering_seconds": round(time.perf_counter() - t0, 2)}
+        pixels = _pixels(ctx)
+        scores = train_cnn_proxy(
+            [str(i) for i in range(len(pixels))],  # names only: the pixels are given
+            labels,
+            n_classes=inp.n_classes,
+            seed=seed,
+            images=pixels,
+            image_size=pixels.shape[1],
+        )
+        extra["proxy_seconds"] = scores.info.get("seconds")
+        extra["proxy_seconds_per_epoch"] = round(scores.info["seconds"] / scores.n_epochs, 2)
+        arrays = {"labels": np.asarray(labels, dtype=np.int64), "aum": scores.aum}
+        return arrays, extra
+
+    return inp.artefacts.get("difficulty_kmeans_cnn", seed, params, compute)
+
+
+def elfs_cnn_method(ctx: MethodContext, budget: int, seed: int) -> Selection:
+    """ELFS with the CNN proxy: k-means pseudo-labels, CNN AUM, label-free beta, double-end."""
+    from fiftyone_elfs.selection import double_end_prune, label_free_beta
+
+    arrays, meta = _cnn_difficulty(ctx, seed)
+    aum = arrays["aum"]
+    beta, reason = label_free_beta(aum, min(budget / aum.size, 1.0))
+    pruned = double_end_prune(aum, budget, beta)
+    info = {"beta": beta, "beta_reason": reason, "effective_beta": pruned.effective_beta}
+    info.update(_cost_info(meta))
+    for key in ("clustering_seconds", "proxy_seconds", "proxy_seconds_per_epoch"):
+        info[key] = meta[key]
+    return Selection(_sorted(pruned.indices), info, pseudo_labels=arrays["labels"])
+
+
+def contrastive_method(ctx: MethodContext, budget: int, seed: int) -> Selection:
+    """Ju et al.: SimCLR on the pool's pixels; keep the samples whose views agree least."""
+    from fiftyone_elfs.difficulty import DEFAULT_CONTRASTIVE_EPOCHS, train_contrastive_similarity
+
+    params = {"epochs": DEFAULT_CONTRASTIVE_EPOCHS}
+
+    def compute() -> tuple[dict[str, np.ndarray], dict]:
+        scores = train_contrastive_similarity(
+            _pixels(ctx), epochs=DEFAULT_CONTRASTIVE_EPOCHS, seed=seed
+        )
+        per_epoch = round(scores.info["seconds"] / scores.n_epochs, 2)
+        return {"similarity": scores.similarity}, {"seconds_per_epoch": per_epoch}
+
+    arrays, meta = ctx.inputs.artefacts.get("contrastive_similarity", seed, params, compute)
+    idx = np.argsort(arrays["similarity"], kind="stable")[:budget]
+    info = {"seconds_per_epoch": meta["seconds_per_epoch"], **_cost_info(meta)}
+    return Selection(_sorted(idx), info)
+
+
 def _grid(beta_grid: tuple[float, ...], budget: int, n: int) -> list[float]:
     """Betas of the grid whose window fits in the pool (beta*N + budget <= N); never empty."""
     fits = [b for b in beta_grid if int(np.floor(b * n + 1e-9)) + budget <= n]
@@ -510,6 +581,18 @@ METHODS: dict[str, MethodSpec] = dict(
             "elfs_kmeans_ccs",
             _elfs("kmeans", ccs=True),
             "k-means pseudo-label AUM, CCS with the label-free beta",
+        ),
+        _spec(
+            "elfs_kmeans_cnn",
+            elfs_cnn_method,
+            "ELFS: k-means pseudo-labels, CNN proxy AUM on pixels, double-end",
+            needs_pixels=True,
+        ),
+        _spec(
+            "contrastive",
+            contrastive_method,
+            "Ju et al.: lowest SimCLR view similarity on pixels",
+            needs_pixels=True,
         ),
         _spec(
             "supervised_ccs",

@@ -283,7 +283,8 @@ def run_benchmark(cfg: RunConfig) -> dict:
         return summary
 
     with torch_threads(threads):
-        bdata.load_features(data, cfg.cache_dir, cfg.encoder, cfg.image_size, "B" in cfg.protocols)
+        need_pixels = "B" in cfg.protocols or any(spec.needs_pixels for spec in cfg.methods)
+        bdata.load_features(data, cfg.cache_dir, cfg.encoder, cfg.image_size, need_pixels)
         _run_missing(cfg, data, missing, summary, threads)
     return summary
 
