@@ -129,18 +129,20 @@ def test_summary_of_a_missing_key_says_which_keys_exist(dataset):
         run_summary.summarize_run(dataset, "nope")
 
 
-def test_delegated_runs_are_listed_with_their_state(dataset):
-    op = foo.get_operator(f"{PLUGIN}/select_coreset")
+def test_delegated_runs_are_listed_with_their_state_and_progress(dataset):
     _select(dataset)
-    op(dataset, budget_fraction=0.1, delegate=True)
+    op = foo.get_operator(f"{PLUGIN}/compute_difficulty")
+    op(dataset, embeddings_field="elfs_embedding", epochs=3, seed=1, delegate=True)
     rows = run_summary.delegated_runs(dataset)
-    assert [(r["operator"], r["state"]) for r in rows] == [("select_coreset", "queued")]
+    assert [(r["operator"], r["state"]) for r in rows] == [("compute_difficulty", "queued")]
+    assert rows[0]["progress"] is None
     from fiftyone.operators.delegated import DelegatedOperationService
 
-    DelegatedOperationService().execute_queued_operations(operator=f"{PLUGIN}/select_coreset")
+    DelegatedOperationService().execute_queued_operations(operator=f"{PLUGIN}/compute_difficulty")
     rows = run_summary.delegated_runs(dataset)
     assert rows[0]["state"] == "completed"
-    assert len(dataset.match_tags("elfs_coreset")) == round(0.1 * len(dataset))
+    assert rows[0]["progress"] == 1.0 and rows[0]["label"]  # what the ELFS panel shows
+    assert dataset.get_run_info("elfs_difficulty").config.epochs == 3
 
 
 def _panel_context(dataset, method):
