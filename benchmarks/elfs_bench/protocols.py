@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fiftyone_elfs.difficulty import SmallConvNet
+
 __all__ = [
     "ProbeConfig",
     "ProtocolResult",
@@ -144,27 +146,8 @@ class TrainConfig:
     threads: int = 0  # 0: every available core
 
 
-class SmallCNN(nn.Module):
-    """Six 3x3 conv-BN-ReLU layers (widths w, 2w, 2w, 4w, 4w, 8w), max-pool after each pair,
-    global average pool, linear head: 145k parameters at width 16."""
-
-    def __init__(self, n_classes: int, width: int = 16) -> None:
-        super().__init__()
-        widths = [width, 2 * width, 2 * width, 4 * width, 4 * width, 8 * width]
-        layers: list[nn.Module] = []
-        c_in = 3
-        for i, c in enumerate(widths):
-            layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)]
-            layers.append(nn.ReLU(inplace=True))
-            if i % 2 == 1:
-                layers.append(nn.MaxPool2d(2))
-            c_in = c
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(c_in, n_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits [B, K] for images [B, 3, 32, 32]."""
-        return self.head(self.features(x).mean(dim=(2, 3)))
+# The benchmark's CNN is the library's CPU proxy network (same layers, same initialisation).
+SmallCNN = SmallConvNet
 
 
 def pixel_stats(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,7 +23,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from .training_dynamics import DifficultyScores, TrainingDynamicsRecorder
+from .checkpoints import EpochCheckpoint
+from .training_dynamics import DifficultyScores, TrainingDynamicsRecorder, proxy_train_step
 
 ProgressFn = Callable[[float, str], None]
 
@@ -157,14 +157,8 @@ def _config_digest(cfg: dict[str, Any], labels: np.ndarray, paths: Sequence[str]
     """Identifies a training run: a checkpoint is resumed only by the same run."""
     h = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode())
     h.update(np.ascontiguousarray(labels).tobytes())
-    h.update("\n".join(paths).encode())
+    h.update("\n".join(map(str, paths)).encode())
     return h.hexdigest()[:16]
-
-
-def _save_checkpoint(path: str, state: dict[str, Any]) -> None:
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: an interruption never leaves a half-written checkpoint
 
 
 def train_cnn_proxy(
@@ -292,18 +286,9 @@ def _train_cnn(
         opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
     )
     recorder = TrainingDynamicsRecorder(n, n_classes, el2n_epochs=int(el2n_epochs))
-    first_epoch = 0
-    digest = _config_digest(cfg, y, list(image_paths))
-    ckpt = os.path.join(checkpoint_dir, _CHECKPOINT) if checkpoint_dir else None
-    if ckpt and os.path.exists(ckpt):
-        state = torch.load(ckpt, map_location=dev, weights_only=False)
-        if state.get("digest") == digest:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            gen.set_state(state["generator"])
-            recorder.__dict__.update(state["recorder"])
-            first_epoch = state["epoch"]
+    checkpoint = EpochCheckpoint(checkpoint_dir, _CHECKPOINT, _config_digest(cfg, y, image_paths))
+    first_epoch, saved = checkpoint.restore(model, opt, sched, gen, dev)
+    recorder.__dict__.update(saved.get("recorder", {}))
 
     model.train()
     for epoch in range(first_epoch, epochs):
@@ -312,41 +297,13 @@ def _train_cnn(
         for start in range(0, n, batch_size):
             idx = perm[start : start + batch_size]
             xb = _to_input(augment_batch(pixels[idx], gen), dev)
-            yb = yt[idx].to(dev)
-            if xb.shape[0] == 1:  # BatchNorm cannot train on one sample: score it in eval mode
-                model.eval()
-                with torch.no_grad():
-                    recorder.update(idx, model(xb), yb)
-                model.train()
-                continue
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
-            recorder.update(idx, logits.detach(), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            loss_sum += float(loss.detach()) * xb.shape[0]
+            loss_sum += proxy_train_step(model, opt, sched, recorder, idx, xb, yt[idx].to(dev))
         recorder.end_epoch()
-        if ckpt:
-            os.makedirs(checkpoint_dir, exist_ok=True)
-            _save_checkpoint(
-                ckpt,
-                {
-                    "digest": digest,
-                    "epoch": epoch + 1,
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "generator": gen.get_state(),
-                    "recorder": dict(recorder.__dict__),
-                },
-            )
+        checkpoint.save(epoch + 1, model, opt, sched, gen, {"recorder": dict(recorder.__dict__)})
         if progress is not None:
             progress((epoch + 1) / epochs, f"epoch {epoch + 1}/{epochs}, loss {loss_sum / n:.3f}")
 
-    if ckpt and os.path.exists(ckpt):
-        os.remove(ckpt)
+    checkpoint.finish()
     return recorder.scores(
         proxy="cnn",
         seconds=round(time.perf_counter() - t0, 2),

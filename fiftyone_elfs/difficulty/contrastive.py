@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoints import EpochCheckpoint
 from .cnn_proxy import DEFAULT_CNN_WIDTH, SmallConvNet
 
 ProgressFn = Callable[[float, str], None]
@@ -138,22 +138,13 @@ def train_contrastive_similarity(
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
         )
-        similarity = np.zeros(n, dtype=np.float64)
-        first_epoch = 0
         digest = hashlib.sha256(
             repr((n, images.shape, epochs, width, batch, lr, weight_decay, temperature, seed))
             .encode() + pixels[:: max(1, n // 64)].numpy().tobytes()
         ).hexdigest()[:16]  # fmt: skip
-        ckpt = os.path.join(checkpoint_dir, _CHECKPOINT) if checkpoint_dir else None
-        if ckpt and os.path.exists(ckpt):
-            state = torch.load(ckpt, map_location=dev, weights_only=False)
-            if state.get("digest") == digest:
-                model.load_state_dict(state["model"])
-                opt.load_state_dict(state["optimizer"])
-                sched.load_state_dict(state["scheduler"])
-                gen.set_state(state["generator"])
-                similarity = state["similarity"]
-                first_epoch = state["epoch"]
+        checkpoint = EpochCheckpoint(checkpoint_dir, _CHECKPOINT, digest)
+        first_epoch, saved = checkpoint.restore(model, opt, sched, gen, dev)
+        similarity = saved.get("similarity", np.zeros(n, dtype=np.float64))
 
         model.train()
         for epoch in range(first_epoch, epochs):
@@ -173,28 +164,12 @@ def train_contrastive_similarity(
                 opt.step()
                 sched.step()
                 loss_sum += float(loss.detach()) * idx.numel()
-            if ckpt:
-                os.makedirs(checkpoint_dir, exist_ok=True)
-                tmp = ckpt + ".tmp"
-                torch.save(
-                    {
-                        "digest": digest,
-                        "epoch": epoch + 1,
-                        "model": model.state_dict(),
-                        "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(),
-                        "generator": gen.get_state(),
-                        "similarity": similarity,
-                    },
-                    tmp,
-                )
-                os.replace(tmp, ckpt)
+            checkpoint.save(epoch + 1, model, opt, sched, gen, {"similarity": similarity})
             if progress is not None:
                 progress(
                     (epoch + 1) / epochs, f"epoch {epoch + 1}/{epochs}, loss {loss_sum / n:.3f}"
                 )
-        if ckpt and os.path.exists(ckpt):
-            os.remove(ckpt)
+        checkpoint.finish()
     finally:
         torch.set_num_threads(previous_threads)
     info = dict(

@@ -393,6 +393,34 @@ def train_mlp_proxy(
         torch.set_num_threads(previous_threads)
 
 
+def proxy_train_step(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    recorder: TrainingDynamicsRecorder,
+    idx: torch.Tensor,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+) -> float:
+    """One proxy minibatch: record the dynamics from the logits before the update, then a
+    cross-entropy SGD step. Returns the batch's summed loss (0 for a lone sample, which
+    BatchNorm cannot train on: it is only scored, in eval mode)."""
+    if xb.shape[0] == 1:
+        model.eval()
+        with torch.no_grad():
+            recorder.update(idx, model(xb), yb)
+        model.train()
+        return 0.0
+    logits = model(xb)
+    loss = F.cross_entropy(logits, yb)
+    recorder.update(idx, logits.detach(), yb)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return float(loss.detach()) * xb.shape[0]
+
+
 def _train(
     X: np.ndarray,
     y: np.ndarray,
@@ -431,20 +459,7 @@ def _train(
             if p_drop > 0:  # feature dropout: the embedding-space stand-in for augmentation
                 keep = torch.rand(xb.shape, generator=gen) >= p_drop
                 xb = xb * keep.to(dev) / (1.0 - p_drop)
-            if xb.shape[0] == 1:  # BatchNorm cannot train on one sample: score it in eval mode
-                model.eval()
-                with torch.no_grad():
-                    recorder.update(idx, model(xb), yb)
-                model.train()
-                continue
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
-            recorder.update(idx, logits.detach(), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            loss_sum += float(loss.detach()) * xb.shape[0]
+            loss_sum += proxy_train_step(model, opt, sched, recorder, idx, xb, yb)
         recorder.end_epoch()
         if progress is not None:
             progress((epoch + 1) / epochs, f"epoch {epoch + 1}/{epochs}, loss {loss_sum / n:.3f}")

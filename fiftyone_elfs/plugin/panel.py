@@ -66,6 +66,20 @@ def cluster_traces(clusters: list[tuple[str, int, int]]) -> list[dict[str, Any]]
     ]
 
 
+def _bar_layout(title: str, x_title: str, y_title: str, **extra: Any) -> dict[str, Any]:
+    """A Plotly bar-chart layout with room for the title and a legend below the axis."""
+    return {
+        "title": {"text": title},
+        "xaxis": {"title": {"text": x_title}},
+        "yaxis": {"title": {"text": y_title}},
+        "height": 340,
+        "margin": {"t": 60, "b": 50},
+        "showlegend": True,
+        "legend": {"orientation": "h", "y": -0.3},
+        **extra,
+    }
+
+
 def _params_markdown(summary: run_summary.RunSummary) -> str:
     lines = ["| stage | parameters |", "|---|---|"]
     for stage, params in summary.params.items():
@@ -216,36 +230,14 @@ class ElfsPanel(foo.Panel):
         actions.btn("show_all", label="Show all samples", on_click=self.show_all)
         actions.btn("export", label="Export coreset...", on_click=self.export)
         if state.has_histogram:
-            panel.plot(
-                "difficulty_histogram",
-                layout={
-                    "title": {"text": f"Difficulty ({state.score}): where the ranking was cut"},
-                    "barmode": "stack",
-                    "bargap": 0,
-                    "xaxis": {"title": {"text": state.score}},
-                    "yaxis": {"title": {"text": "samples"}},
-                    "height": 340,
-                    "margin": {"t": 60, "b": 50},
-                    "showlegend": True,
-                    "legend": {"orientation": "h", "y": -0.3},
-                },
-                config={"displayModeBar": False},
-            )
+            title = f"Difficulty ({state.score}): where the ranking was cut"
+            layout = _bar_layout(title, state.score, "samples", barmode="stack", bargap=0)
+            panel.plot("difficulty_histogram", layout=layout, config={"displayModeBar": False})
         if state.has_clusters:
-            panel.plot(
-                "cluster_balance",
-                layout={
-                    "title": {"text": "Pseudo-label clusters: share of pool vs coreset (%)"},
-                    "barmode": "group",
-                    "xaxis": {"title": {"text": "pseudo-label"}, "type": "category"},
-                    "yaxis": {"title": {"text": "% of samples"}},
-                    "height": 340,
-                    "margin": {"t": 60, "b": 50},
-                    "showlegend": True,
-                    "legend": {"orientation": "h", "y": -0.3},
-                },
-                config={"displayModeBar": False},
-            )
+            title = "Pseudo-label clusters: share of pool vs coreset (%)"
+            layout = _bar_layout(title, "pseudo-label", "% of samples", barmode="group")
+            layout["xaxis"]["type"] = "category"
+            panel.plot("cluster_balance", layout=layout, config={"displayModeBar": False})
         # a title in the same markdown as a table is not drawn by the App: separate blocks
         panel.md("**Parameters**", name="params_title")
         panel.md(state.params or "", name="params")
