@@ -66,8 +66,9 @@ def test_full_pipeline_with_temi_writes_fields_tag_view_and_runs(dataset, tmp_pa
         assert np.isfinite(values).all()
 
     # every stage but the contrastive score, which is its own method, not a pipeline stage
-    assert set(runs.STAGES) - {"contrastive"} == set(elfs.list_runs(dataset)["elfs"])
-    for stage in runs.STAGES:
+    pipeline_stages = set(runs.STAGES) - {"contrastive"}
+    assert pipeline_stages == set(elfs.list_runs(dataset)["elfs"])
+    for stage in pipeline_stages:
         assert f"elfs_{stage}" in dataset.list_runs()
     pl = dataset.get_run_info("elfs_pseudo_labels").config
     assert (pl.method, pl.n_clusters) == ("fiftyone_elfs.pseudo_labels", 10)
