@@ -336,8 +336,14 @@ def compute_difficulty(
             "Fix: run compute_pseudo_labels with the same key first."
         )
     labelled = samples.exists(names.pseudo_label_field)
-    ids, X = dataset_io.read_embeddings(labelled, field_name)
-    label_names = dataset_io.read_labels(labelled, names.pseudo_label_field, ids)
+    if proxy == "cnn":  # trains on the image files: the embeddings are not read
+        X = None
+        ids, paths, label_names = labelled.values(
+            ["id", "filepath", f"{names.pseudo_label_field}.label"]
+        )
+    else:
+        ids, X = dataset_io.read_embeddings(labelled, field_name)
+        label_names = dataset_io.read_labels(labelled, names.pseudo_label_field, ids)
     classes = sorted(set(label_names))
     if len(classes) < 2:
         raise ElfsInputError(
@@ -350,8 +356,6 @@ def compute_difficulty(
     kwargs = {"epochs": epochs} if epochs is not None else {}
     checkpoint_dir = None
     if proxy == "cnn":
-        del X  # the CNN reads the images themselves
-        _, paths = dataset_io.sample_ids_and_paths(labelled.select(ids, ordered=True))
         checkpoint_dir = checkpoint_dir_for(samples._dataset, key)
         try:
             scores = train_cnn_proxy(

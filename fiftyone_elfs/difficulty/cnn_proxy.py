@@ -24,7 +24,12 @@ from PIL import Image
 from torch import nn
 
 from .checkpoints import EpochCheckpoint
-from .training_dynamics import DifficultyScores, TrainingDynamicsRecorder, proxy_train_step
+from .training_dynamics import (
+    DifficultyScores,
+    TrainingDynamicsRecorder,
+    cosine_schedule,
+    proxy_train_step,
+)
 
 ProgressFn = Callable[[float, str], None]
 
@@ -282,9 +287,7 @@ def _train_cnn(
         model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay
     )
     total_steps = epochs * math.ceil(n / batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
-    )
+    sched = cosine_schedule(opt, total_steps)
     recorder = TrainingDynamicsRecorder(n, n_classes, el2n_epochs=int(el2n_epochs))
     checkpoint = EpochCheckpoint(checkpoint_dir, _CHECKPOINT, _config_digest(cfg, y, image_paths))
     first_epoch, saved = checkpoint.restore(model, opt, sched, gen, dev)

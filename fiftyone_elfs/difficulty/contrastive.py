@@ -19,6 +19,7 @@ from torch import nn
 
 from .checkpoints import EpochCheckpoint
 from .cnn_proxy import DEFAULT_CNN_WIDTH, SmallConvNet
+from .training_dynamics import cosine_schedule
 
 ProgressFn = Callable[[float, str], None]
 
@@ -135,9 +136,7 @@ def train_contrastive_similarity(
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
         batch = min(batch_size, n)
         total_steps = epochs * math.ceil(n / batch)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
-        )
+        sched = cosine_schedule(opt, total_steps)
         digest = hashlib.sha256(
             repr((n, images.shape, epochs, width, batch, lr, weight_decay, temperature, seed))
             .encode() + pixels[:: max(1, n // 64)].numpy().tobytes()

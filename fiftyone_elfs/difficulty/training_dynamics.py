@@ -393,6 +393,13 @@ def train_mlp_proxy(
         torch.set_num_threads(previous_threads)
 
 
+def cosine_schedule(opt: torch.optim.Optimizer, total_steps: int) -> Any:
+    """Per-step cosine decay of the learning rate from its initial value to 0."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    )
+
+
 def proxy_train_step(
     model: nn.Module,
     opt: torch.optim.Optimizer,
@@ -443,9 +450,7 @@ def _train(
     )
     steps_per_epoch = math.ceil(n / batch_size)
     total_steps = epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
-    )
+    sched = cosine_schedule(opt, total_steps)
     recorder = TrainingDynamicsRecorder(n, n_classes, el2n_epochs=cfg["el2n_epochs"])
 
     model.train()
