@@ -233,7 +233,8 @@ def test_the_plugin_works_in_the_real_app(app_dataset, app_url, browser):
         if "elfs_coreset" not in app_dataset.list_runs():
             return False
         results = app_dataset.load_run_results("elfs_coreset", cache=False)
-        return results.n_selected == round(0.1 * n)
+        # None between registering the run and saving its results: not recorded yet
+        return results is not None and results.n_selected == round(0.1 * n)
 
     _wait(coreset_recorded, 60, "the App's select_coreset run to reach the database")
     assert len(app_dataset.match_tags("elfs_coreset")) == round(0.1 * n)
