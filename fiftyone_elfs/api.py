@@ -28,8 +28,13 @@ from fiftyone_elfs.difficulty import (
 from fiftyone_elfs.embeddings import DEFAULT_ENCODER, embed_image_files, load_encoder
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.progress import ProgressFn, sub_progress, terminal_progress
-from fiftyone_elfs.pseudo_labels import TEMIClustering, kmeans_pseudo_labels
-from fiftyone_elfs.selection import double_end_prune, label_free_beta, resolve_budget
+from fiftyone_elfs.pseudo_labels import TEMIClustering, kmeans_pseudo_labels, merge_true_labels
+from fiftyone_elfs.selection import (
+    double_end_prune,
+    label_free_beta,
+    next_round_prune,
+    resolve_budget,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +58,7 @@ class CoresetResult:
     tag: str
     saved_view: str
     notices: list[str] = field(default_factory=list)
+    round: int = 1  # labeling round: 1 = the coreset, 2+ = select_more
 
     def view(self, dataset: fo.Dataset) -> fo.DatasetView:
         """The selected samples as a view of `dataset`."""
@@ -299,6 +305,18 @@ def _check_cnn_params(cnn_params: dict[str, Any] | None) -> dict[str, Any]:
     return cnn_params
 
 
+def _check_classification_field(samples: foc.SampleCollection, field_name: str) -> None:
+    """Refuses a field that is missing or does not hold `fo.Classification` labels."""
+    schema_field = samples.get_field(field_name)
+    doc_type = getattr(schema_field, "document_type", None)
+    if schema_field is None or doc_type is not fo.Classification:
+        found = "missing" if schema_field is None else type(schema_field).__name__
+        raise ElfsInputError(
+            f"'{field_name}' must be a field of fo.Classification labels; it is {found}. Fix: "
+            "pass the field your annotations were loaded into (e.g. 'ground_truth')."
+        )
+
+
 def checkpoint_dir_for(dataset: fo.Dataset, key: str) -> str:
     """Where a long proxy training of `key` on `dataset` keeps its resumable checkpoint."""
     root = os.environ.get("ELFS_CACHE_DIR") or os.path.join("~", ".cache", "fiftyone-elfs")
@@ -314,9 +332,14 @@ def compute_difficulty(
     seed: int = 0,
     cnn_params: dict[str, Any] | None = None,
     num_workers: int = 0,
+    label_field: str | None = None,
     progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """Trains a proxy on the pseudo-labels and stores each sample's AUM, forgetting and EL2N.
+
+    `label_field` (a Classification field, e.g. labels loaded back from annotators): the proxy
+    then trains on true labels where they exist and on pseudo-labels mapped to the majority true
+    class of their cluster elsewhere (`merge_true_labels`), for a better next labeling round.
 
     `proxy="mlp"` trains on the embeddings (fast); `proxy="cnn"` trains a CNN from scratch on the
     images, as the paper does (`cnn_params`: arch "small" or "resnet18", width, image_size,
@@ -335,6 +358,8 @@ def compute_difficulty(
             f"No pseudo-labels for key '{key}' ('{names.pseudo_label_field}' is missing). "
             "Fix: run compute_pseudo_labels with the same key first."
         )
+    if label_field is not None:
+        _check_classification_field(samples, label_field)
     labelled = samples.exists(names.pseudo_label_field)
     if proxy == "cnn":  # trains on the image files: the embeddings are not read
         X = None
@@ -344,6 +369,11 @@ def compute_difficulty(
     else:
         ids, X = dataset_io.read_embeddings(labelled, field_name)
         label_names = dataset_io.read_labels(labelled, names.pseudo_label_field, ids)
+    n_true = 0
+    if label_field is not None:
+        true = dataset_io.read_labels(labelled, label_field, ids)
+        n_true = sum(t is not None for t in true)
+        label_names = merge_true_labels(label_names, true)
     classes = sorted(set(label_names))
     if len(classes) < 2:
         raise ElfsInputError(
@@ -387,6 +417,8 @@ def compute_difficulty(
         "n_epochs": int(scores.n_epochs),
         "seconds": scores.info.get("seconds"),
         "resumed_from_epoch": scores.info.get("resumed_from_epoch", 0),
+        "n_true_labels": n_true,
+        "n_classes": len(classes),
         "means": {s: float(np.mean(getattr(scores, s))) for s in runs.SCORE_NAMES},
     }
     runs.record_run(
@@ -403,6 +435,7 @@ def compute_difficulty(
             "seed": seed,
             "embeddings_field": field_name,
             "label_field": names.pseudo_label_field,
+            "true_label_field": label_field,
             "score_fields": fields,
         },
         results=results,
@@ -507,34 +540,18 @@ def select_coreset(
     names = runs.validate_key(key)
     _check_choice("score", score, runs.SELECTION_SCORES)
     _check_beta(beta)
-    dataset_io.require_nonempty(samples)
-    score_field = names.score_field(score)
-    stage = "compute_contrastive_scores" if score == "contrastive" else "compute_difficulty"
-    if not dataset_io.has_field(samples, score_field):
-        raise ElfsInputError(
-            f"No '{score}' scores for key '{key}' ('{score_field}' is missing). "
-            f"Fix: run {stage} with the same key first."
-        )
-    scored = samples.exists(score_field)
-    ids, values = scored.values(["id", score_field])
-    if not ids:
-        raise ElfsInputError(
-            f"No sample of this view has a '{score}' score. Fix: run compute_difficulty on it."
-        )
+    scored, ids, values = _read_scores(samples, names, score)
     n = len(ids)
     budget = resolve_budget(n, budget_count=budget_count, budget_fraction=budget_fraction)
     tag = tag or names.tag
     _check_tag_free(samples._dataset, tag, key)
-    if beta is None and score == "contrastive":
-        beta_value = 0.0
-        beta_reason = "keep-lowest: the least similar views are the most informative (no cut)"
-    elif beta is None:
-        aum = scored.values(names.score_field("aum"))
-        beta_value, beta_reason = label_free_beta(
-            np.asarray(aum, dtype=float), min(budget / n, 1.0)
+    later = [r for r in runs.selection_rounds(samples._dataset, names) if r > 1]
+    if later:
+        raise ElfsInputError(
+            f"Key '{key}' already has labeling rounds {later} built on its coreset; replacing the "
+            "coreset would orphan them. Fix: use another key, or delete_run(dataset, key) first."
         )
-    else:
-        beta_value, beta_reason = float(beta), "set by the user"
+    beta_value, beta_reason = _beta_for(scored, names, score, beta, min(budget / n, 1.0))
     pruned = double_end_prune(
         np.asarray(values, dtype=float), budget, beta_value, hard_is_low=_HARD_IS_LOW[score]
     )
@@ -587,6 +604,148 @@ def select_coreset(
         owned_fields=[names.region_field],
         owned_tags=[tag],
         owned_views=[names.saved_view],
+    )
+    return result
+
+
+def _read_scores(
+    samples: foc.SampleCollection, names: runs.PipelineNames, score: str
+) -> tuple[foc.SampleCollection, list[str], list[float]]:
+    """The scored samples of a view with their ids and `score` values, or a clear error."""
+    dataset_io.require_nonempty(samples)
+    score_field = names.score_field(score)
+    stage = "compute_contrastive_scores" if score == "contrastive" else "compute_difficulty"
+    if not dataset_io.has_field(samples, score_field):
+        raise ElfsInputError(
+            f"No '{score}' scores for key '{names.key}' ('{score_field}' is missing). "
+            f"Fix: run {stage} with the same key first."
+        )
+    scored = samples.exists(score_field)
+    ids, values = scored.values(["id", score_field])
+    if not ids:
+        raise ElfsInputError(
+            f"No sample of this view has a '{score}' score. Fix: run {stage} on it."
+        )
+    return scored, ids, values
+
+
+def _beta_for(
+    scored: foc.SampleCollection,
+    names: runs.PipelineNames,
+    score: str,
+    beta: float | None,
+    budget_fraction: float,
+) -> tuple[float, str]:
+    """The user's beta, or the label-free default for this score and budget, with the reason."""
+    if beta is not None:
+        return float(beta), "set by the user"
+    if score == "contrastive":
+        return 0.0, "keep-lowest: the least similar views are the most informative (no cut)"
+    aum = scored.values(names.score_field("aum"))
+    return label_free_beta(np.asarray(aum, dtype=float), budget_fraction)
+
+
+def select_more(
+    samples: foc.SampleCollection,
+    budget_count: int | None = None,
+    budget_fraction: float | None = None,
+    key: str = "elfs",
+    label_field: str | None = None,
+    beta: float | None = None,
+    score: str = "aum",
+) -> CoresetResult:
+    """The next labeling round: `budget` more samples, never one already selected or labeled.
+
+    Continues key `key` after `select_coreset` (round 1): samples selected by any earlier round,
+    and samples with a value in `label_field` (e.g. labels loaded back from Label Studio), are
+    excluded. The new samples are the double-end window recomputed for the cumulative budget
+    minus the excluded ones (`next_round_prune`), so the rounds add up to one selection with the
+    combined budget. Tagged "<key>_round<k>", saved as "<key>-round<k>", recorded as its own run.
+    `budget_fraction` is a share of the scored pool. To let returned labels improve the ranking,
+    re-run `compute_difficulty(..., label_field=...)` before this.
+    """
+    names = runs.validate_key(key)
+    _check_choice("score", score, runs.SELECTION_SCORES)
+    _check_beta(beta)
+    dataset = samples._dataset
+    rounds = runs.selection_rounds(dataset, names)
+    if 1 not in rounds:
+        raise ElfsInputError(
+            f"Key '{key}' has no coreset yet, so there is nothing to continue. "
+            "Fix: run select_coreset first (it is round 1)."
+        )
+    if label_field is not None and not dataset_io.has_field(samples, label_field):
+        raise ElfsInputError(
+            f"The label field '{label_field}' does not exist on this dataset. Fix: pass the field "
+            "the annotations were loaded into, or label_field=None."
+        )
+    scored, ids, values = _read_scores(samples, names, score)
+    n = len(ids)
+    budget = resolve_budget(n, budget_count=budget_count, budget_fraction=budget_fraction)
+    excluded_ids = {i for selected in rounds.values() for i in selected}
+    if label_field is not None:
+        excluded_ids.update(dataset_io.ids_with_values(scored, label_field))
+    excluded = np.array([i in excluded_ids for i in ids], dtype=bool)
+    total_fraction = min((int(excluded.sum()) + budget) / n, 1.0)
+    beta_value, beta_reason = _beta_for(scored, names, score, beta, total_fraction)
+    try:
+        pruned = next_round_prune(
+            np.asarray(values, dtype=float),
+            excluded,
+            budget,
+            beta_value,
+            hard_is_low=_HARD_IS_LOW[score],
+        )
+    except ValueError as e:
+        raise ElfsInputError(str(e)) from e
+    for notice in pruned.notices:
+        logger.warning(notice)
+    selected = [ids[i] for i in pruned.indices]
+    round_no = max(rounds) + 1
+    tag, view_name = names.round_tag(round_no), names.round_view(round_no)
+    dataset_io.replace_tag(dataset, tag, selected)
+    description = (
+        f"ELFS round {round_no} of '{key}': {len(selected)} more of {n} samples by {score}"
+    )
+    dataset_io.save_tagged_view(dataset, view_name, tag, description)
+    result = CoresetResult(
+        key=key,
+        selected_ids=selected,
+        n_pool=n,
+        budget=len(selected),
+        beta=float(pruned.effective_beta),
+        beta_reason=beta_reason,
+        score=score,
+        tag=tag,
+        saved_view=view_name,
+        notices=list(pruned.notices),
+        round=round_no,
+    )
+    runs.record_run(
+        samples,
+        names,
+        runs.round_stage(round_no),
+        params={
+            "budget_count": budget_count,
+            "budget_fraction": budget_fraction,
+            "beta": beta,
+            "score": score,
+            "label_field": label_field,
+            "tag": tag,
+            "saved_view": view_name,
+        },
+        results={
+            "n_pool": n,
+            "n_selected": len(selected),
+            "n_excluded": int(excluded.sum()),
+            "beta": result.beta,
+            "beta_reason": beta_reason,
+            "window": [int(pruned.start), int(pruned.stop)],
+            "notices": result.notices,
+            "selected_ids": selected,
+        },
+        owned_tags=[tag],
+        owned_views=[view_name],
     )
     return result
 

@@ -61,6 +61,38 @@ class PipelineNames:
     def run_key(self, stage: str) -> str:
         return f"{self.key}_{stage}"
 
+    def round_tag(self, round_no: int) -> str:
+        """The tag of a later labeling round (round 1 is the coreset and keeps its own tag)."""
+        return f"{self.key}_round{round_no}"
+
+    def round_view(self, round_no: int) -> str:
+        return f"{self.key}-round{round_no}"
+
+
+def round_stage(round_no: int) -> str:
+    """The stage name of labeling round `round_no` >= 2 (round 1 is the "coreset" stage)."""
+    return f"round{round_no}"
+
+
+def _stage_order(stage: str) -> tuple[int, int]:
+    """Sorts the fixed stages in pipeline order, then the labeling rounds by number."""
+    if stage in STAGES:
+        return (STAGES.index(stage), 0)
+    return (len(STAGES), int(stage[len("round") :]))
+
+
+def selection_rounds(dataset: fo.Dataset, names: PipelineNames) -> dict[int, list[str]]:
+    """Maps each labeling round of a key (1 = the coreset) to the sample ids it selected."""
+    rounds: dict[int, list[str]] = {}
+    for stage in list_pipelines(dataset).get(names.key, []):
+        if stage == "coreset":
+            rounds[1] = list(stage_results(dataset, names, stage).selected_ids)
+        elif stage.startswith("round"):
+            rounds[int(stage[len("round") :])] = list(
+                stage_results(dataset, names, stage).selected_ids
+            )
+    return dict(sorted(rounds.items()))
+
 
 def validate_key(key: str) -> PipelineNames:
     """Checks that a pipeline key can name FiftyOne runs and fields."""
@@ -150,7 +182,7 @@ def list_pipelines(dataset: fo.Dataset) -> dict[str, list[str]]:
             continue
         config = dataset.get_run_info(run_key).config
         keys.setdefault(config.elfs_key, []).append(config.stage)
-    return {k: sorted(v, key=STAGES.index) for k, v in keys.items()}
+    return {k: sorted(v, key=_stage_order) for k, v in keys.items()}
 
 
 def delete_stage(dataset: fo.Dataset, names: PipelineNames, stage: str) -> bool:
@@ -173,4 +205,5 @@ def delete_stage(dataset: fo.Dataset, names: PipelineNames, stage: str) -> bool:
 def delete_pipeline(dataset: fo.Dataset, key: str) -> list[str]:
     """Deletes every stage of a pipeline key with what it owns; returns the stages deleted."""
     names = validate_key(key)
-    return [stage for stage in STAGES if delete_stage(dataset, names, stage)]
+    stages = list_pipelines(dataset).get(key, [])
+    return [stage for stage in stages[::-1] if delete_stage(dataset, names, stage)][::-1]

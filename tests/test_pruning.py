@@ -10,6 +10,7 @@ from fiftyone_elfs.selection import (
     ccs_select,
     double_end_prune,
     label_free_beta,
+    next_round_prune,
     resolve_budget,
 )
 
@@ -232,3 +233,54 @@ def test_ccs_edges():
         ccs_select(SCORES, 3, 1.0)
     with pytest.raises(ValueError, match="n_bins"):
         ccs_select(SCORES, 3, 0.0, n_bins=0)
+
+
+# --------------------------------------------------------------------------- next_round_prune
+
+
+@pytest.mark.parametrize("n,b1,b2", [(1000, 100, 100), (1000, 50, 300), (999, 7, 13)])
+def test_rounds_add_up_to_one_selection_with_the_combined_budget(n, b1, b2):
+    scores = np.random.default_rng(n + b1).normal(size=n)
+    aum = scores + 10  # no negative AUM: the label-free beta keeps the middle window
+    beta1, _ = label_free_beta(aum, b1 / n)
+    round1 = double_end_prune(scores, b1, beta1)
+    excluded = np.zeros(n, dtype=bool)
+    excluded[round1.indices] = True
+    beta2, _ = label_free_beta(aum, (b1 + b2) / n)
+    round2 = next_round_prune(scores, excluded, b2, beta2)
+    once = double_end_prune(scores, b1 + b2, beta2)
+    assert len(round2.indices) == b2
+    assert not excluded[round2.indices].any()
+    combined = np.concatenate([round1.indices, round2.indices])
+    # Floor rounding of the two windows' starts may shift the union by one rank at most.
+    assert len(np.setdiff1d(combined, once.indices)) <= 1
+    assert round2.start <= round1.start and round2.stop >= round1.stop  # nested windows
+
+
+def test_next_round_never_reselects_and_prefers_the_window_centre():
+    n = 100
+    scores = np.arange(n, dtype=float)  # rank == index
+    excluded = np.zeros(n, dtype=bool)
+    excluded[[0, 1, 2, 97, 98, 99]] = True  # labeled elsewhere, far outside the window
+    result = next_round_prune(scores, excluded, 10, beta=0.4)
+    # Window for 6 + 10 = 16 samples is ranks 40..55; all 16 are free, the 10 nearest its
+    # centre (47.5) are 43..52.
+    assert (result.start, result.stop) == (40, 56)
+    assert sorted(result.indices.tolist()) == list(range(43, 53))
+    assert result.indices.tolist() == sorted(result.indices.tolist())  # hardest first
+
+
+def test_next_round_budget_larger_than_what_is_left_takes_the_rest_with_a_notice():
+    scores = np.arange(10, dtype=float)
+    excluded = np.arange(10) < 7
+    result = next_round_prune(scores, excluded, 5, beta=0.0)
+    assert sorted(result.indices.tolist()) == [7, 8, 9]
+    assert any("more than the 3 samples" in m for m in result.notices)
+
+
+def test_next_round_errors():
+    scores = np.arange(5, dtype=float)
+    with pytest.raises(ValueError, match="nothing left to select"):
+        next_round_prune(scores, np.ones(5, dtype=bool), 1, beta=0.0)
+    with pytest.raises(ValueError, match="one entry per score"):
+        next_round_prune(scores, np.zeros(4, dtype=bool), 1, beta=0.0)

@@ -12,6 +12,8 @@ from fiftyone_elfs.pseudo_labels import (
     cluster_accuracy,
     kmeans_pseudo_labels,
     l2_normalize,
+    majority_class_map,
+    merge_true_labels,
     nearest_neighbors,
     pca_reduce,
 )
@@ -260,3 +262,40 @@ def test_temi_warns_when_the_selected_head_stays_uniform():
     model = TEMIClustering(3, n_heads=1, epochs=1, temperature=100.0, **SMALL_NET)
     with pytest.warns(RuntimeWarning, match="uniform assignment"):
         model.fit(X)
+
+
+# --------------------------------------------------------------------------- true-label merge
+
+
+def test_majority_class_map_uses_only_labeled_members_and_breaks_ties_by_name():
+    pseudo = ["c0", "c0", "c0", "c1", "c1", "c2"]
+    true = ["cat", "cat", "dog", None, None, None]
+    assert majority_class_map(pseudo, true) == {"c0": "cat"}
+    assert majority_class_map(["c0", "c0"], ["dog", "cat"]) == {"c0": "cat"}
+    with pytest.raises(ValueError, match="pseudo-labels"):
+        majority_class_map(["c0"], [])
+
+
+def test_merge_true_labels_keeps_true_labels_maps_clusters_and_keeps_unmapped_ids():
+    pseudo = ["c0", "c0", "c0", "c1", "c1", "dog"]
+    true = ["cat", None, "dog", None, None, None]
+    merged = merge_true_labels(pseudo, true)
+    # labeled samples keep their own class even against the cluster majority (tie -> "cat")
+    assert merged[:3] == ["cat", "cat", "dog"]
+    assert merged[3:5] == ["c1", "c1"]  # nobody in c1 was labeled
+    assert merged[5] == "pseudo:dog"  # an unmapped cluster id never merges into a class
+
+
+def test_merge_true_labels_repairs_a_split_cluster_on_real_structure():
+    rng = np.random.default_rng(0)
+    truth = np.repeat(["a", "b"], 50)
+    # Clustering split class "a" in two and put a few "b" into cluster 2.
+    pseudo = np.where(truth == "a", np.where(np.arange(100) < 25, "k0", "k1"), "k2")
+    pseudo[[60, 61]] = "k1"
+    known = rng.random(100) < 0.3
+    true = [t if k else None for t, k in zip(truth, known, strict=True)]
+    merged = np.array(merge_true_labels(pseudo.tolist(), true))
+    before = np.mean([p in ("k0", "k1") for p in pseudo[truth == "a"]])
+    assert before == 1.0 and len(set(pseudo)) == 3
+    assert set(merged) <= {"a", "b"}  # every cluster had labeled members
+    assert np.mean(merged == truth) >= 0.97

@@ -1,6 +1,8 @@
-"""Label-free pseudo-labels for ELFS: spherical k-means and TEMI deep clustering on embeddings."""
+"""Label-free pseudo-labels for ELFS: spherical k-means and TEMI deep clustering on embeddings,
+and their correction by the labels annotators return."""
 
 from .kmeans import DEFAULT_KMEANS_TEMPERATURE, kmeans_pseudo_labels
+from .label_merge import majority_class_map, merge_true_labels
 from .metrics import cluster_accuracy
 from .neighbors import l2_normalize, nearest_neighbors, pca_reduce
 from .temi import TEMIClustering
@@ -10,6 +12,8 @@ __all__ = [
     "TEMIClustering",
     "cluster_accuracy",
     "kmeans_pseudo_labels",
+    "majority_class_map",
+    "merge_true_labels",
     "l2_normalize",
     "nearest_neighbors",
     "pca_reduce",

@@ -16,6 +16,7 @@ from .pruning import (
     ccs_select,
     double_end_prune,
     label_free_beta,
+    next_round_prune,
     rank_hardest_first,
     resolve_budget,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "double_end_prune",
     "k_center_greedy",
     "label_free_beta",
+    "next_round_prune",
     "prototypicality_scores",
     "prototypicality_select",
     "random_select",

@@ -18,6 +18,7 @@ __all__ = [
     "ccs_select",
     "double_end_prune",
     "label_free_beta",
+    "next_round_prune",
     "rank_hardest_first",
     "resolve_budget",
 ]
@@ -309,3 +310,63 @@ def ccs_select(
             members = pool[bins == b]
             chosen.append(rng.choice(members, size=int(quota[b]), replace=False))
     return np.sort(np.concatenate(chosen)) if chosen else np.empty(0, dtype=np.int64)
+
+
+def next_round_prune(
+    scores: np.ndarray,
+    excluded: np.ndarray,
+    budget: int,
+    beta: float,
+    hard_is_low: bool = True,
+) -> PruneResult:
+    """The next labeling round: ``budget`` new samples, never one of ``excluded``.
+
+    What: the double-end window is recomputed for the cumulative budget (samples already
+    selected or labeled, plus ``budget``) and the new round is the window minus ``excluded``;
+    when the window holds more candidates than ``budget`` (samples labeled outside the ranking's
+    window were counted), those nearest the window's centre rank are kept.
+    Why: rounds then add up to what one selection with the combined budget would have chosen
+    (with the label-free rule the windows are nested around the median rank), rather than a
+    second, disjoint window of different difficulty. ``indices`` are hardest first; ``start`` and
+    ``stop`` describe the cumulative window.
+    """
+    s = _check_scores(scores)
+    budget = _check_budget(budget)
+    beta = _check_beta(beta)
+    mask = np.asarray(excluded, dtype=bool)
+    if mask.shape != s.shape:
+        raise ValueError(
+            f"excluded must be a boolean mask with one entry per score; got shape {mask.shape} "
+            f"for {s.size} scores."
+        )
+    n = s.size
+    available = n - int(mask.sum())
+    if available == 0:
+        raise ValueError(
+            "Every scored sample is already selected or labeled, so there is nothing left to "
+            "select. Score more samples, or start a new selection with another key."
+        )
+    notices: list[str] = []
+    if budget > available:
+        notices.append(
+            f"The budget ({budget}) is more than the {available} samples not yet selected or "
+            f"labeled: all {available} are selected."
+        )
+        budget = available
+    window = double_end_prune(s, int(mask.sum()) + budget, beta, hard_is_low)
+    notices.extend(window.notices)
+    order = rank_hardest_first(s, hard_is_low)
+    in_window = order[window.start : window.stop]
+    candidates = in_window[~mask[in_window]]  # at least `budget`: the window holds E + budget
+    centre = (window.start + window.stop - 1) / 2.0
+    distance = np.abs(window.ranks[candidates] - centre)
+    keep = candidates[np.argsort(distance, kind="stable")[:budget]]
+    keep = keep[np.argsort(window.ranks[keep], kind="stable")]
+    return PruneResult(
+        indices=keep,
+        ranks=window.ranks,
+        start=window.start,
+        stop=window.stop,
+        effective_beta=window.effective_beta,
+        notices=notices,
+    )

@@ -1,0 +1,94 @@
+"""The next labeling budget on a real database: rounds never re-select, add up, and use labels."""
+
+from __future__ import annotations
+
+import fiftyone as fo
+import numpy as np
+import pytest
+
+import fiftyone_elfs as elfs
+from fiftyone_elfs import runs
+from fiftyone_elfs.selection import double_end_prune, label_free_beta
+
+
+def _round1(dataset, fraction=0.1):
+    return elfs.run_pipeline(
+        dataset,
+        budget_fraction=fraction,
+        n_clusters=10,
+        clustering="kmeans",
+        key="elfs",
+        embeddings_field="elfs_embedding",
+        proxy_epochs=5,
+    )
+
+
+def test_select_more_extends_the_window_and_records_each_round(dataset):
+    n = len(dataset)
+    first = _round1(dataset)
+    second = elfs.select_more(dataset, budget_count=30, key="elfs")
+    third = elfs.select_more(dataset, budget_fraction=0.1, key="elfs")
+    assert (second.round, third.round) == (2, 3)
+    assert len(second.selected_ids) == 30 and len(third.selected_ids) == 30
+    chosen = [first.selected_ids, second.selected_ids, third.selected_ids]
+    assert len(set().union(*map(set, chosen))) == 90  # never re-selected
+    # Together they are what one selection of 90 would have chosen (label-free beta, same
+    # scores), up to one rank of rounding at each window end.
+    union = set().union(*map(set, chosen))
+    ids, aum = dataset.values(["id", "elfs_aum"])
+    aum = np.asarray(aum, dtype=float)
+    once = double_end_prune(aum, 90, label_free_beta(aum, 90 / n)[0])
+    assert len(union - {ids[i] for i in once.indices}) <= 2
+    positions = sorted(once.ranks[ids.index(i)] for i in union)
+    assert positions[-1] - positions[0] < 90 + 3  # one contiguous window of the ranking
+    assert len(dataset.match_tags("elfs_round2")) == 30
+    assert dataset.has_saved_view("elfs-round3")
+    stages = runs.list_pipelines(dataset)["elfs"]
+    assert stages[-2:] == ["round2", "round3"]
+    assert elfs.list_runs(dataset)["elfs"][-1] == "round3"
+    assert 0 < third.beta < 1 and n == third.n_pool
+    # Replacing round 1 would orphan the later rounds: refused, nothing changed.
+    with pytest.raises(elfs.ElfsInputError, match="labeling rounds"):
+        elfs.select_coreset(dataset, budget_count=5, key="elfs")
+    assert len(dataset.match_tags("elfs_coreset")) == len(first.selected_ids)
+    deleted = elfs.delete_run(dataset, "elfs")
+    assert "round3" in deleted and "round2" in deleted
+    assert not dataset.match_tags(["elfs_round2", "elfs_round3"]) and not dataset.list_runs()
+
+
+def test_select_more_skips_labeled_samples_and_errors_clearly(dataset):
+    with pytest.raises(elfs.ElfsInputError, match="no coreset yet"):
+        elfs.select_more(dataset, budget_count=5, key="elfs")
+    first = _round1(dataset)
+    # Pretend annotators labeled 40 samples outside the coreset: they are never selected.
+    outside = [i for i in dataset.values("id") if i not in set(first.selected_ids)][:40]
+    dataset.select(outside).set_values("annotated", [fo.Classification(label="x")] * len(outside))
+    more = elfs.select_more(dataset, budget_count=50, key="elfs", label_field="annotated")
+    assert not set(more.selected_ids) & (set(outside) | set(first.selected_ids))
+    assert len(more.selected_ids) == 50
+    with pytest.raises(elfs.ElfsInputError, match="does not exist"):
+        elfs.select_more(dataset, budget_count=5, key="elfs", label_field="nope")
+    rest = len(dataset) - 40 - 50 - len(first.selected_ids)
+    last = elfs.select_more(dataset, budget_count=10_000, key="elfs", label_field="annotated")
+    assert len(last.selected_ids) == rest and last.notices
+    with pytest.raises(elfs.ElfsInputError, match="nothing left"):
+        elfs.select_more(dataset, budget_count=1, key="elfs", label_field="annotated")
+    # Without the label field the 40 labeled samples are the only ones left.
+    assert set(elfs.select_more(dataset, budget_count=99, key="elfs").selected_ids) == set(outside)
+
+
+def test_true_labels_correct_the_proxy_targets(dataset):
+    _round1(dataset, fraction=0.3)
+    coreset = dataset.match_tags("elfs_coreset")
+    # The 'annotators' return the true class of the round-1 coreset.
+    coreset.clone_sample_field("ground_truth", "returned")
+    before = dataset.values("elfs_aum")
+    info = elfs.compute_difficulty(dataset, key="elfs", epochs=5, label_field="returned", seed=0)
+    assert info["n_true_labels"] == len(coreset)
+    assert info["n_classes"] <= 10 + 1
+    config = runs.stage_config(dataset, runs.PipelineNames("elfs"), "difficulty")
+    assert config.true_label_field == "returned"
+    after = np.array(dataset.values("elfs_aum"))
+    assert not np.allclose(after, before)  # different targets, different dynamics
+    with pytest.raises(elfs.ElfsInputError, match="fo.Classification"):
+        elfs.compute_difficulty(dataset, key="elfs", epochs=1, label_field="elfs_aum")
