@@ -8,8 +8,12 @@ cd "$root"
 bash scripts/setup.sh
 quick=false
 for a in "$@"; do [ "$a" = "--quick" ] && quick=true; done
-# The App browser test (a slow test) needs headless Chromium: installed once, through apt-get.
-if [ "$quick" = false ]; then bash scripts/setup_browser.sh; fi
+# Slow tests need headless Chromium (the App browser test, installed once through apt-get) and a
+# real Label Studio server (the annotation round trip, in its own virtualenv, installed once).
+if [ "$quick" = false ]; then
+    bash scripts/setup_browser.sh
+    bash scripts/setup_label_studio.sh
+fi
 venv="${ELFS_VENV:-$root/.venv}"
 args=()
 for a in "$@"; do

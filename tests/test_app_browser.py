@@ -39,6 +39,9 @@ OPERATOR_LABELS = (
     "ELFS: contrastive similarity scores",
     "ELFS: select coreset",
     "ELFS: export coreset for annotation",
+    "ELFS: send to Label Studio",
+    "ELFS: load labels from Label Studio",
+    "ELFS: select the next budget",
 )
 
 

@@ -20,6 +20,9 @@ OPERATOR_NAMES = [
     "select_coreset",
     "export_coreset",
     "run_elfs_pipeline",
+    "send_to_label_studio",
+    "load_from_label_studio",
+    "select_more",
 ]
 
 

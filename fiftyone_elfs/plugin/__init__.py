@@ -8,12 +8,13 @@ try:
 except ImportError:  # the repo was dropped into the plugins dir without `pip install`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+from fiftyone_elfs.plugin.annotation_operators import ANNOTATION_OPERATORS  # noqa: E402
 from fiftyone_elfs.plugin.operators import OPERATORS  # noqa: E402
 from fiftyone_elfs.plugin.panel import ElfsPanel  # noqa: E402
 
 
 def register(p):
     """Called by FiftyOne's plugin loader."""
-    for operator in OPERATORS:
+    for operator in (*OPERATORS, *ANNOTATION_OPERATORS):
         p.register(operator)
     p.register(ElfsPanel)
