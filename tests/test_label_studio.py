@@ -10,10 +10,12 @@ import fiftyone as fo
 import fiftyone.operators as foo
 import pytest
 import requests
+from fiftyone.operators.executor import ExecutionContext, Executor
 from label_studio_server import start_label_studio
 
 import fiftyone_elfs as elfs
 from fiftyone_elfs import annotation
+from fiftyone_elfs.plugin.panel import ElfsPanel
 
 pytestmark = pytest.mark.slow
 PLUGIN = "@fiftyone-elfs/elfs"
@@ -263,3 +265,16 @@ def test_operators_send_and_load_through_fiftyone(dataset, creds):
     more.raise_exceptions()
     assert len(dataset.match_tags("elfs_round2")) == 20
     assert isinstance(dataset.get_field("human"), fo.EmbeddedDocumentField)
+    # The ELFS panel shows the rounds and what came back from each annotation run.
+    ctx = ExecutionContext(
+        request_params={
+            "dataset_name": dataset.name,
+            "panel_id": "p",
+            "panel_state": {},
+            "params": {"__method__": "on_load", "panel_id": "p", "state": {}},
+        },
+        executor=Executor(),
+    )
+    ElfsPanel().on_load(ctx)
+    assert "round 1: 30, round 2: 20" in ctx.panel.state.labeling
+    assert "| op_round | human | 30 | 1 | 0 | 29 |" in ctx.panel.state.labeling

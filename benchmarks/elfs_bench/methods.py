@@ -406,6 +406,63 @@ def _elfs(clustering: str, ccs: bool = False) -> MethodFn:
     return run
 
 
+def _two_rounds(use_labels: bool) -> MethodFn:
+    """ELFS in two labeling rounds of half the budget each (`select_more`'s rule for round 2).
+
+    Round 1: ELFS k-means with half the budget. Round 2: `next_round_prune` for the rest, on
+    the same AUM (``use_labels=False``), or on the AUM of a proxy retrained with the round-1
+    samples' TRUE labels and majority-corrected pseudo-labels elsewhere (``use_labels=True``:
+    what a user gets after loading round 1's annotations; only round-1 labels are read).
+    """
+
+    def run(ctx: MethodContext, budget: int, seed: int) -> Selection:
+        from fiftyone_elfs.difficulty import train_mlp_proxy
+        from fiftyone_elfs.pseudo_labels import merge_true_labels
+        from fiftyone_elfs.selection import double_end_prune, label_free_beta, next_round_prune
+
+        arrays, meta = _difficulty(ctx, seed, "kmeans")
+        aum, pseudo = arrays["aum"], arrays["labels"]
+        n = aum.size
+        first_budget = max(1, budget // 2)
+        beta1, _ = label_free_beta(aum, min(first_budget / n, 1.0))
+        first = double_end_prune(aum, first_budget, beta1).indices
+        info: dict = {"round1": int(first.size), "beta_round1": beta1, **_cost_info(meta)}
+        aum2 = aum
+        if use_labels:
+            assert ctx.labeled is not None
+            known = np.zeros(n, dtype=bool)
+            known[first] = True
+            true = [str(t) if k else None for t, k in zip(ctx.labeled.y, known, strict=True)]
+            merged = merge_true_labels([f"c{int(c)}" for c in pseudo], true)
+            classes = sorted(set(merged))
+            index = {c: i for i, c in enumerate(classes)}
+            targets = np.array([index[c] for c in merged], dtype=np.int64)
+            t0 = time.perf_counter()
+            scores = train_mlp_proxy(
+                ctx.inputs.X,
+                targets,
+                n_classes=len(classes),
+                epochs=ctx.inputs.params.proxy_epochs,
+                seed=seed,
+            )
+            aum2 = scores.aum
+            info.update(
+                round2_proxy_seconds=round(time.perf_counter() - t0, 2),
+                round2_classes=len(classes),
+                round2_target_accuracy=float(
+                    np.mean([m == str(t) for m, t in zip(merged, ctx.labeled.y, strict=True)])
+                ),
+            )
+        excluded = np.zeros(n, dtype=bool)
+        excluded[first] = True
+        beta2, reason = label_free_beta(aum2, min(budget / n, 1.0))
+        second = next_round_prune(aum2, excluded, budget - first.size, beta2).indices
+        info.update(beta=beta2, beta_reason=reason, round2=int(second.size))
+        return Selection(_sorted(np.concatenate([first, second])), info, pseudo_labels=pseudo)
+
+    return run
+
+
 def _pixels(ctx: MethodContext) -> np.ndarray:
     if ctx.inputs.pixels is None:
         raise RuntimeError("this method trains on pixels, but the runner did not load them")
@@ -581,6 +638,17 @@ METHODS: dict[str, MethodSpec] = dict(
             "elfs_kmeans_ccs",
             _elfs("kmeans", ccs=True),
             "k-means pseudo-label AUM, CCS with the label-free beta",
+        ),
+        _spec(
+            "elfs_2round",
+            _two_rounds(use_labels=False),
+            "ELFS k-means in two half-budget rounds (select_more), same AUM",
+        ),
+        _spec(
+            "elfs_2round_labels",
+            _two_rounds(use_labels=True),
+            "ELFS k-means, round 2 on AUM retrained with round 1's returned labels",
+            uses_labels=True,
         ),
         _spec(
             "elfs_kmeans_cnn",

@@ -11,7 +11,7 @@ from typing import Any
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from fiftyone_elfs import run_summary, runs
+from fiftyone_elfs import annotation, run_summary, runs
 
 PANEL_NAME = "elfs_panel"
 REGION_STYLE = {  # region -> (legend name, colour)
@@ -110,6 +110,30 @@ def _delegated_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _labeling_markdown(rounds: dict[int, list[str]], annotations: list[dict[str, Any]]) -> str:
+    """Selection rounds of the key and what came back from each annotation run."""
+    lines = []
+    if rounds:
+        shown = ", ".join(f"round {r}: {len(ids)}" for r, ids in rounds.items())
+        lines += [f"Selected per round: {shown}.", ""]
+    if not annotations:
+        lines.append(
+            "Nothing sent to Label Studio yet: run 'ELFS: send to Label Studio' on the coreset."
+        )
+        return "\n".join(lines)
+    lines += [
+        "| annotation run | label field | sent | labeled | skipped | unanswered |",
+        "|---|---|---|---|---|---|",
+    ]
+    for a in annotations:
+        counts = ["not loaded"] * 3
+        if a["loaded"]:
+            counts = [a["n_labeled"], a["n_skipped"], a["n_unanswered"]]
+        cells = " | ".join(str(c) for c in counts)
+        lines.append(f"| {a['anno_key']} | {a['label_field']} | {a['n_sent']} | {cells} |")
+    return "\n".join(lines)
+
+
 class ElfsPanel(foo.Panel):
     @property
     def config(self) -> foo.PanelConfig:
@@ -198,6 +222,13 @@ class ElfsPanel(foo.Panel):
             ctx.panel.data.cluster_balance = cluster_traces(summary.clusters)
         delegated = run_summary.delegated_runs(ctx.dataset) if ctx.dataset is not None else []
         ctx.panel.state.delegated = _delegated_markdown(delegated)
+        if ctx.dataset is not None and key is not None:
+            rounds = runs.selection_rounds(ctx.dataset, runs.PipelineNames(key))
+            sent = [
+                annotation.annotation_summary(ctx.dataset, k)
+                for k in annotation.list_annotation_runs(ctx.dataset)
+            ]
+            ctx.panel.state.labeling = _labeling_markdown(rounds, sent)
 
     # ------------------------------------------------------------------ layout
 
@@ -241,6 +272,8 @@ class ElfsPanel(foo.Panel):
         # a title in the same markdown as a table is not drawn by the App: separate blocks
         panel.md("**Parameters**", name="params_title")
         panel.md(state.params or "", name="params")
+        panel.md("**Labeling rounds**", name="labeling_title")
+        panel.md(state.labeling or "", name="labeling")
         panel.md("**Delegated runs**", name="delegated_title")
         panel.md(state.delegated or "", name="delegated")
         return types.Property(panel, view=types.GridView(orientation="vertical", gap=2))
