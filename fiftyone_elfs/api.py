@@ -30,6 +30,7 @@ from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.progress import ProgressFn, sub_progress, terminal_progress
 from fiftyone_elfs.pseudo_labels import TEMIClustering, kmeans_pseudo_labels, merge_true_labels
 from fiftyone_elfs.selection import (
+    PruneResult,
     double_end_prune,
     label_free_beta,
     next_round_prune,
@@ -567,9 +568,44 @@ def select_coreset(
     ]
     dataset_io.write_values(samples, names.region_field, ids, regions.tolist())
     description = f"ELFS coreset '{key}': {len(selected)} of {n} samples by {score}"
-    dataset_io.save_tagged_view(dataset, names.saved_view, tag, description)
+    return _save_selection(
+        samples,
+        names,
+        "coreset",
+        selected,
+        n,
+        pruned,
+        beta_reason,
+        score,
+        tag,
+        names.saved_view,
+        description,
+        params={"budget_count": budget_count, "budget_fraction": budget_fraction, "beta": beta},
+        owned_fields=[names.region_field],
+    )
+
+
+def _save_selection(
+    samples: foc.SampleCollection,
+    names: runs.PipelineNames,
+    stage: str,
+    selected: list[str],
+    n: int,
+    pruned: PruneResult,
+    beta_reason: str,
+    score: str,
+    tag: str,
+    view_name: str,
+    description: str,
+    params: dict[str, Any],
+    extra_results: dict[str, Any] | None = None,
+    owned_fields: list[str] | None = None,
+    round_no: int = 1,
+) -> CoresetResult:
+    """Saves the tagged samples' view and records the selection run; returns what was chosen."""
+    dataset_io.save_tagged_view(samples._dataset, view_name, tag, description)
     result = CoresetResult(
-        key=key,
+        key=names.key,
         selected_ids=selected,
         n_pool=n,
         budget=len(selected),
@@ -577,33 +613,28 @@ def select_coreset(
         beta_reason=beta_reason,
         score=score,
         tag=tag,
-        saved_view=names.saved_view,
+        saved_view=view_name,
         notices=list(pruned.notices),
+        round=round_no,
     )
     runs.record_run(
         samples,
         names,
-        "coreset",
-        params={
-            "budget_count": budget_count,
-            "budget_fraction": budget_fraction,
-            "beta": beta,
-            "score": score,
-            "tag": tag,
-            "saved_view": names.saved_view,
-        },
+        stage,
+        params={**params, "score": score, "tag": tag, "saved_view": view_name},
         results={
             "n_pool": n,
             "n_selected": len(selected),
+            **(extra_results or {}),
             "beta": result.beta,
             "beta_reason": beta_reason,
             "window": [int(pruned.start), int(pruned.stop)],
             "notices": result.notices,
             "selected_ids": selected,
         },
-        owned_fields=[names.region_field],
+        owned_fields=owned_fields,
         owned_tags=[tag],
-        owned_views=[names.saved_view],
+        owned_views=[view_name],
     )
     return result
 
@@ -707,47 +738,27 @@ def select_more(
     description = (
         f"ELFS round {round_no} of '{key}': {len(selected)} more of {n} samples by {score}"
     )
-    dataset_io.save_tagged_view(dataset, view_name, tag, description)
-    result = CoresetResult(
-        key=key,
-        selected_ids=selected,
-        n_pool=n,
-        budget=len(selected),
-        beta=float(pruned.effective_beta),
-        beta_reason=beta_reason,
-        score=score,
-        tag=tag,
-        saved_view=view_name,
-        notices=list(pruned.notices),
-        round=round_no,
-    )
-    runs.record_run(
+    return _save_selection(
         samples,
         names,
         runs.round_stage(round_no),
+        selected,
+        n,
+        pruned,
+        beta_reason,
+        score,
+        tag,
+        view_name,
+        description,
         params={
             "budget_count": budget_count,
             "budget_fraction": budget_fraction,
             "beta": beta,
-            "score": score,
             "label_field": label_field,
-            "tag": tag,
-            "saved_view": view_name,
         },
-        results={
-            "n_pool": n,
-            "n_selected": len(selected),
-            "n_excluded": int(excluded.sum()),
-            "beta": result.beta,
-            "beta_reason": beta_reason,
-            "window": [int(pruned.start), int(pruned.stop)],
-            "notices": result.notices,
-            "selected_ids": selected,
-        },
-        owned_tags=[tag],
-        owned_views=[view_name],
+        extra_results={"n_excluded": int(excluded.sum())},
+        round_no=round_no,
     )
-    return result
 
 
 def _check_tag_free(dataset: fo.Dataset, tag: str, key: str) -> None:

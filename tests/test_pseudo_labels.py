@@ -16,6 +16,7 @@ from fiftyone_elfs.pseudo_labels import (
     merge_true_labels,
     nearest_neighbors,
     pca_reduce,
+    probe_true_labels,
 )
 
 # Small TEMI networks keep the tests fast; the method is the same at any width.
@@ -299,3 +300,19 @@ def test_merge_true_labels_repairs_a_split_cluster_on_real_structure():
     assert before == 1.0 and len(set(pseudo)) == 3
     assert set(merged) <= {"a", "b"}  # every cluster had labeled members
     assert np.mean(merged == truth) >= 0.97
+
+
+def test_probe_true_labels_learns_the_classes_from_a_few_answers():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16)) * 4
+    truth = np.repeat(["a", "b", "c"], 60)
+    X = centres[np.repeat([0, 1, 2], 60)] + rng.normal(size=(180, 16))
+    known = np.zeros(180, dtype=bool)
+    known[[0, 1, 2, 60, 61, 62, 120, 121, 122]] = True  # three answers per class
+    true = [t if k else None for t, k in zip(truth, known, strict=True)]
+    true[1] = "b"  # an annotator's mistake is kept where it was given
+    merged = np.array(probe_true_labels(X, true))
+    assert merged[1] == "b" and merged[0] == "a"
+    assert np.mean(merged[~known] == truth[~known]) > 0.95
+    with pytest.raises(ValueError, match="two classes"):
+        probe_true_labels(X, ["a"] + [None] * 179)

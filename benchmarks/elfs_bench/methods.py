@@ -406,7 +406,7 @@ def _elfs(clustering: str, ccs: bool = False) -> MethodFn:
     return run
 
 
-def _two_rounds(use_labels: bool) -> MethodFn:
+def _two_rounds(use_labels: bool, targets_from: str = "clusters") -> MethodFn:
     """ELFS in two labeling rounds of half the budget each (`select_more`'s rule for round 2).
 
     Round 1: ELFS k-means with half the budget. Round 2: `next_round_prune` for the rest, on
@@ -433,7 +433,12 @@ def _two_rounds(use_labels: bool) -> MethodFn:
             known = np.zeros(n, dtype=bool)
             known[first] = True
             true = [str(t) if k else None for t, k in zip(ctx.labeled.y, known, strict=True)]
-            merged = merge_true_labels([f"c{int(c)}" for c in pseudo], true)
+            if targets_from == "probe":
+                from fiftyone_elfs.pseudo_labels import probe_true_labels
+
+                merged = probe_true_labels(ctx.inputs.X, true, seed=seed)
+            else:
+                merged = merge_true_labels([f"c{int(c)}" for c in pseudo], true)
             classes = sorted(set(merged))
             index = {c: i for i, c in enumerate(classes)}
             targets = np.array([index[c] for c in merged], dtype=np.int64)
@@ -648,6 +653,12 @@ METHODS: dict[str, MethodSpec] = dict(
             "elfs_2round_labels",
             _two_rounds(use_labels=True),
             "ELFS k-means, round 2 on AUM retrained with round 1's returned labels",
+            uses_labels=True,
+        ),
+        _spec(
+            "elfs_2round_probe",
+            _two_rounds(use_labels=True, targets_from="probe"),
+            "ELFS k-means, round 2 on AUM of round-1 labels + a linear probe's labels elsewhere",
             uses_labels=True,
         ),
         _spec(

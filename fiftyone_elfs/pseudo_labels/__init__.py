@@ -2,7 +2,7 @@
 and their correction by the labels annotators return."""
 
 from .kmeans import DEFAULT_KMEANS_TEMPERATURE, kmeans_pseudo_labels
-from .label_merge import majority_class_map, merge_true_labels
+from .label_merge import majority_class_map, merge_true_labels, probe_true_labels
 from .metrics import cluster_accuracy
 from .neighbors import l2_normalize, nearest_neighbors, pca_reduce
 from .temi import TEMIClustering
@@ -12,9 +12,10 @@ __all__ = [
     "TEMIClustering",
     "cluster_accuracy",
     "kmeans_pseudo_labels",
+    "l2_normalize",
     "majority_class_map",
     "merge_true_labels",
-    "l2_normalize",
     "nearest_neighbors",
     "pca_reduce",
+    "probe_true_labels",
 ]

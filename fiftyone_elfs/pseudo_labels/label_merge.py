@@ -8,7 +8,9 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
-__all__ = ["majority_class_map", "merge_true_labels"]
+import numpy as np
+
+__all__ = ["majority_class_map", "merge_true_labels", "probe_true_labels"]
 
 
 def majority_class_map(pseudo: Sequence[str], true: Sequence[str | None]) -> dict[str, str]:
@@ -48,3 +50,30 @@ def merge_true_labels(pseudo: Sequence[str], true: Sequence[str | None]) -> list
         else:  # an unmapped cluster id must not collide with a class name
             merged.append(cluster if cluster not in classes else f"pseudo:{cluster}")
     return merged
+
+
+def probe_true_labels(
+    X: np.ndarray, true: Sequence[str | None], C: float = 10.0, seed: int = 0
+) -> list[str]:
+    """Proxy targets: true labels where they exist, a linear probe's predictions elsewhere.
+
+    A multinomial logistic regression on the (L2-normalised) embeddings of the labeled samples
+    labels the rest: with a few hundred answers it usually beats the clusters as targets, since
+    it learns the annotators' classes directly. Needs at least two labeled classes.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2 or X.shape[0] != len(true):
+        raise ValueError(f"X must be [n, d] with one row per label; got {X.shape} for {len(true)}")
+    known = np.array([t is not None for t in true])
+    labels = np.array([t for t in true if t is not None])
+    if len(set(labels)) < 2:
+        raise ValueError("The probe needs labeled samples of at least two classes.")
+    Xn = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    probe = LogisticRegression(C=C, max_iter=1000, random_state=seed).fit(Xn[known], labels)
+    merged = np.empty(len(true), dtype=object)
+    merged[known] = labels
+    if (~known).any():
+        merged[~known] = probe.predict(Xn[~known])
+    return [str(m) for m in merged]
