@@ -28,7 +28,12 @@ from fiftyone_elfs.difficulty import (
 from fiftyone_elfs.embeddings import DEFAULT_ENCODER, embed_image_files, load_encoder
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.progress import ProgressFn, sub_progress, terminal_progress
-from fiftyone_elfs.pseudo_labels import TEMIClustering, kmeans_pseudo_labels, merge_true_labels
+from fiftyone_elfs.pseudo_labels import (
+    TEMIClustering,
+    kmeans_pseudo_labels,
+    merge_true_labels,
+    probe_true_labels,
+)
 from fiftyone_elfs.selection import (
     PruneResult,
     double_end_prune,
@@ -339,8 +344,9 @@ def compute_difficulty(
     """Trains a proxy on the pseudo-labels and stores each sample's AUM, forgetting and EL2N.
 
     `label_field` (a Classification field, e.g. labels loaded back from annotators): the proxy
-    then trains on true labels where they exist and on pseudo-labels mapped to the majority true
-    class of their cluster elsewhere (`merge_true_labels`), for a better next labeling round.
+    then trains on the true labels where they exist and, elsewhere, on the classes a linear probe
+    fitted to them predicts from the embeddings (`probe_true_labels`; with fewer than 2 labeled
+    classes, each cluster's majority class, `merge_true_labels`), for the next labeling round.
 
     `proxy="mlp"` trains on the embeddings (fast); `proxy="cnn"` trains a CNN from scratch on the
     images, as the paper does (`cnn_params`: arch "small" or "resnet18", width, image_size,
@@ -370,11 +376,16 @@ def compute_difficulty(
     else:
         ids, X = dataset_io.read_embeddings(labelled, field_name)
         label_names = dataset_io.read_labels(labelled, names.pseudo_label_field, ids)
-    n_true = 0
+    n_true, targets = 0, "pseudo-labels"
     if label_field is not None:
         true = dataset_io.read_labels(labelled, label_field, ids)
         n_true = sum(t is not None for t in true)
-        label_names = merge_true_labels(label_names, true)
+        if len({t for t in true if t is not None}) >= 2:
+            if X is None:  # the CNN proxy reads pixels; the probe needs the embeddings too
+                X = dataset_io.read_embeddings(labelled.select(ids, ordered=True), field_name)[1]
+            label_names, targets = probe_true_labels(X, true, seed=seed), "labels + probe"
+        else:
+            label_names, targets = merge_true_labels(label_names, true), "labels + clusters"
     classes = sorted(set(label_names))
     if len(classes) < 2:
         raise ElfsInputError(
@@ -419,6 +430,7 @@ def compute_difficulty(
         "seconds": scores.info.get("seconds"),
         "resumed_from_epoch": scores.info.get("resumed_from_epoch", 0),
         "n_true_labels": n_true,
+        "targets": targets,
         "n_classes": len(classes),
         "means": {s: float(np.mean(getattr(scores, s))) for s in runs.SCORE_NAMES},
     }

@@ -85,7 +85,12 @@ def test_true_labels_correct_the_proxy_targets(dataset):
     before = dataset.values("elfs_aum")
     info = elfs.compute_difficulty(dataset, key="elfs", epochs=5, label_field="returned", seed=0)
     assert info["n_true_labels"] == len(coreset)
-    assert info["n_classes"] <= 10 + 1
+    assert info["targets"] == "labels + probe"
+    assert info["n_classes"] == len(set(coreset.values("ground_truth.label")))
+    # One labeled class is not enough for a probe: each cluster's majority class is used.
+    dataset.select(coreset.values("id")[1:]).set_field("returned", None).save()
+    one = elfs.compute_difficulty(dataset, key="elfs", epochs=2, label_field="returned")
+    assert one["targets"] == "labels + clusters" and one["n_true_labels"] == 1
     config = runs.stage_config(dataset, runs.PipelineNames("elfs"), "difficulty")
     assert config.true_label_field == "returned"
     after = np.array(dataset.values("elfs_aum"))
