@@ -325,6 +325,9 @@ def _run_missing(
     total = len(missing)
     selections: dict[tuple, tuple[np.ndarray | None, dict]] = {}
     for k, (spec, rate, seed, protocol) in enumerate(missing, 1):
+        if _reusable(result_path(cfg.run_dir, spec.name, rate, seed, protocol)):
+            summary["reused"] += 1  # another process on this run folder finished it meanwhile
+            continue
         budget = _budget(rate, n)
         sel_key = (spec.name, rate, seed)
         if sel_key not in selections:
