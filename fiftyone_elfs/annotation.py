@@ -161,7 +161,7 @@ def _check_label_field(samples: foc.SampleCollection, label_field: str, overwrit
     existing = samples.get_field(label_field)
     if existing is None:
         return
-    if getattr(existing, "document_type", None) is not fo.Classification:
+    if not dataset_io.is_classification_field(existing):
         raise ElfsInputError(
             f"The field '{label_field}' exists and does not hold fo.Classification labels. "
             "Fix: choose a new label field name."
@@ -260,7 +260,7 @@ def send_to_label_studio(
                     dataset, upload_field, [i for i, _ in pairs], [v for _, v in pairs]
                 )
         # An existing field makes FiftyOne send its values as Label Studio predictions.
-        samples.annotate(
+        results = samples.annotate(
             anno_key,
             backend="labelstudio",
             label_field=upload_field,
@@ -274,7 +274,6 @@ def send_to_label_studio(
         if anno_key in dataset.list_annotation_runs():
             dataset.delete_annotation_run(anno_key)
         raise
-    results = dataset.load_annotation_results(anno_key, url=url, api_key=api_key)
     project_url = f"{url}/projects/{results.project_id}"
     config = dataset.init_run(
         method=_RUN_METHOD,

@@ -314,8 +314,7 @@ def _check_cnn_params(cnn_params: dict[str, Any] | None) -> dict[str, Any]:
 def _check_classification_field(samples: foc.SampleCollection, field_name: str) -> None:
     """Refuses a field that is missing or does not hold `fo.Classification` labels."""
     schema_field = samples.get_field(field_name)
-    doc_type = getattr(schema_field, "document_type", None)
-    if schema_field is None or doc_type is not fo.Classification:
+    if not dataset_io.is_classification_field(schema_field):
         found = "missing" if schema_field is None else type(schema_field).__name__
         raise ElfsInputError(
             f"'{field_name}' must be a field of fo.Classification labels; it is {found}. Fix: "

@@ -41,6 +41,11 @@ def has_field(samples: SampleCollection, field: str) -> bool:
     return samples.get_field(field) is not None
 
 
+def is_classification_field(schema_field: Any) -> bool:
+    """Whether a schema field (from `get_field`, possibly None) holds `fo.Classification` labels."""
+    return getattr(schema_field, "document_type", None) is fo.Classification
+
+
 def ids_with_values(samples: SampleCollection, field: str) -> list[str]:
     """Ids of the samples whose `field` is set (not None)."""
     if not has_field(samples, field):

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .neighbors import l2_normalize
+
 __all__ = ["majority_class_map", "merge_true_labels", "probe_true_labels"]
 
 
@@ -70,7 +72,7 @@ def probe_true_labels(
     labels = np.array([t for t in true if t is not None])
     if len(set(labels)) < 2:
         raise ValueError("The probe needs labeled samples of at least two classes.")
-    Xn = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    Xn = l2_normalize(X)
     probe = LogisticRegression(C=C, max_iter=1000, random_state=seed).fit(Xn[known], labels)
     merged = np.empty(len(true), dtype=object)
     merged[known] = labels
