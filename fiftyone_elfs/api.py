@@ -521,6 +521,7 @@ def compute_contrastive_scores(
             "image_size": image_size,
             "width": width,
             "batch_size": batch_size,
+            "min_crop_scale": scores.info["min_crop_scale"],
             "seed": seed,
             "checkpoint_dir": checkpoint_dir,
             "score_field": field_name,

@@ -522,8 +522,9 @@ def elfs_cnn_method(ctx: MethodContext, budget: int, seed: int) -> Selection:
 def contrastive_method(ctx: MethodContext, budget: int, seed: int) -> Selection:
     """Ju et al.: SimCLR on the pool's pixels; keep the samples whose views agree least."""
     from fiftyone_elfs.difficulty import DEFAULT_CONTRASTIVE_EPOCHS, train_contrastive_similarity
+    from fiftyone_elfs.difficulty.contrastive import DEFAULT_MIN_CROP_SCALE
 
-    params = {"epochs": DEFAULT_CONTRASTIVE_EPOCHS}
+    params = {"epochs": DEFAULT_CONTRASTIVE_EPOCHS, "min_crop_scale": DEFAULT_MIN_CROP_SCALE}
 
     def compute() -> tuple[dict[str, np.ndarray], dict]:
         scores = train_contrastive_similarity(

@@ -24,6 +24,10 @@ from .training_dynamics import cosine_schedule
 ProgressFn = Callable[[float, str], None]
 
 DEFAULT_CONTRASTIVE_EPOCHS = 15
+# SimCLR's random-resized-crop area range (0.08-1, as torchvision's default). Larger minimum
+# crops let the two views share most pixels, so a unique texture (a noise patch) becomes an
+# instance-matching shortcut: corrupted images then score HIGH similarity (see the test).
+DEFAULT_MIN_CROP_SCALE = 0.08
 _CHECKPOINT = "simclr.pt"
 
 
@@ -53,11 +57,16 @@ class SimCLRNet(nn.Module):
         return F.normalize(self.projection(h), dim=1)
 
 
-def simclr_views(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One SimCLR view per image: random resized crop (scale 0.3-1), flip, colour jitter and
-    grayscale with p = 0.2, all batched. ``images``: float [B, 3, S, S] in [0, 1]."""
+def simclr_views(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    min_crop_scale: float = DEFAULT_MIN_CROP_SCALE,
+) -> torch.Tensor:
+    """One SimCLR view per image: random resized crop (area ``min_crop_scale``-1), flip, colour
+    jitter and grayscale with p = 0.2, all batched. ``images``: float [B, 3, S, S] in [0, 1]."""
     b = images.shape[0]
-    scale = torch.empty(b).uniform_(0.3, 1.0, generator=generator).sqrt()  # side of the crop
+    area = torch.empty(b).uniform_(float(min_crop_scale), 1.0, generator=generator)
+    scale = area.sqrt()  # side of the square crop, relative to the image
     shift = (1 - scale) * (torch.rand(2, b, generator=generator) * 2 - 1)
     flip = torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0)
     theta = torch.zeros(b, 2, 3)
@@ -94,6 +103,7 @@ def train_contrastive_similarity(
     lr: float = 0.5,
     weight_decay: float = 1e-4,
     temperature: float = 0.5,
+    min_crop_scale: float = DEFAULT_MIN_CROP_SCALE,
     seed: int = 0,
     device: str | None = None,
     checkpoint_dir: str | None = None,
@@ -105,9 +115,10 @@ def train_contrastive_similarity(
     projections in that epoch's training forward pass, as in Ju et al.
 
     CPU-sized defaults (the width-16 small CNN at the images' size, 15 epochs, batches of 256);
-    SGD with momentum 0.9 and cosine decay. ``checkpoint_dir`` makes training resumable after
-    every epoch, with the same scores as an uninterrupted run for a fixed seed; the checkpoint is
-    removed when training completes. ``progress(fraction, label)`` after every epoch.
+    SGD with momentum 0.9 and cosine decay; SimCLR's crop range (``min_crop_scale`` = 0.08).
+    ``checkpoint_dir`` makes training resumable after every epoch, with the same scores as an
+    uninterrupted run for a fixed seed; the checkpoint is removed when training completes.
+    ``progress(fraction, label)`` after every epoch.
     """
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8 or len(images) < 2:
@@ -121,6 +132,8 @@ def train_contrastive_similarity(
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}; got {value!r}.")
+    if not 0.0 < float(min_crop_scale) <= 1.0:
+        raise ValueError(f"min_crop_scale must be in (0, 1]; got {min_crop_scale!r}.")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     previous_threads = torch.get_num_threads()
     if num_threads is not None:
@@ -138,7 +151,8 @@ def train_contrastive_similarity(
         total_steps = epochs * math.ceil(n / batch)
         sched = cosine_schedule(opt, total_steps)
         digest = hashlib.sha256(
-            repr((n, images.shape, epochs, width, batch, lr, weight_decay, temperature, seed))
+            repr((n, images.shape, epochs, width, batch, lr, weight_decay, temperature,
+                  min_crop_scale, seed))
             .encode() + pixels[:: max(1, n // 64)].numpy().tobytes()
         ).hexdigest()[:16]  # fmt: skip
         checkpoint = EpochCheckpoint(checkpoint_dir, _CHECKPOINT, digest)
@@ -152,8 +166,8 @@ def train_contrastive_similarity(
             # near-equal batches, so none is a lone sample (NT-Xent needs a negative)
             for idx in torch.tensor_split(perm, math.ceil(n / batch)):
                 x = pixels[idx].to(dev).permute(0, 3, 1, 2).float().div_(255.0)
-                v1 = simclr_views(x, gen).sub_(0.5).div_(0.5)
-                v2 = simclr_views(x, gen).sub_(0.5).div_(0.5)
+                v1 = simclr_views(x, gen, min_crop_scale).sub_(0.5).div_(0.5)
+                v2 = simclr_views(x, gen, min_crop_scale).sub_(0.5).div_(0.5)
                 z1 = model(v1.contiguous(memory_format=torch.channels_last))
                 z2 = model(v2.contiguous(memory_format=torch.channels_last))
                 loss = nt_xent(z1, z2, temperature)
@@ -173,7 +187,7 @@ def train_contrastive_similarity(
         torch.set_num_threads(previous_threads)
     info = dict(
         method="simclr", width=width, batch_size=batch, lr=lr, temperature=temperature,
-        seed=seed, device=str(dev), seconds=round(time.perf_counter() - t0, 2),
-        resumed_from_epoch=first_epoch,
+        min_crop_scale=min_crop_scale, seed=seed, device=str(dev),
+        seconds=round(time.perf_counter() - t0, 2), resumed_from_epoch=first_epoch,
     )  # fmt: skip
     return ContrastiveScores(similarity.astype(np.float32), epochs, info)
