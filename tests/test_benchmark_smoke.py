@@ -153,3 +153,25 @@ def test_protocol_a_full_pool_beats_tiny_random_coreset():
     assert full.info["converged"]
     assert full.accuracy > 0.85
     assert full.accuracy > small.accuracy + 0.05
+
+
+def test_label_quality_diagnostic_mixes_true_labels_into_matched_clusters():
+    """The 'mix<pct>' pseudo-labels: the true share is honoured and k-means's clusters are
+    renamed to the classes they match, so share 0 scores exactly the Hungarian accuracy."""
+    from elfs_bench.methods import _mixed_pseudo_labels
+    from sklearn.datasets import make_blobs
+
+    from fiftyone_elfs.pseudo_labels import cluster_accuracy
+
+    X, y = make_blobs(n_samples=600, centers=4, cluster_std=4.0, random_state=0)
+    X = X.astype(np.float32)
+    accuracy = {
+        pct: float(np.mean(_mixed_pseudo_labels(X, y, 4, f"mix{pct}", seed=0) == y))
+        for pct in (0, 50, 100)
+    }
+    matched = _mixed_pseudo_labels(X, y, 4, "mix0", seed=0)
+    assert accuracy[0] == pytest.approx(cluster_accuracy(y, matched))
+    assert accuracy[0] < 0.95  # overlapping blobs: k-means makes mistakes to replace
+    assert accuracy[100] == 1.0
+    expected_half = accuracy[0] + 0.5 * (1 - accuracy[0])
+    assert abs(accuracy[50] - expected_half) < 0.06

@@ -359,6 +359,10 @@ def _difficulty(
             if ctx.labeled is None:
                 raise PermissionError("the true-label proxy is only for uses_labels methods")
             labels = ctx.labeled.y
+        elif clustering.startswith("mix"):
+            if ctx.labeled is None:
+                raise PermissionError("label-quality diagnostics are for uses_labels methods")
+            labels = _mixed_pseudo_labels(inp.X, ctx.labeled.y, inp.n_classes, clustering, seed)
         else:
             raise ValueError(f"unknown clustering {clustering!r}")
         extra["clustering_seconds"] = round(time.perf_counter() - t0, 2)
@@ -375,6 +379,27 @@ def _difficulty(
         return arrays, extra
 
     return inp.artefacts.get(f"difficulty_{clustering}", seed, params, compute)
+
+
+def _mixed_pseudo_labels(
+    X: np.ndarray, truth: np.ndarray, n_classes: int, clustering: str, seed: int
+) -> np.ndarray:
+    """Diagnostic pseudo-labels of controlled quality ('mix<pct>'): each sample keeps its TRUE
+    label with probability pct/100, otherwise its k-means cluster mapped to a class by the
+    Hungarian matching; the errors are k-means's own (structured), not uniform noise."""
+    from scipy.optimize import linear_sum_assignment
+
+    from fiftyone_elfs.pseudo_labels import kmeans_pseudo_labels
+
+    share = int(clustering[3:]) / 100.0
+    clusters, _ = kmeans_pseudo_labels(X, n_classes, seed=seed)
+    counts = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(counts, (clusters, truth), 1)
+    rows, cols = linear_sum_assignment(-counts)
+    to_class = np.empty(n_classes, dtype=np.int64)
+    to_class[rows] = cols
+    keep_truth = np.random.default_rng(seed + 7919).random(truth.size) < share
+    return np.where(keep_truth, truth, to_class[clusters])
 
 
 def _elfs(clustering: str, ccs: bool = False) -> MethodFn:
@@ -674,6 +699,15 @@ METHODS: dict[str, MethodSpec] = dict(
             "Ju et al.: lowest SimCLR view similarity on pixels",
             needs_pixels=True,
         ),
+        *[
+            _spec(
+                f"elfs_label_quality_{pct}",
+                _elfs(f"mix{pct}"),
+                f"diagnostic: ELFS on k-means labels with {pct}% replaced by the TRUE labels",
+                uses_labels=True,
+            )
+            for pct in (50, 80, 100)
+        ],
         _spec(
             "supervised_ccs",
             supervised_ccs_method,
