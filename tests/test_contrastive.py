@@ -61,11 +61,13 @@ def test_corrupted_images_have_lower_view_similarity(corrupted_digits):
     assert scores.similarity.shape == (len(images),) and scores.n_epochs == 15
     assert np.all(scores.similarity <= 15 + 1e-3)  # a sum of 15 cosines
     auc = roc_auc_score(corrupted, -scores.similarity)
-    # Measured with SimCLR's crop range (0.08-1): AUC 0.93 here; 0.70 and 0.81 when the
-    # corruption draw and training seed are 1 and 2 instead of 0 (see the issue note).
+    # Measured with SimCLR's crop range (0.08-1): AUC 0.93 for this draw; other corruption
+    # draws and training seeds (1-4) give 0.70 / 0.81 / 0.73 / 0.78, so the separation is
+    # about 0.8 on average, not reliably above it (see the issue note).
     assert auc > 0.8
     # With large crops only (area 0.3-1) the views share most pixels, so the noise half becomes
-    # a shortcut for matching them and the corrupted images stop standing out (0.73 here).
+    # a shortcut for matching them and the corrupted images stop standing out (0.73 here;
+    # 0.59 / 0.59 for draws 1 and 2, always 0.12-0.22 below the default crop range).
     large_crops = train_contrastive_similarity(images, min_crop_scale=0.3, **kwargs)
     assert auc > roc_auc_score(corrupted, -large_crops.similarity) + 0.1
 
