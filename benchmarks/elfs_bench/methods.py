@@ -708,6 +708,15 @@ METHODS: dict[str, MethodSpec] = dict(
             )
             for pct in (50, 80, 100)
         ],
+        *[
+            _spec(
+                f"elfs_label_quality_{pct}_ccs",
+                _elfs(f"mix{pct}", ccs=True),
+                f"diagnostic: as elfs_label_quality_{pct}, CCS instead of double-end",
+                uses_labels=True,
+            )
+            for pct in (50, 100)
+        ],
         _spec(
             "supervised_ccs",
             supervised_ccs_method,
