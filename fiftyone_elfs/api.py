@@ -18,6 +18,7 @@ import numpy as np
 from fiftyone_elfs import dataset_io, runs
 from fiftyone_elfs.difficulty import (
     ARCHITECTURES,
+    CONTRASTIVE_METHODS,
     DEFAULT_CONTRASTIVE_EPOCHS,
     HARD_IS_LOW,
     load_images,
@@ -469,8 +470,10 @@ def compute_contrastive_scores(
     seed: int = 0,
     num_workers: int = 0,
     progress: ProgressFn | None = None,
+    method: str = "simclr",
 ) -> dict[str, Any]:
-    """Trains SimCLR on the images and stores each sample's summed view similarity (Ju et al.).
+    """Trains SimCLR (or MoCo, ``method="moco"``) on the images and stores each sample's summed
+    view similarity (Ju et al.).
 
     Writes "<key>_contrastive" (low = informative); select on it with
     `select_coreset(..., score="contrastive")`, which keeps the lowest. Resumable: training
@@ -481,6 +484,9 @@ def compute_contrastive_scores(
     _check_int("image_size", image_size, 8)
     _check_int("width", width, 1)
     _check_int("batch_size", batch_size, 2)
+    if method not in CONTRASTIVE_METHODS:
+        choices = ", ".join(CONTRASTIVE_METHODS)
+        raise ElfsInputError(f"Unknown contrastive method {method!r}. Fix: use one of {choices}.")
     n = dataset_io.require_nonempty(samples)
     if n < 2:
         raise ElfsInputError("Contrastive training needs at least 2 samples. Fix: widen the view.")
@@ -497,9 +503,10 @@ def compute_contrastive_scores(
         epochs=epochs,
         width=width,
         batch_size=batch_size,
+        method=method,
         seed=seed,
         checkpoint_dir=checkpoint_dir,
-        progress=sub_progress(report, 0.1, 1.0, "SimCLR"),
+        progress=sub_progress(report, 0.1, 1.0, "SimCLR" if method == "simclr" else "MoCo"),
     )
     dataset = samples._dataset
     runs.delete_stage(dataset, names, "contrastive")
@@ -521,6 +528,7 @@ def compute_contrastive_scores(
             "image_size": image_size,
             "width": width,
             "batch_size": batch_size,
+            "contrastive_method": method,
             "min_crop_scale": scores.info["min_crop_scale"],
             "seed": seed,
             "checkpoint_dir": checkpoint_dir,

@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 import fiftyone_elfs as elfs
 from fiftyone_elfs.difficulty import load_images, train_contrastive_similarity
-from fiftyone_elfs.difficulty.contrastive import nt_xent, simclr_views
+from fiftyone_elfs.difficulty.contrastive import MoCoNet, moco_loss, nt_xent, simclr_views
 from fiftyone_elfs.sample_data import write_digit_images
 
 
@@ -72,9 +72,10 @@ def test_corrupted_images_have_lower_view_similarity(corrupted_digits):
     assert auc > roc_auc_score(corrupted, -large_crops.similarity) + 0.1
 
 
-def test_interrupted_then_resumed_equals_uninterrupted(corrupted_digits, tmp_path):
+@pytest.mark.parametrize("method", ["simclr", "moco"])
+def test_interrupted_then_resumed_equals_uninterrupted(corrupted_digits, tmp_path, method):
     images = corrupted_digits[0][:90]
-    kwargs = dict(epochs=4, batch_size=32, seed=1, num_threads=1)
+    kwargs = dict(epochs=4, batch_size=32, seed=1, num_threads=1, method=method)
     full = train_contrastive_similarity(images, **kwargs)
 
     class Stop(Exception):
@@ -101,6 +102,7 @@ def test_contrastive_operator_then_keep_lowest_selection(dataset, tmp_path, monk
     sim = dict(zip(*dataset.values(["id", "elfs_contrastive"]), strict=True))
     assert len(sim) == len(dataset) and all(np.isfinite(v) for v in sim.values())
     assert "contrastive" in elfs.list_runs(dataset)["elfs"]
+    assert dataset.get_run_info("elfs_contrastive").config.contrastive_method == "simclr"
 
     select = foo.get_operator("@fiftyone-elfs/elfs/select_coreset")
     select(dataset, budget_count=30, score="contrastive")
@@ -120,9 +122,50 @@ def test_contrastive_operator_then_keep_lowest_selection(dataset, tmp_path, monk
         ({"min_crop_scale": 0.0}, "min_crop_scale must be in"),
         ({"min_crop_scale": 1.5}, "min_crop_scale must be in"),
         ({"epochs": 0}, "epochs must be an integer"),
+        ({"method": "byol"}, "method must be one of"),
+        ({"method": "moco", "moco_momentum": 1.0}, "moco_momentum must be in"),
+        ({"method": "moco", "moco_queue_size": 0}, "moco_queue_size must be an integer"),
     ],
 )
 def test_bad_training_settings_are_refused(kwargs, message):
     images = np.zeros((4, 8, 8, 3), dtype=np.uint8)
     with pytest.raises(ValueError, match=message):
         train_contrastive_similarity(images, **kwargs)
+
+
+def test_moco_loss_and_queue():
+    """InfoNCE against the queue: low when the key matches and the queue holds other directions,
+    high when the queue holds the query itself; the queue is a ring buffer of the newest keys."""
+    q = torch.nn.functional.normalize(torch.randn(4, 8, generator=torch.Generator().manual_seed(0)))
+    others = torch.nn.functional.normalize(-q.sum(0, keepdim=True)).repeat(16, 1)
+    assert moco_loss(q, q, others, 0.2) < moco_loss(q, q, q.repeat(4, 1), 0.2)
+
+    net = MoCoNet(width=4, projection_dim=8, queue_size=6)
+    net.enqueue(torch.ones(4, 8))
+    net.enqueue(torch.full((4, 8), 2.0))  # wraps: slots 4, 5, 0, 1
+    assert net.queue[:, 0].tolist() == [2.0, 2.0, 1.0, 1.0, 2.0, 2.0]
+    assert int(net.queue_next) == 2
+    net.enqueue(torch.arange(8.0)[:, None].repeat(1, 8))  # longer than the queue: newest 6
+    assert sorted(net.queue[:, 0].tolist()) == [2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+
+
+def test_moco_scores_every_sample_and_is_selectable_through_the_operator(
+    corrupted_digits, dataset, tmp_path, monkeypatch
+):
+    images = corrupted_digits[0][:120]
+    scores = train_contrastive_similarity(
+        images, epochs=3, batch_size=32, seed=0, num_threads=1, method="moco"
+    )
+    assert scores.similarity.shape == (120,) and np.all(np.isfinite(scores.similarity))
+    assert np.all(np.abs(scores.similarity) <= 3 + 1e-3)
+    assert scores.info["method"] == "moco" and scores.info["moco_queue_size"] == 120 - 32
+
+    monkeypatch.setenv("ELFS_CACHE_DIR", str(tmp_path))
+    foo.get_operator("@fiftyone-elfs/elfs/compute_contrastive_scores")(
+        dataset, key="moco", epochs=1, width=8, method="moco"
+    )
+    assert dataset.get_run_info("moco_contrastive").config.contrastive_method == "moco"
+    assert dataset.count("moco_contrastive") == len(dataset)
+    with pytest.raises(elfs.ElfsInputError, match="Fix: use one of simclr, moco"):
+        elfs.compute_contrastive_scores(dataset, key="other", epochs=1, method="byol")
+    assert "other_contrastive" not in dataset.get_field_schema()

@@ -11,6 +11,7 @@ from .cnn_proxy import (
     train_cnn_proxy,
 )
 from .contrastive import (
+    CONTRASTIVE_METHODS,
     DEFAULT_CONTRASTIVE_EPOCHS,
     ContrastiveScores,
     train_contrastive_similarity,
@@ -24,6 +25,7 @@ from .training_dynamics import (
 )
 
 __all__ = [
+    "CONTRASTIVE_METHODS",
     "DEFAULT_CONTRASTIVE_EPOCHS",
     "ContrastiveScores",
     "train_contrastive_similarity",

@@ -1,6 +1,8 @@
 """Contrastive-similarity scores (Ju et al.): train SimCLR on the unlabeled pool and record, for
 every sample and epoch, the cosine similarity of its two augmented views' embeddings; the score is
 the sum over epochs. Low similarity = the encoder cannot make the views agree = informative.
+SimCLR (in-batch negatives) by default; MoCo (a momentum key encoder and a queue of negatives)
+as the option.
 No FiftyOne import; images come as uint8 arrays (``load_images`` decodes files).
 """
 
@@ -28,6 +30,7 @@ DEFAULT_CONTRASTIVE_EPOCHS = 15
 # crops let the two views share most pixels, so a unique texture (a noise patch) becomes an
 # instance-matching shortcut: corrupted images then score HIGH similarity (see the test).
 DEFAULT_MIN_CROP_SCALE = 0.08
+CONTRASTIVE_METHODS = ("simclr", "moco")
 _CHECKPOINT = "simclr.pt"
 
 
@@ -55,6 +58,44 @@ class SimCLRNet(nn.Module):
         """L2-normalised projections [B, projection_dim]."""
         h = self.features(x).mean(dim=(2, 3))
         return F.normalize(self.projection(h), dim=1)
+
+
+class MoCoNet(nn.Module):
+    """MoCo (v2, He et al.): a query encoder trained by SGD, a key encoder that follows it by
+    momentum, and a queue of earlier keys used as negatives; one module, so a checkpoint of its
+    state holds all three."""
+
+    def __init__(
+        self,
+        width: int = DEFAULT_CNN_WIDTH,
+        projection_dim: int = 64,
+        queue_size: int = 4096,
+        momentum: float = 0.99,
+    ) -> None:
+        super().__init__()
+        self.query = SimCLRNet(width, projection_dim)
+        self.key = SimCLRNet(width, projection_dim)
+        self.key.load_state_dict(self.query.state_dict())
+        self.key.requires_grad_(False)
+        self.momentum = momentum
+        self.register_buffer("queue", F.normalize(torch.randn(queue_size, projection_dim), dim=1))
+        self.register_buffer("queue_next", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def keys(self, x: torch.Tensor) -> torch.Tensor:
+        """Moves the key encoder towards the query encoder, then encodes ``x`` with it."""
+        for k, q in zip(self.key.parameters(), self.query.parameters(), strict=True):
+            k.mul_(self.momentum).add_(q.detach(), alpha=1 - self.momentum)
+        return self.key(x)
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """Replaces the oldest queue entries with ``keys`` (a ring buffer)."""
+        size = self.queue.shape[0]
+        keys = keys[-size:]  # a batch longer than the queue leaves only its newest keys
+        slots = (self.queue_next + torch.arange(keys.shape[0], device=keys.device)) % size
+        self.queue[slots] = keys
+        self.queue_next.copy_((self.queue_next + keys.shape[0]) % size)
 
 
 def simclr_views(
@@ -95,6 +136,14 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     return F.cross_entropy(sim, targets)
 
 
+def moco_loss(
+    q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """MoCo's InfoNCE: each query against its own key (the positive) and the queued keys."""
+    logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.T], dim=1) / temperature
+    return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
+
+
 def train_contrastive_similarity(
     images: np.ndarray,
     epochs: int = DEFAULT_CONTRASTIVE_EPOCHS,
@@ -104,6 +153,9 @@ def train_contrastive_similarity(
     weight_decay: float = 1e-4,
     temperature: float = 0.5,
     min_crop_scale: float = DEFAULT_MIN_CROP_SCALE,
+    method: str = "simclr",
+    moco_queue_size: int = 4096,
+    moco_momentum: float = 0.99,
     seed: int = 0,
     device: str | None = None,
     checkpoint_dir: str | None = None,
@@ -113,6 +165,10 @@ def train_contrastive_similarity(
     """Trains SimCLR on ``images`` (uint8 [N, S, S, 3]) and returns each sample's summed view
     similarity. The similarity of a sample in an epoch is the cosine between its two views'
     projections in that epoch's training forward pass, as in Ju et al.
+
+    ``method="moco"`` trains MoCo instead: the similarity is then the cosine between the query
+    encoder's view and the momentum key encoder's view; the queue holds at most N - batch keys,
+    so that small pools are not contrasted mostly with stale copies of themselves.
 
     CPU-sized defaults (the width-16 small CNN at the images' size, 15 epochs, batches of 256);
     SGD with momentum 0.9 and cosine decay; SimCLR's crop range (``min_crop_scale`` = 0.08).
@@ -129,9 +185,14 @@ def train_contrastive_similarity(
         ("epochs", epochs, 1),
         ("width", width, 1),
         ("batch_size", batch_size, 2),
+        ("moco_queue_size", moco_queue_size, 1),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}; got {value!r}.")
+    if method not in CONTRASTIVE_METHODS:
+        raise ValueError(f"method must be one of {CONTRASTIVE_METHODS}; got {method!r}.")
+    if not 0.0 <= float(moco_momentum) < 1.0:
+        raise ValueError(f"moco_momentum must be in [0, 1); got {moco_momentum!r}.")
     if not 0.0 < float(min_crop_scale) <= 1.0:
         raise ValueError(f"min_crop_scale must be in (0, 1]; got {min_crop_scale!r}.")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -143,16 +204,22 @@ def train_contrastive_similarity(
         n = len(images)
         pixels = torch.from_numpy(np.ascontiguousarray(images))
         gen = torch.Generator().manual_seed(int(seed))
+        batch = min(batch_size, n)
+        queue_size = max(1, min(moco_queue_size, n - batch))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
-            model = SimCLRNet(width).to(dev).to(memory_format=torch.channels_last)
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
-        batch = min(batch_size, n)
+            if method == "moco":
+                model: nn.Module = MoCoNet(width, queue_size=queue_size, momentum=moco_momentum)
+            else:
+                model = SimCLRNet(width)
+            model = model.to(dev).to(memory_format=torch.channels_last)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.SGD(trainable, lr=lr, momentum=0.9, weight_decay=weight_decay)
         total_steps = epochs * math.ceil(n / batch)
         sched = cosine_schedule(opt, total_steps)
         digest = hashlib.sha256(
             repr((n, images.shape, epochs, width, batch, lr, weight_decay, temperature,
-                  min_crop_scale, seed))
+                  min_crop_scale, method, queue_size, moco_momentum, seed))
             .encode() + pixels[:: max(1, n // 64)].numpy().tobytes()
         ).hexdigest()[:16]  # fmt: skip
         checkpoint = EpochCheckpoint(checkpoint_dir, _CHECKPOINT, digest)
@@ -168,14 +235,21 @@ def train_contrastive_similarity(
                 x = pixels[idx].to(dev).permute(0, 3, 1, 2).float().div_(255.0)
                 v1 = simclr_views(x, gen, min_crop_scale).sub_(0.5).div_(0.5)
                 v2 = simclr_views(x, gen, min_crop_scale).sub_(0.5).div_(0.5)
-                z1 = model(v1.contiguous(memory_format=torch.channels_last))
-                z2 = model(v2.contiguous(memory_format=torch.channels_last))
-                loss = nt_xent(z1, z2, temperature)
+                v1 = v1.contiguous(memory_format=torch.channels_last)
+                v2 = v2.contiguous(memory_format=torch.channels_last)
+                if method == "moco":
+                    z1, z2 = model.query(v1), model.keys(v2)
+                    loss = moco_loss(z1, z2, model.queue, temperature)
+                else:
+                    z1, z2 = model(v1), model(v2)
+                    loss = nt_xent(z1, z2, temperature)
                 np.add.at(similarity, idx.numpy(), (z1 * z2).sum(1).detach().cpu().double().numpy())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
+                if method == "moco":
+                    model.enqueue(z2)
                 loss_sum += float(loss.detach()) * idx.numel()
             checkpoint.save(epoch + 1, model, opt, sched, gen, {"similarity": similarity})
             if progress is not None:
@@ -186,8 +260,10 @@ def train_contrastive_similarity(
     finally:
         torch.set_num_threads(previous_threads)
     info = dict(
-        method="simclr", width=width, batch_size=batch, lr=lr, temperature=temperature,
+        method=method, width=width, batch_size=batch, lr=lr, temperature=temperature,
         min_crop_scale=min_crop_scale, seed=seed, device=str(dev),
         seconds=round(time.perf_counter() - t0, 2), resumed_from_epoch=first_epoch,
     )  # fmt: skip
+    if method == "moco":
+        info.update(moco_queue_size=queue_size, moco_momentum=moco_momentum)
     return ContrastiveScores(similarity.astype(np.float32), epochs, info)

@@ -18,6 +18,7 @@ import fiftyone.operators.types as types
 from fiftyone_elfs import api, export, runs
 from fiftyone_elfs.difficulty import (
     ARCHITECTURES,
+    CONTRASTIVE_METHODS,
     DEFAULT_CNN_WIDTH,
     DEFAULT_CONTRASTIVE_EPOCHS,
 )
@@ -473,6 +474,13 @@ class ComputeContrastiveScores(_ElfsOperator):
         if (ctx.params.get("image_size") or 32) < 8:
             _invalid(size, "Use at least 8 px")
         inputs.int("width", default=DEFAULT_CNN_WIDTH, label="CNN width")
+        inputs.enum(
+            "method",
+            list(CONTRASTIVE_METHODS),
+            default="simclr",
+            label="Contrastive method",
+            description="SimCLR (in-batch negatives) or MoCo (momentum encoder, queue)",
+        )
         _seed_input(inputs)
         return types.Property(inputs, view=types.View(label="ELFS: contrastive similarity"))
 
@@ -487,6 +495,7 @@ class ComputeContrastiveScores(_ElfsOperator):
             image_size=p.get("image_size", 32),
             width=p.get("width", DEFAULT_CNN_WIDTH),
             seed=p.get("seed", 0),
+            method=p.get("method", "simclr"),
             num_workers=2 if ctx.delegated else 0,
         )
         yield from _reload(ctx)
@@ -499,9 +508,12 @@ class ComputeContrastiveScores(_ElfsOperator):
         image_size: int = 32,
         width: int = DEFAULT_CNN_WIDTH,
         seed: int = 0,
+        method: str = "simclr",
         delegate: bool = False,
     ) -> Any:
-        params = dict(key=key, epochs=epochs, image_size=image_size, width=width, seed=seed)
+        params = dict(
+            key=key, epochs=epochs, image_size=image_size, width=width, seed=seed, method=method
+        )
         return _call(self, samples, params, delegate)
 
 
