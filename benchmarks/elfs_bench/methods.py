@@ -544,24 +544,34 @@ def elfs_cnn_method(ctx: MethodContext, budget: int, seed: int) -> Selection:
     return Selection(_sorted(pruned.indices), info, pseudo_labels=arrays["labels"])
 
 
-def contrastive_method(ctx: MethodContext, budget: int, seed: int) -> Selection:
-    """Ju et al.: SimCLR on the pool's pixels; keep the samples whose views agree least."""
-    from fiftyone_elfs.difficulty import DEFAULT_CONTRASTIVE_EPOCHS, train_contrastive_similarity
-    from fiftyone_elfs.difficulty.contrastive import DEFAULT_MIN_CROP_SCALE
+def _contrastive(method: str) -> MethodFn:
+    """Ju et al.: SimCLR (or MoCo) on the pool's pixels; keep the least-agreeing samples."""
 
-    params = {"epochs": DEFAULT_CONTRASTIVE_EPOCHS, "min_crop_scale": DEFAULT_MIN_CROP_SCALE}
-
-    def compute() -> tuple[dict[str, np.ndarray], dict]:
-        scores = train_contrastive_similarity(
-            _pixels(ctx), epochs=DEFAULT_CONTRASTIVE_EPOCHS, seed=seed
+    def run(ctx: MethodContext, budget: int, seed: int) -> Selection:
+        from fiftyone_elfs.difficulty import (
+            DEFAULT_CONTRASTIVE_EPOCHS,
+            train_contrastive_similarity,
         )
-        per_epoch = round(scores.info["seconds"] / scores.n_epochs, 2)
-        return {"similarity": scores.similarity}, {"seconds_per_epoch": per_epoch}
+        from fiftyone_elfs.difficulty.contrastive import DEFAULT_MIN_CROP_SCALE
 
-    arrays, meta = ctx.inputs.artefacts.get("contrastive_similarity", seed, params, compute)
-    idx = np.argsort(arrays["similarity"], kind="stable")[:budget]
-    info = {"seconds_per_epoch": meta["seconds_per_epoch"], **_cost_info(meta)}
-    return Selection(_sorted(idx), info)
+        params = {"epochs": DEFAULT_CONTRASTIVE_EPOCHS, "min_crop_scale": DEFAULT_MIN_CROP_SCALE}
+        name = "contrastive_similarity"
+        if method != "simclr":  # the SimCLR artefacts keep their earlier cache key
+            params["method"], name = method, f"contrastive_similarity_{method}"
+
+        def compute() -> tuple[dict[str, np.ndarray], dict]:
+            scores = train_contrastive_similarity(
+                _pixels(ctx), epochs=DEFAULT_CONTRASTIVE_EPOCHS, method=method, seed=seed
+            )
+            per_epoch = round(scores.info["seconds"] / scores.n_epochs, 2)
+            return {"similarity": scores.similarity}, {"seconds_per_epoch": per_epoch}
+
+        arrays, meta = ctx.inputs.artefacts.get(name, seed, params, compute)
+        idx = np.argsort(arrays["similarity"], kind="stable")[:budget]
+        info = {"seconds_per_epoch": meta["seconds_per_epoch"], **_cost_info(meta)}
+        return Selection(_sorted(idx), info)
+
+    return run
 
 
 def _grid(beta_grid: tuple[float, ...], budget: int, n: int) -> list[float]:
@@ -695,8 +705,14 @@ METHODS: dict[str, MethodSpec] = dict(
         ),
         _spec(
             "contrastive",
-            contrastive_method,
+            _contrastive("simclr"),
             "Ju et al.: lowest SimCLR view similarity on pixels",
+            needs_pixels=True,
+        ),
+        _spec(
+            "contrastive_moco",
+            _contrastive("moco"),
+            "Ju et al. with MoCo: lowest query/key view similarity on pixels",
             needs_pixels=True,
         ),
         *[
