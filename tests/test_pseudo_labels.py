@@ -10,6 +10,7 @@ from sklearn.metrics import adjusted_rand_score
 from fiftyone_elfs.pseudo_labels import (
     TEMIClustering,
     cluster_accuracy,
+    hungarian_match,
     kmeans_pseudo_labels,
     l2_normalize,
     majority_class_map,
@@ -73,6 +74,16 @@ def test_cluster_accuracy_is_invariant_to_relabelling():
     assert cluster_accuracy(["a", "a", "b"], [5, 5, 9]) == 1.0
     # More clusters than classes: unmatched clusters count as wrong.
     assert cluster_accuracy([0, 0, 0, 0], [0, 0, 1, 2]) == pytest.approx(0.5)
+
+
+def test_hungarian_match_undoes_a_relabelling():
+    y = np.array([0, 0, 1, 1, 2, 2, 2, 3])
+    perm = np.array([2, 3, 0, 1])
+    pred = perm[y].copy()
+    pred[0] = perm[1]  # one sample in the wrong cluster does not change the matching
+    assert hungarian_match(y, pred) == {2: 0, 3: 1, 0: 2, 1: 3}
+    assert hungarian_match(["a", "a", "b"], [5, 5, 9]) == {5: "a", 9: "b"}
+    assert len(hungarian_match([0, 0, 0, 0], [0, 0, 1, 2])) == 1  # one class, one match
 
 
 # ----------------------------------------------------------------------------- neighbours

@@ -387,17 +387,13 @@ def _mixed_pseudo_labels(
     """Diagnostic pseudo-labels of controlled quality ('mix<pct>'): each sample keeps its TRUE
     label with probability pct/100, otherwise its k-means cluster mapped to a class by the
     Hungarian matching; the errors are k-means's own (structured), not uniform noise."""
-    from scipy.optimize import linear_sum_assignment
-
-    from fiftyone_elfs.pseudo_labels import kmeans_pseudo_labels
+    from fiftyone_elfs.pseudo_labels import hungarian_match, kmeans_pseudo_labels
 
     share = int(clustering[3:]) / 100.0
     clusters, _ = kmeans_pseudo_labels(X, n_classes, seed=seed)
-    counts = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(counts, (clusters, truth), 1)
-    rows, cols = linear_sum_assignment(-counts)
-    to_class = np.empty(n_classes, dtype=np.int64)
-    to_class[rows] = cols
+    to_class = np.zeros(n_classes, dtype=np.int64)
+    for cluster, cls in hungarian_match(truth, clusters).items():
+        to_class[cluster] = cls
     keep_truth = np.random.default_rng(seed + 7919).random(truth.size) < share
     return np.where(keep_truth, truth, to_class[clusters])
 

@@ -3,7 +3,7 @@ and their correction by the labels annotators return."""
 
 from .kmeans import DEFAULT_KMEANS_TEMPERATURE, kmeans_pseudo_labels
 from .label_merge import majority_class_map, merge_true_labels, probe_true_labels
-from .metrics import cluster_accuracy
+from .metrics import cluster_accuracy, hungarian_match
 from .neighbors import l2_normalize, nearest_neighbors, pca_reduce
 from .temi import TEMIClustering
 
@@ -11,6 +11,7 @@ __all__ = [
     "DEFAULT_KMEANS_TEMPERATURE",
     "TEMIClustering",
     "cluster_accuracy",
+    "hungarian_match",
     "kmeans_pseudo_labels",
     "l2_normalize",
     "majority_class_map",
