@@ -1,17 +1,38 @@
-"""Cosine nearest neighbours and PCA on embedding matrices, in O(N * dim) memory."""
+"""Cosine nearest neighbours on embedding matrices, exact or approximate, in O(N * dim) memory.
+
+``pca_reduce`` is re-exported from ``fiftyone_elfs.embeddings.projection`` (the package's one
+PCA) for the callers that import it from here.
+"""
 
 from __future__ import annotations
 
 import faiss
 import numpy as np
 
-__all__ = ["l2_normalize", "nearest_neighbors", "pca_reduce", "check_features"]
+from fiftyone_elfs.embeddings.projection import pca_reduce
+
+__all__ = [
+    "EXACT_KNN_MAX_SAMPLES",
+    "IVF_NPROBE",
+    "check_features",
+    "l2_normalize",
+    "nearest_neighbors",
+    "pca_reduce",
+]
+
+#: ``nearest_neighbors`` searches exactly up to this many samples and with an IVF index above.
+#: Exact search costs O(N^2 * dim): 100,000 x 128 takes about 20 s on 2 cores, 1.28M x 128 about
+#: an hour; the IVF index searches about 1/200 of the data per query at 1.28M.
+EXACT_KNN_MAX_SAMPLES = 100_000
+#: Inverted lists an IVF query visits (of about 4 * sqrt(N)); sets the recall/speed trade-off.
+IVF_NPROBE = 16
 
 # Queries per faiss search call: bounds the [chunk, k] result buffers and keeps progress granular.
 _SEARCH_CHUNK = 8192
-# PCA fits its covariance on at most this many rows (sampled with ``seed``); beyond that the
-# estimate is already exact to well below float32 noise and the cost would only grow.
-_PCA_MAX_FIT_ROWS = 200_000
+_ADD_CHUNK = 65_536  # rows normalised and added to an index at a time
+_IVF_LISTS_PER_SQRT_N = 4  # nlist = 4 * sqrt(N): the usual faiss guideline
+_IVF_TRAIN_PER_LIST = 64  # coarse k-means training rows per list (faiss: >= 39 to be reliable)
+_IVF_TRAIN_ITERS = 10
 
 
 def check_features(X: np.ndarray, name: str = "X") -> np.ndarray:
@@ -29,13 +50,14 @@ def check_features(X: np.ndarray, name: str = "X") -> np.ndarray:
     if not np.issubdtype(X.dtype, np.number) or np.iscomplexobj(X):
         raise ValueError(f"{name} must hold real numbers; got dtype {X.dtype}.")
     X = np.ascontiguousarray(X, dtype=np.float32)
-    if not np.isfinite(X).all():
-        bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
-        raise ValueError(
-            f"{name} contains NaN or infinite values in {bad.size} row(s) "
-            f"(first: {bad[:5].tolist()}). "
-            "Recompute those embeddings or drop the affected samples before clustering."
-        )
+    for start in range(0, X.shape[0], _ADD_CHUNK):  # in chunks: no N x d boolean mask
+        if not np.isfinite(X[start : start + _ADD_CHUNK]).all():
+            bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
+            raise ValueError(
+                f"{name} contains NaN or infinite values in {bad.size} row(s) "
+                f"(first: {bad[:5].tolist()}). "
+                "Recompute those embeddings or drop the affected samples before clustering."
+            )
     return X
 
 
@@ -46,15 +68,8 @@ def l2_normalize(X: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return np.ascontiguousarray(X / np.maximum(norms, eps), dtype=np.float32)
 
 
-def nearest_neighbors(X: np.ndarray, k: int) -> np.ndarray:
-    """Return [N, k] int64 indices of each row's k most cosine-similar other rows (exact search).
-
-    Rows are L2-normalised and searched with a faiss ``IndexFlatIP`` in chunks of queries, so
-    memory stays O(N * dim + N * k). Each row's own index is removed from its list even when
-    exact duplicates tie with it; neighbours are ordered from most to least similar.
-    """
-    X = check_features(X)
-    n = X.shape[0]
+def _check_k(k: int, n: int) -> int:
+    """Return k as an int in [1, n - 1], or raise a ValueError naming the valid range."""
     k = int(k)
     if k < 1:
         raise ValueError(f"k must be >= 1; got {k}.")
@@ -62,73 +77,103 @@ def nearest_neighbors(X: np.ndarray, k: int) -> np.ndarray:
         raise ValueError(
             f"k={k} neighbours requested but only {n - 1} other samples exist; use k <= {n - 1}."
         )
-    Xn = l2_normalize(X)
-    index = faiss.IndexFlatIP(Xn.shape[1])
-    index.add(Xn)
-    out = np.empty((n, k), dtype=np.int64)
-    for start in range(0, n, _SEARCH_CHUNK):
-        stop = min(start + _SEARCH_CHUNK, n)
-        _, idx = index.search(Xn[start:stop], k + 1)
-        rows = np.arange(start, stop)[:, None]
-        drop = idx == rows
-        # Self not returned (ties with duplicates): drop the least similar extra result instead.
-        drop[~drop.any(axis=1), -1] = True
-        # Stable sort moves the single dropped column to the end, keeping similarity order.
-        order = np.argsort(drop, axis=1, kind="stable")[:, :k]
-        out[start:stop] = np.take_along_axis(idx, order, axis=1)
-    return out
+    return k
 
 
-def pca_reduce(X: np.ndarray, n_components: int, seed: int = 0) -> np.ndarray:
-    """Project rows onto their top principal components (float32); a no-op when dim <= n_components.
+def _drop_self(idx: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """From [B, k + 1] search results, remove each query's own row (or, if absent, the last)."""
+    drop = idx == rows[:, None]
+    # Self not returned (ties with duplicates): drop the least similar extra result instead.
+    drop[~drop.any(axis=1), -1] = True
+    # Stable sort moves the single dropped column to the end, keeping similarity order.
+    order = np.argsort(drop, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(idx, order, axis=1)
 
-    Exact eigendecomposition of the (float64) covariance, accumulated in row chunks so memory is
-    O(N * dim + dim^2); fitted on at most 200,000 rows sampled with ``seed``. Component signs are
-    fixed (largest loading positive) so the output is deterministic.
+
+def _add_normalized(index: faiss.Index, X: np.ndarray) -> None:
+    """Add the L2-normalised rows of X to ``index`` chunk by chunk (no normalised copy of X)."""
+    for start in range(0, X.shape[0], _ADD_CHUNK):
+        index.add(l2_normalize(X[start : start + _ADD_CHUNK]))
+
+
+def _ivf_index(X: np.ndarray, seed: int) -> faiss.IndexIVFFlat:
+    """An inverted-file index of the L2-normalised rows of X under inner product.
+
+    About 4 * sqrt(N) lists; the coarse quantiser is spherical k-means trained for 10 iterations
+    on 64 rows per list drawn with ``seed`` (deterministic), then every row is added.
+    """
+    n, d = X.shape
+    nlist = int(np.clip(round(_IVF_LISTS_PER_SQRT_N * np.sqrt(n)), 1, max(1, n // 39)))
+    quantizer = faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = int(seed)
+    index.cp.niter = _IVF_TRAIN_ITERS
+    index.cp.spherical = True
+    n_train = min(n, _IVF_TRAIN_PER_LIST * nlist)
+    index.cp.max_points_per_centroid = max(n_train // nlist, 1)
+    pick = np.sort(np.random.default_rng(seed).choice(n, n_train, replace=False))
+    index.train(l2_normalize(X[pick]))
+    _add_normalized(index, X)
+    return index
+
+
+def nearest_neighbors(
+    X: np.ndarray,
+    k: int,
+    *,
+    query_rows: np.ndarray | None = None,
+    exact_max_samples: int = EXACT_KNN_MAX_SAMPLES,
+    nprobe: int = IVF_NPROBE,
+    seed: int = 0,
+) -> np.ndarray:
+    """Return int64 indices [Q, k] of each query row's k most cosine-similar other rows of X.
+
+    Queries are all rows (Q = N) or the rows listed in ``query_rows``. Each query's own row is
+    removed from its list even when exact duplicates tie with it; neighbours are ordered from
+    most to least similar.
+
+    Up to ``exact_max_samples`` rows the search is exact (faiss ``IndexFlatIP``). Above, it is
+    approximate: an ``IndexIVFFlat`` with about 4 * sqrt(N) lists (``_ivf_index``, coarse
+    quantiser trained with ``seed``), of which each query visits ``nprobe``; a query whose
+    visited lists hold fewer than k + 1 rows is searched again over every list (exactly).
+    Measured recall@50 of the IVF search against exact search on 50,000 x 128 synthetic
+    Gaussian-cluster embeddings: see ``benchmarks/results/scale/README.md``. Why: exact search
+    costs O(N^2 * dim), about an hour at 1.28M x 128 on 2 cores; IVF visits ~nprobe / nlist of it.
+
+    Memory: O(N * dim + Q * k); the index holds the one normalised float32 copy of X (rows are
+    normalised chunk by chunk as they are added). Deterministic for a fixed ``seed``.
     """
     X = check_features(X)
-    return _fit_pca(X, n_components, seed).transform(X)
-
-
-class _PCA:
-    """Fitted mean and components of a PCA, applied in float32 chunks."""
-
-    def __init__(self, mean: np.ndarray | None, components: np.ndarray | None) -> None:
-        self.mean = mean
-        self.components = components
-
-    def transform(self, X: np.ndarray) -> np.ndarray:
-        """Center and project X; identity when no reduction was needed."""
-        X = np.asarray(X, dtype=np.float32)
-        if self.components is None:
-            return np.ascontiguousarray(X)
-        out = np.empty((X.shape[0], self.components.shape[1]), dtype=np.float32)
-        for start in range(0, X.shape[0], 65536):
-            chunk = X[start : start + 65536] - self.mean
-            out[start : start + 65536] = chunk @ self.components
-        return out
-
-
-def _fit_pca(X: np.ndarray, n_components: int, seed: int) -> _PCA:
-    """Fit a PCA to X (float32, validated); components is None when dim <= n_components."""
-    n_components = int(n_components)
-    if n_components < 1:
-        raise ValueError(f"n_components must be >= 1; got {n_components}.")
-    n, d = X.shape
-    if d <= n_components:
-        return _PCA(None, None)
-    rows = X
-    if n > _PCA_MAX_FIT_ROWS:
-        pick = np.sort(np.random.default_rng(seed).choice(n, _PCA_MAX_FIT_ROWS, replace=False))
-        rows = X[pick]
-    mean = rows.mean(axis=0, dtype=np.float64)
-    cov = np.zeros((d, d), dtype=np.float64)
-    for start in range(0, rows.shape[0], 16384):
-        chunk = rows[start : start + 16384].astype(np.float64) - mean
-        cov += chunk.T @ chunk
-    cov /= max(rows.shape[0] - 1, 1)
-    _, vecs = np.linalg.eigh(cov)
-    comps = vecs[:, ::-1][:, :n_components]
-    signs = np.sign(comps[np.abs(comps).argmax(axis=0), np.arange(n_components)])
-    comps = comps * np.where(signs == 0, 1.0, signs)
-    return _PCA(mean.astype(np.float32), np.ascontiguousarray(comps, dtype=np.float32))
+    n = X.shape[0]
+    k = _check_k(k, n)
+    if query_rows is None:
+        rows = np.arange(n, dtype=np.int64)
+    else:
+        rows = np.asarray(query_rows)
+        if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer):
+            raise ValueError(f"query_rows must be a 1-D integer array; got shape {rows.shape}.")
+        if rows.size and (rows.min() < 0 or rows.max() >= n):
+            raise ValueError(f"query_rows holds indices outside [0, {n}).")
+        rows = rows.astype(np.int64, copy=False)
+    if int(nprobe) < 1:
+        raise ValueError(f"nprobe must be >= 1; got {nprobe}.")
+    if n <= int(exact_max_samples):
+        index = faiss.IndexFlatIP(X.shape[1])
+        _add_normalized(index, X)
+    else:
+        index = _ivf_index(X, seed)
+        index.nprobe = min(int(nprobe), index.nlist)
+    out = np.empty((rows.size, k), dtype=np.int64)
+    for start in range(0, rows.size, _SEARCH_CHUNK):
+        stop = min(start + _SEARCH_CHUNK, rows.size)
+        q_rows = rows[start:stop]
+        queries = l2_normalize(X[q_rows] if query_rows is not None else X[start:stop])
+        _, idx = index.search(queries, k + 1)
+        short = (idx < 0).any(axis=1)
+        if short.any():  # too few rows in the visited lists: visit every list (exact)
+            visited = index.nprobe
+            index.nprobe = index.nlist
+            _, idx[short] = index.search(np.ascontiguousarray(queries[short]), k + 1)
+            index.nprobe = visited
+        out[start:stop] = _drop_self(idx, q_rows, k)
+    return out

@@ -9,6 +9,8 @@ import contextlib
 import copy
 import ctypes
 import ctypes.util
+import hashlib
+import json
 import math
 import sys
 import time
@@ -20,10 +22,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..difficulty.checkpoints import EpochCheckpoint
+from ..embeddings.projection import PCAProjection, fit_pca
 from .kmeans import check_n_clusters
-from .neighbors import _PCA, _fit_pca, check_features, l2_normalize, nearest_neighbors
+from .neighbors import check_features, nearest_neighbors
 
-__all__ = ["TEMIClustering"]
+__all__ = ["TEMI_MAX_FIT_SAMPLES", "TEMIClustering"]
+
+#: Above this many samples TEMI trains on this many anchors drawn with the seed (their
+#: neighbour partners still come from all samples) and then assigns every sample with the
+#: selected teacher head. About 50,000 samples is what the defaults were tuned on (CIFAR-10).
+TEMI_MAX_FIT_SAMPLES = 65_536
 
 ProgressFn = Callable[[float, str], None]
 
@@ -32,6 +41,19 @@ _MIN_LR = 1e-6  # end of the cosine schedule (as in DINO/TEMI)
 _PRIOR_FLOOR = 1e-8  # keeps log p_k finite if a cluster empties
 _PAPER_TEACHER_MOMENTUM = 0.996
 _TEACHER_MEMORY_FRACTION_INV = 40.0  # teacher memory = 1/40 of all steps (paper: 250 of ~9,800)
+_CHECKPOINT = "temi.pt"
+_MOMENT_CHUNK = 65_536  # rows per float64 chunk when taking the input's mean square
+
+
+class _NoScheduler:
+    """Stands in for a learning-rate scheduler in ``EpochCheckpoint`` (TEMI's schedule is a
+    function of the step, which the checkpoint stores)."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        del state
 
 
 @contextlib.contextmanager
@@ -161,6 +183,23 @@ class TEMIClustering:
     at ~9,800 steps; 0.986 for the defaults on 50k); pass 0.996 to force the paper's value. Use
     ``n_heads=50, epochs=200, batch_size=1024, pca_dim=None`` for the paper's schedule on a GPU.
 
+    Scale (``max_samples``, default ``TEMI_MAX_FIT_SAMPLES``): above that many samples, the
+    heads train on that many anchors drawn with ``seed``; each anchor's partner is drawn from
+    its ``n_neighbors`` nearest neighbours among all samples (approximate search above
+    ``EXACT_KNN_MAX_SAMPLES``, see ``nearest_neighbors``), and every sample is then labelled by
+    the selected teacher head. Why: an epoch over N costs N / batch optimiser steps and the
+    schedule (momentum, warm-up) is tuned in steps of a ~50,000-sample run, so training on all
+    1.28M samples for 15 epochs would take ~25x longer for the same number of useful steps;
+    the kNN search for the anchors costs anchors x (visited rows), not N^2. Up to
+    ``max_samples`` the fit is unchanged (every sample is an anchor). Memory is O(N * pca_dim)
+    plus the model; no N x K probability matrix is built by ``fit`` or ``predict``.
+
+    ``checkpoint_dir``: after every epoch the heads, optimiser, prior, random state and loss
+    history are saved there (file ``temi.pt``); a later ``fit`` with the same data and settings
+    resumes from it, with the same result as an uninterrupted fit (exactly, for a fixed
+    ``num_threads`` on the same device), and the file is removed when training completes.
+    ``num_threads``: torch CPU threads during ``fit`` (restored afterwards); None keeps torch's.
+
     Deterministic for a fixed ``seed`` on a given device and thread count.
     """
 
@@ -184,6 +223,9 @@ class TEMIClustering:
         seed: int = 0,
         device: str | torch.device | None = None,
         progress: ProgressFn | None = None,
+        max_samples: int | None = TEMI_MAX_FIT_SAMPLES,
+        checkpoint_dir: str | None = None,
+        num_threads: int | None = None,
     ) -> None:
         self.n_clusters = n_clusters
         self.n_heads = n_heads
@@ -203,6 +245,9 @@ class TEMIClustering:
         self.seed = seed
         self.device = device
         self.progress = progress
+        self.max_samples = max_samples
+        self.checkpoint_dir = checkpoint_dir
+        self.num_threads = num_threads
 
     # ------------------------------------------------------------------ public API
 
@@ -212,7 +257,8 @@ class TEMIClustering:
         ``neighbors`` optionally supplies precomputed [N, k] nearest-neighbour indices (self
         excluded, most similar first, e.g. from ``nearest_neighbors``) to skip the kNN search;
         its first ``n_neighbors`` columns are used. Also sets ``n_neighbors_`` (after clamping),
-        ``teacher_momentum_``, ``knn_seconds_`` and ``train_seconds_``.
+        ``anchors_`` (the training rows, None for all), ``teacher_momentum_``,
+        ``resumed_from_epoch_``, ``knn_seconds_`` and ``train_seconds_``.
         """
         X = check_features(X)
         n = X.shape[0]
@@ -222,51 +268,92 @@ class TEMIClustering:
         if neighbors is not None:
             neighbors = self._check_neighbors(neighbors, n)[:, :k]
             k = neighbors.shape[1]
+        previous_threads = torch.get_num_threads()
+        if self.num_threads is not None:
+            torch.set_num_threads(int(self.num_threads))
+        try:
+            self._fit(X, neighbors, k, report)
+        finally:
+            torch.set_num_threads(previous_threads)
+        self._warn_if_uniform()
+        return self
 
+    def _fit(self, X: np.ndarray, neighbors: np.ndarray | None, k: int, report: ProgressFn) -> None:
+        """``fit`` on validated inputs: features, anchors, neighbours, training, labels."""
+        n = X.shape[0]
         report(0.0, "preparing features")
         Z = self._fit_transform(X)
+        self.anchors_ = self._anchor_rows(n)
+        m = n if self.anchors_ is None else self.anchors_.size
         t0 = time.perf_counter()
         if neighbors is None:
-            report(0.0, f"finding the {k} nearest neighbours of {n} samples")
-            neighbors = nearest_neighbors(Z, k)
+            report(0.0, f"finding the {k} nearest neighbours of {m} of {n} samples")
+            neighbors = nearest_neighbors(Z, k, query_rows=self.anchors_, seed=int(self.seed))
+        elif self.anchors_ is not None:
+            neighbors = neighbors[self.anchors_]
         self.n_neighbors_ = k
         self.knn_seconds_ = time.perf_counter() - t0
 
-        n_batches = max(1, math.ceil(n / int(self.batch_size)))
+        n_batches = max(1, math.ceil(m / int(self.batch_size)))
         total_steps = int(self.epochs) * n_batches
         self._setup(Z.shape[1], total_steps)
         Zt = torch.from_numpy(Z).to(self.device_)
-        rng = np.random.default_rng(self.seed)
         warmup_steps = int(self.warmup_epochs) * n_batches
-        self.loss_history_: list[np.ndarray] = []
+        checkpoint = EpochCheckpoint(self.checkpoint_dir, _CHECKPOINT, self._digest(Z, neighbors))
         t_train = time.perf_counter()
         with _fewer_page_faults():
-            self._train(Zt, neighbors, k, n_batches, total_steps, warmup_steps, rng, report)
+            self._train(Zt, neighbors, k, n_batches, total_steps, warmup_steps, checkpoint, report)
         self.train_seconds_ = time.perf_counter() - t_train
         self.loss_history_ = np.stack(self.loss_history_)
         self.head_losses_ = self.loss_history_[-1].copy()
         self.best_head_ = int(np.argmin(self.head_losses_))
+        self.labels_, self.confidence_ = self._label(Zt, self.best_head_)
+        checkpoint.finish()
 
-        probs = self._proba(Zt, self.best_head_)
-        self.labels_ = probs.argmax(axis=1).astype(np.int64)
-        self.confidence_ = probs.max(axis=1).astype(np.float32)
-        self._warn_if_uniform()
-        return self
+    def _anchor_rows(self, n: int) -> np.ndarray | None:
+        """Sorted training rows when N exceeds ``max_samples`` (drawn with the seed), else None."""
+        if self.max_samples is None or n <= int(self.max_samples):
+            return None
+        rng = np.random.default_rng([int(self.seed), 1])  # not the training stream
+        return np.sort(rng.choice(n, int(self.max_samples), replace=False)).astype(np.int64)
+
+    def _digest(self, Z: np.ndarray, neighbors: np.ndarray) -> str:
+        """Identifies a training run (settings, inputs, pairs): a checkpoint resumes only it."""
+        names = (
+            "n_clusters", "n_heads", "epochs", "batch_size", "n_neighbors", "lr",
+            "warmup_epochs", "weight_decay", "teacher_momentum", "prior_momentum",
+            "temperature", "beta", "hidden_dim", "bottleneck_dim", "pca_dim", "seed",
+            "max_samples",
+        )  # fmt: skip
+        cfg = {name: getattr(self, name) for name in names}
+        h = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode())
+        h.update(repr((Z.shape, neighbors.shape, str(self.device_))).encode())
+        h.update(np.ascontiguousarray(Z[:: max(1, Z.shape[0] // 64)]).tobytes())
+        h.update(np.ascontiguousarray(neighbors[:: max(1, neighbors.shape[0] // 64)]).tobytes())
+        return h.hexdigest()[:16]
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """Return [N, K] cluster probabilities from the selected head's teacher."""
+        """Return [N, K] cluster probabilities from the selected head's teacher.
+
+        N x K floats: for many samples and clusters prefer ``predict`` (chunked, O(N) output).
+        """
+        Zt = self._prepare_predict(X)
+        return self._proba(Zt, self.best_head_)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Return int64 cluster ids (argmax of the selected head's teacher), in chunks."""
+        Zt = self._prepare_predict(X)
+        return self._label(Zt, self.best_head_)[0]
+
+    def _prepare_predict(self, X: np.ndarray) -> torch.Tensor:
+        """Validate new rows against the fit and apply the fitted input transform."""
         self._check_fitted()
         X = check_features(X)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(
                 f"X has {X.shape[1]} features but the model was fitted on {self.n_features_in_}."
             )
-        Zt = torch.from_numpy(self._transform(X)).to(self.device_)
-        return self._proba(Zt, self.best_head_)
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """Return int64 cluster ids (argmax of the selected head's teacher)."""
-        return self.predict_proba(X).argmax(axis=1).astype(np.int64)
+        return torch.from_numpy(self._transform(X)).to(self.device_)
 
     def fit_predict(self, X: np.ndarray, neighbors: np.ndarray | None = None) -> np.ndarray:
         """Fit on X and return labels_."""
@@ -291,6 +378,10 @@ class TEMIClustering:
         positive_int("warmup_epochs", minimum=0)
         if self.pca_dim is not None:
             positive_int("pca_dim")
+        if self.max_samples is not None:
+            positive_int("max_samples", minimum=2)
+        if self.num_threads is not None:
+            positive_int("num_threads")
         for name in ("teacher_momentum", "prior_momentum"):
             value = getattr(self, name)
             if value is None and name == "teacher_momentum":
@@ -319,24 +410,31 @@ class TEMIClustering:
         return neighbors.astype(np.int64, copy=False)
 
     def _fit_transform(self, X: np.ndarray) -> np.ndarray:
-        """Fit the input transform (normalise, PCA, centre, unit RMS) on X and apply it."""
+        """Fit the input transform (normalise, PCA, centre, unit RMS) on X and apply it.
+
+        Rows are normalised and projected chunk by chunk (``PCAProjection.transform``), and the
+        mean square is summed in float64 chunks, so the only N-row array is the float32 result.
+        """
         self.n_features_in_ = X.shape[1]
-        Xn = l2_normalize(X)
         if self.pca_dim is not None:
-            self.pca_ = _fit_pca(Xn, int(self.pca_dim), int(self.seed))
+            self.pca_ = fit_pca(X, int(self.pca_dim), int(self.seed), normalize=True)
         else:
-            self.pca_ = _PCA(None, None)
-        Z = self.pca_.transform(Xn)
+            self.pca_ = PCAProjection(None, None, normalize=True)
+        Z = self.pca_.transform(X)
         self.input_mean_ = Z.mean(axis=0, dtype=np.float64).astype(np.float32)
         Z -= self.input_mean_
-        rms = float(np.sqrt(np.mean(np.square(Z, dtype=np.float64)) + 1e-24))
+        sq = sum(
+            float(np.square(Z[i : i + _MOMENT_CHUNK], dtype=np.float64).sum())
+            for i in range(0, Z.shape[0], _MOMENT_CHUNK)
+        )
+        rms = float(np.sqrt(sq / Z.size + 1e-24))
         self.input_scale_ = np.float32(1.0 / max(rms, 1e-12))
         Z *= self.input_scale_
         return Z
 
     def _transform(self, X: np.ndarray) -> np.ndarray:
         """Apply the fitted input transform to new rows."""
-        Z = self.pca_.transform(l2_normalize(X))
+        Z = self.pca_.transform(X)
         Z -= self.input_mean_
         Z *= self.input_scale_
         return Z
@@ -384,24 +482,55 @@ class TEMIClustering:
         n_batches: int,
         total_steps: int,
         warmup_steps: int,
-        rng: np.random.Generator,
+        checkpoint: EpochCheckpoint,
         report: ProgressFn,
     ) -> None:
-        """The epoch loop: fresh neighbour partners and a fresh shuffle every epoch."""
-        n = Zt.shape[0]
-        step = 0
-        for epoch in range(int(self.epochs)):
-            partners = neighbors[np.arange(n), rng.integers(0, k, size=n)]
+        """The epoch loop: fresh neighbour partners and a fresh shuffle every epoch.
+
+        Anchors are ``anchors_`` (all rows when None); ``neighbors[i]`` lists anchor i's
+        neighbours as rows of ``Zt``. Resumes from ``checkpoint`` and saves it after each epoch
+        (before ``report``, so an interruption from the progress callback loses nothing).
+        """
+        anchors = self.anchors_
+        m = Zt.shape[0] if anchors is None else anchors.size
+        rng = np.random.default_rng(self.seed)
+        modules = nn.ModuleDict({"student": self.student_, "teacher": self.teacher_})
+        scheduler, generator = _NoScheduler(), torch.Generator()
+        first_epoch, saved = checkpoint.restore(
+            modules, self.optimizer_, scheduler, generator, self.device_
+        )
+        self.resumed_from_epoch_ = first_epoch
+        self.loss_history_: list[np.ndarray] = list(saved.get("loss_history", []))
+        step = int(saved.get("step", 0))
+        if saved:
+            rng.bit_generator.state = saved["rng"]
+            self.prior_.copy_(saved["prior"].to(self.device_))
+        for epoch in range(first_epoch, int(self.epochs)):
+            partners = neighbors[np.arange(m), rng.integers(0, k, size=m)]
             epoch_loss = torch.zeros(self.n_heads, dtype=torch.float64)
-            for batch in np.array_split(rng.permutation(n), n_batches):
+            for batch in np.array_split(rng.permutation(m), n_batches):
                 lr = self._lr_at(step, total_steps, warmup_steps)
-                xa = Zt[torch.from_numpy(batch).to(self.device_)]
+                rows = batch if anchors is None else anchors[batch]
+                xa = Zt[torch.from_numpy(rows).to(self.device_)]
                 xb = Zt[torch.from_numpy(partners[batch]).to(self.device_)]
                 losses = self._train_step(xa, xb, lr)
                 epoch_loss += losses.double().cpu() * len(batch)
                 step += 1
-            epoch_loss = (epoch_loss / n).numpy()
+            epoch_loss = (epoch_loss / m).numpy()
             self.loss_history_.append(epoch_loss)
+            checkpoint.save(
+                epoch + 1,
+                modules,
+                self.optimizer_,
+                scheduler,
+                generator,
+                {
+                    "rng": rng.bit_generator.state,
+                    "prior": self.prior_.detach().cpu().clone(),
+                    "loss_history": list(self.loss_history_),
+                    "step": step,
+                },
+            )
             report(
                 (epoch + 1) / int(self.epochs),
                 f"TEMI epoch {epoch + 1}/{self.epochs}: best head loss {epoch_loss.min():.4f}",
@@ -454,6 +583,20 @@ class TEMIClustering:
         m = self.teacher_momentum_ if momentum is None else float(momentum)
         for pt, ps in zip(self.teacher_.parameters(), self.student_.parameters(), strict=True):
             pt.mul_(m).add_(ps.detach(), alpha=1.0 - m)
+
+    @torch.no_grad()
+    def _label(self, Zt: torch.Tensor, head: int) -> tuple[np.ndarray, np.ndarray]:
+        """Argmax cluster (int64) and its probability (float32) of one head's teacher, chunked."""
+        n = Zt.shape[0]
+        labels = np.empty(n, dtype=np.int64)
+        confidence = np.empty(n, dtype=np.float32)
+        for start in range(0, n, _PREDICT_CHUNK):
+            stop = min(start + _PREDICT_CHUNK, n)
+            logits = self.teacher_(Zt[start:stop], head=head)[0]
+            probs = F.softmax(logits / float(self.temperature), dim=-1).cpu().numpy()
+            labels[start:stop] = probs.argmax(axis=1)
+            confidence[start:stop] = probs.max(axis=1)
+        return labels, confidence
 
     @torch.no_grad()
     def _proba(self, Zt: torch.Tensor, head: int) -> np.ndarray:
