@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -222,3 +223,22 @@ def test_proxy_handles_a_last_batch_of_one_and_inferred_classes():
 def test_proxy_input_errors_name_the_problem(X, labels, kwargs, match):
     with pytest.raises(ValueError, match=match):
         train_mlp_proxy(X, labels, **kwargs)
+
+
+def test_proxy_preprocessing_standardises_without_a_float64_copy():
+    from fiftyone_elfs.difficulty.training_dynamics import _preprocess
+
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(400_000, 16)) * rng.uniform(0.5, 3.0, 16) + 4.0).astype(np.float32)
+    tracemalloc.start()
+    Z = _preprocess(X)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # One float32 result (25.6 MB) plus chunk temporaries; the float64 N x d copy that
+    # X.std(axis=0, dtype=float64) made would add 51 MB on its own.
+    assert Z.dtype == np.float32 and peak < Z.nbytes + 12 * 2**20, peak
+    np.testing.assert_allclose(Z.mean(axis=0, dtype=np.float64), 0.0, atol=1e-5)
+    np.testing.assert_allclose(Z.std(axis=0, dtype=np.float64), 1.0, rtol=1e-4)
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)  # standardised after row normalisation
+    ref = (Xn - Xn.mean(axis=0, dtype=np.float64)) / Xn.std(axis=0, dtype=np.float64)
+    np.testing.assert_allclose(Z, ref, atol=1e-4)
