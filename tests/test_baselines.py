@@ -445,3 +445,66 @@ def test_zcore_prefers_isolated_points_to_duplicates():
     sel = zcore_select(X, 100, n_draws=3000, n_redundancy=50, seed=0)
     # A random 100 of 400 would hold ~50 duplicates; ZCore keeps at most ~one copy per point.
     assert is_dup[sel].sum() <= 20
+
+
+# ----------------------------------------------------------------------------- scale limits
+
+
+def test_blocked_reverse_pass_matches_a_full_argmax_per_pick():
+    from fiftyone_elfs.selection.baselines import _reverse_pass
+
+    rng = np.random.default_rng(4)
+    n, k = 5000, 7  # several 1,024-score blocks; rounded scores create exact ties
+    scores = np.round(rng.uniform(0, 3, n), 1)
+    nbrs = np.stack([rng.choice(n, k, replace=False) for _ in range(n)])
+    w = rng.uniform(0, 1, (n, k))
+    expected, s = [], scores.copy()
+    for _ in range(1500):  # the plain loop: argmax (ties: lowest index), push neighbours down
+        i = int(np.argmax(s))
+        expected.append(i)
+        s[nbrs[i]] -= w[i] * s[i]
+        s[i] = -np.inf
+    np.testing.assert_array_equal(_reverse_pass(scores.copy(), nbrs, w, 1500), expected)
+
+
+def test_k_center_refuses_above_its_work_limit_with_the_alternatives(monkeypatch):
+    monkeypatch.setattr(baselines, "KCENTER_MAX_WORK", 50 * len(X_SMALL) * X_SMALL.shape[1])
+    assert k_center_greedy(X_SMALL, 50).size == 50  # exactly at the limit: runs
+    with pytest.raises(ValueError, match="KCENTER_MAX_WORK") as err:
+        k_center_greedy(X_SMALL, 51)
+    assert "budget of at most 50" in str(err.value) and "d2_prune" in str(err.value)
+
+
+def test_zcore_refuses_above_its_work_limit_with_the_alternatives(monkeypatch):
+    monkeypatch.setattr(baselines, "ZCORE_MAX_WORK", 100 * len(X_SMALL))
+    assert zcore_scores(X_SMALL, n_draws=100, n_redundancy=5).shape == (len(X_SMALL),)
+    with pytest.raises(ValueError, match="ZCORE_MAX_WORK") as err:
+        zcore_select(X_SMALL, 10, n_draws=101)
+    assert "n_draws <= 100" in str(err.value) and "prototypicality_select" in str(err.value)
+
+
+def test_zcore_holds_one_transposed_copy_of_x_not_more():
+    import tracemalloc
+
+    X = np.random.default_rng(0).normal(size=(600_000, 32))  # float64 input: no float32 copy
+    tracemalloc.start()
+    zcore_scores(X, n_draws=2, n_redundancy=5)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    xt = X.shape[0] * X.shape[1] * 4  # the float32 transpose, 77 MB
+    # Plus chunk temporaries of at most ~16 MB each; a float32 copy of X would add 77 MB.
+    assert peak < 1.5 * xt, peak
+
+
+def test_d2_on_an_approximate_knn_graph_stays_close_to_the_exact_selection(monkeypatch):
+    import functools
+
+    X, _ = blobs([400, 300, 300, 500], [1.0, 2.0, 3.0, 1.5], dim=16, seed=1)
+    exact = d2_prune(X, 150, n_neighbors=8, n_clusters=4, seed=0)
+    ivf = functools.partial(baselines.nearest_neighbors, exact_max_samples=100, nprobe=4)
+    monkeypatch.setattr(baselines, "nearest_neighbors", ivf)  # force the IVF graph
+    approx = d2_prune(X, 150, n_neighbors=8, n_clusters=4, seed=0)
+    assert approx.size == 150 and np.unique(approx).size == 150
+    # The greedy picks cascade, so a few different graph edges change later picks: measured
+    # overlap 90-111 of 150 over data seeds 0-3, where a random 150 of 1,500 would share ~15.
+    assert np.intersect1d(exact, approx).size >= 80, np.intersect1d(exact, approx).size

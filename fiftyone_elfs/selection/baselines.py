@@ -3,6 +3,12 @@
 Arrays in, arrays out; no FiftyOne import. Memory is O(N * dim + N * k): no N x N matrix is
 ever built. Every selector returns the selected sample indices as a sorted 1-D int64 array of
 length ``min(budget, N)`` and is deterministic for a fixed ``seed``.
+
+Scale (measured on 2 CPU cores; ``benchmarks/results/scale/README.md``): prototypicality and D2
+run at 1.28M x 512 (k-means trained on a sample, approximate kNN above
+``EXACT_KNN_MAX_SAMPLES``). k-center greedy (budget x N x dim work) and ZCore (n_draws x N work)
+have no such shortcut; they raise a ``ValueError`` naming the limit and the alternatives when
+the work exceeds ``KCENTER_MAX_WORK`` / ``ZCORE_MAX_WORK`` (about 30 minutes each here).
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from ..pseudo_labels.kmeans import kmeans_pseudo_labels
 from ..pseudo_labels.neighbors import check_features, l2_normalize, nearest_neighbors
 
 __all__ = [
+    "KCENTER_MAX_WORK",
+    "ZCORE_MAX_WORK",
     "d2_prune",
     "k_center_greedy",
     "prototypicality_scores",
@@ -25,8 +33,20 @@ __all__ = [
     "zcore_select",
 ]
 
+#: k-center greedy refuses when budget x N x dim (its multiply-adds, one pass over X per pick)
+#: exceeds this: about 30 minutes on 2 CPU cores (measured 0.5-1 ns per multiply-add, memory
+#: bound). 10% of 200,000 x 512 (2.0e12) fits; 10% of 1.28M x 512 (8.4e16, ~days) does not.
+KCENTER_MAX_WORK = 2.5e12
+#: ZCore refuses when n_draws x N (each draw scans every sample in 2 coordinates) exceeds this:
+#: about 30 minutes on 2 CPU cores (20-45 ns per sample and draw). The default 1M draws fit up
+#: to 50,000 samples; at 1.28M at most 39,000 draws would.
+ZCORE_MAX_WORK = 5e10
+
 # Rows per chunk when a [chunk, dim] temporary is needed: bounds memory at ~16 MB of float32.
 _ROW_BUDGET = 1 << 22
+# D2's reverse pass keeps the maximum of each block of this many scores, so a pick costs
+# O(N / block + block * touched blocks) instead of a full argmax over N.
+_ARGMAX_BLOCK = 1024
 # ZCore: at most this many draws per batch; a batch holds a few [batch, N] float32 arrays.
 _ZCORE_MAX_BATCH = 256
 # ZCore: columns sampled once to estimate each draw's neighbour-distance threshold. The probe
@@ -126,17 +146,22 @@ def prototypicality_scores(
     X = check_features(X)
     seed = _check_seed(seed)
     labels, _ = kmeans_pseudo_labels(X, n_clusters, seed=seed)
-    Xn = l2_normalize(X)
-    n, d = Xn.shape
+    n, d = X.shape
     centroids = np.zeros((int(n_clusters), d), dtype=np.float64)
-    for c in np.unique(labels):
-        centroids[c] = Xn[labels == c].sum(axis=0, dtype=np.float64)
+    # Members of each cluster in index order (stable sort), normalised one cluster at a time:
+    # no normalised copy of X.
+    order = np.argsort(labels, kind="stable")
+    bounds = np.searchsorted(labels[order], np.arange(int(n_clusters) + 1))
+    for c in range(int(n_clusters)):
+        members = order[bounds[c] : bounds[c + 1]]
+        if members.size:
+            centroids[c] = l2_normalize(X[members]).sum(axis=0, dtype=np.float64)
     centroids = l2_normalize(centroids)
     dist = np.empty(n, dtype=np.float64)
     step = max(1, _ROW_BUDGET // d)
     for start in range(0, n, step):
         stop = min(start + step, n)
-        cos = np.einsum("ij,ij->i", Xn[start:stop], centroids[labels[start:stop]])
+        cos = np.einsum("ij,ij->i", l2_normalize(X[start:stop]), centroids[labels[start:stop]])
         dist[start:stop] = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * cos.astype(np.float64)))
     return dist, labels.astype(np.int64)
 
@@ -203,6 +228,9 @@ def k_center_greedy(
     from a seeded random sample, or from ``initial`` (already selected; never returned again).
     Distances are on L2-normalised rows unless ``normalize=False``. Returns the ``budget`` new
     picks, sorted; a budget >= the number of non-initial samples returns all of them.
+
+    Cost: budget x N x dim multiply-adds; above ``KCENTER_MAX_WORK`` it raises a ValueError
+    that names the limit and the alternatives (about 30 minutes on 2 CPU cores).
     """
     X = check_features(X)
     budget = _check_budget(budget)
@@ -211,6 +239,16 @@ def k_center_greedy(
     init = _check_initial(initial, n)
     if budget >= n - init.size:
         return np.setdiff1d(_all_indices(n), init).astype(np.int64)
+    work = float(budget) * n * X.shape[1]
+    if work > KCENTER_MAX_WORK:
+        largest = int(KCENTER_MAX_WORK // (n * X.shape[1]))
+        raise ValueError(
+            f"k-center greedy would need budget x N x dim = {budget} x {n} x {X.shape[1]} = "
+            f"{work:.2g} multiply-adds, above its limit KCENTER_MAX_WORK = "
+            f"{KCENTER_MAX_WORK:.2g} (about 30 minutes on 2 CPU cores). Use a budget of at "
+            f"most {largest} here, run it on a random subset of the pool, or use a method "
+            "that scales to this size: ELFS, d2_prune or prototypicality_select."
+        )
     Xf = l2_normalize(X) if normalize else X
     sq_norms = np.einsum("ij,ij->i", Xf, Xf).astype(np.float64)
 
@@ -265,14 +303,18 @@ def _check_difficulty(difficulty: np.ndarray, n: int) -> np.ndarray:
     return d
 
 
-def _edge_sq_dists(Xn: np.ndarray, nbrs: np.ndarray) -> np.ndarray:
-    """Squared Euclidean distances [N, k] between unit rows and their listed neighbours."""
+def _edge_sq_dists(X: np.ndarray, nbrs: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances [N, k] between the L2-normalised rows of X and their listed
+    neighbours' (rows normalised chunk by chunk: no normalised copy of X)."""
     n, k = nbrs.shape
+    d = X.shape[1]
     out = np.empty((n, k), dtype=np.float64)
-    step = max(1, _ROW_BUDGET // (k * Xn.shape[1]))
+    step = max(1, _ROW_BUDGET // (k * d))
     for start in range(0, n, step):
         stop = min(start + step, n)
-        cos = np.einsum("id,ikd->ik", Xn[start:stop], Xn[nbrs[start:stop]])
+        rows = l2_normalize(X[start:stop])
+        partners = l2_normalize(X[nbrs[start:stop].ravel()]).reshape(stop - start, k, d)
+        cos = np.einsum("id,ikd->ik", rows, partners)
         out[start:stop] = np.maximum(0.0, 2.0 - 2.0 * cos.astype(np.float64))
     return out
 
@@ -291,9 +333,11 @@ def d2_prune(
 
     Choices made here (label-free variant):
 
-    - Graph: each sample's ``n_neighbors`` nearest other samples by cosine similarity (exact faiss
-      search, self excluded; capped at N-1). Edge weight ``w_ij = exp(-gamma * ||x_i - x_j||^2)``
-      with Euclidean distance between L2-normalised rows (so ``||.||^2 = 2 - 2 cos`` in [0, 4]).
+    - Graph: each sample's ``n_neighbors`` nearest other samples by cosine similarity (faiss
+      search, self excluded; capped at N-1; exact up to ``EXACT_KNN_MAX_SAMPLES``, an IVF index
+      seeded with ``seed`` above, see ``nearest_neighbors``). Edge weight
+      ``w_ij = exp(-gamma * ||x_i - x_j||^2)`` with Euclidean distance between L2-normalised
+      rows (so ``||.||^2 = 2 - 2 cos`` in [0, 4]).
       The graph is directed: i's neighbours are i's own k nearest.
     - Difficulty (higher = harder = preferred): if None, the distance to the own spherical
       k-means centroid (``prototypicality_scores``, the paper's self-supervised variant).
@@ -304,7 +348,7 @@ def d2_prune(
       neighbourhoods score highest.
     - Reverse message passing: repeatedly take the highest-scoring unselected sample i (ties:
       lowest index), then for each j in kNN(i) set ``s_j -= w_ij(gamma_reverse) * s_i``, which
-      pushes down i's near-duplicates. Array argmax, O(N) per pick and O(N k) memory.
+      pushes down i's near-duplicates. Blocked argmax (``_reverse_pass``), O(N k) memory.
 
     The paper's optional hard-end cut (dropping the hardest first at high pruning rates) is not
     applied. Returns sorted int64 indices; a budget >= N returns every index.
@@ -326,20 +370,40 @@ def d2_prune(
     diff = (diff - lo) / (hi - lo) if hi > lo else np.ones(n, dtype=np.float64)
 
     k = min(n_neighbors, n - 1)
-    Xn = l2_normalize(X)
-    nbrs = nearest_neighbors(Xn, k)
-    sq = _edge_sq_dists(Xn, nbrs)
+    nbrs = nearest_neighbors(X, k, seed=seed)
+    sq = _edge_sq_dists(X, nbrs)
     scores = diff + (np.exp(-gamma_forward * sq) * diff[nbrs]).sum(axis=1)
     w_reverse = np.exp(-gamma_reverse * sq)
+    return np.sort(_reverse_pass(scores, nbrs, w_reverse, budget))
 
+
+def _reverse_pass(
+    scores: np.ndarray, nbrs: np.ndarray, w_reverse: np.ndarray, budget: int
+) -> np.ndarray:
+    """D2's greedy picks: the argmax of ``scores`` each time, then its neighbours pushed down.
+
+    Same picks as a full ``np.argmax`` per step (ties to the lowest index): the maximum of each
+    block of ``_ARGMAX_BLOCK`` scores is kept, the first block holding the overall maximum is
+    searched, and only the blocks a pick touched are recomputed. O(budget x (N / block + k x
+    block)) instead of O(budget x N): minutes, not hours, for 128,000 picks out of 1.28M.
+    """
+    n = scores.size
+    n_blocks = -(-n // _ARGMAX_BLOCK)
+    padded = np.full(n_blocks * _ARGMAX_BLOCK, -np.inf)
+    padded[:n] = scores
+    blocks = padded.reshape(n_blocks, _ARGMAX_BLOCK)  # a view: updates show in both
+    block_max = blocks.max(axis=1)
     picks = np.empty(budget, dtype=np.int64)
     for t in range(budget):
-        i = int(np.argmax(scores))
+        b = int(np.argmax(block_max))
+        i = b * _ARGMAX_BLOCK + int(np.argmax(blocks[b]))
         picks[t] = i
-        s_i = scores[i]
-        scores[nbrs[i]] -= w_reverse[i] * s_i  # a row's neighbours are distinct: no lost updates
-        scores[i] = -np.inf  # selected: never picked again (-inf minus a finite number stays -inf)
-    return np.sort(picks)
+        s_i = padded[i]
+        padded[nbrs[i]] -= w_reverse[i] * s_i  # a row's neighbours are distinct: no lost updates
+        padded[i] = -np.inf  # selected: never picked again (-inf minus a finite number stays -inf)
+        touched = np.unique(np.append(nbrs[i] // _ARGMAX_BLOCK, b))
+        block_max[touched] = blocks[touched].max(axis=1)
+    return picks
 
 
 # ----------------------------------------------------------------------------- ZCore
@@ -418,14 +482,38 @@ def _zcore_queries(
     return dim_a, dim_b, pa, pb
 
 
+def _transpose_f32(X: np.ndarray) -> np.ndarray:
+    """X.T as a C-contiguous float32 [dim, N] array, filled from row chunks of X (any dtype),
+    so the transposed copy is the only copy made."""
+    n, d = X.shape
+    XT = np.empty((d, n), dtype=np.float32)
+    step = max(1, _ROW_BUDGET // d)
+    for start in range(0, n, step):
+        XT[:, start : start + step] = np.asarray(X[start : start + step], dtype=np.float32).T
+    return XT
+
+
+def _check_rows(X: np.ndarray) -> np.ndarray:
+    """Validate X like ``check_features`` without making a float32 copy of it."""
+    X = np.asarray(X)
+    check_features(X[:1])  # shape, dtype
+    step = max(1, _ROW_BUDGET // max(X.shape[1], 1))
+    for start in range(0, X.shape[0], step):
+        check_features(X[start : start + step])  # finite values, chunk by chunk
+    return X
+
+
 def _zcore_raw(
     X: np.ndarray, n_draws: int, n_redundancy: int, rng: np.random.Generator
 ) -> np.ndarray:
     """ZCore's coverage-minus-redundancy counts (float64, sum 0) before noise and scaling."""
     n = X.shape[0]
-    XT = np.ascontiguousarray(X.T)  # [dim, N]: one coordinate's values are a contiguous row
+    XT = _transpose_f32(X)  # [dim, N]: one coordinate's values are a contiguous row
     lo = XT.min(axis=1).astype(np.float64)
-    med = np.median(XT, axis=1).astype(np.float64)
+    step = max(1, _ROW_BUDGET // n)  # np.median copies its input: a few coordinates at a time
+    med = np.concatenate(
+        [np.median(XT[i : i + step], axis=1) for i in range(0, XT.shape[0], step)]
+    ).astype(np.float64)
     hi = XT.max(axis=1).astype(np.float64)
     k = min(n_redundancy, n - 1)
     # The probe only speeds up the neighbour search (the result is the same without it), so it
@@ -458,6 +546,19 @@ def _zcore_raw(
     return raw
 
 
+def _check_zcore_work(n: int, n_draws: int) -> None:
+    """Raise a ValueError when n_draws x N exceeds ``ZCORE_MAX_WORK``."""
+    work = float(n_draws) * n
+    if work > ZCORE_MAX_WORK:
+        raise ValueError(
+            f"ZCore would need n_draws x N = {n_draws} x {n} = {work:.2g} sample scans, above "
+            f"its limit ZCORE_MAX_WORK = {ZCORE_MAX_WORK:.2g} (about 30 minutes on 2 CPU "
+            f"cores). Use n_draws <= {int(ZCORE_MAX_WORK // n)} here (fewer draws per sample "
+            "make the scores noisier), run it on a random subset of the pool, or use a method "
+            "that scales to this size: ELFS, d2_prune or prototypicality_select."
+        )
+
+
 def zcore_scores(
     X: np.ndarray,
     n_draws: int = 1_000_000,
@@ -478,9 +579,11 @@ def zcore_scores(
     a few [batch, N] float32 temporaries (O(N) memory per batch), about 2-3 passes over N per
     draw; ties for the nearest sample go to the lowest index, as with argmin in the original.
     Cost grows as n_draws * N (not with dim): one core took ~0.17 ms/draw on 10k x 64 (1e6 draws
-    ~3 min) and ~1 ms/draw on 50k x 1280 (1e6 draws ~15 min).
+    ~3 min) and ~1 ms/draw on 50k x 1280 (1e6 draws ~15 min). Above ``ZCORE_MAX_WORK``
+    (n_draws x N) it raises a ValueError naming the limit and the alternatives. Memory: X plus
+    one float32 transposed copy (built from row chunks; X itself is not copied).
     """
-    X = check_features(X)
+    X = _check_rows(X)
     n_draws = _check_positive_int(n_draws, "n_draws")
     n_redundancy = _check_positive_int(n_redundancy, "n_redundancy")
     seed = _check_seed(seed)
@@ -489,6 +592,7 @@ def zcore_scores(
             f"ZCore samples pairs of coordinates, so X needs at least 2 columns; got shape "
             f"{X.shape}."
         )
+    _check_zcore_work(X.shape[0], n_draws)
     rng = np.random.default_rng(seed)
     scores = _zcore_raw(X, n_draws, n_redundancy, rng)
     scores += rng.random(scores.size)
@@ -507,7 +611,7 @@ def zcore_select(
 
     A budget >= N returns every index without scoring.
     """
-    X = check_features(X)
+    X = _check_rows(X)
     budget = _check_budget(budget)
     if budget >= X.shape[0]:
         return _all_indices(X.shape[0])
