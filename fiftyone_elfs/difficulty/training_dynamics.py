@@ -269,29 +269,42 @@ def _check_positive(name: str, value: object, kind: type = int) -> None:
         raise ValueError(f"{name} must be a positive {kind.__name__}; got {value!r}.")
 
 
-def _preprocess(X: np.ndarray) -> np.ndarray:
+def _normalize_rows(rows: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (float32, a new array)."""
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+
+
+class _Standardizer:
     """L2-normalise rows (cosine geometry, as for the pseudo-labels), then standardise each dim.
 
-    Returns one new float32 [N, d] array; the per-dimension mean and standard deviation are
-    accumulated in float64 over row chunks (two passes), so no float64 N x d copy is made.
+    Fitted in row chunks: the per-dimension mean (a sequential float64 sum, as numpy's own
+    ``mean(axis=0)``) and standard deviation (float64 sums of squares) of the normalised rows,
+    so neither a normalised nor a float64 N x d copy of X is made. ``rows(X, idx)`` applies it
+    to the rows ``idx`` only: the CPU proxy standardises each minibatch as it is drawn.
     """
-    n = X.shape[0]
-    out = np.empty(X.shape, dtype=np.float32)
-    for start in range(0, n, _CHUNK_ROWS):
-        rows = X[start : start + _CHUNK_ROWS]
-        out[start : start + _CHUNK_ROWS] = rows / np.maximum(
-            np.linalg.norm(rows, axis=1, keepdims=True), 1e-12
-        )
-    mean64 = out.mean(axis=0, dtype=np.float64)
-    sq = np.zeros(X.shape[1], dtype=np.float64)
-    for start in range(0, n, _CHUNK_ROWS):
-        centred = out[start : start + _CHUNK_ROWS].astype(np.float64) - mean64
-        sq += np.einsum("ij,ij->j", centred, centred)
-    mean = mean64.astype(np.float32)
-    std = np.sqrt(sq / n).astype(np.float32)
-    out -= mean
-    out /= np.where(std > _STD_FLOOR, std, 1.0)
-    return out
+
+    def __init__(self, X: np.ndarray) -> None:
+        n, d = X.shape
+        total = np.zeros((1, d), dtype=np.float64)
+        for start in range(0, n, _CHUNK_ROWS):
+            chunk = _normalize_rows(X[start : start + _CHUNK_ROWS])
+            # Continue one running sum row by row: the same order as reducing all rows at once.
+            total = np.add.reduce(np.vstack([total, chunk.astype(np.float64)]), axis=0)[None]
+        mean64 = total[0] / n
+        sq = np.zeros(d, dtype=np.float64)
+        for start in range(0, n, _CHUNK_ROWS):
+            centred = _normalize_rows(X[start : start + _CHUNK_ROWS]).astype(np.float64) - mean64
+            sq += np.einsum("ij,ij->j", centred, centred)
+        std = np.sqrt(sq / n).astype(np.float32)
+        self.mean = mean64.astype(np.float32)
+        self.scale = np.where(std > _STD_FLOOR, std, np.float32(1.0))
+
+    def rows(self, X: np.ndarray, idx: np.ndarray | slice) -> np.ndarray:
+        """Standardised float32 copies of ``X[idx]``."""
+        out = _normalize_rows(X[idx])
+        out -= self.mean
+        out /= self.scale
+        return out
 
 
 class _MLP(nn.Module):
@@ -355,8 +368,10 @@ def train_mlp_proxy(
     default ``epochs`` = 40 takes about 2 minutes. When another process competes for the cores,
     OpenMP's default busy-waiting made 2 threads 10x slower (25-40 s per epoch); setting
     ``OMP_WAIT_POLICY=PASSIVE`` before torch is imported, or ``num_threads=1``, avoids that. A
-    GPU is used when available unless ``device`` says otherwise. Memory is O(N * d): one
-    preprocessed float32 copy of ``X`` (statistics in float64 chunks, no float64 copy). Time
+    GPU is used when available unless ``device`` says otherwise. Memory is O(N) beyond ``X`` on
+    a CPU: each minibatch is normalised and standardised from ``X`` as it is drawn (the
+    statistics are float64 sums over row chunks; no copy of ``X`` is made); on a GPU one
+    standardised float32 copy lives in device memory. Time
     per epoch is linear in N: N / ``batch_size`` steps of (d x ``hidden_dim`` + ``hidden_dim``
     x K) multiply-adds per sample, so K = 1,000 classes cost about 3x K = 10 per epoch
     (``benchmarks/results/scale/README.md`` has the measured figures up to 1.28M samples).
@@ -462,7 +477,14 @@ def _train(
     p_drop = cfg["input_dropout"]
     t0 = time.perf_counter()
     n, d = X.shape
-    Xt = torch.from_numpy(_preprocess(X)).to(dev)
+    standardizer = _Standardizer(X)
+    if dev.type == "cpu":
+        Xt = None  # each minibatch is standardised from X as it is drawn: no copy of X
+    else:  # an accelerator: the standardised rows live in its memory, copied chunk by chunk
+        Xt = torch.empty((n, d), dtype=torch.float32, device=dev)
+        for start in range(0, n, _CHUNK_ROWS):
+            stop = min(start + _CHUNK_ROWS, n)
+            Xt[start:stop] = torch.from_numpy(standardizer.rows(X, slice(start, stop))).to(dev)
     yt = torch.from_numpy(y).to(dev)
     gen = torch.Generator().manual_seed(cfg["seed"])
     model = _MLP(d, cfg["hidden_dim"], n_classes, gen).to(dev)
@@ -481,7 +503,11 @@ def _train(
         for start in range(0, n, batch_size):
             idx = perm[start : start + batch_size]
             idx_dev = idx.to(dev)
-            xb, yb = Xt[idx_dev], yt[idx_dev]
+            if Xt is None:
+                xb = torch.from_numpy(standardizer.rows(X, idx.numpy()))
+            else:
+                xb = Xt[idx_dev]
+            yb = yt[idx_dev]
             if p_drop > 0:  # feature dropout: the embedding-space stand-in for augmentation
                 keep = torch.rand(xb.shape, generator=gen) >= p_drop
                 xb = xb * keep.to(dev) / (1.0 - p_drop)
