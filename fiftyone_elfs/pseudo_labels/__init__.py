@@ -1,22 +1,18 @@
 """Label-free pseudo-labels for ELFS: spherical k-means and TEMI deep clustering on embeddings,
-and their correction by the labels annotators return."""
+and their correction by the labels annotators return (arrays in, arrays out; no FiftyOne).
 
-from .kmeans import DEFAULT_KMEANS_TEMPERATURE, kmeans_pseudo_labels
-from .label_merge import majority_class_map, merge_true_labels, probe_true_labels
-from .metrics import cluster_accuracy, hungarian_match
-from .neighbors import l2_normalize, nearest_neighbors, pca_reduce
-from .temi import TEMIClustering
+Names load on first use, so k-means (numpy, faiss) never imports TEMI's torch.
+"""
 
-__all__ = [
-    "DEFAULT_KMEANS_TEMPERATURE",
-    "TEMIClustering",
-    "cluster_accuracy",
-    "hungarian_match",
-    "kmeans_pseudo_labels",
-    "l2_normalize",
-    "majority_class_map",
-    "merge_true_labels",
-    "nearest_neighbors",
-    "pca_reduce",
-    "probe_true_labels",
-]
+from fiftyone_elfs._lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        ".kmeans": ("DEFAULT_KMEANS_TEMPERATURE", "kmeans_pseudo_labels"),
+        ".label_merge": ("majority_class_map", "merge_true_labels", "probe_true_labels"),
+        ".metrics": ("cluster_accuracy", "hungarian_match"),
+        ".neighbors": ("l2_normalize", "nearest_neighbors", "pca_reduce"),
+        ".temi": ("TEMIClustering",),
+    },
+)
