@@ -1,0 +1,993 @@
+"""The parameters of every operation, each written once: name, type, default, range, help text.
+
+Longer than the ~400 lines aimed at elsewhere on purpose: one table per operation, together, so
+that a parameter several operations share (the key, the budget, the seed ...) is one `Param` row
+defined once and a reader sees every operation's options in one file. The machinery is at the
+top, the tables below it.
+
+Everything else is derived from these tables:
+
+- the checks at the public API boundary, with one message format (`Operation.validate`,
+  applied by `public` to each function of `fiftyone_elfs.api`, `export` and `annotation`);
+- the Args section of each public function's docstring (`public`);
+- the App forms, what an operator's ``execute`` passes to the library and what its ``__call__``
+  accepts (`fiftyone_elfs.plugin.forms`), so a form shows the same message as the API.
+
+The API functions keep their own signatures (a reader sees the options in the code); a test
+checks that each table's names and defaults equal `inspect.signature` of its function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import math
+import numbers
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from fiftyone_elfs.difficulty.cnn_proxy import ARCHITECTURES, DEFAULT_CNN_EPOCHS, train_cnn_proxy
+from fiftyone_elfs.difficulty.contrastive import (
+    CONTRASTIVE_METHODS,
+    DEFAULT_CONTRASTIVE_EPOCHS,
+    train_contrastive_similarity,
+)
+from fiftyone_elfs.difficulty.training_dynamics import DEFAULT_PROXY_EPOCHS
+from fiftyone_elfs.embeddings.encoders import DEFAULT_ENCODER
+from fiftyone_elfs.errors import ElfsInputError, identifier_error, input_boundary
+from fiftyone_elfs.runs import SCORE_NAMES, SELECTION_SCORES
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Required:
+    """The default of a parameter that must be given (passed positionally after `samples`)."""
+
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+
+#: Parameter types: how a value is checked, documented and shown in a form.
+TYPES = ("int", "float", "bool", "str", "choice", "identifier", "dict", "str_list", "subset")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of an operation.
+
+    Attributes:
+        name: the keyword of the API function, the operator parameter and the recorded run.
+        type: one of `TYPES`.
+        default: the API default (`REQUIRED`: no default, passed positionally).
+        help: what it does, shown in docstrings and forms.
+        label: the form label (default: the name).
+        min, max: inclusive bounds of an int or float; `min_open` / `max_open` exclude them.
+        choices: the allowed values of a "choice" or "subset" parameter.
+        noun: what a value is, for messages ("clustering method", "run key").
+        example: an example value for identifier messages.
+        optional: None is accepted (it means "not set" or "derive it").
+        fix: how to fix a bad value, appended to the message as "Fix: ...".
+        form: whether the App form shows it (hidden ones are still accepted by `__call__`).
+        suggestion: what the form pre-fills for an optional parameter.
+        widget: "radio" or "dropdown" for a choice in the form.
+        fields: the allowed keys of a "dict" parameter, each a `Param` (empty: any keys).
+        form_prefix: a "dict" or "subset" parameter appears in the form as one field per key or
+            choice, named ``<form_prefix>_<key>``.
+        shown_when: (other parameter, value): the form shows it only then; otherwise an operator
+            passes None.
+        choice_labels: the form label of each choice of a "subset" parameter.
+    """
+
+    name: str
+    type: str
+    default: Any = None
+    help: str = ""
+    label: str = ""
+    min: float | None = None
+    max: float | None = None
+    min_open: bool = False
+    max_open: bool = False
+    choices: tuple[Any, ...] = ()
+    noun: str = ""
+    example: str = ""
+    optional: bool = False
+    fix: str = ""
+    form: bool = True
+    suggestion: Any = None
+    widget: str = ""
+    fields: tuple[Param, ...] = ()
+    form_prefix: str = ""
+    shown_when: tuple[str, Any] | None = None
+    choice_labels: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.type not in TYPES:
+            raise ValueError(f"unknown parameter type {self.type!r}")
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def range_text(self) -> str:
+        """The allowed values in words: "an integer >= 2", "a number in (0, 1]" ..."""
+        if self.type in ("int", "float"):
+            what = "an integer" if self.type == "int" else "a number"
+            if self.min is not None and self.max is not None:
+                lo, hi = "(" if self.min_open else "[", ")" if self.max_open else "]"
+                return f"{what} in {lo}{_num(self.min)}, {_num(self.max)}{hi}"
+            if self.min is not None:
+                return f"{what} {'>' if self.min_open else '>='} {_num(self.min)}"
+            if self.max is not None:
+                return f"{what} {'<' if self.max_open else '<='} {_num(self.max)}"
+            return what
+        return {
+            "bool": "True or False",
+            "str": "a non-empty string",
+            "choice": "one of " + ", ".join(map(str, self.choices)),
+            "identifier": "letters, digits and underscores, not starting with '_'",
+            "dict": "a dict"
+            + (f" with keys among {[f.name for f in self.fields]}" * bool(self.fields)),
+            "str_list": "a non-empty list of distinct, non-empty names",
+            "subset": "a non-empty list of " + ", ".join(map(str, self.choices)),
+        }[self.type]
+
+    def error(self, value: Any, shown_name: str | None = None) -> ElfsInputError:
+        """The error for a bad `value`, in the one format every check uses."""
+        name = shown_name or self.name
+        if self.type == "choice" and isinstance(value, str):
+            options = ", ".join(map(str, self.choices))
+            message = (
+                f"Unknown {self.noun or name} {value!r} for {name}. Fix: use one of {options}."
+            )
+        elif self.type == "identifier" and isinstance(value, str):
+            return identifier_error(self.noun or name, value, self.example, param=self.name)
+        else:
+            optional = " (or None)" if self.optional else ""
+            message = f"{name} must be {self.range_text()}{optional}; got {value!r}."
+            if self.fix:
+                message += f" Fix: {self.fix}"
+        return ElfsInputError(message, param=self.name)
+
+    def check(self, value: Any, shown_name: str | None = None) -> Any:
+        """Returns `value` as the plain Python value the library uses, or raises `error`.
+
+        numpy scalars are accepted and converted (``np.float32(0.2)`` is a valid beta).
+        """
+        if value is None and self.optional:
+            return None
+        bad = self.error(value, shown_name)
+        if self.type == "bool":
+            if isinstance(value, bool) or type(value).__name__ == "bool_":
+                return bool(value)
+            raise bad
+        if self.type in ("int", "float"):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise bad
+            if self.type == "int" and not isinstance(value, numbers.Integral):
+                raise bad
+            number = int(value) if self.type == "int" else float(value)
+            if math.isnan(number) or not self._in_range(number):
+                raise bad
+            return number
+        if self.type == "str":
+            if not isinstance(value, str) or not value.strip():
+                raise bad
+            return value
+        if self.type == "choice":
+            if not isinstance(value, str) or value not in self.choices:
+                raise bad
+            return value
+        if self.type == "identifier":
+            if not isinstance(value, str) or not value.isidentifier() or value.startswith("_"):
+                raise bad
+            return value
+        if self.type == "dict":
+            return self._check_dict(value, bad, shown_name or self.name)
+        if self.type == "str_list":
+            if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
+                raise bad
+            names = [str(v).strip() for v in value]
+            if any(not n for n in names) or len(set(names)) != len(names):
+                raise bad
+            return names
+        # subset
+        if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
+            raise bad
+        if any(v not in self.choices for v in value):
+            raise bad
+        return tuple(value)
+
+    def _in_range(self, number: float) -> bool:
+        if self.min is not None and (number <= self.min if self.min_open else number < self.min):
+            return False
+        return self.max is None or (number < self.max if self.max_open else number <= self.max)
+
+    def _check_dict(self, value: Any, bad: ElfsInputError, shown: str) -> dict[str, Any]:
+        if not isinstance(value, Mapping):
+            raise bad
+        value = dict(value)
+        if not self.fields:
+            return value
+        allowed = [f.name for f in self.fields]
+        unknown = sorted(set(value) - set(allowed))
+        if unknown:
+            raise ElfsInputError(
+                f"Unknown {shown} {unknown}. Fix: use only {allowed}.", param=self.name
+            )
+        by_name = {f.name: f for f in self.fields}
+        return {k: by_name[k].check(v, f"{shown}['{k}']") for k, v in value.items()}
+
+    def doc_line(self) -> str:
+        """One Args entry: ``name (int >= 2, default 10): help``."""
+        if self.required:
+            head = self.range_text()
+        else:
+            head = f"{self.range_text()}{' or None' if self.optional else ''}, default "
+            head += repr(self.default)
+        line = f"{self.name} ({head}): {self.help}"
+        if self.fields:
+            subs = "; ".join(
+                f"{f.name} ({f.range_text()}, default {f.default!r})" for f in self.fields
+            )
+            line += f" Keys: {subs}."
+        return line
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+@dataclass(frozen=True)
+class Switch:
+    """A choice between parameters, such as the budget as a fraction or as a count.
+
+    At the API boundary at most one of its parameters may be set (exactly one if `required`);
+    in a form it is a radio button (named `name`, a form-only field) showing the chosen one.
+    An option without a parameter (None) means "none of them" (the label-free beta).
+    """
+
+    name: str
+    label: str
+    options: tuple[tuple[str, Param | None], ...]
+    required: bool = False
+    noun: str = ""
+    help: str = ""
+
+    @property
+    def params(self) -> tuple[Param, ...]:
+        return tuple(p for _, p in self.options if p is not None)
+
+    def check(self, values: Mapping[str, Any]) -> None:
+        """Refuses two of the parameters set together, or none when one is required."""
+        given = [p.name for p in self.params if values.get(p.name) is not None]
+        if len(given) > 1:
+            shown = " and ".join(f"{n}={values[n]!r}" for n in given)
+            raise ElfsInputError(
+                f"Both {shown} were given. Fix: pass only one of them.", param=given[-1]
+            )
+        if self.required and not given:
+            names = " or ".join(p.name for p in self.params)
+            raise ElfsInputError(
+                f"No {self.noun} given. Fix: pass {names}, e.g. "
+                + ", or ".join(f"{p.name}={p.suggestion!r}" for p in self.params)
+                + ".",
+                param=self.params[0].name,
+            )
+
+    def selected(self, values: Mapping[str, Any]) -> str:
+        """The radio value matching `values` (the first option when none is set)."""
+        for option, param in self.options:
+            if param is not None and values.get(param.name) is not None:
+                return option
+        return self.options[0][0]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """The parameter table of one public function and its operator.
+
+    `items` are `Param` rows and `Switch` groups in form order; `deprecated` maps old keyword
+    names to current ones (accepted with a DeprecationWarning by the API and the operators).
+    """
+
+    name: str
+    items: tuple[Param | Switch, ...]
+    deprecated: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def params(self) -> tuple[Param, ...]:
+        out: list[Param] = []
+        for item in self.items:
+            out.extend(item.params if isinstance(item, Switch) else (item,))
+        return tuple(out)
+
+    @property
+    def switches(self) -> tuple[Switch, ...]:
+        return tuple(i for i in self.items if isinstance(i, Switch))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params)
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def defaults(self) -> dict[str, Any]:
+        """The API default of every parameter that has one."""
+        return {p.name: p.default for p in self.params if not p.required}
+
+    def rename_deprecated(self, kwargs: Mapping[str, Any], stacklevel: int = 3) -> dict[str, Any]:
+        """`kwargs` with deprecated names replaced by the current ones, warning for each."""
+        out = dict(kwargs)
+        for old, new in self.deprecated.items():
+            if old in out:
+                warnings.warn(
+                    f"{self.name}: '{old}' is deprecated; use '{new}'.",
+                    DeprecationWarning,
+                    stacklevel=stacklevel,
+                )
+                if new in out:
+                    raise ElfsInputError(
+                        f"Both '{old}' (deprecated) and '{new}' were given. Fix: pass only {new}.",
+                        param=new,
+                    )
+                out[new] = out.pop(old)
+        return out
+
+    def validate(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Checks every given parameter and the switches; returns the converted values.
+
+        Raises:
+            ElfsInputError: for an unknown name, a bad value or conflicting parameters, with
+                the name of the parameter to blame in ``param``.
+        """
+        unknown = sorted(set(kwargs) - set(self.names))
+        if unknown:
+            raise ElfsInputError(
+                f"{self.name} has no parameter {unknown}. Fix: use only {list(self.names)}."
+            )
+        values = {name: self.param(name).check(value) for name, value in kwargs.items()}
+        for switch in self.switches:
+            switch.check(values)
+        return values
+
+    def args_doc(self) -> str:
+        """The Args section of the function's docstring."""
+        lines = ["Args:", "    samples: a FiftyOne dataset or view."]
+        for p in self.params:
+            lines.append(f"    {p.doc_line()}")
+        for switch in (s for s in self.switches if len(s.params) > 1):
+            names = " and ".join(p.name for p in switch.params)
+            rule = "exactly one" if switch.required else "at most one"
+            lines.append(f"    ({rule} of {names} may be given.)")
+        return "\n".join(lines)
+
+
+OPERATIONS: dict[str, Operation] = {}
+
+
+def _register(operation: Operation) -> Operation:
+    OPERATIONS[operation.name] = operation
+    return operation
+
+
+def public(operation_name: str) -> Callable[[F], F]:
+    """Decorates a public function with its parameter table.
+
+    The wrapper renames deprecated keywords (warning), checks every table parameter before the
+    function body runs (`Operation.validate`), passes the converted values on, and turns the
+    array modules' ``ValueError`` into `ElfsInputError` (`errors.input_boundary`). The Args
+    section of the docstring is generated from the table.
+    """
+    operation = OPERATIONS[operation_name]
+
+    def decorate(fn: F) -> F:
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            kwargs = operation.rename_deprecated(kwargs)
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            given = {n: v for n, v in bound.arguments.items() if n in operation.names}
+            bound.arguments.update(operation.validate(given))
+            with input_boundary():
+                return fn(*bound.args, **bound.kwargs)
+
+        wrapper.__doc__ = _document(fn.__doc__ or "", operation)
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def _document(doc: str, operation: Operation) -> str:
+    """Inserts the table's Args section before "Returns:" (or at the end)."""
+    doc = inspect.cleandoc(doc)
+    head, sep, tail = doc.partition("\nReturns:")
+    return f"{head.rstrip()}\n\n{operation.args_doc()}\n" + (f"\nReturns:{tail}" if sep else "")
+
+
+def deprecated_alias(fn: F, old_name: str) -> F:
+    """`fn` under its old public name, warning on use."""
+
+    @functools.wraps(fn)
+    def alias(*args: Any, **kwargs: Any) -> Any:
+        warnings.warn(
+            f"{old_name} is deprecated; use {fn.__name__}.", DeprecationWarning, stacklevel=2
+        )
+        return fn(*args, **kwargs)
+
+    alias.__name__ = old_name
+    alias.__doc__ = f"Deprecated name of `{fn.__name__}`.\n\n{fn.__doc__ or ''}"
+    return alias  # type: ignore[return-value]
+
+
+def _default(fn: Callable[..., Any], name: str) -> Any:
+    """The default of `fn`'s parameter `name`: an algorithm's default, written in its signature."""
+    return inspect.signature(fn).parameters[name].default
+
+
+# =========================================================================== shared rows
+
+KEY = Param(
+    "key",
+    "identifier",
+    "elfs",
+    noun="run key",
+    example="elfs' or 'elfs_round2",
+    label="Run key",
+    help="Names this selection's fields, tag, saved view and runs (letters, digits, _).",
+)
+SEED = Param("seed", "int", 0, min=0, label="Random seed", help="Same seed, same result.")
+EMBEDDINGS_FIELD = Param(
+    "embeddings_field",
+    "str",
+    None,
+    optional=True,
+    label="Embeddings field (optional)",
+    help="An existing vector field to use instead of '<key>_embedding'.",
+)
+NUM_WORKERS = Param(
+    "num_workers",
+    "int",
+    0,
+    min=0,
+    form=False,
+    help="Processes decoding images (0: in this process). Operators use 2 when delegated.",
+)
+N_CLUSTERS = Param(
+    "n_clusters",
+    "int",
+    10,
+    min=2,
+    label="Number of clusters",
+    help="Pseudo-classes; typically the number of classes you expect.",
+)
+CLUSTERING = Param(
+    "clustering",
+    "choice",
+    "temi",
+    choices=("temi", "kmeans"),
+    noun="clustering method",
+    widget="radio",
+    label="Clustering",
+    help="TEMI deep clustering (better) or k-means (faster).",
+)
+TEMI_PARAMS = Param(
+    "temi_params",
+    "dict",
+    None,
+    optional=True,
+    form=False,
+    help="Extra arguments of TEMIClustering, e.g. {'n_heads': 4, 'epochs': 30}.",
+)
+PROXY = Param(
+    "proxy",
+    "choice",
+    "mlp",
+    choices=("mlp", "cnn"),
+    noun="proxy",
+    widget="radio",
+    label="Proxy model",
+    help="An MLP on the embeddings (fast) or a CNN trained on the images (the paper's).",
+)
+PROXY_EPOCHS = Param(
+    "epochs",
+    "int",
+    None,
+    min=1,
+    optional=True,
+    label="Proxy epochs (optional)",
+    help=f"Proxy training epochs; None: the default schedule (MLP {DEFAULT_PROXY_EPOCHS}, "
+    f"CNN {DEFAULT_CNN_EPOCHS}).",
+)
+CNN_WIDTH = Param(
+    "width",
+    "int",
+    _default(train_cnn_proxy, "width"),
+    min=4,
+    label="Small CNN width",
+    help="Channels of the small CNN's first layer (doubling twice).",
+)
+CNN_PARAMS = Param(
+    "cnn_params",
+    "dict",
+    None,
+    optional=True,
+    form_prefix="cnn",
+    shown_when=("proxy", "cnn"),
+    help="Settings of the CNN proxy (proxy='cnn'); unset keys keep their defaults.",
+    fields=(
+        Param(
+            "arch",
+            "choice",
+            _default(train_cnn_proxy, "arch"),
+            choices=ARCHITECTURES,
+            noun="CNN architecture",
+            widget="dropdown",
+            label="CNN",
+            help="'small' suits a CPU; 'resnet18' is the paper's, for a GPU.",
+        ),
+        CNN_WIDTH,
+        Param(
+            "image_size",
+            "int",
+            _default(train_cnn_proxy, "image_size"),
+            min=8,
+            label="Training image size (px)",
+        ),
+        Param("batch_size", "int", _default(train_cnn_proxy, "batch_size"), min=1, form=False),
+        Param("lr", "float", _default(train_cnn_proxy, "lr"), min=0, min_open=True, form=False),
+        Param("num_threads", "int", None, min=1, optional=True, form=False),
+    ),
+)
+BUDGET_FRACTION = Param(
+    "budget_fraction",
+    "float",
+    None,
+    min=0,
+    min_open=True,
+    max=1,
+    optional=True,
+    suggestion=0.1,
+    label="Fraction of samples to label",
+    help="The budget as a share of the pool, in (0, 1].",
+    fix="Use a fraction in (0, 1], e.g. 0.1, or give the budget as a count (budget_count).",
+)
+BUDGET_COUNT = Param(
+    "budget_count",
+    "int",
+    None,
+    min=1,
+    optional=True,
+    suggestion=100,
+    label="Number of samples to label",
+    help="The budget as a number of samples; the whole pool or more selects everything.",
+    fix="Pass the number of samples to select, e.g. 100, or a share (budget_fraction).",
+)
+BUDGET = Switch(
+    "budget_mode",
+    "Budget as",
+    (("fraction", BUDGET_FRACTION), ("count", BUDGET_COUNT)),
+    required=True,
+    noun="budget",
+)
+BETA = Param(
+    "beta",
+    "float",
+    None,
+    min=0,
+    max=1,
+    max_open=True,
+    optional=True,
+    suggestion=0.1,
+    label="Beta",
+    help="Share of the hardest samples dropped, in [0, 1); None: the label-free rule.",
+    fix="Pass e.g. beta=0.1, or leave beta=None for the label-free default.",
+)
+BETA_MODE = Switch(
+    "beta_mode",
+    "Hard-end cut (beta)",
+    (("label-free", None), ("manual", BETA)),
+    help="Label-free: estimated from how noisy the pseudo-labels look.",
+)
+SCORE = Param(
+    "score",
+    "choice",
+    "aum",
+    choices=SELECTION_SCORES,
+    noun="selection score",
+    widget="dropdown",
+    label="Difficulty score",
+    help="aum / forgetting / el2n from the proxy, or contrastive (keeps the lowest).",
+)
+
+# =========================================================================== the tables
+
+_register(
+    Operation(
+        "compute_embeddings",
+        (
+            KEY,
+            Param(
+                "model",
+                "str",
+                DEFAULT_ENCODER,
+                label="Encoder",
+                help="'efficientnet-lite0' (offline), 'timm:<name>' or 'zoo:<FiftyOne zoo model>'.",
+            ),
+            dataclasses.replace(
+                EMBEDDINGS_FIELD,
+                form=False,
+                help="Where to write the embeddings instead of '<key>_embedding'.",
+            ),
+            Param(
+                "image_size",
+                "int",
+                128,
+                min=32,
+                label="Image size (px)",
+                help="Side the images are resized to for the encoder.",
+            ),
+            Param("batch_size", "int", 64, min=1, label="Batch size", help="Images per batch."),
+            NUM_WORKERS,
+            Param(
+                "overwrite",
+                "bool",
+                False,
+                label="Recompute existing embeddings",
+                help="Recompute every embedding instead of reusing those of the same model.",
+            ),
+        ),
+    )
+)
+
+_register(
+    Operation(
+        "compute_pseudo_labels",
+        (KEY, N_CLUSTERS, CLUSTERING, EMBEDDINGS_FIELD, SEED, TEMI_PARAMS),
+        deprecated={"method": "clustering"},
+    )
+)
+
+_register(
+    Operation(
+        "compute_difficulty",
+        (
+            KEY,
+            EMBEDDINGS_FIELD,
+            PROXY,
+            CNN_PARAMS,
+            PROXY_EPOCHS,
+            Param(
+                "label_field",
+                "str",
+                None,
+                optional=True,
+                label="Returned labels field (optional)",
+                help="A Classification field of labels annotators returned: the proxy trains on "
+                "them where they exist and on a linear probe's predictions elsewhere.",
+            ),
+            SEED,
+            NUM_WORKERS,
+        ),
+    )
+)
+
+_register(
+    Operation(
+        "compute_contrastive_scores",
+        (
+            KEY,
+            Param(
+                "epochs",
+                "int",
+                DEFAULT_CONTRASTIVE_EPOCHS,
+                min=1,
+                label="Epochs",
+                help="Contrastive training epochs.",
+            ),
+            Param(
+                "image_size",
+                "int",
+                32,
+                min=8,
+                label="Training image size (px)",
+                help="Side the images are decoded to for training.",
+            ),
+            dataclasses.replace(CNN_WIDTH, label="CNN width"),
+            Param(
+                "contrastive_method",
+                "choice",
+                _default(train_contrastive_similarity, "method"),
+                choices=CONTRASTIVE_METHODS,
+                noun="contrastive method",
+                label="Contrastive method",
+                help="SimCLR (in-batch negatives) or MoCo (momentum key encoder, queue).",
+            ),
+            Param(
+                "batch_size",
+                "int",
+                _default(train_contrastive_similarity, "batch_size"),
+                min=2,
+                form=False,
+                help="Images per step (SimCLR's negatives are the rest of the batch).",
+            ),
+            SEED,
+            NUM_WORKERS,
+        ),
+        deprecated={"method": "contrastive_method"},
+    )
+)
+
+_register(
+    Operation(
+        "select_coreset",
+        (
+            KEY,
+            BUDGET,
+            BETA_MODE,
+            SCORE,
+            Param(
+                "tag",
+                "str",
+                None,
+                optional=True,
+                label="Tag (optional)",
+                help="The tag of the coreset; None: '<key>_coreset'.",
+            ),
+        ),
+    )
+)
+
+_register(
+    Operation(
+        "select_more",
+        (
+            KEY,
+            BUDGET,
+            Param(
+                "label_field",
+                "str",
+                None,
+                optional=True,
+                label="Label field (optional)",
+                help="Samples already labeled here are never selected again.",
+            ),
+            BETA_MODE,
+            SCORE,
+        ),
+    )
+)
+
+_register(
+    Operation(
+        "compute_visualization",
+        (
+            KEY,
+            EMBEDDINGS_FIELD,
+            Param(
+                "layout_method",
+                "choice",
+                "umap",
+                choices=("umap", "pca"),
+                noun="layout method",
+                widget="radio",
+                label="Layout",
+                help="UMAP (neighbourhoods kept) or PCA (fast, linear).",
+            ),
+            Param(
+                "brain_key",
+                "identifier",
+                None,
+                optional=True,
+                noun="brain key",
+                example="elfs_umap",
+                label="Brain key (optional)",
+                help="The brain run's key; None: '<key>_umap' (or '<key>_pca').",
+            ),
+            Param(
+                "pca_dims",
+                "int",
+                50,
+                min=2,
+                form=False,
+                help="Dimensions the embeddings are projected to before UMAP.",
+            ),
+            SEED,
+        ),
+        deprecated={"method": "layout_method"},
+    )
+)
+
+_register(
+    Operation(
+        "run_pipeline",
+        (
+            KEY,
+            BUDGET,
+            BETA_MODE,
+            dataclasses.replace(
+                SCORE, choices=SCORE_NAMES, help="aum / forgetting / el2n from the proxy."
+            ),
+            N_CLUSTERS,
+            CLUSTERING,
+            PROXY,
+            CNN_PARAMS,
+            PROXY_EPOCHS,
+            Param(
+                "model",
+                "str",
+                DEFAULT_ENCODER,
+                label="Encoder",
+                help="'efficientnet-lite0' (offline), 'timm:<name>' or 'zoo:<FiftyOne zoo model>'.",
+            ),
+            dataclasses.replace(
+                EMBEDDINGS_FIELD,
+                label="Existing embeddings field (optional)",
+                help="Use this vector field and skip the embedding stage.",
+            ),
+            Param(
+                "visualize",
+                "bool",
+                True,
+                label="Embedding plot",
+                help="Also lay the embeddings out in 2-D for the Embeddings panel (UMAP).",
+            ),
+            SEED,
+            TEMI_PARAMS,
+            NUM_WORKERS,
+        ),
+        deprecated={"proxy_epochs": "epochs"},
+    )
+)
+
+_register(
+    Operation(
+        "export_coreset",
+        (
+            Param(
+                "export_dir",
+                "str",
+                REQUIRED,
+                label="Export folder",
+                help="The folder to write; refused if not empty, unless overwrite.",
+            ),
+            KEY,
+            Param(
+                "formats",
+                "subset",
+                ("media", "fiftyone", "labelstudio"),
+                choices=("media", "fiftyone", "labelstudio"),
+                form_prefix="format",
+                choice_labels=(
+                    "Media folder + CSV manifest",
+                    "FiftyOne dataset",
+                    "Label Studio task file",
+                ),
+                help="What to write: the images with a CSV manifest, a FiftyOne dataset, Label "
+                "Studio tasks.",
+            ),
+            Param(
+                "include_pseudo_labels",
+                "bool",
+                True,
+                label="Pseudo-labels as Label Studio pre-annotations",
+                help="Attach each sample's pseudo-label to its Label Studio task as a prediction.",
+            ),
+            Param(
+                "label_studio_prefix",
+                "str",
+                "/data/local-files/?d=",
+                form=False,
+                help="URL prefix of the images in the Label Studio tasks (local-files storage).",
+            ),
+            Param(
+                "overwrite",
+                "bool",
+                False,
+                label="Overwrite this exporter's outputs there",
+                help="Replace this exporter's earlier outputs in export_dir (nothing else).",
+            ),
+        ),
+    )
+)
+
+ANNO_KEY = Param(
+    "anno_key",
+    "identifier",
+    REQUIRED,
+    noun="annotation key",
+    example="round1",
+    label="Annotation key",
+    help="Names this annotation run (letters, digits, _), e.g. 'round1'.",
+)
+_LS_URL = Param(
+    "url",
+    "str",
+    None,
+    optional=True,
+    form=False,
+    help="Label Studio's URL; None: FIFTYONE_LABELSTUDIO_URL (operators: the plugin secret).",
+)
+_LS_API_KEY = Param(
+    "api_key",
+    "str",
+    None,
+    optional=True,
+    form=False,
+    help="Label Studio API key; None: FIFTYONE_LABELSTUDIO_API_KEY (operators: the secret).",
+)
+
+_register(
+    Operation(
+        "send_to_label_studio",
+        (
+            ANNO_KEY,
+            Param(
+                "classes",
+                "str_list",
+                REQUIRED,
+                label="Classes",
+                help="The class names annotators choose from (comma-separated in the form).",
+                fix="Pass e.g. classes=['cat', 'dog'].",
+            ),
+            Param(
+                "label_field",
+                "str",
+                "ground_truth",
+                label="Label field",
+                help="Where the annotators' answers are loaded back.",
+            ),
+            Param(
+                "prelabel_field",
+                "str",
+                None,
+                optional=True,
+                label="Pre-annotation field (optional)",
+                help="e.g. 'elfs_pseudo_label': each task offers the class its cluster maps to "
+                "(prelabel_map, or the class annotators gave its members in earlier rounds).",
+            ),
+            Param(
+                "prelabel_map",
+                "dict",
+                None,
+                optional=True,
+                form=False,
+                help="{cluster: class} for the pre-annotations.",
+            ),
+            _LS_URL,
+            _LS_API_KEY,
+            Param(
+                "project_name",
+                "str",
+                None,
+                optional=True,
+                form=False,
+                help="The Label Studio project's name; None: FiftyOne's.",
+            ),
+            Param(
+                "overwrite",
+                "bool",
+                False,
+                label="Let answers replace labels these samples already have",
+                help="Allow sending samples that already have a label in label_field.",
+            ),
+        ),
+    )
+)
+
+_register(
+    Operation(
+        "load_from_label_studio",
+        (dataclasses.replace(ANNO_KEY, label="Annotation run"), _LS_URL, _LS_API_KEY),
+    )
+)
