@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     timings["embeddings"] = time.perf_counter() - start
     start = time.perf_counter()
     elfs.compute_pseudo_labels(
-        dataset, n_clusters=args.clusters, method=args.clustering, key=args.key, seed=args.seed
+        dataset, n_clusters=args.clusters, clustering=args.clustering, key=args.key, seed=args.seed
     )
     timings["pseudo-labels"] = time.perf_counter() - start
     start = time.perf_counter()

@@ -1,7 +1,11 @@
 """Moves data between FiftyOne collections and numpy arrays, in bulk (never one sample at a time).
 
-Everything the algorithms need comes out of here as arrays, and everything they produce goes back
-through here, so the algorithm modules never import FiftyOne.
+The one module of the pipeline that reads sample values or writes sample fields, tags, saved
+views and brain layouts: the stages (`fiftyone_elfs.stages`) get their inputs here as arrays and
+hand their outputs back through `fiftyone_elfs.stages.record`, so the algorithm packages never
+import FiftyOne. (The run summary reads database aggregations for display, and the annotation
+hand-off drives FiftyOne's exporter and annotation backend; both use this module for plain
+reads and writes.)
 """
 
 from __future__ import annotations
@@ -19,6 +23,19 @@ from fiftyone_elfs.errors import ElfsInputError
 SampleCollection = foc.SampleCollection
 
 
+# --------------------------------------------------------------------------- collections
+
+
+def dataset_of(samples: SampleCollection) -> fo.Dataset:
+    """The dataset a view (or dataset) belongs to: where fields, tags and runs live."""
+    return samples._dataset
+
+
+def dataset_id(samples: SampleCollection) -> str:
+    """A stable identifier of the dataset (survives renames): names on-disk caches."""
+    return str(dataset_of(samples)._doc.id)
+
+
 def require_nonempty(samples: SampleCollection) -> int:
     """Returns the number of samples, raising a clear error for an empty collection."""
     n = len(samples)
@@ -30,10 +47,9 @@ def require_nonempty(samples: SampleCollection) -> int:
     return n
 
 
-def sample_ids_and_paths(samples: SampleCollection) -> tuple[list[str], list[str]]:
-    """Returns the sample ids and media paths of a collection, in one query."""
-    ids, paths = samples.values(["id", "filepath"])
-    return list(ids), list(paths)
+def count(samples: SampleCollection) -> int:
+    """The number of samples of a collection."""
+    return len(samples)
 
 
 def has_field(samples: SampleCollection, field: str) -> bool:
@@ -46,6 +62,43 @@ def is_classification_field(schema_field: Any) -> bool:
     return getattr(schema_field, "document_type", None) is fo.Classification
 
 
+def require_classification_field(samples: SampleCollection, field: str, param: str) -> None:
+    """Refuses a field that is missing or does not hold `fo.Classification` labels."""
+    schema_field = samples.get_field(field)
+    if not is_classification_field(schema_field):
+        found = "missing" if schema_field is None else type(schema_field).__name__
+        raise ElfsInputError(
+            f"'{field}' must be a field of fo.Classification labels; it is {found}. Fix: "
+            "pass the field your annotations were loaded into (e.g. 'ground_truth').",
+            param=param,
+        )
+
+
+def require_field(samples: SampleCollection, field: str, param: str, what: str) -> None:
+    """Refuses a field name the dataset does not have; `what` says what it should hold."""
+    if not has_field(samples, field):
+        raise ElfsInputError(
+            f"The {what} '{field}' does not exist on this dataset. Fix: pass an existing "
+            f"field, or {param}=None.",
+            param=param,
+        )
+
+
+# --------------------------------------------------------------------------- reads
+
+
+def sample_ids_and_paths(samples: SampleCollection) -> tuple[list[str], list[str]]:
+    """Returns the sample ids and media paths of a collection, in one query."""
+    ids, paths = samples.values(["id", "filepath"])
+    return list(ids), list(paths)
+
+
+def ids_and_paths_without(samples: SampleCollection, field: str) -> tuple[list[str], list[str]]:
+    """Ids and media paths of the samples with no value in `field` (all, if it is missing)."""
+    todo = samples.exists(field, False) if has_field(samples, field) else samples
+    return sample_ids_and_paths(todo)
+
+
 def ids_with_values(samples: SampleCollection, field: str) -> list[str]:
     """Ids of the samples whose `field` is set (not None)."""
     if not has_field(samples, field):
@@ -53,43 +106,24 @@ def ids_with_values(samples: SampleCollection, field: str) -> list[str]:
     return list(samples.exists(field).values("id"))
 
 
-def read_embeddings(samples: SampleCollection, field: str) -> tuple[list[str], np.ndarray]:
-    """Reads an embeddings field as an [N, dim] float32 array, checking it is usable.
+def read_values(
+    samples: SampleCollection, field: str, ids: Sequence[str] | None = None
+) -> tuple[list[str], list[Any]]:
+    """Ids and values of the samples that have a value in `field` (or of `ids`, in order)."""
+    if ids is not None:
+        return list(ids), list(samples.select(ids, ordered=True).values(field))
+    ids_, values = samples.exists(field).values(["id", field])
+    return list(ids_), list(values)
 
-    Samples without a value are left out (their images could not be read); a NaN or a vector of
-    the wrong dimension is an error, since it would silently corrupt the clustering.
-    """
-    if not has_field(samples, field):
-        raise ElfsInputError(
-            f"The embeddings field '{field}' does not exist on this dataset. "
-            "Fix: run compute_embeddings first, or pass embeddings_field=<an existing vector "
-            "field>."
-        )
-    view = samples.exists(field)
-    ids, vectors = view.values(["id", field])
-    if not ids:
-        raise ElfsInputError(
-            f"No sample in this collection has a value in '{field}'. "
-            "Fix: run compute_embeddings on this view first."
-        )
-    counts = collections.Counter(np.asarray(v).size for v in vectors)
-    if len(counts) != 1:
-        raise ElfsInputError(
-            f"The embeddings in '{field}' have different dimensions {sorted(counts)} "
-            f"(samples per dimension: {dict(counts)}). Fix: recompute them with one model, e.g. "
-            "compute_embeddings(..., overwrite=True)."
-        )
-    X = np.stack([np.asarray(v, dtype=np.float32).ravel() for v in vectors])
-    bad = ~np.isfinite(X).all(axis=1)
-    if bad.any():
-        first = [ids[i] for i in np.flatnonzero(bad)[:5]]
-        raise ElfsInputError(
-            f"{int(bad.sum())} embeddings in '{field}' contain NaN or infinite values "
-            f"(e.g. samples {first}). Fix: recompute them "
-            "(compute_embeddings(..., overwrite=True)) "
-            "or exclude those samples from the view."
-        )
-    return list(ids), X
+
+def read_columns(
+    samples: SampleCollection, paths: Sequence[str], having: Sequence[str] = ()
+) -> list[list[Any]]:
+    """One list of values per field path (e.g. "id", "label.confidence"), in one query; only
+    samples with a value in every field of `having`."""
+    for field in having:
+        samples = samples.exists(field)
+    return [list(column) for column in samples.values(list(paths))]
 
 
 def read_labels(samples: SampleCollection, field: str, ids: Sequence[str]) -> list[str | None]:
@@ -98,14 +132,105 @@ def read_labels(samples: SampleCollection, field: str, ids: Sequence[str]) -> li
     return list(view.values(f"{field}.label"))
 
 
+def read_labelled(samples: SampleCollection, field: str) -> tuple[list[str], list[str], list[str]]:
+    """Ids, media paths and labels of the samples with a Classification label in `field`."""
+    ids, paths, labels = samples.exists(field).values(["id", "filepath", f"{field}.label"])
+    return list(ids), list(paths), list(labels)
+
+
+def read_embeddings(
+    samples: SampleCollection,
+    field: str,
+    ids: Sequence[str] | None = None,
+    having: str | None = None,
+) -> tuple[list[str], np.ndarray]:
+    """Reads an embeddings field as an [N, dim] float32 array, checking it is usable.
+
+    Samples without a value are left out (their images could not be read), and so are those
+    without a value in `having` if given; with `ids`, exactly those samples are read, in that
+    order. A NaN, a non-numeric value or a vector of the wrong dimension is an error, since it
+    would silently corrupt the clustering.
+    """
+    if not has_field(samples, field):
+        raise ElfsInputError(
+            f"The embeddings field '{field}' does not exist on this dataset. "
+            "Fix: run compute_embeddings first, or pass embeddings_field=<an existing vector "
+            "field>.",
+            param="embeddings_field",
+        )
+    view = samples.exists(field) if ids is None else samples.select(ids, ordered=True)
+    if having is not None:
+        view = view.exists(having)
+    ids, vectors = view.values(["id", field])
+    if not ids:
+        raise ElfsInputError(
+            f"No sample in this collection has a value in '{field}'. "
+            "Fix: run compute_embeddings on this view first.",
+            param="embeddings_field",
+        )
+    arrays = [np.asarray(v) for v in vectors]
+    if not all(a.dtype.kind in "biuf" for a in arrays):
+        kinds = sorted(
+            {
+                type(v).__name__
+                for v, a in zip(vectors, arrays, strict=True)
+                if a.dtype.kind not in "biuf"
+            }
+        )
+        raise ElfsInputError(
+            f"The field '{field}' does not hold numeric vectors (found {kinds}), so it cannot be "
+            "used as embeddings. Fix: pass a vector field (e.g. '<key>_embedding' from "
+            "compute_embeddings).",
+            param="embeddings_field",
+        )
+    counts = collections.Counter(a.size for a in arrays)
+    if len(counts) != 1:
+        raise ElfsInputError(
+            f"The embeddings in '{field}' have different dimensions {sorted(counts)} "
+            f"(samples per dimension: {dict(counts)}). Fix: recompute them with one model, e.g. "
+            "compute_embeddings(..., overwrite=True).",
+            param="embeddings_field",
+        )
+    X = np.stack([a.astype(np.float32).ravel() for a in arrays])
+    bad = ~np.isfinite(X).all(axis=1)
+    if bad.any():
+        first = [ids[i] for i in np.flatnonzero(bad)[:5]]
+        raise ElfsInputError(
+            f"{int(bad.sum())} embeddings in '{field}' contain NaN or infinite values "
+            f"(e.g. samples {first}). Fix: recompute them "
+            "(compute_embeddings(..., overwrite=True)) "
+            "or exclude those samples from the view.",
+            param="embeddings_field",
+        )
+    return list(ids), X
+
+
+def missing_ids_and_paths(samples: SampleCollection, field: str) -> list[tuple[str, str]]:
+    """(id, media path) of the samples of `samples` without a value in `field`."""
+    missing = samples.exists(field, False)
+    return list(zip(*missing.values(["id", "filepath"]), strict=True))
+
+
+# --------------------------------------------------------------------------- writes
+
+
 def write_values(
     samples: SampleCollection, field: str, ids: Sequence[str], values: Sequence[Any]
 ) -> None:
     """Writes one value per sample id into `field`, in a single bulk update."""
     if len(ids) != len(values):
         raise ValueError(f"got {len(ids)} ids but {len(values)} values")
-    dataset = samples._dataset
-    dataset.set_values(field, dict(zip(ids, values, strict=True)), key_field="id")
+    dataset_of(samples).set_values(field, dict(zip(ids, values, strict=True)), key_field="id")
+
+
+def classifications(labels: Sequence[str], confidences: Sequence[float] | None = None) -> list:
+    """`fo.Classification` values for `write_values` (confidence optional)."""
+    if confidences is None:
+        return [fo.Classification(label=str(label)) for label in labels]
+    return [
+        fo.Classification(label=str(label), confidence=float(conf))
+        for label, conf in zip(labels, confidences, strict=True)
+    ]
 
 
 def write_classifications(
@@ -116,17 +241,26 @@ def write_classifications(
     confidences: Sequence[float],
 ) -> None:
     """Writes pseudo-labels as `fo.Classification(label, confidence)` in one bulk update."""
-    values = [
-        fo.Classification(label=str(label), confidence=float(conf))
-        for label, conf in zip(labels, confidences, strict=True)
-    ]
-    write_values(samples, field, ids, values)
+    write_values(samples, field, ids, classifications(labels, confidences))
 
 
-def clear_field(dataset: fo.Dataset, field: str) -> None:
-    """Sets `field` to None on every sample of the dataset (if the field exists)."""
-    if dataset.get_field(field) is not None:
-        dataset.set_field(field, None).save()
+def add_classification_field(dataset: fo.Dataset, field: str) -> None:
+    """Declares an (empty) field of `fo.Classification` labels."""
+    dataset.add_sample_field(field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Classification)
+
+
+def write_zoo_embeddings(
+    samples: SampleCollection, model: Any, field: str, ids: Sequence[str], batch_size: int
+) -> None:
+    """Embeds the samples `ids` with a FiftyOne zoo model into `field` (FiftyOne reads them)."""
+    samples.select(ids).compute_embeddings(
+        model, embeddings_field=field, batch_size=batch_size, skip_failures=True
+    )
+
+
+def export_dataset(samples: SampleCollection, export_dir: str) -> None:
+    """Writes the samples with their media as a FiftyOne dataset folder."""
+    samples.export(export_dir=export_dir, dataset_type=fo.types.FiftyOneDataset, export_media=True)
 
 
 def delete_fields(dataset: fo.Dataset, fields: Sequence[str]) -> None:
@@ -148,12 +282,65 @@ def remove_tag(dataset: fo.Dataset, tag: str) -> None:
     dataset.untag_samples(tag)
 
 
+def has_tag(dataset: fo.Dataset, tag: str) -> bool:
+    """Whether any sample of the dataset carries `tag`."""
+    return tag in dataset.count_sample_tags()
+
+
 def save_tagged_view(dataset: fo.Dataset, name: str, tag: str, description: str) -> None:
     """Saves (or replaces) a view of the samples carrying `tag` under `name`."""
     dataset.save_view(name, dataset.match_tags(tag), description=description, overwrite=True)
+
+
+def has_saved_view(dataset: fo.Dataset, name: str) -> bool:
+    return dataset.has_saved_view(name)
 
 
 def delete_saved_view(dataset: fo.Dataset, name: str) -> None:
     """Deletes a saved view if it exists."""
     if dataset.has_saved_view(name):
         dataset.delete_saved_view(name)
+
+
+# --------------------------------------------------------------------------- brain layouts
+
+
+def brain_runs(dataset: fo.Dataset) -> list[str]:
+    """The dataset's brain keys."""
+    return list(dataset.list_brain_runs())
+
+
+def delete_brain_run(dataset: fo.Dataset, brain_key: str) -> None:
+    """Deletes a brain run if it exists."""
+    if brain_key in dataset.list_brain_runs():
+        dataset.delete_brain_run(brain_key)
+
+
+def write_layout(
+    samples: SampleCollection,
+    brain_key: str,
+    ids: Sequence[str],
+    embeddings: np.ndarray,
+    method: str,
+    **kwargs: Any,
+) -> None:
+    """Registers a 2-D layout of `embeddings` (rows = `ids`) as a FiftyOne Brain run.
+
+    FiftyOne Brain computes the layout (`method` "umap" or "pca") and the App's Embeddings panel
+    plots it. A failed run is removed (FiftyOne leaves it registered).
+    """
+    import fiftyone.brain as fob
+
+    dataset = dataset_of(samples)
+    try:
+        fob.compute_visualization(
+            samples.select(ids, ordered=True),
+            embeddings=embeddings,
+            brain_key=brain_key,
+            method=method,
+            num_dims=2,
+            **kwargs,
+        )
+    except Exception:
+        delete_brain_run(dataset, brain_key)
+        raise

@@ -16,42 +16,60 @@ from xml.sax.saxutils import quoteattr
 import fiftyone as fo
 import fiftyone.core.collections as foc
 
-from fiftyone_elfs import dataset_io, runs
+from fiftyone_elfs import dataset_io, params, runs
 from fiftyone_elfs.errors import ElfsInputError
+from fiftyone_elfs.params import public
 
-FORMATS = ("media", "fiftyone", "labelstudio")
+FORMATS: tuple[str, ...] = params.OPERATIONS["export_coreset"].param("formats").choices
 MEDIA_DIR = "media"
 MANIFEST = "manifest.csv"
 FIFTYONE_DIR = "fiftyone_dataset"
 LABEL_STUDIO_TASKS = "labelstudio_tasks.json"
 LABEL_STUDIO_CONFIG = "labelstudio_config.xml"
-LABEL_STUDIO_PREFIX = "/data/local-files/?d="
+LABEL_STUDIO_PREFIX: str = params.OPERATIONS["export_coreset"].param("label_studio_prefix").default
 _OUTPUTS = (MEDIA_DIR, MANIFEST, FIFTYONE_DIR, LABEL_STUDIO_TASKS, LABEL_STUDIO_CONFIG)
 
 
-def coreset_view(samples: foc.SampleCollection, key: str = "elfs") -> fo.DatasetView:
+def coreset_view(samples: foc.SampleCollection, *, key: str = "elfs") -> fo.DatasetView:
     """The samples of `samples` that the coreset of `key` selected."""
     names = runs.validate_key(key)
-    config = runs.stage_config(samples._dataset, names, "coreset")
+    dataset = dataset_io.dataset_of(samples)
+    config = runs.stage_config(dataset, names, "coreset")
     if config is None:
         raise ElfsInputError(
             f"No coreset has been selected with key '{key}'. Fix: run select_coreset "
             f"(or run_pipeline) with key='{key}' first; existing keys: "
-            f"{sorted(runs.list_pipelines(samples._dataset))}."
+            f"{sorted(runs.list_pipelines(dataset))}.",
+            param="key",
         )
     return samples.match_tags(config.tag)
 
 
-def _prepare_dir(export_dir: str, overwrite: bool) -> None:
+def check_export_dir(export_dir: str, overwrite: bool) -> str:
+    """The absolute folder, or an error if it is a file, or not empty without `overwrite`."""
+    export_dir = os.path.abspath(os.path.expanduser(export_dir))
     if os.path.isfile(export_dir):
-        raise ElfsInputError(f"export_dir '{export_dir}' is a file. Fix: pass a folder path.")
+        raise ElfsInputError(
+            f"export_dir '{export_dir}' is a file. Fix: pass a folder path.", param="export_dir"
+        )
+    if os.path.isdir(export_dir) and os.listdir(export_dir) and not overwrite:
+        raise ElfsInputError(
+            f"export_dir '{export_dir}' exists and is not empty; refusing to overwrite it. "
+            "Fix: pass a new folder, or overwrite=True to replace this exporter's outputs there.",
+            param="export_dir",
+        )
+    return export_dir
+
+
+def preflight(samples: foc.SampleCollection, values: dict[str, Any]) -> None:
+    """The cheap check an App form repeats as the user types: a usable export folder."""
+    if values.get("export_dir"):
+        check_export_dir(values["export_dir"], bool(values.get("overwrite")))
+
+
+def _prepare_dir(export_dir: str, overwrite: bool) -> None:
+    check_export_dir(export_dir, overwrite)
     if os.path.isdir(export_dir) and os.listdir(export_dir):
-        if not overwrite:
-            raise ElfsInputError(
-                f"export_dir '{export_dir}' exists and is not empty; refusing to overwrite it. "
-                "Fix: pass a new folder, or overwrite=True to replace this exporter's outputs "
-                "there."
-            )
         for name in _OUTPUTS:
             path = os.path.join(export_dir, name)
             if os.path.isdir(path):
@@ -86,7 +104,7 @@ def _rows(view: fo.DatasetView, names: runs.PipelineNames) -> list[dict[str, Any
         for s in runs.SCORE_NAMES
         if dataset_io.has_field(view, names.score_field(s))
     ]
-    columns = view.values(fields + extra)
+    columns = dataset_io.read_columns(view, fields + extra)
     keys = ["sample_id", "source_filepath"] + [
         {
             f"{names.pseudo_label_field}.label": "pseudo_label",
@@ -97,29 +115,30 @@ def _rows(view: fo.DatasetView, names: runs.PipelineNames) -> list[dict[str, Any
     return [dict(zip(keys, values, strict=True)) for values in zip(*columns, strict=True)]
 
 
+@public("export_coreset")
 def export_coreset(
     samples: foc.SampleCollection,
     export_dir: str,
+    *,
     key: str = "elfs",
-    formats: tuple[str, ...] | list[str] = FORMATS,
+    formats: tuple[str, ...] | list[str] = ("media", "fiftyone", "labelstudio"),
     include_pseudo_labels: bool = True,
-    label_studio_prefix: str = LABEL_STUDIO_PREFIX,
+    label_studio_prefix: str = "/data/local-files/?d=",
     overwrite: bool = False,
 ) -> dict[str, str]:
-    """Exports the coreset of `key` for annotation; returns the path of each output written.
+    """Exports the coreset of `key` for annotation.
 
     "media": the images (names kept, collisions suffixed) plus `manifest.csv`;
     "fiftyone": a FiftyOne dataset folder (`fo.Dataset.from_dir(..., FiftyOneDataset)`);
     "labelstudio": a task JSON importable into a Label Studio project (images referenced through
     Label Studio's local-files storage rooted at `export_dir`) with the pseudo-label as an
     optional pre-annotation, and the matching labeling config.
+
+    Returns:
+        the path of each output written, by kind.
     """
-    names = runs.validate_key(key)
-    formats = tuple(formats)
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise ElfsInputError(f"Unknown export formats {unknown}; choose from {list(FORMATS)}.")
-    view = coreset_view(samples, key)
+    names = runs.PipelineNames(key)
+    view = coreset_view(samples, key=key)
     if len(view) == 0:
         raise ElfsInputError(
             f"The coreset of key '{key}' has no sample in this view. Fix: export from the dataset "
@@ -148,7 +167,7 @@ def export_coreset(
 
     if "fiftyone" in formats:
         fo_dir = os.path.join(export_dir, FIFTYONE_DIR)
-        view.export(export_dir=fo_dir, dataset_type=fo.types.FiftyOneDataset, export_media=True)
+        dataset_io.export_dataset(view, fo_dir)
         outputs["fiftyone"] = fo_dir
 
     if "labelstudio" in formats:

@@ -91,7 +91,7 @@ def cluster_balance(dataset: fo.Dataset, names: runs.PipelineNames, tag: str) ->
     return sorted(rows, key=lambda r: (-r[1], r[0]))
 
 
-def summarize_run(dataset: fo.Dataset, key: str = "elfs", bins: int = 40) -> RunSummary:
+def summarize_run(dataset: fo.Dataset, key: str = "elfs", *, bins: int = 40) -> RunSummary:
     """Summarises every stage an ELFS key has run on `dataset`."""
     names = runs.validate_key(key)
     stages = runs.list_pipelines(dataset).get(key)

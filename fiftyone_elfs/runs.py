@@ -1,11 +1,14 @@
 """Provenance: every pipeline stage is a FiftyOne run that records its parameters and what it owns.
 
 A pipeline key (default ``"elfs"``) names the fields, tag, saved view and runs of one selection, so
-runs with different keys coexist and deleting a key removes exactly what that key created.
+runs with different keys coexist and deleting a key removes exactly what that key created. The
+stages write their runs through `fiftyone_elfs.stages.record`; this module names things, reads
+the records back and deletes what a run owns.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +16,7 @@ import fiftyone as fo
 import fiftyone.core.collections as foc
 
 from fiftyone_elfs import dataset_io
-from fiftyone_elfs.errors import ElfsInputError
+from fiftyone_elfs.errors import identifier_error
 
 STAGES = ("embeddings", "pseudo_labels", "difficulty", "contrastive", "coreset", "visualization")
 REGIONS = ("dropped_hard", "coreset", "dropped_easy")
@@ -97,12 +100,21 @@ def selection_rounds(dataset: fo.Dataset, names: PipelineNames) -> dict[int, lis
 def validate_key(key: str) -> PipelineNames:
     """Checks that a pipeline key can name FiftyOne runs and fields."""
     if not isinstance(key, str) or not key.isidentifier() or key.startswith("_"):
-        raise ElfsInputError(
-            f"Invalid run key {key!r}: keys name fields and FiftyOne runs, so they must be valid "
-            "Python identifiers not starting with '_'. Fix: use letters, digits and underscores, "
-            "e.g. 'elfs' or 'elfs_round2'."
-        )
+        raise identifier_error("run key", key, "elfs' or 'elfs_round2", param="key")
     return PipelineNames(key)
+
+
+def checkpoint_dir_for(samples: foc.SampleCollection, key: str) -> str:
+    """Where a long training of `key` on this dataset keeps its resumable checkpoint.
+
+    ``$ELFS_CACHE_DIR/checkpoints/<dataset id>/<key>`` (default cache
+    ``~/.cache/fiftyone-elfs``): the dataset id survives renames, and each key (and each
+    training of a key, e.g. ``<key>_contrastive``) has its own folder.
+    """
+    root = os.environ.get("ELFS_CACHE_DIR") or os.path.join("~", ".cache", "fiftyone-elfs")
+    return os.path.join(
+        os.path.expanduser(root), "checkpoints", dataset_io.dataset_id(samples), key
+    )
 
 
 def record_run(
@@ -164,14 +176,25 @@ def stage_results(dataset: fo.Dataset, names: PipelineNames, stage: str) -> Any 
     return dataset.load_run_results(names.run_key(stage), load_view=False)
 
 
+def owner_of(dataset: fo.Dataset, attribute: str, name: str) -> tuple[str, str] | None:
+    """The (key, stage) of the ELFS run that owns `name`, or None.
+
+    `attribute` is the kind of output: "owned_fields", "owned_tags", "owned_views" or
+    "owned_brain_runs".
+    """
+    for run_key in dataset.list_runs():
+        if not _is_elfs_run(dataset, run_key):
+            continue
+        config = dataset.get_run_info(run_key).config
+        if name in (getattr(config, attribute, None) or []):
+            return config.elfs_key, config.stage
+    return None
+
+
 def brain_run_owner(dataset: fo.Dataset, brain_key: str) -> str | None:
     """The pipeline key whose visualization stage owns `brain_key`, or None."""
-    for key, stages in list_pipelines(dataset).items():
-        if "visualization" in stages:
-            config = stage_config(dataset, PipelineNames(key), "visualization")
-            if brain_key in (getattr(config, "owned_brain_runs", None) or []):
-                return key
-    return None
+    owner = owner_of(dataset, "owned_brain_runs", brain_key)
+    return owner[0] if owner is not None else None
 
 
 def list_pipelines(dataset: fo.Dataset) -> dict[str, list[str]]:
@@ -196,8 +219,7 @@ def delete_stage(dataset: fo.Dataset, names: PipelineNames, stage: str) -> bool:
     for view_name in config.owned_views:
         dataset_io.delete_saved_view(dataset, view_name)
     for brain_key in getattr(config, "owned_brain_runs", None) or []:
-        if brain_key in dataset.list_brain_runs():
-            dataset.delete_brain_run(brain_key)
+        dataset_io.delete_brain_run(dataset, brain_key)
     dataset.delete_run(names.run_key(stage))
     return True
 

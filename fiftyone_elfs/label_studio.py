@@ -1,0 +1,107 @@
+"""Label Studio's REST API, for what FiftyOne's annotation backend does not tell: credentials,
+whether the server is reachable and accepts the key, and which tasks a person answered."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import fiftyone as fo
+import requests
+
+from fiftyone_elfs.errors import ElfsInputError
+
+URL_ENV = "FIFTYONE_LABELSTUDIO_URL"
+API_KEY_ENV = "FIFTYONE_LABELSTUDIO_API_KEY"
+_TIMEOUT_S = 30
+_PAGE_SIZE = 500
+
+
+def resolve_credentials(url: str | None = None, api_key: str | None = None) -> tuple[str, str]:
+    """Label Studio URL and API key: arguments first, then FiftyOne's `FIFTYONE_LABELSTUDIO_*`."""
+    backend = fo.annotation_config.backends.get("labelstudio", {})
+    url = url or os.environ.get(URL_ENV) or backend.get("url")
+    api_key = api_key or os.environ.get(API_KEY_ENV) or backend.get("api_key")
+    if not url:
+        raise ElfsInputError(
+            f"No Label Studio URL. Fix: set {URL_ENV} (e.g. http://localhost:8080) in the "
+            "environment or the plugin's secrets, or pass url=...",
+            param="url",
+        )
+    if not api_key:
+        raise ElfsInputError(
+            f"No Label Studio API key. Fix: set {API_KEY_ENV} to the legacy token shown in Label "
+            "Studio under Account & Settings, or pass api_key=...",
+            param="api_key",
+        )
+    return url.rstrip("/"), api_key
+
+
+def get(url: str, api_key: str, path: str, **params: Any) -> requests.Response:
+    """One authenticated GET, turning connection and auth failures into errors with a fix."""
+    try:
+        response = requests.get(
+            url + path,
+            params=params,
+            headers={"Authorization": f"Token {api_key}"},
+            timeout=_TIMEOUT_S,
+        )
+    except requests.RequestException as e:
+        raise ElfsInputError(
+            f"Cannot reach Label Studio at {url} ({type(e).__name__}). Fix: start the server "
+            f"(`label-studio start`) or correct {URL_ENV}."
+        ) from e
+    if response.status_code in (401, 403):
+        raise ElfsInputError(
+            f"Label Studio at {url} refused the API key (HTTP {response.status_code}: "
+            f"{response.text[:200]}). Fix: set {API_KEY_ENV} to your legacy access token; since "
+            "Label Studio 1.17 an admin must first enable legacy tokens (Organization > API "
+            "Tokens Settings), because FiftyOne authenticates with a 'Token' header."
+        )
+    if response.status_code != 200:
+        raise ElfsInputError(
+            f"Label Studio at {url} answered HTTP {response.status_code} to GET {path}: "
+            f"{response.text[:200]}"
+        )
+    return response
+
+
+def check_label_studio(url: str | None = None, api_key: str | None = None) -> tuple[str, str]:
+    """Checks the SDK is installed and the server accepts the key; returns (url, api_key)."""
+    try:
+        import label_studio_sdk  # noqa: F401  (FiftyOne's backend imports it lazily)
+    except ImportError as e:
+        raise ElfsInputError(
+            "The Label Studio client (label-studio-sdk) is not installed. Fix: run "
+            "`bash scripts/setup_label_studio.sh` (it installs the client FiftyOne needs into "
+            "the project's environment)."
+        ) from e
+    url, api_key = resolve_credentials(url, api_key)
+    get(url, api_key, "/api/projects", page_size=1)
+    return url, api_key
+
+
+def task_states(url: str, api_key: str, project_id: int) -> dict[int, tuple[int, int]]:
+    """Maps each task id of a project to (answers, skips), reading Label Studio page by page."""
+    states: dict[int, tuple[int, int]] = {}
+    page = 1
+    while True:
+        body = get(
+            url,
+            api_key,
+            "/api/tasks",
+            project=project_id,
+            page=page,
+            page_size=_PAGE_SIZE,
+            fields="all",
+        ).json()
+        tasks = body["tasks"] if isinstance(body, dict) else body
+        for task in tasks:
+            states[int(task["id"])] = (
+                int(task.get("total_annotations") or 0),
+                int(task.get("cancelled_annotations") or 0),
+            )
+        total = body.get("total") if isinstance(body, dict) else None
+        if not tasks or len(tasks) < _PAGE_SIZE or (total is not None and len(states) >= total):
+            return states
+        page += 1

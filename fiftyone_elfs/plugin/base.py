@@ -1,0 +1,253 @@
+"""The base class of every ELFS operator: everything but its names comes from its table.
+
+An operator subclass names its parameter table, its library function and its labels; from the
+table `ElfsOperator` derives its form (`forms.build_form`), its ``execute`` (``ctx.params`` ->
+library call, with progress reported one way: `report_progress`) and its ``__call__`` (every
+table parameter under the API's names, checked as the API does).
+"""
+
+from __future__ import annotations
+
+import inspect
+import queue
+import threading
+from collections.abc import Callable, Generator
+from typing import Any
+
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from fiftyone_elfs.params import OPERATIONS, Operation, Param
+from fiftyone_elfs.plugin.forms import (
+    Check,
+    build_form,
+    call_to_params,
+    form_names,
+    form_to_kwargs,
+)
+
+# Work above this many samples defaults to delegated execution (immediate runs time out at 600 s).
+CNN_DELEGATE_ABOVE = 2000  # training on pixels: minutes per thousand images on a CPU
+DELEGATE_ABOVE = {
+    "compute_embeddings": 5000,
+    "compute_pseudo_labels": 20000,
+    "compute_difficulty": 20000,
+    "compute_contrastive_scores": CNN_DELEGATE_ABOVE,
+    "run_elfs_pipeline": 3000,
+}
+
+
+# --------------------------------------------------------------------------- execution
+
+
+def report_progress(ctx: Any, fraction: float, label: str) -> Generator[Any, None, None]:
+    """Reports progress the one way every ELFS operator does: recorded on the operation when
+    delegated, a progress bar (a yielded ``set_progress`` op) when immediate."""
+    if ctx.delegated:
+        ctx.set_progress(progress=fraction, label=label)
+    else:
+        yield ctx.ops.set_progress(progress=fraction, label=label)
+
+
+def run_with_progress(ctx: Any, fn: Callable[..., Any], **kwargs: Any) -> Generator[Any, None, Any]:
+    """Runs `fn(**kwargs)` and reports its progress; returns what it returned.
+
+    A function that takes ``progress`` runs in a worker thread and its (fraction, label)
+    updates are streamed with `report_progress`; others just run. Re-raises `fn`'s error.
+    """
+    if "progress" not in inspect.signature(fn).parameters:
+        return fn(**kwargs)
+    updates: queue.Queue = queue.Queue()
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = fn(progress=lambda f, label: updates.put((f, label)), **kwargs)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            outcome["error"] = e
+        finally:
+            updates.put(None)
+
+    worker = threading.Thread(target=target, name="fiftyone-elfs", daemon=True)
+    worker.start()
+    last = -1.0
+    while (item := updates.get()) is not None:
+        fraction, label = item
+        if fraction - last < 0.01 and fraction < 1.0:
+            continue
+        last = fraction
+        yield from report_progress(ctx, fraction, label)
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("result")
+
+
+def reload_dataset(ctx: Any) -> Generator[Any, None, None]:
+    """Asks the App to show what a run wrote (only an App session, not a delegated run)."""
+    if not ctx.delegated:
+        yield ctx.trigger("reload_dataset")
+
+
+def execution_options(name: str, ctx: Any) -> foo.ExecutionOptions:
+    """Allows both modes; defaults to delegated when the target is large enough to be slow."""
+    threshold = DELEGATE_ABOVE.get(name)
+    if ctx.params.get("proxy") == "cnn":
+        threshold = min(threshold or CNN_DELEGATE_ABOVE, CNN_DELEGATE_ABOVE)
+    large = threshold is not None and ctx.view is not None and len(ctx.view) > threshold
+    return foo.ExecutionOptions(
+        allow_immediate_execution=True,
+        allow_delegated_execution=True,
+        default_choice_to_delegated=large,
+    )
+
+
+# --------------------------------------------------------------------------- the base class
+
+
+class ElfsOperator(foo.Operator):
+    """An ELFS operator: everything but its names and library function comes from its table.
+
+    Subclasses set:
+        name, label, description, form_title: the operator's URI name and App texts;
+        operation: the name of its table in `fiftyone_elfs.params.OPERATIONS`;
+        function: the library function `execute` calls with the form's values;
+        checks: cheap data checks the form runs on the target, ``check(samples, values)``;
+        on_view: False for operators that work on the whole dataset (no view choice);
+        notify: also show the final message as a notification in the App;
+        usage: a usage example, the start of ``__call__``'s docstring.
+    and may override `done_label`, `context_values`, `custom_input`, `extra_inputs`.
+    """
+
+    name = ""
+    label = ""
+    description = ""
+    form_title = ""
+    operation = ""
+    function: Callable[..., Any] = staticmethod(lambda **kwargs: None)
+    checks: tuple[Check, ...] = ()
+    on_view = True
+    notify = False  # also show the final message as a notification in the App
+    usage = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.operation:
+            cls.__call__ = _make_call(cls)  # type: ignore[method-assign]
+
+    @property
+    def table(self) -> Operation:
+        return OPERATIONS[self.operation]
+
+    @property
+    def config(self) -> foo.OperatorConfig:
+        """A dynamic form, progress streamed from a generator, delegation allowed."""
+        return foo.OperatorConfig(
+            name=self.name,
+            label=self.label,
+            description=self.description,
+            dynamic=True,
+            execute_as_generator=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_execution_options(self, ctx: Any) -> foo.ExecutionOptions:
+        return execution_options(self.name, ctx)
+
+    def resolve_input(self, ctx: Any) -> types.Property:
+        inputs = build_form(ctx, self.table, self.checks, self.custom_input, self.on_view)
+        self.extra_inputs(ctx, inputs)
+        return types.Property(inputs, view=types.View(label=self.form_title or self.label))
+
+    def execute(self, ctx: Any) -> Generator[Any, None, Any]:
+        """Reads ``ctx.params``, calls the library, reports progress, reloads the App."""
+        kwargs = form_to_kwargs(self.table, ctx.params, self.context_values(ctx))
+        samples = ctx.target_view() if self.on_view else ctx.dataset
+        options = dict(kwargs)
+        positional = [options.pop(p.name) for p in self.table.params if p.required]
+        result = yield from run_with_progress(
+            ctx, _bind(type(self).function, samples, positional), **options
+        )
+        message = self.done_label(result, kwargs)
+        yield from report_progress(ctx, 1.0, message)
+        if not ctx.delegated and self.notify:
+            yield ctx.ops.notify(message, variant="success")
+        yield from reload_dataset(ctx)
+        return result
+
+    def done_label(self, result: Any, kwargs: dict[str, Any]) -> str:
+        """The final progress label."""
+        return "done"
+
+    def context_values(self, ctx: Any) -> dict[str, Any]:
+        """Values of parameters the form does not show, taken from the execution context."""
+        if "num_workers" not in self.table.names:
+            return {}
+        return {"num_workers": 2 if ctx.delegated else 0}  # decoding processes, off the App
+
+    def custom_input(self, ctx: Any, inputs: types.Object, param: Param) -> Any:
+        """Draws `param` differently from the default input (return its property), or None."""
+        return None
+
+    def extra_inputs(self, ctx: Any, inputs: types.Object) -> None:
+        """Adds read-only views (notices) after the parameters."""
+
+    def _call(self, samples: Any, arguments: dict[str, Any]) -> Any:
+        delegate = bool(arguments.pop("delegate", False))
+        params = call_to_params(self.table, self.table.validate(arguments))
+        ctx = {"view": samples.view()}
+        return foo.execute_operator(self.uri, ctx, params=params, request_delegation=delegate)
+
+
+def _bind(fn: Callable[..., Any], samples: Any, positional: list[Any]) -> Callable[..., Any]:
+    """`fn` with its leading arguments bound, keeping the keyword-only signature visible."""
+
+    def call(**kwargs: Any) -> Any:
+        return fn(samples, *positional, **kwargs)
+
+    signature = inspect.signature(fn)
+    call.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[p for p in signature.parameters.values() if p.kind == p.KEYWORD_ONLY]
+    )
+    return call
+
+
+def _make_call(cls: type[ElfsOperator]) -> Callable[..., Any]:
+    """The operator's ``__call__``: the table's parameters as keywords, checked like the API."""
+    operation = OPERATIONS[cls.operation]
+    P = inspect.Parameter
+    parameters = [P("self", P.POSITIONAL_OR_KEYWORD), P("samples", P.POSITIONAL_OR_KEYWORD)]
+    parameters += [P(p.name, P.POSITIONAL_OR_KEYWORD) for p in operation.params if p.required]
+    parameters += [
+        P(p.name, P.KEYWORD_ONLY, default=p.default) for p in operation.params if not p.required
+    ]
+    aliases = {  # the form's names of dict keys, e.g. cnn_width=8 for cnn_params={"width": 8}
+        name: (p.name, sub.name)
+        for p in operation.params
+        if p.type == "dict" and p.form_prefix
+        for name, sub, _ in form_names(p)
+        if sub.form
+    }
+    parameters += [P(name, P.KEYWORD_ONLY, default=None) for name in aliases]
+    parameters.append(P("delegate", P.KEYWORD_ONLY, default=False))
+    signature = inspect.Signature(parameters)
+
+    def __call__(self: ElfsOperator, samples: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs = operation.rename_deprecated(kwargs)
+        arguments = signature.bind(self, samples, *args, **kwargs).arguments
+        arguments.pop("self"), arguments.pop("samples")
+        for name, (dict_name, key) in aliases.items():
+            value = arguments.pop(name, None)
+            if value is not None:
+                arguments[dict_name] = {**(arguments.get(dict_name) or {}), key: value}
+        return self._call(samples, arguments)
+
+    __call__.__signature__ = signature  # type: ignore[attr-defined]
+    __call__.__doc__ = (
+        f"Runs '{cls.label}' on a dataset or view from a script, as the App would.\n\n"
+        f"Example::\n\n    {cls.usage}\n\n"
+        "Checks the arguments like the library function does (raising ElfsInputError), then\n"
+        "returns FiftyOne's ExecutionResult; ``delegate=True`` queues the run for a delegated\n"
+        "worker instead.\n\n" + operation.args_doc()
+    )
+    return __call__

@@ -1,0 +1,157 @@
+"""Difficulty stage: a proxy trained on the pseudo-labels; each sample's AUM, forgetting, EL2N.
+
+Algorithm: `fiftyone_elfs.difficulty` (MLP proxy on the embeddings, CNN proxy on the images,
+training dynamics recorded online); `fiftyone_elfs.pseudo_labels.label_merge` for labels that
+annotators returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fiftyone_elfs import dataset_io, runs
+from fiftyone_elfs.dataset_io import SampleCollection
+from fiftyone_elfs.errors import ElfsInputError
+from fiftyone_elfs.progress import ProgressFn, terminal_progress
+from fiftyone_elfs.stages import StageConfig, record
+
+STAGE = "difficulty"
+
+
+@dataclass(frozen=True)
+class DifficultyConfig(StageConfig):
+    """The parameters of `fiftyone_elfs.compute_difficulty` (documented there)."""
+
+    OPERATION = "compute_difficulty"
+
+    key: str
+    embeddings_field: str | None
+    proxy: str
+    cnn_params: dict[str, Any] | None
+    epochs: int | None
+    label_field: str | None
+    seed: int
+    num_workers: int
+
+
+def _targets(
+    samples: SampleCollection,
+    config: DifficultyConfig,
+    names: runs.PipelineNames,
+    field_name: str,
+) -> tuple[list[str], list[str] | None, np.ndarray | None, list[str], int, str]:
+    """What the proxy trains on: (ids, image paths or None, embeddings or None, class names,
+    number of true labels used, where the targets came from)."""
+    from fiftyone_elfs.pseudo_labels import merge_true_labels, probe_true_labels
+
+    pseudo = names.pseudo_label_field
+    paths: list[str] | None = None
+    X: np.ndarray | None = None
+    if config.proxy == "cnn":  # trains on the image files: the embeddings are not read
+        ids, paths, label_names = dataset_io.read_labelled(samples, pseudo)
+    else:
+        ids, X = dataset_io.read_embeddings(samples, field_name, having=pseudo)
+        label_names = dataset_io.read_labels(samples, pseudo, ids)
+    n_true, targets = 0, "pseudo-labels"
+    if config.label_field is not None:
+        true = dataset_io.read_labels(samples, config.label_field, ids)
+        n_true = sum(t is not None for t in true)
+        if len({t for t in true if t is not None}) >= 2:
+            if X is None:  # the CNN proxy reads pixels; the probe needs the embeddings too
+                X = dataset_io.read_embeddings(samples, field_name, ids=ids)[1]
+            label_names, targets = probe_true_labels(X, true, seed=config.seed), "labels + probe"
+        else:
+            label_names, targets = merge_true_labels(label_names, true), "labels + clusters"
+    return ids, paths, X, label_names, n_true, targets
+
+
+def run(
+    samples: SampleCollection, config: DifficultyConfig, progress: ProgressFn | None = None
+) -> dict[str, Any]:
+    """Trains the proxy and stores "<key>_aum", "<key>_forgetting" and "<key>_el2n"."""
+    from fiftyone_elfs.difficulty import train_cnn_proxy, train_mlp_proxy
+
+    names = runs.PipelineNames(config.key)
+    dataset_io.require_nonempty(samples)
+    field_name = config.embeddings_field or names.embeddings_field
+    if not dataset_io.has_field(samples, names.pseudo_label_field):
+        raise ElfsInputError(
+            f"No pseudo-labels for key '{config.key}' ('{names.pseudo_label_field}' is missing). "
+            "Fix: run compute_pseudo_labels with the same key first."
+        )
+    if config.label_field is not None:
+        dataset_io.require_classification_field(samples, config.label_field, "label_field")
+    score_fields = [names.score_field(s) for s in runs.SCORE_NAMES]
+    record.check_ownership(samples, names, STAGE, fields=score_fields)
+
+    ids, paths, X, label_names, n_true, targets = _targets(samples, config, names, field_name)
+    classes = sorted(set(label_names))
+    if len(classes) < 2:
+        raise ElfsInputError(
+            "The pseudo-labels contain fewer than 2 clusters, so there is no difficulty to learn. "
+            "Fix: recompute them with n_clusters >= 2."
+        )
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index[c] for c in label_names], dtype=np.int64)
+    report = progress or terminal_progress(f"difficulty ({config.proxy} proxy)")
+    epochs = {"epochs": config.epochs} if config.epochs is not None else {}
+    checkpoint_dir = None
+    if config.proxy == "cnn":
+        checkpoint_dir = runs.checkpoint_dir_for(samples, config.key)
+        scores = train_cnn_proxy(
+            paths,
+            y,
+            n_classes=len(classes),
+            seed=config.seed,
+            num_workers=config.num_workers,
+            checkpoint_dir=checkpoint_dir,
+            progress=report,
+            **epochs,
+            **(config.cnn_params or {}),
+        )
+    else:
+        scores = train_mlp_proxy(
+            X, y, n_classes=len(classes), seed=config.seed, progress=report, **epochs
+        )
+    report(1.0, "done")
+
+    results = {
+        "n_samples": len(ids),
+        "n_epochs": int(scores.n_epochs),
+        "seconds": scores.info.get("seconds"),
+        "resumed_from_epoch": scores.info.get("resumed_from_epoch", 0),
+        "n_true_labels": n_true,
+        "targets": targets,
+        "n_classes": len(classes),
+        "means": {s: float(np.mean(getattr(scores, s))) for s in runs.SCORE_NAMES},
+    }
+    cnn_recorded = ("arch", "width", "image_size", "batch_size")
+    record.record(
+        samples,
+        names,
+        STAGE,
+        params={
+            "proxy": config.proxy,
+            "epochs": int(scores.n_epochs),
+            "cnn_params": {k: scores.info[k] for k in cnn_recorded}
+            if config.proxy == "cnn"
+            else {},
+            "checkpoint_dir": checkpoint_dir,
+            "seed": config.seed,
+            "embeddings_field": field_name,
+            "label_field": names.pseudo_label_field,
+            "true_label_field": config.label_field,
+            "score_fields": score_fields,
+        },
+        results=results,
+        outputs=record.Outputs(
+            values={
+                names.score_field(s): (ids, np.asarray(getattr(scores, s), dtype=float).tolist())
+                for s in runs.SCORE_NAMES
+            }
+        ),
+    )
+    return results

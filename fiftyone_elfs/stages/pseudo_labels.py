@@ -1,0 +1,117 @@
+"""Pseudo-labels stage: the embeddings clustered (TEMI or k-means) into a Classification field.
+
+Algorithm: `fiftyone_elfs.pseudo_labels` (TEMI deep clustering, spherical k-means).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fiftyone_elfs import dataset_io, runs
+from fiftyone_elfs.dataset_io import SampleCollection
+from fiftyone_elfs.errors import ElfsInputError
+from fiftyone_elfs.progress import ProgressFn, terminal_progress
+from fiftyone_elfs.stages import StageConfig, record
+
+STAGE = "pseudo_labels"
+
+
+@dataclass(frozen=True)
+class PseudoLabelsConfig(StageConfig):
+    """The parameters of `fiftyone_elfs.compute_pseudo_labels` (documented there)."""
+
+    OPERATION = "compute_pseudo_labels"
+
+    key: str
+    n_clusters: int
+    clustering: str
+    embeddings_field: str | None
+    seed: int
+    temi_params: dict[str, Any] | None
+
+
+def check_n_clusters(n_clusters: int, n: int) -> None:
+    """Refuses more clusters than samples to cluster."""
+    if n_clusters > n:
+        raise ElfsInputError(
+            f"n_clusters={n_clusters} is larger than the {n} samples to cluster. "
+            f"Fix: pass n_clusters <= {n} (typically the number of classes you expect).",
+            param="n_clusters",
+        )
+
+
+def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
+    """The cheap data checks an App form repeats as the user types."""
+    if values.get("n_clusters") is not None:
+        check_n_clusters(values["n_clusters"], dataset_io.count(samples))
+
+
+def _check_temi_params(temi_params: dict[str, Any] | None) -> dict[str, Any]:
+    from fiftyone_elfs.pseudo_labels import TEMIClustering
+
+    temi_params = dict(temi_params or {})
+    fixed = {"self", "n_clusters", "seed", "progress"}
+    allowed = [n for n in inspect.signature(TEMIClustering).parameters if n not in fixed]
+    unknown = sorted(set(temi_params) - set(allowed))
+    if unknown:
+        raise ElfsInputError(
+            f"Unknown temi_params {unknown}. Fix: use only {allowed}.", param="temi_params"
+        )
+    return temi_params
+
+
+def run(
+    samples: SampleCollection, config: PseudoLabelsConfig, progress: ProgressFn | None = None
+) -> dict[str, Any]:
+    """Clusters the embeddings; stores "cluster_<k>" labels with the cluster probability."""
+    from fiftyone_elfs.pseudo_labels import TEMIClustering, kmeans_pseudo_labels
+
+    names = runs.PipelineNames(config.key)
+    dataset_io.require_nonempty(samples)
+    field_name = config.embeddings_field or names.embeddings_field
+    ids, X = dataset_io.read_embeddings(samples, field_name)
+    check_n_clusters(config.n_clusters, len(ids))
+    temi_params = _check_temi_params(config.temi_params)
+    record.check_ownership(samples, names, STAGE, fields=[names.pseudo_label_field])
+    report = progress or terminal_progress(f"pseudo-labels ({config.clustering})")
+
+    extra: dict[str, Any] = {}
+    if config.clustering == "kmeans":
+        report(0.0, "k-means")
+        labels, confidence = kmeans_pseudo_labels(X, config.n_clusters, seed=config.seed)
+    else:
+        temi = TEMIClustering(config.n_clusters, seed=config.seed, progress=report, **temi_params)
+        temi.fit(X)
+        labels, confidence = temi.labels_, temi.confidence_
+        extra = {
+            "best_head": int(temi.best_head_),
+            "head_losses": [float(v) for v in temi.head_losses_],
+        }
+    report(1.0, "done")
+
+    width = len(str(config.n_clusters - 1))
+    label_names = [f"cluster_{int(k):0{width}d}" for k in labels]
+    sizes = np.bincount(labels, minlength=config.n_clusters)
+    results = {"n_samples": len(ids), "cluster_sizes": [int(s) for s in sizes], **extra}
+    record.record(
+        samples,
+        names,
+        STAGE,
+        params={
+            "clustering": config.clustering,
+            "n_clusters": config.n_clusters,
+            "seed": config.seed,
+            "embeddings_field": field_name,
+            "label_field": names.pseudo_label_field,
+            "temi_params": temi_params,
+        },
+        results=results,
+        outputs=record.Outputs(
+            labels={names.pseudo_label_field: (ids, label_names, confidence.tolist())}
+        ),
+    )
+    return results

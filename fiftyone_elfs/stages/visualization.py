@@ -1,0 +1,92 @@
+"""Visualization stage: a 2-D layout of the embeddings as a FiftyOne Brain run.
+
+The App's Embeddings panel plots it and colours the points by any field ("<key>_pseudo_label",
+each score, "<key>_coreset_region"). Algorithm: PCA (`fiftyone_elfs.embeddings.projection`)
+before FiftyOne Brain's UMAP, so large pools stay fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fiftyone_elfs import dataset_io, runs
+from fiftyone_elfs.dataset_io import SampleCollection
+from fiftyone_elfs.errors import ElfsInputError
+from fiftyone_elfs.progress import ProgressFn, terminal_progress
+from fiftyone_elfs.stages import StageConfig, record
+
+STAGE = "visualization"
+
+
+@dataclass(frozen=True)
+class VisualizationConfig(StageConfig):
+    """The parameters of `fiftyone_elfs.compute_visualization` (documented there)."""
+
+    OPERATION = "compute_visualization"
+
+    key: str
+    embeddings_field: str | None
+    layout_method: str
+    brain_key: str | None
+    pca_dims: int
+    seed: int
+
+
+def brain_key_for(key: str, layout_method: str, brain_key: str | None) -> str:
+    """The brain key of the layout: the given one, else "<key>_umap" (or "<key>_pca")."""
+    if brain_key:
+        return brain_key
+    return (
+        runs.PipelineNames(key).brain_key if layout_method == "umap" else f"{key}_{layout_method}"
+    )
+
+
+def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
+    """The cheap data checks an App form repeats as the user types: a free brain key."""
+    if values.get("brain_key") and values.get("key"):
+        names = runs.PipelineNames(values["key"])
+        record.check_ownership(samples, names, STAGE, brain_runs=[values["brain_key"]])
+
+
+def run(
+    samples: SampleCollection, config: VisualizationConfig, progress: ProgressFn | None = None
+) -> str:
+    """Registers the layout (replacing this key's previous one); returns its brain key."""
+    from fiftyone_elfs.embeddings import pca_reduce
+
+    names = runs.PipelineNames(config.key)
+    brain_key = brain_key_for(config.key, config.layout_method, config.brain_key)
+    field_name = config.embeddings_field or names.embeddings_field
+    ids, X = dataset_io.read_embeddings(samples, field_name)
+    if len(ids) < 4:
+        raise ElfsInputError(
+            f"Only {len(ids)} samples have embeddings in '{field_name}'; a 2-D layout needs at "
+            "least 4. Fix: compute embeddings on a larger view."
+        )
+    record.check_ownership(samples, names, STAGE, brain_runs=[brain_key])
+    report = progress or terminal_progress("embedding plot")
+    report(0.0, f"{config.layout_method} layout of {len(ids)} samples")
+    umap = config.layout_method == "umap"
+    points_input = pca_reduce(X, config.pca_dims, seed=config.seed) if umap else X
+    options: dict[str, Any] = {}
+    if umap:
+        options = dict(num_neighbors=min(15, len(ids) - 1), seed=config.seed, verbose=False)
+    record.record(
+        samples,
+        names,
+        STAGE,
+        params={
+            "brain_key": brain_key,
+            "embeddings_field": field_name,
+            "layout_method": config.layout_method,
+            "pca_dims": config.pca_dims if umap else None,
+            "seed": config.seed,
+        },
+        results={"n_points": len(ids)},
+        outputs=record.Outputs(
+            layouts={brain_key: record.Layout(ids, points_input, config.layout_method, options)}
+        ),
+    )
+    report(1.0, f"embedding plot '{brain_key}' of {len(ids)} samples")
+    return brain_key
