@@ -88,7 +88,7 @@ def app_dataset(base_dataset):
         n_clusters=10,
         clustering="kmeans",
         embeddings_field="elfs_embedding",
-        proxy_epochs=5,
+        epochs=5,
     )
     yield dataset
     dataset.delete()

@@ -25,7 +25,7 @@ def _select(dataset, key="elfs", fraction=0.2, visualize=False):
         clustering="kmeans",
         key=key,
         embeddings_field="elfs_embedding",
-        proxy_epochs=5,
+        epochs=5,
         visualize=visualize,
     )
 
@@ -65,10 +65,10 @@ def test_embedding_plot_is_a_brain_run_owned_by_the_key(dataset):
     assert results.points.shape == (len(dataset), 2)
     assert np.isfinite(results.points).all()
     assert results.points.std(axis=0).min() > 0  # a layout, not a collapsed point
-    assert "visualization" in elfs.list_runs(dataset)["elfs"]
+    assert "visualization" in elfs.list_keys(dataset)["elfs"]
     assert runs.brain_run_owner(dataset, brain_key) == "elfs"
 
-    elfs.delete_run(dataset, "elfs")
+    elfs.delete_key(dataset, "elfs")
     assert dataset.list_brain_runs() == []
 
 
@@ -82,7 +82,7 @@ def test_embedding_plot_refuses_a_foreign_brain_key_and_changes_nothing(dataset)
     with pytest.raises(elfs.ElfsInputError, match="'mine' already exists"):
         elfs.compute_visualization(dataset, embeddings_field="elfs_embedding", brain_key="mine")
     assert np.array_equal(dataset.load_brain_results("mine").points, before)
-    assert "visualization" not in elfs.list_runs(dataset)["elfs"]
+    assert "visualization" not in elfs.list_keys(dataset)["elfs"]
 
 
 def test_embedding_plot_needs_embeddings(dataset):
@@ -95,7 +95,7 @@ def test_embedding_plot_needs_embeddings(dataset):
 
 def test_visualization_operator_runs_through_the_operator_machinery(dataset):
     op = foo.get_operator(f"{PLUGIN}/compute_visualization")
-    op(dataset, embeddings_field="elfs_embedding", method="pca", brain_key="layout")
+    op(dataset, embeddings_field="elfs_embedding", layout_method="pca", brain_key="layout")
     assert dataset.load_brain_results("layout").points.shape == (len(dataset), 2)
     assert runs.brain_run_owner(dataset, "layout") == "elfs"
 

@@ -112,7 +112,7 @@ def test_unreadable_images_are_named(digit_files, tmp_path):
 
 def test_cnn_proxy_through_the_operator_scores_every_sample(dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("ELFS_CACHE_DIR", str(tmp_path))
-    elfs.compute_pseudo_labels(dataset, n_clusters=10, method="kmeans")
+    elfs.compute_pseudo_labels(dataset, n_clusters=10, clustering="kmeans")
     op = foo.get_operator("@fiftyone-elfs/elfs/compute_difficulty")
     op(dataset, proxy="cnn", epochs=2, cnn_width=8, cnn_image_size=32)
     aum = np.array(dataset.values("elfs_aum"), dtype=float)

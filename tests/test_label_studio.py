@@ -97,7 +97,7 @@ def _pipeline(dataset):
         n_clusters=10,
         clustering="kmeans",
         embeddings_field="elfs_embedding",
-        proxy_epochs=5,
+        epochs=5,
     )
 
 
@@ -159,7 +159,7 @@ def test_round_trip_counts_only_human_answers_then_selects_the_next_budget(datas
     assert second.round == 2 and len(second.selected_ids) == 30
     assert not set(second.selected_ids) & set(first.selected_ids)
     assert not set(second.selected_ids) & set(dataset.exists("human").values("id"))
-    assert "round2" in elfs.list_runs(dataset)["elfs"]
+    assert "round2" in elfs.list_keys(dataset)["elfs"]
 
     # Round 2 pre-annotates from round 1's answers: each cluster gets its members' majority.
     round2 = dataset.match_tags(second.tag)

@@ -98,7 +98,7 @@ def test_form_validation_stops_bad_runs_and_changes_nothing(dataset):
         n_clusters=5,
         clustering="kmeans",
         embeddings_field="elfs_embedding",
-        proxy_epochs=2,
+        epochs=2,
     )
     before = (sorted(dataset.get_field_schema()), dataset.count_sample_tags(), dataset.list_runs())
     bad = [
@@ -161,3 +161,24 @@ def test_large_targets_default_to_delegated_execution(dataset):
         )
     finally:
         operators.DELEGATE_ABOVE["run_elfs_pipeline"] = old
+
+
+def test_operators_without_a_progress_callback_report_progress_the_same_way(dataset):
+    """Progress is reported one way: select_coreset, delegated, records its final label too."""
+    elfs.run_pipeline(
+        dataset,
+        budget_fraction=0.1,
+        n_clusters=5,
+        clustering="kmeans",
+        embeddings_field="elfs_embedding",
+        epochs=2,
+        visualize=False,
+    )
+    name = uri("select_coreset")
+    foo.get_operator(name)(dataset, budget_count=20, delegate=True)
+    service = DelegatedOperationService()
+    service.execute_queued_operations(operator=name, dataset_name=dataset.name)
+    op = service.list_operations(operator=name, dataset_name=dataset.name)[-1]
+    assert op.run_state == ExecutionRunState.COMPLETED
+    assert (op.status.progress, op.status.label) == (1.0, "selected 20 samples")
+    assert len(dataset.match_tags("elfs_coreset")) == 20

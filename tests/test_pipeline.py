@@ -24,7 +24,7 @@ def _run(dataset, key="elfs", fraction=0.2, clustering="kmeans", **kwargs):
         clustering=clustering,
         key=key,
         embeddings_field="elfs_embedding",
-        proxy_epochs=5,
+        epochs=5,
         **kwargs,
     )
 
@@ -49,7 +49,7 @@ def test_full_pipeline_with_temi_writes_fields_tag_view_and_runs(dataset, tmp_pa
         n_clusters=10,
         clustering="temi",
         key="elfs",
-        proxy_epochs=5,
+        epochs=5,
         temi_params=FAST_TEMI,
     )
     assert result.budget == round(0.2 * n) == len(result.selected_ids)
@@ -67,7 +67,7 @@ def test_full_pipeline_with_temi_writes_fields_tag_view_and_runs(dataset, tmp_pa
 
     # every stage but the contrastive score, which is its own method, not a pipeline stage
     pipeline_stages = set(runs.STAGES) - {"contrastive"}
-    assert pipeline_stages == set(elfs.list_runs(dataset)["elfs"])
+    assert pipeline_stages == set(elfs.list_keys(dataset)["elfs"])
     for stage in pipeline_stages:
         assert f"elfs_{stage}" in dataset.list_runs()
     pl = dataset.get_run_info("elfs_pseudo_labels").config
@@ -155,14 +155,14 @@ def test_keys_coexist_rerun_replaces_only_its_own_and_delete_cleans_up(dataset):
 
     assert sorted(dataset.list_brain_runs()) == ["a_umap", "b_umap"]
     stages = ["pseudo_labels", "difficulty", "coreset", "visualization"]
-    assert elfs.delete_run(dataset, "a") == stages
+    assert elfs.delete_key(dataset, "a") == stages
     assert dataset.list_brain_runs() == ["b_umap"]
     assert dataset.get_field("a_coreset_region") is None
     assert dataset.get_field("a_pseudo_label") is None and dataset.get_field("a_aum") is None
     assert len(dataset.match_tags("a_coreset")) == 0
     assert not dataset.has_saved_view("a-coreset")
-    assert "a" not in elfs.list_runs(dataset)
-    assert "b" in elfs.list_runs(dataset)
+    assert "a" not in elfs.list_keys(dataset)
+    assert "b" in elfs.list_keys(dataset)
     assert dataset.values("b_aum") == b_aum
     assert dataset.get_field("elfs_embedding") is not None  # the shared input is not a's to delete
 
@@ -215,10 +215,10 @@ def test_existing_user_field_is_never_overwritten(dataset):
         clustering="kmeans",
         key="mine",
         embeddings_field="my_vectors",
-        proxy_epochs=3,
+        epochs=3,
     )
     assert result.budget == 25
-    assert "embeddings" not in elfs.list_runs(dataset)["mine"]
+    assert "embeddings" not in elfs.list_keys(dataset)["mine"]
 
 
 def _snapshot(dataset):
@@ -250,13 +250,15 @@ def test_bad_parameters_fail_clearly_and_change_nothing(dataset, kwargs, message
     before = _snapshot(dataset)
     params = dict(n_clusters=10, clustering="kmeans", key="elfs", embeddings_field="elfs_embedding")
     params.update(kwargs)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(elfs.ElfsInputError, match=message):
         elfs.run_pipeline(dataset, **params)
-    with pytest.raises(ValueError):
+    with pytest.raises(elfs.ElfsInputError, match=message):
         if "n_clusters" in kwargs:
-            elfs.compute_pseudo_labels(dataset, n_clusters=kwargs["n_clusters"], method="kmeans")
+            elfs.compute_pseudo_labels(
+                dataset, n_clusters=kwargs["n_clusters"], clustering="kmeans"
+            )
         elif "clustering" in kwargs:
-            elfs.compute_pseudo_labels(dataset, method=kwargs["clustering"])
+            elfs.compute_pseudo_labels(dataset, clustering=kwargs["clustering"])
         else:
             sel = {
                 k: v
@@ -319,7 +321,7 @@ def test_view_selection_only_touches_the_view(dataset):
         clustering="kmeans",
         key="sub",
         embeddings_field="elfs_embedding",
-        proxy_epochs=3,
+        epochs=3,
     )
     assert result.n_pool == len(view)
     assert set(result.selected_ids) <= set(view.values("id"))

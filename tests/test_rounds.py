@@ -19,7 +19,7 @@ def _round1(dataset, fraction=0.1):
         clustering="kmeans",
         key="elfs",
         embeddings_field="elfs_embedding",
-        proxy_epochs=5,
+        epochs=5,
     )
 
 
@@ -45,13 +45,13 @@ def test_select_more_extends_the_window_and_records_each_round(dataset):
     assert dataset.has_saved_view("elfs-round3")
     stages = runs.list_pipelines(dataset)["elfs"]
     assert stages[-2:] == ["round2", "round3"]
-    assert elfs.list_runs(dataset)["elfs"][-1] == "round3"
+    assert elfs.list_keys(dataset)["elfs"][-1] == "round3"
     assert 0 < third.beta < 1 and n == third.n_pool
     # Replacing round 1 would orphan the later rounds: refused, nothing changed.
     with pytest.raises(elfs.ElfsInputError, match="labeling rounds"):
         elfs.select_coreset(dataset, budget_count=5, key="elfs")
     assert len(dataset.match_tags("elfs_coreset")) == len(first.selected_ids)
-    deleted = elfs.delete_run(dataset, "elfs")
+    deleted = elfs.delete_key(dataset, "elfs")
     assert "round3" in deleted and "round2" in deleted
     assert not dataset.match_tags(["elfs_round2", "elfs_round3"]) and not dataset.list_runs()
 
