@@ -17,6 +17,12 @@ from fiftyone_elfs.difficulty import (
     TrainingDynamicsRecorder,
     train_mlp_proxy,
 )
+from fiftyone_elfs.difficulty.training_dynamics import (
+    DEFAULT_PROXY_EPOCHS,
+    MIN_SCALED_PROXY_EPOCHS,
+    PROXY_WORK_BUDGET,
+    scaled_proxy_epochs,
+)
 from fiftyone_elfs.selection import label_free_beta
 
 
@@ -249,3 +255,19 @@ def test_proxy_standardises_without_copying_the_embeddings():
     tracemalloc.stop()
     # Per-sample statistics (~14 MB) and minibatches; a standardised copy of X would be 102 MB.
     assert train_peak < X.nbytes / 2, train_peak
+
+
+def test_scaled_proxy_epochs_keeps_small_runs_and_bounds_the_work_of_large_ones():
+    assert scaled_proxy_epochs(50_000, 1280, 10) == DEFAULT_PROXY_EPOCHS  # CIFAR-10: unchanged
+    sizes = [10_000, 200_000, 400_000, 1_280_000, 10_000_000]
+    epochs = [scaled_proxy_epochs(n, 512, 1000) for n in sizes]
+    assert epochs == sorted(epochs, reverse=True) and epochs[0] == DEFAULT_PROXY_EPOCHS
+    assert epochs[-1] == MIN_SCALED_PROXY_EPOCHS
+    for n, e in zip(sizes, epochs, strict=True):
+        work = 3.0 * n * (512 * 512 + 512 * 1000) * e
+        assert work <= PROXY_WORK_BUDGET or e == MIN_SCALED_PROXY_EPOCHS
+        assert e == DEFAULT_PROXY_EPOCHS or 3.0 * n * (512 * 512 + 512 * 1000) * (e + 1) > (
+            PROXY_WORK_BUDGET
+        )
+    with pytest.raises(ValueError, match="n_samples"):
+        scaled_proxy_epochs(0, 512, 10)
