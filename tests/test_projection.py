@@ -89,3 +89,19 @@ def test_layout_2d_umap_on_a_sample_places_the_rest_with_their_cluster():
     # Up to max_fit, UMAP sees every sample.
     small = layout_2d(X[:400], max_fit=400, seed=0)
     assert small.shape == (400, 2) and np.isfinite(small).all()
+
+
+def test_layout_points_are_accepted_by_fiftyone_brain_compute_visualization():
+    import fiftyone as fo
+    import fiftyone.brain as fob
+
+    X, _ = _blobs(n_per=15, k=4)
+    dataset = fo.Dataset()
+    try:
+        dataset.add_samples([fo.Sample(filepath=f"/nonexistent/{i}.jpg") for i in range(len(X))])
+        pts = layout_2d(X, method="pca")
+        results = fob.compute_visualization(dataset, points=pts, brain_key="layout_test")
+        np.testing.assert_allclose(np.asarray(results.points), pts)
+        assert "layout_test" in dataset.list_brain_runs()
+    finally:
+        dataset.delete()
