@@ -1,0 +1,449 @@
+"""Scale benchmark of ELFS's array stages on synthetic embeddings (issue 16).
+
+For each N (default 50k, 200k, 1.28M) on synthetic 512-d Gaussian-cluster embeddings with 1,000
+clusters (``synthetic.py``), every stage runs in a fresh subprocess that loads X from an .npy
+file, so its peak RSS (``ru_maxrss`` of the child, read with ``os.wait4``) is clean and includes
+the float32 embeddings themselves, as in a pipeline that holds them. Printed per stage: wall time
+(the stage only, not the load), CPU time of the child, peak RSS, peak RSS minus the RSS right
+after loading X, the 1-minute load average before/after (other jobs share the machine), the ratio
+to the same-run anchors at that N (``faiss.Kmeans`` with its defaults, training + assigning all
+samples; ``numpy.argsort`` of N floats) and the ratio to the stage's own time at 200k.
+
+Stages (``--stages``):
+  anchor_argsort   numpy.argsort of N random floats (no X)
+  anchor_faiss     faiss.Kmeans(d, 1000, spherical, seed 0, defaults: 25 iterations, at most 256
+                   points per centroid), then every sample assigned with its index
+  kmeans           kmeans_pseudo_labels(X, 1000): the pseudo-labels (saved for the later stages)
+  knn              TEMI's input (PCA-128 of normalised rows, centred) and nearest_neighbors(Z, 50)
+                   over all N; recall@50 against exact search (all rows when N <= 50k, with the
+                   IVF path forced; 2,000 random rows above)
+  temi             TEMIClustering(1000, seed=0) with its defaults (``--temi-epochs`` to override)
+  mlp              train_mlp_proxy(X, kmeans labels, n_classes=1000, epochs=--mlp-epochs;
+                   default: scaled_proxy_epochs(N, 512, 1000): 40 up to ~215k, 6 at 1.28M)
+  select           label_free_beta + double_end_prune on the MLP's AUM, 10% budget
+  layout           layout_2d(X) (UMAP on 50,000 samples, the rest placed by neighbours)
+  d2, prototypicality, kcenter, zcore   the geometry baselines at a 10% budget (k-center and
+                   ZCore report their refusal when above their work limit)
+  dataset_values, dataset_set_values    with --with-dataset: NOT YET (see below)
+
+``--with-dataset`` adds the FiftyOne stages (a dataset of N samples; ``dataset.values`` and
+``set_values`` of the embeddings as anchors). They are stubs that report "not yet": the
+database chunking they measure is another engineer's work in progress (issue 16).
+
+Children run with OMP_WAIT_POLICY=PASSIVE (see ``run_stage``). Run (one heavy process at a
+time; the machine has 2 cores):
+    .venv/bin/python benchmarks/scale/run_scale.py --sizes 50000 200000
+    .venv/bin/python benchmarks/scale/run_scale.py --table benchmarks/results/scale/results.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+sys.path.insert(0, ROOT)
+
+from synthetic import write_chunks  # noqa: E402
+
+DEFAULT_STAGES = [
+    "anchor_argsort",
+    "anchor_faiss",
+    "kmeans",
+    "knn",
+    "mlp",
+    "select",
+    "layout",
+    "temi",
+]
+BASELINE_STAGES = ["prototypicality", "d2", "kcenter", "zcore"]
+DATASET_STAGES = ["dataset_values", "dataset_set_values"]
+N_CLUSTERS = 1000
+DIM = 512
+RECALL_QUERIES = 2000
+EXACT_RECALL_MAX = 50_000
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def data_paths(data_dir: str, n: int) -> dict[str, str]:
+    """Files of one size: embeddings, true clusters, and what stages hand to later stages."""
+    base = os.path.join(data_dir, f"n{n}_d{DIM}_k{N_CLUSTERS}")
+    return {
+        "X": base + "_X.npy",
+        "y": base + "_y.npy",
+        "labels": base + "_kmeans_labels.npy",
+        "aum": base + "_aum.npy",
+    }
+
+
+def ensure_data(data_dir: str, n: int) -> None:
+    """Write the synthetic embeddings of size n once (memory-mapped, chunk by chunk)."""
+    paths = data_paths(data_dir, n)
+    if os.path.exists(paths["X"]) and os.path.exists(paths["y"]):
+        return
+    os.makedirs(data_dir, exist_ok=True)
+    X = np.lib.format.open_memmap(paths["X"] + ".tmp", mode="w+", dtype=np.float32, shape=(n, DIM))
+    y = np.empty(n, dtype=np.int64)
+    write_chunks(X, y, n_clusters=N_CLUSTERS, seed=0)
+    X.flush()
+    del X
+    np.save(paths["y"], y)
+    os.replace(paths["X"] + ".tmp", paths["X"])
+
+
+# ----------------------------------------------------------------------------- child stages
+
+
+def _rss_mb() -> float:
+    """Peak RSS of this process so far, in MB (Linux reports kB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _ari(y: np.ndarray, labels: np.ndarray) -> float:
+    from sklearn.metrics import adjusted_rand_score
+
+    return round(float(adjusted_rand_score(y, labels)), 4)
+
+
+def stage_anchor_argsort(n: int, X: np.ndarray | None, paths: dict, args) -> dict:
+    v = np.random.default_rng(0).random(n)
+    t = time.perf_counter()
+    np.argsort(v)
+    return {"wall_s": time.perf_counter() - t}
+
+
+def stage_anchor_faiss(n: int, X: np.ndarray, paths: dict, args) -> dict:
+    import faiss
+
+    t = time.perf_counter()
+    for s in range(0, n, 65536):  # normalise in place (the child owns X), chunk by chunk
+        X[s : s + 65536] /= np.linalg.norm(X[s : s + 65536], axis=1, keepdims=True)
+    km = faiss.Kmeans(DIM, N_CLUSTERS, seed=0, spherical=True, verbose=False)
+    km.train(X)
+    t_train = time.perf_counter() - t
+    labels = np.empty(n, dtype=np.int64)
+    for s in range(0, n, 65536):
+        labels[s : s + 65536] = km.index.search(X[s : s + 65536], 1)[1][:, 0]
+    wall = time.perf_counter() - t
+    return {"wall_s": wall, "train_s": round(t_train, 1), "ari": _ari(np.load(paths["y"]), labels)}
+
+
+def stage_kmeans(n: int, X: np.ndarray, paths: dict, args) -> dict:
+    from fiftyone_elfs.pseudo_labels.kmeans import kmeans_pseudo_labels
+
+    t = time.perf_counter()
+    labels, conf = kmeans_pseudo_labels(X, N_CLUSTERS, seed=0)
+    wall = time.perf_counter() - t
+    np.save(paths["labels"], labels)
+    return {"wall_s": wall, "ari": _ari(np.load(paths["y"]), labels)}
+
+
+def stage_knn(n: int, X: np.ndarray, paths: dict, args) -> dict:
+    import faiss
+
+    from fiftyone_elfs.embeddings.projection import fit_pca
+    from fiftyone_elfs.pseudo_labels.neighbors import l2_normalize, nearest_neighbors
+
+    k = 50
+    t = time.perf_counter()
+    Z = fit_pca(X, 128, seed=0, normalize=True).transform(X)
+    Z -= Z.mean(axis=0, dtype=np.float64).astype(np.float32)
+    t_pca = time.perf_counter() - t
+    del X
+    forced = n <= EXACT_RECALL_MAX  # below the exact threshold: force the IVF path to measure it
+    nbrs = nearest_neighbors(Z, k, exact_max_samples=0 if forced else 100_000)
+    wall = time.perf_counter() - t
+    out = {"wall_s": wall, "pca_s": round(t_pca, 1), "ivf_forced": forced}
+    if forced:
+        t0 = time.perf_counter()
+        exact = nearest_neighbors(Z, k, exact_max_samples=10**12)
+        out["exact_s"] = round(time.perf_counter() - t0, 1)
+        rows = np.arange(n)
+    else:
+        rows = np.sort(np.random.default_rng(1).choice(n, RECALL_QUERIES, replace=False))
+        index = faiss.IndexFlatIP(Z.shape[1])
+        for s in range(0, n, 65536):
+            index.add(l2_normalize(Z[s : s + 65536]))
+        _, idx = index.search(l2_normalize(Z[rows]), k + 1)
+        exact = np.stack([r[r != i][:k] for r, i in zip(idx, rows, strict=True)])
+    hits = [np.intersect1d(a, b).size for a, b in zip(nbrs[rows], exact, strict=True)]
+    out["recall_at_50"] = round(float(np.mean(hits)) / k, 4)
+    out["recall_rows"] = int(rows.size)
+    y = np.load(paths["y"])
+    out["nn10_same_cluster"] = round(float((y[nbrs[:, :10]] == y[:, None]).mean()), 4)
+    return out
+
+
+def stage_temi(n: int, X: np.ndarray, paths: dict, args) -> dict:
+    from fiftyone_elfs.pseudo_labels.temi import TEMIClustering
+
+    kw = {} if args.temi_epochs is None else {"epochs": args.temi_epochs}
+    t = time.perf_counter()
+    model = TEMIClustering(N_CLUSTERS, seed=0, **kw).fit(X)
+    wall = time.perf_counter() - t
+    return {
+        "wall_s": wall,
+        "knn_s": round(model.knn_seconds_, 1),
+        "train_s": round(model.train_seconds_, 1),
+        "epochs": model.loss_history_.shape[0],
+        "anchors": n if model.anchors_ is None else int(model.anchors_.size),
+        "ari": _ari(np.load(paths["y"]), model.labels_),
+    }
+
+
+def stage_mlp(n: int, X: np.ndarray, paths: dict, args) -> dict:
+    from fiftyone_elfs.difficulty.training_dynamics import scaled_proxy_epochs, train_mlp_proxy
+
+    labels = np.load(paths["labels"] if os.path.exists(paths["labels"]) else paths["y"])
+    if args.mlp_epochs == "auto":
+        epochs = scaled_proxy_epochs(n, X.shape[1], N_CLUSTERS)
+    else:
+        epochs = int(args.mlp_epochs)
+    epoch_ends: list[float] = []
+    t = time.perf_counter()
+    scores = train_mlp_proxy(
+        X,
+        labels,
+        n_classes=N_CLUSTERS,
+        epochs=epochs,
+        seed=0,
+        progress=lambda f, m: epoch_ends.append(time.perf_counter()),
+    )
+    wall = time.perf_counter() - t
+    np.save(paths["aum"], scores.aum)
+    per_epoch = np.diff([t] + epoch_ends)
+    return {
+        "wall_s": wall,
+        "epochs": epochs,
+        "s_per_epoch": round(float(np.median(per_epoch)), 1),
+        "first_epoch_s": round(float(per_epoch[0]), 1),
+    }
+
+
+def stage_select(n: int, X: np.ndarray | None, paths: dict, args) -> dict:
+    from fiftyone_elfs.selection.pruning import double_end_prune, label_free_beta
+
+    aum = np.load(paths["aum"]) if os.path.exists(paths["aum"]) else None
+    if aum is None:
+        aum = np.random.default_rng(0).normal(size=n).astype(np.float32)
+    t = time.perf_counter()
+    beta, _ = label_free_beta(aum, 0.1)
+    result = double_end_prune(aum, n // 10, beta)
+    wall = time.perf_counter() - t
+    return {"wall_s": wall, "beta": round(beta, 4), "selected": int(result.indices.size)}
+
+
+def stage_layout(n: int, X: np.ndarray, paths: dict, args) -> dict:
+    from fiftyone_elfs.embeddings.projection import layout_2d
+
+    t = time.perf_counter()
+    pts = layout_2d(X, seed=0)
+    wall = time.perf_counter() - t
+    return {"wall_s": wall, "finite": bool(np.isfinite(pts).all())}
+
+
+def _baseline(name: str, fn) -> dict:
+    t = time.perf_counter()
+    try:
+        sel = fn()
+    except ValueError as e:
+        return {"wall_s": time.perf_counter() - t, "refused": str(e)[:160]}
+    return {"wall_s": time.perf_counter() - t, "selected": int(sel.size)}
+
+
+def stage_prototypicality(n: int, X: np.ndarray, paths: dict, args) -> dict:
+    from fiftyone_elfs.selection.baselines import prototypicality_select
+
+    return _baseline("prototypicality", lambda: prototypicality_select(X, n // 10, N_CLUSTERS))
+
+
+def stage_d2(n: int, X: np.ndarray, paths: dict, args) -> dict:
+    from fiftyone_elfs.selection.baselines import d2_prune
+
+    return _baseline("d2", lambda: d2_prune(X, n // 10, n_clusters=N_CLUSTERS))
+
+
+def stage_kcenter(n: int, X: np.ndarray, paths: dict, args) -> dict:
+    from fiftyone_elfs.selection.baselines import k_center_greedy
+
+    return _baseline("kcenter", lambda: k_center_greedy(X, n // 10))
+
+
+def stage_zcore(n: int, X: np.ndarray, paths: dict, args) -> dict:
+    from fiftyone_elfs.selection.baselines import zcore_select
+
+    return _baseline("zcore", lambda: zcore_select(X, n // 10))
+
+
+def stage_dataset_values(n: int, X: np.ndarray | None, paths: dict, args) -> dict:
+    raise NotImplementedError(
+        "not yet: the FiftyOne stages (a dataset of N samples, dataset.values / set_values of "
+        "the embeddings) wait for the database chunking of issue 16 (another engineer)."
+    )
+
+
+stage_dataset_set_values = stage_dataset_values
+
+NEEDS_X = {"anchor_argsort": False, "select": False, "dataset_values": False,
+           "dataset_set_values": False}  # fmt: skip
+
+
+def run_child(stage: str, n: int, args) -> None:
+    """Run one stage in this (fresh) process and print its result as one JSON line."""
+    paths = data_paths(args.data_dir, n)
+    X = np.load(paths["X"]) if NEEDS_X.get(stage, True) else None
+    load_rss = _rss_mb()
+    load = os.getloadavg()[0]
+    fn = globals()[f"stage_{stage}"]
+    try:
+        result = fn(n, X, paths, args)
+    except NotImplementedError as e:
+        result = {"wall_s": None, "not_yet": str(e)}
+    result.update(
+        stage=stage,
+        n=n,
+        load_rss_mb=round(load_rss, 1),
+        child_peak_rss_mb=round(_rss_mb(), 1),
+        load_before=round(load, 2),
+        load_after=round(os.getloadavg()[0], 2),
+    )
+    if result["wall_s"] is not None:
+        result["wall_s"] = round(result["wall_s"], 2)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# ----------------------------------------------------------------------------- parent
+
+
+def run_stage(stage: str, n: int, args, log) -> dict:
+    """Run ``stage`` at size n in a child process; add its peak RSS and CPU time from wait4."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", stage, "--n", str(n)]
+    cmd += ["--data-dir", args.data_dir, "--mlp-epochs", str(args.mlp_epochs)]
+    if args.temi_epochs is not None:
+        cmd += ["--temi-epochs", str(args.temi_epochs)]
+    # Passive OpenMP waiting: with other jobs on the cores, busy-waiting threads (the default)
+    # made torch 10x slower and inflate CPU time; alone on the machine it changes little.
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT, env=env)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        return {"stage": stage, "n": n, "error": f"exit {proc.returncode}", "wall_s": None}
+    result = json.loads(lines[-1][len("RESULT ") :])
+    result["peak_rss_mb"] = round(usage.ru_maxrss / 1024.0, 1)
+    result["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 1)
+    return result
+
+
+def main_parent(args) -> None:
+    stages = args.stages
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    log = open(args.log, "a")  # noqa: SIM115 - children write their stderr here
+    for n in args.sizes:
+        ensure_data(args.data_dir, n)
+        for stage in stages:
+            t = time.time()
+            result = run_stage(stage, n, args, log)
+            result["started"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+            print(json.dumps(result), flush=True)
+            with open(args.out, "a") as f:
+                f.write(json.dumps(result) + "\n")
+
+
+# ----------------------------------------------------------------------------- table
+
+
+def _fmt_s(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.1f}" if v < 100 else f"{v:.0f}"
+
+
+def render_table(path: str) -> str:
+    """Markdown table from a results .jsonl (the latest row per stage and size)."""
+    rows: dict[tuple[str, int], dict] = {}
+    with open(path) as f:
+        for line in f:
+            r = json.loads(line)
+            rows[(r["stage"], r["n"])] = r
+    sizes = sorted({n for _, n in rows})
+    stages = list(dict.fromkeys(s for s, _ in rows))
+    out = [
+        "| stage | N | wall s | CPU s | peak RSS MB | RSS above X MB | x faiss.Kmeans | "
+        "x argsort | x its 200k time | load avg | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    skip = {"stage", "n", "wall_s", "cpu_s", "peak_rss_mb", "child_peak_rss_mb", "load_rss_mb",
+            "load_before", "load_after", "started"}  # fmt: skip
+    for stage in stages:
+        for n in sizes:
+            r = rows.get((stage, n))
+            if r is None:
+                continue
+            wall = r.get("wall_s")
+            faiss_r = rows.get(("anchor_faiss", n), {}).get("wall_s")
+            argsort_r = rows.get(("anchor_argsort", n), {}).get("wall_s")
+            at200 = rows.get((stage, 200_000), {}).get("wall_s")
+
+            def ratio(ref: float | None, wall=wall) -> str:
+                return f"{wall / ref:.3g}" if wall is not None and ref else "-"
+
+            above = None
+            if r.get("peak_rss_mb") is not None and r.get("load_rss_mb") is not None:
+                above = r["peak_rss_mb"] - r["load_rss_mb"]
+            notes = "; ".join(f"{k}={v}" for k, v in r.items() if k not in skip)
+            out.append(
+                f"| {stage} | {n:,} | {_fmt_s(wall)} | {_fmt_s(r.get('cpu_s'))} | "
+                f"{r.get('peak_rss_mb', '-')} | {'-' if above is None else round(above)} | "
+                f"{ratio(faiss_r)} | {ratio(argsort_r)} | "
+                f"{ratio(at200) if n != 200_000 else '-'} | "
+                f"{r.get('load_before', '-')}/{r.get('load_after', '-')} | {notes} |"
+            )
+    return "\n".join(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--sizes", type=int, nargs="+", default=[50_000, 200_000, 1_280_000])
+    p.add_argument("--stages", nargs="+", default=DEFAULT_STAGES,
+                   choices=DEFAULT_STAGES + BASELINE_STAGES + DATASET_STAGES)  # fmt: skip
+    p.add_argument("--baselines", action="store_true", help="add " + ", ".join(BASELINE_STAGES))
+    p.add_argument("--with-dataset", action="store_true", help="add the FiftyOne stages (not yet)")
+    p.add_argument("--mlp-epochs", default="auto", help="an integer, or auto: scaled_proxy_epochs")
+    p.add_argument("--temi-epochs", type=int, default=None)
+    p.add_argument("--data-dir", default="/tmp/elfs-scale")
+    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks/results/scale/results.jsonl"))
+    p.add_argument("--log", default="/tmp/elfs-scale/children.log")
+    p.add_argument("--table", metavar="JSONL", help="print the markdown table of a results file")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.table:
+        print(render_table(args.table))
+        return
+    if args.child:
+        run_child(args.child, args.n, args)
+        return
+    if args.baselines:
+        args.stages = list(args.stages) + BASELINE_STAGES
+    if args.with_dataset:
+        args.stages = list(args.stages) + DATASET_STAGES
+    os.makedirs(os.path.dirname(args.log), exist_ok=True)
+    main_parent(args)
+
+
+if __name__ == "__main__":
+    main()
