@@ -19,8 +19,8 @@ __all__ = [
 # nearest-vs-second-nearest gap of 0.1 gives confidence ~0.73 between two clusters at 0.1.
 # Same value as TEMI's temperature, so the two confidences are on a comparable scale.
 DEFAULT_KMEANS_TEMPERATURE = 0.1
-#: k-means trains on every sample up to this many (or ``KMEANS_POINTS_PER_CENTROID`` x K, if
-#: larger) and on a seeded sample of that size above; CIFAR-10's 50,000 stay exact.
+#: k-means trains exactly as before (every sample, ``n_init`` restarts) up to this many samples;
+#: above, on seeded samples (see ``kmeans_pseudo_labels``). CIFAR-10's 50,000 are unchanged.
 KMEANS_FULL_DATA_MAX_SAMPLES = 65_536
 #: Sampled training rows per centroid above ``KMEANS_FULL_DATA_MAX_SAMPLES`` (faiss: 256).
 KMEANS_POINTS_PER_CENTROID = 128
@@ -93,13 +93,13 @@ def kmeans_pseudo_labels(
     softmax over cosine similarities to all centroids divided by ``temperature`` taken at the
     assigned centroid (a value in [1/n_clusters, 1]). Deterministic for a fixed seed.
 
-    Training set. Up to T = max(``full_data_max_samples``, ``max_points_per_centroid`` x K)
-    samples, every sample is used and the best of ``n_init`` random initialisations (highest
-    total cosine to the centroids) is kept, which avoids the merged-and-split-cluster local
-    optima of a single run. Above T, k-means is trained on a seeded sample: the ``n_init``
-    initialisations compete on T / ``n_init`` sampled rows, and the winner is refined for
-    ``n_iter`` more iterations on T sampled rows. Every sample is then assigned to its most
-    similar centroid in batches.
+    Training set. Up to ``full_data_max_samples`` samples (CIFAR-10's 50,000: unchanged), every
+    sample is used and the best of ``n_init`` random initialisations (highest total cosine to
+    the centroids) is kept, which avoids the merged-and-split-cluster local optima of a single
+    run. Above, with T = min(N, max(``full_data_max_samples``, ``max_points_per_centroid`` x
+    K)): the ``n_init`` initialisations compete on T / ``n_init`` rows sampled with ``seed``,
+    and the winner is refined for ``n_iter`` more iterations on T sampled rows (all rows when
+    T = N). Every sample is then assigned to its most similar centroid in batches.
 
     Why: each iteration costs rows x K x dim; training on all of 1.28M x 512 with K = 1,000,
     5 initialisations and 50 iterations would be 250 passes over the data (hours on 2 cores),
@@ -119,10 +119,10 @@ def kmeans_pseudo_labels(
         raise ValueError(f"max_points_per_centroid must be >= 1; got {max_points_per_centroid}.")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0; got {temperature}.")
-    n_train = max(int(full_data_max_samples), int(max_points_per_centroid) * n_clusters)
-    if n <= n_train:
+    if n <= int(full_data_max_samples):
         centroids = _faiss_kmeans(l2_normalize(X), n_clusters, n_iter, n_init, seed)
     else:
+        n_train = min(n, max(int(full_data_max_samples), int(max_points_per_centroid) * n_clusters))
         n_restart = max(n_train // int(n_init), n_clusters)
         restart_rows = l2_normalize(X[_train_rows(n, n_restart, seed, 1)])
         best = _faiss_kmeans(restart_rows, n_clusters, n_iter, n_init, seed)
