@@ -353,7 +353,10 @@ def main_parent(args) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     log = open(args.log, "a")  # noqa: SIM115 - children write their stderr here
     for n in args.sizes:
-        ensure_data(args.data_dir, n)
+        # In a child too: subprocess starts children with vfork, which hands the parent's peak
+        # RSS to each child's ru_maxrss, so the parent must never grow.
+        cmd = [sys.executable, os.path.abspath(__file__), "--child", "generate", "--n", str(n)]
+        subprocess.run(cmd + ["--data-dir", args.data_dir], check=True, stderr=log, cwd=ROOT)
         for stage in stages:
             t = time.time()
             result = run_stage(stage, n, args, log)
@@ -433,6 +436,9 @@ def main() -> None:
     args = p.parse_args()
     if args.table:
         print(render_table(args.table))
+        return
+    if args.child == "generate":
+        ensure_data(args.data_dir, args.n)
         return
     if args.child:
         run_child(args.child, args.n, args)
