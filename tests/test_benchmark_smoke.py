@@ -175,3 +175,44 @@ def test_label_quality_diagnostic_mixes_true_labels_into_matched_clusters():
     assert accuracy[100] == 1.0
     expected_half = accuracy[0] + 0.5 * (1 - accuracy[0])
     assert abs(accuracy[50] - expected_half) < 0.06
+
+
+def test_proportional_draw_keeps_the_data_class_shares():
+    """The pool is drawn with the data's own class proportions unless --balanced is given."""
+    from elfs_bench.data import balanced_subsample, proportional_subsample
+
+    labels = np.repeat([0, 1, 2, 3], [700, 200, 90, 10])
+    idx = proportional_subsample(labels, 300, seed=0)
+    assert idx.size == 300 and np.unique(idx).size == 300
+    np.testing.assert_array_equal(np.bincount(labels[idx]), [210, 60, 27, 3])
+    assert not np.array_equal(idx, proportional_subsample(labels, 300, seed=1))
+    balanced = balanced_subsample(labels, 300, seed=0)
+    assert np.bincount(labels[balanced])[3] == 10  # all it has; the others share the rest
+
+
+@pytest.mark.slow
+def test_protocol_c_learns_from_its_training_set(tmp_path):
+    """Protocol C fine-tunes the pretrained encoder's last stages: trained on 200 real digit
+    scans it must beat the same training on 20 of them, on 100 held-out scans, and mirror
+    augmentation must be switchable (recorded in the result)."""
+    from elfs_bench.finetune import FinetuneConfig, protocol_c, trunk_features
+
+    _write_digit_tree(str(tmp_path), train_per_class=20, test_per_class=10)
+    paths, labels = [], []
+    for split in ("train", "test"):
+        for path in sorted(glob.glob(os.path.join(tmp_path, split, "*", "*.png"))):
+            paths.append(path)
+            labels.append(int(os.path.basename(os.path.dirname(path))))
+    trunk = trunk_features(paths)
+    y = np.asarray(labels)
+    train, test = np.arange(200), np.arange(200, 300)
+    assert trunk.shape[:2] == (300, 2) and trunk.dtype == np.float16
+    config = FinetuneConfig(steps=120, threads=2)
+    full = protocol_c(trunk[train], y[train], trunk[test], y[test], 10, seed=0, config=config)
+    tiny = np.random.default_rng(0).choice(train, size=20, replace=False)
+    small = protocol_c(trunk[tiny], y[tiny], trunk[test], y[test], 10, seed=0, config=config)
+    assert full.accuracy > small.accuracy + 0.05, (full.accuracy, small.accuracy)
+    assert full.accuracy > 0.6 and full.info["flip"] is True
+    no_flip = FinetuneConfig(steps=10, flip=False, shift=False, threads=2)
+    again = protocol_c(trunk[tiny], y[tiny], trunk[test], y[test], 10, seed=0, config=no_flip)
+    assert again.info["flip"] is False and again.info["steps"] == 10

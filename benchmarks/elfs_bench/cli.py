@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from .finetune import FinetuneConfig
 from .methods import METHODS, MethodParams, resolve_methods
 from .protocols import ProbeConfig, TrainConfig
 from .report import write_report
@@ -43,8 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.path.normpath(os.path.join(REPO, "..", "shared", "data", "cifar10-jpg.tar.gz")),
         help="CIFAR-10 JPEG archive, extracted once into the cache folder",
     )
-    src.add_argument("--pool-size", type=int, help="train images drawn (balanced); default all")
-    src.add_argument("--test-size", type=int, help="test images drawn (balanced); default all")
+    src.add_argument(
+        "--pool-size", type=int, help="train images drawn (class proportions kept); default all"
+    )
+    src.add_argument("--test-size", type=int, help="test images drawn; default all")
+    src.add_argument(
+        "--balanced",
+        action="store_true",
+        help="draw the same number of images per class instead of the data's own proportions",
+    )
     src.add_argument("--val-fraction", type=float, default=0.1, help="carved from the pool")
     src.add_argument("--data-seed", type=int, default=0, help="seed of the subsampling")
 
@@ -52,13 +60,25 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--rates", type=_floats, default=[30, 50, 70, 80, 90], help="in %%")
     grid.add_argument("--seeds", type=_ints, default=[0, 1, 2])
     grid.add_argument("--methods", default="all", help="comma list: " + ",".join(METHODS))
-    grid.add_argument("--protocols", default="A,B", help="A (linear probe), B (small CNN)")
+    grid.add_argument(
+        "--protocols",
+        default="A,B",
+        help="A (linear probe), B (small CNN from scratch), C (fine-tuned encoder stages)",
+    )
 
     prot = p.add_argument_group("protocols")
     prot.add_argument("--steps", type=int, default=TrainConfig.steps, help="B: SGD steps")
     prot.add_argument("--width", type=int, default=TrainConfig.width, help="B: CNN width")
     prot.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="B")
     prot.add_argument("--lr", type=float, default=TrainConfig.lr, help="B: one-cycle peak LR")
+    prot.add_argument(
+        "--no-flip",
+        action="store_true",
+        help="B and C: no mirror augmentation (for classes whose meaning is left vs right)",
+    )
+    prot.add_argument(
+        "--finetune-steps", type=int, default=FinetuneConfig.steps, help="C: SGD steps"
+    )
     prot.add_argument("--probe-l2", type=float, default=ProbeConfig.l2, help="A: L2 penalty")
     prot.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores")
 
@@ -116,13 +136,19 @@ def main(argv: list[str] | None = None) -> dict:
                 "test_size": args.test_size,
                 "val_fraction": args.val_fraction,
                 "data_seed": args.data_seed,
+                "balanced": args.balanced,
             },
             encoder=args.encoder,
             image_size=args.image_size,
             probe=ProbeConfig(l2=args.probe_l2),
             train=TrainConfig(
-                steps=args.steps, width=args.width, batch_size=args.batch_size, lr=args.lr
+                steps=args.steps,
+                width=args.width,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                flip=not args.no_flip,
             ),
+            finetune=FinetuneConfig(steps=args.finetune_steps, flip=not args.no_flip),
             params=MethodParams(
                 proxy_epochs=args.proxy_epochs,
                 temi_epochs=args.temi_epochs,

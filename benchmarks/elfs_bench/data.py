@@ -23,8 +23,10 @@ __all__ = [
     "BenchData",
     "Split",
     "balanced_subsample",
+    "proportional_subsample",
     "cached_embeddings",
     "cached_pixels",
+    "cached_trunk",
     "list_class_tree",
     "list_fiftyone_split",
     "load_bench_data",
@@ -50,6 +52,7 @@ class Split:
     labels: np.ndarray  # int64 indices into BenchData.classes
     embeddings: np.ndarray | None = None  # float32 [N, d]
     pixels: np.ndarray | None = None  # uint8 [N, 32, 32, 3]
+    trunk: np.ndarray | None = None  # protocol C: float16 [N, 2, C, H, W] (image, mirror)
 
     def __len__(self) -> int:
         """Number of images in the split."""
@@ -196,6 +199,32 @@ def balanced_subsample(labels: np.ndarray, size: int | None, seed: int) -> np.nd
     return np.sort(chosen).astype(np.int64)
 
 
+def proportional_subsample(labels: np.ndarray, size: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a random subset of ``size`` that keeps the data's own class proportions.
+
+    Each class gets its share of ``size`` rounded by largest remainder (so a class of 3% of the
+    data is 3% of the subset, up to one image); members are drawn uniformly within a class.
+    """
+    labels = np.asarray(labels)
+    n = labels.size
+    if size is None or size >= n:
+        return np.arange(n, dtype=np.int64)
+    if size < 1:
+        raise ValueError(f"Subsample size must be >= 1; got {size}.")
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    raw = size * counts / n
+    quota = np.floor(raw).astype(np.int64)
+    by_remainder = np.argsort(-(raw - quota), kind="stable")
+    quota[by_remainder[: size - int(quota.sum())]] += 1
+    chosen = [
+        rng.choice(np.flatnonzero(labels == c), size=int(q), replace=False)
+        for c, q in zip(classes, quota, strict=True)
+        if q
+    ]
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
 def _split(name: str, paths: list[str], labels: np.ndarray, idx: np.ndarray) -> Split:
     """The subset ``idx`` of (paths, labels) as a named Split."""
     return Split(name, [paths[i] for i in idx], np.asarray(labels)[idx].astype(np.int64))
@@ -213,6 +242,7 @@ def load_bench_data(
     test_size: int | None = None,
     val_fraction: float = 0.1,
     data_seed: int = 0,
+    balanced: bool = False,
     cache_dir: str,
 ) -> BenchData:
     """Resolve the source, subsample train and test (balanced, seeded) and carve validation.
@@ -220,7 +250,9 @@ def load_bench_data(
     Source priority: a FiftyOne ``dataset`` (split by tags), else ``data_dir`` (a folder with
     ``train/`` and ``test/`` class trees), else the CIFAR-10 archive extracted into the cache.
     ``pool_size`` counts the train images drawn before ``val_fraction`` of them is carved off
-    (balanced) as the validation split; the rest is the selection pool.
+    as the validation split; the rest is the selection pool. Every draw keeps the data's own
+    class proportions (``proportional_subsample``), so a dataset's natural imbalance is what
+    the methods face; ``balanced=True`` draws the same number per class instead.
     """
     if dataset:
         train_paths, train_names = list_fiftyone_split(dataset, train_tag, label_field)
@@ -244,17 +276,19 @@ def load_bench_data(
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction}.")
 
-    drawn = balanced_subsample(y_train, pool_size, data_seed)
+    subsample = balanced_subsample if balanced else proportional_subsample
+    drawn = subsample(y_train, pool_size, data_seed)
     n_val = int(round(val_fraction * drawn.size))
-    val_pos = balanced_subsample(y_train[drawn], n_val, data_seed + 1) if n_val else []
+    val_pos = subsample(y_train[drawn], n_val, data_seed + 1) if n_val else []
     is_val = np.zeros(drawn.size, dtype=bool)
     is_val[val_pos] = True
-    test_idx = balanced_subsample(y_test, test_size, data_seed + 2)
+    test_idx = subsample(y_test, test_size, data_seed + 2)
     source.update(
         pool_size_arg=pool_size,
         test_size_arg=test_size,
         val_fraction=val_fraction,
         data_seed=data_seed,
+        draw="balanced" if balanced else "proportional",
     )
     return BenchData(
         classes=classes,
@@ -348,13 +382,40 @@ def cached_embeddings(
     return emb
 
 
-def load_features(
-    data: BenchData, cache_dir: str, encoder_name: str, image_size: int, need_pixels: bool
-) -> None:
-    """Fill every split's ``embeddings`` (and ``pixels`` when protocol B runs), using the cache.
+def cached_trunk(paths: list[str], cache_dir: str) -> np.ndarray:
+    """Protocol C's frozen-trunk features of ``paths`` and their mirror images (float16,
+    memory-mapped), from ``cache_dir/features`` or computed once (``finetune.trunk_features``)."""
+    from .finetune import SPLIT_STAGE, TRUNK_IMAGE_SIZE, trunk_features
 
-    Pixels are decoded only for protocol B and for the methods that train on them.
-    """
+    folder = os.path.join(cache_dir, "features")
+    os.makedirs(folder, exist_ok=True)
+    key = _paths_key(paths, "trunk", TRUNK_IMAGE_SIZE, SPLIT_STAGE)
+    path = os.path.join(folder, f"trunk-lite0-{TRUNK_IMAGE_SIZE}-s{SPLIT_STAGE}-{key}.npy")
+    if not os.path.exists(path):
+        t0 = time.perf_counter()
+        step = max(1, len(paths) // 10)
+
+        def progress(done: int, total: int) -> None:
+            if done % step < 64 or done == total:
+                _log(f"protocol C trunk features: {done}/{total} images")
+
+        _save_npy(path, trunk_features(paths, progress=progress))
+        _log(f"protocol C trunk features of {len(paths)} images in "
+             f"{time.perf_counter() - t0:.1f} s")  # fmt: skip
+    return np.load(path, mmap_mode="r")
+
+
+def load_features(
+    data: BenchData,
+    cache_dir: str,
+    encoder_name: str,
+    image_size: int,
+    need_pixels: bool,
+    need_trunk: bool = False,
+) -> None:
+    """Fill every split's ``embeddings`` (and ``pixels`` for protocol B, ``trunk`` for protocol
+    C), using the cache. Pixels are decoded only for protocol B and for the methods that train on
+    them; trunk features only for protocol C (pool and test: validation is scored by A only)."""
     for split in (data.pool, data.val, data.test):
         if len(split) == 0:
             split.embeddings = np.empty((0, 0), dtype=np.float32)
@@ -363,3 +424,5 @@ def load_features(
         split.embeddings = cached_embeddings(split.paths, cache_dir, encoder_name, image_size)
         if need_pixels:
             split.pixels = cached_pixels(split.paths, cache_dir)
+        if need_trunk and split is not data.val:
+            split.trunk = cached_trunk(split.paths, cache_dir)

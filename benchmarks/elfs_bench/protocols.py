@@ -136,13 +136,14 @@ def protocol_a(
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Protocol B settings (SGD Nesterov 0.9, one-cycle cosine LR, crop 32 pad 4 + flip)."""
+    """Protocol B settings (SGD Nesterov 0.9, one-cycle cosine LR, crop 32 pad 4, optional flip)."""
 
     steps: int = 1500
     width: int = 16
     batch_size: int = 128
     lr: float = 0.1  # one-cycle peak
     weight_decay: float = 5e-4
+    flip: bool = True  # mirror half the images; turn off where left vs right carries meaning
     threads: int = 0  # 0: every available core
 
 
@@ -231,7 +232,7 @@ def protocol_b(
         for step in range(cfg.steps):
             idx = torch.from_numpy(order[step * batch : (step + 1) * batch])
             offsets = torch.from_numpy(rng.integers(0, 9, size=(2, idx.numel())))
-            flip = torch.from_numpy(rng.random(idx.numel()) < 0.5)
+            flip = torch.from_numpy(rng.random(idx.numel()) < (0.5 if cfg.flip else 0.0))
             rows = (offsets[0][:, None] + ar)[:, :, None]
             cols = (offsets[1][:, None] + ar)[:, None, :]
             xb = padded[idx[:, None, None], rows, cols]  # [B, 32, 32, 3]
@@ -255,6 +256,7 @@ def protocol_b(
         "train_seconds": round(train_seconds, 2),
         "images_per_second": round(cfg.steps * batch / train_seconds, 1),
         "threads": threads,
+        "flip": cfg.flip,
         "parameters": int(sum(p.numel() for p in model.parameters())),
     }
     return ProtocolResult(accuracy, seconds, info)

@@ -63,6 +63,17 @@ def _mean(values: list) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def _lower_bound(diffs: list[float]) -> str:
+    """One-sided 90% lower confidence bound of a mean paired difference, in points."""
+    if len(diffs) < 2:
+        return "–"
+    from scipy import stats
+
+    d = 100.0 * np.asarray(diffs, dtype=float)
+    bound = d.mean() - stats.t.ppf(0.9, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size)
+    return f"{bound:+.2f} ({d.size})"
+
+
 def _protocol_tables(rows: list[dict], protocol: str, run_name: str) -> str:
     """The markdown of one protocol's tables."""
     rows = [r for r in rows if r["protocol"] == protocol]
@@ -82,7 +93,11 @@ def _protocol_tables(rows: list[dict], protocol: str, run_name: str) -> str:
     data = any_row.get("data", {})
     header = "| method | " + " | ".join(f"{rate:g}%" for rate in rates) + " |"
     rule = "|---|" + "---|" * len(rates)
-    title = {"A": "linear probe on frozen embeddings", "B": "small CNN on pixels"}.get(protocol)
+    title = {
+        "A": "linear probe on frozen embeddings",
+        "B": "small CNN on pixels",
+        "C": "fine-tuned pretrained encoder",
+    }.get(protocol)
     lines = [
         f"# Protocol {protocol} ({title}): test accuracy vs pruning rate — run `{run_name}`",
         "",
@@ -124,6 +139,26 @@ def _protocol_tables(rows: list[dict], protocol: str, run_name: str) -> str:
 
     lines += [
         "",
+        "## One-sided 90% lower bound of the paired difference (points)",
+        "",
+        "mean - t(0.9, n-1) * std / sqrt(n) over the seeds; above -0.5 is the 'never harm' "
+        "target. Needs at least 2 seeds.",
+        "",
+        header,
+        rule,
+    ]
+    for m in methods:
+        if m == "random":
+            continue
+        cells = []
+        for rate in rates:
+            ref = acc.get(("random", rate), {})
+            diffs = [a - ref[s] for s, a in acc[(m, rate)].items() if s in ref]
+            cells.append(_lower_bound(diffs))
+        lines.append(f"| {_display(m, first[m])} | " + " | ".join(cells) + " |")
+
+    lines += [
+        "",
         "## Method details (means over seeds)",
         "",
         "Beta per rate in column order. 'select s' and 'peak RSS' are the cost of one "
@@ -131,9 +166,14 @@ def _protocol_tables(rows: list[dict], protocol: str, run_name: str) -> str:
         "part of it spent on rate-independent artefacts (pseudo-labels + proxy AUM, ZCore or "
         "Brain scores), computed once per seed and reused by every rate.",
         "",
-        "| method | cluster acc. (%) | beta by rate | select s | shared s | peak RSS Δ MB "
-        "| errors |",
-        "|---|---|---|---|---|---|---|",
+        "'mode by rate': the selection mode a rule chose at each rate (most frequent over seeds). "
+        "'min class cov.': the smallest ratio, over classes, of a class's share of the selection "
+        "to its share of the pool (1 = no class under-represented; 0 = a class missing), the "
+        "lowest over rates and seeds.",
+        "",
+        "| method | cluster acc. (%) | beta by rate | mode by rate | min class cov. | select s "
+        "| shared s | peak RSS Δ MB | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for m in methods:
         mine = [r for r in rows if r["method"] == m]
@@ -145,6 +185,15 @@ def _protocol_tables(rows: list[dict], protocol: str, run_name: str) -> str:
                 (r.get("method_info") or {}).get("beta") for r in mine if float(r["rate"]) == rate
             ])  # fmt: skip
             betas.append("–" if b is None else f"{b:.2f}")
+        modes = []
+        for rate in rates:
+            chosen = [
+                (r.get("method_info") or {}).get("mode") for r in mine if float(r["rate"]) == rate
+            ]
+            chosen = [c for c in chosen if c]
+            modes.append(max(set(chosen), key=chosen.count) if chosen else "–")
+        coverage = [i.get("min_class_coverage") for i in infos]
+        coverage = [c for c in coverage if c is not None]
         sel_s = _mean([i.get("from_scratch_seconds") for i in infos])
         art = {}
         for r in mine:  # one artefact cost per seed
@@ -159,6 +208,8 @@ def _protocol_tables(rows: list[dict], protocol: str, run_name: str) -> str:
         lines.append(
             f"| {_display(m, first[m])} | {'–' if ca is None else f'{100 * ca:.1f}'} | "
             f"{' / '.join(betas) if any(b != '–' for b in betas) else '–'} | "
+            f"{' / '.join(modes) if any(c != '–' for c in modes) else '–'} | "
+            f"{f'{min(coverage):.2f}' if coverage else '–'} | "
             f"{'–' if sel_s is None else f'{sel_s:.2f}'} | "
             f"{'–' if art_s is None else f'{art_s:.1f}'} | "
             f"{'–' if peak is None else f'{peak:.0f}'} | {err} |"

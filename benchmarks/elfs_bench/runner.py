@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import data as bdata
+from .finetune import FinetuneConfig, protocol_c
 from .methods import (
     ArtefactCache,
     LabeledInputs,
@@ -46,7 +47,7 @@ from .protocols import (
 __all__ = ["RunConfig", "provenance", "result_path", "run_benchmark"]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PROTOCOLS = ("A", "B")
+PROTOCOLS = ("A", "B", "C")
 
 
 def _log(message: str) -> None:
@@ -68,6 +69,7 @@ class RunConfig:
     image_size: int = 128
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     params: MethodParams = field(default_factory=MethodParams)
     threads: int = 0
     command: str = ""
@@ -184,6 +186,7 @@ def _settings(cfg: RunConfig, data_key: str) -> dict:
         "image_size": cfg.image_size,
         "probe": asdict(cfg.probe),
         "train": {k: v for k, v in asdict(cfg.train).items() if k != "threads"},
+        "finetune": {k: v for k, v in asdict(cfg.finetune).items() if k != "threads"},
         "method_params": params_dict(cfg.params),
     }
 
@@ -242,6 +245,14 @@ def _make_selection(
     info["from_scratch_peak_rss_delta_mb"] = max(
         cost["peak_rss_delta_mb"], (info.get("artefact_peak_rss_delta_mb") or 0.0)
     )
+    counts = np.bincount(pool_labels[idx], minlength=int(pool_labels.max()) + 1)
+    shares = np.bincount(pool_labels, minlength=counts.size) / n
+    info["class_counts"] = counts.tolist()
+    # Per-class coverage: the smallest ratio of a class's share of the selection to its share of
+    # the pool (1 = every class at least as represented as in the pool, 0 = a class is missing).
+    info["min_class_coverage"] = round(
+        float(np.min((counts / max(idx.size, 1))[shares > 0] / shares[shares > 0])), 4
+    )
     if sel.pseudo_labels is not None:  # scored against the truth here, never inside the method
         info["cluster_accuracy"] = round(cluster_accuracy(pool_labels, sel.pseudo_labels), 4)
     return np.sort(idx), info
@@ -284,7 +295,9 @@ def run_benchmark(cfg: RunConfig) -> dict:
 
     with torch_threads(threads):
         need_pixels = "B" in cfg.protocols or any(spec.needs_pixels for spec in cfg.methods)
-        bdata.load_features(data, cfg.cache_dir, cfg.encoder, cfg.image_size, need_pixels)
+        bdata.load_features(
+            data, cfg.cache_dir, cfg.encoder, cfg.image_size, need_pixels, "C" in cfg.protocols
+        )
         _run_missing(cfg, data, missing, summary, threads)
     return summary
 
@@ -411,6 +424,12 @@ def _train(protocol, idx, data, seed, emb_stats, pix_stats, cfg, threads):
         return protocol_a(
             pool.embeddings[idx], pool.labels[idx], test.embeddings, test.labels,
             emb_stats, cfg.probe,
+        )  # fmt: skip
+    if protocol == "C":
+        finetune = FinetuneConfig(**{**asdict(cfg.finetune), "threads": threads})
+        return protocol_c(
+            pool.trunk[idx], pool.labels[idx], test.trunk, test.labels,
+            len(data.classes), seed, finetune,
         )  # fmt: skip
     train = TrainConfig(**{**asdict(cfg.train), "threads": threads})
     return protocol_b(
