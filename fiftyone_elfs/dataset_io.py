@@ -78,8 +78,8 @@ def require_field(samples: SampleCollection, field: str, param: str, what: str) 
     """Refuses a field name the dataset does not have; `what` says what it should hold."""
     if not has_field(samples, field):
         raise ElfsInputError(
-            f"The {what} '{field}' does not exist on this dataset. Fix: pass an existing "
-            f"field, or {param}=None.",
+            f"The {what} '{field}' does not exist on this dataset. Fix: pass an existing field "
+            f"(e.g. the one annotations were loaded into), or {param}=None.",
             param=param,
         )
 

@@ -399,3 +399,9 @@ def test_an_output_another_key_owns_is_refused_before_anything_changes(dataset):
         )
     assert np.array_equal(dataset.load_brain_results("elfs_pca").points, before)
     assert "b" not in elfs.list_keys(dataset)
+
+
+def test_the_pipeline_checks_temi_params_before_computing_anything(dataset):
+    with pytest.raises(ElfsInputError, match=r"Unknown temi_params \['nope'\]. Fix: use only"):
+        elfs.run_pipeline(dataset, budget_fraction=0.1, key="t", temi_params={"nope": 1})
+    assert dataset.get_field("t_embedding") is None and "t" not in elfs.list_keys(dataset)

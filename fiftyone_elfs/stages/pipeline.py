@@ -58,6 +58,7 @@ def run(
     n = dataset_io.require_nonempty(samples)
     resolve_budget(n, budget_count=config.budget_count, budget_fraction=config.budget_fraction)
     pseudo_labels.check_n_clusters(config.n_clusters, n)
+    pseudo_labels.check_temi_params(config.temi_params)
     if config.embeddings_field is not None:
         dataset_io.read_embeddings(samples, config.embeddings_field)  # usable, before any write
 

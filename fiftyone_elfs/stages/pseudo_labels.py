@@ -50,7 +50,8 @@ def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
         check_n_clusters(values["n_clusters"], dataset_io.count(samples))
 
 
-def _check_temi_params(temi_params: dict[str, Any] | None) -> dict[str, Any]:
+def check_temi_params(temi_params: dict[str, Any] | None) -> dict[str, Any]:
+    """The extra TEMIClustering arguments, refusing names it does not take."""
     from fiftyone_elfs.pseudo_labels import TEMIClustering
 
     temi_params = dict(temi_params or {})
@@ -75,7 +76,7 @@ def run(
     field_name = config.embeddings_field or names.embeddings_field
     ids, X = dataset_io.read_embeddings(samples, field_name)
     check_n_clusters(config.n_clusters, len(ids))
-    temi_params = _check_temi_params(config.temi_params)
+    temi_params = check_temi_params(config.temi_params)
     record.check_ownership(samples, names, STAGE, fields=[names.pseudo_label_field])
     report = progress or terminal_progress(f"pseudo-labels ({config.clustering})")
 

@@ -227,12 +227,7 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
             f"Key '{config.key}' has no coreset yet, so there is nothing to continue. "
             "Fix: run select_coreset first (it is round 1)."
         )
-    if config.label_field is not None and not dataset_io.has_field(samples, config.label_field):
-        raise ElfsInputError(
-            f"The label field '{config.label_field}' does not exist on this dataset. Fix: pass "
-            "the field the annotations were loaded into, or label_field=None.",
-            param="label_field",
-        )
+    preflight(samples, {"label_field": config.label_field})
     ids, values = _read_scores(samples, names, config.score)
     n = len(ids)
     budget = resolve_budget(
