@@ -389,8 +389,10 @@ def cached_trunk(paths: list[str], cache_dir: str) -> np.ndarray:
 
     folder = os.path.join(cache_dir, "features")
     os.makedirs(folder, exist_ok=True)
-    key = _paths_key(paths, "trunk", TRUNK_IMAGE_SIZE, SPLIT_STAGE)
-    path = os.path.join(folder, f"trunk-lite0-{TRUNK_IMAGE_SIZE}-s{SPLIT_STAGE}-{key}.npy")
+    # the settings are in the file name; the key hashes the file list
+    path = os.path.join(
+        folder, f"trunk-lite0-{TRUNK_IMAGE_SIZE}-s{SPLIT_STAGE}-{_paths_key(paths)}.npy"
+    )
     if not os.path.exists(path):
         t0 = time.perf_counter()
         step = max(1, len(paths) // 10)
