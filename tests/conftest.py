@@ -23,7 +23,8 @@ _TMP = tempfile.mkdtemp(prefix="elfs-tests-")
 atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
 _PLUGINS = os.path.join(_TMP, "plugins")
 os.makedirs(_PLUGINS)
-os.symlink(REPO, os.path.join(_PLUGINS, "fiftyone-elfs"))
+# the plugin folder, as `fiftyone-elfs install-plugin` links it
+os.symlink(os.path.join(REPO, "fiftyone_elfs", "plugin"), os.path.join(_PLUGINS, "fiftyone-elfs"))
 os.environ.pop("FIFTYONE_DATABASE_URI", None)
 os.environ.pop("FIFTYONE_PRIVATE_DATABASE_PORT", None)
 
