@@ -7,26 +7,97 @@ Data, in order of preference unless you name one:
   default               CIFAR-10 from ../shared/data when present (2,000 train images, or the
                         full 50,000 with --full), else scikit-learn's digits written as images
 
-Runs embeddings -> pseudo-labels -> difficulty -> selection -> export, and prints a summary.
+Runs embeddings -> pseudo-labels -> difficulty -> selection (which also gives the App the ELFS
+panel's colours for the regions and clusters) -> embedding plot -> export, and prints a summary
+ending with the command that opens the App on the dataset.
+
+Every flag is checked before anything slow: syntax and ranges before FiftyOne or torch is
+imported (with the library's own parameter rows, so the limits and messages are the API's), the
+data right after importing FiftyOne (the named dataset exists, enough images for the clusters).
+A bad value exits with status 2 and a message naming the flag and the fix, without a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
-import logging
 import os
+import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
-import numpy as np
+from fiftyone_elfs.errors import ElfsInputError
+from fiftyone_elfs.param_rows import (
+    BETA,
+    BUDGET_COUNT,
+    BUDGET_FRACTION,
+    CLUSTERING,
+    KEY,
+    N_CLUSTERS,
+    SEED,
+    Param,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_CIFAR = os.path.join(REPO, "..", "shared", "data", "cifar10-jpg.tar.gz")
+DEFAULT_BUDGET_FRACTION = 0.1
+
+#: API parameter -> the flag that sets it: library messages are shown in the flags' words.
+FLAGS = {
+    "budget_fraction": "--budget-fraction",
+    "budget_count": "--budget-count",
+    "n_clusters": "--clusters",
+    "clustering": "--clustering",
+    "beta": "--beta",
+    "key": "--key",
+    "seed": "--seed",
+}
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+class UsageError(Exception):
+    """A flag that does not fit the data, found after parsing: reported like argparse's."""
+
+
+def in_flag_words(message: str) -> str:
+    """A library message with the flags in place of the API parameter names.
+
+    Names with an underscore are replaced wherever they appear ("n_clusters=5000 is larger ...",
+    "... as a count (budget_count)"); short ones (key, beta, seed) only as "beta=" or at the
+    start ("beta must be ..."), since they are also ordinary words.
+    """
+    message = message.replace(" (or None)", "")
+    for name, flag in FLAGS.items():
+        if "_" in name:
+            message = re.sub(rf"(?<![\w-]){name}(?!\w)", flag, message)
+        else:
+            message = re.sub(rf"(?<![\w-]){name}=", f"{flag}=", message)
+            message = re.sub(rf"^{name} ", f"{flag} ", message)
+    message = re.sub(r"leave (--[\w-]+)=None", r"leave out \1", message)
+    return re.sub(r"(--[\w-]+)=None", r"no \1", message)
+
+
+def checked(row: Param, flag: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type: parses the text, then checks the value with the library's row."""
+
+    def convert(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ValueError:
+            fix = f" Fix: {row.fix}" * bool(row.fix)
+            message = in_flag_words(f"must be {row.range_text()}; got {text!r}.{fix}")
+            raise argparse.ArgumentTypeError(message) from None
+        try:
+            return row.check(value, flag)
+        except ElfsInputError as error:
+            message = in_flag_words(str(error)).removeprefix(f"{flag} ")
+            raise argparse.ArgumentTypeError(message) from None
+
+    return convert
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -40,25 +111,87 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="built-in data when no dataset/folder is named (default: auto)",
     )
     parser.add_argument("--full", action="store_true", help="CIFAR-10: use all 50,000 train images")
-    parser.add_argument(
-        "--budget-fraction", type=float, default=None, help="fraction to label (default 0.1)"
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--budget-fraction",
+        type=checked(BUDGET_FRACTION, "--budget-fraction", float),
+        help=f"share of the images to label, in (0, 1] (default {DEFAULT_BUDGET_FRACTION})",
     )
-    parser.add_argument("--budget-count", type=int, default=None, help="number of samples to label")
-    parser.add_argument("--clusters", type=int, default=10, help="number of pseudo-classes")
-    parser.add_argument("--clustering", choices=["temi", "kmeans"], default="temi")
-    parser.add_argument("--beta", type=float, default=None, help="hard-end cut; default label-free")
-    parser.add_argument("--key", default="elfs", help="run key naming fields, tag, view and runs")
-    parser.add_argument("--seed", type=int, default=0)
+    budget.add_argument(
+        "--budget-count",
+        type=checked(BUDGET_COUNT, "--budget-count", int),
+        help="number of images to label (instead of --budget-fraction)",
+    )
+    parser.add_argument(
+        "--clusters",
+        type=checked(N_CLUSTERS, "--clusters", int),
+        default=N_CLUSTERS.default,
+        help=f"{N_CLUSTERS.help} (default {N_CLUSTERS.default})",
+    )
+    parser.add_argument(
+        "--clustering",
+        choices=CLUSTERING.choices,
+        default=CLUSTERING.default,
+        help=f"{CLUSTERING.help} (default {CLUSTERING.default})",
+    )
+    parser.add_argument(
+        "--beta",
+        type=checked(BETA, "--beta", float),
+        default=None,
+        help="share of the hardest images dropped, in [0, 1) (default: the label-free rule)",
+    )
+    parser.add_argument(
+        "--key", type=checked(KEY, "--key", str), default=KEY.default, help=KEY.help
+    )
+    parser.add_argument("--seed", type=checked(SEED, "--seed", int), default=SEED.default)
     parser.add_argument(
         "--workdir",
         default=os.path.join(REPO, "elfs_output"),
         help="where demo images and the export go",
     )
     parser.add_argument("--shared-data", default=SHARED_CIFAR, help=argparse.SUPPRESS)
+    return parser
+
+
+def parse_args(
+    argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None
+) -> argparse.Namespace:
+    """Parses and checks every flag that can be checked without importing FiftyOne."""
+    parser = parser or build_parser()
     args = parser.parse_args(argv)
     if args.budget_fraction is None and args.budget_count is None:
-        args.budget_fraction = 0.1
+        args.budget_fraction = DEFAULT_BUDGET_FRACTION
+    if args.images_dir is not None:
+        args.images_dir = os.path.abspath(args.images_dir)
+        if not os.path.isdir(args.images_dir):
+            parser.error(
+                f"argument --images-dir: '{args.images_dir}' is not a folder. "
+                "Fix: pass a folder of images (class subfolders optional)."
+            )
+    if args.dataset is None and args.images_dir is None:
+        args.source = resolve_source(args.source, args.shared_data)
+        if args.source == "cifar10" and not os.path.exists(args.shared_data):
+            parser.error(
+                f"argument --source: the CIFAR-10 archive is not at {args.shared_data}. "
+                "Fix: use --source digits, --images-dir PATH or --dataset NAME."
+            )
+    if args.full and (args.dataset or args.images_dir or args.source != "cifar10"):
+        parser.error("argument --full: only applies to the built-in CIFAR-10 data.")
+    workdir = os.path.abspath(args.workdir)
+    parent = workdir
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        parser.error(f"argument --workdir: cannot create or write '{workdir}'.")
+    args.workdir = workdir
     return args
+
+
+def resolve_source(source: str, shared_data: str) -> str:
+    """The built-in data to use: CIFAR-10 when its archive is there ("auto"), else digits."""
+    if source == "auto":
+        return "cifar10" if os.path.exists(shared_data) else "digits"
+    return source
 
 
 def extract_cifar(archive: str, folder: str, full: bool) -> str:
@@ -78,32 +211,23 @@ def load_source(args: argparse.Namespace):
 
     if args.dataset:
         if not fo.dataset_exists(args.dataset):
-            sys.exit(
-                f"error: no FiftyOne dataset named '{args.dataset}'. Existing: {fo.list_datasets()}"
+            raise UsageError(
+                f"argument --dataset: no FiftyOne dataset named '{args.dataset}'. "
+                f"Fix: use one of {fo.list_datasets()}, or --images-dir PATH."
             )
         return fo.load_dataset(args.dataset)
     if args.images_dir:
-        folder = os.path.abspath(args.images_dir)
-        if not os.path.isdir(folder):
-            sys.exit(f"error: --images-dir '{folder}' is not a folder")
+        folder = args.images_dir
         name = "elfs-" + os.path.basename(folder.rstrip("/"))
+    elif args.source == "cifar10":
+        sub = "cifar10-full" if args.full else "cifar10-2000"
+        folder = extract_cifar(args.shared_data, os.path.join(args.workdir, "data", sub), args.full)
+        name = f"elfs-demo-{sub}"
     else:
-        source = args.source
-        if source == "auto":
-            source = "cifar10" if os.path.exists(args.shared_data) else "digits"
-        if source == "cifar10":
-            if not os.path.exists(args.shared_data):
-                sys.exit(f"error: CIFAR-10 archive not found at {args.shared_data}")
-            sub = "cifar10-full" if args.full else "cifar10-2000"
-            folder = extract_cifar(
-                args.shared_data, os.path.join(args.workdir, "data", sub), args.full
-            )
-            name = f"elfs-demo-{sub}"
-        else:
-            from fiftyone_elfs.sample_data import write_digit_images
+        from fiftyone_elfs.sample_data import write_digit_images
 
-            folder = write_digit_images(os.path.join(args.workdir, "data", "digits"))
-            name = "elfs-demo-digits"
+        folder = write_digit_images(os.path.join(args.workdir, "data", "digits"))
+        name = "elfs-demo-digits"
     return dataset_from_folder(name, folder)
 
 
@@ -111,111 +235,178 @@ def dataset_from_folder(name: str, folder: str):
     """Loads a folder as a persistent dataset, reusing it (and its embeddings) when unchanged."""
     import fiftyone as fo
 
-    has_classes = any(os.path.isdir(os.path.join(folder, d)) for d in os.listdir(folder))
-    dataset_type = (
-        fo.types.ImageClassificationDirectoryTree if has_classes else fo.types.ImageDirectory
-    )
     if fo.dataset_exists(name):
         dataset = fo.load_dataset(name)
         if dataset.info.get("source_folder") == folder:
             return dataset
-        sys.exit(
-            f"error: dataset '{name}' exists but was made from another folder; "
-            f"delete it (fo.delete_dataset('{name}')) or pass --dataset {name}"
+        raise UsageError(
+            f"dataset '{name}' exists but was made from another folder. Fix: pass --dataset "
+            f"{name} to use it, or delete it first (fo.delete_dataset('{name}'))."
         )
+    has_classes = any(os.path.isdir(os.path.join(folder, d)) for d in os.listdir(folder))
     dataset = fo.Dataset.from_dir(
         dataset_dir=folder,
-        dataset_type=dataset_type,
+        dataset_type=(
+            fo.types.ImageClassificationDirectoryTree if has_classes else fo.types.ImageDirectory
+        ),
         name=name,
         label_field="ground_truth" if has_classes else None,
     )
+    if len(dataset) == 0:
+        dataset.delete()
+        raise UsageError(f"argument --images-dir: no images found in '{folder}'.")
     dataset.info["source_folder"] = folder
     dataset.persistent = True
     dataset.save()
     return dataset
 
 
-def _codes(values: list[str]) -> np.ndarray:
-    """Integer codes for string labels."""
-    return np.unique(np.asarray(values), return_inverse=True)[1]
+def check_data(dataset, args: argparse.Namespace) -> None:
+    """The checks that need the data, before anything is computed."""
+    from fiftyone_elfs.selection import resolve_budget
+    from fiftyone_elfs.stages.pseudo_labels import check_n_clusters
+
+    n = len(dataset)
+    if n == 0:
+        raise UsageError(f"dataset '{dataset.name}' has no samples.")
+    resolve_budget(n, budget_count=args.budget_count, budget_fraction=args.budget_fraction)
+    check_n_clusters(args.clusters, n)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+def quiet_logging() -> None:
+    """Shows this package's warnings once, without doubling FiftyOne's own progress lines."""
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    package_logger = logging.getLogger("fiftyone_elfs")
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.WARNING)
+
+
+def app_command(dataset_name: str) -> str:
+    """The one command that opens the App on `dataset_name` with the ELFS plugin available."""
+    exe = os.path.join(os.path.dirname(sys.executable), "fiftyone-elfs")
+    return f"{exe} app {dataset_name}"
+
+
+def run(dataset, args: argparse.Namespace) -> int:
+    """Runs the stages, then prints the summary."""
     import fiftyone_elfs as elfs
-    from fiftyone_elfs.pseudo_labels.metrics import cluster_accuracy
 
-    t0 = time.perf_counter()
-    dataset = load_source(args)
-    print(f"\nDataset '{dataset.name}': {len(dataset)} images")
+    timings: dict[str, float] = {}
 
-    timings = {}
-    start = time.perf_counter()
-    emb = elfs.compute_embeddings(dataset, key=args.key)
-    timings["embeddings"] = time.perf_counter() - start
-    start = time.perf_counter()
-    elfs.compute_pseudo_labels(
-        dataset, n_clusters=args.clusters, clustering=args.clustering, key=args.key, seed=args.seed
+    def timed(stage: str, fn: Callable[..., Any], *a: Any, **kw: Any) -> Any:
+        start = time.perf_counter()
+        value = fn(*a, **kw)
+        timings[stage] = time.perf_counter() - start
+        return value
+
+    common = dict(key=args.key)
+    emb = timed("embeddings", elfs.compute_embeddings, dataset, **common)
+    timed(
+        "pseudo-labels",
+        elfs.compute_pseudo_labels,
+        dataset,
+        n_clusters=args.clusters,
+        clustering=args.clustering,
+        seed=args.seed,
+        **common,
     )
-    timings["pseudo-labels"] = time.perf_counter() - start
-    start = time.perf_counter()
-    elfs.compute_difficulty(dataset, key=args.key, seed=args.seed)
-    timings["difficulty"] = time.perf_counter() - start
-    start = time.perf_counter()
-    result = elfs.select_coreset(
+    timed("difficulty", elfs.compute_difficulty, dataset, seed=args.seed, **common)
+    result = timed(
+        "selection",
+        elfs.select_coreset,
         dataset,
         budget_count=args.budget_count,
         budget_fraction=args.budget_fraction,
         beta=args.beta,
-        key=args.key,
+        **common,
     )
-    timings["selection"] = time.perf_counter() - start
-    start = time.perf_counter()
+    brain_key = timed(
+        "embedding plot", elfs.compute_visualization, dataset, seed=args.seed, **common
+    )
     export_dir = os.path.join(args.workdir, "export", f"{dataset.name}-{args.key}")
-    outputs = elfs.export_coreset(dataset, export_dir, key=args.key, overwrite=True)
-    timings["export"] = time.perf_counter() - start
+    outputs = timed("export", elfs.export_coreset, dataset, export_dir, overwrite=True, **common)
+    print_summary(dataset, args, result, emb, brain_key, outputs, timings)
+    return 0
+
+
+def print_summary(dataset, args, result, emb, brain_key, outputs, timings) -> None:
+    """What was selected and why, where it went, and how to look at it."""
+    from fiftyone_elfs.pseudo_labels import cluster_accuracy
 
     label_field = f"{args.key}_pseudo_label"
-    pool = collections.Counter(dataset.exists(label_field).values(f"{label_field}.label"))
-    core = collections.Counter(result.view(dataset).values(f"{label_field}.label"))
+    pool = count_labels(dataset.exists(label_field).values(f"{label_field}.label"))
+    core = count_labels(result.view(dataset).values(f"{label_field}.label"))
     print("\n=== ELFS coreset summary ===")
-    print(
-        f"selected {result.budget} of {result.n_pool} samples "
-        f"(beta={result.beta:.3f}: {result.beta_reason})"
-    )
+    share = 100 * result.budget / max(result.n_pool, 1)
+    print(f"selected {result.budget} of {result.n_pool} samples ({share:.1f}%) by {result.score}")
+    reason = result.beta_reason  # the label-free rule's reason starts with "beta = ..."
+    if not reason.startswith("beta"):
+        reason = f"beta = {result.beta:.4g}: {reason}"
+    print(f"hard-end cut: {reason}")
+    mode = getattr(result, "mode", None)  # the selection-mode rule (issue 13), once it exists
+    if mode is not None:
+        why = getattr(result, "mode_reason", None)
+        print(f"selection mode: {mode}" + (f" ({why})" if why else ""))
     for notice in result.notices:
         print(f"notice: {notice}")
     print("per-cluster counts (pool -> coreset):")
-    for label in sorted(pool):
+    for label in sorted(pool, key=natural_key):
         print(f"  {label}: {pool[label]:6d} -> {core.get(label, 0)}")
     print(f"skipped images: {emb['n_skipped']} (reused embeddings: {emb['n_reused']})")
     for item in emb["skipped"][:5]:
         print(f"  {item['filepath']}: {item['reason']}")
     if dataset.get_field("ground_truth") is not None:
-        ids = dataset.exists(label_field).exists("ground_truth").values("id")
-        view = dataset.select(ids, ordered=True)
+        view = dataset.exists(label_field).exists("ground_truth")
         truth, pred = view.values(["ground_truth.label", f"{label_field}.label"])
-        print(
-            f"cluster accuracy vs ground_truth (Hungarian, report only): "
-            f"{cluster_accuracy(_codes(truth), _codes(pred)):.3f}"
-        )
+        accuracy = cluster_accuracy(codes(truth), codes(pred))
+        print(f"cluster accuracy vs ground_truth (Hungarian, report only): {accuracy:.3f}")
+    total = sum(timings.values())
     print(
         "stage wall times: "
         + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
-        + f"; total {time.perf_counter() - t0:.1f}s"
+        + f"; total {total:.1f}s"
     )
-    print(f"tag: '{result.tag}', saved view: '{result.saved_view}'")
+    print(f"tag '{result.tag}', saved view '{result.saved_view}', embedding plot '{brain_key}'")
     print("export:")
     for kind, path in outputs.items():
         print(f"  {kind}: {path}")
-    print(
-        "open it in the App:\n"
-        f'  {sys.executable} -c "import fiftyone as fo; '
-        f"fo.launch_app(fo.load_dataset('{dataset.name}'), auto=False).wait()\""
-    )
-    print(f"  then load the saved view '{result.saved_view}'")
-    return 0
+    print(f"open it in the App (with the ELFS plugin):\n  {app_command(dataset.name)}")
+
+
+def count_labels(values: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    return counts
+
+
+def natural_key(label: str) -> list[Any]:
+    """cluster_2 before cluster_10."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", label)]
+
+
+def codes(values: list[str]):
+    """Integer codes for string labels."""
+    import numpy as np
+
+    return np.unique(np.asarray(values), return_inverse=True)[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parse_args(argv, parser)  # syntax, ranges, paths: nothing slow imported yet
+    quiet_logging()
+    try:
+        dataset = load_source(args)
+        check_data(dataset, args)
+        print(f"\nDataset '{dataset.name}': {len(dataset)} images")
+        return run(dataset, args)
+    except (UsageError, ElfsInputError) as error:
+        parser.exit(2, f"{parser.prog}: error: {in_flag_words(str(error))}\n")
+    return 2
 
 
 if __name__ == "__main__":

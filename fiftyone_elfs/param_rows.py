@@ -296,6 +296,7 @@ N_CLUSTERS = Param(
     min=2,
     label="Number of clusters",
     help="Pseudo-classes; typically the number of classes you expect.",
+    fix="Pass at least 2: typically the number of classes you expect, e.g. 10.",
 )
 CLUSTERING = Param(
     "clustering",

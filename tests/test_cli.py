@@ -1,0 +1,124 @@
+"""The main job's command line fails fast: a bad flag is refused before anything slow happens,
+with status 2, no traceback, and a message naming the flag (not the API argument) and the fix.
+
+Each case runs examples/select_coreset.py in a fresh interpreter and reports which heavy
+libraries it had imported when it stopped: syntax and range errors must stop before FiftyOne or
+torch is imported, data errors (a missing dataset, more clusters than images) before anything
+is computed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAIN_JOB = os.path.join(REPO, "examples", "select_coreset.py")
+PROBE = f"""
+import json, runpy, sys
+sys.argv = ["select_coreset.py", *sys.argv[1:]]
+code = None
+try:
+    runpy.run_path({MAIN_JOB!r}, run_name="__main__")
+except SystemExit as e:
+    code = e.code
+print(json.dumps({{"code": code, **{{m: m in sys.modules for m in ("fiftyone", "torch")}}}}))
+"""
+
+
+def _run(*args: str, cwd: str | None = None) -> tuple[dict, str]:
+    """Runs the main job with `args`; returns (exit code and heavy imports, stderr)."""
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd or REPO,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (
+            ["--budget-fraction", "1.5"],
+            ["--budget-fraction: must be a number in (0, 1]; got 1.5", "Fix:", "(--budget-count)"],
+        ),
+        (["--budget-fraction", "abc"], ["--budget-fraction: must be a number in (0, 1]", "Fix:"]),
+        (["--budget-count", "0"], ["--budget-count: must be an integer >= 1; got 0", "Fix:"]),
+        (["--clusters", "0"], ["--clusters: must be an integer >= 2; got 0", "Fix: Pass at least"]),
+        (["--beta", "1"], ["--beta: must be a number in [0, 1)", "leave out --beta"]),
+        (["--key", "my-run"], ["--key: Invalid run key 'my-run'", "Fix: use letters"]),
+        (["--clustering", "dbscan"], ["--clustering: invalid choice: 'dbscan'"]),
+        (
+            ["--budget-fraction", "0.2", "--budget-count", "10"],
+            ["--budget-count: not allowed with argument --budget-fraction"],
+        ),
+        (["--images-dir", "/nonexistent/images"], ["--images-dir: '/nonexistent/images' is not a"]),
+        (["--source", "cifar10", "--shared-data", "/nonexistent.tar.gz"], ["--source", "Fix:"]),
+    ],
+)
+def test_bad_flags_stop_before_importing_fiftyone_or_torch(args, expected):
+    outcome, stderr = _run(*args)
+    assert outcome == {"code": 2, "fiftyone": False, "torch": False}, stderr
+    assert "Traceback" not in stderr
+    for text in expected:
+        assert text in stderr, stderr
+    for api_name in ("budget_fraction", "budget_count", "n_clusters"):
+        assert api_name not in stderr  # the flags' names, not the API's
+
+
+def test_a_missing_dataset_is_refused_right_after_importing_fiftyone():
+    outcome, stderr = _run("--dataset", "no-such-dataset-here")
+    assert outcome == {"code": 2, "fiftyone": True, "torch": False}, stderr
+    assert "Traceback" not in stderr
+    assert "--dataset: no FiftyOne dataset named 'no-such-dataset-here'" in stderr
+    assert "Fix:" in stderr
+
+
+def test_more_clusters_than_images_is_refused_before_computing_embeddings(tmp_path):
+    import fiftyone as fo
+    from PIL import Image
+
+    folder = tmp_path / "few_images"
+    for c in ("a", "b"):
+        (folder / c).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (16, 16), (40 * i, 80, 200 if c == "a" else 20)).save(
+                folder / c / f"{i}.png"
+            )
+    args = ["--images-dir", str(folder), "--clusters", "7", "--workdir", str(tmp_path / "w")]
+    outcome, stderr = _run(*args)
+    try:
+        assert outcome["code"] == 2, stderr
+        assert "Traceback" not in stderr
+        assert "--clusters=7 is larger than the 6 samples" in stderr and "Fix:" in stderr
+        dataset = fo.load_dataset("elfs-few_images")
+        assert dataset.get_field("elfs_embedding") is None  # nothing was computed
+        assert dataset.list_runs() == []
+    finally:
+        if fo.dataset_exists("elfs-few_images"):
+            fo.delete_dataset("elfs-few_images")
+
+
+def test_library_messages_are_shown_in_the_flags_words():
+    import runpy
+
+    job = runpy.run_path(MAIN_JOB)
+    words = job["in_flag_words"]
+    assert words("n_clusters=5000 is larger. Fix: pass n_clusters <= 10.") == (
+        "--clusters=5000 is larger. Fix: pass --clusters <= 10."
+    )
+    assert words("Both budget_count=5 and budget_fraction=0.1 were given.") == (
+        "Both --budget-count=5 and --budget-fraction=0.1 were given."
+    )
+    # short names only where they are the parameter, not the word
+    assert words("Invalid run key 'a b': Fix: ...") == "Invalid run key 'a b': Fix: ..."
+    assert words("beta must be a number (or None). Fix: or leave beta=None.") == (
+        "--beta must be a number. Fix: or leave out --beta."
+    )
