@@ -35,7 +35,9 @@ def test_plugin_loads_without_errors_and_lists_every_operator():
     assert registry.list_errors() == []
     for name in OPERATOR_NAMES:
         assert registry.operator_exists(uri(name)), name
-    with open(os.path.join(os.path.dirname(__file__), "..", "fiftyone.yml")) as f:
+    with open(
+        os.path.join(os.path.dirname(__file__), "..", "fiftyone_elfs", "plugin", "fiftyone.yml")
+    ) as f:
         declared = f.read()
     assert all(f"- {name}" in declared for name in OPERATOR_NAMES)
 
