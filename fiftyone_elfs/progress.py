@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from tqdm.auto import tqdm
 
@@ -10,7 +13,11 @@ ProgressFn = Callable[[float, str], None]
 
 
 def terminal_progress(description: str) -> ProgressFn:
-    """A callback that draws a tqdm bar in the terminal (the default for scripts)."""
+    """A callback that draws a tqdm bar in the terminal (the default for scripts).
+
+    A call that does not advance the bar still redraws it with the new label (and elapsed
+    time), so a long step that only updates its label does not look stuck.
+    """
     bar = tqdm(
         total=1000,
         desc=description,
@@ -21,10 +28,12 @@ def terminal_progress(description: str) -> ProgressFn:
 
     def report(fraction: float, label: str) -> None:
         target = int(round(min(max(fraction, 0.0), 1.0) * 1000))
+        bar.set_postfix_str(label, refresh=False)
         if target > state["done"]:
             bar.update(target - state["done"])
             state["done"] = target
-        bar.set_postfix_str(label, refresh=False)
+        else:
+            bar.refresh()
         if target >= 1000:
             bar.close()
 
@@ -42,3 +51,37 @@ def sub_progress(
         progress(start + (stop - start) * min(max(fraction, 0.0), 1.0), f"{prefix}: {label}")
 
     return report
+
+
+@contextmanager
+def ticking(progress: ProgressFn, interval: float = 2.0) -> Iterator[ProgressFn]:
+    """A callback for a step with long silent stretches (UMAP reports nothing while it runs).
+
+    Yields a callback that passes each call on to `progress`; while no call comes for
+    `interval` seconds, it repeats the last label with how long that part has been running
+    ("UMAP on all 2000 samples (12 s)"), so the bar shows the work is alive instead of sitting
+    still. The fraction is never guessed: it only moves when the step reports.
+    """
+    lock = threading.Lock()
+    state = {"fraction": 0.0, "label": "", "since": time.monotonic()}
+    stop = threading.Event()
+
+    def report(fraction: float, label: str) -> None:
+        with lock:
+            state.update(fraction=fraction, label=label, since=time.monotonic())
+            progress(fraction, label)
+
+    def tick() -> None:
+        while not stop.wait(interval):
+            with lock:
+                if state["label"]:
+                    seconds = time.monotonic() - state["since"]
+                    progress(state["fraction"], f"{state['label']} ({seconds:.0f} s)")
+
+    thread = threading.Thread(target=tick, name="fiftyone-elfs-ticker", daemon=True)
+    thread.start()
+    try:
+        yield report
+    finally:
+        stop.set()
+        thread.join()

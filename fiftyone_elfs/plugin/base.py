@@ -3,7 +3,10 @@
 An operator subclass names its parameter table, its library function and its labels; from the
 table `ElfsOperator` derives its form (`forms.build_form`), its ``execute`` (``ctx.params`` ->
 library call, with progress reported one way: `report_progress`) and its ``__call__`` (every
-table parameter under the API's names, checked as the API does).
+table parameter under the API's names, checked as the API does). A ``__call__`` from a script
+draws the progress as a bar in the terminal and returns FiftyOne's ``ExecutionResult`` with the
+library function's return value as its ``.result`` (for a generator operator FiftyOne itself
+keeps nothing there).
 """
 
 from __future__ import annotations
@@ -11,11 +14,15 @@ from __future__ import annotations
 import inspect
 import queue
 import threading
+import time
+import uuid
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from typing import Any
 
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
+from fiftyone.operators.executor import ExecutionResult
 
 from fiftyone_elfs.params import OPERATIONS, Operation, Param
 from fiftyone_elfs.plugin.forms import (
@@ -25,6 +32,7 @@ from fiftyone_elfs.plugin.forms import (
     form_names,
     form_to_kwargs,
 )
+from fiftyone_elfs.progress import ProgressFn, terminal_progress
 
 # Work above this many samples defaults to delegated execution (immediate runs time out at 600 s).
 CNN_DELEGATE_ABOVE = 2000  # training on pixels: minutes per thousand images on a CPU
@@ -39,12 +47,37 @@ DELEGATE_ABOVE = {
 
 # --------------------------------------------------------------------------- execution
 
+#: The request parameter naming a ``__call__`` from a script (a key of `_SCRIPT_CALLS`).
+SCRIPT_CALL_PARAM = "elfs_script_call"
+
+
+@dataclass
+class _ScriptCall:
+    """A ``__call__`` in progress in this process: its terminal bar and, once done, its result."""
+
+    progress: ProgressFn
+    result: Any = None
+
+
+_SCRIPT_CALLS: dict[str, _ScriptCall] = {}
+
+
+def _script_call(ctx: Any) -> _ScriptCall | None:
+    """The script call `ctx` runs for, if any (never for a delegated run: another process)."""
+    if ctx.delegated:
+        return None
+    return _SCRIPT_CALLS.get(ctx.request_params.get(SCRIPT_CALL_PARAM) or "")
+
 
 def report_progress(ctx: Any, fraction: float, label: str) -> Generator[Any, None, None]:
     """Reports progress the one way every ELFS operator does: recorded on the operation when
-    delegated, a progress bar (a yielded ``set_progress`` op) when immediate."""
+    delegated, a bar in the terminal for a script's ``__call__``, a progress bar in the App (a
+    yielded ``set_progress`` op) when immediate."""
+    call = _script_call(ctx)
     if ctx.delegated:
         ctx.set_progress(progress=fraction, label=label)
+    elif call is not None:
+        call.progress(fraction, label)
     else:
         yield ctx.ops.set_progress(progress=fraction, label=label)
 
@@ -70,12 +103,13 @@ def run_with_progress(ctx: Any, fn: Callable[..., Any], **kwargs: Any) -> Genera
 
     worker = threading.Thread(target=target, name="fiftyone-elfs", daemon=True)
     worker.start()
-    last = -1.0
+    last, last_time = -1.0, 0.0
     while (item := updates.get()) is not None:
         fraction, label = item
-        if fraction - last < 0.01 and fraction < 1.0:
+        now = time.monotonic()  # a new label passes once a second even if the bar stays put
+        if fraction - last < 0.01 and fraction < 1.0 and now - last_time < 1.0:
             continue
-        last = fraction
+        last, last_time = fraction, now
         yield from report_progress(ctx, fraction, label)
     worker.join()
     if "error" in outcome:
@@ -115,7 +149,8 @@ class ElfsOperator(foo.Operator):
         checks: cheap data checks the form runs on the target, ``check(samples, values)``;
         on_view: False for operators that work on the whole dataset (no view choice);
         notify: also show the final message as a notification in the App;
-        usage: a usage example, the start of ``__call__``'s docstring.
+        usage: a usage example, the start of ``__call__``'s docstring;
+        returns: what the library function returns, for ``__call__``'s docstring.
     and may override `done_label`, `context_values`, `custom_input`, `extra_inputs`.
     """
 
@@ -129,6 +164,7 @@ class ElfsOperator(foo.Operator):
     on_view = True
     notify = False  # also show the final message as a notification in the App
     usage = ""
+    returns = "see the library function"  # what ``.result`` of a script's call holds
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -173,6 +209,9 @@ class ElfsOperator(foo.Operator):
         if not ctx.delegated and self.notify:
             yield ctx.ops.notify(message, variant="success")
         yield from reload_dataset(ctx)
+        call = _script_call(ctx)
+        if call is not None:
+            call.result = result
         return result
 
     def done_label(self, result: Any, kwargs: dict[str, Any]) -> str:
@@ -196,7 +235,19 @@ class ElfsOperator(foo.Operator):
         delegate = bool(arguments.pop("delegate", False))
         params = call_to_params(self.table, self.table.validate(arguments))
         ctx = {"view": samples.view()}
-        return foo.execute_operator(self.uri, ctx, params=params, request_delegation=delegate)
+        if delegate:
+            return foo.execute_operator(self.uri, ctx, params=params, request_delegation=True)
+        token = uuid.uuid4().hex
+        _SCRIPT_CALLS[token] = call = _ScriptCall(terminal_progress(self.label))
+        try:
+            execution = foo.execute_operator(
+                self.uri, {**ctx, SCRIPT_CALL_PARAM: token}, params=params
+            )
+        finally:
+            _SCRIPT_CALLS.pop(token, None)
+        if isinstance(execution, ExecutionResult):
+            execution.result = call.result
+        return execution
 
 
 def _bind(fn: Callable[..., Any], samples: Any, positional: list[Any]) -> Callable[..., Any]:
@@ -246,8 +297,10 @@ def _make_call(cls: type[ElfsOperator]) -> Callable[..., Any]:
     __call__.__doc__ = (
         f"Runs '{cls.label}' on a dataset or view from a script, as the App would.\n\n"
         f"Example::\n\n    {cls.usage}\n\n"
-        "Checks the arguments like the library function does (raising ElfsInputError), then\n"
-        "returns FiftyOne's ExecutionResult; ``delegate=True`` queues the run for a delegated\n"
-        "worker instead.\n\n" + operation.args_doc()
+        "Checks the arguments like the library function does (raising ElfsInputError), runs\n"
+        "the operator through FiftyOne's operator machinery with a progress bar in the terminal,\n"
+        "and returns FiftyOne's ExecutionResult whose ``.result`` is what the library function\n"
+        f"returned ({cls.returns}). ``delegate=True`` queues the run for a delegated worker\n"
+        "instead (``.result`` then describes the queued operation).\n\n" + operation.args_doc()
     )
     return __call__

@@ -21,6 +21,7 @@ class ComputeEmbeddings(ElfsOperator):
     description = "Embed every image with a frozen pretrained encoder"
     operation = "compute_embeddings"
     function = staticmethod(api.compute_embeddings)
+    returns = "a dict: n_computed, n_reused, n_skipped, skipped"
     usage = 'foo.get_operator("@fiftyone-elfs/elfs/compute_embeddings")(dataset, key="elfs")'
 
     def done_label(self, result: dict[str, Any], kwargs: dict[str, Any]) -> str:
@@ -34,6 +35,7 @@ class ComputePseudoLabels(ElfsOperator):
     operation = "compute_pseudo_labels"
     function = staticmethod(api.compute_pseudo_labels)
     checks = (pseudo_labels.preflight,)
+    returns = "a dict: n_samples, cluster_sizes, ..."
     usage = (
         'foo.get_operator("@fiftyone-elfs/elfs/compute_pseudo_labels")'
         '(dataset, n_clusters=10, clustering="kmeans")'
@@ -49,6 +51,7 @@ class ComputeDifficulty(ElfsOperator):
     description = "Train a proxy on the pseudo-labels; store AUM, forgetting and EL2N"
     operation = "compute_difficulty"
     function = staticmethod(api.compute_difficulty)
+    returns = "a dict: n_samples, n_epochs, ..."
     usage = (
         'foo.get_operator("@fiftyone-elfs/elfs/compute_difficulty")'
         '(dataset, proxy="cnn", cnn_params={"width": 8}, epochs=5)'
@@ -65,6 +68,7 @@ class ComputeVisualization(ElfsOperator):
     operation = "compute_visualization"
     function = staticmethod(api.compute_visualization)
     checks = (visualization.preflight,)
+    returns = "the brain key of the plot"
     usage = (
         'foo.get_operator("@fiftyone-elfs/elfs/compute_visualization")'
         '(dataset, layout_method="pca", brain_key="layout")'
@@ -83,6 +87,7 @@ class ComputeContrastiveScores(ElfsOperator):
     form_title = "ELFS: contrastive similarity"
     operation = "compute_contrastive_scores"
     function = staticmethod(api.compute_contrastive_scores)
+    returns = "a dict: n_samples, ..."
     usage = (
         'foo.get_operator("@fiftyone-elfs/elfs/compute_contrastive_scores")'
         '(dataset, epochs=15, contrastive_method="moco")'
@@ -98,6 +103,7 @@ class SelectCoreset(ElfsOperator):
     description = "Double-end pruning on difficulty: tag the samples worth labeling"
     operation = "select_coreset"
     function = staticmethod(api.select_coreset)
+    returns = "a CoresetResult: selected_ids, budget, beta, beta_reason, ..."
     usage = 'foo.get_operator("@fiftyone-elfs/elfs/select_coreset")(dataset, budget_fraction=0.1)'
 
     def done_label(self, result: selection.CoresetResult, kwargs: dict[str, Any]) -> str:
@@ -112,6 +118,7 @@ class ExportCoreset(ElfsOperator):
     operation = "export_coreset"
     function = staticmethod(export.export_coreset)
     checks = (export.preflight,)
+    returns = "a dict: output kind -> path"
     usage = 'foo.get_operator("@fiftyone-elfs/elfs/export_coreset")(dataset, "/tmp/to_label")'
 
     def done_label(self, result: dict[str, str], kwargs: dict[str, Any]) -> str:
@@ -126,6 +133,7 @@ class RunElfsPipeline(ElfsOperator):
     operation = "run_pipeline"
     function = staticmethod(api.run_pipeline)
     checks = (pipeline.preflight,)
+    returns = "a CoresetResult: selected_ids, budget, beta, beta_reason, ..."
     usage = (
         'foo.get_operator("@fiftyone-elfs/elfs/run_elfs_pipeline")'
         '(dataset, budget_fraction=0.1, proxy="cnn", cnn_params={"width": 8})'

@@ -1,7 +1,10 @@
 """The ELFS panel: one run at a glance (difficulty histogram, cluster balance, parameters,
 delegated runs) with actions to open the embedding plot, show the coreset and export it.
 
-The numbers come from `fiftyone_elfs.run_summary`; this module only turns them into charts.
+The numbers come from `fiftyone_elfs.run_summary`; this module only turns them into charts. The
+colours are `fiftyone_elfs.app_colors`, which the pipeline also gives the App for the region
+and pseudo-label fields, so a region or cluster has one colour in this panel, the Embeddings
+panel and the grid.
 """
 
 from __future__ import annotations
@@ -12,13 +15,16 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from fiftyone_elfs import annotation, run_summary, runs
+from fiftyone_elfs.app_colors import REGION_COLORS, cluster_colors
 
 PANEL_NAME = "elfs_panel"
-REGION_STYLE = {  # region -> (legend name, colour)
-    "dropped_hard": ("dropped: hardest (likely noisy)", "#d62728"),
-    "coreset": ("coreset (to label)", "#2ca02c"),
-    "dropped_easy": ("dropped: easiest", "#9e9e9e"),
+REGION_LEGEND = {
+    "dropped_hard": "dropped: hardest (likely noisy)",
+    "coreset": "coreset (to label)",
+    "dropped_easy": "dropped: easiest",
 }
+REGION_STYLE = {r: (REGION_LEGEND[r], REGION_COLORS[r]) for r in runs.REGIONS}  # name, colour
+POOL_OPACITY = 0.4  # the pool's bar of a cluster: its colour, faded; the coreset's: solid
 
 
 def histogram_traces(hist: run_summary.ScoreHistogram) -> list[dict[str, Any]]:
@@ -42,10 +48,16 @@ def histogram_traces(hist: run_summary.ScoreHistogram) -> list[dict[str, Any]]:
 
 
 def cluster_traces(clusters: list[tuple[str, int, int]]) -> list[dict[str, Any]]:
-    """Share of each pseudo-label in the pool and in the coreset (over/under-representation)."""
+    """Share of each pseudo-label in the pool and in the coreset (over/under-representation).
+
+    Each cluster's bars have its App colour (`cluster_colors`): faded for the pool, solid for
+    the coreset.
+    """
     labels = [c[0] for c in clusters]
+    colours = cluster_colors(labels)
     pool_total = sum(c[1] for c in clusters) or 1
     core_total = sum(c[2] for c in clusters) or 1
+    bar_colours = [colours[label] for label in labels]
     return [
         {
             "type": "bar",
@@ -53,7 +65,7 @@ def cluster_traces(clusters: list[tuple[str, int, int]]) -> list[dict[str, Any]]
             "x": labels,
             "y": [round(100 * c[1] / pool_total, 2) for c in clusters],
             "text": [str(c[1]) for c in clusters],
-            "marker": {"color": "#90a4ae"},
+            "marker": {"color": bar_colours, "opacity": POOL_OPACITY},
         },
         {
             "type": "bar",
@@ -61,7 +73,7 @@ def cluster_traces(clusters: list[tuple[str, int, int]]) -> list[dict[str, Any]]
             "x": labels,
             "y": [round(100 * c[2] / core_total, 2) for c in clusters],
             "text": [str(c[2]) for c in clusters],
-            "marker": {"color": "#2ca02c"},
+            "marker": {"color": bar_colours},
         },
     ]
 
@@ -244,8 +256,8 @@ class ElfsPanel(foo.Panel):
             panel.btn("run_pipeline", label="Select a coreset...", on_click=self.run_pipeline)
             return types.Property(panel, view=types.GridView(orientation="vertical"))
 
-        header = panel.h_stack("header", align_x="left", gap=2)
-        header.enum(
+        # The key's dropdown on its own row: beside a button, the App draws its label over it.
+        panel.enum(
             "key",
             list(state.keys),
             default=state.key,
@@ -253,9 +265,9 @@ class ElfsPanel(foo.Panel):
             view=types.DropdownView(),
             on_change=self.on_change_key,
         )
-        header.btn("refresh", label="Refresh", on_click=self.refresh)
         panel.md(state.outcome or "", name="outcome")
         actions = panel.h_stack("actions", align_x="left", gap=2)
+        actions.btn("refresh", label="Refresh", on_click=self.refresh)
         actions.btn("open_embeddings", label="Open Embeddings panel", on_click=self.open_embeddings)
         actions.btn("show_coreset", label="Show coreset", on_click=self.show_coreset)
         actions.btn("show_all", label="Show all samples", on_click=self.show_all)

@@ -15,6 +15,7 @@ import fiftyone as fo
 import numpy as np
 
 from fiftyone_elfs import dataset_io, runs
+from fiftyone_elfs.app_colors import apply_app_colors
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.difficulty.training_dynamics import HARD_IS_LOW as _PROXY_HARD_IS_LOW
 from fiftyone_elfs.errors import ElfsInputError
@@ -212,6 +213,7 @@ def select_coreset(samples: SampleCollection, config: CoresetConfig) -> CoresetR
             views={names.saved_view: (tag, description)},
         ),
     )
+    apply_app_colors(dataset, config.key)  # regions in the ELFS panel's colours, App-wide
     return result
 
 

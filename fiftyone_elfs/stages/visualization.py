@@ -1,8 +1,10 @@
 """Visualization stage: a 2-D layout of the embeddings as a FiftyOne Brain run.
 
 The App's Embeddings panel plots it and colours the points by any field ("<key>_pseudo_label",
-each score, "<key>_coreset_region"). Algorithm: PCA (`fiftyone_elfs.embeddings.projection`)
-before FiftyOne Brain's UMAP, so large pools stay fast.
+each score, "<key>_coreset_region"). Algorithm: `fiftyone_elfs.embeddings.projection.layout_2d`
+(PCA, then UMAP fitted on at most 50,000 samples, the rest placed by their neighbours); FiftyOne
+Brain only stores the points (``points=``, its "manual" method), so it neither recomputes them
+nor logs advice about embeddings fields that an ELFS user cannot act on.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 from fiftyone_elfs import dataset_io, runs
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.errors import ElfsInputError
-from fiftyone_elfs.progress import ProgressFn, terminal_progress
+from fiftyone_elfs.progress import ProgressFn, terminal_progress, ticking
 from fiftyone_elfs.stages import StageConfig, record
 
 STAGE = "visualization"
@@ -53,7 +55,7 @@ def run(
     samples: SampleCollection, config: VisualizationConfig, progress: ProgressFn | None = None
 ) -> str:
     """Registers the layout (replacing this key's previous one); returns its brain key."""
-    from fiftyone_elfs.embeddings import pca_reduce
+    from fiftyone_elfs.embeddings.projection import layout_2d
 
     names = runs.PipelineNames(config.key)
     brain_key = brain_key_for(config.key, config.layout_method, config.brain_key)
@@ -66,12 +68,15 @@ def run(
         )
     record.check_ownership(samples, names, STAGE, brain_runs=[brain_key])
     report = progress or terminal_progress("embedding plot")
-    report(0.0, f"{config.layout_method} layout of {len(ids)} samples")
+
+    def layout_progress(fraction: float, message: str) -> None:
+        report(0.95 * fraction, message)
+
+    with ticking(layout_progress) as alive:  # UMAP is silent while it runs: show it is alive
+        points = layout_2d(
+            X, config.layout_method, pca_dims=config.pca_dims, seed=config.seed, progress=alive
+        )
     umap = config.layout_method == "umap"
-    points_input = pca_reduce(X, config.pca_dims, seed=config.seed) if umap else X
-    options: dict[str, Any] = {}
-    if umap:
-        options = dict(num_neighbors=min(15, len(ids) - 1), seed=config.seed, verbose=False)
     record.record(
         samples,
         names,
@@ -85,7 +90,8 @@ def run(
         },
         results={"n_points": len(ids)},
         outputs=record.Outputs(
-            layouts={brain_key: record.Layout(ids, points_input, config.layout_method, options)}
+            # FiftyOne Brain's "manual" method stores the given points as they are
+            layouts={brain_key: record.Layout(ids, points, "manual", {"points": points})}
         ),
     )
     report(1.0, f"embedding plot '{brain_key}' of {len(ids)} samples")

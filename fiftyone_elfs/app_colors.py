@@ -1,0 +1,103 @@
+"""The App's colours for what ELFS writes: coreset regions and pseudo-label clusters.
+
+Without a colour scheme the App picks a colour per value from a hash (the three regions came
+out green, dark green and teal), so the Embeddings panel, the grid and the ELFS panel disagreed.
+`apply_app_colors` writes the dataset's App colour scheme entries for "<key>_coreset_region"
+(`REGION_COLORS`, the ELFS panel's colours) and "<key>_pseudo_label" (`cluster_colors`, also
+used by the panel's cluster chart), so every view of a run shows the same colour for the same
+value. FiftyOne's Embeddings panel and grid read these per-value colours
+(``ColorScheme.fields[i].valueColors``); the browser test checks the rendered pixels.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import fiftyone as fo
+
+from fiftyone_elfs import dataset_io, runs
+
+#: Region -> colour, shared by the ELFS panel's histogram and the App colour scheme.
+REGION_COLORS = {
+    "dropped_hard": "#d62728",  # red: the hardest, where the pseudo-label noise lives
+    "coreset": "#2ca02c",  # green: the samples to label
+    "dropped_easy": "#9e9e9e",  # grey: the easy rest
+}
+
+#: Colours of the pseudo-label clusters in natural order (cluster_0, cluster_1, ...), cycled.
+CLUSTER_PALETTE = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+    "#aec7e8",
+    "#ffbb78",
+    "#98df8a",
+    "#ff9896",
+    "#c5b0d5",
+    "#c49c94",
+    "#f7b6d2",
+    "#c7c7c7",
+    "#dbdb8d",
+    "#9edae5",
+)
+
+
+def _natural_key(label: str) -> list[Any]:
+    """Sort key putting cluster_2 before cluster_10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(label))]
+
+
+def cluster_colors(labels: Iterable[str]) -> dict[str, str]:
+    """A colour per cluster label: `CLUSTER_PALETTE` in natural order of the labels, cycled."""
+    ordered = sorted(set(labels), key=_natural_key)
+    return {label: CLUSTER_PALETTE[i % len(CLUSTER_PALETTE)] for i, label in enumerate(ordered)}
+
+
+def color_scheme_fields(key: str, cluster_labels: Iterable[str]) -> list[dict[str, Any]]:
+    """The colour scheme entries of a key's region and pseudo-label fields."""
+    names = runs.PipelineNames(key)
+    return [
+        {
+            "path": names.region_field,
+            "valueColors": [{"value": v, "color": c} for v, c in REGION_COLORS.items()],
+        },
+        {
+            "path": names.pseudo_label_field,
+            "colorByAttribute": "label",
+            "valueColors": [
+                {"value": v, "color": c} for v, c in cluster_colors(cluster_labels).items()
+            ],
+        },
+    ]
+
+
+def apply_app_colors(dataset: fo.Dataset, key: str) -> None:
+    """Sets the App colours of `key`'s region and pseudo-label fields on `dataset`.
+
+    Replaces only those two entries of the dataset's colour scheme (other fields' colours are
+    kept) and, when the scheme does not say how to colour, colours by value, so the grid shows
+    each region in its colour too. Called by the selection stage after it writes the regions.
+    """
+    dataset = dataset_io.dataset_of(dataset)
+    names = runs.PipelineNames(key)
+    labels: list[str] = []
+    if dataset_io.has_field(dataset, names.pseudo_label_field):
+        labels = dataset_io.read_labelled(dataset, names.pseudo_label_field)[2]
+    ours = color_scheme_fields(key, labels)
+    paths = {entry["path"] for entry in ours}
+    scheme = dataset.app_config.color_scheme or fo.ColorScheme()
+    kept = [f for f in (scheme.fields or []) if dict(f).get("path") not in paths]
+    scheme.fields = kept + ours
+    if not scheme.color_by:
+        scheme.color_by = "value"
+    dataset.app_config.color_scheme = scheme
+    dataset.save()

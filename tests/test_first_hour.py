@@ -1,0 +1,176 @@
+"""What a new user meets in scripts and the App, outside the browser (issue 17):
+
+- an operator called from a script shows its progress in the terminal and hands back what the
+  library function returned;
+- the embedding plot keeps its progress alive while UMAP runs and prints none of FiftyOne
+  Brain's or umap's advice that an ELFS user cannot act on;
+- the App colour scheme of a run's region and pseudo-label fields is the ELFS panel's.
+
+(The rendered colours in the real App are checked by tests/test_app_browser.py.)
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import warnings
+
+import fiftyone as fo
+import fiftyone.operators as foo
+
+import fiftyone_elfs as elfs
+from fiftyone_elfs import app_colors
+from fiftyone_elfs.plugin.panel import REGION_STYLE, cluster_traces, histogram_traces
+from fiftyone_elfs.progress import ticking
+from fiftyone_elfs.run_summary import summarize_run
+from fiftyone_elfs.stages.selection import CoresetResult
+
+PLUGIN = "@fiftyone-elfs/elfs"
+
+
+def _pipeline(dataset, **kwargs):
+    return elfs.run_pipeline(
+        dataset,
+        budget_fraction=0.2,
+        n_clusters=10,
+        clustering="kmeans",
+        embeddings_field="elfs_embedding",
+        epochs=3,
+        visualize=False,
+        **kwargs,
+    )
+
+
+# --------------------------------------------------------------------------- item 5: scripts
+
+
+def test_operator_call_shows_terminal_progress_and_returns_the_library_result(dataset, capfd):
+    view = dataset.take(120, seed=0)
+    execution = foo.get_operator(f"{PLUGIN}/run_elfs_pipeline")(
+        view,
+        budget_count=24,
+        n_clusters=6,
+        clustering="kmeans",
+        embeddings_field="elfs_embedding",
+        epochs=2,
+        visualize=False,
+    )
+    result = execution.result
+    assert isinstance(result, CoresetResult)
+    assert len(result.selected_ids) == 24 and set(result.selected_ids) <= set(view.values("id"))
+    assert sorted(result.selected_ids) == sorted(dataset.match_tags("elfs_coreset").values("id"))
+    err = capfd.readouterr().err
+    assert "ELFS: select a coreset (whole pipeline)" in err  # the bar's title
+    assert "pseudo-labels:" in err and "difficulty:" in err  # the stages as they ran
+    assert "selected 24 samples" in err  # the final label
+    assert "100%" in err
+
+
+def test_operator_call_returns_each_stage_result(dataset):
+    brain_key = foo.get_operator(f"{PLUGIN}/compute_visualization")(
+        dataset, embeddings_field="elfs_embedding", layout_method="pca", brain_key="plot"
+    ).result
+    assert brain_key == "plot" and "plot" in dataset.list_brain_runs()
+
+
+# --------------------------------------------------------------------------- item 6: noise
+
+
+def test_ticking_repeats_the_last_label_with_elapsed_seconds_while_a_step_is_silent():
+    calls: list[tuple[float, str]] = []
+    enough = threading.Event()
+
+    def record(fraction: float, label: str) -> None:
+        calls.append((fraction, label))
+        if len(calls) >= 4:
+            enough.set()
+
+    with ticking(record, interval=0.01) as alive:
+        alive(0.1, "UMAP on all 300 samples")
+        assert enough.wait(60), calls  # the silent step: only the ticker reports
+    n_after = len(calls)
+    assert calls[0] == (0.1, "UMAP on all 300 samples")
+    assert all(f == 0.1 for f, _ in calls)  # the fraction is never guessed
+    assert all(re.fullmatch(r"UMAP on all 300 samples \(\d+ s\)", label) for _, label in calls[1:])
+    time.sleep(0.1)
+    assert len(calls) == n_after  # the ticker stopped with the step
+
+
+def test_embedding_plot_reports_progress_and_prints_no_brain_or_umap_advice(dataset, caplog):
+    calls: list[tuple[float, str]] = []
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
+        warnings.simplefilter("always")
+        brain_key = elfs.compute_visualization(
+            dataset,
+            embeddings_field="elfs_embedding",
+            progress=lambda f, label: calls.append((f, label)),
+        )
+    assert brain_key == "elfs_umap"
+    labels = [label for _, label in calls]
+    assert any(label.startswith("UMAP on all 300 samples") for label in labels)
+    fractions = [f for f, _ in calls]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert 0 < max(f for f, label in calls if label.startswith("UMAP")) < 1  # past the PCA
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "without an embeddings field" not in logged
+    assert not [w for w in caught if "n_jobs" in str(w.message)]
+    # FiftyOne stores the layout computed by ELFS as it is (no second UMAP run by Brain).
+    info = dataset.get_brain_info(brain_key)
+    assert info.config.method == "manual"
+    assert dataset.load_brain_results(brain_key).points.shape == (len(dataset), 2)
+
+
+# --------------------------------------------------------------------------- item 4: colours
+
+
+def _scheme_entry(dataset, path):
+    scheme = dataset.app_config.color_scheme
+    entries = [dict(f) for f in scheme.fields if dict(f)["path"] == path]
+    assert len(entries) == 1, scheme.fields
+    return entries[0]
+
+
+def test_selection_gives_the_app_the_panels_region_and_cluster_colours(dataset):
+    dataset.app_config.color_scheme = fo.ColorScheme(
+        fields=[{"path": "ground_truth", "fieldColor": "#123456"}]
+    )
+    dataset.save()
+    _pipeline(dataset)
+    dataset.reload()
+    region = _scheme_entry(dataset, "elfs_coreset_region")
+    shown = {v["value"]: v["color"] for v in region["valueColors"]}
+    assert shown == {r: colour for r, (_, colour) in REGION_STYLE.items()}
+    # the panel's histogram draws each region in the same colour
+    summary = summarize_run(dataset, "elfs")
+    drawn = {t["name"]: t["marker"]["color"] for t in histogram_traces(summary.histogram)}
+    assert sorted(drawn.values()) == sorted(shown.values())
+    # each pseudo-label cluster has one colour, the same in the App and the panel's chart
+    pseudo = _scheme_entry(dataset, "elfs_pseudo_label")
+    app = {v["value"]: v["color"] for v in pseudo["valueColors"]}
+    assert set(app) == set(dataset.distinct("elfs_pseudo_label.label"))
+    assert len(set(app.values())) == len(app)
+    traces = cluster_traces(summary.clusters)
+    for trace in traces:
+        assert trace["marker"]["color"] == [app[label] for label in trace["x"]]
+    # the user's own colours for other fields are kept; values are coloured by value
+    assert _scheme_entry(dataset, "ground_truth")["fieldColor"] == "#123456"
+    assert dataset.app_config.color_scheme.color_by == "value"
+
+
+def test_running_again_replaces_the_keys_entries_instead_of_adding_more(dataset):
+    _pipeline(dataset)
+    _pipeline(dataset, key="other")
+    _pipeline(dataset)
+    dataset.reload()
+    paths = [dict(f)["path"] for f in dataset.app_config.color_scheme.fields]
+    assert sorted(paths) == sorted(
+        ["elfs_coreset_region", "elfs_pseudo_label", "other_coreset_region", "other_pseudo_label"]
+    )
+
+
+def test_cluster_colours_follow_the_natural_order_of_the_labels():
+    colours = app_colors.cluster_colors([f"cluster_{i}" for i in (10, 2, 0, 1)])
+    assert list(colours) == ["cluster_0", "cluster_1", "cluster_2", "cluster_10"]
+    assert list(colours.values()) == list(app_colors.CLUSTER_PALETTE[:4])
