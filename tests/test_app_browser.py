@@ -1,12 +1,15 @@
 """The plugin in the real FiftyOne App, driven by headless Chromium.
 
-A FiftyOne App server runs on localhost over the test database, with a dataset of real images on
-which the pipeline has run. Chromium (Debian's, via Selenium; `scripts/setup_browser.sh`
-installs it) then checks from the page itself that: the operators are listed in the operator
-browser; a form's validation message shows; running `select coreset` from the App changes the
-dataset (checked in the database); the ELFS panel draws its charts (non-blank pixels inside the
-chart areas); the Embeddings panel lists the run and draws its points (software WebGL).
-Screenshots go to tests/screenshots/ (git-ignored).
+The main job (examples/select_coreset.py, as the README runs it, on a folder of 300 real
+images) makes the dataset; a FiftyOne App server then runs on localhost over the test database.
+Chromium (Debian's, via Selenium; `scripts/setup_browser.sh` installs it) checks from the page
+itself that: the operators are listed in the operator browser; a form's validation message
+shows; running `select coreset` from the App changes the dataset (checked in the database); the
+ELFS panel draws its charts (non-blank pixels inside the chart areas) with its run-key label
+clear of the Refresh button; the Embeddings panel lists the main job's plot and draws its
+points (software WebGL); coloured by coreset region, the points are drawn in the ELFS panel's
+region colours (the rendered pixels, in the plot and in the panel's histogram).
+Screenshots go to tests/screenshots/ (git-ignored); docs/images has copies for the README.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -28,6 +32,7 @@ pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHOTS = os.path.join(REPO, "tests", "screenshots")
+MAIN_JOB = os.path.join(REPO, "examples", "select_coreset.py")
 CHROMIUM = os.environ.get("ELFS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = os.environ.get("ELFS_CHROMEDRIVER") or shutil.which("chromedriver")
 OPERATOR_LABELS = (
@@ -75,21 +80,76 @@ def _coloured_pixels(png: bytes, box: tuple[int, int, int, int] | None = None) -
     return int((chroma > 60).sum()), int(chroma.size)
 
 
-@pytest.fixture(scope="module")
-def app_dataset(base_dataset):
-    """A persistent copy of the test images (the App server is another process) with a
-    complete ELFS run: 20% budget, k-means pseudo-labels, the UMAP embedding plot."""
-    import fiftyone_elfs as elfs
+def _colour_counts(
+    png: bytes, colours: dict[str, str], box: tuple[int, int, int, int] | None = None
+) -> dict[str, int]:
+    """How many pixels of a screenshot are each of `colours` (hex), drawn over the background.
 
-    dataset = base_dataset.clone("elfs-browser-test", persistent=True)
-    elfs.run_pipeline(
-        dataset,
-        budget_fraction=0.2,
-        n_clusters=10,
-        clustering="kmeans",
-        embeddings_field="elfs_embedding",
-        epochs=5,
+    Points and bars may be drawn with some transparency over the (most frequent) background
+    colour: each clearly non-background pixel is attributed to the colour c for which some
+    blend ``bg + a * (c - bg)``, 0 < a <= 1, comes closest, if that blend is within 12 (RGB
+    distance) of the pixel.
+    """
+    import numpy as np
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    if box is not None:
+        image = image.crop(box)
+    rgb = np.asarray(image, dtype=np.float64).reshape(-1, 3)
+    values, counts = np.unique(rgb.astype(np.int64), axis=0, return_counts=True)
+    bg = values[np.argmax(counts)].astype(np.float64)
+    d = rgb - bg
+    fg = d[np.linalg.norm(d, axis=1) > 30]
+    names = list(colours)
+    residuals = []
+    for name in names:
+        c = np.array([int(colours[name][i : i + 2], 16) for i in (1, 3, 5)], dtype=np.float64)
+        v = c - bg
+        a = np.clip(fg @ v / max(v @ v, 1e-9), 0.0, 1.0)
+        residuals.append(np.linalg.norm(fg - a[:, None] * v[None, :], axis=1))
+    residuals = np.stack(residuals, axis=1)
+    best = np.argmin(residuals, axis=1)
+    close = residuals[np.arange(len(fg)), best] <= 12
+    return {name: int(((best == i) & close).sum()) for i, name in enumerate(names)}
+
+
+#: The colours FiftyOne picked for the three regions before the colour scheme (from its pool).
+APP_DEFAULT_REGION_COLOURS = {
+    "app_green": "#009900",
+    "app_dark_green": "#003300",
+    "app_teal": "#009999",
+}
+
+
+def _check_region_colours(png: bytes, what: str, box=None, minimum: int = 20) -> dict[str, int]:
+    """The three regions are drawn in the ELFS panel's colours, not FiftyOne's defaults."""
+    from fiftyone_elfs.app_colors import REGION_COLORS
+
+    counts = _colour_counts(png, {**REGION_COLORS, **APP_DEFAULT_REGION_COLOURS}, box)
+    ours = sum(counts[r] for r in REGION_COLORS)
+    theirs = sum(counts[c] for c in APP_DEFAULT_REGION_COLOURS)
+    print(f"{what}: {counts}")
+    for region in REGION_COLORS:
+        assert counts[region] >= minimum, f"{what}: too few {region} pixels: {counts}"
+    assert theirs < 0.1 * ours, f"{what}: FiftyOne's default colours are drawn: {counts}"
+    return counts
+
+
+@pytest.fixture(scope="module")
+def app_dataset(image_dir, tmp_path_factory):
+    """The dataset the main job makes from a folder of 300 real images (20% budget, its
+    defaults otherwise: TEMI pseudo-labels, MLP proxy, UMAP plot, export)."""
+    import fiftyone as fo
+
+    work = tmp_path_factory.mktemp("main_job")
+    cmd = [sys.executable, MAIN_JOB, "--images-dir", image_dir, "--budget-fraction", "0.2"]
+    done = subprocess.run(
+        [*cmd, "--workdir", str(work)], capture_output=True, text=True, timeout=1800
     )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    name = re.search(r"Dataset '([^']+)'", done.stdout).group(1)
+    dataset = fo.load_dataset(name)
     yield dataset
     dataset.delete()
 
@@ -264,8 +324,19 @@ def test_the_plugin_works_in_the_real_app(app_dataset, app_url, browser):
         coloured, total = _coloured_pixels(plot.screenshot_as_png)
         assert coloured > 0.01 * total, f"a chart of the ELFS panel looks blank ({coloured} px)"
     shot("4_elfs_panel")
+    # The panel's histogram draws the regions in the panel's colours (the same as the plot's).
+    histogram = d.find_element(By.CSS_SELECTOR, f"{panel} .js-plotly-plot")
+    panel_counts = _check_region_colours(histogram.screenshot_as_png, "ELFS panel histogram")
     in_panel = "//*[@data-cy='panel-content-elfs_panel']"
     label = d.find_element(By.XPATH, f"{in_panel}//*[text()='Run key']")
+    refresh = d.find_element(By.XPATH, f"{in_panel}//button[normalize-space()='Refresh']")
+    a, b = label.rect, refresh.rect
+    assert (
+        a["x"] + a["width"] <= b["x"]
+        or b["x"] + b["width"] <= a["x"]
+        or a["y"] + a["height"] <= b["y"]
+        or b["y"] + b["height"] <= a["y"]
+    ), f"the 'Run key' label {a} overlaps the Refresh button {b}"
     rect = label.rect  # a text-only stretch of the same panel: the control for the pixel check
     blank, _ = _coloured_pixels(
         d.get_screenshot_as_png(),
@@ -313,3 +384,7 @@ def test_the_plugin_works_in_the_real_app(app_dataset, app_url, browser):
     _wait(points_drawn, 60, "the recoloured points")
     time.sleep(1.0)
     shot("6_embeddings_by_region")
+    plot_counts = _check_region_colours(css(canvas).screenshot_as_png, "Embeddings plot", None, 5)
+    # The same three colours: the coreset (10%) is the region with the fewest points.
+    assert plot_counts["coreset"] < min(plot_counts["dropped_hard"], plot_counts["dropped_easy"])
+    assert panel_counts["coreset"] > 0

@@ -1,18 +1,70 @@
-"""The README's main job, run as a user would, on a machine without ../shared."""
+"""The README's main job, run as a user would, on a machine without ../shared: it produces
+everything the README's App section walks through, prints a quiet summary, and its printed App
+command opens the App on that dataset with the plugin available."""
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOISE = (
+    "without an embeddings field",  # FiftyOne Brain's advice when it runs UMAP itself
+    "n_jobs value",  # umap's warning about seeded runs
+    "INFO eta.core.utils",  # FiftyOne's progress bars printed a second time through logging
+    "Traceback",
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _app_plugins(command: str, port: int, plugins_dir: str) -> tuple[list[str], str]:
+    """Runs the printed App command; returns the plugins its server lists, and its output."""
+    env = dict(os.environ, FIFTYONE_PLUGINS_DIR=plugins_dir)
+    log = os.path.join(plugins_dir + ".log")
+    with open(log, "w") as out:
+        app = subprocess.Popen(
+            [*shlex.split(command), "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            assert app.poll() is None, open(log).read()[-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/plugins", timeout=2) as r:
+                    return [p["name"] for p in json.load(r)["plugins"]], open(log).read()
+            except OSError:
+                time.sleep(1)
+        raise TimeoutError(open(log).read()[-3000:])
+    finally:
+        os.killpg(app.pid, signal.SIGTERM)
+        try:
+            app.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(app.pid, signal.SIGKILL)
 
 
 @pytest.mark.slow
 def test_main_job_default_runs_offline_without_shared_data(tmp_path):
+    import fiftyone as fo
+
     env = dict(os.environ, FIFTYONE_DATABASE_DIR=str(tmp_path / "db"))
     cmd = [
         sys.executable,
@@ -22,18 +74,44 @@ def test_main_job_default_runs_offline_without_shared_data(tmp_path):
         "--shared-data",
         str(tmp_path / "no-shared" / "cifar10-jpg.tar.gz"),  # ../shared hidden
     ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    out = done.stdout
-    assert "Dataset 'elfs-demo-digits': 1797 images" in out
-    assert "selected 180 of 1797 samples" in out
-    assert out.count("cluster_") >= 10
-    assert "skipped images: 0" in out
-    export = tmp_path / "work" / "export" / "elfs-demo-digits-elfs"
-    assert len(os.listdir(export / "media")) == 180
-    assert (export / "labelstudio_tasks.json").is_file()
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        out = done.stdout
+        assert "Dataset 'elfs-demo-digits': 1797 images" in out
+        assert "selected 180 of 1797 samples" in out
+        assert out.count("cluster_") >= 10
+        assert "skipped images: 0" in out
+        export = tmp_path / "work" / "export" / "elfs-demo-digits-elfs"
+        assert len(os.listdir(export / "media")) == 180
+        assert (export / "labelstudio_tasks.json").is_file()
+        # Beta once, with its reason; no advice an ELFS user cannot act on.
+        (cut,) = [line for line in out.splitlines() if line.startswith("hard-end cut:")]
+        assert cut.count("beta") == 1 and cut.startswith("hard-end cut: beta = ")
+        for noise in NOISE:
+            assert noise not in out + done.stderr, noise
+        # Everything the README's App section walks through is there.
+        dataset = fo.load_dataset("elfs-demo-digits")
+        assert dataset.list_brain_runs() == ["elfs_umap"]
+        assert dataset.load_brain_results("elfs_umap").points.shape == (1797, 2)
+        assert "embedding plot 'elfs_umap'" in out
+        assert dataset.has_saved_view("elfs-coreset")
+        paths = [dict(f)["path"] for f in dataset.app_config.color_scheme.fields]
+        assert {"elfs_coreset_region", "elfs_pseudo_label"} <= set(paths)
 
-    # Idempotent: a second run reuses the dataset and its embeddings.
-    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "reused embeddings: 1797" in again.stdout
+        # The printed App command opens the App on this dataset, linking the plugin first.
+        lines = out.splitlines()
+        command = lines[lines.index("open it in the App (with the ELFS plugin):") + 1].strip()
+        assert command.endswith("fiftyone-elfs app elfs-demo-digits")
+        plugins, log = _app_plugins(command, _free_port(), str(tmp_path / "plugins"))
+        assert "@fiftyone-elfs/elfs" in plugins
+        assert "ELFS plugin installed" in log
+        assert os.path.islink(tmp_path / "plugins" / "fiftyone-elfs")
+
+        # Idempotent: a second run reuses the dataset and its embeddings.
+        again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert "reused embeddings: 1797" in again.stdout
+    finally:
+        if fo.dataset_exists("elfs-demo-digits"):
+            fo.delete_dataset("elfs-demo-digits")

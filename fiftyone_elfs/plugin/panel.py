@@ -277,8 +277,11 @@ class ElfsPanel(foo.Panel):
             layout = _bar_layout(title, state.score, "samples", barmode="stack", bargap=0)
             panel.plot("difficulty_histogram", layout=layout, config={"displayModeBar": False})
         if state.has_clusters:
-            title = "Pseudo-label clusters: share of pool vs coreset (%)"
-            layout = _bar_layout(title, "pseudo-label", "% of samples", barmode="group")
+            # one colour per cluster (the App's): no pool/coreset legend, the title says it
+            title = "Pseudo-label clusters: % of pool (faded) vs coreset (solid)"
+            layout = _bar_layout(
+                title, "pseudo-label", "% of samples", barmode="group", showlegend=False
+            )
             layout["xaxis"]["type"] = "category"
             panel.plot("cluster_balance", layout=layout, config={"displayModeBar": False})
         # a title in the same markdown as a table is not drawn by the App: separate blocks
