@@ -97,7 +97,8 @@ def open_app(dataset_name: str, port: int | None, address: str | None) -> None:
     print(f"ELFS plugin: {where}")
     kwargs = {k: v for k, v in (("port", port), ("address", address)) if v is not None}
     session = fo.launch_app(fo.load_dataset(dataset_name), auto=False, **kwargs)
-    print(f"Open {session.url} in a browser; the ELFS panel is under '+' beside the Samples tab.")
+    url = session.url.replace("//0.0.0.0:", "//localhost:")  # served on all interfaces
+    print(f"Dataset '{dataset_name}' at {url}: the ELFS panel is under '+' beside Samples.")
     print("Press Ctrl+C to stop the App.")
     session.wait()
 
