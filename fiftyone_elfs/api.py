@@ -18,10 +18,18 @@ from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.difficulty.cnn_proxy import DEFAULT_CNN_WIDTH
 from fiftyone_elfs.difficulty.contrastive import DEFAULT_CONTRASTIVE_EPOCHS
 from fiftyone_elfs.embeddings.encoders import DEFAULT_ENCODER
+from fiftyone_elfs.faults import watch_progress
 from fiftyone_elfs.params import public
 from fiftyone_elfs.progress import ProgressFn
 from fiftyone_elfs.runs import checkpoint_dir_for
-from fiftyone_elfs.stages import contrastive, difficulty, embeddings, pipeline, pseudo_labels
+from fiftyone_elfs.stages import (
+    contrastive,
+    difficulty,
+    embeddings,
+    pipeline,
+    pseudo_labels,
+    record,
+)
 from fiftyone_elfs.stages import visualization as plot
 from fiftyone_elfs.stages.selection import CoresetConfig, CoresetResult, RoundConfig
 from fiftyone_elfs.stages.selection import select_coreset as _select_coreset
@@ -74,7 +82,9 @@ def compute_embeddings(
     Returns:
         n_samples, n_computed, n_reused, n_skipped and the skipped images (id, path, reason).
     """
-    return embeddings.run(samples, embeddings.EmbeddingsConfig.from_arguments(locals()), progress)
+    config = embeddings.EmbeddingsConfig.from_arguments(locals())
+    with record.guard(samples, key, [embeddings.STAGE]):
+        return embeddings.run(samples, config, watch_progress(embeddings.STAGE, progress))
 
 
 @public("compute_pseudo_labels")
@@ -98,7 +108,8 @@ def compute_pseudo_labels(
         n_samples, cluster_sizes and, for TEMI, best_head and head_losses.
     """
     config = pseudo_labels.PseudoLabelsConfig.from_arguments(locals())
-    return pseudo_labels.run(samples, config, progress)
+    with record.guard(samples, key, [pseudo_labels.STAGE]):
+        return pseudo_labels.run(samples, config, watch_progress(pseudo_labels.STAGE, progress))
 
 
 @public("compute_difficulty")
@@ -130,7 +141,8 @@ def compute_difficulty(
         and the mean of each score.
     """
     config = difficulty.DifficultyConfig.from_arguments(locals())
-    return difficulty.run(samples, config, progress)
+    with record.guard(samples, key, [difficulty.STAGE]):
+        return difficulty.run(samples, config, watch_progress(difficulty.STAGE, progress))
 
 
 @public("compute_contrastive_scores")
@@ -159,7 +171,8 @@ def compute_contrastive_scores(
         n_samples, n_epochs, seconds, resumed_from_epoch and the mean similarity per epoch.
     """
     config = contrastive.ContrastiveConfig.from_arguments(locals())
-    return contrastive.run(samples, config, progress)
+    with record.guard(samples, key, [contrastive.STAGE]):
+        return contrastive.run(samples, config, watch_progress(contrastive.STAGE, progress))
 
 
 @public("select_coreset")
@@ -184,7 +197,9 @@ def select_coreset(
     Returns:
         a `CoresetResult`: the selected ids, the pool size, beta and why.
     """
-    return _select_coreset(samples, CoresetConfig.from_arguments(locals()))
+    config = CoresetConfig.from_arguments(locals())
+    with record.guard(samples, key, ["coreset"]):
+        return _select_coreset(samples, config)
 
 
 @public("select_more")
@@ -210,7 +225,9 @@ def select_more(
     Returns:
         a `CoresetResult` with ``round`` = k.
     """
-    return _select_more(samples, RoundConfig.from_arguments(locals()))
+    config = RoundConfig.from_arguments(locals())
+    with record.guard(samples, key, ["rounds"]):
+        return _select_more(samples, config)
 
 
 @public("compute_visualization")
@@ -234,7 +251,9 @@ def compute_visualization(
     Returns:
         the brain key.
     """
-    return plot.run(samples, plot.VisualizationConfig.from_arguments(locals()), progress)
+    config = plot.VisualizationConfig.from_arguments(locals())
+    with record.guard(samples, key, [plot.STAGE]):
+        return plot.run(samples, config, progress)
 
 
 @public("run_pipeline")
@@ -268,7 +287,9 @@ def run_pipeline(
     Returns:
         the `CoresetResult` of the selection.
     """
-    return pipeline.run(samples, pipeline.PipelineConfig.from_arguments(locals()), progress)
+    config = pipeline.PipelineConfig.from_arguments(locals())
+    with record.guard(samples, key, pipeline.stages_of(config)):
+        return pipeline.run(samples, config, watch_progress("pipeline", progress))
 
 
 def list_keys(dataset: fo.Dataset) -> dict[str, list[str]]:
@@ -278,9 +299,13 @@ def list_keys(dataset: fo.Dataset) -> dict[str, list[str]]:
 
 def delete_key(dataset: fo.Dataset, key: str) -> list[str]:
     """Deletes every stage run of `key` with the fields, tags, saved views and brain runs it
-    created; returns the stages deleted. (FiftyOne's ``dataset.delete_run(run_key)`` deletes
-    one run record; this removes a whole key.)"""
-    return runs.delete_pipeline(dataset, key)
+    created, and what interrupted runs of the key left behind; returns the stages deleted.
+    Nothing a run did not record is touched. (FiftyOne's ``dataset.delete_run(run_key)``
+    deletes one run record; this removes a whole key.)"""
+    names = runs.validate_key(key)
+    stages = [*runs.list_pipelines(dataset).get(names.key, []), *runs.STAGES]
+    with record.guard(dataset, names.key, stages):
+        return runs.delete_pipeline(dataset, names.key)
 
 
 delete_run = params.deprecated_alias(delete_key, "delete_run")

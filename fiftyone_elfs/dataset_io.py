@@ -126,6 +126,11 @@ def read_columns(
     return [list(column) for column in samples.values(list(paths))]
 
 
+def distinct_values(samples: SampleCollection, path: str) -> list[Any]:
+    """The distinct values of a field path (e.g. "label_field.label"), one aggregation."""
+    return list(samples.distinct(path))
+
+
 def read_labels(samples: SampleCollection, field: str, ids: Sequence[str]) -> list[str | None]:
     """Reads the `label` of a Classification field for the given sample ids, in that order."""
     view = samples.select(ids, ordered=True)
@@ -270,6 +275,25 @@ def delete_fields(dataset: fo.Dataset, fields: Sequence[str]) -> None:
         dataset.delete_sample_fields(existing)
 
 
+def rename_field(dataset: fo.Dataset, field: str, new_name: str) -> None:
+    """Renames a sample field (one server-side update): how staged results become visible."""
+    dataset.rename_sample_field(field, new_name)
+
+
+def merge_field(dataset: fo.Dataset, source: str, field: str) -> None:
+    """Copies every value of `source` into `field` in one bulk update, then deletes `source`."""
+    ids, values = dataset.exists(source).values(["id", source])
+    if ids:
+        write_values(dataset, field, ids, values)
+    delete_fields(dataset, [source])
+
+
+def add_tag(dataset: fo.Dataset, tag: str, ids: Sequence[str]) -> None:
+    """Puts `tag` on the samples `ids` (one bulk update)."""
+    if ids:
+        dataset.select(ids).tag_samples(tag)
+
+
 def replace_tag(dataset: fo.Dataset, tag: str, ids: Sequence[str]) -> None:
     """Removes `tag` from every sample of the dataset, then puts it on exactly `ids`."""
     dataset.untag_samples(tag)
@@ -290,6 +314,27 @@ def has_tag(dataset: fo.Dataset, tag: str) -> bool:
 def save_tagged_view(dataset: fo.Dataset, name: str, tag: str, description: str) -> None:
     """Saves (or replaces) a view of the samples carrying `tag` under `name`."""
     dataset.save_view(name, dataset.match_tags(tag), description=description, overwrite=True)
+
+
+MARK = "fiftyone_elfs"  # the key of a field's `info` that says which ELFS run wrote it
+
+
+def field_mark(dataset: fo.Dataset, field: str) -> dict[str, Any] | None:
+    """The mark an ELFS run left on a field (its `info`), None if unmarked or absent.
+
+    Field info survives renames and clones, and a field deleted and re-created under the same
+    name (the user's own, then) has none: it tells an ELFS output from user data of its name.
+    """
+    schema_field = dataset.get_field(field)
+    info = getattr(schema_field, "info", None) or {}
+    return info.get(MARK)
+
+
+def mark_field(dataset: fo.Dataset, field: str, mark: dict[str, Any]) -> None:
+    """Leaves `mark` in a field's `info` (other info kept)."""
+    schema_field = dataset.get_field(field)
+    schema_field.info = {**(schema_field.info or {}), MARK: mark}
+    schema_field.save()
 
 
 def has_saved_view(dataset: fo.Dataset, name: str) -> bool:

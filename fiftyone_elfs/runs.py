@@ -4,11 +4,24 @@ A pipeline key (default ``"elfs"``) names the fields, tag, saved view and runs o
 runs with different keys coexist and deleting a key removes exactly what that key created. The
 stages write their runs through `fiftyone_elfs.stages.record`; this module names things, reads
 the records back and deletes what a run owns.
+
+Two records make that hold across interruptions (`fiftyone_elfs.stages.record` describes the
+protocol):
+
+- the run record (`record_run`), registered together with its results in one update of the
+  dataset document: it is the commit point of a stage, and what it lists is owned;
+- the journal (collection ``elfs_journal`` of FiftyOne's database): before an operation of a
+  (key, stage) writes or deletes anything, it lists every name it may leave behind; an entry
+  left by a killed run is what `recover` cleans up, and it is how ownership checks tell such
+  leftovers from the user's own fields, tags and views.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
+from collections.abc import Callable, Sequence
+from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +37,14 @@ SCORE_NAMES = ("aum", "forgetting", "el2n")
 #: Scores a coreset can be selected on: the proxy's three and the contrastive view similarity.
 SELECTION_SCORES = (*SCORE_NAMES, "contrastive")
 _METHOD_PREFIX = "fiftyone_elfs."
+JOURNAL = "elfs_journal"
+#: The kinds of names a run owns: attribute of its config -> what it is.
+OWNED_KINDS = {
+    "owned_fields": "field",
+    "owned_tags": "tag",
+    "owned_views": "saved view",
+    "owned_brain_runs": "brain key",
+}
 
 
 @dataclass(frozen=True)
@@ -128,17 +149,13 @@ def record_run(
     owned_views: list[str] | None = None,
     owned_brain_runs: list[str] | None = None,
 ) -> str:
-    """Registers (or replaces) one stage's run: parameters, results and owned outputs."""
+    """Registers (or replaces) one stage's run with its parameters, results and owned outputs.
+
+    The run appears in ``list_runs`` together with its results (one update of the dataset
+    document), never without them; an earlier run of the stage is replaced in the same update.
+    """
     run_key = names.run_key(stage)
-    reserved = {
-        "method",
-        "elfs_key",
-        "stage",
-        "owned_fields",
-        "owned_tags",
-        "owned_views",
-        "owned_brain_runs",
-    }
+    reserved = {"method", "elfs_key", "stage", "marks_fields", *OWNED_KINDS}
     if reserved & params.keys():
         raise ValueError(f"run parameters may not be named {sorted(reserved & params.keys())}")
     config = samples.init_run(
@@ -149,11 +166,61 @@ def record_run(
         owned_tags=list(owned_tags or []),
         owned_views=list(owned_views or []),
         owned_brain_runs=list(owned_brain_runs or []),
+        marks_fields=True,  # its fields carry `field_mark` (runs recorded before did not)
         **params,
     )
-    samples.register_run(run_key, config, overwrite=True)
-    samples.save_run_results(run_key, samples.init_run_results(run_key, **results))
+    _register_with_results(samples, run_key, config, results)
     return run_key
+
+
+def _register_with_results(
+    samples: foc.SampleCollection, run_key: str, config: Any, results: dict[str, Any]
+) -> None:
+    """FiftyOne's ``register_run`` + ``save_run_results`` as one visible step.
+
+    FiftyOne lists a run as soon as ``register_run`` attaches it and saves the results after, so
+    a kill in between leaves a run without results. Here the run document is written with its
+    results first and then attached to the dataset in one update, replacing an earlier run of
+    the key in that same update (FiftyOne 1.22's storage: a ``RunDocument`` referenced from
+    ``dataset._doc.runs``, results in GridFS). A kill before the attach leaves only an
+    unreferenced document that no listing shows.
+    """
+    import fiftyone.constants as fo_constants
+    import fiftyone.core.runs as fors
+    import fiftyone.core.view as fov
+    from bson import json_util
+    from fiftyone.core.odm.runs import RunDocument
+
+    dataset = samples._root_dataset
+    previous = dataset._doc.runs.get(run_key)
+    if previous is not None and not _is_elfs_run(dataset, run_key):
+        raise ValueError(f"run key {run_key!r} belongs to a run that ELFS did not record")
+    config.build().validate_run(samples, run_key, overwrite=True)
+    run_results = fors.RunResults(samples, config, run_key, **results)
+    view_stages = None
+    if isinstance(samples, fov.DatasetView):
+        view_stages = [json_util.dumps(s) for s in samples._serialize(include_uuids=False)]
+    doc = RunDocument(
+        dataset_id=dataset._doc.id,
+        key=run_key,
+        version=fo_constants.VERSION,
+        timestamp=datetime.datetime.utcnow(),
+        config=deepcopy(config.serialize()),
+        view_stages=view_stages,
+        results=None,
+    )
+    doc.results.put(
+        json_util.dumps(run_results.serialize()).encode(), content_type="application/json"
+    )
+    doc.results_meta = dict(run_results.get_meta() or {})
+    doc.save(upsert=True)
+    dataset._doc.runs[run_key] = doc  # the commit: the dataset document now lists this run
+    dataset.save()
+    dataset._run_cache.pop(run_key, None)
+    if previous is not None and previous.id != doc.id:
+        if previous.results:
+            previous.results.delete()
+        previous.delete()
 
 
 def _is_elfs_run(dataset: fo.Dataset, run_key: str) -> bool:
@@ -209,23 +276,149 @@ def list_pipelines(dataset: fo.Dataset) -> dict[str, list[str]]:
 
 
 def delete_stage(dataset: fo.Dataset, names: PipelineNames, stage: str) -> bool:
-    """Deletes one stage's run and the fields, tags and views it owns; False if it did not exist."""
+    """Deletes one stage's run and the fields, tags and views it owns; False if it did not exist.
+
+    The names are journaled first and the run record goes before its outputs, so an
+    interruption leaves no run pointing at half-deleted outputs, and `recover` finishes the job.
+    """
     config = stage_config(dataset, names, stage)
     if config is None:
         return False
-    dataset_io.delete_fields(dataset, list(config.owned_fields))
-    for tag in config.owned_tags:
-        dataset_io.remove_tag(dataset, tag)
-    for view_name in config.owned_views:
-        dataset_io.delete_saved_view(dataset, view_name)
-    for brain_key in getattr(config, "owned_brain_runs", None) or []:
-        dataset_io.delete_brain_run(dataset, brain_key)
+    owned = {kind: list(getattr(config, kind, None) or []) for kind in OWNED_KINDS}
+    owned = {k: [n for n in v if still_owned(dataset, config, k, n)] for k, v in owned.items()}
+    journal_add(dataset, names, stage, owned)
     dataset.delete_run(names.run_key(stage))
+    _delete_names(dataset, owned)
     return True
 
 
-def delete_pipeline(dataset: fo.Dataset, key: str) -> list[str]:
-    """Deletes every stage of a pipeline key with what it owns; returns the stages deleted."""
+def field_mark(names: PipelineNames, stage: str) -> dict[str, str]:
+    """The mark a stage's run leaves on the fields it writes (`dataset_io.field_mark`)."""
+    return {"key": names.key, "stage": stage}
+
+
+def still_owned(dataset: fo.Dataset, config: Any, kind: str, name: str) -> bool:
+    """Whether a field a run recorded is still the one it wrote: it carries the run's mark, so
+    it was not deleted and re-created (by the user) under that name since. Other kinds, absent
+    fields and runs recorded before fields were marked: True."""
+    if kind != "owned_fields" or not getattr(config, "marks_fields", False):
+        return True
+    if not dataset_io.has_field(dataset, name):
+        return True
+    return dataset_io.field_mark(dataset, name) == {"key": config.elfs_key, "stage": config.stage}
+
+
+def _delete_names(dataset: fo.Dataset, owned: dict[str, Sequence[str]]) -> None:
+    """Deletes the given fields, tags, saved views and brain runs (absent ones are skipped)."""
+    dataset_io.delete_fields(dataset, list(owned.get("owned_fields", [])))
+    for tag in owned.get("owned_tags", []):
+        dataset_io.remove_tag(dataset, tag)
+    for view_name in owned.get("owned_views", []):
+        dataset_io.delete_saved_view(dataset, view_name)
+    for brain_key in owned.get("owned_brain_runs", []):
+        dataset_io.delete_brain_run(dataset, brain_key)
+
+
+def delete_pipeline(
+    dataset: fo.Dataset, key: str, busy: Callable[[str, str], bool] | None = None
+) -> list[str]:
+    """Deletes every stage of a pipeline key with what it owns, and what killed runs of the key
+    left behind; returns the stages deleted. `busy(key, stage)`: a live run is writing it."""
     names = validate_key(key)
+    recover(dataset, key, busy)
     stages = list_pipelines(dataset).get(key, [])
-    return [stage for stage in stages[::-1] if delete_stage(dataset, names, stage)][::-1]
+    deleted = []
+    for stage in stages[::-1]:
+        if delete_stage(dataset, names, stage):
+            journal_end(dataset, names, stage)
+            deleted.append(stage)
+    return deleted[::-1]
+
+
+# --------------------------------------------------------------------------- the journal
+
+
+def _journal():
+    import fiftyone.core.odm as foo
+
+    return foo.get_db_conn()[JOURNAL]
+
+
+def _journal_id(dataset: fo.Dataset, key: str, stage: str) -> str:
+    return f"{dataset_io.dataset_id(dataset)}:{key}:{stage}"
+
+
+def journal_add(
+    dataset: fo.Dataset,
+    names: PipelineNames,
+    stage: str,
+    owned: dict[str, Sequence[str]],
+    staging_fields: Sequence[str] = (),
+) -> None:
+    """Lists, before they are written or deleted, names an operation of (key, stage) may leave
+    behind: `owned` by kind (``owned_fields`` ...) and its staging fields."""
+    additions = {kind: {"$each": list(v)} for kind, v in owned.items() if v}
+    if staging_fields:
+        additions["staging_fields"] = {"$each": list(staging_fields)}
+    _journal().update_one(
+        {"_id": _journal_id(dataset, names.key, stage)},
+        {
+            "$set": {
+                "dataset_id": dataset_io.dataset_id(dataset),
+                "key": names.key,
+                "stage": stage,
+            },
+            **({"$addToSet": additions} if additions else {}),
+        },
+        upsert=True,
+    )
+
+
+def journal_end(dataset: fo.Dataset, names: PipelineNames, stage: str) -> None:
+    """Closes the journal entry of (key, stage): what it listed is now recorded or gone."""
+    _journal().delete_one({"_id": _journal_id(dataset, names.key, stage)})
+
+
+def journal_entries(dataset: fo.Dataset, key: str | None = None) -> list[dict[str, Any]]:
+    """The open journal entries of a dataset (of one key): operations that did not finish."""
+    query: dict[str, Any] = {"dataset_id": dataset_io.dataset_id(dataset)}
+    if key is not None:
+        query["key"] = key
+    return list(_journal().find(query))
+
+
+def pending_owner(dataset: fo.Dataset, attribute: str, name: str) -> tuple[str, str] | None:
+    """The (key, stage) of an unfinished operation that journaled `name`, or None."""
+    query = {"dataset_id": dataset_io.dataset_id(dataset), attribute: name}
+    entry = _journal().find_one(query)
+    return (entry["key"], entry["stage"]) if entry else None
+
+
+def recover(
+    dataset: fo.Dataset,
+    key: str | None = None,
+    busy: Callable[[str, str], bool] | None = None,
+    stage: str | None = None,
+) -> list[str]:
+    """Cleans up after interrupted operations (of `key`, or of every key; of one `stage`).
+
+    For each open journal entry whose (key, stage) no live run holds (`busy`): deletes its
+    staging fields and every name it lists that no recorded run owns, then closes it. Returns
+    the names deleted. A name a recorded run owns is kept: the operation committed.
+    """
+    deleted: list[str] = []
+    for entry in journal_entries(dataset, key):
+        if stage is not None and entry["stage"] != stage:
+            continue
+        if busy is not None and busy(entry["key"], entry["stage"]):
+            continue
+        leftovers: dict[str, list[str]] = {}
+        for kind in OWNED_KINDS:
+            leftovers[kind] = [
+                n for n in entry.get(kind, []) if owner_of(dataset, kind, n) is None
+            ]
+        leftovers["owned_fields"] += list(entry.get("staging_fields", []))
+        _delete_names(dataset, leftovers)
+        deleted += [n for names in leftovers.values() for n in names]
+        _journal().delete_one({"_id": entry["_id"]})
+    return deleted

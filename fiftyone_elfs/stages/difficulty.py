@@ -68,6 +68,30 @@ def _targets(
     return ids, paths, X, label_names, n_true, targets
 
 
+def _check_same_embeddings(
+    made_from: Any, field_name: str, key: str, dim: int | None = None
+) -> None:
+    """Refuses embeddings other than those the pseudo-labels were clustered from: a proxy trained
+    on one representation to learn the clusters of another measures nothing meaningful."""
+    source = getattr(made_from, "embeddings_field", None)
+    if source is not None and source != field_name:
+        raise ElfsInputError(
+            f"The pseudo-labels of key '{key}' were computed from the embeddings '{source}', but "
+            f"this run would train on '{field_name}'. Fix: pass embeddings_field='{source}', or "
+            f"recompute the pseudo-labels from '{field_name}' first.",
+            param="embeddings_field",
+        )
+    source_dim = getattr(made_from, "embeddings_dim", None)
+    if dim is not None and source_dim is not None and source_dim != dim:
+        raise ElfsInputError(
+            f"The embeddings in '{field_name}' have {dim} dimensions, but the pseudo-labels of "
+            f"key '{key}' were computed from {source_dim}-dimensional ones (the field was "
+            "recomputed since). Fix: recompute the pseudo-labels (compute_pseudo_labels with "
+            f"key='{key}') before the difficulty.",
+            param="embeddings_field",
+        )
+
+
 def run(
     samples: SampleCollection, config: DifficultyConfig, progress: ProgressFn | None = None
 ) -> dict[str, Any]:
@@ -77,17 +101,19 @@ def run(
     names = runs.PipelineNames(config.key)
     dataset_io.require_nonempty(samples)
     field_name = config.embeddings_field or names.embeddings_field
-    if not dataset_io.has_field(samples, names.pseudo_label_field):
-        raise ElfsInputError(
-            f"No pseudo-labels for key '{config.key}' ('{names.pseudo_label_field}' is missing). "
-            "Fix: run compute_pseudo_labels with the same key first."
-        )
+    made_from = record.check_input(
+        samples, names, "pseudo_labels", names.pseudo_label_field, "pseudo-labels"
+    )
+    if config.proxy == "mlp" or config.label_field is not None:
+        _check_same_embeddings(made_from, field_name, config.key)
     if config.label_field is not None:
         dataset_io.require_classification_field(samples, config.label_field, "label_field")
     score_fields = [names.score_field(s) for s in runs.SCORE_NAMES]
     record.check_ownership(samples, names, STAGE, fields=score_fields)
 
     ids, paths, X, label_names, n_true, targets = _targets(samples, config, names, field_name)
+    if X is not None:
+        _check_same_embeddings(made_from, field_name, config.key, X.shape[1])
     classes = sorted(set(label_names))
     if len(classes) < 2:
         raise ElfsInputError(

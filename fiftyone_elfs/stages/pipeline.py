@@ -11,10 +11,17 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from fiftyone_elfs import dataset_io
+from fiftyone_elfs import dataset_io, runs
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.progress import ProgressFn, sub_progress
-from fiftyone_elfs.stages import StageConfig, difficulty, embeddings, pseudo_labels, selection
+from fiftyone_elfs.stages import (
+    StageConfig,
+    difficulty,
+    embeddings,
+    pseudo_labels,
+    record,
+    selection,
+)
 from fiftyone_elfs.stages import visualization as plot
 
 logger = logging.getLogger(__name__)
@@ -44,9 +51,39 @@ class PipelineConfig(StageConfig):
     num_workers: int
 
 
+def stages_of(config: PipelineConfig) -> list[str]:
+    """The stages a pipeline run writes (each taken as a lease for the whole run)."""
+    stages = [pseudo_labels.STAGE, difficulty.STAGE, "coreset"]
+    if config.embeddings_field is None:
+        stages.insert(0, embeddings.STAGE)
+    if config.visualize:
+        stages.append(plot.STAGE)
+    return stages
+
+
 def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
     """The cheap data checks an App form repeats as the user types."""
     pseudo_labels.preflight(samples, values)
+
+
+def _check_outputs(samples: SampleCollection, config: PipelineConfig) -> None:
+    """Every stage's ownership check up front, so that a name the key may not write (the
+    user's own field, tag or view of that name) stops the pipeline before its first write."""
+    names = runs.PipelineNames(config.key)
+    record.check_ownership(samples, names, pseudo_labels.STAGE, fields=[names.pseudo_label_field])
+    scores = [names.score_field(s) for s in runs.SCORE_NAMES]
+    record.check_ownership(samples, names, difficulty.STAGE, fields=scores)
+    record.check_ownership(
+        samples,
+        names,
+        "coreset",
+        fields=[names.region_field],
+        tags=[names.tag],
+        views=[names.saved_view],
+    )
+    if config.visualize:
+        brain_key = plot.brain_key_for(config.key, "umap", None)
+        record.check_ownership(samples, names, plot.STAGE, brain_runs=[brain_key])
 
 
 def run(
@@ -61,6 +98,7 @@ def run(
     pseudo_labels.check_temi_params(config.temi_params)
     if config.embeddings_field is not None:
         dataset_io.read_embeddings(samples, config.embeddings_field)  # usable, before any write
+    _check_outputs(samples, config)
 
     common = dict(key=config.key, seed=config.seed)
     if config.embeddings_field is None:

@@ -55,7 +55,7 @@ def check_temi_params(temi_params: dict[str, Any] | None) -> dict[str, Any]:
     from fiftyone_elfs.pseudo_labels import TEMIClustering
 
     temi_params = dict(temi_params or {})
-    fixed = {"self", "n_clusters", "seed", "progress"}
+    fixed = {"self", "n_clusters", "seed", "progress", "checkpoint_dir"}
     allowed = [n for n in inspect.signature(TEMIClustering).parameters if n not in fixed]
     unknown = sorted(set(temi_params) - set(allowed))
     if unknown:
@@ -81,15 +81,25 @@ def run(
     report = progress or terminal_progress(f"pseudo-labels ({config.clustering})")
 
     extra: dict[str, Any] = {}
+    checkpoint_dir = None
     if config.clustering == "kmeans":
         report(0.0, "k-means")
         labels, confidence = kmeans_pseudo_labels(X, config.n_clusters, seed=config.seed)
     else:
-        temi = TEMIClustering(config.n_clusters, seed=config.seed, progress=report, **temi_params)
+        # per-epoch checkpoint (file temi.pt), like the CNN proxy's: a rerun resumes
+        checkpoint_dir = runs.checkpoint_dir_for(samples, config.key)
+        temi = TEMIClustering(
+            config.n_clusters,
+            seed=config.seed,
+            progress=report,
+            checkpoint_dir=checkpoint_dir,
+            **temi_params,
+        )
         temi.fit(X)
         labels, confidence = temi.labels_, temi.confidence_
         extra = {
             "best_head": int(temi.best_head_),
+            "resumed_from_epoch": int(temi.resumed_from_epoch_),
             "head_losses": [float(v) for v in temi.head_losses_],
         }
     report(1.0, "done")
@@ -107,8 +117,10 @@ def run(
             "n_clusters": config.n_clusters,
             "seed": config.seed,
             "embeddings_field": field_name,
+            "embeddings_dim": int(X.shape[1]),  # what the difficulty stage checks it trains on
             "label_field": names.pseudo_label_field,
             "temi_params": temi_params,
+            "checkpoint_dir": checkpoint_dir,
         },
         results=results,
         outputs=record.Outputs(

@@ -1,31 +1,68 @@
-"""The record step every stage ends with: check ownership, delete, write, record.
+"""The record step every stage ends with: check ownership, stage, commit, record.
 
-A stage computes its outputs as arrays and hands them here as `Outputs`. `record` then, in this
-order and nowhere else:
+A stage computes its outputs as arrays and hands them here as `Outputs`. Nothing else in the
+package decides what a key may write, and nothing else writes a stage's outputs.
 
-1. checks that the key may write each output (`check_ownership`): nothing anything else owns;
-2. deletes what this key's previous run of the stage created (`delete_previous`);
-3. writes the fields, labels, tags, saved views and brain layouts through `dataset_io`;
-4. records the run with its parameters, results and the names it now owns (`runs.record_run`),
-   which is what later deletes, re-runs and ownership checks read.
+**Ownership** (`check_ownership`, the only place the rules live; stages also call it before
+computing, so a refusal comes first). A key's stage may write a field, tag, saved view or brain
+key only if
 
-Ownership rules live in `check_ownership` only. Today it refuses an output that another run
-owns (another key's, or another stage of this key), and a brain key that no ELFS run owns
-(FiftyOne's own or the user's); stages call it early as well, so a refusal comes before any
-computing. A rule for other outputs that exist without an owner belongs there too.
+- its own earlier run of that stage recorded it (a rerun replaces it), or
+- nothing of that name exists, or
+- an interrupted run of the same (key, stage) left it, as its journal entry says (cleaned up
+  before writing).
+
+Anything else is refused with `ElfsInputError` naming it and the fix: another key's output, and
+every field, tag, saved view or brain key that exists without an ELFS record (the user's, or
+another tool's), whatever its type. `runs.delete_stage` / `delete_key` remove only what a run
+recorded, so they can never remove user data either.
+
+**Atomic outputs: staging fields, and the run record as the commit point.** `record` writes in
+this order:
+
+1. journal (`runs.journal_add`): every name the run may leave behind, staging fields included,
+   before anything is written;
+2. stage: each field's values go, in chunks of `WRITE_CHUNK_ROWS`, into a staging field
+   (``elfs_staging_<random>_<field>``), never into the result field;
+3. commit: delete the key's previous run of the stage (record first, then its outputs); move each
+   staging field into place in one server-side rename (or one bulk merge into the existing
+   field for resumable stages, ``replace=False``); put the tags (untag, then tag, one bulk update
+   each); save the views; register the layouts;
+4. record the run with its parameters, results and the names it owns (`runs.record_run`: the
+   run and its results appear in one update of the dataset document): the commit point;
+5. close the journal entry.
+
+After an interruption anywhere (``kill -9`` included): no result field is ever partially
+filled (a field appears whole, by rename, or not at all), no run is registered without its
+results, and a tag is either complete or absent. Between steps 3 and 4 whole result fields can
+exist without their run; they are unowned leftovers listed in the journal, which the next
+run of the key (`guard`) or `delete_key` removes (`runs.recover`), and which ownership checks
+do not mistake for user data. Mid-step interruptions inside one MongoDB command (a rename, a
+bulk update) are the database's to make atomic; standalone MongoDB has no transactions across
+commands, which is why the protocol never needs one.
+
+**One run at a time**: `guard` holds the (dataset, key, stage) leases (`fiftyone_elfs.leases`)
+for a stage's whole run, then recovers what interrupted runs of the key left behind.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from fiftyone_elfs import dataset_io, runs
+from fiftyone_elfs import dataset_io, leases, runs
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.errors import ElfsInputError
+from fiftyone_elfs.faults import kill_point
+
+#: Rows per staged write: bounds the size of one bulk update (and is a kill point each).
+WRITE_CHUNK_ROWS = 20_000
+STAGING_PREFIX = "elfs_staging_"
 
 
 @dataclass(frozen=True)
@@ -65,6 +102,15 @@ class Outputs:
     def fields(self) -> list[str]:
         return [*self.written_fields, *self.values, *self.labels]
 
+    def owned(self) -> dict[str, list[str]]:
+        """The names by kind, as a run records them."""
+        return {
+            "owned_fields": self.fields,
+            "owned_tags": list(self.tags),
+            "owned_views": list(self.views),
+            "owned_brain_runs": list(self.layouts),
+        }
+
 
 _KINDS = {  # kind -> (attribute of a recorded run config, word in messages)
     "fields": ("owned_fields", "field"),
@@ -82,6 +128,48 @@ def _stage_words(stage: str) -> str:
     return f"'{stage}' stage"
 
 
+def _exists(dataset: Any, kind: str, name: str) -> bool:
+    if kind == "fields":
+        return dataset_io.has_field(dataset, name)
+    if kind == "tags":
+        return dataset_io.has_tag(dataset, name)
+    if kind == "views":
+        return dataset_io.has_saved_view(dataset, name)
+    return name in dataset_io.brain_runs(dataset)
+
+
+def _not_ours_error(kind: str, name: str, key: str) -> ElfsInputError:
+    """The refusal of an existing name that no ELFS run recorded: the user's (or a tool's)."""
+    other_key = f"{key}2"
+    if kind == "fields":
+        return ElfsInputError(
+            f"The field '{name}' already exists and was not created by ELFS key '{key}' (it is "
+            "yours, or another tool's); refusing to overwrite or delete it. Fix: use another "
+            f"key (e.g. key='{other_key}'), or rename your field "
+            f"(dataset.rename_sample_field('{name}', ...)).",
+            param="key",
+        )
+    if kind == "tags":
+        return ElfsInputError(
+            f"The tag '{name}' is already on samples and was not set by ELFS key '{key}'; "
+            "refusing to move or remove it. Fix: pass another tag (tag=...) or another key "
+            f"(e.g. key='{other_key}'), or rename your tag.",
+            param="tag",
+        )
+    if kind == "views":
+        return ElfsInputError(
+            f"The saved view '{name}' already exists and was not saved by ELFS key '{key}'; "
+            f"refusing to replace it. Fix: use another key (e.g. key='{other_key}'), or rename "
+            "your saved view.",
+            param="key",
+        )
+    return ElfsInputError(
+        f"The brain key '{name}' already exists and does not belong to ELFS key '{key}'. Fix: "
+        f"pass another brain_key, or delete it with dataset.delete_brain_run('{name}').",
+        param="brain_key",
+    )
+
+
 def check_ownership(
     samples: SampleCollection,
     names: runs.PipelineNames,
@@ -91,12 +179,15 @@ def check_ownership(
     tags: Sequence[str] = (),
     views: Sequence[str] = (),
     brain_runs: Sequence[str] = (),
+    written: Sequence[str] = (),
 ) -> None:
     """Refuses to write an output that is not this key's to write; changes nothing.
 
+    `written`: fields the stage has already written itself (they exist because of this run).
+
     Raises:
-        ElfsInputError: an output belongs to another key's run, or a brain key exists that no
-            run of this key created.
+        ElfsInputError: an output belongs to another key's run or stage, is left by an
+            unfinished run of another (key, stage), or exists without an ELFS record.
     """
     dataset = dataset_io.dataset_of(samples)
     wanted = {"fields": fields, "tags": tags, "views": views, "brain_runs": brain_runs}
@@ -104,6 +195,8 @@ def check_ownership(
         attribute, word = _KINDS[kind]
         for name in output_names:
             owner = runs.owner_of(dataset, attribute, name)
+            if owner is not None and not _unchanged(dataset, owner, attribute, name):
+                raise _not_ours_error(kind, name, names.key)  # re-created by the user since
             if owner is not None and owner != (names.key, stage):
                 other, other_stage = owner
                 fix = {
@@ -114,18 +207,108 @@ def check_ownership(
                     f"The {word} '{name}' belongs to the {_stage_words(other_stage)} of key "
                     f"'{other}'. Fix: {fix}."
                 )
-            if kind == "brain_runs" and owner is None and name in dataset_io.brain_runs(dataset):
+            if owner is not None or name in written or not _exists(dataset, kind, name):
+                continue
+            pending = runs.pending_owner(dataset, attribute, name)
+            if pending == (names.key, stage):
+                continue  # left by an interrupted run of this very stage: cleaned before writing
+            if pending is not None:
                 raise ElfsInputError(
-                    f"The brain key '{name}' already exists and does not belong to ELFS key "
-                    f"'{names.key}'. Fix: pass another brain_key, or delete it with "
-                    f"dataset.delete_brain_run('{name}').",
-                    param="brain_key",
+                    f"The {word} '{name}' was left by an interrupted run of the "
+                    f"{_stage_words(pending[1])} of key '{pending[0]}'. Fix: rerun that stage "
+                    f"(it cleans up first), or delete_key(dataset, '{pending[0]}')."
                 )
+            raise _not_ours_error(kind, name, names.key)
+
+
+def _unchanged(dataset: Any, owner: tuple[str, str], attribute: str, name: str) -> bool:
+    config = runs.stage_config(dataset, runs.PipelineNames(owner[0]), owner[1])
+    return config is None or runs.still_owned(dataset, config, attribute, name)
+
+
+def check_input(
+    samples: SampleCollection, names: runs.PipelineNames, stage: str, field_name: str, what: str
+) -> Any:
+    """The recorded config of `stage` of this key, which must own `field_name` (an input).
+
+    Stages read their inputs by the key's names; a field of that name that the key's run did
+    not write (the user's own, or one left by an interrupted run) is no input.
+
+    Raises:
+        ElfsInputError: the stage has not run with this key, or does not own the field.
+    """
+    dataset = dataset_io.dataset_of(samples)
+    config = runs.stage_config(dataset, names, stage)
+    if config is None or field_name not in (config.owned_fields or []):
+        present = (
+            f" (the field '{field_name}' exists but was not computed by it)"
+            if dataset_io.has_field(dataset, field_name)
+            else f" ('{field_name}' is missing)"
+        )
+        fix_stage = {
+            "pseudo_labels": "compute_pseudo_labels",
+            "difficulty": "compute_difficulty",
+            "contrastive": "compute_contrastive_scores",
+        }
+        raise ElfsInputError(
+            f"No {what} for key '{names.key}'{present}. Fix: run "
+            f"{fix_stage.get(stage, 'compute_' + stage)} with key='{names.key}' first, or use "
+            "the key you computed them with."
+        )
+    return config
 
 
 def delete_previous(samples: SampleCollection, names: runs.PipelineNames, stage: str) -> bool:
-    """Deletes this key's previous run of `stage` with everything it owns (False: none)."""
-    return runs.delete_stage(dataset_io.dataset_of(samples), names, stage)
+    """Deletes this key's previous run of `stage` with everything it owns (False: none).
+
+    Journaled: an interruption leaves names `runs.recover` removes, not a half-deleted run.
+    """
+    dataset = dataset_io.dataset_of(samples)
+    deleted = runs.delete_stage(dataset, names, stage)
+    return deleted
+
+
+@contextlib.contextmanager
+def guard(samples: SampleCollection, key: str, stages: Sequence[str]) -> Iterator[None]:
+    """Runs a stage (or the pipeline's stages) of `key` alone and on a clean slate.
+
+    Holds the (dataset, key, stage) leases of `stages` for the block, so a second concurrent run
+    of them is refused (`ElfsInputError`), then removes what interrupted runs of the key left
+    behind (`runs.recover`, skipping stages a live run holds).
+    """
+    dataset = dataset_io.dataset_of(samples)
+    dataset_id = dataset_io.dataset_id(dataset)
+    with leases.hold(dataset_id, key, stages):
+        runs.recover(dataset, key, busy=lambda k, s: leases.is_held_elsewhere(dataset_id, k, s))
+        yield
+
+
+def begin_writes(
+    samples: SampleCollection, names: runs.PipelineNames, stage: str, fields: Sequence[str]
+) -> None:
+    """Journals fields a stage is about to write itself (outside `record`, e.g. a FiftyOne zoo
+    model's embeddings), so that an interruption leaves a recognised leftover."""
+    runs.journal_add(dataset_io.dataset_of(samples), names, stage, {"owned_fields": fields})
+
+
+def _staging_name(field_name: str) -> str:
+    return f"{STAGING_PREFIX}{uuid.uuid4().hex[:8]}_{field_name}"
+
+
+def _stage_values(
+    samples: SampleCollection,
+    stage: str,
+    staging: str,
+    ids: Sequence[str],
+    values: Sequence[Any],
+) -> None:
+    """Writes values into a staging field in chunks (each chunk boundary is a kill point)."""
+    if len(ids) != len(values):
+        raise ValueError(f"got {len(ids)} ids but {len(values)} values")
+    for start in range(0, len(ids), WRITE_CHUNK_ROWS):
+        stop = start + WRITE_CHUNK_ROWS
+        dataset_io.write_values(samples, staging, ids[start:stop], values[start:stop])
+        kill_point(stage, "chunk")
 
 
 def record(
@@ -138,9 +321,10 @@ def record(
     outputs: Outputs,
     replace: bool = True,
 ) -> str:
-    """Checks, replaces and writes a stage's outputs, then records its run; returns the run key.
+    """Checks, stages and commits a stage's outputs, then records its run; returns the run key.
 
-    `replace=False` keeps what the previous run of the stage wrote (resumable stages add to it).
+    `replace=False` keeps what the previous run of the stage wrote (resumable stages add to it:
+    new values are merged into the existing field).
     """
     check_ownership(
         samples,
@@ -150,30 +334,75 @@ def record(
         tags=list(outputs.tags),
         views=list(outputs.views),
         brain_runs=list(outputs.layouts),
+        written=outputs.written_fields,
     )
+    dataset = dataset_io.dataset_of(samples)
+    to_stage: dict[str, tuple[Sequence[str], Sequence[Any]]] = dict(outputs.values)
+    for field_name, (ids, labels, confidences) in outputs.labels.items():
+        to_stage[field_name] = (ids, dataset_io.classifications(labels, confidences))
+    staging = {f: _staging_name(f) for f in to_stage}
+    runs.journal_add(dataset, names, stage, outputs.owned(), list(staging.values()))
+    try:
+        return _commit(samples, names, stage, params, results, outputs, replace, to_stage, staging)
+    except Exception:
+        runs.recover(dataset, names.key, stage=stage)  # a failure is no interruption: clean now
+        raise
+
+
+def _commit(
+    samples: SampleCollection,
+    names: runs.PipelineNames,
+    stage: str,
+    params: dict[str, Any],
+    results: dict[str, Any],
+    outputs: Outputs,
+    replace: bool,
+    to_stage: dict[str, tuple[Sequence[str], Sequence[Any]]],
+    staging: dict[str, str],
+) -> str:
+    """Steps 2-5 of the protocol (module docstring), once the journal lists every name."""
+    dataset = dataset_io.dataset_of(samples)
+    for field_name, (ids, values) in to_stage.items():
+        _stage_values(samples, stage, staging[field_name], list(ids), list(values))
+        if dataset_io.has_field(dataset, staging[field_name]):  # the mark moves with the rename
+            dataset_io.mark_field(dataset, staging[field_name], runs.field_mark(names, stage))
+    kill_point(stage, "before_commit")
+    leases.verify(dataset_io.dataset_id(dataset), names.key, stage)
+
     if replace:
         delete_previous(samples, names, stage)
-    dataset = dataset_io.dataset_of(samples)
-    for field_name, (ids, values) in outputs.values.items():
-        dataset_io.write_values(samples, field_name, ids, values)
-    for field_name, (ids, labels, confidences) in outputs.labels.items():
-        dataset_io.write_classifications(samples, field_name, ids, labels, confidences)
+    for field_name, staged in staging.items():
+        if not dataset_io.has_field(dataset, staged):  # no values to write
+            continue
+        if not replace and dataset_io.has_field(dataset, field_name):
+            dataset_io.merge_field(dataset, staged, field_name)
+            dataset_io.mark_field(dataset, field_name, runs.field_mark(names, stage))
+        else:
+            dataset_io.delete_fields(dataset, [field_name])  # an unowned leftover, journaled
+            dataset_io.rename_field(dataset, staged, field_name)
+        kill_point(stage, "field")
     for tag, ids in outputs.tags.items():
-        dataset_io.replace_tag(dataset, tag, ids)
+        dataset_io.remove_tag(dataset, tag)
+        kill_point(stage, "tag")
+        dataset_io.add_tag(dataset, tag, ids)
     for view_name, (tag, description) in outputs.views.items():
         dataset_io.save_tagged_view(dataset, view_name, tag, description)
     for brain_key, layout in outputs.layouts.items():
+        dataset_io.delete_brain_run(dataset, brain_key)  # an unowned leftover, journaled
         dataset_io.write_layout(
             samples, brain_key, layout.ids, layout.embeddings, layout.method, **layout.options
         )
-    return runs.record_run(
+    for field_name in outputs.written_fields:
+        if dataset_io.has_field(dataset, field_name):
+            dataset_io.mark_field(dataset, field_name, runs.field_mark(names, stage))
+    kill_point(stage, "before_run_record")
+    run_key = runs.record_run(
         samples,
         names,
         stage,
         params=params,
         results=results,
-        owned_fields=outputs.fields,
-        owned_tags=list(outputs.tags),
-        owned_views=list(outputs.views),
-        owned_brain_runs=list(outputs.layouts),
+        **outputs.owned(),
     )
+    runs.journal_end(dataset, names, stage)
+    return run_key

@@ -80,6 +80,8 @@ def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
     """The cheap data checks an App form repeats as the user types (select_more)."""
     if values.get("label_field"):
         dataset_io.require_field(samples, values["label_field"], "label_field", "label field")
+        # any value would count as "labeled": only Classification labels are labels
+        dataset_io.require_classification_field(samples, values["label_field"], "label_field")
 
 
 def _read_scores(
@@ -89,11 +91,13 @@ def _read_scores(
     dataset_io.require_nonempty(samples)
     score_field = names.score_field(score)
     stage = "compute_contrastive_scores" if score == "contrastive" else "compute_difficulty"
-    if not dataset_io.has_field(samples, score_field):
-        raise ElfsInputError(
-            f"No '{score}' scores for key '{names.key}' ('{score_field}' is missing). "
-            f"Fix: run {stage} with the same key first."
-        )
+    record.check_input(
+        samples,
+        names,
+        "contrastive" if score == "contrastive" else "difficulty",
+        score_field,
+        f"'{score}' scores",
+    )
     ids, values = dataset_io.read_values(samples, score_field)
     if not ids:
         raise ElfsInputError(
