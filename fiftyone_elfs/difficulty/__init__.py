@@ -13,6 +13,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
             "SmallConvNet",
             "augment_batch",
             "build_proxy_network",
+            "decode_images",
             "load_images",
             "train_cnn_proxy",
         ),

@@ -110,6 +110,25 @@ def load_images(
 
     Raises ValueError naming the unreadable files (skip them before training on pseudo-labels).
     """
+    out, ok = decode_images(paths, image_size, num_workers, batch_size, progress)
+    bad = [paths[i] for i in np.flatnonzero(~ok)]
+    if bad:
+        raise ValueError(
+            f"{len(bad)} images could not be read (e.g. {bad[:3]}). Fix: leave them out of the "
+            "samples given to the CNN proxy (their embeddings were skipped too)."
+        )
+    return out
+
+
+def decode_images(
+    paths: Sequence[str],
+    image_size: int = 32,
+    num_workers: int = 0,
+    batch_size: int = 256,
+    progress: ProgressFn | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`load_images` that reports instead of raising: (uint8 [N, S, S, 3] images, bool [N]
+    readable); an unreadable file's image is all zeros, for the caller to skip."""
     loader = torch.utils.data.DataLoader(
         _ImageFiles(paths, image_size),
         batch_size=batch_size,
@@ -117,21 +136,16 @@ def load_images(
         shuffle=False,
     )
     out = np.empty((len(paths), image_size, image_size, 3), dtype=np.uint8)
-    bad: list[str] = []
+    readable = np.ones(len(paths), dtype=bool)
     start = 0
     for images, ok in loader:
         stop = start + images.shape[0]
         out[start:stop] = images.numpy()
-        bad += [paths[start + i] for i in np.flatnonzero(~ok.numpy())]
+        readable[start:stop] = ok.numpy()
         start = stop
         if progress is not None:
             progress(stop / len(paths), f"decoded {stop}/{len(paths)} images")
-    if bad:
-        raise ValueError(
-            f"{len(bad)} images could not be read (e.g. {bad[:3]}). Fix: leave them out of the "
-            "samples given to the CNN proxy (their embeddings were skipped too)."
-        )
-    return out
+    return out, readable
 
 
 def augment_batch(

@@ -6,14 +6,19 @@ Algorithm: `fiftyone_elfs.difficulty.contrastive` (Ju et al.).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from fiftyone_elfs import dataset_io, runs
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.progress import ProgressFn, sub_progress, terminal_progress
 from fiftyone_elfs.stages import StageConfig, record
+
+logger = logging.getLogger(__name__)
 
 STAGE = "contrastive"
 
@@ -42,8 +47,11 @@ class ContrastiveConfig(StageConfig):
 def run(
     samples: SampleCollection, config: ContrastiveConfig, progress: ProgressFn | None = None
 ) -> dict[str, Any]:
-    """Trains on the images (resumable) and stores "<key>_contrastive" (low = informative)."""
-    from fiftyone_elfs.difficulty import load_images, train_contrastive_similarity
+    """Trains on the images (resumable) and stores "<key>_contrastive" (low = informative).
+
+    Unreadable or missing images are skipped (no score), counted and listed in the results.
+    """
+    from fiftyone_elfs.difficulty import decode_images, train_contrastive_similarity
 
     names = runs.PipelineNames(config.key)
     n = dataset_io.require_nonempty(samples)
@@ -54,7 +62,27 @@ def run(
     ids, paths = dataset_io.sample_ids_and_paths(samples)
     report = progress or terminal_progress("contrastive similarity")
     decode = sub_progress(report, 0.0, 0.1, "decoding")
-    images = load_images(paths, config.image_size, num_workers=config.num_workers, progress=decode)
+    images, readable = decode_images(
+        paths, config.image_size, num_workers=config.num_workers, progress=decode
+    )
+    skipped = [
+        {"id": ids[i], "filepath": paths[i], "reason": "unreadable or missing image"}
+        for i in np.flatnonzero(~readable)
+    ]
+    if skipped:
+        logger.warning(
+            "Skipped %d unreadable images (listed in run '%s' results), e.g. %s",
+            len(skipped),
+            names.run_key(STAGE),
+            skipped[0]["filepath"],
+        )
+        keep = np.flatnonzero(readable)
+        images, ids = images[keep], [ids[i] for i in keep]
+    if len(ids) < 2:
+        raise ElfsInputError(
+            f"Only {len(ids)} of the {n} images could be read; contrastive training needs at "
+            f"least 2. Fix: check the media paths (e.g. {skipped[0]['filepath']})."
+        )
     checkpoint_dir = runs.checkpoint_dir_for(samples, f"{config.key}_contrastive")
     scores = train_contrastive_similarity(
         images,
@@ -68,6 +96,8 @@ def run(
     )
     results = {
         "n_samples": len(ids),
+        "n_skipped": len(skipped),
+        "skipped": skipped,
         "n_epochs": scores.n_epochs,
         "seconds": scores.info["seconds"],
         "resumed_from_epoch": scores.info["resumed_from_epoch"],
