@@ -538,11 +538,31 @@ _register(
                 "Studio tasks.",
             ),
             Param(
+                "classes",
+                "str_list",
+                None,
+                optional=True,
+                label="Classes (optional)",
+                help="The class names annotators choose from in Label Studio (comma-separated in "
+                "the form); None: they type the class as free text.",
+                fix="Pass e.g. classes=['cat', 'dog'], or None for a free-text answer.",
+            ),
+            Param(
+                "prelabel_map",
+                "dict",
+                None,
+                optional=True,
+                form=False,
+                help="{cluster: class}: pre-annotate each task with its cluster's class (needs "
+                "classes); clusters left out, and every task without a map, get none.",
+            ),
+            Param(
                 "include_pseudo_labels",
                 "bool",
                 True,
-                label="Pseudo-labels as Label Studio pre-annotations",
-                help="Attach each sample's pseudo-label to its Label Studio task as a prediction.",
+                label="Pre-annotations from prelabel_map",
+                help="Attach each task's mapped class (prelabel_map) as a Label Studio "
+                "prediction; False: none.",
             ),
             Param(
                 "label_studio_prefix",

@@ -174,7 +174,7 @@ def _form_params(name, row, sub, bad):
     elif param.type == "subset":
         form.update({f"{param.form_prefix}_{c}": False for c in param.choices})
     elif param.type == "str_list":
-        form[row] = ""
+        form[row] = "," if param.optional else ""  # an optional list left empty is unset
     else:
         form[row] = bad
     return form

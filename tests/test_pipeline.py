@@ -115,11 +115,35 @@ def test_three_exports_exist_and_agree(dataset, tmp_path):
     for t in tasks:
         row = by_id[t["data"]["sample_id"]]
         assert t["data"]["image"].endswith(row["filename"])
-        choice = t["predictions"][0]["result"][0]["value"]["choices"][0]
-        assert choice == row["pseudo_label"]
+        assert "predictions" not in t  # no class list, no map: never a cluster name as a class
     with open(paths["labelstudio_config"]) as f:
         config = f.read()
-    assert all(f'"{r["pseudo_label"]}"' in config for r in rows)
+    assert "<TextArea" in config and "cluster_" not in config  # free text without classes
+
+    # Issue 17: the real classes, and pre-annotations only through a cluster -> class map.
+    clusters = sorted({r["pseudo_label"] for r in rows})
+    mapping = {clusters[0]: "cat", clusters[1]: "dog"}
+    classes = ["cat", "dog", "bird"]
+    mapped = elfs.export_coreset(
+        dataset, str(tmp_path / "mapped"), classes=classes, prelabel_map=mapping
+    )
+    with open(mapped["labelstudio_config"]) as f:
+        config = f.read()
+    assert all(f'<Choice value="{c}"/>' in config for c in classes) and "cluster_" not in config
+    with open(mapped["labelstudio"]) as f:
+        tasks = json.load(f)
+    for t in tasks:
+        cluster = by_id[t["data"]["sample_id"]]["pseudo_label"]
+        if cluster in mapping:
+            assert t["predictions"][0]["result"][0]["value"]["choices"] == [mapping[cluster]]
+        else:
+            assert "predictions" not in t
+    assert any("predictions" in t for t in tasks) and any("predictions" not in t for t in tasks)
+    with pytest.raises(elfs.ElfsInputError, match="not in classes.*Fix:"):
+        elfs.export_coreset(
+            dataset, str(tmp_path / "bad"), classes=["cat"], prelabel_map={clusters[0]: "emu"}
+        )
+    assert not (tmp_path / "bad").exists()
 
     # An existing export is never silently overwritten.
     with pytest.raises(elfs.ElfsInputError, match="not empty"):
@@ -132,6 +156,8 @@ def test_three_exports_exist_and_agree(dataset, tmp_path):
         key="elfs",
         formats=["labelstudio"],
         overwrite=True,
+        classes=classes,
+        prelabel_map=mapping,
         include_pseudo_labels=False,
     )
     assert keep.read_text() == "mine"

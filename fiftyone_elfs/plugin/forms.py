@@ -61,6 +61,8 @@ def _from_form(param: Param, params: Mapping[str, Any], values: Mapping[str, Any
         return [c for name, _, c in form_names(param) if params.get(name, c in param.default)]
     value = params.get(param.name)
     if param.type == "str_list" and isinstance(value, str):
+        if param.optional and not value.strip():
+            return None  # an optional list left empty: not set
         return [v.strip() for v in value.split(",") if v.strip()]
     if param.type in ("str", "identifier") and param.optional and value == "":
         return None
