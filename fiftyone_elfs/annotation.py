@@ -22,6 +22,7 @@ from fiftyone_elfs.label_studio import (
     API_KEY_ENV,
     URL_ENV,
     check_label_studio,
+    redact,
     resolve_credentials,
     task_states,
 )
@@ -234,7 +235,7 @@ def send_to_label_studio(
         if anno_key in dataset.list_annotation_runs():
             dataset.delete_annotation_run(anno_key)
         raise
-    project_url = f"{url}/projects/{results.project_id}"
+    project_url = f"{redact(url)}/projects/{results.project_id}"
     config = dataset.init_run(
         method=_RUN_METHOD,
         anno_key=anno_key,
@@ -242,7 +243,7 @@ def send_to_label_studio(
         upload_field=upload_field,
         prelabel_field=prelabel_field,
         classes=classes,
-        url=url,
+        url=redact(url),  # never stored with a password: loading then needs url= or the env
         project_id=results.project_id,
     )
     run_key = annotation_run_key(anno_key)
@@ -279,7 +280,8 @@ def load_from_label_studio(
             param="anno_key",
         )
     config = dataset.get_run_info(run_key).config
-    url, api_key = check_label_studio(url or config.url, api_key)
+    stored_url = None if "***@" in config.url else config.url  # redacted: not usable
+    url, api_key = check_label_studio(url or stored_url, api_key)
     results = dataset.load_annotation_results(anno_key, url=url, api_key=api_key)
     states = task_states(url, api_key, results.project_id)
     task_to_sample = {int(t): s for t, s in results.uploaded_tasks.items()}
@@ -307,7 +309,7 @@ def load_from_label_studio(
         n_skipped=len(skipped),
         n_unanswered=len(task_to_sample) - len(labeled) - len(skipped),
         labeled_ids=list(labeled),
-        project_url=f"{url}/projects/{results.project_id}",
+        project_url=f"{redact(url)}/projects/{results.project_id}",
     )
     previous = dataset.load_run_results(run_key, load_view=False)
     dataset.save_run_results(
@@ -384,7 +386,8 @@ def delete_label_studio_run(
     config = dataset.get_run_info(run_key).config
     if anno_key in dataset.list_annotation_runs():
         if delete_project:
-            url, api_key = check_label_studio(url or config.url, api_key)
+            stored_url = None if "***@" in config.url else config.url
+            url, api_key = check_label_studio(url or stored_url, api_key)
             dataset.load_annotation_results(anno_key, url=url, api_key=api_key).cleanup()
         dataset.delete_annotation_run(anno_key)
     dataset_io.delete_fields(dataset, [config.upload_field])

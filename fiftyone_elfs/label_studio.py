@@ -1,9 +1,17 @@
 """Label Studio's REST API, for what FiftyOne's annotation backend does not tell: credentials,
-whether the server is reachable and accepts the key, and which tasks a person answered."""
+whether the server is reachable and accepts the key, and which tasks a person answered.
+
+Credentials never appear in messages: URLs are shown without their ``user:password@`` part
+(`redact`), an authentication failure's response body is not shown at all (a server can echo
+the token there), and other bodies are shown with the key and password masked.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import urllib.parse
+from collections.abc import Sequence
 from typing import Any
 
 import fiftyone as fo
@@ -15,6 +23,24 @@ URL_ENV = "FIFTYONE_LABELSTUDIO_URL"
 API_KEY_ENV = "FIFTYONE_LABELSTUDIO_API_KEY"
 _TIMEOUT_S = 30
 _PAGE_SIZE = 500
+
+
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def redact(text: str, secrets: Sequence[str | None] = ()) -> str:
+    """`text` with the user:password@ part of every URL and each of `secrets` masked."""
+    text = _USERINFO.sub("***@", text)
+    for secret in secrets:
+        if secret and len(secret) >= 3:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _url_secrets(url: str) -> list[str]:
+    """The user name and password a URL carries (to mask them wherever they appear)."""
+    parts = urllib.parse.urlsplit(url)
+    return [s for s in (parts.password, parts.username) if s]
 
 
 def resolve_credentials(url: str | None = None, api_key: str | None = None) -> tuple[str, str]:
@@ -38,7 +64,9 @@ def resolve_credentials(url: str | None = None, api_key: str | None = None) -> t
 
 
 def get(url: str, api_key: str, path: str, **params: Any) -> requests.Response:
-    """One authenticated GET, turning connection and auth failures into errors with a fix."""
+    """One authenticated GET, turning connection and auth failures into errors with a fix
+    (credentials masked: see the module docstring)."""
+    shown = redact(url)
     try:
         response = requests.get(
             url + path,
@@ -48,20 +76,21 @@ def get(url: str, api_key: str, path: str, **params: Any) -> requests.Response:
         )
     except requests.RequestException as e:
         raise ElfsInputError(
-            f"Cannot reach Label Studio at {url} ({type(e).__name__}). Fix: start the server "
+            f"Cannot reach Label Studio at {shown} ({type(e).__name__}). Fix: start the server "
             f"(`label-studio start`) or correct {URL_ENV}."
-        ) from e
+        ) from None  # the cause's text repeats the URL with its credentials
     if response.status_code in (401, 403):
         raise ElfsInputError(
-            f"Label Studio at {url} refused the API key (HTTP {response.status_code}: "
-            f"{response.text[:200]}). Fix: set {API_KEY_ENV} to your legacy access token; since "
-            "Label Studio 1.17 an admin must first enable legacy tokens (Organization > API "
-            "Tokens Settings), because FiftyOne authenticates with a 'Token' header."
+            f"Label Studio at {shown} refused the API key (HTTP {response.status_code}; the "
+            f"response is not shown, as it may repeat the key). Fix: set {API_KEY_ENV} to your "
+            "legacy access token; since Label Studio 1.17 an admin must first enable legacy "
+            "tokens (Organization > API Tokens Settings), because FiftyOne authenticates with "
+            "a 'Token' header."
         )
     if response.status_code != 200:
+        body = redact(response.text[:200], [api_key, *_url_secrets(url)])
         raise ElfsInputError(
-            f"Label Studio at {url} answered HTTP {response.status_code} to GET {path}: "
-            f"{response.text[:200]}"
+            f"Label Studio at {shown} answered HTTP {response.status_code} to GET {path}: {body}"
         )
     return response
 
