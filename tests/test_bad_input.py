@@ -1,0 +1,295 @@
+"""Bad input (issue 15 items 6-9): every case through the API and through the operators reaches
+`ElfsInputError` with a message naming the problem and the fix, and the dataset (fields and
+their values, tags, saved views, runs) is unchanged. Also what must not be refused: numpy
+numbers, and unreadable images in the contrastive stage (skipped and reported)."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import threading
+import uuid
+
+import fiftyone.operators as foo
+import numpy as np
+import pytest
+from dataset_state import snapshot
+from fiftyone.operators.executor import ExecutionError
+
+import fiftyone_elfs as elfs
+from fiftyone_elfs import label_studio
+from fiftyone_elfs.errors import ElfsInputError
+
+PLUGIN = "@fiftyone-elfs/elfs"
+KEY = "k"
+
+
+@pytest.fixture(scope="module")
+def scored(base_dataset):
+    """40 images with embeddings, k-means pseudo-labels, MLP scores and a coreset of key k."""
+    ds = base_dataset.take(40, seed=1).clone(name=f"elfs-bad-input-{uuid.uuid4().hex[:6]}")
+    elfs.run_pipeline(
+        ds,
+        key=KEY,
+        budget_count=8,
+        n_clusters=4,
+        clustering="kmeans",
+        embeddings_field="elfs_embedding",
+        epochs=2,
+        visualize=False,
+    )
+    yield ds
+    ds.delete()
+
+
+@pytest.fixture
+def ds(scored):
+    copy = scored.clone()
+    yield copy
+    copy.delete()
+
+
+def _operator_error(name: str, ds, **kwargs) -> Exception:
+    """The error of the operator called from a script (`__call__`), as the App would run it:
+    the ElfsInputError itself when the arguments are refused, the form's message when its
+    checks refuse the target (the App shows it on the field), else the execution's
+    ElfsInputError."""
+    operator = foo.get_operator(f"{PLUGIN}/{name}")
+    try:
+        result = operator(ds, **kwargs)
+    except ElfsInputError as e:
+        return e
+    except ExecutionError as e:
+        text = str(e)
+        if text.startswith("Validation error"):  # the form refused it: "... Reason: <message>"
+            return ElfsInputError(text.split("Reason: ", 1)[1])
+        assert "ElfsInputError: " in text, text
+        return ElfsInputError(text.rsplit("ElfsInputError: ", 1)[1].strip())
+    error = getattr(result, "error", None)
+    assert error, f"{name} did not fail"
+    assert "ElfsInputError" in error, error
+    return ElfsInputError(error.rsplit("ElfsInputError: ", 1)[1].strip())
+
+
+def _refused_both_ways(ds, function, operator, kwargs, match, positional=()):
+    """The API and the operator both refuse with a message matching `match` and naming a fix,
+    and leave the dataset as it was."""
+    before = snapshot(ds)
+    with pytest.raises(ElfsInputError, match=match) as api:
+        function(ds, *positional, **kwargs)
+    assert "Fix:" in str(api.value)
+    assert snapshot(ds) == before
+    call = dict(kwargs)
+    if positional:
+        call["export_dir"] = positional[0]
+    shown = _operator_error(operator, ds, **call)
+    assert "Fix:" in str(shown)
+    assert str(shown) == str(api.value)
+    assert snapshot(ds) == before
+
+
+# --------------------------------------------------------------------------- item 6
+
+
+def test_both_budgets_are_refused(ds):
+    _refused_both_ways(
+        ds,
+        elfs.select_coreset,
+        "select_coreset",
+        dict(key=KEY, budget_count=10, budget_fraction=0.5),
+        "Both budget_fraction=0.5 and budget_count=10 were given",
+    )
+
+
+def test_a_budget_fraction_that_is_not_a_number_is_refused(ds):
+    _refused_both_ways(
+        ds,
+        elfs.select_coreset,
+        "select_coreset",
+        dict(key=KEY, budget_fraction="abc"),
+        "budget_fraction must be a number in",
+    )
+
+
+@pytest.mark.parametrize("bad", [dict(budget_count=0), dict(budget_count=2.5), dict()])
+def test_budget_errors_are_elfs_input_errors(ds, bad):
+    _refused_both_ways(
+        ds, elfs.select_coreset, "select_coreset", dict(key=KEY, **bad), "budget"
+    )
+
+
+def test_a_string_embeddings_field_is_refused(ds):
+    ids = ds.values("id")
+    ds.set_values("words", dict(zip(ids, ["a"] * len(ids), strict=True)), key_field="id")
+    _refused_both_ways(
+        ds,
+        elfs.compute_pseudo_labels,
+        "compute_pseudo_labels",
+        dict(key="w", clustering="kmeans", n_clusters=4, embeddings_field="words"),
+        "does not hold numeric vectors",
+    )
+
+
+def test_numpy_numbers_are_accepted_through_the_api_and_the_operator(ds):
+    result = elfs.select_coreset(ds, key=KEY, budget_count=np.int64(6), beta=np.float32(0.2))
+    assert result.budget == 6 and result.beta == pytest.approx(0.2)
+    op = foo.get_operator(f"{PLUGIN}/select_coreset")
+    op(ds, key=KEY, budget_count=np.int32(7), beta=np.float32(0.2)).raise_exceptions()
+    assert len(ds.match_tags(f"{KEY}_coreset")) == 7
+
+
+def test_select_more_refuses_a_label_field_that_does_not_hold_labels(ds):
+    ids = ds.values("id")
+    ds.set_values("notes", dict(zip(ids, ["seen"] * len(ids), strict=True)), key_field="id")
+    _refused_both_ways(
+        ds,
+        elfs.select_more,
+        "select_more",
+        dict(key=KEY, budget_count=4, label_field="notes"),
+        "'notes' must be a field of fo.Classification labels; it is StringField",
+    )
+
+
+def test_export_under_a_file_is_refused(ds, tmp_path):
+    a_file = tmp_path / "a_file.txt"
+    a_file.write_text("mine")
+    target = str(a_file / "export")
+    _refused_both_ways(
+        ds,
+        elfs.export_coreset,
+        "export_coreset",
+        dict(key=KEY),
+        "is a file",
+        positional=(target,),
+    )
+    assert a_file.read_text() == "mine"
+
+
+def test_export_with_a_missing_media_file_is_refused_before_writing(ds, tmp_path):
+    selected = ds.match_tags(f"{KEY}_coreset").first()
+    gone = tmp_path / "gone.jpg"
+    selected.filepath = str(gone)
+    selected.save()
+    target = str(tmp_path / "export")
+    _refused_both_ways(
+        ds,
+        elfs.export_coreset,
+        "export_coreset",
+        dict(key=KEY),
+        "media files of the coreset are missing or unreadable",
+        positional=(target,),
+    )
+    assert not os.path.exists(target)
+
+
+def test_bad_prelabel_maps_are_refused(ds, tmp_path):
+    cluster = sorted(set(ds.values(f"{KEY}_pseudo_label.label")))[0]
+    for kwargs, match in [
+        (dict(prelabel_map={cluster: "cat"}), "no classes were given"),
+        (dict(classes=["cat"], prelabel_map={cluster: "emu"}), "not in classes"),
+        (dict(classes=["cat"], prelabel_map={"cluster_99": "cat"}), "not clusters of this key"),
+    ]:
+        target = str(tmp_path / uuid.uuid4().hex)
+        _refused_both_ways(
+            ds, elfs.export_coreset, "export_coreset", dict(key=KEY, **kwargs), match, (target,)
+        )
+        assert not os.path.exists(target)
+
+
+# --------------------------------------------------------------------------- item 7
+
+
+def test_contrastive_scores_skip_and_report_unreadable_images(ds, tmp_path, monkeypatch):
+    monkeypatch.setenv("ELFS_CACHE_DIR", str(tmp_path / "cache"))
+    broken = ds.take(2, seed=0).values("id")
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8 not a jpeg" * 10)
+    paths = {broken[0]: str(tmp_path / "missing.jpg"), broken[1]: str(corrupt)}
+    ds.set_values("filepath", paths, key_field="id")
+    report = elfs.compute_contrastive_scores(
+        ds, key="c", epochs=1, image_size=16, width=4, batch_size=16
+    )
+    assert report["n_skipped"] == 2
+    assert {s["id"] for s in report["skipped"]} == set(broken)
+    assert set(ds.exists("c_contrastive", False).values("id")) == set(broken)
+    assert len(ds.exists("c_contrastive")) == len(ds) - 2
+    stored = ds.load_run_results("c_contrastive")
+    assert stored.n_skipped == 2
+    result = foo.get_operator(f"{PLUGIN}/compute_contrastive_scores")(
+        ds, key="c", epochs=1, image_size=16, width=4, batch_size=16
+    )
+    result.raise_exceptions()
+    assert ds.load_run_results("c_contrastive", cache=False).n_skipped == 2
+
+
+# --------------------------------------------------------------------------- item 8
+
+
+def test_difficulty_refuses_embeddings_other_than_the_pseudo_labels_came_from(ds):
+    ids = ds.values("id")
+    small = np.random.default_rng(0).normal(size=(len(ids), 64)).astype(np.float32)
+    ds.set_values("small_vectors", dict(zip(ids, small, strict=True)), key_field="id")
+    _refused_both_ways(
+        ds,
+        elfs.compute_difficulty,
+        "compute_difficulty",
+        dict(key=KEY, embeddings_field="small_vectors", epochs=1),
+        "pseudo-labels of key 'k' were computed from the embeddings 'elfs_embedding'",
+    )
+
+
+def test_difficulty_refuses_embeddings_whose_dimension_changed_since_the_pseudo_labels(ds):
+    ids = ds.values("id")
+    elfs.compute_pseudo_labels(
+        ds, key="d", n_clusters=4, clustering="kmeans", embeddings_field="elfs_embedding"
+    )
+    wide = np.random.default_rng(0).normal(size=(len(ids), 32)).astype(np.float32)
+    ds.set_values("elfs_embedding", dict(zip(ids, wide, strict=True)), key_field="id")
+    _refused_both_ways(
+        ds,
+        elfs.compute_difficulty,
+        "compute_difficulty",
+        dict(key="d", embeddings_field="elfs_embedding", epochs=1),
+        "have 32 dimensions, but the pseudo-labels of key 'd' were computed from 1280",
+    )
+
+
+# --------------------------------------------------------------------------- item 9
+
+
+class _EchoingServer(http.server.BaseHTTPRequestHandler):
+    """Answers 401 and echoes the request's Authorization header, as a server may."""
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        body = f"bad token: {self.headers.get('Authorization')}".encode()
+        self.send_response(401)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_label_studio_credentials_never_reach_a_message():
+    """A tiny local HTTP server stands in for a Label Studio that echoes the token in its 401
+    body (starting a real Label Studio is the slow annotation test's job)."""
+    server = http.server.HTTPServer(("127.0.0.1", 0), _EchoingServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        url = f"http://alice:s3cret-pw@127.0.0.1:{port}"
+        with pytest.raises(ElfsInputError) as refused:
+            label_studio.get(url, "tok-123456", "/api/projects")
+        text = str(refused.value)
+        assert "refused the API key" in text and "Fix:" in text
+        assert "s3cret-pw" not in text and "tok-123456" not in text and "alice" not in text
+        assert "http://***@127.0.0.1" in text
+    finally:
+        server.shutdown()
+        server.server_close()
+    closed = f"http://bob:hunter22@127.0.0.1:{port}"  # nothing listens there any more
+    with pytest.raises(ElfsInputError) as unreachable:
+        label_studio.get(closed, "tok-123456", "/api/projects")
+    assert "hunter22" not in str(unreachable.value) and "Fix:" in str(unreachable.value)
+    assert unreachable.value.__cause__ is None  # the cause's text would repeat the URL

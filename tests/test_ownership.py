@@ -1,0 +1,219 @@
+"""Issue 15 items 1 and 5: a key never overwrites or deletes what it did not create, and two runs
+of the same (dataset, key, stage) never proceed at once (MongoDB leases)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import threading
+import uuid
+
+import fiftyone as fo
+import fiftyone.operators as foo
+import pytest
+from dataset_state import snapshot
+from fiftyone.operators.executor import ExecutionError
+
+import fiftyone_elfs as elfs
+from fiftyone_elfs import dataset_io, leases, runs
+from fiftyone_elfs.errors import ElfsInputError
+
+PLUGIN = "@fiftyone-elfs/elfs"
+KMEANS = dict(n_clusters=4, clustering="kmeans", embeddings_field="elfs_embedding")
+
+
+@pytest.fixture(scope="module")
+def pool(base_dataset):
+    ds = base_dataset.take(40, seed=2).clone(name=f"elfs-ownership-{uuid.uuid4().hex[:6]}")
+    yield ds
+    ds.delete()
+
+
+@pytest.fixture
+def ds(pool):
+    copy = pool.clone()
+    yield copy
+    copy.delete()
+
+
+def _add_user_data(ds):
+    """The issue's reproduction: user fields, a tag and a saved view named like key 'mine'."""
+    ids = ds.values("id")
+    labels = [fo.Classification(label=f"user_{i % 3}") for i in range(len(ids))]
+    ds.set_values("mine_pseudo_label", dict(zip(ids, labels, strict=True)), key_field="id")
+    ds.set_values("mine_aum", dict(zip(ids, [0.5] * len(ids), strict=True)), key_field="id")
+    ds.select(ids[:5]).tag_samples("mine_coreset")
+    ds.save_view("mine-coreset", ds.match_tags("mine_coreset"), description="my picks")
+
+
+def test_the_issue_reproduction_changes_nothing_of_the_users(ds):
+    _add_user_data(ds)
+    before = snapshot(ds)
+    with pytest.raises(ElfsInputError, match="field 'mine_pseudo_label' already exists.*Fix: use"):
+        elfs.compute_pseudo_labels(ds, key="mine", **KMEANS)
+    with pytest.raises(ElfsInputError, match="No pseudo-labels for key 'mine'.*exists but was not"):
+        elfs.compute_difficulty(ds, key="mine", embeddings_field="elfs_embedding")
+    with pytest.raises(ElfsInputError, match="No 'aum' scores for key 'mine'.*exists but was not"):
+        elfs.select_coreset(ds, key="mine", budget_count=10)
+    with pytest.raises(ElfsInputError, match="field 'mine_pseudo_label' already exists"):
+        elfs.run_pipeline(ds, key="mine", budget_count=10, **KMEANS, epochs=1, visualize=False)
+    assert elfs.delete_key(ds, "mine") == []
+    with pytest.warns(DeprecationWarning):
+        assert elfs.delete_run(ds, "mine") == []
+    operator = foo.get_operator(f"{PLUGIN}/compute_pseudo_labels")
+    with pytest.raises(ExecutionError, match="ElfsInputError: The field 'mine_pseudo_label'"):
+        operator(ds, key="mine", **KMEANS).raise_exceptions()
+    assert snapshot(ds) == before
+    assert "mine" not in elfs.list_keys(ds)
+
+
+def test_a_user_tag_or_saved_view_of_the_keys_names_is_refused(ds):
+    elfs.compute_pseudo_labels(ds, key="mine", **KMEANS)
+    elfs.compute_difficulty(ds, key="mine", embeddings_field="elfs_embedding", epochs=2)
+    ids = ds.values("id")
+    ds.select(ids[:3]).tag_samples("mine_coreset")
+    ds.select(ids[3:5]).tag_samples("keep")
+    before = snapshot(ds)
+    with pytest.raises(ElfsInputError, match="tag 'mine_coreset' is already on samples.*Fix:"):
+        elfs.select_coreset(ds, key="mine", budget_count=10)
+    with pytest.raises(ElfsInputError, match="tag 'keep' is already on samples"):
+        elfs.select_coreset(ds, key="mine", budget_count=10, tag="keep")
+    assert snapshot(ds) == before
+    ds.untag_samples(["mine_coreset", "keep"])
+    ds.save_view("mine-coreset", ds.limit(2), description="mine")
+    before = snapshot(ds)
+    with pytest.raises(ExecutionError, match="saved view 'mine-coreset' already exists.*Fix:"):
+        foo.get_operator(f"{PLUGIN}/select_coreset")(
+            ds, key="mine", budget_count=10
+        ).raise_exceptions()
+    assert snapshot(ds) == before
+
+
+def test_delete_key_removes_only_what_its_runs_recorded(ds):
+    elfs.run_pipeline(ds, key="a", budget_count=8, **KMEANS, epochs=2, visualize=False)
+    ds.set_values("a_notes", {i: "mine" for i in ds.values("id")}, key_field="id")
+    # the user replaces one of a's fields with their own under the same name
+    ds.delete_sample_field("a_el2n")
+    ds.set_values("a_el2n", {i: 1.0 for i in ds.values("id")}, key_field="id")
+    with pytest.raises(ElfsInputError, match="field 'a_el2n' already exists and was not created"):
+        elfs.compute_difficulty(ds, key="a", embeddings_field="elfs_embedding", epochs=1)
+    kept = snapshot(ds, fields=["a_notes", "a_el2n", "ground_truth", "elfs_embedding"])
+    assert elfs.delete_key(ds, "a") == ["pseudo_labels", "difficulty", "coreset"]
+    for gone in ("a_pseudo_label", "a_aum", "a_forgetting", "a_coreset_region"):
+        assert ds.get_field(gone) is None, gone
+    assert not ds.has_saved_view("a-coreset") and "a_coreset" not in ds.count_sample_tags()
+    after = snapshot(ds, fields=["a_notes", "a_el2n", "ground_truth", "elfs_embedding"])
+    assert after["values"] == kept["values"]
+
+
+def test_the_run_record_is_registered_with_its_results_and_behaves_like_fiftyones(ds):
+    elfs.compute_pseudo_labels(ds, key="r", **KMEANS)
+    info = ds.get_run_info("r_pseudo_labels")
+    assert info.config.method == "fiftyone_elfs.pseudo_labels"
+    assert info.config.owned_fields == ["r_pseudo_label"]
+    assert ds.load_run_results("r_pseudo_labels", cache=False).n_samples == len(ds)
+    assert dataset_io.field_mark(ds, "r_pseudo_label") == {"key": "r", "stage": "pseudo_labels"}
+    first = info.timestamp
+    elfs.compute_pseudo_labels(ds, key="r", **{**KMEANS, "n_clusters": 3})
+    assert ds.get_run_info("r_pseudo_labels").timestamp > first
+    assert len(set(ds.values("r_pseudo_label.label"))) == 3
+    reloaded = fo.load_dataset(ds.name)
+    reloaded.reload()
+    assert reloaded.list_runs().count("r_pseudo_labels") == 1
+    ds.delete_run("r_pseudo_labels")  # FiftyOne's own deletion works on it
+    assert "r_pseudo_labels" not in ds.list_runs()
+    assert not [f for f in ds.get_field_schema() if f.startswith("elfs_staging_")]
+
+
+# --------------------------------------------------------------------------- leases
+
+
+def _lease_doc(ds, key, stage):
+    return leases._collection().find_one({"_id": leases.lease_id(ds._doc.id, key, stage)})
+
+
+def test_a_second_concurrent_run_of_the_same_key_and_stage_is_refused(ds):
+    started, release = threading.Event(), threading.Event()
+
+    def hold():
+        with leases.hold(str(ds._doc.id), "c", ["pseudo_labels"]):
+            started.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert started.wait(60)
+        before = snapshot(ds)
+        with pytest.raises(ElfsInputError, match="Another run of the 'pseudo_labels' stage of key"):
+            elfs.compute_pseudo_labels(ds, key="c", **KMEANS)
+        with pytest.raises(ExecutionError, match="ElfsInputError: Another run of the 'pseudo_"):
+            foo.get_operator(f"{PLUGIN}/run_elfs_pipeline")(
+                ds, key="c", budget_count=5, **KMEANS, epochs=1, visualize=False
+            ).raise_exceptions()
+        assert snapshot(ds) == before
+        elfs.compute_pseudo_labels(ds, key="other", **KMEANS)  # another key is free
+        doc = _lease_doc(ds, "c", "pseudo_labels")
+        assert doc["host"] == socket.gethostname() and doc["pid"] == os.getpid()
+    finally:
+        release.set()
+        holder.join()
+    assert _lease_doc(ds, "c", "pseudo_labels") is None  # released
+    elfs.compute_pseudo_labels(ds, key="c", **KMEANS)
+    assert _lease_doc(ds, "c", "pseudo_labels") is None
+
+
+def test_a_crashed_holders_lease_expires_or_is_taken_over_when_its_process_is_gone(ds):
+    stale = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(
+        seconds=leases.EXPIRY_S + 5
+    )
+    fresh = datetime.datetime.now(datetime.timezone.utc)
+    collection = leases._collection()
+    lid = leases.lease_id(ds._doc.id, "x", "pseudo_labels")
+    # another machine, no heartbeat for longer than the expiry: free
+    collection.insert_one(
+        {"_id": lid, "owner": "o1", "host": "elsewhere", "pid": 1, "started_at": stale,
+         "heartbeat_at": stale}
+    )
+    elfs.compute_pseudo_labels(ds, key="x", **KMEANS)
+    # another machine, heartbeat fresh: busy, naming its start and the fix
+    collection.insert_one(
+        {"_id": lid, "owner": "o2", "host": "elsewhere", "pid": 1, "started_at": fresh,
+         "heartbeat_at": fresh}
+    )
+    with pytest.raises(ElfsInputError, match=r"started \d{4}-\d\d-\d\d .* on host elsewhere.*Fix"):
+        elfs.compute_pseudo_labels(ds, key="x", **KMEANS)
+    # this machine, fresh heartbeat but the process is gone (kill -9): taken over at once
+    collection.update_one({"_id": lid}, {"$set": {"host": socket.gethostname(), "pid": 2**22 + 7}})
+    elfs.compute_pseudo_labels(ds, key="x", **KMEANS)
+    assert collection.find_one({"_id": lid}) is None
+
+
+def test_the_heartbeat_keeps_a_long_run_s_lease_alive(ds, monkeypatch):
+    monkeypatch.setattr(leases, "HEARTBEAT_S", 0.2)
+    with leases.hold(str(ds._doc.id), "h", ["difficulty"]):
+        first = _lease_doc(ds, "h", "difficulty")["heartbeat_at"]
+        deadline = datetime.datetime.now() + datetime.timedelta(seconds=20)
+        while _lease_doc(ds, "h", "difficulty")["heartbeat_at"] == first:
+            assert datetime.datetime.now() < deadline, "no heartbeat"
+            threading.Event().wait(0.1)
+        assert not leases.is_held_elsewhere(str(ds._doc.id), "h", "difficulty")
+    assert _lease_doc(ds, "h", "difficulty") is None
+
+
+def test_leftovers_of_an_interrupted_run_are_not_taken_for_user_data(ds):
+    """A result field or tag without its run record (killed between the writes and the run
+    record, see test_faults) is the key's own: the next run of the key or delete_key cleans it."""
+    names = runs.PipelineNames("z")
+    runs.journal_add(ds, names, "pseudo_labels", {"owned_fields": ["z_pseudo_label"]})
+    leftover = {i: fo.Classification(label="x") for i in ds.values("id")}
+    ds.set_values("z_pseudo_label", leftover, key_field="id")
+    elfs.compute_pseudo_labels(ds, key="z", **KMEANS)  # not refused: cleaned, then written
+    assert runs.journal_entries(ds) == []
+    assert "x" not in set(ds.values("z_pseudo_label.label"))
+    runs.journal_add(ds, names, "coreset", {"owned_tags": ["z_coreset"]})
+    ds.select(ds.values("id")[:4]).tag_samples("z_coreset")
+    assert elfs.delete_key(ds, "z") == ["pseudo_labels"]
+    assert "z_coreset" not in ds.count_sample_tags() and ds.get_field("z_pseudo_label") is None
+    assert runs.journal_entries(ds) == []
