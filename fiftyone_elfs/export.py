@@ -15,6 +15,8 @@ Exports never delete anything they did not write, and a user never sees half an 
   outputs already moved in are removed, the earlier ones moved back, the staging folder
   deleted. Until then the marker says the folder is incomplete.
 
+This module decides what is written; `fiftyone_elfs.export_folder` is the folder transaction.
+
 Label Studio (issue 17): annotators choose among the real class names (`classes`); a task is
 pre-annotated only through a cluster-to-class map (`prelabel_map`), never with a cluster name
 in the class slot. Without `classes`, the labeling config asks for the class as free text.
@@ -26,7 +28,6 @@ import csv
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Sequence
 from typing import Any
 from xml.sax.saxutils import quoteattr
@@ -34,7 +35,7 @@ from xml.sax.saxutils import quoteattr
 import fiftyone as fo
 import fiftyone.core.collections as foc
 
-from fiftyone_elfs import dataset_io, params, runs
+from fiftyone_elfs import dataset_io, export_folder, params, runs
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.faults import kill_point
 from fiftyone_elfs.params import public
@@ -46,10 +47,6 @@ FIFTYONE_DIR = "fiftyone_dataset"
 LABEL_STUDIO_TASKS = "labelstudio_tasks.json"
 LABEL_STUDIO_CONFIG = "labelstudio_config.xml"
 LABEL_STUDIO_PREFIX: str = params.OPERATIONS["export_coreset"].param("label_studio_prefix").default
-RECORD = ".elfs-export.json"
-INCOMPLETE = ".elfs-export-incomplete.json"
-STAGING_PREFIX = ".elfs-export-staging-"
-_PREVIOUS = ".previous"  # inside the staging folder: the earlier export's outputs, moved aside
 
 
 def coreset_view(samples: foc.SampleCollection, *, key: str = "elfs") -> fo.DatasetView:
@@ -67,157 +64,10 @@ def coreset_view(samples: foc.SampleCollection, *, key: str = "elfs") -> fo.Data
     return samples.match_tags(config.tag)
 
 
-# --------------------------------------------------------------------------- the folder
-
-
-def _is_ours(entry: str) -> bool:
-    """Whether a top-level name in an export folder is this exporter's bookkeeping."""
-    return entry in (RECORD, INCOMPLETE, RECORD + ".tmp", INCOMPLETE + ".tmp") or entry.startswith(
-        STAGING_PREFIX
-    )
-
-
-def check_export_dir(export_dir: str, overwrite: bool) -> str:
-    """The absolute folder, or an error if it cannot be a folder, or is not empty without
-    `overwrite` (this exporter's bookkeeping files do not count)."""
-    export_dir = os.path.abspath(os.path.expanduser(export_dir))
-    if os.path.isfile(export_dir):
-        raise ElfsInputError(
-            f"export_dir '{export_dir}' is a file. Fix: pass a folder path.", param="export_dir"
-        )
-    parent = export_dir
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise ElfsInputError(
-            f"export_dir '{export_dir}' cannot be created: '{parent}' is a file. Fix: pass a "
-            "folder path that is not inside a file.",
-            param="export_dir",
-        )
-    if not os.access(parent, os.W_OK):
-        raise ElfsInputError(
-            f"export_dir '{export_dir}' cannot be written: no write permission on '{parent}'. "
-            "Fix: pass a folder you can write to.",
-            param="export_dir",
-        )
-    existing = (
-        [e for e in os.listdir(export_dir) if not _is_ours(e)] if os.path.isdir(export_dir) else []
-    )
-    if existing and not overwrite:
-        raise ElfsInputError(
-            f"export_dir '{export_dir}' exists and is not empty; refusing to overwrite it. "
-            "Fix: pass a new folder, or overwrite=True to replace this exporter's outputs there.",
-            param="export_dir",
-        )
-    return export_dir
-
-
 def preflight(samples: foc.SampleCollection, values: dict[str, Any]) -> None:
     """The cheap check an App form repeats as the user types: a usable export folder."""
     if values.get("export_dir"):
-        check_export_dir(values["export_dir"], bool(values.get("overwrite")))
-
-
-def _read_json(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def _write_json(path: str, content: dict[str, Any]) -> None:
-    """Writes a small JSON file atomically (a reader sees the old or the new one, whole)."""
-    with open(path + ".tmp", "w") as f:
-        json.dump(content, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(path + ".tmp", path)
-
-
-def _remove(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.remove(path)
-
-
-def _files_under(path: str) -> list[str]:
-    """Relative paths of the files of a folder (or [] for a file)."""
-    if not os.path.isdir(path):
-        return []
-    return sorted(
-        os.path.relpath(os.path.join(root, name), path)
-        for root, _, files in os.walk(path)
-        for name in files
-    )
-
-
-def recover(export_dir: str) -> bool:
-    """Rolls back an interrupted export in `export_dir`; returns whether there was one.
-
-    Restores the folder as it was before that export began: while it was writing, only its
-    staging folder existed; once it was committing, its outputs already moved into place are
-    removed and the earlier export's outputs and record moved back. The marker goes last.
-    """
-    marker_path = os.path.join(export_dir, INCOMPLETE)
-    marker = _read_json(marker_path)
-    if marker is not None and marker.get("phase") == "committing":
-        staging = os.path.join(export_dir, marker["staging"])
-        for name in marker["outputs"]:
-            if not os.path.lexists(os.path.join(staging, name)):  # already moved into place
-                _remove(os.path.join(export_dir, name))
-        previous = os.path.join(staging, _PREVIOUS)
-        for name in os.listdir(previous) if os.path.isdir(previous) else []:
-            _remove(os.path.join(export_dir, name))
-            os.rename(os.path.join(previous, name), os.path.join(export_dir, name))
-        if not marker.get("had_record"):
-            _remove(os.path.join(export_dir, RECORD))
-    found = marker is not None
-    for entry in os.listdir(export_dir):
-        if entry.startswith(STAGING_PREFIX) or entry in (RECORD + ".tmp", INCOMPLETE + ".tmp"):
-            _remove(os.path.join(export_dir, entry))
-            found = True
-    if marker is not None:
-        os.remove(marker_path)
-    return found
-
-
-def _check_replaceable(export_dir: str, names: Sequence[str]) -> dict[str, Any] | None:
-    """The earlier export's record, after checking that every existing output name the new
-    export writes is that export's own (nothing else of the user's would be replaced)."""
-    record = _read_json(os.path.join(export_dir, RECORD))
-    own: dict[str, list[str]] = (record or {}).get("outputs", {})
-    for name in names:
-        path = os.path.join(export_dir, name)
-        if not os.path.lexists(path):
-            continue
-        if name not in own:
-            raise ElfsInputError(
-                f"'{path}' exists, and no earlier export by fiftyone-elfs recorded it as its own "
-                "(it may be yours); refusing to replace it. Fix: move it away, or export to "
-                "another folder.",
-                param="export_dir",
-            )
-        foreign = sorted(set(_files_under(path)) - set(own[name]))
-        if foreign:
-            raise ElfsInputError(
-                f"'{path}' holds {len(foreign)} files that the earlier export did not write "
-                f"(e.g. {foreign[:3]}); refusing to replace them. Fix: move them out, or export "
-                "to another folder.",
-                param="export_dir",
-            )
-    for name in own:  # replacing the earlier export: its other outputs are checked the same way
-        if name not in names and os.path.lexists(os.path.join(export_dir, name)):
-            foreign = sorted(set(_files_under(os.path.join(export_dir, name))) - set(own[name]))
-            if foreign:
-                raise ElfsInputError(
-                    f"'{os.path.join(export_dir, name)}' holds files that the earlier export "
-                    f"did not write (e.g. {foreign[:3]}). Fix: move them out, or export to "
-                    "another folder.",
-                    param="export_dir",
-                )
-    return record
+        export_folder.check_export_dir(values["export_dir"], bool(values.get("overwrite")))
 
 
 # --------------------------------------------------------------------------- the rows
@@ -358,36 +208,23 @@ def export_coreset(
             "or a view that contains the selected samples."
         )
     export_dir = os.path.abspath(os.path.expanduser(export_dir))
-    check_export_dir(export_dir, overwrite=True)  # a usable folder (emptiness: after recovery)
+    # a usable folder; whether it is empty is checked after an interrupted export is recovered
+    export_folder.check_export_dir(export_dir, overwrite=True)
     rows = _rows(view, names)
     _check_sources(rows)
     pseudo = _pseudo_label_field(view, names)
     all_clusters = dataset_io.distinct_values(samples, f"{pseudo}.label") if pseudo else []
     mapping = _check_classes(classes, prelabel_map, all_clusters)
     if os.path.isdir(export_dir):
-        recover(export_dir)
-    check_export_dir(export_dir, overwrite)
+        export_folder.recover(export_dir)
+    export_folder.check_export_dir(export_dir, overwrite)
 
     media = "media" in formats or "labelstudio" in formats
     outputs = [MEDIA_DIR, MANIFEST] if media else []
     outputs += [FIFTYONE_DIR] if "fiftyone" in formats else []
     outputs += [LABEL_STUDIO_TASKS, LABEL_STUDIO_CONFIG] if "labelstudio" in formats else []
-    earlier = _check_replaceable(export_dir, outputs)
-    staging_name = f"{STAGING_PREFIX}{uuid.uuid4().hex[:8]}"
-    staging = os.path.join(export_dir, staging_name)
-    os.makedirs(export_dir, exist_ok=True)
-    _write_json(
-        os.path.join(export_dir, INCOMPLETE),
-        {
-            "staging": staging_name,
-            "outputs": outputs,
-            "had_record": earlier is not None,
-            "phase": "writing",
-            "note": "An export by fiftyone-elfs was interrupted here; the next export rolls it "
-            "back. Outputs in this folder may be incomplete until then.",
-        },
-    )
-    os.makedirs(staging)
+    earlier = export_folder.check_replaceable(export_dir, outputs)
+    staging = export_folder.begin(export_dir, outputs, had_record=earlier is not None)
     for row in rows:
         if mapping and row.get("pseudo_label") in mapping:
             row["prelabel"] = mapping[row["pseudo_label"]]
@@ -395,7 +232,7 @@ def export_coreset(
         view, rows, staging, formats, key, classes, include_pseudo_labels, label_studio_prefix
     )
     kill_point("export", "before_commit")
-    _commit(export_dir, staging, outputs, earlier, key, len(rows))
+    export_folder.commit(export_dir, staging, outputs, earlier, key, len(rows))
     paths = {
         "media": MEDIA_DIR,
         "manifest": MANIFEST,
@@ -438,38 +275,6 @@ def _write_outputs(
             json.dump(tasks, f, indent=1)
         with open(os.path.join(staging, LABEL_STUDIO_CONFIG), "w") as f:
             f.write(label_studio_config(classes))
-
-
-def _commit(
-    export_dir: str,
-    staging: str,
-    outputs: list[str],
-    earlier: dict[str, Any] | None,
-    key: str,
-    n_samples: int,
-) -> None:
-    """Moves the earlier export aside and the new outputs into place, then records them."""
-    marker_path = os.path.join(export_dir, INCOMPLETE)
-    _write_json(marker_path, {**(_read_json(marker_path) or {}), "phase": "committing"})
-    previous = os.path.join(staging, _PREVIOUS)
-    os.makedirs(previous)
-    for name in [*(earlier or {}).get("outputs", {}), *([RECORD] if earlier else [])]:
-        if os.path.lexists(os.path.join(export_dir, name)):
-            os.rename(os.path.join(export_dir, name), os.path.join(previous, name))
-            kill_point("export", "commit")
-    for name in outputs:
-        os.rename(os.path.join(staging, name), os.path.join(export_dir, name))
-        kill_point("export", "commit")
-    record = {
-        "written_by": "fiftyone-elfs export_coreset",
-        "key": key,
-        "n_samples": n_samples,
-        "outputs": {name: _files_under(os.path.join(export_dir, name)) for name in outputs},
-    }
-    _write_json(os.path.join(export_dir, RECORD), record)
-    kill_point("export", "before_marker_removal")
-    os.remove(marker_path)  # the commit point
-    shutil.rmtree(staging)
 
 
 def label_studio_config(classes: Sequence[str] | None) -> str:

@@ -136,9 +136,7 @@ def _acquire(lid: str, key: str, stage: str) -> str:
         return owner
     except DuplicateKeyError:
         pass
-    expired = {
-        "$expr": {"$lt": ["$heartbeat_at", {"$subtract": ["$$NOW", int(EXPIRY_S * 1000)]}]}
-    }
+    expired = {"$expr": {"$lt": ["$heartbeat_at", {"$subtract": ["$$NOW", int(EXPIRY_S * 1000)]}]}}
     if collection.find_one_and_update({"_id": lid, **expired}, now) is not None:
         return owner
     doc = collection.find_one({"_id": lid})
@@ -166,7 +164,6 @@ def _beat() -> None:
                 {"_id": lid, "owner": owner}, [{"$set": {"heartbeat_at": "$$NOW"}}]
             )
         _stop.wait(HEARTBEAT_S)
-
 
 
 def _start_heartbeat() -> None:

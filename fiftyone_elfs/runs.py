@@ -10,7 +10,7 @@ protocol):
 
 - the run record (`record_run`), registered together with its results in one update of the
   dataset document: it is the commit point of a stage, and what it lists is owned;
-- the journal (collection ``elfs_journal`` of FiftyOne's database): before an operation of a
+- the journal (`fiftyone_elfs.journal`): before an operation of a
   (key, stage) writes or deletes anything, it lists every name it may leave behind; an entry
   left by a killed run is what `recover` cleans up, and it is how ownership checks tell such
   leftovers from the user's own fields, tags and views.
@@ -28,7 +28,7 @@ from typing import Any
 import fiftyone as fo
 import fiftyone.core.collections as foc
 
-from fiftyone_elfs import dataset_io
+from fiftyone_elfs import dataset_io, journal
 from fiftyone_elfs.errors import identifier_error
 
 STAGES = ("embeddings", "pseudo_labels", "difficulty", "contrastive", "coreset", "visualization")
@@ -37,7 +37,6 @@ SCORE_NAMES = ("aum", "forgetting", "el2n")
 #: Scores a coreset can be selected on: the proxy's three and the contrastive view similarity.
 SELECTION_SCORES = (*SCORE_NAMES, "contrastive")
 _METHOD_PREFIX = "fiftyone_elfs."
-JOURNAL = "elfs_journal"
 #: The kinds of names a run owns: attribute of its config -> what it is.
 OWNED_KINDS = {
     "owned_fields": "field",
@@ -286,7 +285,7 @@ def delete_stage(dataset: fo.Dataset, names: PipelineNames, stage: str) -> bool:
         return False
     owned = {kind: list(getattr(config, kind, None) or []) for kind in OWNED_KINDS}
     owned = {k: [n for n in v if still_owned(dataset, config, k, n)] for k, v in owned.items()}
-    journal_add(dataset, names, stage, owned)
+    journal.add(dataset, names.key, stage, owned)
     dataset.delete_run(names.run_key(stage))
     _delete_names(dataset, owned)
     return True
@@ -330,68 +329,12 @@ def delete_pipeline(
     deleted = []
     for stage in stages[::-1]:
         if delete_stage(dataset, names, stage):
-            journal_end(dataset, names, stage)
+            journal.end(dataset, names.key, stage)
             deleted.append(stage)
     return deleted[::-1]
 
 
-# --------------------------------------------------------------------------- the journal
-
-
-def _journal():
-    import fiftyone.core.odm as foo
-
-    return foo.get_db_conn()[JOURNAL]
-
-
-def _journal_id(dataset: fo.Dataset, key: str, stage: str) -> str:
-    return f"{dataset_io.dataset_id(dataset)}:{key}:{stage}"
-
-
-def journal_add(
-    dataset: fo.Dataset,
-    names: PipelineNames,
-    stage: str,
-    owned: dict[str, Sequence[str]],
-    staging_fields: Sequence[str] = (),
-) -> None:
-    """Lists, before they are written or deleted, names an operation of (key, stage) may leave
-    behind: `owned` by kind (``owned_fields`` ...) and its staging fields."""
-    additions = {kind: {"$each": list(v)} for kind, v in owned.items() if v}
-    if staging_fields:
-        additions["staging_fields"] = {"$each": list(staging_fields)}
-    _journal().update_one(
-        {"_id": _journal_id(dataset, names.key, stage)},
-        {
-            "$set": {
-                "dataset_id": dataset_io.dataset_id(dataset),
-                "key": names.key,
-                "stage": stage,
-            },
-            **({"$addToSet": additions} if additions else {}),
-        },
-        upsert=True,
-    )
-
-
-def journal_end(dataset: fo.Dataset, names: PipelineNames, stage: str) -> None:
-    """Closes the journal entry of (key, stage): what it listed is now recorded or gone."""
-    _journal().delete_one({"_id": _journal_id(dataset, names.key, stage)})
-
-
-def journal_entries(dataset: fo.Dataset, key: str | None = None) -> list[dict[str, Any]]:
-    """The open journal entries of a dataset (of one key): operations that did not finish."""
-    query: dict[str, Any] = {"dataset_id": dataset_io.dataset_id(dataset)}
-    if key is not None:
-        query["key"] = key
-    return list(_journal().find(query))
-
-
-def pending_owner(dataset: fo.Dataset, attribute: str, name: str) -> tuple[str, str] | None:
-    """The (key, stage) of an unfinished operation that journaled `name`, or None."""
-    query = {"dataset_id": dataset_io.dataset_id(dataset), attribute: name}
-    entry = _journal().find_one(query)
-    return (entry["key"], entry["stage"]) if entry else None
+# --------------------------------------------------------------------------- interrupted runs
 
 
 def recover(
@@ -407,18 +350,16 @@ def recover(
     the names deleted. A name a recorded run owns is kept: the operation committed.
     """
     deleted: list[str] = []
-    for entry in journal_entries(dataset, key):
+    for entry in journal.entries(dataset, key):
         if stage is not None and entry["stage"] != stage:
             continue
         if busy is not None and busy(entry["key"], entry["stage"]):
             continue
         leftovers: dict[str, list[str]] = {}
         for kind in OWNED_KINDS:
-            leftovers[kind] = [
-                n for n in entry.get(kind, []) if owner_of(dataset, kind, n) is None
-            ]
+            leftovers[kind] = [n for n in entry.get(kind, []) if owner_of(dataset, kind, n) is None]
         leftovers["owned_fields"] += list(entry.get("staging_fields", []))
         _delete_names(dataset, leftovers)
         deleted += [n for names in leftovers.values() for n in names]
-        _journal().delete_one({"_id": entry["_id"]})
+        journal.close(entry)
     return deleted

@@ -113,9 +113,7 @@ def test_a_budget_fraction_that_is_not_a_number_is_refused(ds):
 
 @pytest.mark.parametrize("bad", [dict(budget_count=0), dict(budget_count=2.5), dict()])
 def test_budget_errors_are_elfs_input_errors(ds, bad):
-    _refused_both_ways(
-        ds, elfs.select_coreset, "select_coreset", dict(key=KEY, **bad), "budget"
-    )
+    _refused_both_ways(ds, elfs.select_coreset, "select_coreset", dict(key=KEY, **bad), "budget")
 
 
 def test_a_string_embeddings_field_is_refused(ds):

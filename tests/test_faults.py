@@ -32,7 +32,7 @@ import pytest
 from fork_server import ForkServer
 
 import fiftyone_elfs as elfs
-from fiftyone_elfs import export, leases, runs
+from fiftyone_elfs import export, export_folder, journal, leases, runs
 
 N = 40
 CHUNK = 16  # rows per staged write in the children: 3 chunks of the 40 samples
@@ -98,8 +98,7 @@ CALLS = {
         "pool",
         f"elfs.run_pipeline(ds, key='{KEY}', budget_count={BUDGET}, n_clusters=4, "
         "clustering='kmeans', embeddings_field='elfs_embedding', epochs=4, visualize=False)",
-        [f"{KEY}_pseudo_label", f"{KEY}_coreset_region"]
-        + [f"{KEY}_{s}" for s in runs.SCORE_NAMES],
+        [f"{KEY}_pseudo_label", f"{KEY}_coreset_region"] + [f"{KEY}_{s}" for s in runs.SCORE_NAMES],
     ),
 }
 
@@ -315,8 +314,8 @@ def _assert_export_folder_consistent(folder, n_rows):
     """Complete (record, no marker), or explicitly incomplete (marker) with whole outputs."""
     if not os.path.isdir(folder):
         return
-    marker = os.path.exists(os.path.join(folder, export.INCOMPLETE))
-    record = os.path.join(folder, export.RECORD)
+    marker = os.path.exists(os.path.join(folder, export_folder.INCOMPLETE))
+    record = os.path.join(folder, export_folder.RECORD)
     if not marker:
         visible = [e for e in os.listdir(folder) if not e.startswith(".")]
         if visible:
@@ -373,7 +372,7 @@ def test_a_killed_stage_leaves_nothing_half_written_and_reruns_to_the_same_resul
             _assert_export_folder_consistent(folder, BUDGET)
         if variant == "export_overwrite":
             assert open(os.path.join(folder, "notes.txt")).read() == "mine"
-            export.recover(folder)  # what the next export does first: the earlier one is back
+            export_folder.recover(folder)  # what the next export does first: earlier one back
             assert _export_files(folder) == earlier
 
         again = _run(server, tmp_path, ds, variant, export_dir=folder)
@@ -381,7 +380,7 @@ def test_a_killed_stage_leaves_nothing_half_written_and_reruns_to_the_same_resul
         _assert_same(_outcome(ds, variant, folder), want, tally=variant in RESUMING)
         ds.reload()
         assert not [f for f in ds.get_field_schema() if f.startswith("elfs_staging_")]
-        assert runs.journal_entries(ds) == []
+        assert journal.entries(ds) == []
         assert leases._collection().count_documents({"_id": {"$regex": f"^{ds._doc.id}:"}}) == 0
         if variant in RESUMING and ":progress:" in kill:
             stage = {"temi": "pseudo_labels", "cnn": "difficulty"}.get(variant, variant)

@@ -16,7 +16,7 @@ from dataset_state import snapshot
 from fiftyone.operators.executor import ExecutionError
 
 import fiftyone_elfs as elfs
-from fiftyone_elfs import dataset_io, leases, runs
+from fiftyone_elfs import dataset_io, journal, leases, runs
 from fiftyone_elfs.errors import ElfsInputError
 
 PLUGIN = "@fiftyone-elfs/elfs"
@@ -173,14 +173,26 @@ def test_a_crashed_holders_lease_expires_or_is_taken_over_when_its_process_is_go
     lid = leases.lease_id(ds._doc.id, "x", "pseudo_labels")
     # another machine, no heartbeat for longer than the expiry: free
     collection.insert_one(
-        {"_id": lid, "owner": "o1", "host": "elsewhere", "pid": 1, "started_at": stale,
-         "heartbeat_at": stale}
+        {
+            "_id": lid,
+            "owner": "o1",
+            "host": "elsewhere",
+            "pid": 1,
+            "started_at": stale,
+            "heartbeat_at": stale,
+        }
     )
     elfs.compute_pseudo_labels(ds, key="x", **KMEANS)
     # another machine, heartbeat fresh: busy, naming its start and the fix
     collection.insert_one(
-        {"_id": lid, "owner": "o2", "host": "elsewhere", "pid": 1, "started_at": fresh,
-         "heartbeat_at": fresh}
+        {
+            "_id": lid,
+            "owner": "o2",
+            "host": "elsewhere",
+            "pid": 1,
+            "started_at": fresh,
+            "heartbeat_at": fresh,
+        }
     )
     with pytest.raises(ElfsInputError, match=r"started \d{4}-\d\d-\d\d .* on host elsewhere.*Fix"):
         elfs.compute_pseudo_labels(ds, key="x", **KMEANS)
@@ -206,14 +218,14 @@ def test_leftovers_of_an_interrupted_run_are_not_taken_for_user_data(ds):
     """A result field or tag without its run record (killed between the writes and the run
     record, see test_faults) is the key's own: the next run of the key or delete_key cleans it."""
     names = runs.PipelineNames("z")
-    runs.journal_add(ds, names, "pseudo_labels", {"owned_fields": ["z_pseudo_label"]})
+    journal.add(ds, names.key, "pseudo_labels", {"owned_fields": ["z_pseudo_label"]})
     leftover = {i: fo.Classification(label="x") for i in ds.values("id")}
     ds.set_values("z_pseudo_label", leftover, key_field="id")
     elfs.compute_pseudo_labels(ds, key="z", **KMEANS)  # not refused: cleaned, then written
-    assert runs.journal_entries(ds) == []
+    assert journal.entries(ds) == []
     assert "x" not in set(ds.values("z_pseudo_label.label"))
-    runs.journal_add(ds, names, "coreset", {"owned_tags": ["z_coreset"]})
+    journal.add(ds, names.key, "coreset", {"owned_tags": ["z_coreset"]})
     ds.select(ds.values("id")[:4]).tag_samples("z_coreset")
     assert elfs.delete_key(ds, "z") == ["pseudo_labels"]
     assert "z_coreset" not in ds.count_sample_tags() and ds.get_field("z_pseudo_label") is None
-    assert runs.journal_entries(ds) == []
+    assert journal.entries(ds) == []

@@ -20,7 +20,7 @@ recorded, so they can never remove user data either.
 **Atomic outputs: staging fields, and the run record as the commit point.** `record` writes in
 this order:
 
-1. journal (`runs.journal_add`): every name the run may leave behind, staging fields included,
+1. journal (`journal.add`): every name the run may leave behind, staging fields included,
    before anything is written;
 2. stage: each field's values go, in chunks of `WRITE_CHUNK_ROWS`, into a staging field
    (``elfs_staging_<random>_<field>``), never into the result field;
@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from fiftyone_elfs import dataset_io, leases, runs
+from fiftyone_elfs import dataset_io, journal, leases, runs
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.faults import kill_point
@@ -209,7 +209,7 @@ def check_ownership(
                 )
             if owner is not None or name in written or not _exists(dataset, kind, name):
                 continue
-            pending = runs.pending_owner(dataset, attribute, name)
+            pending = journal.pending_owner(dataset, attribute, name)
             if pending == (names.key, stage):
                 continue  # left by an interrupted run of this very stage: cleaned before writing
             if pending is not None:
@@ -288,7 +288,7 @@ def begin_writes(
 ) -> None:
     """Journals fields a stage is about to write itself (outside `record`, e.g. a FiftyOne zoo
     model's embeddings), so that an interruption leaves a recognised leftover."""
-    runs.journal_add(dataset_io.dataset_of(samples), names, stage, {"owned_fields": fields})
+    journal.add(dataset_io.dataset_of(samples), names.key, stage, {"owned_fields": fields})
 
 
 def _staging_name(field_name: str) -> str:
@@ -341,7 +341,7 @@ def record(
     for field_name, (ids, labels, confidences) in outputs.labels.items():
         to_stage[field_name] = (ids, dataset_io.classifications(labels, confidences))
     staging = {f: _staging_name(f) for f in to_stage}
-    runs.journal_add(dataset, names, stage, outputs.owned(), list(staging.values()))
+    journal.add(dataset, names.key, stage, outputs.owned(), list(staging.values()))
     try:
         return _commit(samples, names, stage, params, results, outputs, replace, to_stage, staging)
     except Exception:
@@ -404,5 +404,5 @@ def _commit(
         results=results,
         **outputs.owned(),
     )
-    runs.journal_end(dataset, names, stage)
+    journal.end(dataset, names.key, stage)
     return run_key
