@@ -99,25 +99,80 @@ def _add_normalized(index: faiss.Index, X: np.ndarray) -> None:
         index.add(l2_normalize(X[start : start + _ADD_CHUNK]))
 
 
-def _ivf_index(X: np.ndarray, seed: int) -> faiss.IndexIVFFlat:
-    """An inverted-file index of the L2-normalised rows of X under inner product.
+def _coarse_cells(X: np.ndarray, seed: int) -> faiss.IndexFlatIP:
+    """Centroids of about 4 * sqrt(N) cells of a spherical k-means of the rows of X, as an index.
 
-    About 4 * sqrt(N) lists; the coarse quantiser is spherical k-means trained for 10 iterations
-    on 64 rows per list drawn with ``seed`` (deterministic), then every row is added.
+    Trained for 10 iterations on 64 normalised rows per cell drawn with ``seed``
+    (deterministic).
     """
     n, d = X.shape
     nlist = int(np.clip(round(_IVF_LISTS_PER_SQRT_N * np.sqrt(n)), 1, max(1, n // 39)))
-    quantizer = faiss.IndexFlatIP(d)
-    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-    index.cp.seed = int(seed)
-    index.cp.niter = _IVF_TRAIN_ITERS
-    index.cp.spherical = True
     n_train = min(n, _IVF_TRAIN_PER_LIST * nlist)
-    index.cp.max_points_per_centroid = max(n_train // nlist, 1)
     pick = np.sort(np.random.default_rng(seed).choice(n, n_train, replace=False))
-    index.train(l2_normalize(X[pick]))
-    _add_normalized(index, X)
-    return index
+    km = faiss.Kmeans(
+        d,
+        nlist,
+        niter=_IVF_TRAIN_ITERS,
+        seed=int(seed),
+        spherical=True,
+        max_points_per_centroid=n_train,
+        min_points_per_centroid=1,
+    )
+    km.train(l2_normalize(X[pick]))
+    quantizer = faiss.IndexFlatIP(d)
+    quantizer.add(l2_normalize(km.centroids))
+    return quantizer
+
+
+def _blocked_ivf_search(
+    X: np.ndarray, rows: np.ndarray, k: int, nprobe: int, seed: int
+) -> np.ndarray:
+    """Approximate [Q, k] cosine neighbours (self included) of ``rows``, one cell at a time.
+
+    Inverted-file search with the scan done per cell instead of per query. Each row belongs
+    to its nearest cell (``_coarse_cells``); each query has its ``nprobe`` nearest cells, as an
+    ``IndexIVFFlat`` query would visit. The queries of one cell are searched together, exactly,
+    among the rows of the union of their visited cells: one matrix product per cell
+    (``faiss.knn``), so candidates are read once per cell rather than once per query, and each
+    query sees at least the rows an IVF query would (so at least its recall). Rows are
+    normalised as they are read: no copy of X.
+    """
+    n = X.shape[0]
+    quantizer = _coarse_cells(X, seed)
+    nlist = quantizer.ntotal
+    p = min(int(nprobe), nlist)
+    cell = np.empty(n, dtype=np.int64)
+    for start in range(0, n, _ADD_CHUNK):
+        cell[start : start + _ADD_CHUNK] = quantizer.search(
+            l2_normalize(X[start : start + _ADD_CHUNK]), 1
+        )[1][:, 0]
+    visited = np.empty((rows.size, p), dtype=np.int64)  # each query's nprobe nearest cells
+    for start in range(0, rows.size, _ADD_CHUNK):
+        visited[start : start + _ADD_CHUNK] = quantizer.search(
+            l2_normalize(X[rows[start : start + _ADD_CHUNK]]), p
+        )[1]
+    order = np.argsort(cell, kind="stable")  # rows grouped by cell, in index order
+    bounds = np.searchsorted(cell[order], np.arange(nlist + 1))
+    home = visited[:, 0]  # a query's own cell: its nearest centroid
+    q_order = np.argsort(home, kind="stable")
+    q_bounds = np.searchsorted(home[q_order], np.arange(nlist + 1))
+    out = np.empty((rows.size, k), dtype=np.int64)
+    for c in range(nlist):
+        qpos = q_order[q_bounds[c] : q_bounds[c + 1]]
+        if qpos.size == 0:
+            continue
+        cells = np.unique(visited[qpos])
+        cand = np.concatenate([order[bounds[v] : bounds[v + 1]] for v in cells])
+        if cand.size < k:
+            cand = np.arange(n)
+        _, idx = faiss.knn(
+            l2_normalize(X[rows[qpos]]),
+            l2_normalize(X[cand]),
+            k,
+            metric=faiss.METRIC_INNER_PRODUCT,
+        )
+        out[qpos] = cand[idx]
+    return out
 
 
 def nearest_neighbors(
@@ -136,15 +191,18 @@ def nearest_neighbors(
     most to least similar.
 
     Up to ``exact_max_samples`` rows the search is exact (faiss ``IndexFlatIP``). Above, it is
-    approximate: an ``IndexIVFFlat`` with about 4 * sqrt(N) lists (``_ivf_index``, coarse
-    quantiser trained with ``seed``), of which each query visits ``nprobe``; a query whose
-    visited lists hold fewer than k + 1 rows is searched again over every list (exactly).
-    Measured recall@50 of the IVF search against exact search on 50,000 x 128 synthetic
-    Gaussian-cluster embeddings: see ``benchmarks/results/scale/README.md``. Why: exact search
-    costs O(N^2 * dim), about an hour at 1.28M x 128 on 2 cores; IVF visits ~nprobe / nlist of it.
+    approximate, inverted-file style (``_blocked_ivf_search``): rows are partitioned into
+    about 4 * sqrt(N) cells of a spherical k-means trained with ``seed``; each query visits
+    its ``nprobe`` nearest cells, and the queries of one cell are searched together among the
+    union of the cells they visit, one matrix product per cell. Recall@50 against exact
+    search: see ``IVF_NPROBE`` and ``benchmarks/results/scale/README.md``. Why: exact search
+    costs O(N^2 * dim), about an hour at 1.28M x 128 on 2 cores; this reads a few times
+    nprobe / nlist of it, and as matrix products
+    (a per-query scan of an ``IndexIVFFlat`` was memory-bound: 37 minutes for all 1.28M).
 
-    Memory: O(N * dim + Q * k); the index holds the one normalised float32 copy of X (rows are
-    normalised chunk by chunk as they are added). Deterministic for a fixed ``seed``.
+    Memory: O(N * dim + Q * k): the exact index holds one normalised copy of X; the
+    approximate search normalises each cell's candidates as it reads them (no copy of X).
+    Deterministic for a fixed ``seed``.
     """
     X = check_features(X)
     n = X.shape[0]
@@ -160,23 +218,15 @@ def nearest_neighbors(
         rows = rows.astype(np.int64, copy=False)
     if int(nprobe) < 1:
         raise ValueError(f"nprobe must be >= 1; got {nprobe}.")
-    if n <= int(exact_max_samples):
-        index = faiss.IndexFlatIP(X.shape[1])
-        _add_normalized(index, X)
-    else:
-        index = _ivf_index(X, seed)
-        index.nprobe = min(int(nprobe), index.nlist)
+    if n > int(exact_max_samples):
+        return _drop_self(_blocked_ivf_search(X, rows, k + 1, int(nprobe), seed), rows, k)
+    index = faiss.IndexFlatIP(X.shape[1])
+    _add_normalized(index, X)
     out = np.empty((rows.size, k), dtype=np.int64)
     for start in range(0, rows.size, _SEARCH_CHUNK):
         stop = min(start + _SEARCH_CHUNK, rows.size)
         q_rows = rows[start:stop]
         queries = l2_normalize(X[q_rows] if query_rows is not None else X[start:stop])
         _, idx = index.search(queries, k + 1)
-        short = (idx < 0).any(axis=1)
-        if short.any():  # too few rows in the visited lists: visit every list (exact)
-            visited = index.nprobe
-            index.nprobe = index.nlist
-            _, idx[short] = index.search(np.ascontiguousarray(queries[short]), k + 1)
-            index.nprobe = visited
         out[start:stop] = _drop_self(idx, q_rows, k)
     return out
