@@ -6,12 +6,18 @@ hand their outputs back through `fiftyone_elfs.stages.record`, so the algorithm 
 import FiftyOne. (The run summary reads database aggregations for display, and the annotation
 hand-off drives FiftyOne's exporter and annotation backend; both use this module for plain
 reads and writes.)
+
+Any number of samples: no command carries more than `id_chunk_rows` sample ids (MongoDB refuses
+commands over 16 MB), reads by id never use an ordered select, and a brain run's view never
+lists the ids of the whole collection. Longer than 420 lines on purpose: every read and write of
+samples, and so every place where those limits matter, is in this one module.
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import fiftyone as fo
@@ -21,6 +27,53 @@ import numpy as np
 from fiftyone_elfs.errors import ElfsInputError
 
 SampleCollection = foc.SampleCollection
+
+#: Most sample ids one database command carries (a `select`, a bulk write, a tag update).
+#: MongoDB refuses commands over 16 MB: an ordered `select` of about 440k ids, an unordered one
+#: of about 870k. ``ELFS_ID_CHUNK_ROWS`` overrides it (the tests force tiny chunks so that the
+#: chunked paths run on small datasets).
+ID_CHUNK_ROWS = 100_000
+ID_CHUNK_ENV = "ELFS_ID_CHUNK_ROWS"
+
+
+def id_chunk_rows() -> int:
+    """The number of ids per command: ``$ELFS_ID_CHUNK_ROWS`` if set, else `ID_CHUNK_ROWS`."""
+    value = os.environ.get(ID_CHUNK_ENV)
+    return max(1, int(value)) if value else ID_CHUNK_ROWS
+
+
+def id_chunks(ids: Sequence[str]) -> Iterator[list[str]]:
+    """`ids` in consecutive chunks of at most `id_chunk_rows` ids."""
+    size = id_chunk_rows()
+    for start in range(0, len(ids), size):
+        yield list(ids[start : start + size])
+
+
+def _values_of_ids(
+    samples: SampleCollection, paths: Sequence[str], ids: Sequence[str]
+) -> tuple[list[str], list[list[Any]]]:
+    """Values of `paths` for the samples `ids` of `samples`, in the order of `ids`.
+
+    Ids not in `samples` are left out (as ``select(ids, ordered=True)`` would). Never sends more
+    than `id_chunk_rows` ids in one command and never uses an ordered select (its per-sample
+    ``$indexOfArray`` is quadratic): for a large share of the collection one scan of the whole
+    collection (as fast as ``values``), ordered here by a dict; otherwise unordered selects of
+    chunks of ids (the ``_id`` index), ordered the same way.
+    """
+    ids = list(ids)
+    columns: list[list[Any]]
+    if 4 * len(ids) >= len(samples):
+        found, *columns = samples.values(["id", *paths])
+    else:
+        found, columns = [], [[] for _ in paths]
+        for chunk in id_chunks(ids):
+            got, *values = samples.select(chunk).values(["id", *paths])
+            found += got
+            for column, value in zip(columns, values, strict=True):
+                column += value
+    row = {sample_id: i for i, sample_id in enumerate(found)}
+    keep = [row[i] for i in ids if i in row]
+    return [found[k] for k in keep], [[column[k] for k in keep] for column in columns]
 
 
 # --------------------------------------------------------------------------- collections
@@ -111,7 +164,8 @@ def read_values(
 ) -> tuple[list[str], list[Any]]:
     """Ids and values of the samples that have a value in `field` (or of `ids`, in order)."""
     if ids is not None:
-        return list(ids), list(samples.select(ids, ordered=True).values(field))
+        found, (values,) = _values_of_ids(samples, [field], ids)
+        return found, values
     ids_, values = samples.exists(field).values(["id", field])
     return list(ids_), list(values)
 
@@ -132,9 +186,11 @@ def distinct_values(samples: SampleCollection, path: str) -> list[Any]:
 
 
 def read_labels(samples: SampleCollection, field: str, ids: Sequence[str]) -> list[str | None]:
-    """Reads the `label` of a Classification field for the given sample ids, in that order."""
-    view = samples.select(ids, ordered=True)
-    return list(view.values(f"{field}.label"))
+    """Reads the `label` of a Classification field for the given sample ids, in that order
+    (None for a sample without one, or not in `samples`); any number of ids."""
+    found, (labels,) = _values_of_ids(samples, [f"{field}.label"], ids)
+    by_id = dict(zip(found, labels, strict=True))
+    return [by_id.get(i) for i in ids]
 
 
 def read_labelled(samples: SampleCollection, field: str) -> tuple[list[str], list[str], list[str]]:
@@ -163,10 +219,13 @@ def read_embeddings(
             "field>.",
             param="embeddings_field",
         )
-    view = samples.exists(field) if ids is None else samples.select(ids, ordered=True)
+    view = samples.exists(field)
     if having is not None:
         view = view.exists(having)
-    ids, vectors = view.values(["id", field])
+    if ids is None:
+        ids, vectors = view.values(["id", field])
+    else:
+        ids, (vectors,) = _values_of_ids(view, [field], ids)
     if not ids:
         raise ElfsInputError(
             f"No sample in this collection has a value in '{field}'. "
@@ -225,7 +284,13 @@ def write_values(
     """Writes one value per sample id into `field`, in a single bulk update."""
     if len(ids) != len(values):
         raise ValueError(f"got {len(ids)} ids but {len(values)} values")
-    dataset_of(samples).set_values(field, dict(zip(ids, values, strict=True)), key_field="id")
+    dataset = dataset_of(samples)
+    size = id_chunk_rows()
+    for start in range(0, len(ids), size):
+        stop = start + size
+        dataset.set_values(
+            field, dict(zip(ids[start:stop], values[start:stop], strict=True)), key_field="id"
+        )
 
 
 def classifications(labels: Sequence[str], confidences: Sequence[float] | None = None) -> list:
@@ -258,9 +323,10 @@ def write_zoo_embeddings(
     samples: SampleCollection, model: Any, field: str, ids: Sequence[str], batch_size: int
 ) -> None:
     """Embeds the samples `ids` with a FiftyOne zoo model into `field` (FiftyOne reads them)."""
-    samples.select(ids).compute_embeddings(
-        model, embeddings_field=field, batch_size=batch_size, skip_failures=True
-    )
+    for chunk in id_chunks(ids):
+        samples.select(chunk).compute_embeddings(
+            model, embeddings_field=field, batch_size=batch_size, skip_failures=True
+        )
 
 
 def export_dataset(samples: SampleCollection, export_dir: str) -> None:
@@ -289,16 +355,15 @@ def merge_field(dataset: fo.Dataset, source: str, field: str) -> None:
 
 
 def add_tag(dataset: fo.Dataset, tag: str, ids: Sequence[str]) -> None:
-    """Puts `tag` on the samples `ids` (one bulk update)."""
-    if ids:
-        dataset.select(ids).tag_samples(tag)
+    """Puts `tag` on the samples `ids` (one bulk update per `id_chunk_rows` ids)."""
+    for chunk in id_chunks(ids):
+        dataset.select(chunk).tag_samples(tag)
 
 
 def replace_tag(dataset: fo.Dataset, tag: str, ids: Sequence[str]) -> None:
     """Removes `tag` from every sample of the dataset, then puts it on exactly `ids`."""
     dataset.untag_samples(tag)
-    if ids:
-        dataset.select(ids).tag_samples(tag)
+    add_tag(dataset, tag, ids)
 
 
 def remove_tag(dataset: fo.Dataset, tag: str) -> None:
@@ -377,9 +442,13 @@ def write_layout(
     import fiftyone.brain as fob
 
     dataset = dataset_of(samples)
+    view, order = _layout_view(samples, ids)
+    if order is not None:  # rows follow the view's own order
+        embeddings = embeddings[order]
+        kwargs = {k: v[order] if k == "points" else v for k, v in kwargs.items()}
     try:
         fob.compute_visualization(
-            samples.select(ids, ordered=True),
+            view,
             embeddings=embeddings,
             brain_key=brain_key,
             method=method,
@@ -389,3 +458,29 @@ def write_layout(
     except Exception:
         delete_brain_run(dataset, brain_key)
         raise
+
+
+def _layout_view(
+    samples: SampleCollection, ids: Sequence[str]
+) -> tuple[SampleCollection, np.ndarray | None]:
+    """The view of exactly `ids` for a brain run, and the row order matching it (None: as is).
+
+    A brain run stores its view's stages, so a view listing a million ids would not fit in its
+    16 MB run document: the collection itself, or it minus the few samples not laid out, in the
+    collection's order (rows reordered to match); an ordered select only for a few ids.
+    """
+    ids = list(ids)
+    if len(ids) <= id_chunk_rows() and 4 * len(ids) < len(samples):
+        return samples.select(ids, ordered=True), None
+    natural = samples.values("id")
+    wanted = set(ids)
+    left_out = [i for i in natural if i not in wanted]
+    if len(left_out) > id_chunk_rows():
+        raise ValueError(
+            f"a layout of {len(ids)} of {len(natural)} samples leaves out {len(left_out)}, more "
+            f"than {id_chunk_rows()}: lay out a view of the samples instead"
+        )
+    row = {sample_id: i for i, sample_id in enumerate(ids)}
+    order = np.array([row[i] for i in natural if i in wanted], dtype=np.int64)
+    view = samples.exclude(left_out) if left_out else samples
+    return view, order

@@ -1,0 +1,125 @@
+"""Issue 16 (FiftyOne side): no database command carries more than `id_chunk_rows` sample ids.
+
+MongoDB refuses commands over 16 MB (an ordered `select` of about 440k ids), so at ImageNet size
+every read, write, tag and layout by id must go in chunks or without ids. Building 1.28M samples
+in CI is too slow, so these tests force a tiny chunk (``ELFS_ID_CHUNK_ROWS``) on the real
+database with real images: every `select` FiftyOne receives is recorded and must stay within the
+chunk, and the results must equal those of the unchunked paths and of per-sample reads.
+"""
+
+from __future__ import annotations
+
+import fiftyone.core.collections as foc
+import numpy as np
+import pytest
+
+import fiftyone_elfs as elfs
+from fiftyone_elfs import dataset_io
+from fiftyone_elfs.embeddings.projection import layout_2d
+
+CHUNK = 7
+
+
+@pytest.fixture
+def selects(monkeypatch):
+    """Forces chunks of CHUNK ids and records the number of ids of every `select` call."""
+    monkeypatch.setenv(dataset_io.ID_CHUNK_ENV, str(CHUNK))
+    sizes: list[int] = []
+    original = foc.SampleCollection.select
+
+    def spy(self, sample_ids, *args, **kwargs):
+        sizes.append(1 if isinstance(sample_ids, str) else len(list(sample_ids)))
+        return original(self, sample_ids, *args, **kwargs)
+
+    monkeypatch.setattr(foc.SampleCollection, "select", spy)
+    return sizes
+
+
+@pytest.fixture
+def small(base_dataset):
+    """40 of the real images with their embeddings and true labels."""
+    ds = base_dataset.take(40, seed=1).clone()
+    yield ds
+    ds.delete()
+
+
+def test_reads_by_id_in_chunks_equal_per_sample_reads(small, selects):
+    ids = small.values("id")
+    rng = np.random.default_rng(0)
+    few = list(rng.permutation(ids)[:8])  # < 1/4 of the samples: chunked selects
+    many = list(rng.permutation(ids)[:35])  # most of them: one scan, ordered here
+    for wanted in (few, many):
+        selects.clear()
+        labels = dataset_io.read_labels(small, "ground_truth", [*wanted, "0" * 24])
+        assert labels == [small[i].ground_truth.label for i in wanted] + [None]
+        got_ids, X = dataset_io.read_embeddings(small, "elfs_embedding", ids=wanted)
+        assert got_ids == wanted
+        np.testing.assert_array_equal(X, np.stack([small[i].elfs_embedding for i in wanted]))
+        got_ids, values = dataset_io.read_values(small, "filepath", wanted)
+        assert values == [small[i].filepath for i in wanted]
+        assert max(selects, default=0) <= CHUNK
+        assert len(selects) == (0 if wanted is many else 3 * 2)  # 8 or 9 ids: 2 chunks per read
+
+
+def test_writes_and_tags_in_chunks(small, selects):
+    ids = small.values("id")[::2]  # 20 ids: 3 chunks
+    dataset_io.write_values(small, "mine", ids, [float(i) for i in range(len(ids))])
+    assert small.exists("mine").values("id") == ids
+    assert small.exists("mine").values("mine") == [float(i) for i in range(len(ids))]
+    dataset_io.replace_tag(small, "picked", ids)
+    assert small.match_tags("picked").values("id") == ids
+    dataset_io.replace_tag(small, "picked", ids[:3])
+    assert small.count_sample_tags() == {"picked": 3}
+    assert selects and max(selects) <= CHUNK
+
+
+@pytest.mark.parametrize("drop", [0, 3])
+def test_layout_of_a_reordered_view_stores_each_point_with_its_sample(small, selects, drop):
+    """The embedding plot of a view in another order than the dataset's, with `drop` samples
+    lacking embeddings: the brain run holds every sample's own point, without a view listing
+    the ids (the `exclude` of the few left out is within a chunk)."""
+    view = small.sort_by("filepath", reverse=True)
+    for sample in view.limit(drop):
+        sample.clear_field("elfs_embedding")
+        sample.save()
+    brain_key = elfs.compute_visualization(
+        view, key="elfs", embeddings_field="elfs_embedding", layout_method="pca"
+    )
+    ids, X = dataset_io.read_embeddings(view, "elfs_embedding")
+    want = dict(zip(ids, layout_2d(X, "pca", seed=0), strict=True))
+    results = small.load_brain_results(brain_key)
+    assert len(results.sample_ids) == 40 - drop
+    for sample_id, point in zip(results.sample_ids, results.points, strict=True):
+        np.testing.assert_allclose(point, want[sample_id], rtol=1e-5, atol=1e-5)
+    assert "Select" not in repr(results.view._stages)  # no id list in the run document
+    assert max(selects, default=0) <= CHUNK
+
+
+def test_pipeline_with_tiny_chunks_equals_the_default(base_dataset, monkeypatch):
+    """Every stage after the embeddings, chunked at 7 ids, selects what the default selects."""
+    outcomes = []
+    for chunk in (None, CHUNK):
+        if chunk is not None:
+            monkeypatch.setenv(dataset_io.ID_CHUNK_ENV, str(chunk))
+        ds = base_dataset.take(60, seed=2).clone()
+        try:
+            elfs.run_pipeline(
+                ds,
+                key="s",
+                budget_count=12,
+                n_clusters=4,
+                clustering="kmeans",
+                embeddings_field="elfs_embedding",
+                epochs=3,
+                visualize=False,
+            )
+            outcomes.append(
+                (
+                    sorted(ds.match_tags("s_coreset").values("filepath")),
+                    dict(zip(*ds.values(["filepath", "s_coreset_region"]), strict=True)),
+                )
+            )
+        finally:
+            ds.delete()
+    assert len(outcomes[0][0]) == 12
+    assert outcomes[0] == outcomes[1]
