@@ -14,5 +14,11 @@ __getattr__, __dir__, __all__ = lazy_exports(
         ".metrics": ("cluster_accuracy", "hungarian_match"),
         ".neighbors": ("l2_normalize", "nearest_neighbors", "pca_reduce"),
         ".temi": ("TEMIClustering",),
+        ".trust": (
+            "STRONG_TRUST_STABILITY",
+            "PseudoLabelTrust",
+            "partition_agreement",
+            "pseudo_label_trust",
+        ),
     },
 )

@@ -1,5 +1,6 @@
 """Coreset selection from difficulty: double-end pruning, label-free beta, CCS; geometry-only
-baselines (random, prototypicality, k-center greedy, D2 pruning, ZCore); no FiftyOne."""
+baselines (random, prototypicality, k-center greedy, D2 pruning, ZCore); stratified typical
+coverage for weak pseudo-labels; no FiftyOne."""
 
 from .baselines import (
     d2_prune,
@@ -10,6 +11,7 @@ from .baselines import (
     zcore_scores,
     zcore_select,
 )
+from .coverage import proportional_quota, stratified_typical_select
 from .pruning import (
     HARD_END_SHARE,
     PruneResult,
@@ -30,11 +32,13 @@ __all__ = [
     "k_center_greedy",
     "label_free_beta",
     "next_round_prune",
+    "proportional_quota",
     "prototypicality_scores",
     "prototypicality_select",
     "random_select",
     "rank_hardest_first",
     "resolve_budget",
+    "stratified_typical_select",
     "zcore_scores",
     "zcore_select",
 ]
