@@ -74,6 +74,10 @@ def test_full_pipeline_with_temi_writes_fields_tag_view_and_runs(dataset, tmp_pa
     assert (pl.method, pl.n_clusters) == ("fiftyone_elfs.pseudo_labels", 10)
     pl_results = dataset.load_run_results("elfs_pseudo_labels")
     assert pl_results.best_head == int(np.argmin(pl_results.head_losses))
+    trust = pl_results.trust  # the label-free diagnostic, measured on the stored labels
+    assert trust["level"] in ("strong", "weak") and 0.0 <= trust["stability"] <= 1.0
+    assert (trust["level"] == "strong") == (trust["stability"] >= trust["threshold"])
+    assert trust["n_samples"] == n
     sel = dataset.load_run_results("elfs_coreset")
     assert sel.selected_ids == result.selected_ids
     assert 0 <= sel.beta < 1

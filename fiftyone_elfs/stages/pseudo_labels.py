@@ -6,6 +6,7 @@ Algorithm: `fiftyone_elfs.pseudo_labels` (TEMI deep clustering, spherical k-mean
 from __future__ import annotations
 
 import inspect
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,13 @@ from fiftyone_elfs.progress import ProgressFn, terminal_progress
 from fiftyone_elfs.stages import StageConfig, record
 
 STAGE = "pseudo_labels"
+
+logger = logging.getLogger(__name__)
+
+#: The trust diagnostic (`fiftyone_elfs.pseudo_labels.trust`) runs up to this many clusters:
+#: its reference k-means on up to 20,000 samples costs seconds at class-like counts, minutes
+#: at 1,000 clusters, where its 20 samples per cluster would say little anyway.
+TRUST_MAX_CLUSTERS = 100
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,25 @@ def check_temi_params(temi_params: dict[str, Any] | None) -> dict[str, Any]:
     return temi_params
 
 
+def _trust(X: np.ndarray, labels: np.ndarray, config: PseudoLabelsConfig) -> dict[str, Any]:
+    """The label-free trust diagnostic of the pseudo-labels, logged (a warning when weak)."""
+    from fiftyone_elfs.pseudo_labels import pseudo_label_trust
+
+    if config.n_clusters > TRUST_MAX_CLUSTERS:
+        return {"level": "not measured", "reason": f"n_clusters > {TRUST_MAX_CLUSTERS}"}
+    trust = pseudo_label_trust(X, labels, seed=config.seed)
+    if trust.level == "weak":
+        logger.warning(
+            "%s. The embedding does not separate clear groups, so the difficulty ranking of "
+            "these pseudo-labels is a weaker signal: on such data ELFS has measured below a "
+            "random subset of the same size (see the README's 'Benchmark' section).",
+            trust.explain().capitalize(),
+        )
+    else:
+        logger.info("%s.", trust.explain().capitalize())
+    return trust.as_dict()
+
+
 def run(
     samples: SampleCollection, config: PseudoLabelsConfig, progress: ProgressFn | None = None
 ) -> dict[str, Any]:
@@ -102,6 +129,8 @@ def run(
             "resumed_from_epoch": int(temi.resumed_from_epoch_),
             "head_losses": [float(v) for v in temi.head_losses_],
         }
+    report(0.95, "pseudo-label trust")
+    extra["trust"] = _trust(X, labels, config)
     report(1.0, "done")
 
     width = len(str(config.n_clusters - 1))
