@@ -32,7 +32,7 @@ import pytest
 from fork_server import ForkServer
 
 import fiftyone_elfs as elfs
-from fiftyone_elfs import export, export_folder, journal, leases, runs
+from fiftyone_elfs import embedding_chunks, export, export_folder, journal, leases, runs
 
 N = 40
 CHUNK = 16  # rows per staged write in the children: 3 chunks of the 40 samples
@@ -106,6 +106,7 @@ CALLS = {
 # between the field writes and the run record, during the tag update, during the export copy.
 KILLS = [
     ("embeddings", "embeddings:progress:2"),  # mid-encoding (batch 2 of 4)
+    ("embeddings", "embeddings:stored_chunk:2"),  # 2 of 4 chunks of vectors stored
     ("embeddings", "embeddings:chunk:1"),
     ("embeddings", "embeddings:before_run_record:1"),
     ("kmeans", "pseudo_labels:progress:1"),
@@ -142,7 +143,7 @@ TALLY = {"tried": 0, "survived": 0, "exact": 0, "within_1e-6": 0}
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     cache = tmp_path_factory.mktemp("elfs-cache")
-    forks = ForkServer(env={"ELFS_CACHE_DIR": str(cache)})
+    forks = ForkServer(env={"ELFS_CACHE_DIR": str(cache), "ELFS_EMBED_CHUNK_ROWS": "4"})
     yield forks
     forks.close()
     print(
@@ -386,6 +387,10 @@ def test_a_killed_stage_leaves_nothing_half_written_and_reruns_to_the_same_resul
             stage = {"temi": "pseudo_labels", "cnn": "difficulty"}.get(variant, variant)
             resumed = ds.load_run_results(f"{KEY}_{stage}", load_view=False).resumed_from_epoch
             assert resumed > 0, "the rerun did not resume from the checkpoint"
+        if ":stored_chunk:" in kill:
+            results = ds.load_run_results(f"{KEY}_embeddings", load_view=False)
+            assert results.n_resumed == 8, "the rerun did not resume from the stored chunks"
+        assert embedding_chunks.count(ds._doc.id, KEY) == 0
         if variant == "export_overwrite":
             assert open(os.path.join(folder, "notes.txt")).read() == "mine"
         TALLY["survived"] += 1

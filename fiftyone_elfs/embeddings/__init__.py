@@ -21,6 +21,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
             "ImageEncoder",
             "TimmEncoder",
             "embed_image_files",
+            "iter_embedded_chunks",
             "load_encoder",
         ),
         ".projection": ("pca_reduce",),

@@ -338,18 +338,40 @@ def embed_image_files(
     DataLoader worker processes; 0 decodes in this process. progress(fraction, label) is called
     after every batch.
     """
-    if batch_size < 1 or num_workers < 0:
+    out = np.full((len(paths), encoder.dim), np.nan, dtype=np.float32)
+    failures: dict[int, str] = {}
+    for start, X, chunk_failures in iter_embedded_chunks(
+        paths, encoder, batch_size, num_workers, len(paths) or 1, progress
+    ):
+        out[start : start + len(X)] = X
+        failures.update({start + i: reason for i, reason in chunk_failures.items()})
+    return out, dict(sorted(failures.items()))
+
+
+def iter_embedded_chunks(
+    paths: Sequence[str],
+    encoder: ImageEncoder,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    chunk_rows: int = 1024,
+    progress: ProgressFn | None = None,
+) -> Iterator[tuple[int, np.ndarray, dict[int, str]]]:
+    """Embeds image files like `embed_image_files`, yielding each run of `chunk_rows` paths as
+    soon as it is done: (first index, float32 [rows, dim] with NaN rows for unreadable images,
+    {index within the chunk: reason}). One DataLoader serves every chunk, so a caller can store
+    chunks as they come (and resume after an interruption) at no cost in throughput.
+    """
+    if batch_size < 1 or num_workers < 0 or chunk_rows < 1:
         raise ValueError(
-            f"Need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}"
+            "Need batch_size >= 1, num_workers >= 0 and chunk_rows >= 1, got "
+            f"{batch_size}, {num_workers}, {chunk_rows}"
         )
     n = len(paths)
-    out = np.full((n, encoder.dim), np.nan, dtype=np.float32)
-    failures: dict[int, str] = {}
     if n == 0:
         if progress is not None:
             progress(1.0, "0/0 images")
-        return out, failures
-
+        return
+    chunk_rows = -(-chunk_rows // batch_size) * batch_size  # whole batches: none spans two chunks
     loader = torch.utils.data.DataLoader(
         _ImageFiles(paths, encoder.transform),
         batch_size=batch_size,
@@ -362,18 +384,27 @@ def embed_image_files(
     threads = max(1, min(torch.get_num_threads(), _available_cpus() - num_workers))
     batches = iter(loader)
     done = 0
+    start = 0
+    out = np.full((min(chunk_rows, n), encoder.dim), np.nan, dtype=np.float32)
+    failures: dict[int, str] = {}
     with _torch_threads(threads):
-        while True:
+        while start < n:
             # In-process decoding runs single-threaded (see _torch_threads); workers already do.
             with _torch_threads(1) if num_workers == 0 else contextlib.nullcontext():
                 item = next(batches, None)
-            if item is None:
-                break
-            indices, batch, batch_failures = item
-            if batch is not None:
-                out[indices] = encoder.embed_batch(batch)
-            failures.update(batch_failures)
-            done += len(indices) + len(batch_failures)
-            if progress is not None:
+            if item is not None:
+                indices, batch, batch_failures = item
+                if batch is not None:
+                    out[np.asarray(indices) - start] = encoder.embed_batch(batch)
+                failures.update({i - start: r for i, r in batch_failures.items()})
+                done += len(indices) + len(batch_failures)
+            if item is None or done - start >= len(out):  # a batch never spans two chunks
+                rows = min(len(out), done - start)
+                yield start, out[:rows].copy(), dict(sorted(failures.items()))
+                start += rows
+                out[:] = np.nan
+                failures = {}
+                if item is None:
+                    break
+            if progress is not None and item is not None:
                 progress(done / n, f"{done}/{n} images")
-    return out, dict(sorted(failures.items()))

@@ -1,5 +1,11 @@
 """Embeddings stage: every image through a frozen encoder into a vector field, resumable.
 
+Resumable twice over: images that already have an embedding from the same model are not
+embedded again, and while the stage runs each chunk of vectors is stored as soon as it is
+computed (`fiftyone_elfs.embedding_chunks`, in the database), so a rerun after an interruption
+(an exception, ``kill -9``, a lost machine) embeds only what no chunk holds. The user's field
+is filled only when the stage completes, through the record step.
+
 Algorithm: `fiftyone_elfs.embeddings` (encoders, batched image embedding).
 """
 
@@ -9,9 +15,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from fiftyone_elfs import dataset_io, runs
+import numpy as np
+
+from fiftyone_elfs import dataset_io, embedding_chunks, runs
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.errors import ElfsInputError
+from fiftyone_elfs.faults import kill_point
 from fiftyone_elfs.progress import ProgressFn, terminal_progress
 from fiftyone_elfs.stages import StageConfig, record
 
@@ -67,31 +76,26 @@ def run(
             )
         record.delete_previous(samples, names, STAGE)  # one field holds one model's vectors
 
+    if config.overwrite:
+        embedding_chunks.clear(dataset_io.dataset_id(dataset), config.key)
     ids, paths = dataset_io.ids_and_paths_without(samples, field_name)
     n_reused = len(samples) - len(ids)
     report = progress or terminal_progress("embeddings")
     skipped: list[dict[str, str]] = []
     outputs = record.Outputs(written_fields=(field_name,))
+    n_resumed = 0
     if ids and config.model.startswith(ZOO_PREFIX):
         skipped = _embed_with_zoo_model(samples, ids, config, field_name)
     elif ids:
-        from fiftyone_elfs.embeddings import embed_image_files, load_encoder
-
-        encoder = load_encoder(config.model, image_size=config.image_size)
-        X, failures = embed_image_files(
-            paths,
-            encoder,
-            batch_size=config.batch_size,
-            num_workers=config.num_workers,
-            progress=report,
+        vectors, failures, n_resumed = _embed_in_stored_chunks(
+            dataset_io.dataset_id(dataset), ids, paths, config, report
         )
-        good = [i for i in range(len(ids)) if i not in failures]
-        outputs = record.Outputs(
-            values={field_name: ([ids[i] for i in good], [X[i] for i in good])}
-        )
+        good = [i for i in ids if i in vectors]
+        outputs = record.Outputs(values={field_name: (good, [vectors[i] for i in good])})
         skipped = [
-            {"id": ids[i], "filepath": paths[i], "reason": reason}
-            for i, reason in sorted(failures.items())
+            {"id": i, "filepath": p, "reason": failures[i]}
+            for i, p in zip(ids, paths, strict=True)
+            if i in failures
         ]
     report(1.0, "done")
     if skipped:
@@ -106,6 +110,7 @@ def run(
         "n_samples": len(samples),
         "n_computed": len(ids) - len(skipped),
         "n_reused": n_reused,
+        "n_resumed": n_resumed,
         "n_skipped": len(skipped),
         "skipped": skipped,
     }
@@ -122,7 +127,59 @@ def run(
         outputs=outputs,
         replace=False,  # resumable: the embeddings computed before are kept
     )
+    embedding_chunks.clear(dataset_io.dataset_id(dataset), config.key)  # now in the field
     return results
+
+
+def _embed_in_stored_chunks(
+    dataset_id: str,
+    ids: list[str],
+    paths: list[str],
+    config: EmbeddingsConfig,
+    report: ProgressFn,
+) -> tuple[dict[str, np.ndarray], dict[str, str], int]:
+    """Embeds the images no stored chunk of this key and model holds, storing each chunk as it
+    is computed; returns the vectors and failure reasons by sample id (stored ones included)
+    and how many samples came from stored chunks."""
+    from fiftyone_elfs.embeddings import iter_embedded_chunks, load_encoder
+
+    run = embedding_chunks.run_name(
+        dataset_id, config.key, embedding_chunks.signature(config.model, config.image_size)
+    )
+    vectors, failures = embedding_chunks.load(run)
+    wanted = set(ids)
+    vectors = {i: x for i, x in vectors.items() if i in wanted}
+    failures = {i: r for i, r in failures.items() if i in wanted}
+    n_resumed = len(vectors) + len(failures)
+    todo = [
+        (i, p) for i, p in zip(ids, paths, strict=True) if i not in vectors and i not in failures
+    ]
+    if n_resumed:
+        logger.info("Resuming: %d of %d embeddings were stored before", n_resumed, len(ids))
+    if not todo:
+        return vectors, failures, n_resumed
+    encoder = load_encoder(config.model, image_size=config.image_size)
+
+    def chunk_progress(fraction: float, label: str) -> None:
+        done = n_resumed + fraction * len(todo)
+        report(done / len(ids), f"{int(done)}/{len(ids)} images")
+
+    todo_ids = [i for i, _ in todo]
+    for start, X, chunk_failures in iter_embedded_chunks(
+        [p for _, p in todo],
+        encoder,
+        batch_size=config.batch_size,
+        num_workers=config.num_workers,
+        chunk_rows=embedding_chunks.chunk_rows(encoder.dim),
+        progress=chunk_progress,
+    ):
+        chunk_ids = todo_ids[start : start + len(X)]
+        reasons = {chunk_ids[k]: reason for k, reason in chunk_failures.items()}
+        embedding_chunks.store(run, chunk_ids, X, reasons)
+        kill_point(STAGE, "stored_chunk")
+        failures.update(reasons)
+        vectors.update((i, x) for i, x in zip(chunk_ids, X, strict=True) if i not in reasons)
+    return vectors, failures, n_resumed
 
 
 def _embed_with_zoo_model(

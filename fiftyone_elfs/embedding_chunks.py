@@ -1,0 +1,100 @@
+"""Embedding chunks staged in MongoDB while the embedding stage runs: what an interruption keeps.
+
+The embedding stage is the longest (hours at ImageNet size on a CPU), and its user-visible
+field is written only when it completes (`stages.record`: a result field appears whole or not
+at all). So each chunk of vectors is stored here as soon as it is computed, and a rerun of the
+same (dataset, key, model, image size) embeds only the images no chunk holds. Chunks live in the
+collection ``elfs_embedding_chunks`` of FiftyOne's own database rather than in a local folder,
+so that workers on several machines sharing that database (sharded embeddings) resume from one
+another's chunks too; the user never sees them (no sample field, no dataset change)::
+
+    {_id: <uuid4>, run: "<dataset id>:<key>:<model signature>", ids: [sample id, ...],
+     vectors: <float32 bytes, rows in the order of ids>, dim,
+     failures: [[sample id, reason], ...]}
+
+A chunk is one document written by one insert, so it is whole or absent after a ``kill -9``.
+`clear` removes a key's chunks once its run is recorded (or when it must start over).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Sequence
+
+import numpy as np
+
+COLLECTION = "elfs_embedding_chunks"
+#: Rows per stored chunk (rounded to whole batches); ``ELFS_EMBED_CHUNK_ROWS`` overrides it.
+#: 1,024 rows of 1,280-d float32 are 5 MB: far below MongoDB's 16 MB document limit, and at
+#: most a few seconds of work lost to an interruption.
+CHUNK_ROWS = 1024
+CHUNK_ENV = "ELFS_EMBED_CHUNK_ROWS"
+_MAX_CHUNK_BYTES = 8 * 1024 * 1024
+
+
+def _collection():
+    import fiftyone.core.odm as foo
+
+    return foo.get_db_conn()[COLLECTION]
+
+
+def chunk_rows(dim: int) -> int:
+    """Rows per chunk for vectors of `dim` floats: ``$ELFS_EMBED_CHUNK_ROWS`` or `CHUNK_ROWS`,
+    capped so that a chunk stays under 8 MB."""
+    wanted = int(os.environ.get(CHUNK_ENV) or CHUNK_ROWS)
+    return max(1, min(wanted, _MAX_CHUNK_BYTES // (4 * max(1, dim))))
+
+
+def signature(model: str, image_size: int | None) -> str:
+    """What the vectors depend on, as a short stable hash (part of a chunk's run name)."""
+    text = json.dumps({"model": model, "image_size": image_size}, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def run_name(dataset_id: str, key: str, model_signature: str) -> str:
+    return f"{dataset_id}:{key}:{model_signature}"
+
+
+def store(run: str, ids: Sequence[str], vectors: np.ndarray, failures: dict[str, str]) -> None:
+    """Stores one chunk: `vectors` [len(ids), dim] (rows of failed ids are ignored) and the
+    failure reasons by sample id."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.shape[0] != len(ids):
+        raise ValueError(f"got {len(ids)} ids but {vectors.shape[0]} vectors")
+    _collection().insert_one(
+        {
+            "_id": uuid.uuid4().hex,
+            "run": run,
+            "ids": list(ids),
+            "vectors": vectors.tobytes(),
+            "dim": int(vectors.shape[1]),
+            "failures": [[i, r] for i, r in failures.items()],
+        }
+    )
+
+
+def load(run: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The vectors (by sample id) and failure reasons (by sample id) every stored chunk of
+    `run` holds."""
+    vectors: dict[str, np.ndarray] = {}
+    failures: dict[str, str] = {}
+    for doc in _collection().find({"run": run}):
+        X = np.frombuffer(doc["vectors"], dtype=np.float32).reshape(len(doc["ids"]), doc["dim"])
+        failed = dict(doc["failures"])
+        failures.update(failed)
+        vectors.update((i, x) for i, x in zip(doc["ids"], X, strict=True) if i not in failed)
+    return vectors, failures
+
+
+def count(dataset_id: str, key: str) -> int:
+    """The number of chunks stored for a key (any model)."""
+    return _collection().count_documents({"run": {"$regex": f"^{dataset_id}:{key}:"}})
+
+
+def clear(dataset_id: str, key: str) -> int:
+    """Removes every chunk of a key (any model); returns how many."""
+    prefix = f"{dataset_id}:{key}:"
+    return _collection().delete_many({"run": {"$regex": f"^{prefix}"}}).deleted_count

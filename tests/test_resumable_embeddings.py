@@ -1,0 +1,104 @@
+"""Issue 15 item 3: an interrupted embedding stage resumes from the chunks it stored.
+
+Real images, the real encoder, the real database. Chunks of 8 rows (``ELFS_EMBED_CHUNK_ROWS``,
+batches of 4), interrupted by an exception from the progress callback after 2 stored chunks:
+the user's field is not there yet, the rerun embeds only the images no chunk holds (counted at
+the encoder), and the vectors equal an uninterrupted run's; nothing is left in the chunk store
+afterwards. The SIGKILL case (``embeddings:stored_chunk:2``, 2 of 4 chunks stored, the rerun
+resuming 8 samples) is in tests/test_faults.py with the other kill points.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fiftyone_elfs as elfs
+from fiftyone_elfs import dataset_io, embedding_chunks
+from fiftyone_elfs.embeddings import encoders
+
+N = 30
+CHUNK = 8
+KEY = "r"
+FIELD = f"{KEY}_embedding"
+OPTIONS = dict(key=KEY, batch_size=4, image_size=32)
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.fixture
+def fresh(base_dataset, monkeypatch):
+    """N real images without embeddings, chunks of CHUNK rows."""
+    monkeypatch.setenv(embedding_chunks.CHUNK_ENV, str(CHUNK))
+    ds = base_dataset.take(N, seed=3).clone()
+    ds.delete_sample_field("elfs_embedding")
+    yield ds
+    embedding_chunks.clear(dataset_io.dataset_id(ds), KEY)
+    ds.delete()
+
+
+@pytest.fixture
+def embedded_rows(monkeypatch):
+    """Counts the images the encoder embeds."""
+    rows = []
+    original = encoders.ImageEncoder.embed_batch
+
+    def spy(self, batch):
+        rows.append(len(batch))
+        return original(self, batch)
+
+    monkeypatch.setattr(encoders.ImageEncoder, "embed_batch", spy)
+    return rows
+
+
+def _uninterrupted(fresh) -> dict[str, np.ndarray]:
+    reference = fresh.clone()
+    try:
+        elfs.compute_embeddings(reference, **OPTIONS)
+        by_path = dict(zip(*reference.values(["filepath", FIELD]), strict=True))
+    finally:
+        reference.delete()
+    return by_path
+
+
+def _assert_resumes(fresh, embedded_rows, want):
+    ds_id = dataset_io.dataset_id(fresh)
+    assert embedding_chunks.count(ds_id, KEY) == 2
+    assert fresh.get_field(FIELD) is None  # the user's field only when the stage completes
+    embedded_rows.clear()
+    results = elfs.compute_embeddings(fresh, **OPTIONS)
+    assert results["n_resumed"] == 2 * CHUNK
+    assert sum(embedded_rows) == N - 2 * CHUNK  # only the rest is embedded
+    got = dict(zip(*fresh.values(["filepath", FIELD]), strict=True))
+    assert got.keys() == want.keys()
+    for path, vector in want.items():
+        np.testing.assert_allclose(got[path], vector, rtol=0, atol=1e-6)
+    assert embedding_chunks.count(ds_id, KEY) == 0
+
+
+def test_an_exception_mid_stage_keeps_the_stored_chunks(fresh, embedded_rows):
+    want = _uninterrupted(fresh)
+    assert sum(embedded_rows) == N
+
+    def progress(fraction, label):
+        if fraction * N > 2 * CHUNK:  # the first report after the second chunk was stored
+            raise Interrupted(label)
+
+    with pytest.raises(Interrupted):
+        elfs.compute_embeddings(fresh, progress=progress, **OPTIONS)
+    _assert_resumes(fresh, embedded_rows, want)
+
+
+def test_another_image_size_does_not_reuse_stored_chunks(fresh, embedded_rows):
+    def progress(fraction, label):
+        if fraction * N > CHUNK:
+            raise Interrupted(label)
+
+    with pytest.raises(Interrupted):
+        elfs.compute_embeddings(fresh, progress=progress, **OPTIONS)
+    embedded_rows.clear()
+    results = elfs.compute_embeddings(fresh, **{**OPTIONS, "image_size": 48})
+    assert results["n_resumed"] == 0 and sum(embedded_rows) == N
+    assert fresh.first()[FIELD].shape == (1280,)
