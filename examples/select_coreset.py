@@ -97,6 +97,17 @@ def checked(row: Param, flag: str, parse: Callable[[str], Any]) -> Callable[[str
     return convert
 
 
+def class_list(text: str) -> list[str]:
+    """``--classes``: comma-separated, non-empty, distinct class names."""
+    names = [name.strip() for name in text.split(",")]
+    if not all(names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a list of distinct, non-empty class names. "
+            "Fix: pass them separated by commas, e.g. --classes cat,dog,bird."
+        )
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -144,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--key", type=checked(KEY, "--key", str), default=KEY.default, help=KEY.help
     )
     parser.add_argument("--seed", type=checked(SEED, "--seed", int), default=SEED.default)
+    parser.add_argument(
+        "--classes",
+        type=class_list,
+        default=None,
+        help="comma-separated class names annotators choose from in the Label Studio export "
+        "(default: none, they type the class)",
+    )
     parser.add_argument(
         "--workdir",
         default=os.path.join(REPO, "elfs_output"),
@@ -327,7 +345,15 @@ def run(dataset, args: argparse.Namespace) -> int:
         "embedding plot", elfs.compute_visualization, dataset, seed=args.seed, **common
     )
     export_dir = os.path.join(args.workdir, "export", f"{dataset.name}-{args.key}")
-    outputs = timed("export", elfs.export_coreset, dataset, export_dir, overwrite=True, **common)
+    outputs = timed(
+        "export",
+        elfs.export_coreset,
+        dataset,
+        export_dir,
+        classes=args.classes,
+        overwrite=True,
+        **common,
+    )
     print_summary(dataset, args, result, emb, brain_key, outputs, timings)
     return 0
 
@@ -346,12 +372,14 @@ def print_summary(dataset, args, result, emb, brain_key, outputs, timings) -> No
     if not reason.startswith("beta"):
         reason = f"beta = {result.beta:.4g}: {reason}"
     print(f"hard-end cut: {reason}")
-    mode = getattr(result, "mode", None)  # the selection-mode rule (issue 13), once it exists
-    if mode is not None:
-        why = getattr(result, "mode_reason", None)
-        print(f"selection mode: {mode}" + (f" ({why})" if why else ""))
     for notice in result.notices:
         print(f"notice: {notice}")
+    trust = getattr(dataset.load_run_results(f"{args.key}_pseudo_labels"), "trust", None)
+    if trust and "stability" in trust:
+        print(
+            f"pseudo-label trust: {trust['level']} (k-means from other starts agrees on "
+            f"{trust['stability']:.0%} of samples; strong at >= {trust['threshold']:.0%})"
+        )
     print("per-cluster counts (pool -> coreset):")
     for label in sorted(pool, key=natural_key):
         print(f"  {label}: {pool[label]:6d} -> {core.get(label, 0)}")

@@ -28,8 +28,6 @@ STAGING_PREFIX = ".elfs-export-staging-"
 _PREVIOUS = ".previous"  # inside the staging folder: the earlier export's outputs, moved aside
 
 
-
-
 def _is_ours(entry: str) -> bool:
     """Whether a top-level name in an export folder is this exporter's bookkeeping."""
     return entry in (RECORD, INCOMPLETE, RECORD + ".tmp", INCOMPLETE + ".tmp") or entry.startswith(

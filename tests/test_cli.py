@@ -60,6 +60,8 @@ def _run(*args: str, cwd: str | None = None) -> tuple[dict, str]:
             ["--budget-count: not allowed with argument --budget-fraction"],
         ),
         (["--images-dir", "/nonexistent/images"], ["--images-dir: '/nonexistent/images' is not a"]),
+        (["--classes", "cat,,dog"], ["--classes: 'cat,,dog' is not a list", "Fix: pass them"]),
+        (["--classes", "cat,cat"], ["--classes: 'cat,cat' is not a list"]),
         (["--source", "cifar10", "--shared-data", "/nonexistent.tar.gz"], ["--source", "Fix:"]),
     ],
 )

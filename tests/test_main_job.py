@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -85,6 +86,10 @@ def test_main_job_default_runs_offline_without_shared_data(tmp_path):
         export = tmp_path / "work" / "export" / "elfs-demo-digits-elfs"
         assert len(os.listdir(export / "media")) == 180
         assert (export / "labelstudio_tasks.json").is_file()
+        # Without --classes annotators type the class; never offered a cluster name.
+        config = (export / "labelstudio_config.xml").read_text()
+        assert "<TextArea" in config and "cluster_" not in config
+        assert "pseudo-label trust: " in out
         # Beta once, with its reason; no advice an ELFS user cannot act on.
         (cut,) = [line for line in out.splitlines() if line.startswith("hard-end cut:")]
         assert cut.count("beta") == 1 and cut.startswith("hard-end cut: beta = ")
@@ -109,9 +114,19 @@ def test_main_job_default_runs_offline_without_shared_data(tmp_path):
         assert os.path.islink(tmp_path / "plugins" / "fiftyone-elfs")
 
         # Idempotent: a second run reuses the dataset and its embeddings.
-        again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+        # With --classes, the Label Studio export offers exactly those names.
+        digits = [f"digit {d}" for d in range(10)]
+        again = subprocess.run(
+            [*cmd, "--classes", ",".join(digits)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
         assert again.returncode == 0, again.stderr[-3000:]
         assert "reused embeddings: 1797" in again.stdout
+        config = (export / "labelstudio_config.xml").read_text()
+        assert re.findall(r'<Choice value="([^"]+)"/>', config) == digits
     finally:
         if fo.dataset_exists("elfs-demo-digits"):
             fo.delete_dataset("elfs-demo-digits")
