@@ -31,6 +31,7 @@ _EXPORTS = {
         "compute_visualization",
         "delete_key",
         "delete_run",
+        "embed_shard",
         "list_keys",
         "list_runs",
         "run_pipeline",

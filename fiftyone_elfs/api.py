@@ -13,7 +13,7 @@ from typing import Any
 
 import fiftyone as fo
 
-from fiftyone_elfs import params, runs
+from fiftyone_elfs import dataset_io, leases, params, runs
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.difficulty.cnn_proxy import DEFAULT_CNN_WIDTH
 from fiftyone_elfs.difficulty.contrastive import DEFAULT_CONTRASTIVE_EPOCHS
@@ -45,6 +45,7 @@ __all__ = [
     "compute_visualization",
     "delete_key",
     "delete_run",
+    "embed_shard",
     "list_keys",
     "list_runs",
     "run_pipeline",
@@ -85,6 +86,37 @@ def compute_embeddings(
     config = embeddings.EmbeddingsConfig.from_arguments(locals())
     with record.guard(samples, key, [embeddings.STAGE]):
         return embeddings.run(samples, config, watch_progress(embeddings.STAGE, progress))
+
+
+@public("embed_shard")
+def embed_shard(
+    samples: SampleCollection,
+    shard: int,
+    n_shards: int,
+    *,
+    key: str = "elfs",
+    model: str = DEFAULT_ENCODER,
+    image_size: int = 128,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Embeds one shard of the images without an embedding, for sharded runs on several workers.
+
+    The images are split into `n_shards` near-equal parts; this call embeds part `shard` into
+    the database's chunk store (resuming from the chunks an interrupted call stored) and writes
+    nothing to the dataset. The shards run as delegated operations on any machines sharing the
+    database (see `fiftyone_elfs.sharding`); `compute_embeddings` (or the pipeline) with the
+    same key, model and image size then writes the field from the stored chunks at once.
+
+    Returns:
+        shard, n_shards, n_samples, n_computed, n_resumed, n_skipped, and last: True for the
+        one shard whose completion finished the set.
+    """
+    config = embeddings.ShardConfig.from_arguments(locals())
+    dataset_id = dataset_io.dataset_id(samples)
+    with leases.hold(dataset_id, key, [f"{embeddings.STAGE}_shard{shard}"]):
+        return embeddings.run_shard(samples, config, watch_progress(embeddings.STAGE, progress))
 
 
 @public("compute_pseudo_labels")

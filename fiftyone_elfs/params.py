@@ -311,6 +311,36 @@ _register(
     )
 )
 
+_EMBEDDINGS = OPERATIONS["compute_embeddings"]
+_register(
+    Operation(
+        "embed_shard",
+        (
+            Param(
+                "shard",
+                "int",
+                REQUIRED,
+                min=0,
+                label="Shard",
+                help="Which part of the images this worker embeds: 0 to n_shards - 1.",
+            ),
+            Param(
+                "n_shards",
+                "int",
+                REQUIRED,
+                min=1,
+                label="Shards",
+                help="How many parts the images are split into, one delegated operation each.",
+            ),
+            KEY,
+            _EMBEDDINGS.param("model"),
+            _EMBEDDINGS.param("image_size"),
+            _EMBEDDINGS.param("batch_size"),
+            NUM_WORKERS,
+        ),
+    )
+)
+
 _register(
     Operation(
         "compute_pseudo_labels",

@@ -33,6 +33,7 @@ from fiftyone_elfs.stages import (
 PLUGIN = "@fiftyone-elfs/elfs"
 FUNCTIONS = {
     "compute_embeddings": elfs.compute_embeddings,
+    "embed_shard": elfs.embed_shard,
     "compute_pseudo_labels": elfs.compute_pseudo_labels,
     "compute_difficulty": elfs.compute_difficulty,
     "compute_contrastive_scores": elfs.compute_contrastive_scores,
@@ -56,7 +57,8 @@ CONFIGS = {
 }
 OPERATOR_OF = {op.operation: op for op in (*OPERATORS, *ANNOTATION_OPERATORS)}
 # Valid values of the parameters without a default, and a budget where one is needed.
-REQUIRED_VALUES = {"export_dir": "/tmp/elfs-no-such-dir", "anno_key": "fresh", "classes": ["a"]}
+REQUIRED_VALUES = {"export_dir": "/tmp/elfs-no-such-dir", "anno_key": "fresh", "classes": ["a"],
+                   "shard": 0, "n_shards": 2}  # fmt: skip
 
 
 def test_every_operation_has_a_function_and_an_operator():

@@ -1,4 +1,5 @@
-"""FiftyOne operators: one per pipeline stage, the whole pipeline and the export.
+"""FiftyOne operators: one per pipeline stage, the whole pipeline, the export, and the shards of
+a sharded embedding run (`queue_sharded_pipeline`).
 
 Each class only names its operator, its parameter table (`fiftyone_elfs.params`) and the library
 function it calls; the form, ``execute`` and ``__call__`` come from `base.ElfsOperator`.
@@ -6,9 +7,12 @@ function it calls; the form, ``execute`` and ``__call__`` come from `base.ElfsOp
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from fiftyone_elfs import api, export
+import fiftyone.operators as foo
+
+from fiftyone_elfs import api, dataset_io, export, params, sharding
 from fiftyone_elfs.plugin.base import CNN_DELEGATE_ABOVE, DELEGATE_ABOVE, ElfsOperator
 from fiftyone_elfs.stages import pipeline, pseudo_labels, selection, visualization
 
@@ -143,6 +147,56 @@ class RunElfsPipeline(ElfsOperator):
         return f"selected {result.budget} samples"
 
 
+PLUGIN = "@fiftyone-elfs/elfs"
+
+
+@functools.wraps(api.embed_shard)
+def _embed_shard_then_queue_the_rest(samples: Any, shard: int, n_shards: int, **kwargs: Any):
+    """`api.embed_shard`; the shard that completes the set queues the planned pipeline as a
+    delegated operation (its embedding stage writes the field from the stored chunks)."""
+    result = api.embed_shard(samples, shard, n_shards, **kwargs)
+    if result["last"]:
+        key = kwargs.get("key", "elfs")
+        planned = sharding.planned_pipeline(dataset_io.dataset_id(samples), key)
+        if planned is not None:
+            foo.get_operator(f"{PLUGIN}/{RunElfsPipeline.name}")(samples, delegate=True, **planned)
+            result["queued"] = RunElfsPipeline.name
+    return result
+
+
+class EmbedShard(ElfsOperator):
+    name = "embed_shard"
+    label = "ELFS: embed one shard"
+    description = "Embed one part of the images (a sharded run on several delegated workers)"
+    operation = "embed_shard"
+    function = staticmethod(_embed_shard_then_queue_the_rest)
+    returns = "a dict: shard, n_shards, n_computed, n_resumed, n_skipped, last"
+    usage = (
+        'foo.get_operator("@fiftyone-elfs/elfs/embed_shard")(dataset, 0, 4, delegate=True)'
+        "  # or queue_sharded_pipeline(dataset, 4, ...)"
+    )
+
+    def done_label(self, result: dict[str, Any], kwargs: dict[str, Any]) -> str:
+        then = ", then queued the pipeline" if result.get("queued") else ""
+        return f"shard {result['shard']}: embedded {result['n_computed']} images{then}"
+
+
+def queue_sharded_pipeline(samples: Any, n_shards: int, **pipeline_kwargs: Any) -> list[Any]:
+    """Queues `n_shards` delegated `embed_shard` operations and plans `run_pipeline` with
+    `pipeline_kwargs` (checked now) to be queued by the shard that finishes last.
+
+    Run ``fiftyone delegated launch`` on any machines that share this database
+    (``FIFTYONE_DATABASE_URI``) and have the plugin (``FIFTYONE_PLUGINS_DIR``): they embed the
+    shards in parallel, then one of them runs the pipeline. Returns the queued operations.
+    """
+    checked = params.OPERATIONS["run_pipeline"].validate(pipeline_kwargs)
+    key = checked.get("key", "elfs")
+    sharding.plan(dataset_io.dataset_id(samples), key, n_shards, dict(pipeline_kwargs))
+    embed = {name: checked[name] for name in ("key", "model") if name in checked}
+    operator = foo.get_operator(f"{PLUGIN}/{EmbedShard.name}")
+    return [operator(samples, shard, n_shards, delegate=True, **embed) for shard in range(n_shards)]
+
+
 OPERATORS = (
     ComputeEmbeddings,
     ComputePseudoLabels,
@@ -152,4 +206,5 @@ OPERATORS = (
     SelectCoreset,
     ExportCoreset,
     RunElfsPipeline,
+    EmbedShard,
 )

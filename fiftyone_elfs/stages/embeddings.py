@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from fiftyone_elfs import dataset_io, embedding_chunks, runs
+from fiftyone_elfs import dataset_io, embedding_chunks, runs, sharding
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.faults import kill_point
@@ -43,6 +43,65 @@ class EmbeddingsConfig(StageConfig):
     batch_size: int
     num_workers: int
     overwrite: bool
+
+
+@dataclass(frozen=True)
+class ShardConfig(StageConfig):
+    """The parameters of `fiftyone_elfs.embed_shard` (documented there)."""
+
+    OPERATION = "embed_shard"
+
+    shard: int
+    n_shards: int
+    key: str
+    model: str
+    image_size: int
+    batch_size: int
+    num_workers: int
+
+
+def run_shard(
+    samples: SampleCollection, config: ShardConfig, progress: ProgressFn | None = None
+) -> dict[str, Any]:
+    """Embeds shard `config.shard` of the images without an embedding into the chunk store
+    (nothing is written to the dataset), then marks it done; ``last`` in the result is True
+    for the one shard that completed the set (see `fiftyone_elfs.sharding`)."""
+    names = runs.PipelineNames(config.key)
+    dataset_io.require_nonempty(samples)
+    if config.model.startswith(ZOO_PREFIX):
+        raise ElfsInputError(
+            "Sharded embeddings need an encoder of this package (FiftyOne zoo models write "
+            "the field themselves). Fix: model='efficientnet-lite0' or 'timm:<name>'.",
+            param="model",
+        )
+    dataset = dataset_io.dataset_of(samples)
+    record.check_ownership(samples, names, STAGE, fields=[names.embeddings_field])
+    ids, paths = dataset_io.ids_and_paths_without(samples, names.embeddings_field)
+    start, stop = sharding.shard_bounds(len(ids), config.shard, config.n_shards)
+    full = EmbeddingsConfig.with_defaults(
+        key=config.key,
+        model=config.model,
+        image_size=config.image_size,
+        batch_size=config.batch_size,
+        num_workers=config.num_workers,
+    )
+    report = progress or terminal_progress(f"embeddings shard {config.shard}")
+    vectors, failures, n_resumed = _embed_in_stored_chunks(
+        dataset_io.dataset_id(dataset), ids[start:stop], paths[start:stop], full, report
+    )
+    report(1.0, "done")
+    last = sharding.mark_done(
+        dataset_io.dataset_id(dataset), config.key, config.shard, config.n_shards
+    )
+    return {
+        "shard": config.shard,
+        "n_shards": config.n_shards,
+        "n_samples": stop - start,
+        "n_computed": stop - start - n_resumed,
+        "n_resumed": n_resumed,
+        "n_skipped": len(failures),
+        "last": last,
+    }
 
 
 def run(
@@ -128,6 +187,7 @@ def run(
         replace=False,  # resumable: the embeddings computed before are kept
     )
     embedding_chunks.clear(dataset_io.dataset_id(dataset), config.key)  # now in the field
+    sharding.clear(dataset_io.dataset_id(dataset), config.key)
     return results
 
 

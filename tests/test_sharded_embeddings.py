@@ -1,0 +1,133 @@
+"""Sharded embeddings (issue 16 item 4): delegated workers embed shards in parallel, the last
+shard queues the rest of the pipeline, and the result equals a single-process run.
+
+Two worker processes run FiftyOne's delegated-operation service
+(``DelegatedOperationService().execute_queued_operations``, what ``fiftyone delegated launch``
+runs) against the private test database, finding the plugin through FIFTYONE_PLUGINS_DIR and the
+database through FIFTYONE_DATABASE_URI, as workers on other machines would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import fiftyone.operators as foo
+import numpy as np
+import pytest
+from fiftyone.operators.delegated import DelegatedOperationService
+
+import fiftyone_elfs as elfs
+from fiftyone_elfs import dataset_io, embedding_chunks, sharding
+from fiftyone_elfs.plugin.operators import queue_sharded_pipeline
+
+N = 24
+KEY = "sh"
+PIPELINE = dict(key=KEY, budget_count=6, n_clusters=3, clustering="kmeans", epochs=2,
+                visualize=False)  # fmt: skip
+
+WORKER = r"""
+import json, os, sys, time
+from fiftyone.operators.delegated import DelegatedOperationService
+
+name = sys.argv[1]
+service = DelegatedOperationService()
+ran = []
+deadline = time.time() + 500
+while time.time() < deadline:  # what `fiftyone delegated launch` does, until the queue is empty
+    done = [r for r in service.execute_queued_operations(dataset_name=name, limit=1) if r]
+    for result in done:
+        ran.append(result.error)
+        if result.error:
+            print(result.error, file=sys.stderr)
+    queued = service.get_queued_operations(dataset_name=name)
+    if not done and not queued and not service.get_running_operations(dataset_name=name):
+        break
+    if not done:
+        time.sleep(0.3)
+print("RAN " + json.dumps({"pid": os.getpid(), "errors": ran}))
+"""
+
+
+@pytest.fixture
+def images(base_dataset, monkeypatch):
+    monkeypatch.setenv(embedding_chunks.CHUNK_ENV, "4")
+    ds = base_dataset.take(N, seed=5).clone()
+    ds.delete_sample_field("elfs_embedding")
+    yield ds
+    ds.delete()
+
+
+def test_shard_bounds_cover_every_item_once():
+    for n in (0, 1, 7, 24, 1_281_167):
+        for n_shards in (1, 2, 3, 8):
+            bounds = [sharding.shard_bounds(n, i, n_shards) for i in range(n_shards)]
+            assert bounds[0][0] == 0 and bounds[-1][1] == n
+            assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
+    with pytest.raises(elfs.ElfsInputError, match="shard must be in 0 .. n_shards - 1"):
+        sharding.shard_bounds(10, 3, 3)
+
+
+def test_exactly_one_shard_is_last_whatever_the_order_and_reruns(images):
+    ds_id = dataset_io.dataset_id(images)
+    sharding.plan(ds_id, "order", 3, {})
+    calls = [(2, 3), (0, 3), (2, 3), (1, 3), (1, 3), (0, 3)]
+    assert [sharding.mark_done(ds_id, "order", s, n) for s, n in calls] == [
+        False, False, False, True, False, False,
+    ]  # fmt: skip
+    sharding.clear(ds_id, "order")
+
+
+def test_two_delegated_workers_embed_the_shards_then_one_runs_the_pipeline(images, tmp_path):
+    reference = images.clone()
+    try:
+        elfs.run_pipeline(reference, **PIPELINE)
+        want_vectors = dict(zip(*reference.values(["filepath", f"{KEY}_embedding"]), strict=True))
+        want_coreset = sorted(reference.match_tags(f"{KEY}_coreset").values("filepath"))
+    finally:
+        reference.delete()
+
+    queued = queue_sharded_pipeline(images, 2, **PIPELINE)
+    assert len(queued) == 2 and len(DelegatedOperationService().get_queued_operations(
+        dataset_name=images.name)) == 2  # fmt: skip
+    env = dict(os.environ)  # FIFTYONE_DATABASE_URI and FIFTYONE_PLUGINS_DIR of the tests
+    assert env.get("FIFTYONE_PLUGINS_DIR") and env.get("FIFTYONE_DATABASE_URI", "x")
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, images.name],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    ran = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=560)
+        assert worker.returncode == 0, err[-3000:]
+        line = next(line for line in out.splitlines() if line.startswith("RAN "))
+        ran.append(json.loads(line[4:]))
+    assert not [e for r in ran for e in r["errors"] if e], ran
+    print("operations run per worker:", [len(r["errors"]) for r in ran])
+    ops = DelegatedOperationService().list_operations(dataset_name=images.name)
+    assert sorted(op.operator.rsplit("/", 1)[1] for op in ops) == [
+        "embed_shard",
+        "embed_shard",
+        "run_elfs_pipeline",
+    ]  # fmt: skip  (the pipeline queued once, by the last shard)
+    assert {op.run_state for op in ops} == {"completed"}
+
+    images.reload()
+    got = dict(zip(*images.values(["filepath", f"{KEY}_embedding"]), strict=True))
+    assert got.keys() == want_vectors.keys()
+    for path, vector in want_vectors.items():
+        np.testing.assert_allclose(got[path], vector, rtol=0, atol=1e-5)
+    assert sorted(images.match_tags(f"{KEY}_coreset").values("filepath")) == want_coreset
+    results = images.load_run_results(f"{KEY}_embeddings", load_view=False)
+    assert results.n_resumed == N  # the pipeline embedded nothing itself
+    assert embedding_chunks.count(dataset_io.dataset_id(images), KEY) == 0
+    assert sharding.planned_pipeline(dataset_io.dataset_id(images), KEY) is None
+    assert foo.get_operator("@fiftyone-elfs/elfs/embed_shard") is not None
