@@ -24,11 +24,14 @@ Stages (``--stages``):
   layout           layout_2d(X) (UMAP on 50,000 samples, the rest placed by neighbours)
   d2, prototypicality, kcenter, zcore   the geometry baselines at a 10% budget (k-center and
                    ZCore report their refusal when above their work limit)
-  dataset_values, dataset_set_values    with --with-dataset: NOT YET (see below)
-
-``--with-dataset`` adds the FiftyOne stages (a dataset of N samples; ``dataset.values`` and
-``set_values`` of the embeddings as anchors). They are stubs that report "not yet": the
-database chunking they measure is another engineer's work in progress (issue 16).
+  dataset_build    with --with-dataset (alone: ``--stages`` of these only): a FiftyOne dataset of
+                   N samples (dummy file paths) on a private mongod (``private_db.py``, its
+                   memory not counted); wall: ``set_values`` of the embeddings (100k at a time)
+  dataset_values   anchor: ``dataset.values`` of the embeddings field
+  dataset_pipeline run_pipeline (k-means 1,000 clusters, MLP proxy with scaled_proxy_epochs,
+                   10% budget, embedding plot) on that dataset; per-stage seconds from the runs
+  dataset_read_labels  read_labels of the pseudo-labels for all ids (shuffled) and 10% of them,
+                   against dataset.values of the same labels
 
 Children run with OMP_WAIT_POLICY=PASSIVE (see ``run_stage``). Run (one heavy process at a
 time; the machine has 2 cores):
@@ -66,7 +69,7 @@ DEFAULT_STAGES = [
     "temi",
 ]
 BASELINE_STAGES = ["prototypicality", "d2", "kcenter", "zcore"]
-DATASET_STAGES = ["dataset_values", "dataset_set_values"]
+DATASET_STAGES = ["dataset_build", "dataset_values", "dataset_pipeline", "dataset_read_labels"]
 N_CLUSTERS = 1000
 DIM = 512
 RECALL_QUERIES = 2000
@@ -286,17 +289,117 @@ def stage_zcore(n: int, X: np.ndarray, paths: dict, args) -> dict:
     return _baseline("zcore", lambda: zcore_select(X, n // 10))
 
 
+def _dataset(n: int, args):
+    """This child's FiftyOne on the size's private database (started here, stopped at exit)."""
+    import atexit
+
+    import private_db
+
+    proc = private_db.use(os.path.join(args.data_dir, f"db-n{n}"))
+    atexit.register(lambda: (proc.terminate(), proc.wait(60)))
+    import fiftyone as fo
+
+    name = f"elfs-scale-{n}"
+    return fo, (fo.load_dataset(name) if fo.dataset_exists(name) else None), name
+
+
+def _read_rows(path: str, start: int, stop: int) -> np.ndarray:
+    """Rows [start, stop) of an .npy file, read (not memory-mapped: no resident pages kept)."""
+    with open(path, "rb") as f:
+        np.lib.format.read_magic(f)
+        np.lib.format.read_array_header_1_0(f)
+        f.seek(f.tell() + start * DIM * 4)
+        return np.fromfile(f, dtype=np.float32, count=(stop - start) * DIM).reshape(-1, DIM)
+
+
+def stage_dataset_build(n: int, X: np.ndarray | None, paths: dict, args) -> dict:
+    """A dataset of n samples (dummy file paths); anchor: ``set_values`` of the embeddings."""
+    fo, ds, name = _dataset(n, args)
+    if ds is not None:
+        ds.delete()
+    t = time.perf_counter()
+    ds = fo.Dataset(name, persistent=True)
+    for s in range(0, n, 100_000):
+        ds.add_samples(
+            [fo.Sample(filepath=f"/no/{i:07d}.jpg") for i in range(s, min(n, s + 100_000))],
+            progress=False,
+        )
+    build = time.perf_counter() - t
+    ids = ds.values("id")
+    t = time.perf_counter()
+    for s in range(0, n, 100_000):  # dataset.set_values of all the embeddings, 100k at a time
+        rows = _read_rows(paths["X"], s, min(n, s + 100_000))
+        ds.set_values("emb", dict(zip(ids[s : s + 100_000], rows, strict=True)), key_field="id")
+    return {"wall_s": time.perf_counter() - t, "build_s": round(build, 1)}
+
+
 def stage_dataset_values(n: int, X: np.ndarray | None, paths: dict, args) -> dict:
-    raise NotImplementedError(
-        "not yet: the FiftyOne stages (a dataset of N samples, dataset.values / set_values of "
-        "the embeddings) wait for the database chunking of issue 16 (another engineer)."
-    )
+    """Anchor: ``dataset.values`` of the embeddings field (all n vectors)."""
+    _, ds, _ = _dataset(n, args)
+    t = time.perf_counter()
+    values = ds.values("emb")
+    return {"wall_s": time.perf_counter() - t, "rows": len(values)}
 
 
-stage_dataset_set_values = stage_dataset_values
+def stage_dataset_pipeline(n: int, X: np.ndarray | None, paths: dict, args) -> dict:
+    """run_pipeline on the dataset: k-means (1,000 clusters), MLP proxy (scaled_proxy_epochs),
+    10% selection, embedding plot; per-stage wall time from the runs' timestamps."""
+    _, ds, _ = _dataset(n, args)
+    import fiftyone_elfs as elfs
+    from fiftyone_elfs.difficulty.training_dynamics import scaled_proxy_epochs
 
-NEEDS_X = {"anchor_argsort": False, "select": False, "dataset_values": False,
-           "dataset_set_values": False}  # fmt: skip
+    if "s" in elfs.list_keys(ds):
+        elfs.delete_key(ds, "s")
+    epochs = scaled_proxy_epochs(n, DIM, N_CLUSTERS)
+    t = time.time()
+    result = elfs.run_pipeline(
+        ds, key="s", embeddings_field="emb", n_clusters=N_CLUSTERS, clustering="kmeans",
+        budget_fraction=0.1, epochs=epochs, visualize=True, progress=lambda f, m: None,
+    )  # fmt: skip
+    wall = time.time() - t
+    ends = {"pseudo_labels": None, "difficulty": None, "coreset": None, "visualization": None}
+    for run_key in ds.list_runs():
+        stage = next((st for st in ends if run_key == f"s_{st}"), None)
+        if stage is not None:
+            ends[stage] = ds.get_run_info(run_key).timestamp.timestamp()
+    out, previous = {"wall_s": wall, "epochs": epochs, "selected": int(result.budget)}, t
+    for stage, end in ends.items():
+        if end is not None:
+            out[f"{stage}_s"] = round(end - previous, 1)
+            previous = end
+    labels = ds.values("s_pseudo_label.label")  # "cluster_<i>"
+    out["ari"] = _ari(np.load(paths["y"]), np.array([int(v.rsplit("_", 1)[1]) for v in labels]))
+    return out
+
+
+def stage_dataset_read_labels(n: int, X: np.ndarray | None, paths: dict, args) -> dict:
+    """``dataset_io.read_labels`` of the pseudo-labels for all ids (shuffled) and for 10% of
+    them, against ``dataset.values`` of the same labels (the anchor, in wall_s)."""
+    _, ds, _ = _dataset(n, args)
+    from fiftyone_elfs import dataset_io
+
+    ids = ds.values("id")
+    shuffled = list(np.random.default_rng(0).permutation(ids))
+    t = time.perf_counter()
+    ds.values("s_pseudo_label.label")
+    anchor = time.perf_counter() - t
+    t = time.perf_counter()
+    dataset_io.read_labels(ds, "s_pseudo_label", shuffled)
+    all_s = time.perf_counter() - t
+    t = time.perf_counter()
+    dataset_io.read_labels(ds, "s_pseudo_label", shuffled[: n // 10])
+    tenth = time.perf_counter() - t
+    return {
+        "wall_s": anchor,
+        "read_labels_all_s": round(all_s, 2),
+        "read_labels_10pct_s": round(tenth, 2),
+        "x_values_all": round(all_s / anchor, 2),
+    }
+
+
+NEEDS_X = {"anchor_argsort": False, "select": False, "dataset_build": False,
+           "dataset_values": False, "dataset_pipeline": False,
+           "dataset_read_labels": False}  # fmt: skip
 
 
 def run_child(stage: str, n: int, args) -> None:
@@ -412,7 +515,7 @@ def render_table(path: str) -> str:
                 f"| {stage} | {n:,} | {_fmt_s(wall)} | {_fmt_s(r.get('cpu_s'))} | "
                 f"{r.get('peak_rss_mb', '-')} | {'-' if above is None else round(above)} | "
                 f"{ratio(faiss_r)} | {ratio(argsort_r)} | "
-                f"{ratio(at200) if n != 200_000 else '-'} | "
+                f"{ratio(at200) if n > 200_000 else '-'} | "
                 f"{r.get('load_before', '-')}/{r.get('load_after', '-')} | {notes} |"
             )
     return "\n".join(out)
@@ -424,7 +527,7 @@ def main() -> None:
     p.add_argument("--stages", nargs="+", default=DEFAULT_STAGES,
                    choices=DEFAULT_STAGES + BASELINE_STAGES + DATASET_STAGES)  # fmt: skip
     p.add_argument("--baselines", action="store_true", help="add " + ", ".join(BASELINE_STAGES))
-    p.add_argument("--with-dataset", action="store_true", help="add the FiftyOne stages (not yet)")
+    p.add_argument("--with-dataset", action="store_true", help="the FiftyOne stages instead")
     p.add_argument("--mlp-epochs", default="auto", help="an integer, or auto: scaled_proxy_epochs")
     p.add_argument("--temi-epochs", type=int, default=None)
     p.add_argument("--data-dir", default="/tmp/elfs-scale")
@@ -446,7 +549,7 @@ def main() -> None:
     if args.baselines:
         args.stages = list(args.stages) + BASELINE_STAGES
     if args.with_dataset:
-        args.stages = list(args.stages) + DATASET_STAGES
+        args.stages = DATASET_STAGES
     os.makedirs(os.path.dirname(args.log), exist_ok=True)
     main_parent(args)
 
