@@ -13,7 +13,7 @@ from typing import Any
 
 import fiftyone as fo
 
-from fiftyone_elfs import dataset_io, leases, params, runs
+from fiftyone_elfs import dataset_io, embedding_chunks, leases, params, runs, sharding
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.difficulty.cnn_proxy import DEFAULT_CNN_WIDTH
 from fiftyone_elfs.difficulty.contrastive import DEFAULT_CONTRASTIVE_EPOCHS
@@ -331,12 +331,15 @@ def list_keys(dataset: fo.Dataset) -> dict[str, list[str]]:
 
 def delete_key(dataset: fo.Dataset, key: str) -> list[str]:
     """Deletes every stage run of `key` with the fields, tags, saved views and brain runs it
-    created, and what interrupted runs of the key left behind; returns the stages deleted.
+    created, and what interrupted runs of the key left behind (embedding chunks stored by an
+    interrupted or sharded embedding run included); returns the stages deleted.
     Nothing a run did not record is touched. (FiftyOne's ``dataset.delete_run(run_key)``
     deletes one run record; this removes a whole key.)"""
     names = runs.validate_key(key)
     stages = [*runs.list_pipelines(dataset).get(names.key, []), *runs.STAGES]
     with record.guard(dataset, names.key, stages):
+        embedding_chunks.clear(dataset_io.dataset_id(dataset), names.key)
+        sharding.clear(dataset_io.dataset_id(dataset), names.key)
         return runs.delete_pipeline(dataset, names.key)
 
 

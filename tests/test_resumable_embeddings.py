@@ -102,3 +102,15 @@ def test_another_image_size_does_not_reuse_stored_chunks(fresh, embedded_rows):
     results = elfs.compute_embeddings(fresh, **{**OPTIONS, "image_size": 48})
     assert results["n_resumed"] == 0 and sum(embedded_rows) == N
     assert fresh.first()[FIELD].shape == (1280,)
+
+
+def test_delete_key_removes_the_stored_chunks_of_an_interrupted_run(fresh):
+    def progress(fraction, label):
+        if fraction * N > CHUNK:
+            raise Interrupted(label)
+
+    with pytest.raises(Interrupted):
+        elfs.compute_embeddings(fresh, progress=progress, **OPTIONS)
+    assert embedding_chunks.count(dataset_io.dataset_id(fresh), KEY) == 1
+    elfs.delete_key(fresh, KEY)
+    assert embedding_chunks.count(dataset_io.dataset_id(fresh), KEY) == 0
