@@ -1,0 +1,328 @@
+"""Exploration on VALIDATION data only: which label-free selection beats random on protocols B/C?
+
+Draws a tuning pool and a disjoint validation split from the TRAIN images of a class tree
+(CIFAR-10 by default, data seed 101, so not the benchmark tables' pool), runs candidate
+selections at several pruning rates and scores protocols A, B and C on the validation split.
+The test split is never read. Results are appended to a JSON-lines file (resumable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+
+import numpy as np  # noqa: E402
+from elfs_bench.data import (  # noqa: E402
+    cached_embeddings,
+    cached_pixels,
+    cached_trunk,
+    list_class_tree,
+    prepare_cifar10,
+)
+
+
+def draw(labels: np.ndarray, pool: int, val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint pool and validation indices drawn uniformly (the data's own class proportions)."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(labels.size)
+    return np.sort(perm[:pool]), np.sort(perm[pool : pool + val])
+
+
+# --------------------------------------------------------------------------- candidates
+
+
+def _normalize(X: np.ndarray) -> np.ndarray:
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+
+
+def knn_density(X: np.ndarray, k: int = 20) -> np.ndarray:
+    """Mean cosine similarity to the k nearest neighbours (higher = denser = more typical)."""
+    import faiss
+
+    Xn = np.ascontiguousarray(_normalize(X), dtype=np.float32)
+    index = faiss.IndexFlatIP(Xn.shape[1])
+    index.add(Xn)
+    sims, _ = index.search(Xn, k + 1)
+    return sims[:, 1:].mean(axis=1)
+
+
+def kmeans_labels(X: np.ndarray, k: int, seed: int, niter: int = 25) -> np.ndarray:
+    import faiss
+
+    Xn = np.ascontiguousarray(_normalize(X), dtype=np.float32)
+    km = faiss.Kmeans(
+        Xn.shape[1],
+        k,
+        niter=niter,
+        seed=seed,
+        spherical=True,
+        verbose=False,
+        max_points_per_centroid=max(1, Xn.shape[0]),
+        min_points_per_centroid=1,
+    )
+    km.train(Xn)
+    _, lab = km.index.search(Xn, 1)
+    return lab[:, 0].astype(np.int64)
+
+
+class Artefacts:
+    def __init__(self, X: np.ndarray, n_classes: int, seed: int) -> None:
+        self.X, self.K, self.seed = X, n_classes, seed
+        self._memo: dict = {}
+
+    def get(self, name, fn):
+        if name not in self._memo:
+            self._memo[name] = fn()
+        return self._memo[name]
+
+    def pseudo(self):
+        from fiftyone_elfs.pseudo_labels import kmeans_pseudo_labels
+
+        return self.get("pseudo", lambda: kmeans_pseudo_labels(self.X, self.K, seed=self.seed)[0])
+
+    def aum(self):
+        from fiftyone_elfs.difficulty import train_mlp_proxy
+
+        return self.get(
+            "aum",
+            lambda: (
+                train_mlp_proxy(
+                    self.X, self.pseudo(), n_classes=self.K, epochs=40, seed=self.seed
+                ).aum
+            ),
+        )
+
+    def density(self):
+        return self.get("density", lambda: knn_density(self.X))
+
+
+def select(name: str, art: Artefacts, budget: int, seed: int) -> np.ndarray:
+    from fiftyone_elfs.selection import (
+        ccs_select,
+        double_end_prune,
+        label_free_beta,
+        proportional_quota,
+        stratified_typical_select,
+    )
+
+    n = art.X.shape[0]
+    rng = np.random.default_rng(seed + 12345)
+    if name == "random":
+        return np.sort(rng.choice(n, budget, replace=False))
+    if name == "elfs_de":
+        aum = art.aum()
+        beta, _ = label_free_beta(aum, budget / n)
+        return np.sort(double_end_prune(aum, budget, beta).indices)
+    if name == "elfs_ccs":
+        aum = art.aum()
+        beta, _ = label_free_beta(aum, budget / n)
+        return ccs_select(aum, budget, beta, seed=seed)
+    if name.startswith("elfs_ccs_b"):  # fixed beta
+        beta = float(name[len("elfs_ccs_b") :])
+        return ccs_select(art.aum(), budget, beta, seed=seed)
+    if name == "strat_random":
+        lab = art.pseudo()
+        quota = proportional_quota(np.bincount(lab, minlength=art.K), budget)
+        return np.sort(
+            np.concatenate(
+                [
+                    rng.choice(np.flatnonzero(lab == c), q, replace=False)
+                    for c, q in enumerate(quota)
+                    if q
+                ]
+            )
+        )
+    if name.startswith("trim_random"):  # drop the lowest-density share, random from the rest
+        q = float(name[len("trim_random") :])
+        dens = art.density()
+        keep = np.argsort(-dens, kind="stable")[: max(budget, int(round((1 - q) * n)))]
+        return np.sort(rng.choice(keep, budget, replace=False))
+    if name.startswith("typiclust"):  # k-means with K = budget, the densest of each cluster
+        lab = kmeans_labels(art.X, budget, seed)
+        dens = art.density()
+        best = np.full(budget, -1)
+        order = np.argsort(-dens, kind="stable")
+        for i in order:
+            if best[lab[i]] < 0:
+                best[lab[i]] = i
+        chosen = best[best >= 0]
+        if chosen.size < budget:  # empty clusters: fill with the densest unchosen
+            rest = np.setdiff1d(order, chosen, assume_unique=False)
+            rest = rest[np.argsort(-dens[rest], kind="stable")][: budget - chosen.size]
+            chosen = np.concatenate([chosen, rest])
+        return np.sort(chosen)
+    if name.startswith("typical_h"):  # per pseudo-cluster: one typical member per k-means cell
+        return stratified_typical_select(art.X, art.pseudo(), budget, seed=seed)
+    if name.startswith("strat_ccs"):  # per pseudo-cluster CCS on AUM, proportional quotas
+        lab, aum = art.pseudo(), art.aum()
+        quota = proportional_quota(np.bincount(lab, minlength=art.K), budget)
+        beta = float(name[len("strat_ccs") :] or 0.1)
+        out = []
+        for c, q in enumerate(quota):
+            members = np.flatnonzero(lab == c)
+            if q == 0:
+                continue
+            if q >= members.size:
+                out.append(members)
+                continue
+            b = min(beta, 1 - q / members.size)
+            out.append(members[ccs_select(aum[members], int(q), b, seed=seed + c)])
+        return np.sort(np.concatenate(out))
+    raise ValueError(name)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def report(path: str) -> str:
+    """Markdown table: mean accuracy per (protocol, rate, method) and its paired gap to random."""
+    rows = [json.loads(line) for line in open(path)]
+    acc = {(r["protocol"], r["rate"], r["method"], r["seed"]): r["accuracy"] for r in rows}
+    out = [
+        "| protocol | pruning | method | seeds | accuracy | vs random (paired) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for pr, rate, method in sorted({k[:3] for k in acc}):
+        seeds = sorted(k[3] for k in acc if k[:3] == (pr, rate, method))
+        mean = np.mean([acc[(pr, rate, method, s)] for s in seeds])
+        paired = [
+            acc[(pr, rate, method, s)] - acc[(pr, rate, "random", s)]
+            for s in seeds
+            if (pr, rate, "random", s) in acc
+        ]
+        gap = (
+            "-"
+            if method == "random" or not paired
+            else (f"{100 * np.mean(paired):+.2f} ({', '.join(f'{100 * d:+.1f}' for d in paired)})")
+        )
+        out.append(f"| {pr} | {rate:g}% | {method} | {len(seeds)} | {100 * mean:.2f} | {gap} |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--methods", default="random,elfs_de,elfs_ccs,strat_random,typiclust")
+    p.add_argument("--rates", default="90,70,50")
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--protocols", default="B,C")
+    p.add_argument("--pool", type=int, default=10000)
+    p.add_argument("--val", type=int, default=5000)
+    p.add_argument("--data-seed", type=int, default=101)
+    p.add_argument("--steps-b", type=int, default=1500)
+    p.add_argument(
+        "--out", default=os.path.join(HERE, "results", "selection-rule-tuning", "explore.jsonl")
+    )
+    p.add_argument("--cache-dir", default=os.path.join(HERE, "cache"))
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--report", action="store_true", help="print the table of --out and stop")
+    a = p.parse_args()
+    if a.report:
+        print(report(a.out))
+        return
+
+    root = prepare_cifar10(
+        os.path.join(HERE, "..", "..", "shared", "data", "cifar10-jpg.tar.gz"), a.cache_dir
+    )
+    paths, names = list_class_tree(os.path.join(root, "train"))
+    classes = sorted(set(names))
+    y = np.array([classes.index(c) for c in names])
+    pool_idx, val_idx = draw(y, a.pool, a.val, a.data_seed)
+    pool_paths = [paths[i] for i in pool_idx]
+    val_paths = [paths[i] for i in val_idx]
+    y_pool, y_val = y[pool_idx], y[val_idx]
+    X = cached_embeddings(pool_paths, a.cache_dir)
+    protocols = a.protocols.split(",")
+    if "A" in protocols:
+        X_val = cached_embeddings(val_paths, a.cache_dir)
+    if "B" in protocols:
+        px_pool, px_val = (
+            cached_pixels(pool_paths, a.cache_dir),
+            cached_pixels(val_paths, a.cache_dir),
+        )
+    if "C" in protocols:
+        tr_pool, tr_val = (
+            cached_trunk(pool_paths, a.cache_dir),
+            cached_trunk(val_paths, a.cache_dir),
+        )
+
+    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    done = set()
+    if os.path.exists(a.out):
+        with open(a.out) as f:
+            for line in f:
+                r = json.loads(line)
+                done.add((r["method"], r["rate"], r["seed"], r["protocol"]))
+    from elfs_bench.finetune import FinetuneConfig, protocol_c
+    from elfs_bench.protocols import (
+        TrainConfig,
+        feature_stats,
+        pixel_stats,
+        protocol_a,
+        protocol_b,
+    )
+
+    n = len(pool_paths)
+    for seed in [int(s) for s in a.seeds.split(",")]:
+        art = Artefacts(X, len(classes), seed)
+        for rate in [float(r) for r in a.rates.split(",")]:
+            budget = int(round((1 - rate / 100) * n))
+            for method in a.methods.split(","):
+                todo = [pr for pr in protocols if (method, rate, seed, pr) not in done]
+                if not todo:
+                    continue
+                t0 = time.time()
+                idx = select(method, art, budget, seed)
+                sel_s = time.time() - t0
+                assert idx.size == budget and np.unique(idx).size == budget, (method, idx.size)
+                for pr in todo:
+                    if pr == "A":
+                        res = protocol_a(X[idx], y_pool[idx], X_val, y_val, feature_stats(X))
+                    elif pr == "B":
+                        res = protocol_b(
+                            px_pool[idx],
+                            y_pool[idx],
+                            px_val,
+                            y_val,
+                            len(classes),
+                            seed,
+                            pixel_stats(px_pool),
+                            TrainConfig(steps=a.steps_b, threads=a.threads),
+                        )
+                    else:
+                        res = protocol_c(
+                            tr_pool[idx],
+                            y_pool[idx],
+                            tr_val,
+                            y_val,
+                            len(classes),
+                            seed,
+                            FinetuneConfig(threads=a.threads),
+                        )
+                    row = dict(
+                        method=method,
+                        rate=rate,
+                        seed=seed,
+                        protocol=pr,
+                        accuracy=res.accuracy,
+                        select_s=round(sel_s, 1),
+                        train_s=round(res.seconds, 1),
+                        classes_covered=int(np.unique(y_pool[idx]).size),
+                        min_class_share=float(
+                            np.bincount(y_pool[idx], minlength=len(classes)).min() / budget
+                        ),
+                    )
+                    print(json.dumps(row), flush=True)
+                    with open(a.out, "a") as f:
+                        f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
