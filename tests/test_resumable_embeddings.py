@@ -17,7 +17,7 @@ import fiftyone_elfs as elfs
 from fiftyone_elfs import dataset_io, embedding_chunks
 from fiftyone_elfs.embeddings import encoders
 
-N = 30
+N = 20
 CHUNK = 8
 KEY = "r"
 FIELD = f"{KEY}_embedding"

@@ -23,7 +23,7 @@ import fiftyone_elfs as elfs
 from fiftyone_elfs import dataset_io, embedding_chunks, sharding
 from fiftyone_elfs.plugin.operators import queue_sharded_pipeline
 
-N = 24
+N = 16
 KEY = "sh"
 PIPELINE = dict(key=KEY, budget_count=6, n_clusters=3, clustering="kmeans", epochs=2,
                 visualize=False)  # fmt: skip
