@@ -37,6 +37,7 @@ OPERATORS = (
     "select_coreset",
     "export_coreset",
     "run_elfs_pipeline",
+    "embed_shard",
     "send_to_label_studio",
     "load_from_label_studio",
     "select_more",
