@@ -23,26 +23,18 @@ import numpy as np
 
 
 def planted_set(folder: str, draw: int) -> tuple[np.ndarray, np.ndarray]:
-    """The test's 300 digit scans with 10% corrupted by ``draw`` (images, corrupted mask)."""
+    """The test's 300 digit scans with 10% corrupted by ``draw`` (images, corrupted mask):
+    the corruption is the test's own ``_corrupt``, so the two cannot drift apart."""
     from fiftyone_elfs.difficulty import load_images
     from fiftyone_elfs.sample_data import write_digit_images
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tests"))
+    from test_contrastive import _corrupt
 
     root = os.path.join(folder, "digits")
     if not os.path.isdir(root):
         write_digit_images(root, per_class=30)
-    images = load_images(sorted(glob.glob(os.path.join(root, "*", "*.png"))), 32)
-    rng = np.random.default_rng(draw)
-    corrupted = rng.random(len(images)) < 0.1
-    for i in np.flatnonzero(corrupted):
-        img = images[i].astype(int)
-        if i % 2:
-            img[:, :16] = rng.integers(0, 256, size=(32, 16, 3))
-        else:
-            for _ in range(2):
-                y0, x0 = rng.integers(0, 16, 2)
-                img[y0 : y0 + 16, x0 : x0 + 16] = rng.integers(0, 256, 3)
-        images[i] = img.astype(np.uint8)
-    return images, corrupted
+    return _corrupt(load_images(sorted(glob.glob(os.path.join(root, "*", "*.png"))), 32), draw)
 
 
 def main() -> None:
