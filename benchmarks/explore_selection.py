@@ -74,8 +74,14 @@ def kmeans_labels(X: np.ndarray, k: int, seed: int, niter: int = 25) -> np.ndarr
 
 
 class Artefacts:
-    def __init__(self, X: np.ndarray, n_classes: int, seed: int) -> None:
-        self.X, self.K, self.seed = X, n_classes, seed
+    """What the candidates of one seed share: pseudo-labels, AUM and density, computed once.
+
+    ``X``: the features the selection sees (clustering, MLP proxy, density); ``clustering``:
+    "kmeans" or "spectral" pseudo-labels.
+    """
+
+    def __init__(self, X: np.ndarray, n_classes: int, seed: int, clustering: str = "kmeans"):
+        self.X, self.K, self.seed, self.clustering = X, n_classes, seed, clustering
         self._memo: dict = {}
 
     def get(self, name, fn):
@@ -84,9 +90,10 @@ class Artefacts:
         return self._memo[name]
 
     def pseudo(self):
-        from fiftyone_elfs.pseudo_labels import kmeans_pseudo_labels
+        from fiftyone_elfs.pseudo_labels import kmeans_pseudo_labels, spectral_pseudo_labels
 
-        return self.get("pseudo", lambda: kmeans_pseudo_labels(self.X, self.K, seed=self.seed)[0])
+        fn = spectral_pseudo_labels if self.clustering == "spectral" else kmeans_pseudo_labels
+        return self.get("pseudo", lambda: fn(self.X, self.K, seed=self.seed)[0])
 
     def aum(self):
         from fiftyone_elfs.difficulty import train_mlp_proxy
@@ -181,6 +188,14 @@ def select(name: str, art: Artefacts, budget: int, seed: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------- main
 
+#: method suffix -> (clustering, selection features): "" is k-means on the default embeddings.
+VARIANTS = {
+    "": ("kmeans", ""),
+    "spectral": ("spectral", ""),
+    "prehead": ("kmeans", "prehead"),
+    "spectral-prehead": ("spectral", "prehead"),
+}
+
 
 def report(path: str) -> str:
     """Markdown table: mean accuracy per (protocol, rate, method) and its paired gap to random."""
@@ -270,8 +285,19 @@ def main() -> None:
     )
 
     n = len(pool_paths)
+    # "<method>@<variant>": the selection sees other pseudo-labels / features (VARIANTS);
+    # the protocols always train on the default features and pixels.
+    selection_features = {"": X}
+    if any("prehead" in m for m in a.methods.split(",")):
+        selection_features["prehead"] = cached_embeddings(
+            pool_paths, a.cache_dir, "efficientnet-lite0-prehead"
+        )
     for seed in [int(s) for s in a.seeds.split(",")]:
-        art = Artefacts(X, len(classes), seed)
+        arts = {
+            v: Artefacts(selection_features[feat], len(classes), seed, clustering)
+            for v, (clustering, feat) in VARIANTS.items()
+            if feat in selection_features
+        }
         for rate in [float(r) for r in a.rates.split(",")]:
             budget = int(round((1 - rate / 100) * n))
             for method in a.methods.split(","):
@@ -279,7 +305,8 @@ def main() -> None:
                 if not todo:
                     continue
                 t0 = time.time()
-                idx = select(method, art, budget, seed)
+                base, _, variant = method.partition("@")
+                idx = select(base, arts[variant], budget, seed)
                 sel_s = time.time() - t0
                 assert idx.size == budget and np.unique(idx).size == budget, (method, idx.size)
                 for pr in todo:

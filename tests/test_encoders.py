@@ -158,11 +158,33 @@ def test_embed_image_files_empty(encoder):
     assert X.shape == (0, 1280) and failures == {} and calls == [1.0]
 
 
+def test_prehead_layer_is_the_pooled_last_block_stage(photos):
+    """The 320-d layer is the blocks' pooled output: the head convolution maps it to the
+    1280-d default features (checked by applying the head to the same activations)."""
+    head = EfficientNetLite0Encoder(image_size=96, device="cpu")
+    prehead = EfficientNetLite0Encoder(image_size=96, device="cpu", layer="prehead")
+    images = list(photos.values())
+    batch = head.preprocess(images)
+    pooled = prehead.embed_batch(batch)
+    assert pooled.shape == (3, 320) and np.isfinite(pooled).all()
+    m = head.model
+    with torch.inference_mode():
+        blocks = m.blocks(m.bn1(m.conv_stem(batch)))
+        np.testing.assert_allclose(pooled, blocks.mean(dim=(2, 3)).numpy(), atol=1e-4)
+        np.testing.assert_allclose(
+            head.embed_batch(batch), m.bn2(m.conv_head(blocks)).mean(dim=(2, 3)).numpy(), atol=1e-4
+        )
+    with pytest.raises(ValueError, match="layer must be one of"):
+        EfficientNetLite0Encoder(layer="logits")
+
+
 def test_load_encoder_names():
     """The default name, and unknown names rejected with the accepted forms."""
     assert DEFAULT_ENCODER == "efficientnet-lite0"
     encoder = load_encoder(DEFAULT_ENCODER, image_size=64, device="cpu")
     assert isinstance(encoder, EfficientNetLite0Encoder) and encoder.dim == 1280
+    prehead = load_encoder("efficientnet-lite0-prehead", image_size=64, device="cpu")
+    assert prehead.dim == 320 and prehead.name == "efficientnet-lite0-prehead"
     for name in ("nonsense", "timm:", "zoo:clip-vit-base32-torch"):
         with pytest.raises(ValueError, match="Accepted forms.*efficientnet-lite0.*timm:<"):
             load_encoder(name)

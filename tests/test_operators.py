@@ -64,6 +64,20 @@ def test_stage_operators_run_immediately_from_a_script(dataset, tmp_path):
     assert not os.path.exists(os.path.join(out, "fiftyone_dataset"))
 
 
+def test_spectral_clustering_through_the_pseudo_labels_operator(dataset):
+    view = dataset.take(120, seed=5)
+    result = foo.get_operator(uri("compute_pseudo_labels"))(
+        view, n_clusters=6, clustering="spectral", key="spec", embeddings_field="elfs_embedding"
+    )
+    assert result.error is None
+    labels = view.values("spec_pseudo_label.label")
+    assert len(labels) == 120 and all(lab is not None for lab in labels)
+    assert len(set(labels)) == 6  # every spectral cluster holds samples
+    info = dataset.get_run_info("spec_pseudo_labels")
+    assert info.config.clustering == "spectral"
+    assert dataset.load_run_results("spec_pseudo_labels").trust["n_samples"] == 120
+
+
 def test_compute_embeddings_operator_writes_the_field(dataset):
     view = dataset.take(20, seed=3)
     result = foo.get_operator(uri("compute_embeddings"))(view, key="fresh")

@@ -431,3 +431,53 @@ def test_temi_interrupted_then_resumed_equals_uninterrupted(tmp_path):
         TEMIClustering(4, checkpoint_dir=str(tmp_path), progress=stop_halfway, **cfg).fit(X)
     other = TEMIClustering(4, checkpoint_dir=str(tmp_path), **{**cfg, "seed": 3}).fit(X)
     assert other.resumed_from_epoch_ == 0
+
+
+# ----------------------------------------------------------------------------- spectral
+
+
+def test_spectral_beats_kmeans_on_neighbour_connected_clusters(slabs_fit):
+    from fiftyone_elfs.pseudo_labels import spectral_pseudo_labels
+
+    X, y, _, km_labels = slabs_fit
+    labels, confidence = spectral_pseudo_labels(X, 4, seed=0)
+    acc_spectral = cluster_accuracy(y, labels)
+    assert acc_spectral > cluster_accuracy(y, km_labels) + 0.2, acc_spectral
+    assert acc_spectral > 0.95, acc_spectral
+    assert labels.dtype == np.int64 and labels.shape == y.shape
+    assert set(np.unique(labels)) == {0, 1, 2, 3}
+    assert ((confidence >= 0.25 - 1e-6) & (confidence <= 1 + 1e-6)).all()
+    # Deterministic for a fixed seed.
+    np.testing.assert_array_equal(labels, spectral_pseudo_labels(X, 4, seed=0)[0])
+
+
+def test_spectral_embedding_separates_graph_components():
+    from fiftyone_elfs.pseudo_labels import spectral_embedding, spectral_pseudo_labels
+
+    # Three far-apart blobs: the 10-NN graph has three components. Without the regularisation
+    # eigenvalue 1 would be repeated and Lanczos would mix components; with it, the unit rows
+    # nearly coincide inside a component and stay far apart across components.
+    X, y = gaussian_blobs(n_per=60, k=3, dim=16, seed=1)
+    U = spectral_embedding(X, 3, seed=0)
+    assert U.shape == (180, 3) and U.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(U, axis=1), 1.0, atol=1e-5)
+    G = U @ U.T
+    same = y[:, None] == y[None, :]
+    assert G[same].min() > 0.9 and G[~same].max() < 0.3, (G[same].min(), G[~same].max())
+    assert cluster_accuracy(y, spectral_pseudo_labels(X, 3, seed=0)[0]) == 1.0
+
+
+def test_spectral_validates_inputs():
+    from fiftyone_elfs.pseudo_labels import spectral_pseudo_labels
+
+    X, _ = gaussian_blobs(n_per=10, k=2)
+    with pytest.raises(ValueError, match="n_clusters must be >= 2"):
+        spectral_pseudo_labels(X, 1)
+    with pytest.raises(ValueError, match="exceeds the number of samples"):
+        spectral_pseudo_labels(X, 21)
+    with pytest.raises(ValueError, match="at least 3 samples"):
+        spectral_pseudo_labels(X[:2], 2)
+    bad = X.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError):
+        spectral_pseudo_labels(bad, 2)

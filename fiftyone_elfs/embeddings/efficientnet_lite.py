@@ -33,6 +33,8 @@ INPUT_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
 NATIVE_IMAGE_SIZE = 224
 #: Width of the pooled pre-classifier features.
 FEATURE_DIM = 1280
+#: Channels of the last MBConv stage, before the 1x1 head convolution widens them to 1280.
+PREHEAD_DIM = 320
 NUM_CLASSES = 1000
 
 # Module renames. Top level of the network: lukemelas name -> timm name.

@@ -23,9 +23,13 @@ from fiftyone_elfs.embeddings import efficientnet_lite
 from fiftyone_elfs.errors import ElfsInputError
 
 DEFAULT_ENCODER = "efficientnet-lite0"
+#: The same network's pooled features one step earlier: the last MBConv stage (320-d), before
+#: the 1x1 head convolution trained for ImageNet's 1,000 classes.
+PREHEAD_ENCODER = "efficientnet-lite0-prehead"
 TIMM_PREFIX = "timm:"
 ACCEPTED_FORMS = (
     f"'{DEFAULT_ENCODER}' (default, offline ImageNet weights)",
+    f"'{PREHEAD_ENCODER}' (the same weights, 320-d features of the last block stage)",
     f"'{TIMM_PREFIX}<timm model name>' (e.g. '{TIMM_PREFIX}vit_small_patch16_224.dino'; "
     "downloads weights from the Hugging Face Hub)",
 )
@@ -103,13 +107,31 @@ class ImageEncoder(abc.ABC):
 
 
 class EfficientNetLite0Encoder(ImageEncoder):
-    """Default offline encoder: EfficientNet-Lite0 ImageNet features (1280-d), inputs in [-1, 1]."""
+    """Default offline encoder: EfficientNet-Lite0 ImageNet features, inputs in [-1, 1].
 
-    def __init__(self, image_size: int = 128, device: str | torch.device | None = None) -> None:
+    ``layer="head"`` (default): the globally pooled 1280-d output of the head convolution, the
+    classifier's input. ``layer="prehead"``: the pooled 320-d output of the last block stage,
+    one step earlier and less specialised to ImageNet's classes; on CIFAR-10 validation samples
+    its kNN graph clusters 5-10 points closer to the true classes (see
+    ``pseudo_labels.spectral_pseudo_labels``).
+    """
+
+    LAYERS = ("head", "prehead")
+
+    def __init__(
+        self,
+        image_size: int = 128,
+        device: str | torch.device | None = None,
+        layer: str = "head",
+    ) -> None:
+        if layer not in self.LAYERS:
+            raise ElfsInputError(f"layer must be one of {self.LAYERS}; got {layer!r}.")
         self.transform = efficientnet_lite.build_transform(image_size)
         self.image_size = image_size
-        self.name = DEFAULT_ENCODER
-        self.dim = efficientnet_lite.FEATURE_DIM
+        self.layer = layer
+        self.name = DEFAULT_ENCODER if layer == "head" else PREHEAD_ENCODER
+        head = layer == "head"
+        self.dim = efficientnet_lite.FEATURE_DIM if head else efficientnet_lite.PREHEAD_DIM
         self.device = resolve_device(device)
         # Channels-last (NHWC) memory: the depthwise convolutions of this network run about twice
         # as fast on CPU in it (49-55 vs 93-143 images/s at 128 px, batch 64, 2 cores).
@@ -125,9 +147,12 @@ class EfficientNetLite0Encoder(ImageEncoder):
         return {**super().config, "image_size": self.image_size}
 
     def features(self, batch: torch.Tensor) -> torch.Tensor:
-        """Globally pooled output of the last conv block, before the classifier."""
+        """Globally pooled output of the chosen layer (see the class docstring)."""
         batch = batch.contiguous(memory_format=torch.channels_last)
-        return self.model.forward_head(self.model.forward_features(batch), pre_logits=True)
+        if self.layer == "head":
+            return self.model.forward_head(self.model.forward_features(batch), pre_logits=True)
+        h = self.model.bn1(self.model.conv_stem(batch))
+        return self.model.blocks(h).mean(dim=(2, 3))
 
     def classify(self, images: Sequence[Image.Image]) -> np.ndarray:
         """ImageNet-1k logits [n, 1000] (a sanity check that weights and preprocessing fit)."""
@@ -268,10 +293,13 @@ class TimmEncoder(ImageEncoder):
 
 
 def load_encoder(name: str = DEFAULT_ENCODER, **kwargs: Any) -> ImageEncoder:
-    """Builds an encoder from its name: 'efficientnet-lite0' or 'timm:<model_name>'."""
+    """Builds an encoder from its name: 'efficientnet-lite0', 'efficientnet-lite0-prehead' or
+    'timm:<model_name>'."""
     key = name.strip() if isinstance(name, str) else name
     if key == DEFAULT_ENCODER:
         return EfficientNetLite0Encoder(**kwargs)
+    if key == PREHEAD_ENCODER:
+        return EfficientNetLite0Encoder(layer="prehead", **kwargs)
     if isinstance(key, str) and key.startswith(TIMM_PREFIX) and key[len(TIMM_PREFIX) :].strip():
         return TimmEncoder(key[len(TIMM_PREFIX) :].strip(), **kwargs)
     raise ElfsInputError(

@@ -1,5 +1,6 @@
-"""Label-free pseudo-labels for ELFS: spherical k-means and TEMI deep clustering on embeddings,
-and their correction by the labels annotators return (arrays in, arrays out; no FiftyOne).
+"""Label-free pseudo-labels for ELFS: spherical k-means, spectral clustering of the kNN graph
+and TEMI deep clustering on embeddings, and their correction by the labels annotators return
+(arrays in, arrays out; no FiftyOne).
 
 Names load on first use, so k-means (numpy, faiss) never imports TEMI's torch.
 """
@@ -13,6 +14,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         ".label_merge": ("majority_class_map", "merge_true_labels", "probe_true_labels"),
         ".metrics": ("cluster_accuracy", "hungarian_match"),
         ".neighbors": ("l2_normalize", "nearest_neighbors", "pca_reduce"),
+        ".spectral": ("spectral_embedding", "spectral_pseudo_labels"),
         ".temi": ("TEMIClustering",),
         ".trust": (
             "STRONG_TRUST_STABILITY",

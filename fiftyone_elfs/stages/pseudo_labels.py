@@ -96,7 +96,11 @@ def run(
     samples: SampleCollection, config: PseudoLabelsConfig, progress: ProgressFn | None = None
 ) -> dict[str, Any]:
     """Clusters the embeddings; stores "cluster_<k>" labels with the cluster probability."""
-    from fiftyone_elfs.pseudo_labels import TEMIClustering, kmeans_pseudo_labels
+    from fiftyone_elfs.pseudo_labels import (
+        TEMIClustering,
+        kmeans_pseudo_labels,
+        spectral_pseudo_labels,
+    )
 
     names = runs.PipelineNames(config.key)
     dataset_io.require_nonempty(samples)
@@ -112,6 +116,9 @@ def run(
     if config.clustering == "kmeans":
         report(0.0, "k-means")
         labels, confidence = kmeans_pseudo_labels(X, config.n_clusters, seed=config.seed)
+    elif config.clustering == "spectral":
+        report(0.0, "spectral clustering of the nearest-neighbour graph")
+        labels, confidence = spectral_pseudo_labels(X, config.n_clusters, seed=config.seed)
     else:
         # per-epoch checkpoint (file temi.pt), like the CNN proxy's: a rerun resumes
         checkpoint_dir = runs.checkpoint_dir_for(samples, config.key)
