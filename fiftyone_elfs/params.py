@@ -217,7 +217,8 @@ PROXY_EPOCHS = Param(
     min=1,
     optional=True,
     label="Proxy epochs (optional)",
-    help=f"Proxy training epochs; None: the default schedule (MLP {DEFAULT_PROXY_EPOCHS}, "
+    help=f"Proxy training epochs; None: the default schedule (MLP {DEFAULT_PROXY_EPOCHS}, fewer "
+    "on pools so large that they would exceed its work budget, see scaled_proxy_epochs; "
     f"CNN {DEFAULT_CNN_EPOCHS}).",
 )
 CNN_WIDTH = Param(

@@ -356,3 +356,23 @@ def test_view_selection_only_touches_the_view(dataset):
     assert result.n_pool == len(view)
     assert set(result.selected_ids) <= set(view.values("id"))
     assert len(dataset.exists("sub_aum")) == len(view)
+
+
+def test_mlp_proxy_epochs_default_to_the_work_budget_schedule(dataset, monkeypatch):
+    """epochs=None trains the MLP for scaled_proxy_epochs(N, dim, K): 40 on pools of this
+    size, fewer where 40 would exceed the work budget (shrunk here so the test pool is "large")."""
+    from fiftyone_elfs.difficulty import training_dynamics
+
+    _run(dataset, key="elfs")
+    n, dim = len(dataset), 1280
+    assert training_dynamics.scaled_proxy_epochs(n, dim, 10) == 40
+    assert elfs.compute_difficulty(dataset, embeddings_field="elfs_embedding")["n_epochs"] == 40
+    per_epoch = 3.0 * n * (dim * 512 + 512 * 10)
+    monkeypatch.setattr(training_dynamics, "PROXY_WORK_BUDGET", 8.5 * per_epoch)
+    assert training_dynamics.scaled_proxy_epochs(n, dim, 10) == 8
+    result = elfs.compute_difficulty(dataset, embeddings_field="elfs_embedding")
+    assert result["n_epochs"] == 8
+    assert (
+        elfs.compute_difficulty(dataset, embeddings_field="elfs_embedding", epochs=3)["n_epochs"]
+        == 3
+    )

@@ -28,6 +28,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
             "HARD_IS_LOW",
             "DifficultyScores",
             "TrainingDynamicsRecorder",
+            "scaled_proxy_epochs",
             "train_mlp_proxy",
         ),
     },

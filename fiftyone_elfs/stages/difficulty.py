@@ -96,7 +96,7 @@ def run(
     samples: SampleCollection, config: DifficultyConfig, progress: ProgressFn | None = None
 ) -> dict[str, Any]:
     """Trains the proxy and stores "<key>_aum", "<key>_forgetting" and "<key>_el2n"."""
-    from fiftyone_elfs.difficulty import train_cnn_proxy, train_mlp_proxy
+    from fiftyone_elfs.difficulty import scaled_proxy_epochs, train_cnn_proxy, train_mlp_proxy
 
     names = runs.PipelineNames(config.key)
     dataset_io.require_nonempty(samples)
@@ -139,8 +139,10 @@ def run(
             **(config.cnn_params or {}),
         )
     else:
+        # default: 40 epochs, fewer where the pool is so large that they exceed the work budget
+        mlp_epochs = config.epochs or scaled_proxy_epochs(X.shape[0], X.shape[1], len(classes))
         scores = train_mlp_proxy(
-            X, y, n_classes=len(classes), seed=config.seed, progress=report, **epochs
+            X, y, n_classes=len(classes), seed=config.seed, progress=report, epochs=mlp_epochs
         )
     report(1.0, "done")
 
