@@ -111,9 +111,9 @@ class EfficientNetLite0Encoder(ImageEncoder):
 
     ``layer="head"`` (default): the globally pooled 1280-d output of the head convolution, the
     classifier's input. ``layer="prehead"``: the pooled 320-d output of the last block stage,
-    one step earlier and less specialised to ImageNet's classes; on CIFAR-10 validation samples
-    its kNN graph clusters 5-10 points closer to the true classes (see
-    ``pseudo_labels.spectral_pseudo_labels``).
+    one step earlier and less specialised to ImageNet's classes; spectral clustering of it came
+    0.4-2.6 points closer to CIFAR-10's classes than of the default features, and 7 points
+    closer than k-means of the default features (``benchmarks/pseudo_label_accuracy.py``).
     """
 
     LAYERS = ("head", "prehead")
