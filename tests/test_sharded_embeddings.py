@@ -124,7 +124,9 @@ def test_two_delegated_workers_embed_the_shards_then_one_runs_the_pipeline(image
     got = dict(zip(*images.values(["filepath", f"{KEY}_embedding"]), strict=True))
     assert got.keys() == want_vectors.keys()
     for path, vector in want_vectors.items():
-        np.testing.assert_allclose(got[path], vector, rtol=0, atol=1e-5)
+        # float32 rounding only: a shard's batches group other images than one process's, and
+        # the channels-last convolutions round by batch (seen: 1.0e-5 at a value of 2.82)
+        np.testing.assert_allclose(got[path], vector, rtol=1e-5, atol=1e-5)
     assert sorted(images.match_tags(f"{KEY}_coreset").values("filepath")) == want_coreset
     results = images.load_run_results(f"{KEY}_embeddings", load_view=False)
     assert results.n_resumed == N  # the pipeline embedded nothing itself
