@@ -32,6 +32,7 @@ from elfs_bench.data import (  # noqa: E402
     list_class_tree,
     prepare_cifar10,
 )
+from explore_selection import draw  # noqa: E402  (the same pool and validation split)
 
 from fiftyone_elfs.pseudo_labels import (  # noqa: E402
     cluster_accuracy,
@@ -53,9 +54,8 @@ def _splits(cache_dir: str, skip_cifar: bool) -> list[tuple[str, list[str], np.n
         paths, names = list_class_tree(os.path.join(root, "train"))
         classes = sorted(set(names))
         y = np.array([classes.index(c) for c in names])
-        perm = np.random.default_rng(101).permutation(y.size)  # as explore_selection.draw
-        for name, idx in (("cifar10 pool", perm[:10000]), ("cifar10 val", perm[10000:15000])):
-            idx = np.sort(idx)
+        pool, val = draw(y, pool=10000, val=5000, seed=101)
+        for name, idx in (("cifar10 pool", pool), ("cifar10 val", val)):
             out.append((name, [paths[i] for i in idx], y[idx]))
     from fiftyone_elfs.sample_data import write_digit_images
 
