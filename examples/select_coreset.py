@@ -35,6 +35,7 @@ from fiftyone_elfs.param_rows import (
     BUDGET_FRACTION,
     CLUSTERING,
     KEY,
+    MODE,
     N_CLUSTERS,
     SEED,
     Param,
@@ -50,6 +51,7 @@ FLAGS = {
     "budget_count": "--budget-count",
     "n_clusters": "--clusters",
     "clustering": "--clustering",
+    "mode": "--mode",
     "beta": "--beta",
     "key": "--key",
     "seed": "--seed",
@@ -144,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=CLUSTERING.choices,
         default=CLUSTERING.default,
         help=f"{CLUSTERING.help} (default {CLUSTERING.default})",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=MODE.choices,
+        default=MODE.default,
+        help=f"{MODE.help} (default {MODE.default})",
     )
     parser.add_argument(
         "--beta",
@@ -338,7 +346,9 @@ def run(dataset, args: argparse.Namespace) -> int:
         dataset,
         budget_count=args.budget_count,
         budget_fraction=args.budget_fraction,
+        mode=args.mode,
         beta=args.beta,
+        seed=args.seed,
         **common,
     )
     brain_key = timed(
@@ -372,6 +382,7 @@ def print_summary(dataset, args, result, emb, brain_key, outputs, timings) -> No
     if not reason.startswith("beta"):
         reason = f"beta = {result.beta:.4g}: {reason}"
     print(f"hard-end cut: {reason}")
+    print(f"selection rule: {result.mode}: {result.mode_reason}")
     for notice in result.notices:
         print(f"notice: {notice}")
     trust = getattr(dataset.load_run_results(f"{args.key}_pseudo_labels"), "trust", None)

@@ -213,21 +213,28 @@ def select_coreset(
     *,
     budget_count: int | None = None,
     budget_fraction: float | None = None,
+    mode: str = "auto",
     beta: float | None = None,
     score: str = "aum",
+    seed: int = 0,
     key: str = "elfs",
     tag: str | None = None,
 ) -> CoresetResult:
-    """Double-end pruning on a difficulty score: drop the beta hardest, keep the next budget.
+    """Selects the coreset from a difficulty score: cut the beta hardest, then keep the budget.
 
-    The hardest samples are dropped because that is where the pseudo-labels are wrong; beta=None
-    uses the label-free rule (`fiftyone_elfs.selection.label_free_beta`). The coreset is tagged
-    (default "<key>_coreset"), saved as the view "<key>-coreset" and each scored sample's
-    region (dropped_hard / coreset / dropped_easy) is stored in "<key>_coreset_region"; a re-run
-    replaces all three.
+    The hardest samples are cut because that is where the pseudo-labels are wrong; beta=None
+    uses the label-free rule (`fiftyone_elfs.selection.label_free_beta`). Of the rest, the
+    budget is either the double-end window (the next samples in rank order; ``mode="window"``)
+    or a coverage-centric draw evenly across the remaining difficulty range (``mode="ccs"``,
+    seeded by ``seed``). ``mode="auto"`` (the default) takes the window when the pseudo-labels'
+    recorded trust is strong and CCS when it is weak or unknown (`fiftyone_elfs.selection.
+    resolve_mode`; the result's ``mode_reason`` says which and why). The coreset is tagged
+    (default "<key>_coreset"), saved as the view "<key>-coreset" and each scored sample's region
+    (dropped_hard / coreset / dropped_easy for the window, not_drawn for CCS) is stored in
+    "<key>_coreset_region"; a re-run replaces all three.
 
     Returns:
-        a `CoresetResult`: the selected ids, the pool size, beta and why.
+        a `CoresetResult`: the selected ids, the pool size, the rule and beta, and why.
     """
     config = CoresetConfig.from_arguments(locals())
     with record.guard(samples, key, ["coreset"]):
@@ -247,9 +254,10 @@ def select_more(
 ) -> CoresetResult:
     """The next labeling round: `budget` more samples, never one already selected or labeled.
 
-    Continues key `key` after `select_coreset` (round 1). The new samples are the double-end
-    window recomputed for the cumulative budget minus the excluded ones, so the rounds add up
-    to one selection with the combined budget. Tagged "<key>_round<k>", saved as
+    Continues key `key` after `select_coreset` (round 1), with the coreset's rule: the
+    double-end window recomputed for the cumulative budget minus the excluded ones, so the
+    rounds add up to one selection with the combined budget; or, for a CCS coreset, a CCS draw
+    from the samples neither cut nor excluded. Tagged "<key>_round<k>", saved as
     "<key>-round<k>", recorded as its own run. `budget_fraction` is a share of the scored pool.
     To let returned labels improve the ranking, re-run ``compute_difficulty(...,
     label_field=...)`` before this.
@@ -299,6 +307,7 @@ def run_pipeline(
     key: str = "elfs",
     model: str = DEFAULT_ENCODER,
     embeddings_field: str | None = None,
+    mode: str = "auto",
     beta: float | None = None,
     score: str = "aum",
     proxy: str = "mlp",

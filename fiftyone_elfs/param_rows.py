@@ -373,6 +373,19 @@ BETA = Param(
     help="Share of the hardest samples dropped, in [0, 1); None: the label-free rule.",
     fix="Pass e.g. beta=0.1, or leave beta=None for the label-free default.",
 )
+MODE = Param(
+    "mode",
+    "choice",
+    "auto",
+    choices=("auto", "window", "ccs"),  # = selection.modes.SELECTION_MODES (tested)
+    noun="selection mode",
+    widget="radio",
+    label="Selection rule",
+    help=(
+        "auto: the difficulty window when the pseudo-labels look trustworthy, CCS (the budget "
+        "drawn evenly across the difficulty range) when they do not; or either one, fixed."
+    ),
+)
 BETA_MODE = Switch(
     "beta_mode",
     "Hard-end cut (beta)",

@@ -45,6 +45,7 @@ from fiftyone_elfs.param_rows import (  # noqa: F401 - re-exported: the types an
     CLUSTERING,
     EMBEDDINGS_FIELD,
     KEY,
+    MODE,
     N_CLUSTERS,
     NUM_WORKERS,
     PROXY,
@@ -426,8 +427,10 @@ _register(
         (
             KEY,
             BUDGET,
+            MODE,
             BETA_MODE,
             SCORE,
+            SEED,
             Param(
                 "tag",
                 "str",
@@ -506,6 +509,7 @@ _register(
         (
             KEY,
             BUDGET,
+            MODE,
             BETA_MODE,
             dataclasses.replace(
                 SCORE, choices=SCORE_NAMES, help="aum / forgetting / el2n from the proxy."

@@ -40,6 +40,9 @@ class RunSummary:
     n_selected: int | None = None
     beta: float | None = None
     beta_reason: str | None = None
+    mode: str | None = None  # the selection rule used: "window" or "ccs"
+    mode_reason: str | None = None
+    trust: dict[str, Any] | None = None  # the pseudo-labels' trust figures (pseudo_labels.trust)
     tag: str | None = None
     saved_view: str | None = None
     brain_key: str | None = None
@@ -68,7 +71,11 @@ def score_histogram(
     # bins are right-open, so the top edge is nudged up to count the maximum itself
     top = high + (high - low) * 1e-6
     counts, edges = {}, None
+    present = scored.distinct(region)
     for name in runs.REGIONS:
+        if name not in present:  # a window leaves no "not_drawn", a CCS draw no "dropped_easy"
+            counts[name] = [0] * bins
+            continue
         part = scored.match(F(region) == name)
         bin_counts, edges, _ = part.histogram_values(field_name, bins=bins, range=(low, top))
         counts[name] = [int(c) for c in bin_counts]
@@ -105,6 +112,8 @@ def summarize_run(dataset: fo.Dataset, key: str = "elfs", *, bins: int = 40) -> 
         stages=stages,
         params={s: _stage_params(runs.stage_config(dataset, names, s)) for s in stages},
     )
+    if "pseudo_labels" in stages:
+        summary.trust = getattr(runs.stage_results(dataset, names, "pseudo_labels"), "trust", None)
     if "coreset" in stages:
         results = runs.stage_results(dataset, names, "coreset")
         config = runs.stage_config(dataset, names, "coreset")
@@ -112,6 +121,8 @@ def summarize_run(dataset: fo.Dataset, key: str = "elfs", *, bins: int = 40) -> 
         summary.n_selected = results.n_selected
         summary.beta = results.beta
         summary.beta_reason = results.beta_reason
+        summary.mode = getattr(results, "mode", None) or "window"  # runs before modes: windows
+        summary.mode_reason = getattr(results, "mode_reason", None)
         summary.tag = config.tag
         summary.saved_view = config.saved_view
         summary.histogram = score_histogram(dataset, names, config.score, bins=bins)

@@ -27,6 +27,7 @@ def _select(dataset, key="elfs", fraction=0.2, visualize=False):
         embeddings_field="elfs_embedding",
         epochs=5,
         visualize=visualize,
+        mode="window",  # these tests check the window's regions; CCS: test_selection_modes
     )
 
 
@@ -110,7 +111,8 @@ def test_summary_counts_agree_with_the_selection(dataset):
     assert sum(hist.counts["coreset"]) == result.budget
     assert sum(sum(c) for c in hist.counts.values()) == result.n_pool
     # The regions occupy ordered stretches of the AUM axis: hard (low) ... easy (high).
-    first_bin = {r: min(np.flatnonzero(c)) for r, c in hist.counts.items()}
+    first_bin = {r: min(np.flatnonzero(c)) for r, c in hist.counts.items() if any(c)}
+    assert "not_drawn" not in first_bin  # a window leaves only the easy end
     assert first_bin["dropped_hard"] <= first_bin["coreset"] <= first_bin["dropped_easy"]
     pool = sum(c[1] for c in summary.clusters)
     core = sum(c[2] for c in summary.clusters)

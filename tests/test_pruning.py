@@ -6,12 +6,15 @@ import numpy as np
 import pytest
 
 from fiftyone_elfs.selection import (
+    SELECTION_MODES,
     PruneResult,
+    ccs_prune,
     ccs_select,
     double_end_prune,
     label_free_beta,
     next_round_prune,
     resolve_budget,
+    resolve_mode,
 )
 
 # Ranked hardest first (low = hard): -1.0 (1), -0.5 (5), 0.0 (7), 0.1 (3), 0.5 (0), 1.0 (6),
@@ -284,3 +287,79 @@ def test_next_round_errors():
         next_round_prune(scores, np.ones(5, dtype=bool), 1, beta=0.0)
     with pytest.raises(ValueError, match="one entry per score"):
         next_round_prune(scores, np.zeros(4, dtype=bool), 1, beta=0.0)
+
+
+def test_ccs_prune_draws_what_ccs_select_draws_and_marks_the_cut():
+    rng = np.random.default_rng(3)
+    scores = rng.normal(size=500)
+    for beta, budget in [(0.0, 50), (0.3, 120), (0.45, 100)]:
+        pruned = ccs_prune(scores, budget, beta, seed=4)
+        np.testing.assert_array_equal(
+            np.sort(pruned.indices), ccs_select(scores, budget, beta, seed=4)
+        )
+        assert pruned.start == int(np.floor(beta * 500 + 1e-9)) and pruned.stop == 500
+        assert np.all(pruned.ranks[pruned.indices] >= pruned.start)  # nothing from the cut
+        assert np.all(np.diff(pruned.ranks[pruned.indices]) > 0)  # hardest first
+        assert pruned.effective_beta == pruned.start / 500 and not pruned.notices
+
+
+def test_ccs_prune_never_draws_an_excluded_sample_and_rounds_cover_the_range():
+    rng = np.random.default_rng(5)
+    scores = rng.uniform(size=1000)
+    first = ccs_prune(scores, 100, 0.2, seed=0)
+    excluded = np.zeros(1000, dtype=bool)
+    excluded[first.indices] = True
+    second = ccs_prune(scores, 100, 0.2, excluded=excluded, seed=1)
+    assert not excluded[second.indices].any()
+    assert np.unique(second.indices).size == 100 and second.start == first.start
+    # the second round covers the same range: its scores span most of the un-cut range
+    kept = np.sort(scores)[200:]
+    assert np.ptp(scores[second.indices]) > 0.9 * np.ptp(kept)
+
+
+def test_ccs_prune_shrinks_the_cut_when_too_few_are_left_and_says_so():
+    scores = np.arange(100, dtype=float)  # low = hard: rank r is sample r
+    excluded = np.zeros(100, dtype=bool)
+    excluded[60:] = True  # only samples 0..59 are free; beta 0.5 would leave 10 free
+    pruned = ccs_prune(scores, 30, 0.5, excluded=excluded)
+    assert pruned.start == 30 and pruned.notices and "effective beta = 0.3" in pruned.notices[0]
+    np.testing.assert_array_equal(np.sort(pruned.indices), np.arange(30, 60))
+    everything = ccs_prune(scores, 70, 0.5, excluded=excluded)
+    np.testing.assert_array_equal(np.sort(everything.indices), np.arange(60))
+    assert "more than the 60 samples" in everything.notices[0]
+    with pytest.raises(ValueError, match="nothing left to select"):
+        ccs_prune(scores, 5, 0.1, excluded=np.ones(100, dtype=bool))
+    with pytest.raises(ValueError, match="one entry per score"):
+        ccs_prune(scores, 5, 0.1, excluded=np.ones(3, dtype=bool))
+
+
+_STRONG = {"level": "strong", "stability": 0.95, "threshold": 0.9}
+_WEAK = {"level": "weak", "stability": 0.7, "threshold": 0.9}
+
+
+@pytest.mark.parametrize(
+    "mode, trust, score, used, words",
+    [
+        ("auto", _STRONG, "aum", "window", "trust is strong (k-means from other starts agrees"),
+        ("auto", _WEAK, "aum", "ccs", "trust is weak"),
+        ("auto", None, "forgetting", "ccs", "no pseudo-label trust was recorded"),
+        ("auto", {}, "aum", "ccs", "no pseudo-label trust was recorded"),
+        ("auto", {"level": "not measured"}, "aum", "ccs", "no pseudo-label trust was recorded"),
+        ("auto", _WEAK, "contrastive", "window", "do not depend on the pseudo-labels"),
+        ("window", _WEAK, "aum", "window", "as set by the user"),
+        ("ccs", _STRONG, "aum", "ccs", "as set by the user"),
+    ],
+)
+def test_resolve_mode_follows_the_trust_level_unless_the_user_fixes_it(
+    mode, trust, score, used, words
+):
+    chosen, reason = resolve_mode(mode, trust, score)
+    assert chosen == used and words in reason
+
+
+def test_resolve_mode_refuses_an_unknown_mode_and_the_form_offers_exactly_the_modes():
+    from fiftyone_elfs.param_rows import MODE
+
+    with pytest.raises(ValueError, match="mode must be one of"):
+        resolve_mode("window-ish", None)
+    assert tuple(MODE.choices) == SELECTION_MODES and MODE.default in SELECTION_MODES

@@ -20,6 +20,7 @@ def _round1(dataset, fraction=0.1):
         key="elfs",
         embeddings_field="elfs_embedding",
         epochs=5,
+        mode="window",  # the window's rounds; CCS rounds: test_selection_modes
     )
 
 
@@ -95,5 +96,9 @@ def test_true_labels_correct_the_proxy_targets(dataset):
     assert config.true_label_field == "returned"
     after = np.array(dataset.values("elfs_aum"))
     assert not np.allclose(after, before)  # different targets, different dynamics
+    # Scores learned from returned labels: "auto" keeps the window, whatever the clusters' trust.
+    auto = elfs.select_more(dataset, budget_count=10, key="elfs")  # the coreset's rule (window)
+    assert auto.mode == "window"
+    assert len(dataset.match_tags("elfs_round2")) == 10
     with pytest.raises(elfs.ElfsInputError, match="fo.Classification"):
         elfs.compute_difficulty(dataset, key="elfs", epochs=1, label_field="elfs_aum")

@@ -22,6 +22,7 @@ REGION_LEGEND = {
     "dropped_hard": "dropped: hardest (likely noisy)",
     "coreset": "coreset (to label)",
     "dropped_easy": "dropped: easiest",
+    "not_drawn": "not drawn (CCS covers the range)",
 }
 REGION_STYLE = {r: (REGION_LEGEND[r], REGION_COLORS[r]) for r in runs.REGIONS}  # name, colour
 POOL_OPACITY = 0.4  # the pool's bar of a cluster: its colour, faded; the coreset's: solid
@@ -100,12 +101,31 @@ def _params_markdown(summary: run_summary.RunSummary) -> str:
     return "\n".join(lines)
 
 
+def _trust_markdown(trust: dict[str, Any] | None) -> str:
+    if not trust or "stability" not in trust:
+        return ""
+    return (
+        f"\n\nPseudo-label trust: **{trust['level']}** (k-means from other starts agrees with "
+        f"the pseudo-labels on {trust['stability']:.0%} of samples; strong at >= "
+        f"{trust['threshold']:.0%}; {trust['knn_consistency']:.0%} of nearest neighbours share "
+        "a sample's pseudo-label)."
+    )
+
+
 def _outcome_markdown(summary: run_summary.RunSummary) -> str:
+    trust = _trust_markdown(summary.trust)
     if summary.n_selected is None:
-        return f"Key **{summary.key}**: stages run: {', '.join(summary.stages)}; no coreset yet."
+        return (
+            f"Key **{summary.key}**: stages run: {', '.join(summary.stages)}; no coreset yet."
+            + trust
+        )
+    rule = f"\n\nSelection rule: **{summary.mode}**"
+    rule += f": {summary.mode_reason}." if summary.mode_reason else "."
     return (
         f"Key **{summary.key}**: **{summary.n_selected}** of {summary.n_pool} samples selected "
         f"(tag `{summary.tag}`, saved view `{summary.saved_view}`). {summary.beta_reason}"
+        + rule
+        + trust
     )
 
 

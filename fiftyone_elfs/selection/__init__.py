@@ -1,6 +1,6 @@
-"""Coreset selection from difficulty: double-end pruning, label-free beta, CCS; geometry-only
-baselines (random, prototypicality, k-center greedy, D2 pruning, ZCore); stratified typical
-coverage for weak pseudo-labels; no FiftyOne."""
+"""Coreset selection from difficulty: double-end pruning, label-free beta, CCS and the rule that
+chooses between them (modes); geometry-only baselines (random, prototypicality, k-center greedy,
+D2 pruning, ZCore); stratified typical coverage for weak pseudo-labels; no FiftyOne."""
 
 from .baselines import (
     d2_prune,
@@ -12,9 +12,11 @@ from .baselines import (
     zcore_select,
 )
 from .coverage import proportional_quota, stratified_typical_select
+from .modes import SELECTION_MODES, resolve_mode
 from .pruning import (
     HARD_END_SHARE,
     PruneResult,
+    ccs_prune,
     ccs_select,
     double_end_prune,
     label_free_beta,
@@ -26,6 +28,8 @@ from .pruning import (
 __all__ = [
     "HARD_END_SHARE",
     "PruneResult",
+    "SELECTION_MODES",
+    "ccs_prune",
     "ccs_select",
     "d2_prune",
     "double_end_prune",
@@ -38,6 +42,7 @@ __all__ = [
     "random_select",
     "rank_hardest_first",
     "resolve_budget",
+    "resolve_mode",
     "stratified_typical_select",
     "zcore_scores",
     "zcore_select",

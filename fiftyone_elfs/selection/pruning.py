@@ -15,6 +15,7 @@ import numpy as np
 __all__ = [
     "HARD_END_SHARE",
     "PruneResult",
+    "ccs_prune",
     "ccs_select",
     "double_end_prune",
     "label_free_beta",
@@ -279,6 +280,14 @@ def ccs_select(
         )
         start = n - budget
     pool = np.sort(order[start:])
+    return _ccs_draw(s, pool, budget, n_bins, np.random.default_rng(seed))
+
+
+def _ccs_draw(
+    s: np.ndarray, pool: np.ndarray, budget: int, n_bins: int, rng: np.random.Generator
+) -> np.ndarray:
+    """CCS's strata: ``budget`` of ``pool`` (sorted indices into ``s``), evenly across the score
+    range, smallest bins first, uniformly inside a bin; sorted indices."""
     values = s[pool]
     lo, hi = float(values.min()), float(values.max())
     if hi > lo:
@@ -303,13 +312,85 @@ def ccs_select(
         quota[b] += extra
         remaining -= extra
 
-    rng = np.random.default_rng(seed)
     chosen = []
     for b in range(n_bins):
         if quota[b]:
             members = pool[bins == b]
             chosen.append(rng.choice(members, size=int(quota[b]), replace=False))
     return np.sort(np.concatenate(chosen)) if chosen else np.empty(0, dtype=np.int64)
+
+
+def ccs_prune(
+    scores: np.ndarray,
+    budget: int,
+    beta: float,
+    hard_is_low: bool = True,
+    excluded: np.ndarray | None = None,
+    n_bins: int = 50,
+    seed: int = 0,
+) -> PruneResult:
+    """CCS (see ``ccs_select``) as a ``PruneResult``, for coresets and their next rounds.
+
+    What: the floor(beta*N) hardest are cut; ``budget`` samples are drawn by CCS's strata from
+    the rest, never one of ``excluded`` (a boolean mask: samples already selected or labeled).
+    ``indices`` are hardest first; ``start`` is the cut and ``stop`` = N (the range drawn from).
+    Edges, each with a notice: more budget than samples not excluded selects all of them; when
+    too few survive the cut, the cut shrinks (the hardest are kept out as long as possible).
+    Why: rounds that each draw across the same range add up to a coverage of it, as one
+    selection with the combined budget would.
+    """
+    s = _check_scores(scores)
+    budget = _check_budget(budget)
+    beta = _check_beta(beta)
+    if isinstance(n_bins, bool) or not isinstance(n_bins, numbers.Integral) or n_bins < 1:
+        raise ValueError(f"n_bins must be an integer >= 1; got {n_bins!r}.")
+    n = s.size
+    mask = np.zeros(n, dtype=bool) if excluded is None else np.asarray(excluded, dtype=bool)
+    if mask.shape != s.shape:
+        raise ValueError(
+            f"excluded must be a boolean mask with one entry per score; got shape {mask.shape} "
+            f"for {n} scores."
+        )
+    available = n - int(mask.sum())
+    if available == 0:
+        raise ValueError(
+            "Every scored sample is already selected or labeled, so there is nothing left to "
+            "select. Score more samples, or start a new selection with another key."
+        )
+    order = rank_hardest_first(s, hard_is_low)
+    ranks = np.empty(n, dtype=np.int64)
+    ranks[order] = np.arange(n)
+    notices: list[str] = []
+    if budget >= available:
+        if budget > available:
+            notices.append(
+                f"The budget ({budget}) is more than the {available} samples not yet selected "
+                f"or labeled: all {available} are selected and beta is ignored."
+            )
+        chosen = np.flatnonzero(~mask)
+        start = 0
+    else:
+        start = min(math.floor(beta * n + _EPS), n)
+        free_after = np.cumsum(~mask[order][::-1])[::-1]  # free samples at rank >= r
+        if (int(free_after[start]) if start < n else 0) < budget:
+            shrunk = int(np.flatnonzero(free_after >= budget).max())
+            notices.append(
+                f"beta={beta:g} leaves fewer than {budget} samples to draw from, so only the "
+                f"{shrunk} hardest were cut (effective beta = {shrunk / n:.4g})."
+            )
+            start = shrunk
+        survivors = order[start:]
+        pool = np.sort(survivors[~mask[survivors]])
+        chosen = _ccs_draw(s, pool, budget, int(n_bins), np.random.default_rng(seed))
+    chosen = chosen[np.argsort(ranks[chosen], kind="stable")]
+    return PruneResult(
+        indices=chosen,
+        ranks=ranks,
+        start=int(start),
+        stop=int(n),
+        effective_beta=start / n,
+        notices=notices,
+    )
 
 
 def next_round_prune(

@@ -36,6 +36,7 @@ class PipelineConfig(StageConfig):
     key: str
     budget_count: int | None
     budget_fraction: float | None
+    mode: str
     beta: float | None
     score: str
     n_clusters: int
@@ -138,8 +139,10 @@ def run(
             key=config.key,
             budget_count=config.budget_count,
             budget_fraction=config.budget_fraction,
+            mode=config.mode,
             beta=config.beta,
             score=config.score,
+            seed=config.seed,
         ),
     )
     if config.visualize:

@@ -83,8 +83,10 @@ def _trust(X: np.ndarray, labels: np.ndarray, config: PseudoLabelsConfig) -> dic
     if trust.level == "weak":
         logger.warning(
             "%s. The embedding does not separate clear groups, so the difficulty ranking of "
-            "these pseudo-labels is a weaker signal: on such data ELFS has measured below a "
-            "random subset of the same size (see the README's 'Benchmark' section).",
+            "these pseudo-labels is a weaker signal: the default selection rule (mode='auto') "
+            "then draws the coreset across the difficulty range (CCS) rather than the narrow "
+            "window, which measured below a random subset on such data (see the README's "
+            "'Benchmark' section).",
             trust.explain().capitalize(),
         )
     else:

@@ -1,8 +1,11 @@
 """Selection stage: the coreset (labeling round 1) and the next labeling rounds.
 
-Double-end pruning on a difficulty score: drop the hardest beta share, keep the next budget,
-drop the easy rest. Each round is a tag, a saved view and a run of the key.
-Algorithm: `fiftyone_elfs.selection.pruning` (budgets, double-end pruning, label-free beta).
+On a difficulty score, the hardest beta share is cut (likely wrong pseudo-labels), then either
+the double-end window keeps the next budget in rank order, or CCS draws the budget evenly
+across the difficulty range left; ``mode="auto"`` picks by the pseudo-labels' recorded trust.
+Each round is a tag, a saved view and a run of the key. Algorithms:
+`fiftyone_elfs.selection.pruning` (budgets, window, CCS, label-free beta) and
+`fiftyone_elfs.selection.modes` (the rule between them).
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ class CoresetResult:
     saved_view: str
     notices: list[str] = field(default_factory=list)
     round: int = 1  # labeling round: 1 = the coreset, 2+ = select_more
+    mode: str = "window"  # the rule used: "window" or "ccs"
+    mode_reason: str = ""  # one sentence: why that rule
 
     def view(self, dataset: fo.Dataset) -> fo.DatasetView:
         """The selected samples as a view of `dataset`."""
@@ -59,6 +64,8 @@ class CoresetConfig(StageConfig):
     budget_fraction: float | None
     beta: float | None
     score: str
+    mode: str
+    seed: int
     tag: str | None
 
 
@@ -125,6 +132,30 @@ def _beta_for(
     return label_free_beta(np.asarray(aum, dtype=float), budget_fraction)
 
 
+def _mode_for(
+    samples: SampleCollection, names: runs.PipelineNames, mode: str, score: str
+) -> tuple[str, str, dict[str, Any] | None]:
+    """The rule a coreset uses (`selection.resolve_mode`), why, and the trust figures it read."""
+    from fiftyone_elfs.selection import resolve_mode
+
+    dataset = dataset_io.dataset_of(samples)
+    difficulty_config = runs.stage_config(dataset, names, "difficulty")
+    label_field = getattr(difficulty_config, "true_label_field", None)
+    if mode == "auto" and score != "contrastive" and label_field:
+        return (
+            "window",
+            (
+                f"the proxy learned targets derived from the labels in '{label_field}', not "
+                "from the pseudo-labels alone, so the double-end window is used"
+            ),
+            None,
+        )
+    results = runs.stage_results(dataset, names, "pseudo_labels")
+    trust = getattr(results, "trust", None) if results is not None else None
+    used, reason = resolve_mode(mode, trust, score)
+    return used, reason, trust
+
+
 def _selection(
     names: runs.PipelineNames,
     ids: list[str],
@@ -134,6 +165,8 @@ def _selection(
     tag: str,
     view_name: str,
     round_no: int,
+    mode: str,
+    mode_reason: str,
 ) -> CoresetResult:
     for notice in pruned.notices:
         logger.warning(notice)
@@ -149,15 +182,20 @@ def _selection(
         saved_view=view_name,
         notices=list(pruned.notices),
         round=round_no,
+        mode=mode,
+        mode_reason=mode_reason,
     )
 
 
 def _results(result: CoresetResult, pruned: Any, **extra: Any) -> dict[str, Any]:
-    """What a selection run stores: counts, beta and why, the window, the selected ids."""
+    """What a selection run stores: counts, the rule and why, beta and why, the range drawn
+    from (the window, or the cut to the end for CCS), the selected ids."""
     return {
         "n_pool": result.n_pool,
         "n_selected": result.budget,
         **extra,
+        "mode": result.mode,
+        "mode_reason": result.mode_reason,
         "beta": result.beta,
         "beta_reason": result.beta_reason,
         "window": [int(pruned.start), int(pruned.stop)],
@@ -166,9 +204,21 @@ def _results(result: CoresetResult, pruned: Any, **extra: Any) -> dict[str, Any]
     }
 
 
+def _regions(pruned: Any, mode: str) -> np.ndarray:
+    """Each scored sample's region (`runs.REGIONS`): cut at the hard end, selected, or left.
+
+    The window leaves the easy end ("dropped_easy"); CCS leaves samples all across the range
+    it draws from ("not_drawn").
+    """
+    left = "not_drawn" if mode == "ccs" else "dropped_easy"
+    regions = np.where(pruned.ranks < pruned.start, "dropped_hard", left).astype(object)
+    regions[np.asarray(pruned.indices, dtype=np.int64)] = "coreset"
+    return regions
+
+
 def select_coreset(samples: SampleCollection, config: CoresetConfig) -> CoresetResult:
-    """Round 1: the double-end window of the budget; tag, saved view and coreset regions."""
-    from fiftyone_elfs.selection import double_end_prune, resolve_budget
+    """Round 1: the window or CCS draw of the budget; tag, saved view and coreset regions."""
+    from fiftyone_elfs.selection import ccs_prune, double_end_prune, resolve_budget
 
     names = runs.PipelineNames(config.key)
     ids, values = _read_scores(samples, names, config.score)
@@ -189,15 +239,23 @@ def select_coreset(samples: SampleCollection, config: CoresetConfig) -> CoresetR
             "replacing the coreset would orphan them. Fix: use another key, or "
             "delete_key(dataset, key) first."
         )
+    mode, mode_reason, trust = _mode_for(samples, names, config.mode, config.score)
     beta, beta_reason = _beta_for(
         samples, names, ids, config.score, config.beta, min(budget / n, 1.0)
     )
-    pruned = double_end_prune(values, budget, beta, hard_is_low=HARD_IS_LOW[config.score])
-    result = _selection(names, ids, pruned, beta_reason, config.score, tag, names.saved_view, 1)
-    regions = np.asarray(runs.REGIONS)[
-        (pruned.ranks >= pruned.start).astype(int) + (pruned.ranks >= pruned.stop).astype(int)
-    ]
-    description = f"ELFS coreset '{config.key}': {result.budget} of {n} samples by {config.score}"
+    hard_is_low = HARD_IS_LOW[config.score]
+    if mode == "ccs":
+        pruned = ccs_prune(values, budget, beta, hard_is_low=hard_is_low, seed=config.seed)
+    else:
+        pruned = double_end_prune(values, budget, beta, hard_is_low=hard_is_low)
+    logger.info("Selection rule: %s (%s).", mode, mode_reason)
+    result = _selection(
+        names, ids, pruned, beta_reason, config.score, tag, names.saved_view, 1, mode, mode_reason
+    )
+    regions = _regions(pruned, mode)
+    description = (
+        f"ELFS coreset '{config.key}': {result.budget} of {n} samples by {config.score} ({mode})"
+    )
     record.record(
         samples,
         names,
@@ -207,10 +265,12 @@ def select_coreset(samples: SampleCollection, config: CoresetConfig) -> CoresetR
             "budget_fraction": config.budget_fraction,
             "beta": config.beta,
             "score": config.score,
+            "mode": config.mode,
+            "seed": config.seed,
             "tag": tag,
             "saved_view": names.saved_view,
         },
-        results=_results(result, pruned),
+        results=_results(result, pruned, trust=trust),
         outputs=record.Outputs(
             tags={tag: result.selected_ids},
             values={names.region_field: (ids, regions.tolist())},
@@ -222,8 +282,9 @@ def select_coreset(samples: SampleCollection, config: CoresetConfig) -> CoresetR
 
 
 def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult:
-    """Round k >= 2: the window of the cumulative budget minus what is selected or labeled."""
-    from fiftyone_elfs.selection import next_round_prune, resolve_budget
+    """Round k >= 2, with the coreset's rule: the window of the cumulative budget minus what is
+    selected or labeled, or a CCS draw from what is neither."""
+    from fiftyone_elfs.selection import ccs_prune, next_round_prune, resolve_budget
 
     names = runs.PipelineNames(config.key)
     dataset = dataset_io.dataset_of(samples)
@@ -249,8 +310,20 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
     excluded = np.array([i in excluded_ids for i in ids], dtype=bool)
     total_fraction = min((int(excluded.sum()) + budget) / n, 1.0)
     beta, beta_reason = _beta_for(samples, names, ids, config.score, config.beta, total_fraction)
-    pruned = next_round_prune(values, excluded, budget, beta, hard_is_low=HARD_IS_LOW[config.score])
-    result = _selection(names, ids, pruned, beta_reason, config.score, tag, view_name, round_no)
+    coreset = runs.stage_results(dataset, names, "coreset")
+    mode = getattr(coreset, "mode", None) or "window"  # coresets before modes were windows
+    mode_reason = f"the rule of this key's coreset ({mode})"
+    hard_is_low = HARD_IS_LOW[config.score]
+    if mode == "ccs":
+        seed = int(getattr(runs.stage_config(dataset, names, "coreset"), "seed", 0) or 0)
+        pruned = ccs_prune(
+            values, budget, beta, hard_is_low=hard_is_low, excluded=excluded, seed=seed + round_no
+        )
+    else:
+        pruned = next_round_prune(values, excluded, budget, beta, hard_is_low=hard_is_low)
+    result = _selection(
+        names, ids, pruned, beta_reason, config.score, tag, view_name, round_no, mode, mode_reason
+    )
     description = (
         f"ELFS round {round_no} of '{config.key}': {result.budget} more of {n} samples by "
         f"{config.score}"

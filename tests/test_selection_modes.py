@@ -1,0 +1,143 @@
+"""The selection rule on a real database: "auto" follows the recorded pseudo-label trust, CCS
+draws across the range, its regions and next rounds, what the run records and the panel shows.
+
+The 300 real images carry two extra vector fields so that the trust is known in advance:
+well-separated Gaussian clusters (strong trust) and a structureless Gaussian cloud (weak).
+"""
+
+from __future__ import annotations
+
+import fiftyone.operators as foo
+import numpy as np
+import pytest
+
+import fiftyone_elfs as elfs
+from fiftyone_elfs import run_summary, runs
+from fiftyone_elfs.plugin.panel import _outcome_markdown
+
+PLUGIN = "@fiftyone-elfs/elfs"
+
+
+def _set_vectors(dataset, field: str, X: np.ndarray) -> None:
+    dataset.set_values(field, [x.tolist() for x in X])
+
+
+@pytest.fixture
+def modes_dataset(dataset):
+    n = len(dataset)
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16)) * 5.0
+    blobs = centres[np.arange(n) % 3] + rng.normal(0.0, 0.3, (n, 16))
+    _set_vectors(dataset, "blob_embedding", blobs)
+    _set_vectors(dataset, "cloud_embedding", rng.normal(size=(n, 16)))
+    return dataset
+
+
+def _run(dataset, field, n_clusters, **kwargs):
+    return elfs.run_pipeline(
+        dataset,
+        budget_fraction=0.2,
+        n_clusters=n_clusters,
+        clustering="kmeans",
+        embeddings_field=field,
+        epochs=5,
+        visualize=False,
+        **kwargs,
+    )
+
+
+def _trust(dataset, key="elfs"):
+    return dataset.load_run_results(f"{key}_pseudo_labels").trust
+
+
+def test_auto_takes_the_window_on_trusted_pseudo_labels(modes_dataset):
+    result = _run(modes_dataset, "blob_embedding", 3)
+    assert _trust(modes_dataset)["level"] == "strong"
+    assert result.mode == "window" and "trust is strong" in result.mode_reason
+    counts = modes_dataset.count_values("elfs_coreset_region")
+    assert "not_drawn" not in counts and counts["coreset"] == result.budget == 60
+    stored = modes_dataset.load_run_results("elfs_coreset")
+    assert stored.mode == "window" and stored.trust["level"] == "strong"
+    assert modes_dataset.get_run_info("elfs_coreset").config.mode == "auto"
+
+
+def test_auto_takes_ccs_on_weak_pseudo_labels_and_draws_across_the_range(modes_dataset):
+    result = _run(modes_dataset, "cloud_embedding", 10)
+    assert _trust(modes_dataset)["level"] == "weak"
+    assert result.mode == "ccs" and "trust is weak" in result.mode_reason
+    ids, aum, region = modes_dataset.values(["id", "elfs_aum", "elfs_coreset_region"])
+    aum, region = np.asarray(aum, dtype=float), np.asarray(region)
+    assert set(region) == {"dropped_hard", "coreset", "not_drawn"}
+    assert {ids[i] for i in np.flatnonzero(region == "coreset")} == set(result.selected_ids)
+    assert (region == "dropped_hard").sum() == round(result.beta * len(ids))
+    hard, core, rest = (aum[region == r] for r in ("dropped_hard", "coreset", "not_drawn"))
+    assert hard.max() <= core.min() and hard.max() <= rest.min()
+    # A draw, not a window: the coreset spans (nearly) all of the range left after the cut.
+    assert np.ptp(core) > 0.8 * (aum.max() - hard.max())
+    assert rest.min() < core.max() and core.min() < rest.max()
+    # The draw is seeded: the same seed gives the same coreset, another seed another one.
+    again = elfs.select_coreset(modes_dataset, budget_fraction=0.2, seed=0)
+    other = elfs.select_coreset(modes_dataset, budget_fraction=0.2, seed=1)
+    assert again.selected_ids == result.selected_ids
+    assert set(other.selected_ids) != set(result.selected_ids)
+
+
+def test_the_user_can_fix_the_rule_whatever_the_trust(modes_dataset):
+    window = _run(modes_dataset, "cloud_embedding", 10, mode="window", key="w")
+    assert window.mode == "window" and "set by the user" in window.mode_reason
+    assert "not_drawn" not in modes_dataset.count_values("w_coreset_region")
+    ccs = _run(modes_dataset, "blob_embedding", 3, mode="ccs", key="c")
+    assert ccs.mode == "ccs" and "not_drawn" in modes_dataset.count_values("c_coreset_region")
+    with pytest.raises(elfs.ElfsInputError, match="mode"):
+        elfs.select_coreset(modes_dataset, budget_count=10, key="c", mode="middle")
+    assert modes_dataset.count_values("c_coreset_region")["coreset"] == ccs.budget  # unchanged
+
+
+def test_ccs_rounds_never_reselect_and_keep_the_rule(modes_dataset):
+    first = _run(modes_dataset, "cloud_embedding", 10)
+    assert first.mode == "ccs"
+    second = elfs.select_more(modes_dataset, budget_count=40)
+    assert second.mode == "ccs" and second.round == 2 and len(second.selected_ids) == 40
+    assert not set(second.selected_ids) & set(first.selected_ids)
+    ids, aum = modes_dataset.values(["id", "elfs_aum"])
+    by_id = dict(zip(ids, aum, strict=True))
+    cut = max(by_id[i] for i, r in zip(ids, modes_dataset.values("elfs_coreset_region"),
+                                        strict=True) if r == "dropped_hard")  # fmt: skip
+    assert min(by_id[i] for i in second.selected_ids) >= cut  # nothing from the hard cut
+    assert modes_dataset.load_run_results("elfs_round2").mode == "ccs"
+
+
+def test_the_summary_and_the_panel_say_which_rule_and_why(modes_dataset):
+    _run(modes_dataset, "cloud_embedding", 10)
+    summary = run_summary.summarize_run(modes_dataset, "elfs", bins=10)
+    assert summary.mode == "ccs" and summary.trust["level"] == "weak"
+    assert sum(summary.histogram.counts["not_drawn"]) > 0
+    assert sum(summary.histogram.counts["dropped_easy"]) == 0
+    text = _outcome_markdown(summary)
+    assert "Selection rule: **ccs**: pseudo-label trust is weak" in text
+    assert "Pseudo-label trust: **weak**" in text
+    assert set(summary.histogram.counts) == set(runs.REGIONS)
+
+
+def test_the_operator_takes_the_rule_through_fiftyone(modes_dataset):
+    _run(modes_dataset, "blob_embedding", 3)
+    result = foo.execute_operator(
+        f"{PLUGIN}/select_coreset",
+        {"dataset": modes_dataset},
+        params={"budget_mode": "count", "budget_count": 30, "mode": "ccs", "seed": 2},
+    )
+    assert result.error is None, result.error
+    stored = modes_dataset.load_run_results("elfs_coreset")
+    assert stored.mode == "ccs" and stored.n_selected == 30
+    assert modes_dataset.get_run_info("elfs_coreset").config.seed == 2
+
+
+def test_auto_keeps_the_window_when_the_proxy_learned_returned_labels(modes_dataset):
+    _run(modes_dataset, "cloud_embedding", 10)
+    coreset = modes_dataset.match_tags("elfs_coreset")
+    coreset.clone_sample_field("ground_truth", "returned")
+    elfs.compute_difficulty(
+        modes_dataset, embeddings_field="cloud_embedding", epochs=3, label_field="returned"
+    )
+    again = elfs.select_coreset(modes_dataset, budget_fraction=0.2)
+    assert again.mode == "window" and "labels in 'returned'" in again.mode_reason
