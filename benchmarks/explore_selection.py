@@ -92,7 +92,15 @@ class Artefacts:
     def pseudo(self):
         from fiftyone_elfs.pseudo_labels import kmeans_pseudo_labels, spectral_pseudo_labels
 
-        fn = spectral_pseudo_labels if self.clustering == "spectral" else kmeans_pseudo_labels
+        if self.clustering == "temi":  # the library's defaults, as run_pipeline runs it
+
+            def fn(X, k, seed):
+                from fiftyone_elfs.pseudo_labels import TEMIClustering
+
+                temi = TEMIClustering(k, seed=seed).fit(X)
+                return temi.labels_, temi.confidence_
+        else:
+            fn = spectral_pseudo_labels if self.clustering == "spectral" else kmeans_pseudo_labels
         return self.get("pseudo", lambda: fn(self.X, self.K, seed=self.seed)[0])
 
     def aum(self):
@@ -128,6 +136,14 @@ def select(name: str, art: Artefacts, budget: int, seed: int) -> np.ndarray:
         aum = art.aum()
         beta, _ = label_free_beta(aum, budget / n)
         return np.sort(double_end_prune(aum, budget, beta).indices)
+    if name == "elfs_auto":  # select_coreset's default rule: window or CCS by trust
+        from fiftyone_elfs.pseudo_labels import pseudo_label_trust
+        from fiftyone_elfs.selection import resolve_mode
+
+        trust = art.get("trust", lambda: pseudo_label_trust(art.X, art.pseudo(), seed=seed))
+        mode, _ = resolve_mode("auto", trust.as_dict())
+        art.get("mode", lambda: mode)
+        name = "elfs_ccs" if mode == "ccs" else "elfs_de"
     if name == "elfs_ccs":
         aum = art.aum()
         beta, _ = label_free_beta(aum, budget / n)
@@ -194,6 +210,7 @@ VARIANTS = {
     "spectral": ("spectral", ""),
     "prehead": ("kmeans", "prehead"),
     "spectral-prehead": ("spectral", "prehead"),
+    "temi": ("temi", ""),  # the package's default clustering
 }
 
 
@@ -346,6 +363,10 @@ def main() -> None:
                             np.bincount(y_pool[idx], minlength=len(classes)).min() / budget
                         ),
                     )
+                    if base == "elfs_auto":  # the rule's choice and the figure behind it
+                        trust = arts[variant].get("trust", lambda: None)
+                        row.update(mode=arts[variant].get("mode", lambda: None))
+                        row.update(trust_stability=trust.stability)
                     print(json.dumps(row), flush=True)
                     with open(a.out, "a") as f:
                         f.write(json.dumps(row) + "\n")

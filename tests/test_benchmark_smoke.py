@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 from elfs_bench.cli import main  # noqa: E402
 from elfs_bench.protocols import ProbeConfig, feature_stats, protocol_a  # noqa: E402
 
-SMOKE_METHODS = ["random", "kcenter", "zcore", "elfs_kmeans", "supervised_ccs"]
+SMOKE_METHODS = ["random", "kcenter", "zcore", "elfs_kmeans", "elfs_default", "supervised_ccs"]
 
 
 def _write_digit_tree(root: str, train_per_class: int, test_per_class: int) -> None:
@@ -48,7 +48,7 @@ def _write_digit_tree(root: str, train_per_class: int, test_per_class: int) -> N
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    """One harness invocation: rate 70, seed 0, protocols A and B (30 steps), five methods."""
+    """One harness invocation: rate 70, seed 0, protocols A and B (30 steps), six methods."""
     root = str(tmp_path_factory.mktemp("bench"))
     data_dir = os.path.join(root, "data")
     os.makedirs(data_dir)
@@ -110,6 +110,12 @@ def test_benchmark_smoke_results_report_and_resume(smoke_run):
         elfs = json.load(f)["method_info"]
     assert 0.0 <= elfs["beta"] < 1.0 and "negative AUM" in elfs["beta_reason"]
     assert 0.1 <= elfs["cluster_accuracy"] <= 1.0  # 10 classes: chance is ~0.1 or more
+    with open(os.path.join(run_dir, "raw", "elfs_default__r70__s0__B.json")) as f:
+        default = json.load(f)["method_info"]
+    # The package default's rule is recorded with each result: CCS exactly when trust is weak.
+    assert default["mode"] == ("ccs" if default["trust_stability"] < 0.9 else "window")
+    assert default["selection"] == ("ccs" if default["mode"] == "ccs" else "double-end")
+    assert default["clustering"] == "temi" and "trust" in default["mode_reason"]
     with open(os.path.join(run_dir, "raw", "supervised_ccs__r70__s0__A.json")) as f:
         sup = json.load(f)["method_info"]
     assert "validation" in sup["beta_reason"] and sup["grid_val_accuracy"]
@@ -121,6 +127,7 @@ def test_benchmark_smoke_results_report_and_resume(smoke_run):
             assert f"| {method}" in table, method
         assert "| supervised_ccs †" in table
         assert "Paired difference to random" in table
+        assert f"| {default['mode']} |" in table  # the 'mode by rate' column
         with open(os.path.join(run_dir, f"plot_{protocol}.png"), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 

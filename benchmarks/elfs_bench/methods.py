@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from fiftyone_elfs.param_rows import CLUSTERING, MODE
+
 __all__ = [
     "METHODS",
     "ArtefactCache",
@@ -334,7 +336,11 @@ def _difficulty(
 ) -> tuple[dict[str, np.ndarray], dict]:
     """Pseudo-labels (k-means, TEMI, or the TRUE labels for 'truth') and the MLP proxy's AUM."""
     from fiftyone_elfs.difficulty import train_mlp_proxy
-    from fiftyone_elfs.pseudo_labels import TEMIClustering, kmeans_pseudo_labels
+    from fiftyone_elfs.pseudo_labels import (
+        TEMIClustering,
+        kmeans_pseudo_labels,
+        spectral_pseudo_labels,
+    )
 
     inp = ctx.inputs
     params: dict = {"clustering": clustering, "proxy_epochs": inp.params.proxy_epochs}
@@ -346,6 +352,8 @@ def _difficulty(
         extra: dict = {}
         if clustering == "kmeans":
             labels, _ = kmeans_pseudo_labels(inp.X, inp.n_classes, seed=seed)
+        elif clustering == "spectral":
+            labels, _ = spectral_pseudo_labels(inp.X, inp.n_classes, seed=seed)
         elif clustering == "temi":
             temi = TEMIClustering(
                 inp.n_classes,
@@ -398,19 +406,35 @@ def _mixed_pseudo_labels(
     return np.where(keep_truth, truth, to_class[clusters])
 
 
-def _elfs(clustering: str, ccs: bool = False) -> MethodFn:
-    """ELFS: pseudo-labels -> MLP proxy AUM -> label-free beta -> double-end pruning (or CCS)."""
+def _elfs(clustering: str, ccs: bool = False, rule: str | None = None) -> MethodFn:
+    """ELFS: pseudo-labels -> MLP proxy AUM -> label-free beta -> double-end pruning (or CCS).
+
+    ``rule``: a ``mode`` of ``select_coreset`` ("auto" chooses by the pseudo-labels' trust,
+    computed here as the pseudo-labels stage does); the rule used is recorded as "mode".
+    """
 
     def run(ctx: MethodContext, budget: int, seed: int) -> Selection:
         from fiftyone_elfs.difficulty import HARD_IS_LOW
-        from fiftyone_elfs.selection import ccs_select, double_end_prune, label_free_beta
+        from fiftyone_elfs.pseudo_labels import pseudo_label_trust
+        from fiftyone_elfs.selection import (
+            ccs_select,
+            double_end_prune,
+            label_free_beta,
+            resolve_mode,
+        )
 
         arrays, meta = _difficulty(ctx, seed, clustering)
         aum = arrays["aum"]
         n = aum.size
         beta, reason = label_free_beta(aum, min(budget / n, 1.0))
         info = {"beta": beta, "beta_reason": reason, "clustering": clustering}
-        if ccs:
+        use_ccs = ccs
+        if rule is not None:
+            trust = pseudo_label_trust(ctx.inputs.X, arrays["labels"], seed=seed).as_dict()
+            mode, mode_reason = resolve_mode(rule, trust)
+            use_ccs = mode == "ccs"
+            info.update(mode=mode, mode_reason=mode_reason, trust_stability=trust["stability"])
+        if use_ccs:
             idx = ccs_select(aum, budget, beta, hard_is_low=HARD_IS_LOW["aum"], seed=seed)
             info["selection"] = "ccs"
         else:
@@ -671,6 +695,17 @@ METHODS: dict[str, MethodSpec] = dict(
         ),
         _spec("elfs_kmeans", _elfs("kmeans"), "ELFS: k-means pseudo-labels, AUM, double-end"),
         _spec("elfs_temi", _elfs("temi"), "ELFS: TEMI pseudo-labels, AUM, double-end"),
+        _spec(
+            "elfs_default",
+            _elfs(CLUSTERING.default, rule=MODE.default),
+            f"the package default: {CLUSTERING.default} pseudo-labels, AUM, mode="
+            f"'{MODE.default}' (window or CCS by pseudo-label trust; recorded per result)",
+        ),
+        _spec(
+            "elfs_spectral_ccs",
+            _elfs("spectral", ccs=True),
+            "spectral pseudo-labels of the kNN graph, AUM, CCS with the label-free beta",
+        ),
         _spec(
             "elfs_kmeans_ccs",
             _elfs("kmeans", ccs=True),
