@@ -327,6 +327,8 @@ def test_ccs_prune_shrinks_the_cut_when_too_few_are_left_and_says_so():
     everything = ccs_prune(scores, 70, 0.5, excluded=excluded)
     np.testing.assert_array_equal(np.sort(everything.indices), np.arange(60))
     assert "more than the 60 samples" in everything.notices[0]
+    whole = ccs_prune(scores, 100, 0.5)
+    assert whole.indices.size == 100 and "all 100 samples are selected" in whole.notices[0]
     with pytest.raises(ValueError, match="nothing left to select"):
         ccs_prune(scores, 5, 0.1, excluded=np.ones(100, dtype=bool))
     with pytest.raises(ValueError, match="one entry per score"):

@@ -362,7 +362,12 @@ def ccs_prune(
     ranks[order] = np.arange(n)
     notices: list[str] = []
     if budget >= available:
-        if budget > available:
+        if available == n:
+            notices.append(
+                f"The budget ({budget}) is at least the number of scored samples ({n}): all {n} "
+                "samples are selected and beta is ignored."
+            )
+        elif budget > available:
             notices.append(
                 f"The budget ({budget}) is more than the {available} samples not yet selected "
                 f"or labeled: all {available} are selected and beta is ignored."
