@@ -262,25 +262,10 @@ def ccs_select(
     ``budget >= N`` returns every index; if fewer than ``budget`` samples survive the beta cut,
     beta is lowered to N - budget hardest dropped (with a warning).
     """
-    s = _check_scores(scores)
-    budget = _check_budget(budget)
-    beta = _check_beta(beta)
-    if isinstance(n_bins, bool) or not isinstance(n_bins, numbers.Integral) or n_bins < 1:
-        raise ValueError(f"n_bins must be an integer >= 1; got {n_bins!r}.")
-    n = s.size
-    if budget >= n:
-        return np.arange(n)
-    order = rank_hardest_first(s, hard_is_low)
-    start = min(math.floor(beta * n + _EPS), n)
-    if n - start < budget:
-        warnings.warn(
-            f"beta={beta:g} leaves {n - start} samples, fewer than the budget {budget}; dropping "
-            f"only the {n - budget} hardest (effective beta = {(n - budget) / n:.4g}).",
-            stacklevel=2,
-        )
-        start = n - budget
-    pool = np.sort(order[start:])
-    return _ccs_draw(s, pool, budget, n_bins, np.random.default_rng(seed))
+    pruned = ccs_prune(scores, budget, beta, hard_is_low=hard_is_low, n_bins=n_bins, seed=seed)
+    if pruned.notices and pruned.indices.size < pruned.stop:  # the cut had to shrink
+        warnings.warn(pruned.notices[0], stacklevel=2)
+    return np.sort(pruned.indices)
 
 
 def _ccs_draw(
