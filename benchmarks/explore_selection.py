@@ -132,10 +132,6 @@ def select(name: str, art: Artefacts, budget: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed + 12345)
     if name == "random":
         return np.sort(rng.choice(n, budget, replace=False))
-    if name == "elfs_de":
-        aum = art.aum()
-        beta, _ = label_free_beta(aum, budget / n)
-        return np.sort(double_end_prune(aum, budget, beta).indices)
     if name == "elfs_auto":  # select_coreset's default rule: window or CCS by trust
         from fiftyone_elfs.pseudo_labels import pseudo_label_trust
         from fiftyone_elfs.selection import resolve_mode
@@ -144,6 +140,10 @@ def select(name: str, art: Artefacts, budget: int, seed: int) -> np.ndarray:
         mode, _ = resolve_mode("auto", trust.as_dict())
         art.get("mode", lambda: mode)
         name = "elfs_ccs" if mode == "ccs" else "elfs_de"
+    if name == "elfs_de":
+        aum = art.aum()
+        beta, _ = label_free_beta(aum, budget / n)
+        return np.sort(double_end_prune(aum, budget, beta).indices)
     if name == "elfs_ccs":
         aum = art.aum()
         beta, _ = label_free_beta(aum, budget / n)
