@@ -214,13 +214,24 @@ VARIANTS = {
 }
 
 
+def _lower_bound(paired: list[float]) -> str:
+    """One-sided 90% lower confidence bound of the mean paired gap (Student t), in points."""
+    from scipy.stats import t
+
+    if len(paired) < 2:
+        return "-"
+    d = 100 * np.asarray(paired)
+    bound = d.mean() - t.ppf(0.9, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size)
+    return f"{bound:+.2f}"
+
+
 def report(path: str) -> str:
     """Markdown table: mean accuracy per (protocol, rate, method) and its paired gap to random."""
     rows = [json.loads(line) for line in open(path)]
     acc = {(r["protocol"], r["rate"], r["method"], r["seed"]): r["accuracy"] for r in rows}
     out = [
-        "| protocol | pruning | method | seeds | accuracy | vs random (paired) |",
-        "|---|---|---|---|---|---|",
+        "| protocol | pruning | method | seeds | accuracy | vs random (paired) | 90% lower bound |",
+        "|---|---|---|---|---|---|---|",
     ]
     for pr, rate, method in sorted({k[:3] for k in acc}):
         seeds = sorted(k[3] for k in acc if k[:3] == (pr, rate, method))
@@ -235,7 +246,10 @@ def report(path: str) -> str:
             if method == "random" or not paired
             else (f"{100 * np.mean(paired):+.2f} ({', '.join(f'{100 * d:+.1f}' for d in paired)})")
         )
-        out.append(f"| {pr} | {rate:g}% | {method} | {len(seeds)} | {100 * mean:.2f} | {gap} |")
+        bound = "-" if method == "random" else _lower_bound(paired)
+        out.append(
+            f"| {pr} | {rate:g}% | {method} | {len(seeds)} | {100 * mean:.2f} | {gap} | {bound} |"
+        )
     return "\n".join(out)
 
 
