@@ -37,6 +37,7 @@ from explore_selection import draw  # noqa: E402  (the same pool and validation 
 from fiftyone_elfs.pseudo_labels import (  # noqa: E402
     cluster_accuracy,
     kmeans_pseudo_labels,
+    pseudo_label_trust,
     spectral_pseudo_labels,
 )
 
@@ -73,20 +74,29 @@ def main() -> None:
     p.add_argument("--skip-cifar", action="store_true")
     a = p.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
-    print("| data | features | clustering | accuracy per seed | mean | s per run |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| data | features | clustering | accuracy per seed | mean | s per run "
+        "| trust stability per seed |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for name, paths, y in _splits(a.cache_dir, a.skip_cifar):
         k = int(np.unique(y).size)
         for encoder in ENCODERS:
             X = cached_embeddings(paths, a.cache_dir, encoder)
             for method, fn in CLUSTERINGS.items():
                 t0 = time.perf_counter()
-                accs = [cluster_accuracy(y, fn(X, k, seed=s)[0]) for s in seeds]
+                labels = [fn(X, k, seed=s)[0] for s in seeds]
                 per_run = (time.perf_counter() - t0) / len(seeds)
+                accs = [cluster_accuracy(y, lab) for lab in labels]
+                # the label-free diagnostic that select_coreset(mode="auto") reads
+                trust = [
+                    pseudo_label_trust(X, lab, seed=s).stability
+                    for lab, s in zip(labels, seeds, strict=True)
+                ]
                 cells = " / ".join(f"{100 * v:.1f}" for v in accs)
                 print(
                     f"| {name} | {encoder} | {method} | {cells} | {100 * np.mean(accs):.1f} "
-                    f"| {per_run:.1f} |",
+                    f"| {per_run:.1f} | {' / '.join(f'{v:.2f}' for v in trust)} |",
                     flush=True,
                 )
 
