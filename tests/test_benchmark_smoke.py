@@ -223,3 +223,26 @@ def test_protocol_c_learns_from_its_training_set(tmp_path):
     no_flip = FinetuneConfig(steps=10, flip=False, shift=False, threads=2)
     again = protocol_c(trunk[tiny], y[tiny], trunk[test], y[test], 10, seed=0, config=no_flip)
     assert again.info["flip"] is False and again.info["steps"] == 10
+
+
+def test_make_class_tree_writes_a_long_tailed_grayscale_subset(tmp_path):
+    """Generalisation sets: K classes kept, counts falling by the ratio asked, one channel."""
+    import make_class_tree
+    from PIL import Image
+
+    counts = make_class_tree.long_tail_counts(np.array([500, 500, 40, 500]), 200, 10.0)
+    assert counts[0] == 200 and counts[-1] == 20  # head / tail = the imbalance ratio
+    assert np.all(np.diff(counts[[0, 1, 3]]) < 0) and counts[2] == 40  # capped by what exists
+
+    out = str(tmp_path / "digits5")
+    make_class_tree.main(
+        ["--source", "digits", "--classes", "5", "--imbalance", "4", "--grayscale", "--out", out]
+    )
+    train = {c: os.listdir(os.path.join(out, "train", c)) for c in os.listdir(out + "/train")}
+    test = {c: os.listdir(os.path.join(out, "test", c)) for c in os.listdir(out + "/test")}
+    assert len(train) == 5 and set(train) == set(test)
+    sizes = sorted(len(files) for files in train.values())
+    assert sizes[-1] / sizes[0] == pytest.approx(4.0, rel=0.1)
+    first = os.path.join(out, "train", next(iter(train)), train[next(iter(train))][0])
+    assert Image.open(first).mode == "L"
+    assert not os.path.exists(out + ".partial")
