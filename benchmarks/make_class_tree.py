@@ -12,7 +12,7 @@ script derives class trees (``OUT/train/<class>/*.png``, ``OUT/test/<class>/*.pn
   images (the first class the most, the last ``R`` times fewer); the test split stays as drawn;
 - ``--grayscale``: store single-channel images.
 
-Example (the sets of ``results/generalisation/``)::
+Example (the sets of ``results/generalisation-*/``)::
 
     .venv/bin/python benchmarks/make_class_tree.py --source cifar10 --classes 5 \\
         --imbalance 10 --grayscale --per-class 1500 --test-per-class 200 \\
@@ -30,33 +30,34 @@ import numpy as np
 from PIL import Image
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+
+from elfs_bench.data import list_class_tree  # noqa: E402
+
+from fiftyone_elfs.sample_data import write_digit_images  # noqa: E402
 
 
-def _digits() -> tuple[list[Image.Image], np.ndarray, list[Image.Image], np.ndarray]:
-    """scikit-learn's digits as grayscale images, split 70/30 per class (seed 0)."""
-    from sklearn.datasets import load_digits
+def _labelled(paths: list[str], names: list[str]) -> tuple[list[str], np.ndarray, list[str]]:
+    """(paths, class index per path, class names) from ``list_class_tree``'s listing."""
+    classes = sorted(set(names))
+    index = {c: i for i, c in enumerate(classes)}
+    return paths, np.array([index[n] for n in names], dtype=np.int64), classes
 
-    d = load_digits()
-    images = [Image.fromarray((img * 255.0 / 16.0).astype(np.uint8), "L") for img in d.images]
+
+def _digit_splits(cache_dir: str) -> tuple[list[str], np.ndarray, list[str], np.ndarray, list[str]]:
+    """scikit-learn's digit scans (written once as PNGs), split 70/30 per class (seed 0)."""
+    folder = write_digit_images(os.path.join(cache_dir, "digit-scans"))
+    paths, labels, classes = _labelled(*list_class_tree(folder))
     rng = np.random.default_rng(0)
     train, test = [], []
-    for c in np.unique(d.target):
-        members = rng.permutation(np.flatnonzero(d.target == c))
+    for c in range(len(classes)):
+        members = rng.permutation(np.flatnonzero(labels == c))
         cut = int(round(0.7 * members.size))
         train.extend(members[:cut])
         test.extend(members[cut:])
     tr, te = np.sort(train), np.sort(test)
-    return [images[i] for i in tr], d.target[tr], [images[i] for i in te], d.target[te]
-
-
-def _class_tree(root: str) -> tuple[list[str], np.ndarray, list[str]]:
-    names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
-    paths, labels = [], []
-    for i, name in enumerate(names):
-        files = sorted(os.listdir(os.path.join(root, name)))
-        paths += [os.path.join(root, name, f) for f in files]
-        labels += [i] * len(files)
-    return paths, np.asarray(labels), names
+    return [paths[i] for i in tr], labels[tr], [paths[i] for i in te], labels[te], classes
 
 
 def long_tail_counts(available: np.ndarray, per_class: int, imbalance: float) -> np.ndarray:
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--source", choices=("digits", "cifar10"), required=True)
     p.add_argument("--cifar10-dir", default=os.path.join(HERE, "cache", "cifar10"))
+    p.add_argument("--cache-dir", default=os.path.join(HERE, "cache"), help="digits PNGs go here")
     p.add_argument("--classes", type=int, help="keep this many classes (default all)")
     p.add_argument("--imbalance", type=float, default=1.0, help="largest / smallest class")
     p.add_argument(
@@ -83,31 +85,20 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
+    if os.path.exists(a.out):
+        sys.exit(f"{a.out} already exists: pass another --out, or delete it to write it anew.")
     rng = np.random.default_rng(a.seed)
 
     if a.source == "digits":
-        tr_img, tr_y, te_img, te_y = _digits()
-        names = [f"digit_{c}" for c in range(10)]
-
-        def load_train(i: int) -> Image.Image:
-            return tr_img[i]
-
-        def load_test(i: int) -> Image.Image:
-            return te_img[i]
+        tr_paths, tr_y, te_paths, te_y, names = _digit_splits(a.cache_dir)
     else:
         if not os.path.isdir(os.path.join(a.cifar10_dir, "train")):
             sys.exit(
                 f"No CIFAR-10 tree at {a.cifar10_dir}: run any CIFAR-10 benchmark once (it "
                 "extracts the archive there) or pass --cifar10-dir."
             )
-        tr_paths, tr_y, names = _class_tree(os.path.join(a.cifar10_dir, "train"))
-        te_paths, te_y, _ = _class_tree(os.path.join(a.cifar10_dir, "test"))
-
-        def load_train(i: int) -> Image.Image:
-            return Image.open(tr_paths[i])
-
-        def load_test(i: int) -> Image.Image:
-            return Image.open(te_paths[i])
+        tr_paths, tr_y, names = _labelled(*list_class_tree(os.path.join(a.cifar10_dir, "train")))
+        te_paths, te_y, _ = _labelled(*list_class_tree(os.path.join(a.cifar10_dir, "test")))
 
     n_classes = len(names)
     kept = np.sort(rng.permutation(n_classes)[: a.classes or n_classes])
@@ -118,20 +109,19 @@ def main(argv: list[str] | None = None) -> str:
     tmp = a.out.rstrip("/") + ".partial"
     shutil.rmtree(tmp, ignore_errors=True)
     written = {"train": {}, "test": {}}
-    for split, labels, load, quota in (
-        ("train", tr_y, load_train, dict(zip(order, counts, strict=True))),
-        ("test", te_y, load_test, {c: a.test_per_class for c in order}),
+    for split, paths, labels, quota in (
+        ("train", tr_paths, tr_y, dict(zip(order, counts, strict=True))),
+        ("test", te_paths, te_y, {c: a.test_per_class for c in order}),
     ):
         for c in order:
             folder = os.path.join(tmp, split, names[c])
             os.makedirs(folder)
             members = rng.permutation(np.flatnonzero(labels == c))[: int(quota[c])]
             for i in members:
-                img = load(int(i))
+                img = Image.open(paths[i])
                 img = img.convert("L") if a.grayscale else img.convert("RGB")
                 img.save(os.path.join(folder, f"{int(i):06d}.png"))
             written[split][names[c]] = int(members.size)
-    shutil.rmtree(a.out, ignore_errors=True)
     os.replace(tmp, a.out)
     for split, per_class in written.items():
         print(f"{split}: {sum(per_class.values())} images, per class {per_class}")

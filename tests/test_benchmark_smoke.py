@@ -235,9 +235,8 @@ def test_make_class_tree_writes_a_long_tailed_grayscale_subset(tmp_path):
     assert np.all(np.diff(counts[[0, 1, 3]]) < 0) and counts[2] == 40  # capped by what exists
 
     out = str(tmp_path / "digits5")
-    make_class_tree.main(
-        ["--source", "digits", "--classes", "5", "--imbalance", "4", "--grayscale", "--out", out]
-    )
+    args = ["--source", "digits", "--classes", "5", "--imbalance", "4", "--grayscale"]
+    make_class_tree.main([*args, "--cache-dir", str(tmp_path), "--out", out])
     train = {c: os.listdir(os.path.join(out, "train", c)) for c in os.listdir(out + "/train")}
     test = {c: os.listdir(os.path.join(out, "test", c)) for c in os.listdir(out + "/test")}
     assert len(train) == 5 and set(train) == set(test)
@@ -246,3 +245,8 @@ def test_make_class_tree_writes_a_long_tailed_grayscale_subset(tmp_path):
     first = os.path.join(out, "train", next(iter(train)), train[next(iter(train))][0])
     assert Image.open(first).mode == "L"
     assert not os.path.exists(out + ".partial")
+    with pytest.raises(SystemExit, match="already exists"):  # never writes over a folder
+        make_class_tree.main([*args, "--out", out])
+    assert sorted(os.listdir(os.path.join(out, "train", next(iter(train))))) == sorted(
+        train[next(iter(train))]
+    )
