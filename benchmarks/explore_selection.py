@@ -29,11 +29,23 @@ from elfs_bench.data import (  # noqa: E402
 )
 
 
-def draw(labels: np.ndarray, pool: int, val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Disjoint pool and validation indices drawn uniformly (the data's own class proportions)."""
+def draw(
+    labels: np.ndarray, pool: int, val: int, seed: int, val_per_class: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint pool and validation indices drawn uniformly (the data's own class proportions).
+
+    With ``val_per_class`` the validation split takes that many images of every class instead
+    (balanced, as a long-tailed set's test split is) and the pool is drawn from the rest.
+    """
     rng = np.random.default_rng(seed)
-    perm = rng.permutation(labels.size)
-    return np.sort(perm[:pool]), np.sort(perm[pool : pool + val])
+    if not val_per_class:
+        perm = rng.permutation(labels.size)
+        return np.sort(perm[:pool]), np.sort(perm[pool : pool + val])
+    val_idx = np.concatenate(
+        [rng.permutation(np.flatnonzero(labels == c))[:val_per_class] for c in np.unique(labels)]
+    )
+    rest = rng.permutation(np.setdiff1d(np.arange(labels.size), val_idx))
+    return np.sort(rest[:pool]), np.sort(val_idx)
 
 
 # --------------------------------------------------------------------------- candidates
@@ -142,15 +154,51 @@ def select(name: str, art: Artefacts, budget: int, seed: int) -> np.ndarray:
         name = "elfs_ccs" if mode == "ccs" else "elfs_de"
     if name == "elfs_de":
         aum = art.aum()
-        beta, _ = label_free_beta(aum, budget / n)
+        beta, _ = label_free_beta(aum, budget / n, hard_share=0.5)
         return np.sort(double_end_prune(aum, budget, beta).indices)
-    if name == "elfs_ccs":
+    if name == "elfs_ccs":  # CCS with the label-free beta's window share (0.5), the rule of
+        # the default frozen at 2acc5d1 (its rows are recorded under this name); the share the
+        # package now uses for CCS is the candidate "elfs_ccs_h0.25"
         aum = art.aum()
-        beta, _ = label_free_beta(aum, budget / n)
+        beta, _ = label_free_beta(aum, budget / n, hard_share=0.5)
         return ccs_select(aum, budget, beta, seed=seed)
     if name.startswith("elfs_ccs_b"):  # fixed beta
         beta = float(name[len("elfs_ccs_b") :])
         return ccs_select(art.aum(), budget, beta, seed=seed)
+    if name.startswith("elfs_ccs_h"):  # the label-free beta with another hard-end share
+        aum = art.aum()
+        beta, _ = label_free_beta(aum, budget / n, hard_share=float(name[len("elfs_ccs_h") :]))
+        return ccs_select(aum, budget, beta, seed=seed)
+    if name.startswith("pc_cut_ccs"):  # the label-free cut made inside each pseudo-cluster,
+        # then CCS's strata over all survivors ("pc_cut_ccs<share>": another hard-end share)
+        lab, aum = art.pseudo(), art.aum()
+        share = float(name[len("pc_cut_ccs") :] or 0.5)
+        beta, _ = label_free_beta(aum, budget / n, hard_share=share)
+        keep = np.ones(n, dtype=bool)
+        for c in np.unique(lab):
+            members = np.flatnonzero(lab == c)
+            cut = int(np.floor(beta * members.size))
+            keep[members[np.argsort(aum[members], kind="stable")[:cut]]] = False
+        survivors = np.flatnonzero(keep)
+        if survivors.size < budget:
+            return ccs_select(aum, budget, beta, seed=seed)
+        return np.sort(survivors[ccs_select(aum[survivors], budget, 0.0, seed=seed)])
+    if name.startswith("strat_ccs_lf"):  # per pseudo-cluster CCS, the label-free beta in each
+        lab, aum = art.pseudo(), art.aum()
+        share = float(name[len("strat_ccs_lf") :] or 0.5)
+        beta, _ = label_free_beta(aum, budget / n, hard_share=share)
+        quota = proportional_quota(np.bincount(lab, minlength=art.K), budget)
+        out = []
+        for c, q in enumerate(quota):
+            members = np.flatnonzero(lab == c)
+            if q == 0:
+                continue
+            if q >= members.size:
+                out.append(members)
+                continue
+            b = min(beta, 1 - q / members.size)
+            out.append(members[ccs_select(aum[members], int(q), b, seed=seed + c)])
+        return np.sort(np.concatenate(out))
     if name == "strat_random":
         lab = art.pseudo()
         quota = proportional_quota(np.bincount(lab, minlength=art.K), budget)
@@ -214,6 +262,13 @@ VARIANTS = {
 }
 
 
+def _tail_coverage(y_pool: np.ndarray, idx: np.ndarray) -> float:
+    """The smallest pool class's share of the selection over its share of the pool (1 = fair)."""
+    counts = np.bincount(y_pool)
+    tail = int(np.argmin(np.where(counts > 0, counts, counts.max() + 1)))
+    return float(np.mean(y_pool[idx] == tail) / np.mean(y_pool == tail))
+
+
 def _lower_bound(paired: list[float]) -> str:
     """One-sided 90% lower confidence bound of the mean paired gap (Student t), in points."""
     from scipy.stats import t
@@ -262,6 +317,17 @@ def main() -> None:
     p.add_argument("--pool", type=int, default=10000)
     p.add_argument("--val", type=int, default=5000)
     p.add_argument("--data-seed", type=int, default=101)
+    p.add_argument(
+        "--val-per-class",
+        type=int,
+        default=0,
+        help="a balanced validation split of this many images per class (--val is then ignored)",
+    )
+    p.add_argument(
+        "--data-dir",
+        help="a class tree (e.g. from make_class_tree.py): pool and validation are drawn from "
+        "its train/ folder only (default: CIFAR-10's train images)",
+    )
     p.add_argument("--steps-b", type=int, default=1500)
     p.add_argument(
         "--out", default=os.path.join(HERE, "results", "selection-rule-tuning", "explore.jsonl")
@@ -274,13 +340,19 @@ def main() -> None:
         print(report(a.out))
         return
 
-    root = prepare_cifar10(
-        os.path.join(HERE, "..", "..", "shared", "data", "cifar10-jpg.tar.gz"), a.cache_dir
-    )
+    if a.data_dir:
+        root = a.data_dir
+    else:
+        root = prepare_cifar10(
+            os.path.join(HERE, "..", "..", "shared", "data", "cifar10-jpg.tar.gz"), a.cache_dir
+        )
     paths, names = list_class_tree(os.path.join(root, "train"))
     classes = sorted(set(names))
     y = np.array([classes.index(c) for c in names])
-    pool_idx, val_idx = draw(y, a.pool, a.val, a.data_seed)
+    n_val = a.val_per_class * len(classes) if a.val_per_class else a.val
+    if a.pool + n_val > y.size:
+        sys.exit(f"--pool {a.pool} + {n_val} validation images is more than the {y.size} images")
+    pool_idx, val_idx = draw(y, a.pool, a.val, a.data_seed, a.val_per_class)
     pool_paths = [paths[i] for i in pool_idx]
     val_paths = [paths[i] for i in val_idx]
     y_pool, y_val = y[pool_idx], y[val_idx]
@@ -376,6 +448,8 @@ def main() -> None:
                         min_class_share=float(
                             np.bincount(y_pool[idx], minlength=len(classes)).min() / budget
                         ),
+                        # the smallest pool class: its share of the selection / of the pool
+                        tail_coverage=_tail_coverage(y_pool, idx),
                     )
                     if base == "elfs_auto":  # the rule's choice and the figure behind it
                         trust = arts[variant].get("trust", lambda: None)
