@@ -250,3 +250,17 @@ def test_make_class_tree_writes_a_long_tailed_grayscale_subset(tmp_path):
     assert sorted(os.listdir(os.path.join(out, "train", next(iter(train))))) == sorted(
         train[next(iter(train))]
     )
+
+
+def test_explore_draw_balanced_validation_is_disjoint_and_even():
+    """explore_selection's --val-per-class: the same count of every class, never in the pool."""
+    from explore_selection import draw
+
+    labels = np.repeat(np.arange(4), [400, 120, 60, 20])  # long-tailed, rarest 20
+    pool, val = draw(labels, pool=300, val=0, seed=3, val_per_class=10)
+    assert np.bincount(labels[val], minlength=4).tolist() == [10, 10, 10, 10]
+    assert pool.size == 300 and np.intersect1d(pool, val).size == 0
+    # the pool keeps the data's proportions (drawn uniformly from the rest): the head dominates
+    assert np.bincount(labels[pool], minlength=4)[0] > 150
+    plain_pool, plain_val = draw(labels, pool=300, val=100, seed=3)
+    assert plain_val.size == 100 and np.intersect1d(plain_pool, plain_val).size == 0
