@@ -154,13 +154,11 @@ def select(name: str, art: Artefacts, budget: int, seed: int) -> np.ndarray:
         name = "elfs_ccs" if mode == "ccs" else "elfs_de"
     if name == "elfs_de":
         aum = art.aum()
-        beta, _ = label_free_beta(aum, budget / n, hard_share=0.5)
+        beta, _ = label_free_beta(aum, budget / n)
         return np.sort(double_end_prune(aum, budget, beta).indices)
-    if name == "elfs_ccs":  # CCS with the label-free beta's window share (0.5), the rule of
-        # the default frozen at 2acc5d1 (its rows are recorded under this name); the share the
-        # package now uses for CCS is the candidate "elfs_ccs_h0.25"
+    if name == "elfs_ccs":  # the package's CCS: the label-free beta with its default share
         aum = art.aum()
-        beta, _ = label_free_beta(aum, budget / n, hard_share=0.5)
+        beta, _ = label_free_beta(aum, budget / n)
         return ccs_select(aum, budget, beta, seed=seed)
     if name.startswith("elfs_ccs_b"):  # fixed beta
         beta = float(name[len("elfs_ccs_b") :])
@@ -184,21 +182,9 @@ def select(name: str, art: Artefacts, budget: int, seed: int) -> np.ndarray:
             return ccs_select(aum, budget, beta, seed=seed)
         return np.sort(survivors[ccs_select(aum[survivors], budget, 0.0, seed=seed)])
     if name.startswith("strat_ccs_lf"):  # per pseudo-cluster CCS, the label-free beta in each
-        lab, aum = art.pseudo(), art.aum()
         share = float(name[len("strat_ccs_lf") :] or 0.5)
-        beta, _ = label_free_beta(aum, budget / n, hard_share=share)
-        quota = proportional_quota(np.bincount(lab, minlength=art.K), budget)
-        out = []
-        for c, q in enumerate(quota):
-            members = np.flatnonzero(lab == c)
-            if q == 0:
-                continue
-            if q >= members.size:
-                out.append(members)
-                continue
-            b = min(beta, 1 - q / members.size)
-            out.append(members[ccs_select(aum[members], int(q), b, seed=seed + c)])
-        return np.sort(np.concatenate(out))
+        beta, _ = label_free_beta(art.aum(), budget / n, hard_share=share)
+        return _per_cluster_ccs(art, budget, beta, seed)
     if name == "strat_random":
         lab = art.pseudo()
         quota = proportional_quota(np.bincount(lab, minlength=art.K), budget)
@@ -232,22 +218,29 @@ def select(name: str, art: Artefacts, budget: int, seed: int) -> np.ndarray:
         return np.sort(chosen)
     if name.startswith("typical_h"):  # per pseudo-cluster: one typical member per k-means cell
         return stratified_typical_select(art.X, art.pseudo(), budget, seed=seed)
-    if name.startswith("strat_ccs"):  # per pseudo-cluster CCS on AUM, proportional quotas
-        lab, aum = art.pseudo(), art.aum()
-        quota = proportional_quota(np.bincount(lab, minlength=art.K), budget)
-        beta = float(name[len("strat_ccs") :] or 0.1)
-        out = []
-        for c, q in enumerate(quota):
-            members = np.flatnonzero(lab == c)
-            if q == 0:
-                continue
-            if q >= members.size:
-                out.append(members)
-                continue
-            b = min(beta, 1 - q / members.size)
-            out.append(members[ccs_select(aum[members], int(q), b, seed=seed + c)])
-        return np.sort(np.concatenate(out))
+    if name.startswith("strat_ccs"):  # per pseudo-cluster CCS on AUM, a fixed beta in each
+        return _per_cluster_ccs(art, budget, float(name[len("strat_ccs") :] or 0.1), seed)
     raise ValueError(name)
+
+
+def _per_cluster_ccs(art: Artefacts, budget: int, beta: float, seed: int) -> np.ndarray:
+    """CCS inside each pseudo-cluster on the AUM, quotas proportional to cluster sizes; each
+    cluster cuts its hardest ``beta`` share (less when its quota would not fit)."""
+    from fiftyone_elfs.selection import ccs_select, proportional_quota
+
+    lab, aum = art.pseudo(), art.aum()
+    quota = proportional_quota(np.bincount(lab, minlength=art.K), budget)
+    out = []
+    for c, q in enumerate(quota):
+        members = np.flatnonzero(lab == c)
+        if q == 0:
+            continue
+        if q >= members.size:
+            out.append(members)
+            continue
+        b = min(beta, 1 - q / members.size)
+        out.append(members[ccs_select(aum[members], int(q), b, seed=seed + c)])
+    return np.sort(np.concatenate(out))
 
 
 # --------------------------------------------------------------------------- main
