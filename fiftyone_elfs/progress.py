@@ -16,7 +16,10 @@ def terminal_progress(description: str) -> ProgressFn:
     """A callback that draws a tqdm bar in the terminal (the default for scripts).
 
     A call that does not advance the bar still redraws it with the new label (and elapsed
-    time), so a long step that only updates its label does not look stuck.
+    time), so a long step that only updates its label does not look stuck. A call that starts
+    a new stage (the label's text before its first ':' changes) always redraws, even within
+    tqdm's minimum redraw interval, so every stage that ran is shown at least once, however
+    fast it was.
     """
     bar = tqdm(
         total=1000,
@@ -24,14 +27,19 @@ def terminal_progress(description: str) -> ProgressFn:
         unit="",
         bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}",
     )
-    state = {"done": 0}
+    state: dict = {"done": 0, "stage": None}
 
     def report(fraction: float, label: str) -> None:
         target = int(round(min(max(fraction, 0.0), 1.0) * 1000))
+        stage = label.split(":", 1)[0]
+        new_stage = stage != state["stage"]
+        state["stage"] = stage
         bar.set_postfix_str(label, refresh=False)
         if target > state["done"]:
             bar.update(target - state["done"])
             state["done"] = target
+            if new_stage:
+                bar.refresh()
         else:
             bar.refresh()
         if target >= 1000:

@@ -23,7 +23,7 @@ import fiftyone.operators as foo
 import fiftyone_elfs as elfs
 from fiftyone_elfs import app_colors
 from fiftyone_elfs.plugin.panel import REGION_STYLE, cluster_traces, histogram_traces
-from fiftyone_elfs.progress import ticking
+from fiftyone_elfs.progress import terminal_progress, ticking
 from fiftyone_elfs.run_summary import summarize_run
 from fiftyone_elfs.stages.selection import CoresetResult
 
@@ -66,6 +66,18 @@ def test_operator_call_shows_terminal_progress_and_returns_the_library_result(da
     assert "pseudo-labels:" in err and "difficulty:" in err  # the stages as they ran
     assert "selected 24 samples" in err  # the final label
     assert "100%" in err
+
+
+def test_terminal_bar_draws_every_stage_even_when_stages_are_faster_than_its_redraw_rate(capfd):
+    # tqdm redraws at most every 0.1 s; a fast stage (CI's small runs) used to leave no trace
+    report = terminal_progress("bar")
+    stages = ["embeddings", "pseudo-labels", "difficulty", "selection"]
+    for i, stage in enumerate(stages):
+        for step in range(5):
+            report((i * 5 + step + 1) / 21, f"{stage}: step {step}")
+    report(1.0, "done")
+    err = capfd.readouterr().err
+    assert all(f"{stage}: step 0" in err for stage in stages)
 
 
 def test_operator_call_returns_each_stage_result(dataset):
