@@ -16,6 +16,8 @@ samples, and so every place where those limits matter, is in this one module.
 from __future__ import annotations
 
 import collections
+import contextlib
+import contextvars
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -199,6 +201,38 @@ def read_labelled(samples: SampleCollection, field: str) -> tuple[list[str], lis
     return list(ids), list(paths), list(labels)
 
 
+#: Embeddings already read inside a `reuse_embeddings` block: (collection, field) -> (the
+#: collection, ids, X). A context variable, so concurrent operator runs do not share it.
+_EMBEDDINGS_READ: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
+    "elfs_embeddings_read", default=None
+)
+
+
+@contextlib.contextmanager
+def reuse_embeddings() -> Iterator[None]:
+    """Within the block, each collection's embeddings field is read from the database once.
+
+    Why: the pipeline's stages each read the embeddings (pseudo-labels, difficulty, plot); at
+    1.28M x 512 one read is minutes of database time and a 2.6 GB array. Inside the block a
+    second `read_embeddings` of the same collection object and field returns the rows already
+    read (`having` and `ids` select rows of them). A write to that field through this module
+    (`write_values`) forgets what was read of it.
+    """
+    token = _EMBEDDINGS_READ.set({} if _EMBEDDINGS_READ.get() is None else _EMBEDDINGS_READ.get())
+    try:
+        yield
+    finally:
+        _EMBEDDINGS_READ.reset(token)
+
+
+def _forget_read(field: str) -> None:
+    """Drops what a `reuse_embeddings` block read of `field` (it is being written)."""
+    read = _EMBEDDINGS_READ.get()
+    if read:
+        for key in [k for k in read if k[1] == field]:
+            del read[key]
+
+
 def read_embeddings(
     samples: SampleCollection,
     field: str,
@@ -211,6 +245,10 @@ def read_embeddings(
     without a value in `having` if given; with `ids`, exactly those samples are read, in that
     order. A NaN, a non-numeric value or a vector of the wrong dimension is an error, since it
     would silently corrupt the clustering.
+
+    Memory: the vectors are read `id_chunk_rows` samples at a time into one preallocated float32
+    matrix, so the peak is that matrix plus one chunk of decoded vectors (not the two or three
+    copies of all of them that reading everything at once costs).
     """
     if not has_field(samples, field):
         raise ElfsInputError(
@@ -219,54 +257,116 @@ def read_embeddings(
             "field>.",
             param="embeddings_field",
         )
-    view = samples.exists(field)
-    if having is not None:
-        view = view.exists(having)
-    if ids is None:
-        ids, vectors = view.values(["id", field])
+    read = _EMBEDDINGS_READ.get()
+    cached = None if read is None else read.get((id(samples), field))
+    if cached is not None:
+        _, all_ids, X = cached
+    elif ids is not None and read is None:  # only the rows asked for
+        all_ids, X = _read_vector_rows(samples.exists(field), field, ids)
     else:
-        ids, (vectors,) = _values_of_ids(view, [field], ids)
-    if not ids:
+        all_ids, X = _read_vector_rows(samples.exists(field), field)
+        if read is not None:
+            read[(id(samples), field)] = (samples, all_ids, X)
+    if having is None and ids is None:
+        return list(all_ids), X
+    keep = np.ones(len(all_ids), dtype=bool)
+    if having is not None:
+        with_value = set(samples.exists(field).exists(having).values("id"))
+        keep = np.fromiter((i in with_value for i in all_ids), dtype=bool, count=len(all_ids))
+    row = {sample_id: r for r, sample_id in enumerate(all_ids) if keep[r]}
+    order = [row[i] for i in ids if i in row] if ids is not None else np.flatnonzero(keep)
+    if len(order) == 0:
+        raise ElfsInputError(
+            f"None of the requested samples has a value in '{field}'"
+            + (f" and in '{having}'" if having else "")
+            + ". Fix: run compute_embeddings (and the stage that writes it) on this view first.",
+            param="embeddings_field",
+        )
+    if len(order) == len(all_ids) and np.array_equal(order, np.arange(len(all_ids))):
+        return list(all_ids), X
+    return [all_ids[r] for r in order], X[np.asarray(order)]
+
+
+def _read_vector_rows(
+    view: SampleCollection, field: str, ids: Sequence[str] | None = None
+) -> tuple[list[str], np.ndarray]:
+    """The vectors of `field` in `view` (all have a value) as float32 rows, read in chunks: of
+    every sample, or of `ids` in that order (those not in `view` left out)."""
+    n = len(view) if ids is None else 0
+    whole = ids is None and n <= id_chunk_rows()  # one plain scan when one chunk holds them all
+    if whole:
+        ids = [None] * n  # only counted: the scan returns the ids
+    elif ids is None:
+        ids = list(view.values("id"))
+    else:
+        ids = list(dict.fromkeys(ids))
+    X: np.ndarray | None = None
+    dims: collections.Counter = collections.Counter()
+    kinds: set[str] = set()
+    not_finite: list[int] = []
+    n_not_finite = 0
+    row = 0
+    kept: list[str] = []  # the ids read, in order (an id not in `view` is left out)
+    for chunk in [ids] if whole else id_chunks(ids):
+        source = view if whole else view.select(chunk)
+        got, vectors = source.values(["id", field])
+        if not whole:  # an unordered select: put the chunk back in the order of `ids`
+            position = {sample_id: k for k, sample_id in enumerate(got)}
+            kept += [i for i in chunk if i in position]
+            vectors = [vectors[position[i]] for i in chunk if i in position]
+        else:
+            kept = list(got)
+        arrays = [np.asarray(v) for v in vectors]
+        kinds.update(
+            type(v).__name__
+            for v, a in zip(vectors, arrays, strict=True)
+            if a.dtype.kind not in "biuf"
+        )
+        del vectors
+        dims.update(a.size for a in arrays)
+        if kinds or len(dims) != 1:
+            row += len(arrays)
+            continue  # counted for the error below; nothing more to store
+        if X is None:
+            X = np.empty((max(len(ids), len(arrays)), next(iter(dims))), dtype=np.float32)
+        block = X[row : row + len(arrays)]
+        for k, a in enumerate(arrays):
+            block[k] = a.ravel()
+        bad = np.flatnonzero(~np.isfinite(block).all(axis=1))
+        n_not_finite += bad.size
+        not_finite += [row + int(b) for b in bad[: max(0, 5 - len(not_finite))]]
+        row += len(arrays)
+    if not kept:
         raise ElfsInputError(
             f"No sample in this collection has a value in '{field}'. "
             "Fix: run compute_embeddings on this view first.",
             param="embeddings_field",
         )
-    arrays = [np.asarray(v) for v in vectors]
-    if not all(a.dtype.kind in "biuf" for a in arrays):
-        kinds = sorted(
-            {
-                type(v).__name__
-                for v, a in zip(vectors, arrays, strict=True)
-                if a.dtype.kind not in "biuf"
-            }
-        )
+    if kinds:
         raise ElfsInputError(
-            f"The field '{field}' does not hold numeric vectors (found {kinds}), so it cannot be "
-            "used as embeddings. Fix: pass a vector field (e.g. '<key>_embedding' from "
-            "compute_embeddings).",
+            f"The field '{field}' does not hold numeric vectors (found {sorted(kinds)}), so it "
+            "cannot be used as embeddings. Fix: pass a vector field (e.g. '<key>_embedding' "
+            "from compute_embeddings).",
             param="embeddings_field",
         )
-    counts = collections.Counter(a.size for a in arrays)
-    if len(counts) != 1:
+    if len(dims) != 1:
         raise ElfsInputError(
-            f"The embeddings in '{field}' have different dimensions {sorted(counts)} "
-            f"(samples per dimension: {dict(counts)}). Fix: recompute them with one model, e.g. "
+            f"The embeddings in '{field}' have different dimensions {sorted(dims)} "
+            f"(samples per dimension: {dict(dims)}). Fix: recompute them with one model, e.g. "
             "compute_embeddings(..., overwrite=True).",
             param="embeddings_field",
         )
-    X = np.stack([a.astype(np.float32).ravel() for a in arrays])
-    bad = ~np.isfinite(X).all(axis=1)
-    if bad.any():
-        first = [ids[i] for i in np.flatnonzero(bad)[:5]]
+    if n_not_finite:
+        first = [kept[i] for i in not_finite]
         raise ElfsInputError(
-            f"{int(bad.sum())} embeddings in '{field}' contain NaN or infinite values "
+            f"{n_not_finite} embeddings in '{field}' contain NaN or infinite values "
             f"(e.g. samples {first}). Fix: recompute them "
             "(compute_embeddings(..., overwrite=True)) "
             "or exclude those samples from the view.",
             param="embeddings_field",
         )
-    return list(ids), X
+    assert X is not None
+    return kept, (X if row == X.shape[0] else X[:row].copy())
 
 
 def missing_ids_and_paths(samples: SampleCollection, field: str) -> list[tuple[str, str]]:
@@ -284,6 +384,7 @@ def write_values(
     """Writes one value per sample id into `field`, in a single bulk update."""
     if len(ids) != len(values):
         raise ValueError(f"got {len(ids)} ids but {len(values)} values")
+    _forget_read(field)
     dataset = dataset_of(samples)
     size = id_chunk_rows()
     for start in range(0, len(ids), size):
@@ -323,6 +424,7 @@ def write_zoo_embeddings(
     samples: SampleCollection, model: Any, field: str, ids: Sequence[str], batch_size: int
 ) -> None:
     """Embeds the samples `ids` with a FiftyOne zoo model into `field` (FiftyOne reads them)."""
+    _forget_read(field)
     for chunk in id_chunks(ids):
         samples.select(chunk).compute_embeddings(
             model, embeddings_field=field, batch_size=batch_size, skip_failures=True

@@ -58,7 +58,10 @@ def test_reads_by_id_in_chunks_equal_per_sample_reads(small, selects):
         got_ids, values = dataset_io.read_values(small, "filepath", wanted)
         assert values == [small[i].filepath for i in wanted]
         assert max(selects, default=0) <= CHUNK
-        assert len(selects) == (0 if wanted is many else 3 * 2)  # 8 or 9 ids: 2 chunks per read
+        # labels and values of most of the collection: one scan, ordered here; embeddings are
+        # read a chunk at a time whatever the share (one chunk of decoded vectors in memory)
+        chunks_of = -(-len(wanted) // CHUNK)
+        assert len(selects) == (chunks_of if wanted is many else 3 * 2)  # 8/9 ids: 2 chunks
 
 
 def test_writes_and_tags_in_chunks(small, selects):
@@ -123,3 +126,52 @@ def test_pipeline_with_tiny_chunks_equals_the_default(base_dataset, monkeypatch)
             ds.delete()
     assert len(outcomes[0][0]) == 12
     assert outcomes[0] == outcomes[1]
+
+
+def test_embeddings_read_in_chunks_equal_one_read_and_errors_count_every_chunk(small, selects):
+    one_read = dataset_io.read_embeddings(small, "elfs_embedding")  # CHUNK=7: 6 chunks
+    assert len(selects) == -(-40 // CHUNK) and max(selects) <= CHUNK
+    ids, vectors = small.values(["id", "elfs_embedding"])
+    assert one_read[0] == ids
+    np.testing.assert_array_equal(one_read[1], np.stack(vectors))
+    # a wrong dimension in a late chunk is found, and the counts cover every chunk
+    last = small.skip(38).first()
+    last.elfs_embedding = np.zeros(3, dtype=np.float32)
+    last.save()
+    with pytest.raises(elfs.ElfsInputError, match=r"different dimensions.*\{\d+: 39, 3: 1\}"):
+        dataset_io.read_embeddings(small, "elfs_embedding")
+
+
+def test_pipeline_reads_the_embeddings_from_the_database_once(base_dataset, monkeypatch):
+    reads = []
+    original = dataset_io._read_vector_rows
+
+    def counted(view, field, ids=None):
+        reads.append(field)
+        return original(view, field, ids)
+
+    monkeypatch.setattr(dataset_io, "_read_vector_rows", counted)
+    ds = base_dataset.take(60, seed=3).clone()
+    try:
+        elfs.run_pipeline(
+            ds,
+            key="once",
+            budget_count=12,
+            n_clusters=4,
+            clustering="kmeans",
+            embeddings_field="elfs_embedding",
+            epochs=2,
+            visualize=True,
+        )
+        assert reads == ["elfs_embedding"]  # check, pseudo-labels, difficulty and plot share it
+        assert len(ds.load_brain_results("once_umap").points) == 60
+        # outside the pipeline every read goes to the database, and sees a new value
+        with dataset_io.reuse_embeddings():
+            first = dataset_io.read_embeddings(ds, "elfs_embedding")[1]
+            ids = ds.values("id")
+            dataset_io.write_values(ds, "elfs_embedding", ids, list(first[:, ::-1].copy()))
+            again = dataset_io.read_embeddings(ds, "elfs_embedding")[1]
+        np.testing.assert_array_equal(again, first[:, ::-1])
+        assert reads == ["elfs_embedding"] * 3
+    finally:
+        ds.delete()

@@ -90,7 +90,18 @@ def _check_outputs(samples: SampleCollection, config: PipelineConfig) -> None:
 def run(
     samples: SampleCollection, config: PipelineConfig, progress: ProgressFn | None = None
 ) -> selection.CoresetResult:
-    """Runs every stage; everything that can be checked is checked before the first write."""
+    """Runs every stage; everything that can be checked is checked before the first write.
+
+    The embeddings are read from the database once for all stages (`reuse_embeddings`).
+    """
+    with dataset_io.reuse_embeddings():
+        return _run(samples, config, progress)
+
+
+def _run(
+    samples: SampleCollection, config: PipelineConfig, progress: ProgressFn | None
+) -> selection.CoresetResult:
+    """`run`'s stages, in order."""
     from fiftyone_elfs.selection import resolve_budget
 
     n = dataset_io.require_nonempty(samples)
