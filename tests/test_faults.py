@@ -116,7 +116,7 @@ KILLS = [
     ("temi", "pseudo_labels:chunk:2"),
     ("temi", "pseudo_labels:before_run_record:1"),
     ("mlp", "difficulty:progress:2"),
-    ("mlp", "difficulty:chunk:4"),  # mid second score field
+    ("mlp", "difficulty:chunk:2"),  # mid the score fields (written together: 2 of 3 chunks)
     ("mlp", "difficulty:before_run_record:1"),
     ("cnn", "difficulty:progress:2"),  # after epoch 2 of 3 (checkpointed)
     ("cnn", "difficulty:chunk:1"),

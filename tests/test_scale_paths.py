@@ -175,3 +175,45 @@ def test_pipeline_reads_the_embeddings_from_the_database_once(base_dataset, monk
         assert reads == ["elfs_embedding"] * 3
     finally:
         ds.delete()
+
+
+def test_write_columns_stores_what_fiftyones_set_values_stores(small, selects):
+    import fiftyone as fo
+
+    ids = small.values("id")[::3]  # 14 ids: 2 chunks of 7
+    n = len(ids)
+    floats = [float(i) / 3 for i in range(n)]
+    ints = list(range(n))
+    strs = [f"region_{i % 3}" for i in range(n)]
+    names = [f"cluster_{i % 4}" for i in range(n)]
+    before = dict(zip(*small.values(["id", "last_modified_at"]), strict=True))
+    dataset_io.write_columns(
+        small,
+        ids,
+        {
+            "w_float": floats,
+            "w_int": ints,
+            "w_str": strs,
+            "w_label": dataset_io.ClassificationColumn(names, floats),
+            "w_vec": [np.full(3, i, dtype=np.float32) for i in range(n)],  # via set_values
+        },
+    )
+    dataset_io.write_values(small, "r_float", ids, floats)
+    dataset_io.write_values(small, "r_int", ids, ints)
+    dataset_io.write_values(small, "r_str", ids, strs)
+    dataset_io.write_values(small, "r_label", ids, dataset_io.classifications(names, floats))
+    assert max(selects, default=0) <= CHUNK
+    for kind in ("float", "int", "str", "label"):
+        assert type(small.get_field(f"w_{kind}")) is type(small.get_field(f"r_{kind}"))
+    assert small.get_field("w_label").document_type is fo.Classification
+    view = small.select(ids, ordered=True)
+    assert view.values("w_float") == floats and view.values("w_int") == ints
+    assert view.values("w_str") == view.values("r_str") == strs
+    assert view.values("w_label.label") == names
+    assert view.values("w_label.confidence") == floats
+    label = view.first().w_label
+    assert isinstance(label, fo.Classification) and label.id != view.last().w_label.id
+    assert [v.tolist() for v in view.values("w_vec")] == [[float(i)] * 3 for i in range(n)]
+    after = dict(zip(*small.values(["id", "last_modified_at"]), strict=True))
+    assert all(after[i] > before[i] for i in ids)
+    assert small.exists("w_float").count() == n  # the other samples are untouched

@@ -23,10 +23,11 @@ this order:
 1. journal (`journal.add`): every name the run may leave behind, staging fields included,
    before anything is written;
 2. stage: each field's values go, in chunks of `WRITE_CHUNK_ROWS`, into a staging field
-   (``elfs_staging_<random>_<field>``), never into the result field;
-3. commit: delete the key's previous run of the stage (record first, then its outputs); move each
-   staging field into place in one server-side rename (or one bulk merge into the existing
-   field for resumable stages, ``replace=False``); put the tags (untag, then tag, one bulk update
+   (``elfs_staging_<random>_<field>``), never into the result field; fields of the same samples
+   in one update per sample (`dataset_io.write_columns`);
+3. commit: delete the key's previous run of the stage (record first, then its outputs); move the
+   staging fields into place in one server-side rename of all of them (or one bulk merge into
+   the existing field for resumable stages, ``replace=False``); put the tags (untag, then tag, one bulk update
    each); save the views; register the layouts;
 4. record the run with its parameters, results and the names it owns (`runs.record_run`: the
    run and its results appear in one update of the dataset document): the commit point;
@@ -298,17 +299,28 @@ def _staging_name(field_name: str) -> str:
 def _stage_values(
     samples: SampleCollection,
     stage: str,
-    staging: str,
-    ids: Sequence[str],
-    values: Sequence[Any],
+    to_stage: dict[str, tuple[Sequence[str], Sequence[Any]]],
+    staging: dict[str, str],
 ) -> None:
-    """Writes values into a staging field in chunks (each chunk boundary is a kill point)."""
-    if len(ids) != len(values):
-        raise ValueError(f"got {len(ids)} ids but {len(values)} values")
-    for start in range(0, len(ids), WRITE_CHUNK_ROWS):
-        stop = start + WRITE_CHUNK_ROWS
-        dataset_io.write_values(samples, staging, ids[start:stop], values[start:stop])
-        kill_point(stage, "chunk")
+    """Writes the values into their staging fields in chunks (each chunk boundary is a kill
+    point). Fields of the same samples are written together, one update per sample."""
+    groups: list[tuple[list[str], dict[str, Any]]] = []  # (ids, staging field -> values)
+    for field_name, (ids, values) in to_stage.items():
+        ids = list(ids)
+        if len(ids) != len(values):
+            raise ValueError(f"got {len(ids)} ids but {len(values)} values")
+        if not isinstance(values, dataset_io.ClassificationColumn):
+            values = list(values)
+        group = next((g for g in groups if g[0] == ids), None)
+        if group is None:
+            groups.append((ids, {staging[field_name]: values}))
+        else:
+            group[1][staging[field_name]] = values
+    for ids, columns in groups:
+        for start in range(0, len(ids), WRITE_CHUNK_ROWS):
+            rows = slice(start, start + WRITE_CHUNK_ROWS)
+            dataset_io.write_columns(samples, ids[rows], {f: v[rows] for f, v in columns.items()})
+            kill_point(stage, "chunk")
 
 
 def record(
@@ -339,7 +351,7 @@ def record(
     dataset = dataset_io.dataset_of(samples)
     to_stage: dict[str, tuple[Sequence[str], Sequence[Any]]] = dict(outputs.values)
     for field_name, (ids, labels, confidences) in outputs.labels.items():
-        to_stage[field_name] = (ids, dataset_io.classifications(labels, confidences))
+        to_stage[field_name] = (ids, dataset_io.ClassificationColumn(labels, confidences))
     staging = {f: _staging_name(f) for f in to_stage}
     journal.add(dataset, names.key, stage, outputs.owned(), list(staging.values()))
     try:
@@ -362,24 +374,28 @@ def _commit(
 ) -> str:
     """Steps 2-5 of the protocol (module docstring), once the journal lists every name."""
     dataset = dataset_io.dataset_of(samples)
-    for field_name, (ids, values) in to_stage.items():
-        _stage_values(samples, stage, staging[field_name], list(ids), list(values))
-        if dataset_io.has_field(dataset, staging[field_name]):  # the mark moves with the rename
-            dataset_io.mark_field(dataset, staging[field_name], runs.field_mark(names, stage))
+    _stage_values(samples, stage, to_stage, staging)
+    for staged in staging.values():
+        if dataset_io.has_field(dataset, staged):  # the mark moves with the rename
+            dataset_io.mark_field(dataset, staged, runs.field_mark(names, stage))
     kill_point(stage, "before_commit")
     leases.verify(dataset_io.dataset_id(dataset), names.key, stage)
 
     if replace:
         delete_previous(samples, names, stage)
+    renames: dict[str, str] = {}  # staged -> result field: one server-side rename for all
     for field_name, staged in staging.items():
         if not dataset_io.has_field(dataset, staged):  # no values to write
             continue
         if not replace and dataset_io.has_field(dataset, field_name):
             dataset_io.merge_field(dataset, staged, field_name)
             dataset_io.mark_field(dataset, field_name, runs.field_mark(names, stage))
+            kill_point(stage, "field")
         else:
-            dataset_io.delete_fields(dataset, [field_name])  # an unowned leftover, journaled
-            dataset_io.rename_field(dataset, staged, field_name)
+            renames[staged] = field_name
+    if renames:
+        dataset_io.delete_fields(dataset, list(renames.values()))  # unowned leftovers, journaled
+        dataset_io.rename_fields(dataset, renames)
         kill_point(stage, "field")
     for tag, ids in outputs.tags.items():
         dataset_io.remove_tag(dataset, tag)
