@@ -19,7 +19,7 @@ Stages (``--stages``):
                    IVF path forced; 2,000 random rows above)
   temi             TEMIClustering(1000, seed=0) with its defaults (``--temi-epochs`` to override)
   mlp              train_mlp_proxy(X, kmeans labels, n_classes=1000, epochs=--mlp-epochs;
-                   default: scaled_proxy_epochs(N, 512, 1000): 40 up to ~215k, 6 at 1.28M)
+                   default: scaled_proxy_epochs(N, 512, 1000): 40 up to ~107k, 3 at 1.28M)
   select           label_free_beta + double_end_prune on the MLP's AUM, 10% budget
   layout           layout_2d(X) (UMAP on 50,000 samples, the rest placed by neighbours)
   d2, prototypicality, kcenter, zcore   the geometry baselines at a 10% budget (k-center and
@@ -350,13 +350,28 @@ def stage_dataset_pipeline(n: int, X: np.ndarray | None, paths: dict, args) -> d
 
     if "s" in elfs.list_keys(ds):
         elfs.delete_key(ds, "s")
-    epochs = scaled_proxy_epochs(n, DIM, N_CLUSTERS)
+    if args.mlp_epochs == "auto":
+        epochs = scaled_proxy_epochs(n, DIM, N_CLUSTERS)
+    else:
+        epochs = int(args.mlp_epochs)
+    steps: list[tuple[float, str]] = []  # (time, label) whenever the progress label's step changes
+
+    def timeline(fraction: float, label: str) -> None:
+        step = label.split(" (")[0].split(", loss")[0]  # drop tickers' seconds and losses
+        if not steps or steps[-1][1] != step:
+            steps.append((time.time(), step))
+
     t = time.time()
     result = elfs.run_pipeline(
         ds, key="s", embeddings_field="emb", n_clusters=N_CLUSTERS, clustering="kmeans",
-        budget_fraction=0.1, epochs=epochs, visualize=True, progress=lambda f, m: None,
+        budget_fraction=0.1, epochs=epochs, visualize=True, progress=timeline,
     )  # fmt: skip
     wall = time.time() - t
+    # seconds from one progress step to the next (the last one to the end of run_pipeline)
+    marks = [t, *(m for m, _ in steps), t + wall]
+    labels = ["before the first report", *(label for _, label in steps)]
+    for k, label in enumerate(labels):
+        print(f"[timeline] {marks[k + 1] - marks[k]:8.1f} s  {label}", file=sys.stderr)
     ends = {"pseudo_labels": None, "difficulty": None, "coreset": None, "visualization": None}
     for run_key in ds.list_runs():
         stage = next((st for st in ends if run_key == f"s_{st}"), None)
