@@ -27,8 +27,8 @@ this order:
    in one update per sample (`dataset_io.write_columns`);
 3. commit: delete the key's previous run of the stage (record first, then its outputs); move the
    staging fields into place in one server-side rename of all of them (or one bulk merge into
-   the existing field for resumable stages, ``replace=False``); put the tags (untag, then tag, one bulk update
-   each); save the views; register the layouts;
+   the existing field for resumable stages, ``replace=False``); put the tags (untag, then tag,
+   one bulk update each); save the views; register the layouts;
 4. record the run with its parameters, results and the names it owns (`runs.record_run`: the
    run and its results appear in one update of the dataset document): the commit point;
 5. close the journal entry.
