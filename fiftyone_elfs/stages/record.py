@@ -304,19 +304,14 @@ def _stage_values(
 ) -> None:
     """Writes the values into their staging fields in chunks (each chunk boundary is a kill
     point). Fields of the same samples are written together, one update per sample."""
-    groups: list[tuple[list[str], dict[str, Any]]] = []  # (ids, staging field -> values)
+    groups: dict[tuple[str, ...], dict[str, Any]] = {}  # ids -> {staging field: values}
     for field_name, (ids, values) in to_stage.items():
-        ids = list(ids)
         if len(ids) != len(values):
             raise ValueError(f"got {len(ids)} ids but {len(values)} values")
-        if not isinstance(values, dataset_io.ClassificationColumn):
-            values = list(values)
-        group = next((g for g in groups if g[0] == ids), None)
-        if group is None:
-            groups.append((ids, {staging[field_name]: values}))
-        else:
-            group[1][staging[field_name]] = values
-    for ids, columns in groups:
+        column = values if isinstance(values, dataset_io.ClassificationColumn) else list(values)
+        groups.setdefault(tuple(ids), {})[staging[field_name]] = column
+    for id_tuple, columns in groups.items():
+        ids = list(id_tuple)
         for start in range(0, len(ids), WRITE_CHUNK_ROWS):
             rows = slice(start, start + WRITE_CHUNK_ROWS)
             dataset_io.write_columns(samples, ids[rows], {f: v[rows] for f, v in columns.items()})
