@@ -296,10 +296,9 @@ def _read_vector_rows(
 ) -> tuple[list[str], np.ndarray]:
     """The vectors of `field` in `view` (all have a value) as float32 rows, read in chunks: of
     every sample, or of `ids` in that order (those not in `view` left out)."""
-    n = len(view) if ids is None else 0
-    whole = ids is None and n <= id_chunk_rows()  # one plain scan when one chunk holds them all
+    whole = ids is None and len(view) <= id_chunk_rows()  # one plain scan holds them all
     if whole:
-        ids = [None] * n  # only counted: the scan returns the ids
+        ids = []  # the scan returns them
     elif ids is None:
         ids = list(view.values("id"))
     else:
@@ -332,7 +331,7 @@ def _read_vector_rows(
             row += len(arrays)
             continue  # counted for the error below; nothing more to store
         if X is None:
-            X = np.empty((max(len(ids), len(arrays)), next(iter(dims))), dtype=np.float32)
+            X = np.empty((len(arrays) if whole else len(ids), next(iter(dims))), np.float32)
         block = X[row : row + len(arrays)]
         for k, a in enumerate(arrays):
             block[k] = a.ravel()
@@ -420,21 +419,14 @@ class ClassificationColumn:
 
     def documents(self) -> list[dict[str, Any]]:
         """The label documents, as FiftyOne serialises `fo.Classification(label, confidence)`."""
-        if self.confidences is None:
-            return [
-                {"_id": ObjectId(), "_cls": "Classification", "tags": [], "label": str(label)}
-                for label in self.labels
-            ]
-        return [
-            {
-                "_id": ObjectId(),
-                "_cls": "Classification",
-                "tags": [],
-                "label": str(label),
-                "confidence": float(conf),
-            }
-            for label, conf in zip(self.labels, self.confidences, strict=True)
+        docs = [
+            {"_id": ObjectId(), "_cls": "Classification", "tags": [], "label": str(label)}
+            for label in self.labels
         ]
+        if self.confidences is not None:
+            for doc, conf in zip(docs, self.confidences, strict=True):
+                doc["confidence"] = float(conf)
+        return docs
 
 
 #: Python type of every value of a column -> the FiftyOne field `write_columns` declares for it.
@@ -561,13 +553,9 @@ def delete_fields(dataset: fo.Dataset, fields: Sequence[str]) -> None:
         dataset.delete_sample_fields(existing)
 
 
-def rename_field(dataset: fo.Dataset, field: str, new_name: str) -> None:
-    """Renames a sample field (one server-side update): how staged results become visible."""
-    dataset.rename_sample_field(field, new_name)
-
-
 def rename_fields(dataset: fo.Dataset, new_names: dict[str, str]) -> None:
-    """Renames several sample fields in one server-side update (one pass over the samples)."""
+    """Renames sample fields in one server-side update (one pass over the samples): how staged
+    results become visible."""
     if new_names:
         dataset.rename_sample_fields(new_names)
 

@@ -98,6 +98,20 @@ def test_layout_of_a_reordered_view_stores_each_point_with_its_sample(small, sel
     assert max(selects, default=0) <= CHUNK
 
 
+def _small_pipeline(ds, key: str, epochs: int, visualize: bool) -> None:
+    """k-means pipeline on the cached embeddings, 12 of the samples selected."""
+    elfs.run_pipeline(
+        ds,
+        key=key,
+        budget_count=12,
+        n_clusters=4,
+        clustering="kmeans",
+        embeddings_field="elfs_embedding",
+        epochs=epochs,
+        visualize=visualize,
+    )
+
+
 def test_pipeline_with_tiny_chunks_equals_the_default(base_dataset, monkeypatch):
     """Every stage after the embeddings, chunked at 7 ids, selects what the default selects."""
     outcomes = []
@@ -106,16 +120,7 @@ def test_pipeline_with_tiny_chunks_equals_the_default(base_dataset, monkeypatch)
             monkeypatch.setenv(dataset_io.ID_CHUNK_ENV, str(chunk))
         ds = base_dataset.take(60, seed=2).clone()
         try:
-            elfs.run_pipeline(
-                ds,
-                key="s",
-                budget_count=12,
-                n_clusters=4,
-                clustering="kmeans",
-                embeddings_field="elfs_embedding",
-                epochs=3,
-                visualize=False,
-            )
+            _small_pipeline(ds, "s", epochs=3, visualize=False)
             outcomes.append(
                 (
                     sorted(ds.match_tags("s_coreset").values("filepath")),
@@ -153,16 +158,7 @@ def test_pipeline_reads_the_embeddings_from_the_database_once(base_dataset, monk
     monkeypatch.setattr(dataset_io, "_read_vector_rows", counted)
     ds = base_dataset.take(60, seed=3).clone()
     try:
-        elfs.run_pipeline(
-            ds,
-            key="once",
-            budget_count=12,
-            n_clusters=4,
-            clustering="kmeans",
-            embeddings_field="elfs_embedding",
-            epochs=2,
-            visualize=True,
-        )
+        _small_pipeline(ds, "once", epochs=2, visualize=True)
         assert reads == ["elfs_embedding"]  # check, pseudo-labels, difficulty and plot share it
         assert len(ds.load_brain_results("once_umap").points) == 60
         # outside the pipeline every read goes to the database, and sees a new value
