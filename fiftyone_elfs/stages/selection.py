@@ -118,16 +118,21 @@ def _beta_for(
     names: runs.PipelineNames,
     ids: list[str],
     score: str,
+    values: np.ndarray,
     beta: float | None,
     budget_fraction: float,
 ) -> tuple[float, str]:
-    """The user's beta, or the label-free default for this score and budget, with the reason."""
+    """The user's beta, or the label-free default for this score and budget, with the reason.
+
+    `values`: the `score` of the samples `ids` (the AUM itself is not read again)."""
     from fiftyone_elfs.selection import label_free_beta
 
     if beta is not None:
         return float(beta), "set by the user"
     if score == "contrastive":
         return 0.0, "keep-lowest: the least similar views are the most informative (no cut)"
+    if score == "aum":
+        return label_free_beta(values, budget_fraction)
     aum = dataset_io.read_values(samples, names.score_field("aum"), ids)[1]
     return label_free_beta(np.asarray(aum, dtype=float), budget_fraction)
 
@@ -241,7 +246,7 @@ def select_coreset(samples: SampleCollection, config: CoresetConfig) -> CoresetR
         )
     mode, mode_reason, trust = _mode_for(samples, names, config.mode, config.score)
     beta, beta_reason = _beta_for(
-        samples, names, ids, config.score, config.beta, min(budget / n, 1.0)
+        samples, names, ids, config.score, values, config.beta, min(budget / n, 1.0)
     )
     hard_is_low = HARD_IS_LOW[config.score]
     if mode == "ccs":
@@ -309,7 +314,9 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
         excluded_ids.update(dataset_io.ids_with_values(samples, config.label_field))
     excluded = np.array([i in excluded_ids for i in ids], dtype=bool)
     total_fraction = min((int(excluded.sum()) + budget) / n, 1.0)
-    beta, beta_reason = _beta_for(samples, names, ids, config.score, config.beta, total_fraction)
+    beta, beta_reason = _beta_for(
+        samples, names, ids, config.score, values, config.beta, total_fraction
+    )
     coreset = runs.stage_results(dataset, names, "coreset")
     mode = getattr(coreset, "mode", None) or "window"  # coresets before modes were windows
     mode_reason = f"the rule of this key's coreset ({mode})"
