@@ -20,19 +20,26 @@ import contextlib
 import contextvars
 import dataclasses
 import datetime
+import io
 import os
+import uuid
+import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import fiftyone as fo
 import fiftyone.core.collections as foc
+import fiftyone.core.utils as fou
 import numpy as np
 from bson import ObjectId
-from pymongo import UpdateOne
 
 from fiftyone_elfs.errors import ElfsInputError
 
 SampleCollection = foc.SampleCollection
+
+#: Collections of FiftyOne's database holding staged values of an unfinished write
+#: (`stage_rows`, `commit_staged`): ``elfs_staging_<dataset id>_<random>``.
+STAGING_COLLECTION_PREFIX = "elfs_staging_"
 
 #: Most sample ids one database command carries (a `select`, a bulk write, a tag update).
 #: MongoDB refuses commands over 16 MB: an ordered `select` of about 440k ids, an unordered one
@@ -291,6 +298,40 @@ def read_embeddings(
     return [all_ids[r] for r in order], X[np.asarray(order)]
 
 
+def _decode_vectors(stored: list[Any]) -> list[Any]:
+    """Vectors as FiftyOne stores them (the zlib-compressed bytes of an .npy file) as numpy
+    arrays; other values (lists, strings) as they are, for `_read_vector_rows` to check.
+
+    Why not FiftyOne's own decoding (`values` without ``_raw``): it parses every vector's .npy
+    header; here a row whose header equals the previous one's (same dtype and shape) is read
+    straight from its buffer: at 200k x 512, 3.7 s of decoding against about 18 s.
+    """
+    out: list[Any] = []
+    header, dtype = b"", None
+    for value in stored:
+        if not isinstance(value, bytes):
+            out.append(value)
+            continue
+        try:
+            buffer = zlib.decompress(value)
+        except zlib.error:
+            out.append(value)  # not a stored vector: reported as such
+            continue
+        if dtype is not None and buffer.startswith(header):
+            out.append(np.frombuffer(buffer, dtype, offset=len(header)))
+            continue
+        try:
+            array = np.load(io.BytesIO(buffer), allow_pickle=False)
+        except ValueError:
+            out.append(value)
+            continue
+        out.append(array)
+        # the same header means the same dtype, shape and order: C-ordered rows read directly
+        fast = array.ndim <= 1 or array.flags.c_contiguous
+        header, dtype = (buffer[: len(buffer) - array.nbytes], array.dtype) if fast else (b"", None)
+    return out
+
+
 def _read_vector_rows(
     view: SampleCollection, field: str, ids: Sequence[str] | None = None
 ) -> tuple[list[str], np.ndarray]:
@@ -312,7 +353,8 @@ def _read_vector_rows(
     kept: list[str] = []  # the ids read, in order (an id not in `view` is left out)
     for chunk in [ids] if whole else id_chunks(ids):
         source = view if whole else view.select(chunk)
-        got, vectors = source.values(["id", field])
+        got, vectors = source.values(["id", field], _raw=True)
+        vectors = _decode_vectors(vectors)
         if not whole:  # an unordered select: put the chunk back in the order of `ids`
             position = {sample_id: k for k, sample_id in enumerate(got)}
             kept += [i for i in chunk if i in position]
@@ -401,7 +443,7 @@ def write_values(
 class ClassificationColumn:
     """One `fo.Classification` per sample, given as label names and optional confidences.
 
-    `write_columns` stores these as FiftyOne's own label documents without building a FiftyOne
+    `stage_rows` stores these as FiftyOne's own label documents without building a FiftyOne
     label object per sample (at 1.28M samples the objects alone took over a minute). Slices
     like a list, so a staged write can go in chunks.
     """
@@ -429,7 +471,7 @@ class ClassificationColumn:
         return docs
 
 
-#: Python type of every value of a column -> the FiftyOne field `write_columns` declares for it.
+#: Python type of every value of a column -> the FiftyOne field it is stored in (`column_kind`).
 _SCALAR_FIELDS = {
     float: fo.FloatField,
     int: fo.IntField,
@@ -438,70 +480,123 @@ _SCALAR_FIELDS = {
 }
 
 
-def _scalar_field(values: Sequence[Any]) -> type | None:
-    """The field type for a column of one Python scalar type (None allowed), else None."""
-    types = {type(v) for v in values} - {type(None)}
-    if len(types) != 1:
-        return None
-    return _SCALAR_FIELDS.get(types.pop())
+@dataclasses.dataclass(frozen=True)
+class ColumnKind:
+    """The FiftyOne field a column of values is stored in (`column_kind`)."""
+
+    field_type: type
+    embedded_doc_type: type | None = None
 
 
-def write_columns(samples: SampleCollection, ids: Sequence[str], columns: dict[str, Any]) -> None:
-    """Writes several fields of the samples `ids` in one pass: one update per sample.
+def column_kind(values: Sequence[Any]) -> ColumnKind:
+    """The field type of a column: Python floats (ints among them allowed), ints, bools or
+    strings, numpy vectors, or a `ClassificationColumn` (None allowed in each).
 
-    `columns` maps a field name to its values in the order of `ids`: Python floats, ints, bools
-    or strings (None allowed) or a `ClassificationColumn`; a column of anything else (vectors,
-    other labels) goes through `write_values`. New fields are declared first with their FiftyOne
-    type. Why: FiftyOne's `set_values` writes one field per pass over the samples, and one pass
-    costs about as much as three fields together (14 s a field against 11 s for three at 200k
-    samples, measured in `benchmarks/results/scale/README.md`); the difficulty stage writes
-    three scores.
+    Raises:
+        TypeError: other values (no stage writes them).
     """
-    dataset = dataset_of(samples)
+    if isinstance(values, ClassificationColumn):
+        return ColumnKind(fo.EmbeddedDocumentField, fo.Classification)
+    types = {type(v) for v in values} - {type(None)}
+    if types and all(issubclass(t, np.ndarray) for t in types):
+        return ColumnKind(fo.VectorField)
+    if float in types and types <= {int, float}:
+        return ColumnKind(fo.FloatField)
+    if len(types) == 1 and next(iter(types)) in _SCALAR_FIELDS:
+        return ColumnKind(_SCALAR_FIELDS[next(iter(types))])
+    raise TypeError(f"cannot store a column of {sorted(t.__name__ for t in types)} values")
+
+
+def _stored_values(values: Sequence[Any], kind: ColumnKind) -> list[Any]:
+    """A column as FiftyOne stores it in the database."""
+    if isinstance(values, ClassificationColumn):
+        return values.documents()
+    if kind.field_type is fo.VectorField:
+        return [None if v is None else fou.serialize_numpy_array(v) for v in values]
+    if kind.field_type is fo.FloatField:
+        return [None if v is None else float(v) for v in values]
+    return list(values)
+
+
+def _database() -> Any:
+    import fiftyone.core.odm as foo
+
+    return foo.get_db_conn()
+
+
+def new_staging_collection(dataset: fo.Dataset) -> str:
+    """A fresh name for a staging collection of the dataset (`stage_rows`), in FiftyOne's
+    database; nothing is created until rows are staged."""
+    return f"{STAGING_COLLECTION_PREFIX}{dataset_id(dataset)}_{uuid.uuid4().hex[:8]}"
+
+
+def staging_collections(dataset: fo.Dataset | None = None) -> list[str]:
+    """The staging collections that exist (of `dataset`, or of every dataset)."""
+    prefix = STAGING_COLLECTION_PREFIX + (f"{dataset_id(dataset)}_" if dataset else "")
+    return sorted(c for c in _database().list_collection_names() if c.startswith(prefix))
+
+
+def stage_rows(
+    collection: str, ids: Sequence[str], columns: dict[str, Any], kinds: dict[str, ColumnKind]
+) -> None:
+    """Inserts one small document per sample id into the staging collection `collection`:
+    the sample's ``_id``, its value of each column (`kinds`: `column_kind` of each full
+    column) and FiftyOne's ``last_modified_at``. The samples are not touched (`commit_staged`
+    moves the values into their fields).
+    """
     ids = list(ids)
-    together: dict[str, Any] = {}
+    stored = []
     for field, values in columns.items():
         if len(values) != len(ids):
             raise ValueError(f"got {len(ids)} ids but {len(values)} values for '{field}'")
-        kind = (
-            fo.EmbeddedDocumentField
-            if isinstance(values, ClassificationColumn)
-            else _scalar_field(values)
-        )
-        if kind is None:
-            write_values(samples, field, ids, values)
-            continue
-        _forget_read(field)
-        if dataset.get_field(field) is None:
-            if kind is fo.EmbeddedDocumentField:
-                dataset.add_sample_field(field, kind, embedded_doc_type=fo.Classification)
-            else:
-                dataset.add_sample_field(field, kind)
-        together[field] = values
-    if not together:
+        stored.append(_stored_values(values, kinds[field]))
+    if not ids:
         return
     now = datetime.datetime.utcnow()  # FiftyOne's own `last_modified_at` convention
-    size = id_chunk_rows()
-    for start in range(0, len(ids), size):
-        chunk = ids[start : start + size]
-        rows = zip(
-            *(
-                v[start : start + size].documents()
-                if isinstance(v, ClassificationColumn)
-                else v[start : start + size]
-                for v in together.values()
-            ),
-            strict=True,
-        )
-        ops = [
-            UpdateOne(
-                {"_id": ObjectId(sample_id)},
-                {"$set": {**dict(zip(together, row, strict=True)), "last_modified_at": now}},
-            )
-            for sample_id, row in zip(chunk, rows, strict=True)
-        ]
-        # the bulk write FiftyOne's own set_values ends with (it also refreshes loaded samples)
-        dataset._bulk_write(ops, ids=chunk)
+    docs = [
+        {"_id": ObjectId(sample_id), **dict(zip(columns, row, strict=True))}
+        for sample_id, row in zip(ids, zip(*stored, strict=True), strict=True)
+    ]
+    for doc in docs:
+        doc["last_modified_at"] = now
+    _database()[collection].insert_many(docs, ordered=False)
+
+
+def commit_staged(
+    dataset: fo.Dataset, collection: str, kinds: dict[str, ColumnKind], ids: Sequence[str]
+) -> None:
+    """Moves the staged values of `collection` into their sample fields in one server-side
+    ``$merge`` (one pass over the samples), then drops the collection.
+
+    Fields that do not exist are declared first with their `ColumnKind`; existing ones keep the
+    other samples' values (a resumable stage adds to its field). Why not FiftyOne's
+    `set_values`: at 1.28M samples of ~2.3 KB each (the embedding is in the document), a bulk
+    update per sample costs about twice one server-side pass (`benchmarks/results/scale`), and
+    staging into a separate collection keeps every result field whole or absent after an
+    interruption without a staging field to rename. `ids`: the staged samples, whose loaded
+    `fo.Sample` objects are reloaded.
+    """
+    import fiftyone.core.sample as fos
+
+    for field, kind in kinds.items():
+        _forget_read(field)
+        if dataset.get_field(field) is None:
+            extra = {"embedded_doc_type": kind.embedded_doc_type} if kind.embedded_doc_type else {}
+            dataset.add_sample_field(field, kind.field_type, **extra)
+    merge = {
+        "into": dataset._sample_collection_name,
+        "on": "_id",
+        "whenMatched": "merge",
+        "whenNotMatched": "discard",  # a sample deleted meanwhile stays deleted
+    }
+    _database()[collection].aggregate([{"$merge": merge}])
+    drop_staging(collection)
+    fos.Sample._reload_docs(dataset._sample_collection_name, sample_ids=list(ids))
+
+
+def drop_staging(collection: str) -> None:
+    """Drops a staging collection (absent: nothing to do)."""
+    _database().drop_collection(collection)
 
 
 def classifications(labels: Sequence[str], confidences: Sequence[float] | None = None) -> list:
@@ -551,21 +646,6 @@ def delete_fields(dataset: fo.Dataset, fields: Sequence[str]) -> None:
     existing = [f for f in fields if dataset.get_field(f) is not None]
     if existing:
         dataset.delete_sample_fields(existing)
-
-
-def rename_fields(dataset: fo.Dataset, new_names: dict[str, str]) -> None:
-    """Renames sample fields in one server-side update (one pass over the samples): how staged
-    results become visible."""
-    if new_names:
-        dataset.rename_sample_fields(new_names)
-
-
-def merge_field(dataset: fo.Dataset, source: str, field: str) -> None:
-    """Copies every value of `source` into `field` in one bulk update, then deletes `source`."""
-    ids, values = dataset.exists(source).values(["id", source])
-    if ids:
-        write_values(dataset, field, ids, values)
-    delete_fields(dataset, [source])
 
 
 def add_tag(dataset: fo.Dataset, tag: str, ids: Sequence[str]) -> None:

@@ -1,9 +1,9 @@
 """The journal: names an unfinished operation of a (pipeline key, stage) may leave behind.
 
 Before an operation writes or deletes anything, it lists here (collection ``elfs_journal`` of
-FiftyOne's database) every field, tag, saved view or brain run it may leave behind, staging
-fields included; when its run is recorded (or it is deleted) the entry is closed. An entry left
-open by a killed run is what `fiftyone_elfs.runs.recover` cleans up, and it is how ownership
+FiftyOne's database) every field, tag, saved view or brain run it may leave behind, and its
+staging collections; when its run is recorded (or it is deleted) the entry is closed. An entry
+left open by a killed run is what `fiftyone_elfs.runs.recover` cleans up, and it is how ownership
 checks tell such leftovers from the user's own fields, tags and views.
 """
 
@@ -34,13 +34,14 @@ def add(
     key: str,
     stage: str,
     owned: dict[str, Sequence[str]],
-    staging_fields: Sequence[str] = (),
+    staging_collections: Sequence[str] = (),
 ) -> None:
     """Lists, before they are written or deleted, names an operation of (key, stage) may leave
-    behind: `owned` by kind (``owned_fields`` ...) and its staging fields."""
+    behind: `owned` by kind (``owned_fields`` ...) and its staging collections
+    (`dataset_io.stage_rows`)."""
     additions = {kind: {"$each": list(v)} for kind, v in owned.items() if v}
-    if staging_fields:
-        additions["staging_fields"] = {"$each": list(staging_fields)}
+    if staging_collections:
+        additions["staging_collections"] = {"$each": list(staging_collections)}
     _journal().update_one(
         {"_id": _journal_id(dataset, key, stage)},
         {

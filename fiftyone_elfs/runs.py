@@ -348,7 +348,8 @@ def recover(
     """Cleans up after interrupted operations (of `key`, or of every key; of one `stage`).
 
     For each open journal entry whose (key, stage) no live run holds (`busy`): deletes its
-    staging fields and every name it lists that no recorded run owns, then closes it. Returns
+    staging collections (and the staging fields of entries written before there were staging
+    collections) and every name it lists that no recorded run owns, then closes it. Returns
     the names deleted. A name a recorded run owns is kept: the operation committed.
     """
     deleted: list[str] = []
@@ -362,6 +363,9 @@ def recover(
             leftovers[kind] = [n for n in entry.get(kind, []) if owner_of(dataset, kind, n) is None]
         leftovers["owned_fields"] += list(entry.get("staging_fields", []))
         _delete_names(dataset, leftovers)
+        for collection in entry.get("staging_collections", []):
+            dataset_io.drop_staging(collection)
         deleted += [n for names in leftovers.values() for n in names]
+        deleted += list(entry.get("staging_collections", []))
         journal.close(entry)
     return deleted

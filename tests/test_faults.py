@@ -32,7 +32,15 @@ import pytest
 from fork_server import ForkServer
 
 import fiftyone_elfs as elfs
-from fiftyone_elfs import embedding_chunks, export, export_folder, journal, leases, runs
+from fiftyone_elfs import (
+    dataset_io,
+    embedding_chunks,
+    export,
+    export_folder,
+    journal,
+    leases,
+    runs,
+)
 
 N = 40
 CHUNK = 16  # rows per staged write in the children: 3 chunks of the 40 samples
@@ -381,6 +389,7 @@ def test_a_killed_stage_leaves_nothing_half_written_and_reruns_to_the_same_resul
         _assert_same(_outcome(ds, variant, folder), want, tally=variant in RESUMING)
         ds.reload()
         assert not [f for f in ds.get_field_schema() if f.startswith("elfs_staging_")]
+        assert dataset_io.staging_collections(ds) == []
         assert journal.entries(ds) == []
         assert leases._collection().count_documents({"_id": {"$regex": f"^{ds._doc.id}:"}}) == 0
         if variant in RESUMING and ":progress:" in kill:

@@ -124,6 +124,7 @@ def test_the_run_record_is_registered_with_its_results_and_behaves_like_fiftyone
     ds.delete_run("r_pseudo_labels")  # FiftyOne's own deletion works on it
     assert "r_pseudo_labels" not in ds.list_runs()
     assert not [f for f in ds.get_field_schema() if f.startswith("elfs_staging_")]
+    assert dataset_io.staging_collections(ds) == []
 
 
 # --------------------------------------------------------------------------- leases

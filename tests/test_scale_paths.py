@@ -173,33 +173,41 @@ def test_pipeline_reads_the_embeddings_from_the_database_once(base_dataset, monk
         ds.delete()
 
 
-def test_write_columns_stores_what_fiftyones_set_values_stores(small, selects):
+def test_staged_values_are_stored_as_fiftyones_set_values_stores_them(small, selects):
     import fiftyone as fo
 
-    ids = small.values("id")[::3]  # 14 ids: 2 chunks of 7
+    ids = small.values("id")[::3]  # 14 ids, staged in 2 chunks of 7
     n = len(ids)
     floats = [float(i) / 3 for i in range(n)]
     ints = list(range(n))
     strs = [f"region_{i % 3}" for i in range(n)]
     names = [f"cluster_{i % 4}" for i in range(n)]
     before = dict(zip(*small.values(["id", "last_modified_at"]), strict=True))
-    dataset_io.write_columns(
-        small,
-        ids,
-        {
-            "w_float": floats,
-            "w_int": ints,
-            "w_str": strs,
-            "w_label": dataset_io.ClassificationColumn(names, floats),
-            "w_vec": [np.full(3, i, dtype=np.float32) for i in range(n)],  # via set_values
-        },
-    )
+    columns = {
+        "w_float": floats,
+        "w_int": ints,
+        "w_str": strs,
+        "w_label": dataset_io.ClassificationColumn(names, floats),
+        "w_vec": [np.full(3, i, dtype=np.float32) for i in range(n)],
+    }
+    kinds = {f: dataset_io.column_kind(v) for f, v in columns.items()}
+    collection = dataset_io.new_staging_collection(small)
+    loaded = small[ids[0]]  # a sample object in memory sees the committed values
+    for start in (0, CHUNK):
+        chunk = {f: v[start : start + CHUNK] for f, v in columns.items()}
+        dataset_io.stage_rows(collection, ids[start : start + CHUNK], chunk, kinds)
+    assert collection in dataset_io.staging_collections()
+    assert not small.has_field("w_float")  # staged only: the samples are untouched
+    dataset_io.commit_staged(small, collection, kinds, ids)
+    assert collection not in dataset_io.staging_collections()
+    assert loaded.w_float == floats[0] and loaded.w_label.label == names[0]
     dataset_io.write_values(small, "r_float", ids, floats)
     dataset_io.write_values(small, "r_int", ids, ints)
     dataset_io.write_values(small, "r_str", ids, strs)
     dataset_io.write_values(small, "r_label", ids, dataset_io.classifications(names, floats))
     assert max(selects, default=0) <= CHUNK
-    for kind in ("float", "int", "str", "label"):
+    dataset_io.write_values(small, "r_vec", ids, columns["w_vec"])
+    for kind in ("float", "int", "str", "label", "vec"):
         assert type(small.get_field(f"w_{kind}")) is type(small.get_field(f"r_{kind}"))
     assert small.get_field("w_label").document_type is fo.Classification
     view = small.select(ids, ordered=True)
@@ -213,3 +221,32 @@ def test_write_columns_stores_what_fiftyones_set_values_stores(small, selects):
     after = dict(zip(*small.values(["id", "last_modified_at"]), strict=True))
     assert all(after[i] > before[i] for i in ids)
     assert small.exists("w_float").count() == n  # the other samples are untouched
+
+
+def test_column_kinds_of_the_values_stages_write_and_a_clear_refusal_of_others():
+    import fiftyone as fo
+
+    assert dataset_io.column_kind([1.5, 2, None]).field_type is fo.FloatField  # ints among floats
+    assert dataset_io.column_kind([1, 2]).field_type is fo.IntField
+    assert dataset_io.column_kind(["a", None]).field_type is fo.StringField
+    assert dataset_io.column_kind([np.zeros(2)]).field_type is fo.VectorField
+    with pytest.raises(TypeError, match="dict"):
+        dataset_io.column_kind([{"a": 1}])
+
+
+def test_stored_vectors_decode_as_fiftyone_decodes_them_whatever_their_shape_or_type():
+    import fiftyone.core.utils as fou
+
+    vectors = [
+        np.arange(4, dtype=np.float32),
+        np.arange(4, dtype=np.float32) + 1,  # same header: read from the buffer
+        np.arange(6, dtype=np.float64).reshape(2, 3),
+        np.asfortranarray(np.arange(6, dtype=np.float32).reshape(2, 3)),
+        np.asfortranarray(np.arange(6, dtype=np.float32).reshape(2, 3) + 1),
+        np.arange(3, dtype=np.int64),
+    ]
+    stored = [fou.serialize_numpy_array(v) for v in vectors] + [b"not a vector", [1.0, 2.0]]
+    decoded = dataset_io._decode_vectors(stored)
+    for got, want in zip(decoded, vectors, strict=False):
+        assert got.dtype == want.dtype and np.array_equal(got.ravel(), want.ravel())
+    assert decoded[-2:] == [b"not a vector", [1.0, 2.0]]  # left for the caller to refuse

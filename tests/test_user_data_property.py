@@ -19,7 +19,7 @@ import pytest
 from dataset_state import snapshot
 
 import fiftyone_elfs as elfs
-from fiftyone_elfs import journal, leases
+from fiftyone_elfs import dataset_io, journal, leases
 from fiftyone_elfs.errors import ElfsInputError
 
 KEYS = ("mine", "a", "b")
@@ -99,6 +99,7 @@ def test_no_sequence_of_calls_changes_what_the_user_created(user_dataset, tmp_pa
             assert _user_state(ds) == start, log
             ds.reload()
             assert not [f for f in ds.get_field_schema() if f.startswith("elfs_staging_")], log
+            assert dataset_io.staging_collections(ds) == [], log
             assert journal.entries(ds) == [], log
             assert leases._collection().count_documents({"_id": {"$regex": f"^{ds._doc.id}:"}}) == 0
             for run_key in ds.list_runs():

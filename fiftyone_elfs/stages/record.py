@@ -17,30 +17,32 @@ every field, tag, saved view or brain key that exists without an ELFS record (th
 another tool's), whatever its type. `runs.delete_stage` / `delete_key` remove only what a run
 recorded, so they can never remove user data either.
 
-**Atomic outputs: staging fields, and the run record as the commit point.** `record` writes in
+**Atomic outputs: staging collections, and the run record as the commit point.** `record` writes in
 this order:
 
-1. journal (`journal.add`): every name the run may leave behind, staging fields included,
-   before anything is written;
-2. stage: each field's values go, in chunks of `WRITE_CHUNK_ROWS`, into a staging field
-   (``elfs_staging_<random>_<field>``), never into the result field; fields of the same samples
-   in one update per sample (`dataset_io.write_columns`);
-3. commit: delete the key's previous run of the stage (record first, then its outputs); move the
-   staging fields into place in one server-side rename of all of them (or one bulk merge into
-   the existing field for resumable stages, ``replace=False``); put the tags (untag, then tag,
-   one bulk update each); save the views; register the layouts;
+1. journal (`journal.add`): every name the run may leave behind, staging collections
+   included, before anything is written;
+2. stage: each field's values go, in chunks of `WRITE_CHUNK_ROWS`, into a staging collection
+   of FiftyOne's database (``elfs_staging_<dataset id>_<random>``: one small document per
+   sample, all fields of the same samples together; `dataset_io.stage_rows`), never into the
+   samples;
+3. commit: delete the key's previous run of the stage (record first, then its outputs); move
+   the staged values into their fields in one server-side ``$merge`` per staging collection
+   (`dataset_io.commit_staged`; a resumable stage, ``replace=False``, merges into its existing
+   field); put the tags (untag, then tag, one bulk update each); save the views; register the
+   layouts;
 4. record the run with its parameters, results and the names it owns (`runs.record_run`: the
    run and its results appear in one update of the dataset document): the commit point;
 5. close the journal entry.
 
 After an interruption anywhere (``kill -9`` included): no result field is ever partially
-filled (a field appears whole, by rename, or not at all), no run is registered without its
-results, and a tag is either complete or absent. Between steps 3 and 4 whole result fields can
-exist without their run; they are unowned leftovers listed in the journal, which the next
+filled (a field appears whole, by one ``$merge``, or not at all), no run is registered without
+its results, and a tag is either complete or absent. Between steps 3 and 4 whole result fields
+can exist without their run; they are unowned leftovers listed in the journal, which the next
 run of the key (`guard`) or `delete_key` removes (`runs.recover`), and which ownership checks
-do not mistake for user data. Mid-step interruptions inside one MongoDB command (a rename, a
-bulk update) are the database's to make atomic; standalone MongoDB has no transactions across
-commands, which is why the protocol never needs one.
+do not mistake for user data. One MongoDB command (a ``$merge``, a tag update) runs to its end
+on the server when the client dies; only a crash of the database itself inside one could leave
+it partial (standalone MongoDB has no transactions across commands; none is needed here).
 
 **One run at a time**: `guard` holds the (dataset, key, stage) leases (`fiftyone_elfs.leases`)
 for a stage's whole run, then recovers what interrupted runs of the key left behind.
@@ -49,7 +51,6 @@ for a stage's whole run, then recovers what interrupted runs of the key left beh
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,9 +62,8 @@ from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.faults import kill_point
 
-#: Rows per staged write: bounds the size of one bulk update (and is a kill point each).
+#: Rows per staged insert: bounds the size of one command (and is a kill point each).
 WRITE_CHUNK_ROWS = 20_000
-STAGING_PREFIX = "elfs_staging_"
 
 
 @dataclass(frozen=True)
@@ -265,8 +265,7 @@ def delete_previous(samples: SampleCollection, names: runs.PipelineNames, stage:
     Journaled: an interruption leaves names `runs.recover` removes, not a half-deleted run.
     """
     dataset = dataset_io.dataset_of(samples)
-    deleted = runs.delete_stage(dataset, names, stage)
-    return deleted
+    return runs.delete_stage(dataset, names, stage)
 
 
 @contextlib.contextmanager
@@ -292,30 +291,35 @@ def begin_writes(
     journal.add(dataset_io.dataset_of(samples), names.key, stage, {"owned_fields": fields})
 
 
-def _staging_name(field_name: str) -> str:
-    return f"{STAGING_PREFIX}{uuid.uuid4().hex[:8]}_{field_name}"
+@dataclass(frozen=True)
+class _Staged:
+    """Values of fields of the same samples, staged together in one collection."""
+
+    collection: str
+    ids: list[str]
+    columns: dict[str, Any]  # field -> values in the order of `ids`
+    kinds: dict[str, dataset_io.ColumnKind]
 
 
-def _stage_values(
-    samples: SampleCollection,
-    stage: str,
-    to_stage: dict[str, tuple[Sequence[str], Sequence[Any]]],
-    staging: dict[str, str],
-) -> None:
-    """Writes the values into their staging fields in chunks (each chunk boundary is a kill
-    point). Fields of the same samples are written together, one update per sample."""
-    groups: dict[tuple[str, ...], dict[str, Any]] = {}  # ids -> {staging field: values}
+def _plan_staging(dataset: Any, to_stage: dict[str, tuple[Sequence[str], Any]]) -> list[_Staged]:
+    """Groups the fields by their ids (one staging collection and one merge per group); the
+    kinds are checked on the whole columns before anything is written."""
+    groups: dict[tuple[str, ...], dict[str, Any]] = {}  # ids -> {field: values}
     for field_name, (ids, values) in to_stage.items():
         if len(ids) != len(values):
             raise ValueError(f"got {len(ids)} ids but {len(values)} values")
-        column = values if isinstance(values, dataset_io.ClassificationColumn) else list(values)
-        groups.setdefault(tuple(ids), {})[staging[field_name]] = column
-    for id_tuple, columns in groups.items():
-        ids = list(id_tuple)
-        for start in range(0, len(ids), WRITE_CHUNK_ROWS):
-            rows = slice(start, start + WRITE_CHUNK_ROWS)
-            dataset_io.write_columns(samples, ids[rows], {f: v[rows] for f, v in columns.items()})
-            kill_point(stage, "chunk")
+        if len(ids):
+            column = values if isinstance(values, dataset_io.ClassificationColumn) else list(values)
+            groups.setdefault(tuple(ids), {})[field_name] = column
+    return [
+        _Staged(
+            dataset_io.new_staging_collection(dataset),
+            list(ids),
+            columns,
+            {f: dataset_io.column_kind(v) for f, v in columns.items()},
+        )
+        for ids, columns in groups.items()
+    ]
 
 
 def record(
@@ -347,10 +351,11 @@ def record(
     to_stage: dict[str, tuple[Sequence[str], Sequence[Any]]] = dict(outputs.values)
     for field_name, (ids, labels, confidences) in outputs.labels.items():
         to_stage[field_name] = (ids, dataset_io.ClassificationColumn(labels, confidences))
-    staging = {f: _staging_name(f) for f in to_stage}
-    journal.add(dataset, names.key, stage, outputs.owned(), list(staging.values()))
+    plan = _plan_staging(dataset, to_stage)
+    collections = [staged.collection for staged in plan]
+    journal.add(dataset, names.key, stage, outputs.owned(), staging_collections=collections)
     try:
-        return _commit(samples, names, stage, params, results, outputs, replace, to_stage, staging)
+        return _commit(samples, names, stage, params, results, outputs, replace, plan)
     except Exception:
         runs.recover(dataset, names.key, stage=stage)  # a failure is no interruption: clean now
         raise
@@ -364,33 +369,27 @@ def _commit(
     results: dict[str, Any],
     outputs: Outputs,
     replace: bool,
-    to_stage: dict[str, tuple[Sequence[str], Sequence[Any]]],
-    staging: dict[str, str],
+    plan: list[_Staged],
 ) -> str:
     """Steps 2-5 of the protocol (module docstring), once the journal lists every name."""
     dataset = dataset_io.dataset_of(samples)
-    _stage_values(samples, stage, to_stage, staging)
-    for staged in staging.values():
-        if dataset_io.has_field(dataset, staged):  # the mark moves with the rename
-            dataset_io.mark_field(dataset, staged, runs.field_mark(names, stage))
+    for staged in plan:  # in chunks, each chunk boundary a kill point
+        for start in range(0, len(staged.ids), WRITE_CHUNK_ROWS):
+            rows = slice(start, start + WRITE_CHUNK_ROWS)
+            columns = {f: v[rows] for f, v in staged.columns.items()}
+            dataset_io.stage_rows(staged.collection, staged.ids[rows], columns, staged.kinds)
+            kill_point(stage, "chunk")
     kill_point(stage, "before_commit")
     leases.verify(dataset_io.dataset_id(dataset), names.key, stage)
 
     if replace:
         delete_previous(samples, names, stage)
-    renames: dict[str, str] = {}  # staged -> result field: one server-side rename for all
-    for field_name, staged in staging.items():
-        if not dataset_io.has_field(dataset, staged):  # no values to write
-            continue
-        if not replace and dataset_io.has_field(dataset, field_name):
-            dataset_io.merge_field(dataset, staged, field_name)
+    for staged in plan:
+        if replace:  # unowned leftovers of an interrupted run, journaled
+            dataset_io.delete_fields(dataset, list(staged.kinds))
+        dataset_io.commit_staged(dataset, staged.collection, staged.kinds, staged.ids)
+        for field_name in staged.kinds:
             dataset_io.mark_field(dataset, field_name, runs.field_mark(names, stage))
-            kill_point(stage, "field")
-        else:
-            renames[staged] = field_name
-    if renames:
-        dataset_io.delete_fields(dataset, list(renames.values()))  # unowned leftovers, journaled
-        dataset_io.rename_fields(dataset, renames)
         kill_point(stage, "field")
     for tag, ids in outputs.tags.items():
         dataset_io.remove_tag(dataset, tag)
