@@ -32,7 +32,8 @@ def start(db_dir: str) -> tuple[str, subprocess.Popen]:
     port = _free_port()
     args = [binary, "--dbpath", db_dir, "--port", str(port), "--bind_ip", "127.0.0.1"]
     args += ["--nounixsocket", "--logpath", os.path.join(db_dir, "mongod.log")]
-    args += ["--wiredTigerCacheSizeGB", "1"]  # the benchmark's own RSS is what is measured
+    # the benchmark's own RSS is what is measured; ELFS_BENCH_CACHE_GB overrides the 1 GB
+    args += ["--wiredTigerCacheSizeGB", os.environ.get("ELFS_BENCH_CACHE_GB", "1")]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     deadline = time.time() + 60
     while time.time() < deadline:
