@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tracemalloc
 
+import faiss
 import numpy as np
 import pytest
 
@@ -129,3 +130,36 @@ def test_layout_2d_umap_keeps_clusters_apart():
     centres = np.stack([pts[y == c].mean(axis=0) for c in range(4)])
     nearest = np.argmin(((pts[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
     assert np.mean(nearest == y) > 0.99
+
+
+def test_placement_with_the_ivf_index_agrees_with_exact_search(monkeypatch):
+    """From `_PLACE_IVF_MIN_FIT` fitted rows on, the placement searches an IVF index: its
+    neighbours are nearly the exact ones and the placed points barely move; seeded."""
+    rng = np.random.default_rng(5)
+    centres = rng.normal(scale=2.0, size=(60, 16))
+    Z = (centres[rng.integers(0, 60, 16_000)] + rng.normal(size=(16_000, 16))).astype(np.float32)
+    Z_fit, Z_rest = Z[:12_000], Z[12_000:]
+    points_fit = Z_fit[:, :2] * 3.0  # any 2-D layout of the fitted rows will do
+    assert Z_fit.shape[0] >= projection._PLACE_IVF_MIN_FIT
+    ivf = projection._fitted_index(Z_fit, seed=0)
+    assert ivf.__class__.__name__ == "IndexIVFFlat"
+    _, found = ivf.search(Z_rest, 10)
+    flat = faiss.IndexFlatL2(16)
+    flat.add(Z_fit)
+    _, truth = flat.search(Z_rest, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth, strict=True)])
+    assert recall > 0.9, recall
+
+    def silent(fraction, message):
+        return None
+
+    placed = projection._place_by_neighbors(Z_fit, points_fit, Z_rest, silent, seed=0)
+    np.testing.assert_array_equal(
+        placed, projection._place_by_neighbors(Z_fit, points_fit, Z_rest, silent, seed=0)
+    )
+    monkeypatch.setattr(projection, "_PLACE_IVF_MIN_FIT", 10**9)  # the exact search
+    placed_exact = projection._place_by_neighbors(Z_fit, points_fit, Z_rest, silent, seed=0)
+    spread = np.ptp(points_fit, axis=0).max()
+    moved = np.linalg.norm(placed - placed_exact, axis=1)
+    assert np.median(moved) < 0.01 * spread
+    assert np.quantile(moved, 0.99) < 0.1 * spread
