@@ -81,18 +81,23 @@ def color_scheme_fields(key: str, cluster_labels: Iterable[str]) -> list[dict[st
     ]
 
 
-def apply_app_colors(dataset: fo.Dataset, key: str) -> None:
+def apply_app_colors(
+    dataset: fo.Dataset, key: str, cluster_labels: Iterable[str] | None = None
+) -> None:
     """Sets the App colours of `key`'s region and pseudo-label fields on `dataset`.
 
     Replaces only those two entries of the dataset's colour scheme (other fields' colours are
     kept) and, when the scheme does not say how to colour, colours by value, so the grid shows
-    each region in its colour too. Called by the selection stage after it writes the regions.
+    each region in its colour too. Called by the selection stage after it writes the regions
+    (and by the pipeline, which passes the `cluster_labels` it wrote: not read back).
     """
     dataset = dataset_io.dataset_of(dataset)
     names = runs.PipelineNames(key)
     labels: list[str] = []
-    if dataset_io.has_field(dataset, names.pseudo_label_field):
-        labels = dataset_io.read_labelled(dataset, names.pseudo_label_field)[2]
+    if cluster_labels is not None:
+        labels = list(set(cluster_labels))
+    elif dataset_io.has_field(dataset, names.pseudo_label_field):
+        labels = dataset_io.distinct_values(dataset, f"{names.pseudo_label_field}.label")
     ours = color_scheme_fields(key, labels)
     paths = {entry["path"] for entry in ours}
     scheme = dataset.app_config.color_scheme or fo.ColorScheme()

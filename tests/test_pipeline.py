@@ -380,3 +380,51 @@ def test_mlp_proxy_epochs_default_to_the_work_budget_schedule(dataset, monkeypat
         elfs.compute_difficulty(dataset, embeddings_field="elfs_embedding", epochs=3)["n_epochs"]
         == 3
     )
+
+
+def test_pipeline_writes_its_result_fields_in_one_pass_with_the_stages_results(
+    dataset, monkeypatch
+):
+    """run_pipeline holds the pseudo-labels, scores and regions and merges them into the samples
+    in one `$merge` (one pass over the samples, not three), and writes exactly what running the
+    stages one by one writes."""
+    from fiftyone_elfs import dataset_io
+
+    merges = []
+    commit_staged = dataset_io.commit_staged
+
+    def counting(dataset_, collection, kinds, ids):
+        merges.append(sorted(kinds))
+        return commit_staged(dataset_, collection, kinds, ids)
+
+    monkeypatch.setattr(dataset_io, "commit_staged", counting)
+    result = _run(dataset, key="onepass", visualize=False)
+    assert merges == [
+        sorted(
+            ["onepass_pseudo_label", "onepass_aum", "onepass_forgetting", "onepass_el2n"]
+            + ["onepass_coreset_region"]
+        )
+    ]
+    assert set(runs.list_pipelines(dataset)["onepass"]) == {
+        "pseudo_labels",
+        "difficulty",
+        "coreset",
+    }
+
+    common = dict(key="stepwise", embeddings_field="elfs_embedding", seed=0)
+    elfs.compute_pseudo_labels(dataset, n_clusters=10, clustering="kmeans", **common)
+    elfs.compute_difficulty(dataset, epochs=5, **common)
+    stepwise = elfs.select_coreset(dataset, budget_fraction=0.2, key="stepwise", seed=0)
+    assert len(merges) == 4  # one per stage when they run one by one
+    assert set(stepwise.selected_ids) == set(result.selected_ids)
+    assert (stepwise.beta, stepwise.mode) == (result.beta, result.mode)
+    one = dict(zip(*dataset.values(["id", "onepass_pseudo_label.label"]), strict=True))
+    two = dict(zip(*dataset.values(["id", "stepwise_pseudo_label.label"]), strict=True))
+    assert one == two
+    for name in ("aum", "forgetting", "el2n", "coreset_region"):
+        a = dataset.values(f"onepass_{name}")
+        b = dataset.values(f"stepwise_{name}")
+        assert a == b, name
+    assert runs.stage_results(dataset, runs.PipelineNames("onepass"), "coreset").trust == (
+        runs.stage_results(dataset, runs.PipelineNames("stepwise"), "coreset").trust
+    )

@@ -37,24 +37,45 @@ class DifficultyConfig(StageConfig):
     num_workers: int
 
 
+def _pseudo_labels(
+    samples: SampleCollection,
+    config: DifficultyConfig,
+    names: runs.PipelineNames,
+    field_name: str,
+    held: record.HeldRuns | None,
+) -> tuple[list[str], list[str] | None, np.ndarray | None, list[str]]:
+    """(ids, image paths or None, embeddings or None, pseudo-labels) of the labelled samples:
+    from the database, or from the held pseudo-labels run (`record.HeldRuns`) if there is one."""
+    pseudo = names.pseudo_label_field
+    held_run = held.get("pseudo_labels") if held is not None else None
+    if held_run is None and config.proxy == "cnn":  # the image files: embeddings not read
+        ids, paths, label_names = dataset_io.read_labelled(samples, pseudo)
+        return ids, paths, None, label_names
+    if held_run is None:
+        ids, X = dataset_io.read_embeddings(samples, field_name, having=pseudo)
+        return ids, None, X, dataset_io.read_labels(samples, pseudo, ids)
+    held_ids, held_labels, _ = held_run.outputs.labels[pseudo]
+    ids, label_names = list(held_ids), list(held_labels)
+    if config.proxy == "cnn":
+        found, paths = dataset_io.read_values(samples, "filepath", ids)
+        if found != ids:
+            raise ElfsInputError("Samples were deleted while the pipeline ran. Fix: run it again.")
+        return ids, paths, None, label_names
+    return ids, None, dataset_io.read_embeddings(samples, field_name, ids=ids)[1], label_names
+
+
 def _targets(
     samples: SampleCollection,
     config: DifficultyConfig,
     names: runs.PipelineNames,
     field_name: str,
+    held: record.HeldRuns | None = None,
 ) -> tuple[list[str], list[str] | None, np.ndarray | None, list[str], int, str]:
     """What the proxy trains on: (ids, image paths or None, embeddings or None, class names,
     number of true labels used, where the targets came from)."""
     from fiftyone_elfs.pseudo_labels import merge_true_labels, probe_true_labels
 
-    pseudo = names.pseudo_label_field
-    paths: list[str] | None = None
-    X: np.ndarray | None = None
-    if config.proxy == "cnn":  # trains on the image files: the embeddings are not read
-        ids, paths, label_names = dataset_io.read_labelled(samples, pseudo)
-    else:
-        ids, X = dataset_io.read_embeddings(samples, field_name, having=pseudo)
-        label_names = dataset_io.read_labels(samples, pseudo, ids)
+    ids, paths, X, label_names = _pseudo_labels(samples, config, names, field_name, held)
     n_true, targets = 0, "pseudo-labels"
     if config.label_field is not None:
         true = dataset_io.read_labels(samples, config.label_field, ids)
@@ -93,16 +114,22 @@ def _check_same_embeddings(
 
 
 def run(
-    samples: SampleCollection, config: DifficultyConfig, progress: ProgressFn | None = None
+    samples: SampleCollection,
+    config: DifficultyConfig,
+    progress: ProgressFn | None = None,
+    held: record.HeldRuns | None = None,
 ) -> dict[str, Any]:
-    """Trains the proxy and stores "<key>_aum", "<key>_forgetting" and "<key>_el2n"."""
+    """Trains the proxy and stores "<key>_aum", "<key>_forgetting" and "<key>_el2n".
+
+    With `held` (a pipeline's `record.HeldRuns`), reads the pseudo-labels held there if they are
+    and holds its own run there instead of writing it."""
     from fiftyone_elfs.difficulty import scaled_proxy_epochs, train_cnn_proxy, train_mlp_proxy
 
     names = runs.PipelineNames(config.key)
     dataset_io.require_nonempty(samples)
     field_name = config.embeddings_field or names.embeddings_field
     made_from = record.check_input(
-        samples, names, "pseudo_labels", names.pseudo_label_field, "pseudo-labels"
+        samples, names, "pseudo_labels", names.pseudo_label_field, "pseudo-labels", held
     )
     if config.proxy == "mlp" or config.label_field is not None:
         _check_same_embeddings(made_from, field_name, config.key)
@@ -111,7 +138,7 @@ def run(
     score_fields = [names.score_field(s) for s in runs.SCORE_NAMES]
     record.check_ownership(samples, names, STAGE, fields=score_fields)
 
-    ids, paths, X, label_names, n_true, targets = _targets(samples, config, names, field_name)
+    ids, paths, X, label_names, n_true, targets = _targets(samples, config, names, field_name, held)
     if X is not None:
         _check_same_embeddings(made_from, field_name, config.key, X.shape[1])
     classes = sorted(set(label_names))
@@ -181,5 +208,6 @@ def run(
                 for s in runs.SCORE_NAMES
             }
         ),
+        held=held,
     )
     return results

@@ -95,9 +95,13 @@ def _trust(X: np.ndarray, labels: np.ndarray, config: PseudoLabelsConfig) -> dic
 
 
 def run(
-    samples: SampleCollection, config: PseudoLabelsConfig, progress: ProgressFn | None = None
+    samples: SampleCollection,
+    config: PseudoLabelsConfig,
+    progress: ProgressFn | None = None,
+    held: record.HeldRuns | None = None,
 ) -> dict[str, Any]:
-    """Clusters the embeddings; stores "cluster_<k>" labels with the cluster probability."""
+    """Clusters the embeddings; stores "cluster_<k>" labels with the cluster probability (with
+    `held`, a pipeline's `record.HeldRuns`, holds the run there instead of writing it)."""
     from fiftyone_elfs.pseudo_labels import (
         TEMIClustering,
         kmeans_pseudo_labels,
@@ -164,5 +168,6 @@ def run(
         outputs=record.Outputs(
             labels={names.pseudo_label_field: (ids, label_names, confidence.tolist())}
         ),
+        held=held,
     )
     return results

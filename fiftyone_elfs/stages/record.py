@@ -17,8 +17,9 @@ every field, tag, saved view or brain key that exists without an ELFS record (th
 another tool's), whatever its type. `runs.delete_stage` / `delete_key` remove only what a run
 recorded, so they can never remove user data either.
 
-**Atomic outputs: staging collections, and the run record as the commit point.** `record` writes in
-this order:
+**Atomic outputs: staging collections, and the run record as the commit point.** `record`
+(one run) and `write_runs` (several, e.g. the runs a pipeline held back in `HeldRuns`: their
+fields of the same samples go in one pass) write in this order:
 
 1. journal (`journal.add`): every name the run may leave behind, staging collections
    included, before anything is written;
@@ -46,6 +47,9 @@ it partial (standalone MongoDB has no transactions across commands; none is need
 
 **One run at a time**: `guard` holds the (dataset, key, stage) leases (`fiftyone_elfs.leases`)
 for a stage's whole run, then recovers what interrupted runs of the key left behind.
+
+Longer than the package's other modules on purpose: the ownership rules and the write protocol
+that relies on them are read together.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -228,9 +233,15 @@ def _unchanged(dataset: Any, owner: tuple[str, str], attribute: str, name: str) 
 
 
 def check_input(
-    samples: SampleCollection, names: runs.PipelineNames, stage: str, field_name: str, what: str
+    samples: SampleCollection,
+    names: runs.PipelineNames,
+    stage: str,
+    field_name: str,
+    what: str,
+    held: HeldRuns | None = None,
 ) -> Any:
-    """The recorded config of `stage` of this key, which must own `field_name` (an input).
+    """The recorded config of `stage` of this key, which must own `field_name` (an input);
+    the held run's config if `held` holds that stage (its outputs are not written yet).
 
     Stages read their inputs by the key's names; a field of that name that the key's run did
     not write (the user's own, or one left by an interrupted run) is no input.
@@ -239,7 +250,7 @@ def check_input(
         ElfsInputError: the stage has not run with this key, or does not own the field.
     """
     dataset = dataset_io.dataset_of(samples)
-    config = runs.stage_config(dataset, names, stage)
+    config = held_config(held, samples, names, stage)
     if config is None or field_name not in (config.owned_fields or []):
         present = (
             f" (the field '{field_name}' exists but was not computed by it)"
@@ -292,6 +303,58 @@ def begin_writes(
 
 
 @dataclass(frozen=True)
+class StageRun:
+    """One stage's run as computed, not yet written: what `write_runs` checks, writes and
+    records (the run's parameters and results, and its outputs)."""
+
+    stage: str
+    params: dict[str, Any]
+    results: dict[str, Any]
+    outputs: Outputs
+    replace: bool = True
+
+    def config(self) -> SimpleNamespace:
+        """Its parameters and owned names as attributes, as its recorded config will read."""
+        return SimpleNamespace(**self.params, **self.outputs.owned(), stage=self.stage)
+
+
+class HeldRuns:
+    """Stage runs held back to be written together (`write_runs`) when a pipeline ends.
+
+    Why: each stage that writes every sample costs a pass over all of them (at 1.28M samples
+    about two minutes each: every update rewrites the whole sample document); held, the
+    pseudo-labels, scores and coreset regions are written in one pass. A later stage reads an
+    earlier held stage's outputs from here (`check_input`, `held_config`, `held_results`).
+    Nothing is written before `write_runs`: an interruption before it leaves nothing at all.
+    """
+
+    def __init__(self) -> None:
+        self.runs: dict[str, StageRun] = {}
+
+    def add(self, run: StageRun) -> None:
+        self.runs[run.stage] = run
+
+    def get(self, stage: str) -> StageRun | None:
+        return self.runs.get(stage)
+
+
+def held_config(held: HeldRuns | None, samples: SampleCollection, names: Any, stage: str) -> Any:
+    """A stage's config: the held run's if `held` has it, else the recorded one (or None)."""
+    run = held.get(stage) if held is not None else None
+    if run is not None:
+        return run.config()
+    return runs.stage_config(dataset_io.dataset_of(samples), names, stage)
+
+
+def held_results(held: HeldRuns | None, samples: SampleCollection, names: Any, stage: str) -> Any:
+    """A stage's results: the held run's if `held` has it, else the recorded ones (or None)."""
+    run = held.get(stage) if held is not None else None
+    if run is not None:
+        return SimpleNamespace(**run.results)
+    return runs.stage_results(dataset_io.dataset_of(samples), names, stage)
+
+
+@dataclass(frozen=True)
 class _Staged:
     """Values of fields of the same samples, staged together in one collection."""
 
@@ -299,24 +362,34 @@ class _Staged:
     ids: list[str]
     columns: dict[str, Any]  # field -> values in the order of `ids`
     kinds: dict[str, dataset_io.ColumnKind]
+    stages: dict[str, str]  # field -> the stage that owns it
 
 
-def _plan_staging(dataset: Any, to_stage: dict[str, tuple[Sequence[str], Any]]) -> list[_Staged]:
-    """Groups the fields by their ids (one staging collection and one merge per group); the
-    kinds are checked on the whole columns before anything is written."""
+def _plan_staging(dataset: Any, stage_runs: Sequence[StageRun]) -> list[_Staged]:
+    """Groups the fields of all runs by their ids (one staging collection and one merge per
+    group); the kinds are checked on the whole columns before anything is written."""
     groups: dict[tuple[str, ...], dict[str, Any]] = {}  # ids -> {field: values}
-    for field_name, (ids, values) in to_stage.items():
-        if len(ids) != len(values):
-            raise ValueError(f"got {len(ids)} ids but {len(values)} values")
-        if len(ids):
-            column = values if isinstance(values, dataset_io.ClassificationColumn) else list(values)
-            groups.setdefault(tuple(ids), {})[field_name] = column
+    owner: dict[str, str] = {}
+    for run in stage_runs:
+        to_stage: dict[str, tuple[Sequence[str], Any]] = dict(run.outputs.values)
+        for field_name, (ids, labels, confidences) in run.outputs.labels.items():
+            to_stage[field_name] = (ids, dataset_io.ClassificationColumn(labels, confidences))
+        for field_name, (ids, values) in to_stage.items():
+            if len(ids) != len(values):
+                raise ValueError(f"got {len(ids)} ids but {len(values)} values")
+            if len(ids):
+                column = (
+                    values if isinstance(values, dataset_io.ClassificationColumn) else list(values)
+                )
+                groups.setdefault(tuple(ids), {})[field_name] = column
+                owner[field_name] = run.stage
     return [
         _Staged(
             dataset_io.new_staging_collection(dataset),
             list(ids),
             columns,
             {f: dataset_io.column_kind(v) for f, v in columns.items()},
+            {f: owner[f] for f in columns},
         )
         for ids, columns in groups.items()
     ]
@@ -331,69 +404,119 @@ def record(
     results: dict[str, Any],
     outputs: Outputs,
     replace: bool = True,
+    held: HeldRuns | None = None,
 ) -> str:
     """Checks, stages and commits a stage's outputs, then records its run; returns the run key.
 
     `replace=False` keeps what the previous run of the stage wrote (resumable stages add to it:
-    new values are merged into the existing field).
+    new values are merged into the existing field). With `held`, the run is only checked and
+    held there, for `write_runs` to write with the others.
     """
+    run = StageRun(stage, params, results, outputs, replace)
+    if held is not None:
+        _check_run(samples, names, run)
+        held.add(run)
+        return names.run_key(stage)
+    return write_runs(samples, names, [run])[0]
+
+
+def _check_run(samples: SampleCollection, names: runs.PipelineNames, run: StageRun) -> None:
+    outputs = run.outputs
     check_ownership(
         samples,
         names,
-        stage,
+        run.stage,
         fields=outputs.fields,
         tags=list(outputs.tags),
         views=list(outputs.views),
         brain_runs=list(outputs.layouts),
         written=outputs.written_fields,
     )
+
+
+def write_runs(
+    samples: SampleCollection, names: runs.PipelineNames, stage_runs: Sequence[StageRun]
+) -> list[str]:
+    """Writes and records stage runs (in order), their fields in one pass over the samples
+    (one staging collection and one ``$merge`` per set of sample ids); returns the run keys.
+
+    The protocol of the module docstring, for all runs at once: each run's journal entry is
+    written before anything else, and each run is recorded after all outputs are in place.
+    """
+    for run in stage_runs:
+        _check_run(samples, names, run)
     dataset = dataset_io.dataset_of(samples)
-    to_stage: dict[str, tuple[Sequence[str], Sequence[Any]]] = dict(outputs.values)
-    for field_name, (ids, labels, confidences) in outputs.labels.items():
-        to_stage[field_name] = (ids, dataset_io.ClassificationColumn(labels, confidences))
-    plan = _plan_staging(dataset, to_stage)
+    plan = _plan_staging(dataset, stage_runs)
     collections = [staged.collection for staged in plan]
-    journal.add(dataset, names.key, stage, outputs.owned(), staging_collections=collections)
+    for run in stage_runs:
+        owned = run.outputs.owned()
+        journal.add(dataset, names.key, run.stage, owned, staging_collections=collections)
     try:
-        return _commit(samples, names, stage, params, results, outputs, replace, plan)
+        return _commit(samples, names, stage_runs, plan)
     except Exception:
-        runs.recover(dataset, names.key, stage=stage)  # a failure is no interruption: clean now
+        for run in stage_runs:  # a failure is no interruption: clean now
+            runs.recover(dataset, names.key, stage=run.stage)
         raise
 
 
 def _commit(
     samples: SampleCollection,
     names: runs.PipelineNames,
-    stage: str,
-    params: dict[str, Any],
-    results: dict[str, Any],
-    outputs: Outputs,
-    replace: bool,
+    stage_runs: Sequence[StageRun],
     plan: list[_Staged],
-) -> str:
+) -> list[str]:
     """Steps 2-5 of the protocol (module docstring), once the journal lists every name."""
     dataset = dataset_io.dataset_of(samples)
-    for staged in plan:  # in chunks, each chunk boundary a kill point
+    for staged in plan:  # in chunks, each chunk boundary a kill point of each stage in it
         for start in range(0, len(staged.ids), WRITE_CHUNK_ROWS):
             rows = slice(start, start + WRITE_CHUNK_ROWS)
             columns = {f: v[rows] for f, v in staged.columns.items()}
             dataset_io.stage_rows(staged.collection, staged.ids[rows], columns, staged.kinds)
-            kill_point(stage, "chunk")
-    kill_point(stage, "before_commit")
-    leases.verify(dataset_io.dataset_id(dataset), names.key, stage)
-
-    if replace:
-        delete_previous(samples, names, stage)
+            for stage in dict.fromkeys(staged.stages.values()):
+                kill_point(stage, "chunk")
+    replace = {run.stage: run.replace for run in stage_runs}
+    for run in stage_runs:
+        kill_point(run.stage, "before_commit")
+        leases.verify(dataset_io.dataset_id(dataset), names.key, run.stage)
+    for run in stage_runs:
+        if run.replace:
+            delete_previous(samples, names, run.stage)
     for staged in plan:
-        if replace:  # unowned leftovers of an interrupted run, journaled
-            dataset_io.delete_fields(dataset, list(staged.kinds))
+        # unowned leftovers of an interrupted run, journaled
+        dataset_io.delete_fields(dataset, [f for f, s in staged.stages.items() if replace[s]])
         dataset_io.commit_staged(dataset, staged.collection, staged.kinds, staged.ids)
-        for field_name in staged.kinds:
+        for field_name, stage in staged.stages.items():
             dataset_io.mark_field(dataset, field_name, runs.field_mark(names, stage))
-        kill_point(stage, "field")
+        for stage in dict.fromkeys(staged.stages.values()):
+            kill_point(stage, "field")
+    for run in stage_runs:
+        _commit_tags_views_layouts(samples, names, run)
+    run_keys = []
+    for run in stage_runs:
+        kill_point(run.stage, "before_run_record")
+        run_keys.append(
+            runs.record_run(
+                samples,
+                names,
+                run.stage,
+                params=run.params,
+                results=run.results,
+                **run.outputs.owned(),
+            )
+        )
+        journal.end(dataset, names.key, run.stage)
+    return run_keys
+
+
+def _commit_tags_views_layouts(
+    samples: SampleCollection, names: runs.PipelineNames, run: StageRun
+) -> None:
+    """A run's outputs other than fields (step 3), and the marks of fields it wrote itself."""
+    dataset = dataset_io.dataset_of(samples)
+    outputs = run.outputs
     for tag, ids in outputs.tags.items():
         dataset_io.remove_tag(dataset, tag)
-        kill_point(stage, "tag")
+        kill_point(run.stage, "tag")
         dataset_io.add_tag(dataset, tag, ids)
     for view_name, (tag, description) in outputs.views.items():
         dataset_io.save_tagged_view(dataset, view_name, tag, description)
@@ -404,15 +527,4 @@ def _commit(
         )
     for field_name in outputs.written_fields:
         if dataset_io.has_field(dataset, field_name):
-            dataset_io.mark_field(dataset, field_name, runs.field_mark(names, stage))
-    kill_point(stage, "before_run_record")
-    run_key = runs.record_run(
-        samples,
-        names,
-        stage,
-        params=params,
-        results=results,
-        **outputs.owned(),
-    )
-    journal.end(dataset, names.key, stage)
-    return run_key
+            dataset_io.mark_field(dataset, field_name, runs.field_mark(names, run.stage))

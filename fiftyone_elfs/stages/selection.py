@@ -92,20 +92,24 @@ def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
 
 
 def _read_scores(
-    samples: SampleCollection, names: runs.PipelineNames, score: str
+    samples: SampleCollection,
+    names: runs.PipelineNames,
+    score: str,
+    held: record.HeldRuns | None = None,
 ) -> tuple[list[str], np.ndarray]:
-    """The ids and `score` values of the scored samples of a view, or a clear error."""
+    """The ids and `score` values of the scored samples of a view (those of the held run if
+    `held` holds the scoring stage), or a clear error."""
     dataset_io.require_nonempty(samples)
     score_field = names.score_field(score)
+    scoring = "contrastive" if score == "contrastive" else "difficulty"
     stage = "compute_contrastive_scores" if score == "contrastive" else "compute_difficulty"
-    record.check_input(
-        samples,
-        names,
-        "contrastive" if score == "contrastive" else "difficulty",
-        score_field,
-        f"'{score}' scores",
-    )
-    ids, values = dataset_io.read_values(samples, score_field)
+    record.check_input(samples, names, scoring, score_field, f"'{score}' scores", held)
+    held_run = held.get(scoring) if held is not None else None
+    if held_run is not None:
+        ids, values = held_run.outputs.values[score_field]
+        ids, values = list(ids), list(values)
+    else:
+        ids, values = dataset_io.read_values(samples, score_field)
     if not ids:
         raise ElfsInputError(
             f"No sample of this view has a '{score}' score. Fix: run {stage} on it."
@@ -138,13 +142,16 @@ def _beta_for(
 
 
 def _mode_for(
-    samples: SampleCollection, names: runs.PipelineNames, mode: str, score: str
+    samples: SampleCollection,
+    names: runs.PipelineNames,
+    mode: str,
+    score: str,
+    held: record.HeldRuns | None = None,
 ) -> tuple[str, str, dict[str, Any] | None]:
     """The rule a coreset uses (`selection.resolve_mode`), why, and the trust figures it read."""
     from fiftyone_elfs.selection import resolve_mode
 
-    dataset = dataset_io.dataset_of(samples)
-    difficulty_config = runs.stage_config(dataset, names, "difficulty")
+    difficulty_config = record.held_config(held, samples, names, "difficulty")
     label_field = getattr(difficulty_config, "true_label_field", None)
     if mode == "auto" and score != "contrastive" and label_field:
         return (
@@ -155,7 +162,7 @@ def _mode_for(
             ),
             None,
         )
-    results = runs.stage_results(dataset, names, "pseudo_labels")
+    results = record.held_results(held, samples, names, "pseudo_labels")
     trust = getattr(results, "trust", None) if results is not None else None
     used, reason = resolve_mode(mode, trust, score)
     return used, reason, trust
@@ -221,12 +228,18 @@ def _regions(pruned: Any, mode: str) -> np.ndarray:
     return regions
 
 
-def select_coreset(samples: SampleCollection, config: CoresetConfig) -> CoresetResult:
-    """Round 1: the window or CCS draw of the budget; tag, saved view and coreset regions."""
+def select_coreset(
+    samples: SampleCollection, config: CoresetConfig, held: record.HeldRuns | None = None
+) -> CoresetResult:
+    """Round 1: the window or CCS draw of the budget; tag, saved view and coreset regions.
+
+    With `held` (a pipeline's `record.HeldRuns`): reads the scores (and the pseudo-labels'
+    trust) held there if they are, and holds its own run there instead of writing it (the
+    pipeline then also sets the App colours, `apply_app_colors`)."""
     from fiftyone_elfs.selection import ccs_prune, double_end_prune, resolve_budget
 
     names = runs.PipelineNames(config.key)
-    ids, values = _read_scores(samples, names, config.score)
+    ids, values = _read_scores(samples, names, config.score, held)
     n = len(ids)
     budget = resolve_budget(
         n, budget_count=config.budget_count, budget_fraction=config.budget_fraction
@@ -244,7 +257,7 @@ def select_coreset(samples: SampleCollection, config: CoresetConfig) -> CoresetR
             "replacing the coreset would orphan them. Fix: use another key, or "
             "delete_key(dataset, key) first."
         )
-    mode, mode_reason, trust = _mode_for(samples, names, config.mode, config.score)
+    mode, mode_reason, trust = _mode_for(samples, names, config.mode, config.score, held)
     beta, beta_reason = _beta_for(
         samples, names, ids, config.score, values, config.beta, min(budget / n, 1.0)
     )
@@ -281,8 +294,10 @@ def select_coreset(samples: SampleCollection, config: CoresetConfig) -> CoresetR
             values={names.region_field: (ids, regions.tolist())},
             views={names.saved_view: (tag, description)},
         ),
+        held=held,
     )
-    apply_app_colors(dataset, config.key)  # regions in the ELFS panel's colours, App-wide
+    if held is None:
+        apply_app_colors(dataset, config.key)  # regions in the ELFS panel's colours, App-wide
     return result
 
 
