@@ -142,6 +142,10 @@ KILLS = [
     ("pipeline", "pipeline:progress:3"),
     ("pipeline", "difficulty:before_run_record:1"),
     ("pipeline", "coreset:tag:1"),
+    # the pipeline writes the three stages' fields together: mid-staging, and after the one
+    # merge but before any of their runs is recorded
+    ("pipeline", "coreset:chunk:1"),
+    ("pipeline", "pseudo_labels:field:1"),
 ]
 RESUMING = {"temi", "cnn", "contrastive"}  # checkpointed trainings: a mid-training kill resumes
 
