@@ -325,6 +325,11 @@ def run_pipeline(
     skipped). All parameters, the budget and the embeddings are checked before anything is
     computed or written. ``proxy_epochs=`` is the deprecated name of ``epochs=``.
 
+    The pseudo-labels, difficulty scores and coreset (fields, tag, saved view, runs) are
+    written together once the coreset is drawn, in one pass over the samples: a failure or
+    interruption before that leaves none of them (the embeddings are written as they are
+    computed, the plot after the coreset).
+
     Returns:
         the `CoresetResult` of the selection.
     """

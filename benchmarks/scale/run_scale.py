@@ -343,7 +343,7 @@ def stage_dataset_values(n: int, X: np.ndarray | None, paths: dict, args) -> dic
 
 def stage_dataset_pipeline(n: int, X: np.ndarray | None, paths: dict, args) -> dict:
     """run_pipeline on the dataset: k-means (1,000 clusters), MLP proxy (scaled_proxy_epochs),
-    10% selection, embedding plot; per-stage wall time from the runs' timestamps."""
+    10% selection, embedding plot; each phase's wall time from the progress labels."""
     _, ds, _ = _dataset(n, args)
     import fiftyone_elfs as elfs
     from fiftyone_elfs.difficulty.training_dynamics import scaled_proxy_epochs
@@ -372,16 +372,20 @@ def stage_dataset_pipeline(n: int, X: np.ndarray | None, paths: dict, args) -> d
     labels = ["before the first report", *(label for _, label in steps)]
     for k, label in enumerate(labels):
         print(f"[timeline] {marks[k + 1] - marks[k]:8.1f} s  {label}", file=sys.stderr)
-    ends = {"pseudo_labels": None, "difficulty": None, "coreset": None, "visualization": None}
-    for run_key in ds.list_runs():
-        stage = next((st for st in ends if run_key == f"s_{st}"), None)
-        if stage is not None:
-            ends[stage] = ds.get_run_info(run_key).timestamp.timestamp()
-    out, previous = {"wall_s": wall, "epochs": epochs, "selected": int(result.budget)}, t
-    for stage, end in ends.items():
-        if end is not None:
-            out[f"{stage}_s"] = round(end - previous, 1)
-            previous = end
+    # each phase's seconds: the progress steps whose label starts with its name (the
+    # pipeline writes the pseudo-labels, scores and coreset together, in "writing")
+    phases = {
+        "before the first report": "read_s",
+        "pseudo-labels": "pseudo_labels_s",
+        "difficulty": "difficulty_s",
+        "coreset": "coreset_s",
+        "writing": "write_s",
+        "embedding plot": "visualization_s",
+    }
+    out = {"wall_s": wall, "epochs": epochs, "selected": int(result.budget)}
+    for k, label in enumerate(labels):
+        name = next((v for p, v in phases.items() if label.startswith(p)), "other_s")
+        out[name] = round(out.get(name, 0.0) + marks[k + 1] - marks[k], 1)
     labels = ds.values("s_pseudo_label.label")  # "cluster_<i>"
     out["ari"] = _ari(np.load(paths["y"]), np.array([int(v.rsplit("_", 1)[1]) for v in labels]))
     return out

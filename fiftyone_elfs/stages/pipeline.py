@@ -116,7 +116,7 @@ def _write_held(
     from fiftyone_elfs.app_colors import apply_app_colors
 
     if progress is not None:
-        progress(at, "writing the pseudo-labels, scores and coreset")
+        progress(at, "writing: the pseudo-labels, scores and coreset")
     names = runs.PipelineNames(key)
     record.write_runs(samples, names, list(held.runs.values()))
     pseudo = held.get(pseudo_labels.STAGE)
@@ -174,6 +174,8 @@ def _run(
         sub_progress(progress, 0.8, 0.88 if config.visualize else 0.96, "difficulty"),
         held,
     )
+    if progress is not None:
+        progress(0.88 if config.visualize else 0.96, "coreset: drawing the selection")
     result = selection.select_coreset(
         samples,
         selection.CoresetConfig.with_defaults(
