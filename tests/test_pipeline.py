@@ -428,3 +428,35 @@ def test_pipeline_writes_its_result_fields_in_one_pass_with_the_stages_results(
     assert runs.stage_results(dataset, runs.PipelineNames("onepass"), "coreset").trust == (
         runs.stage_results(dataset, runs.PipelineNames("stepwise"), "coreset").trust
     )
+
+
+def test_pipeline_computes_the_plot_while_the_database_merges(dataset, monkeypatch):
+    """The layout runs in a background thread during the one merge and is registered after it;
+    a layout that fails raises once the coreset is written (which stays, as before)."""
+    import threading
+
+    from fiftyone_elfs.stages import visualization
+
+    threads = []
+    layout = visualization.layout
+
+    def spying(plot_input, config, progress=None):
+        threads.append(threading.current_thread().name)
+        return layout(plot_input, config, progress)
+
+    monkeypatch.setattr(visualization, "layout", spying)
+    _run(dataset, key="alongside", visualize=True)
+    assert len(threads) == 1 and threads[0].startswith("elfs-alongside")
+    assert "alongside_umap" in dataset.list_brain_runs()
+    points = dataset.load_brain_results("alongside_umap").points
+    assert np.asarray(points).shape == (len(dataset), 2)
+
+    def failing(plot_input, config, progress=None):
+        raise RuntimeError("layout broke")
+
+    monkeypatch.setattr(visualization, "layout", failing)
+    with pytest.raises(RuntimeError, match="layout broke"):
+        _run(dataset, key="broken", visualize=True)
+    assert set(runs.list_pipelines(dataset)["broken"]) == {"pseudo_labels", "difficulty", "coreset"}
+    assert "broken_umap" not in dataset.list_brain_runs()
+    assert len(dataset.exists("broken_coreset_region")) == len(dataset)

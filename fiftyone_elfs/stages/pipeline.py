@@ -104,24 +104,44 @@ def run(
         return _run(samples, config, progress)
 
 
-def _write_held(
+def _write_held_and_plot(
     samples: SampleCollection,
-    key: str,
+    config: PipelineConfig,
     held: record.HeldRuns,
     progress: ProgressFn | None,
-    at: float,
 ) -> None:
-    """Writes the held runs (pseudo-labels, difficulty, coreset) in one pass over the samples,
-    then colours the key's fields in the App (with the pseudo-labels just written)."""
+    """Writes the held runs (pseudo-labels, difficulty, coreset) in one pass over the samples
+    and colours the key's fields in the App (with the pseudo-labels just written); with
+    `visualize`, computes the layout while the database merges (`record.write_runs`'s
+    `alongside`: at 1.28M samples both take one to two minutes, on different cores), then
+    registers it."""
     from fiftyone_elfs.app_colors import apply_app_colors
 
+    names = runs.PipelineNames(config.key)
+    plot_config = plot.VisualizationConfig.with_defaults(
+        key=config.key, seed=config.seed, embeddings_field=config.embeddings_field
+    )
+    plot_input = plot.prepare(samples, plot_config) if config.visualize else None
+    points: list[Any] = []
     if progress is not None:
-        progress(at, "writing: the pseudo-labels, scores and coreset")
-    names = runs.PipelineNames(key)
-    record.write_runs(samples, names, list(held.runs.values()))
+        also = "; the embedding plot alongside" if config.visualize else ""
+        progress(0.92, f"writing: the pseudo-labels, scores and coreset{also}")
+    record.write_runs(
+        samples,
+        names,
+        list(held.runs.values()),
+        alongside=None
+        if plot_input is None
+        else lambda: points.append(plot.layout(plot_input, plot_config)),
+    )
     pseudo = held.get(pseudo_labels.STAGE)
     labels = pseudo.outputs.labels[names.pseudo_label_field][1] if pseudo is not None else None
-    apply_app_colors(dataset_io.dataset_of(samples), key, labels)
+    apply_app_colors(dataset_io.dataset_of(samples), config.key, labels)
+    if plot_input is not None:
+        report = sub_progress(progress, 0.98, 0.99, "embedding plot")
+        if report is not None:
+            report(0.0, "registering the layout")
+        plot.record_layout(samples, plot_config, plot_input, points[0], report)
 
 
 def _run(
@@ -171,11 +191,11 @@ def _run(
             cnn_params=config.cnn_params,
             num_workers=config.num_workers,
         ),
-        sub_progress(progress, 0.8, 0.88 if config.visualize else 0.96, "difficulty"),
+        sub_progress(progress, 0.8, 0.9, "difficulty"),
         held,
     )
     if progress is not None:
-        progress(0.88 if config.visualize else 0.96, "coreset: drawing the selection")
+        progress(0.9, "coreset: drawing the selection")
     result = selection.select_coreset(
         samples,
         selection.CoresetConfig.with_defaults(
@@ -189,15 +209,7 @@ def _run(
         ),
         held,
     )
-    _write_held(samples, config.key, held, progress, 0.88 if config.visualize else 0.96)
-    if config.visualize:
-        plot.run(
-            samples,
-            plot.VisualizationConfig.with_defaults(
-                **common, embeddings_field=config.embeddings_field
-            ),
-            sub_progress(progress, 0.9, 0.99, "embedding plot"),
-        )
+    _write_held_and_plot(samples, config, held, progress)
     if progress is not None:
         progress(1.0, f"selected {len(result.selected_ids)} samples")
     logger.info("Pipeline '%s' done: %d of %d selected", config.key, result.budget, result.n_pool)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from fiftyone_elfs import dataset_io, runs
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.errors import ElfsInputError
@@ -51,12 +53,19 @@ def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
         record.check_ownership(samples, names, STAGE, brain_runs=[values["brain_key"]])
 
 
-def run(
-    samples: SampleCollection, config: VisualizationConfig, progress: ProgressFn | None = None
-) -> str:
-    """Registers the layout (replacing this key's previous one); returns its brain key."""
-    from fiftyone_elfs.embeddings.projection import layout_2d
+@dataclass(frozen=True)
+class PlotInput:
+    """What a layout is computed from (`prepare`): the brain key, the embeddings field, and
+    the ids and embeddings of the samples that have one."""
 
+    brain_key: str
+    field_name: str
+    ids: list[str]
+    X: np.ndarray
+
+
+def prepare(samples: SampleCollection, config: VisualizationConfig) -> PlotInput:
+    """Reads the embeddings and checks the layout can be computed and registered."""
     names = runs.PipelineNames(config.key)
     brain_key = brain_key_for(config.key, config.layout_method, config.brain_key)
     field_name = config.embeddings_field or names.embeddings_field
@@ -67,32 +76,66 @@ def run(
             "least 4. Fix: compute embeddings on a larger view."
         )
     record.check_ownership(samples, names, STAGE, brain_runs=[brain_key])
+    return PlotInput(brain_key, field_name, list(ids), X)
+
+
+def layout(
+    plot_input: PlotInput, config: VisualizationConfig, progress: ProgressFn | None = None
+) -> np.ndarray:
+    """The [N, 2] points (`layout_2d`); arrays only, no database (safe in another thread)."""
+    from fiftyone_elfs.embeddings.projection import layout_2d
+
+    return layout_2d(
+        plot_input.X,
+        config.layout_method,
+        pca_dims=config.pca_dims,
+        seed=config.seed,
+        progress=progress,
+    )
+
+
+def record_layout(
+    samples: SampleCollection,
+    config: VisualizationConfig,
+    plot_input: PlotInput,
+    points: np.ndarray,
+    progress: ProgressFn | None = None,
+) -> str:
+    """Registers the points as the key's brain run (replacing its previous one)."""
+    umap = config.layout_method == "umap"
+    brain_key = plot_input.brain_key
+    record.record(
+        samples,
+        runs.PipelineNames(config.key),
+        STAGE,
+        params={
+            "brain_key": brain_key,
+            "embeddings_field": plot_input.field_name,
+            "layout_method": config.layout_method,
+            "pca_dims": config.pca_dims if umap else None,
+            "seed": config.seed,
+        },
+        results={"n_points": len(plot_input.ids)},
+        outputs=record.Outputs(
+            # FiftyOne Brain's "manual" method stores the given points as they are
+            layouts={brain_key: record.Layout(plot_input.ids, points, "manual", {"points": points})}
+        ),
+    )
+    if progress is not None:
+        progress(1.0, f"embedding plot '{brain_key}' of {len(plot_input.ids)} samples")
+    return brain_key
+
+
+def run(
+    samples: SampleCollection, config: VisualizationConfig, progress: ProgressFn | None = None
+) -> str:
+    """Registers the layout (replacing this key's previous one); returns its brain key."""
+    plot_input = prepare(samples, config)
     report = progress or terminal_progress("embedding plot")
 
     def layout_progress(fraction: float, message: str) -> None:
         report(0.95 * fraction, message)
 
     with ticking(layout_progress) as alive:  # UMAP is silent while it runs: show it is alive
-        points = layout_2d(
-            X, config.layout_method, pca_dims=config.pca_dims, seed=config.seed, progress=alive
-        )
-    umap = config.layout_method == "umap"
-    record.record(
-        samples,
-        names,
-        STAGE,
-        params={
-            "brain_key": brain_key,
-            "embeddings_field": field_name,
-            "layout_method": config.layout_method,
-            "pca_dims": config.pca_dims if umap else None,
-            "seed": config.seed,
-        },
-        results={"n_points": len(ids)},
-        outputs=record.Outputs(
-            # FiftyOne Brain's "manual" method stores the given points as they are
-            layouts={brain_key: record.Layout(ids, points, "manual", {"points": points})}
-        ),
-    )
-    report(1.0, f"embedding plot '{brain_key}' of {len(ids)} samples")
-    return brain_key
+        points = layout(plot_input, config, alive)
+    return record_layout(samples, config, plot_input, points, report)
