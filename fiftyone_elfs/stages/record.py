@@ -411,12 +411,11 @@ def record(
     """Checks, stages and commits a stage's outputs, then records its run; returns the run key.
 
     `replace=False` keeps what the previous run of the stage wrote (resumable stages add to it:
-    new values are merged into the existing field). With `held`, the run is only checked and
-    held there, for `write_runs` to write with the others.
+    new values are merged into the existing field). With `held`, the run is only held there,
+    for `write_runs` to check and write with the others.
     """
     run = StageRun(stage, params, results, outputs, replace)
-    if held is not None:
-        _check_run(samples, names, run)
+    if held is not None:  # checked when written (`write_runs`), just before anything is
         held.add(run)
         return names.run_key(stage)
     return write_runs(samples, names, [run])[0]
