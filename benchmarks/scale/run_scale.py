@@ -17,6 +17,8 @@ Stages (``--stages``):
   knn              TEMI's input (PCA-128 of normalised rows, centred) and nearest_neighbors(Z, 50)
                    over all N; recall@50 against exact search (all rows when N <= 50k, with the
                    IVF path forced; 2,000 random rows above)
+  knn_anchors      TEMI's search above its max_samples: nearest_neighbors(Z, 50) of its 65,536
+                   anchors only (IVF forced); recall@50 on 2,000 of them against exact search
   temi             TEMIClustering(1000, seed=0) with its defaults (``--temi-epochs`` to override)
   mlp              train_mlp_proxy(X, kmeans labels, n_classes=1000, epochs=--mlp-epochs;
                    default: scaled_proxy_epochs(N, 512, 1000): 40 up to ~107k, 3 at 1.28M)
@@ -30,6 +32,7 @@ Stages (``--stages``):
   dataset_values   anchor: ``dataset.values`` of the embeddings field
   dataset_pipeline run_pipeline (k-means 1,000 clusters, MLP proxy with scaled_proxy_epochs,
                    10% budget, embedding plot) on that dataset; per-stage seconds from the runs
+  dataset_pipeline_temi  the same with TEMI pseudo-labels (run by name; the issue's 30 minutes)
   dataset_read_labels  read_labels of the pseudo-labels for all ids (shuffled) and 10% of them,
                    against dataset.values of the same labels
 
@@ -47,6 +50,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -67,9 +71,11 @@ DEFAULT_STAGES = [
     "select",
     "layout",
     "temi",
+    "knn_anchors",
 ]
 BASELINE_STAGES = ["prototypicality", "d2", "kcenter", "zcore"]
 DATASET_STAGES = ["dataset_build", "dataset_values", "dataset_pipeline", "dataset_read_labels"]
+EXTRA_DATASET_STAGES = ["dataset_pipeline_temi"]  # not in --with-dataset: run by name
 N_CLUSTERS = 1000
 DIM = 512
 RECALL_QUERIES = 2000
@@ -186,6 +192,39 @@ def stage_knn(n: int, X: np.ndarray, paths: dict, args) -> dict:
     y = np.load(paths["y"])
     out["nn10_same_cluster"] = round(float((y[nbrs[:, :10]] == y[:, None]).mean()), 4)
     return out
+
+
+def stage_knn_anchors(n: int, X: np.ndarray, paths: dict, args) -> dict:
+    """TEMI's search above its ``max_samples``: the 50 nearest neighbours of its anchors only
+    (65,536 rows drawn as TEMI draws them) among all N; recall@50 on 2,000 of them."""
+    import faiss
+
+    from fiftyone_elfs.embeddings.projection import fit_pca
+    from fiftyone_elfs.pseudo_labels.neighbors import l2_normalize, nearest_neighbors
+    from fiftyone_elfs.pseudo_labels.temi import TEMIClustering
+
+    k = 50
+    Z = fit_pca(X, 128, seed=0, normalize=True).transform(X)
+    Z -= Z.mean(axis=0, dtype=np.float64).astype(np.float32)
+    del X
+    anchors = TEMIClustering(N_CLUSTERS, seed=0)._anchor_rows(n)
+    anchors = np.arange(n) if anchors is None else anchors
+    t = time.perf_counter()
+    nbrs = nearest_neighbors(Z, k, query_rows=anchors, exact_max_samples=0)
+    wall = time.perf_counter() - t
+    pick = np.sort(np.random.default_rng(1).choice(anchors.size, RECALL_QUERIES, replace=False))
+    index = faiss.IndexFlatIP(Z.shape[1])
+    for s in range(0, n, 65536):
+        index.add(l2_normalize(Z[s : s + 65536]))
+    _, idx = index.search(l2_normalize(Z[anchors[pick]]), k + 1)
+    exact = np.stack([r[r != i][:k] for r, i in zip(idx, anchors[pick], strict=True)])
+    hits = [np.intersect1d(a, b).size for a, b in zip(nbrs[pick], exact, strict=True)]
+    return {
+        "wall_s": wall,
+        "queries": int(anchors.size),
+        "recall_at_50": round(float(np.mean(hits)) / k, 4),
+        "recall_rows": RECALL_QUERIES,
+    }
 
 
 def stage_temi(n: int, X: np.ndarray, paths: dict, args) -> dict:
@@ -341,9 +380,12 @@ def stage_dataset_values(n: int, X: np.ndarray | None, paths: dict, args) -> dic
     return {"wall_s": time.perf_counter() - t, "rows": len(values)}
 
 
-def stage_dataset_pipeline(n: int, X: np.ndarray | None, paths: dict, args) -> dict:
-    """run_pipeline on the dataset: k-means (1,000 clusters), MLP proxy (scaled_proxy_epochs),
-    10% selection, embedding plot; each phase's wall time from the progress labels."""
+def stage_dataset_pipeline(
+    n: int, X: np.ndarray | None, paths: dict, args, clustering: str = "kmeans"
+) -> dict:
+    """run_pipeline on the dataset: ``clustering`` pseudo-labels (1,000 clusters), MLP proxy
+    (scaled_proxy_epochs), 10% selection, embedding plot; each phase's wall time from the
+    progress labels."""
     _, ds, _ = _dataset(n, args)
     import fiftyone_elfs as elfs
     from fiftyone_elfs.difficulty.training_dynamics import scaled_proxy_epochs
@@ -361,17 +403,34 @@ def stage_dataset_pipeline(n: int, X: np.ndarray | None, paths: dict, args) -> d
         if not steps or steps[-1][1] != step:
             steps.append((time.time(), step))
 
+    # the resident memory of each step: sampled every 0.2 s, the peak kept per step index
+    step_rss: dict[int, float] = {}
+    sampling = threading.Event()
+
+    def sample_rss() -> None:
+        page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
+        while not sampling.wait(0.2):
+            with open("/proc/self/statm") as f:
+                rss = int(f.read().split()[1]) * page_mb
+            step_rss[len(steps)] = max(step_rss.get(len(steps), 0.0), rss)
+
+    sampler = threading.Thread(target=sample_rss, daemon=True)
+    sampler.start()
     t = time.time()
     result = elfs.run_pipeline(
-        ds, key="s", embeddings_field="emb", n_clusters=N_CLUSTERS, clustering="kmeans",
+        ds, key="s", embeddings_field="emb", n_clusters=N_CLUSTERS, clustering=clustering,
         budget_fraction=0.1, epochs=epochs, visualize=True, progress=timeline,
     )  # fmt: skip
     wall = time.time() - t
+    sampling.set()
+    sampler.join()
     # seconds from one progress step to the next (the last one to the end of run_pipeline)
     marks = [t, *(m for m, _ in steps), t + wall]
     labels = ["before the first report", *(label for _, label in steps)]
     for k, label in enumerate(labels):
-        print(f"[timeline] {marks[k + 1] - marks[k]:8.1f} s  {label}", file=sys.stderr)
+        rss = step_rss.get(k)
+        rss_text = "" if rss is None else f"  (peak RSS {rss:,.0f} MB)"
+        print(f"[timeline] {marks[k + 1] - marks[k]:8.1f} s  {label}{rss_text}", file=sys.stderr)
     # each phase's seconds: the progress steps whose label starts with its name (the
     # pipeline writes the pseudo-labels, scores and coreset together, in "writing")
     phases = {
@@ -382,13 +441,23 @@ def stage_dataset_pipeline(n: int, X: np.ndarray | None, paths: dict, args) -> d
         "writing": "write_s",
         "embedding plot": "visualization_s",
     }
-    out = {"wall_s": wall, "epochs": epochs, "selected": int(result.budget)}
+    out = {"wall_s": wall, "clustering": clustering, "epochs": epochs}
+    out["selected"] = int(result.budget)
+    peak_rss: dict[str, float] = {}  # each phase's largest sampled RSS, MB
     for k, label in enumerate(labels):
         name = next((v for p, v in phases.items() if label.startswith(p)), "other_s")
         out[name] = round(out.get(name, 0.0) + marks[k + 1] - marks[k], 1)
+        if k in step_rss:
+            peak_rss[name[:-2]] = round(max(peak_rss.get(name[:-2], 0.0), step_rss[k]))
+    out["rss_mb_by_phase"] = peak_rss
     labels = ds.values("s_pseudo_label.label")  # "cluster_<i>"
     out["ari"] = _ari(np.load(paths["y"]), np.array([int(v.rsplit("_", 1)[1]) for v in labels]))
     return out
+
+
+def stage_dataset_pipeline_temi(n: int, X: np.ndarray | None, paths: dict, args) -> dict:
+    """``dataset_pipeline`` with TEMI pseudo-labels (its defaults: 65,536 anchors above that)."""
+    return stage_dataset_pipeline(n, X, paths, args, clustering="temi")
 
 
 def stage_dataset_read_labels(n: int, X: np.ndarray | None, paths: dict, args) -> dict:
@@ -417,7 +486,7 @@ def stage_dataset_read_labels(n: int, X: np.ndarray | None, paths: dict, args) -
 
 
 NEEDS_X = {"anchor_argsort": False, "select": False, "dataset_build": False,
-           "dataset_values": False, "dataset_pipeline": False,
+           "dataset_values": False, "dataset_pipeline": False, "dataset_pipeline_temi": False,
            "dataset_read_labels": False}  # fmt: skip
 
 
@@ -543,8 +612,8 @@ def render_table(path: str) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[50_000, 200_000, 1_280_000])
-    p.add_argument("--stages", nargs="+", default=DEFAULT_STAGES,
-                   choices=DEFAULT_STAGES + BASELINE_STAGES + DATASET_STAGES)  # fmt: skip
+    every_stage = DEFAULT_STAGES + BASELINE_STAGES + DATASET_STAGES + EXTRA_DATASET_STAGES
+    p.add_argument("--stages", nargs="+", default=DEFAULT_STAGES, choices=every_stage)
     p.add_argument("--baselines", action="store_true", help="add " + ", ".join(BASELINE_STAGES))
     p.add_argument("--with-dataset", action="store_true", help="the FiftyOne stages instead")
     p.add_argument("--mlp-epochs", default="auto", help="an integer, or auto: scaled_proxy_epochs")

@@ -47,7 +47,7 @@ def _pseudo_labels(
     """(ids, image paths or None, embeddings or None, pseudo-labels) of the labelled samples:
     from the database, or from the held pseudo-labels run (`record.HeldRuns`) if there is one."""
     pseudo = names.pseudo_label_field
-    held_run = held.get("pseudo_labels") if held is not None else None
+    held_run = record.held_run(held, "pseudo_labels")
     if held_run is None and config.proxy == "cnn":  # the image files: embeddings not read
         ids, paths, label_names = dataset_io.read_labelled(samples, pseudo)
         return ids, paths, None, label_names
@@ -150,6 +150,7 @@ def run(
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[c] for c in label_names], dtype=np.int64)
     report = progress or terminal_progress(f"difficulty ({config.proxy} proxy)")
+    report(0.0, f"training the {config.proxy} proxy")
     epochs = {"epochs": config.epochs} if config.epochs is not None else {}
     checkpoint_dir = None
     if config.proxy == "cnn":

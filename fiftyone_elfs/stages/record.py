@@ -340,9 +340,14 @@ class HeldRuns:
         return self.runs.get(stage)
 
 
+def held_run(held: HeldRuns | None, stage: str) -> StageRun | None:
+    """The run of `stage` that `held` holds; None when it holds none or there is no `held`."""
+    return held.get(stage) if held is not None else None
+
+
 def held_config(held: HeldRuns | None, samples: SampleCollection, names: Any, stage: str) -> Any:
     """A stage's config: the held run's if `held` has it, else the recorded one (or None)."""
-    run = held.get(stage) if held is not None else None
+    run = held_run(held, stage)
     if run is not None:
         return run.config()
     return runs.stage_config(dataset_io.dataset_of(samples), names, stage)
@@ -350,7 +355,7 @@ def held_config(held: HeldRuns | None, samples: SampleCollection, names: Any, st
 
 def held_results(held: HeldRuns | None, samples: SampleCollection, names: Any, stage: str) -> Any:
     """A stage's results: the held run's if `held` has it, else the recorded ones (or None)."""
-    run = held.get(stage) if held is not None else None
+    run = held_run(held, stage)
     if run is not None:
         return SimpleNamespace(**run.results)
     return runs.stage_results(dataset_io.dataset_of(samples), names, stage)

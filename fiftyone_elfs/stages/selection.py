@@ -104,7 +104,7 @@ def _read_scores(
     scoring = "contrastive" if score == "contrastive" else "difficulty"
     stage = "compute_contrastive_scores" if score == "contrastive" else "compute_difficulty"
     record.check_input(samples, names, scoring, score_field, f"'{score}' scores", held)
-    held_run = held.get(scoring) if held is not None else None
+    held_run = record.held_run(held, scoring)
     if held_run is not None:
         ids, values = held_run.outputs.values[score_field]
         ids, values = list(ids), list(values)
