@@ -54,10 +54,15 @@ def check_n_clusters(n_clusters: int, n_samples: int) -> int:
     return n_clusters
 
 
-def _train_rows(n: int, n_train: int, seed: int, salt: int) -> np.ndarray:
-    """Sorted sample of ``n_train`` of ``n`` row indices, seeded (``salt`` separates streams)."""
+def _train_rows(X: np.ndarray, n_train: int, seed: int, salt: int) -> np.ndarray:
+    """The L2-normalised rows of a seeded sample of ``n_train`` rows of X (``salt`` separates
+    streams), in index order, filled chunk by chunk: no unnormalised copy of the sample."""
     rng = np.random.default_rng([int(seed), int(salt)])
-    return np.sort(rng.choice(n, int(n_train), replace=False))
+    rows = np.sort(rng.choice(X.shape[0], int(n_train), replace=False))
+    out = np.empty((rows.size, X.shape[1]), dtype=np.float32)
+    for start in range(0, rows.size, _ASSIGN_CHUNK):
+        out[start : start + _ASSIGN_CHUNK] = l2_normalize(X[rows[start : start + _ASSIGN_CHUNK]])
+    return out
 
 
 def _faiss_kmeans(
@@ -160,11 +165,11 @@ def kmeans_pseudo_labels(
     else:
         n_train = min(n, max(int(full_data_max_samples), int(max_points_per_centroid) * n_clusters))
         n_restart = max(n_train // int(n_init), n_clusters)
-        restart_rows = l2_normalize(X[_train_rows(n, n_restart, seed, 1)])
+        restart_rows = _train_rows(X, n_restart, seed, 1)
         restart_iters = min(int(n_iter), _RESTART_ITERS)
         best = _faiss_kmeans(restart_rows, n_clusters, restart_iters, n_init, seed)
         del restart_rows
-        train_rows = l2_normalize(X[_train_rows(n, n_train, seed, 2)])
+        train_rows = _train_rows(X, n_train, seed, 2)
         refine_iters = max(1, int(n_iter) // 2)
         centroids = _faiss_kmeans(train_rows, n_clusters, refine_iters, 1, seed, best)
         del train_rows

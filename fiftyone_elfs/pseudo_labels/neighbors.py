@@ -277,17 +277,20 @@ def nearest_neighbors(
     most to least similar.
 
     Up to ``exact_max_samples`` rows the search is exact (faiss ``IndexFlatIP``). Above, it is
-    approximate, inverted-file style (``_blocked_ivf_search``): rows are partitioned into
-    about 4 * sqrt(N) cells of a spherical k-means trained with ``seed``; each query visits
-    its ``nprobe`` nearest cells, and the queries of one cell are searched together among the
-    union of the cells they visit, one matrix product per cell. Recall@50 against exact
-    search: see ``IVF_NPROBE`` and ``benchmarks/results/scale/README.md``. Why: exact search
-    costs O(N^2 * dim), about an hour at 1.28M x 128 on 2 cores; this reads a few times
-    nprobe / nlist of it, and as matrix products
-    (a per-query scan of an ``IndexIVFFlat`` was memory-bound: 37 minutes for all 1.28M).
+    approximate, inverted-file style: rows are partitioned into about 4 * sqrt(N) cells of a
+    spherical k-means trained with ``seed``; each query visits its ``nprobe`` nearest cells.
+    When most rows are queries, the queries of one cell are searched together among the union
+    of the cells they visit, one matrix product per cell (``_blocked_ivf_search``); for up to
+    N / 4 queries (TEMI's anchors), each cell is compared once with every query visiting it
+    (``_probed_cell_search``). Recall@50 against exact search: see ``IVF_NPROBE`` and
+    ``benchmarks/results/scale/README.md``. Why: exact search costs O(N^2 * dim), about an
+    hour at 1.28M x 128 on 2 cores; this reads a few times nprobe / nlist of it, and as matrix
+    products (a per-query scan of an ``IndexIVFFlat`` was memory-bound: 37 minutes for all
+    1.28M).
 
-    Memory: O(N * dim + Q * k): the exact index holds one normalised copy of X; the
-    approximate search normalises each cell's candidates as it reads them (no copy of X).
+    Memory: O(N * dim + Q * (k + nprobe + dim)): the exact index holds one normalised copy of
+    X; the approximate search normalises each cell's candidates as it reads them (no copy of
+    X; the few-query path holds the Q normalised queries).
     Deterministic for a fixed ``seed``.
     """
     X = check_features(X)

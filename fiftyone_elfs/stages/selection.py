@@ -246,9 +246,10 @@ def select_coreset(
     )
     tag = config.tag or names.tag
     stage = "coreset"
-    record.check_ownership(
-        samples, names, stage, fields=[names.region_field], tags=[tag], views=[names.saved_view]
-    )
+    if held is None:  # a pipeline checked before its first stage and checks again when writing
+        record.check_ownership(
+            samples, names, stage, fields=[names.region_field], tags=[tag], views=[names.saved_view]
+        )
     dataset = dataset_io.dataset_of(samples)
     later = [r for r in runs.selection_rounds(dataset, names) if r > 1]
     if later:
