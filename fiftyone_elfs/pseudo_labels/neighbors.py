@@ -153,8 +153,12 @@ def _visited_cells(X: np.ndarray, rows: np.ndarray, quantizer: faiss.Index, p: i
 
 def _merge_top_k(
     best_sim: np.ndarray, best_idx: np.ndarray, sims: np.ndarray, cand: np.ndarray
-) -> None:
-    """Fold similarities [q, c] of candidates ``cand`` [c] into the running top-k, in place."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """The running top-k [q, k] (similarities, row indices) with candidates ``cand`` [c] folded in.
+
+    ``sims`` [q, c] holds each query's similarity to each candidate. Returns new arrays;
+    the inputs are not modified.
+    """
     k = best_sim.shape[1]
     if sims.shape[1] > k:  # only each row's k best candidates can enter the top k
         part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
@@ -164,8 +168,7 @@ def _merge_top_k(
     all_sim = np.concatenate([best_sim, sims], axis=1)
     all_idx = np.concatenate([best_idx, idx], axis=1)
     keep = np.argpartition(-all_sim, k - 1, axis=1)[:, :k]
-    best_sim[:] = np.take_along_axis(all_sim, keep, axis=1)
-    best_idx[:] = np.take_along_axis(all_idx, keep, axis=1)
+    return np.take_along_axis(all_sim, keep, axis=1), np.take_along_axis(all_idx, keep, axis=1)
 
 
 def _probed_cell_search(
@@ -201,9 +204,7 @@ def _probed_cell_search(
         if qs.size == 0 or cand.size == 0:
             continue
         sims = queries[qs] @ l2_normalize(X[cand]).T
-        sub_sim, sub_idx = best_sim[qs], best_idx[qs]
-        _merge_top_k(sub_sim, sub_idx, sims, cand)
-        best_sim[qs], best_idx[qs] = sub_sim, sub_idx
+        best_sim[qs], best_idx[qs] = _merge_top_k(best_sim[qs], best_idx[qs], sims, cand)
     short = np.flatnonzero((best_idx < 0).any(axis=1))
     for q_start in range(0, short.size, _SHORT_QUERY_CHUNK):
         # too few rows in the visited cells: every row is a candidate
@@ -212,7 +213,8 @@ def _probed_cell_search(
         sub_idx = np.full((qs.size, k), -1, dtype=np.int64)
         for start in range(0, n, _ADD_CHUNK):
             cand = np.arange(start, min(start + _ADD_CHUNK, n))
-            _merge_top_k(sub_sim, sub_idx, queries[qs] @ l2_normalize(X[cand]).T, cand)
+            sims = queries[qs] @ l2_normalize(X[cand]).T
+            sub_sim, sub_idx = _merge_top_k(sub_sim, sub_idx, sims, cand)
         best_sim[qs], best_idx[qs] = sub_sim, sub_idx
     # most similar first; equal similarities by row index (deterministic)
     rank = np.lexsort((best_idx, -best_sim), axis=1)
