@@ -36,10 +36,6 @@ _ADD_CHUNK = 65_536  # rows normalised and added to an index at a time
 _IVF_LISTS_PER_SQRT_N = 4  # nlist = 4 * sqrt(N): the usual faiss guideline
 _IVF_TRAIN_PER_LIST = 64  # coarse k-means training rows per list (faiss: >= 39 to be reliable)
 _IVF_TRAIN_ITERS = 10
-# Up to N / this many query rows, the IVF search scans by visited cell (`_probed_cell_search`);
-# above, by the queries' own cell (`_blocked_ivf_search`), which amortises better when most rows
-# are queries. TEMI's 65,536 anchors of 1.28M: 446 s by own cell.
-_SPARSE_QUERY_RATIO = 4
 _SHORT_QUERY_CHUNK = 256  # queries searched among all rows at a time: [256, 65,536] similarities
 
 
@@ -152,115 +148,79 @@ def _visited_cells(X: np.ndarray, rows: np.ndarray, quantizer: faiss.Index, p: i
 
 
 def _merge_top_k(
-    best_sim: np.ndarray, best_idx: np.ndarray, sims: np.ndarray, cand: np.ndarray
+    best_sim: np.ndarray, best_idx: np.ndarray, sims: np.ndarray, idx: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The running top-k [q, k] (similarities, row indices) with candidates ``cand`` [c] folded in.
+    """The running top-k [q, k] (similarities, row indices) with candidates [q, c] folded in.
 
-    ``sims`` [q, c] holds each query's similarity to each candidate. Returns new arrays;
-    the inputs are not modified.
+    ``sims`` and ``idx`` [q, c] are each query's candidate similarities and row indices
+    (padding: -inf and -1). Returns new arrays; the inputs are not modified.
     """
     k = best_sim.shape[1]
-    if sims.shape[1] > k:  # only each row's k best candidates can enter the top k
-        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        sims, idx = np.take_along_axis(sims, part, axis=1), cand[part]
-    else:
-        idx = np.broadcast_to(cand, sims.shape)
     all_sim = np.concatenate([best_sim, sims], axis=1)
     all_idx = np.concatenate([best_idx, idx], axis=1)
     keep = np.argpartition(-all_sim, k - 1, axis=1)[:, :k]
     return np.take_along_axis(all_sim, keep, axis=1), np.take_along_axis(all_idx, keep, axis=1)
 
 
-def _probed_cell_search(
-    X: np.ndarray, rows: np.ndarray, k: int, nprobe: int, seed: int
-) -> np.ndarray:
-    """Approximate [Q, k] cosine neighbours (self included) of few query ``rows``, by cell.
+def _top_k_among(queries: np.ndarray, X: np.ndarray, cand: np.ndarray, k: int) -> tuple:
+    """Each normalised query's top min(k, c) cosine similarities among rows ``cand`` [c] of X.
 
-    The same candidates as an ``IndexIVFFlat`` query (the rows of its ``nprobe`` nearest
-    cells, ``_coarse_cells``), scanned cell by cell: each cell's rows are normalised once and
-    compared with every query that visits the cell in one matrix product, and the results are
-    folded into each query's running top k. Why: with few queries, grouping them by their own
-    cell (``_blocked_ivf_search``) leaves a handful of queries per cell against the union of
-    their visited cells, so every row is read and normalised hundreds of times (446 s for
-    65,536 queries of 1.28M x 128); here each row is read once. Memory: O(Q * (k + nprobe + d)).
-    Queries whose cells hold fewer than k rows are searched among all rows.
+    faiss's exact search (a matrix product and a heap per query) over the candidates
+    normalised as they are read; returns ([q, min(k, c)] similarities, row indices).
+    """
+    sims, pos = faiss.knn(
+        queries, l2_normalize(X[cand]), min(k, cand.size), metric=faiss.METRIC_INNER_PRODUCT
+    )
+    return sims, cand[pos]
+
+
+def _ivf_search(X: np.ndarray, rows: np.ndarray, k: int, nprobe: int, seed: int) -> np.ndarray:
+    """Approximate [Q, k] cosine neighbours (self included) of query ``rows``, cell by cell.
+
+    The candidates of an ``IndexIVFFlat`` query exactly (the rows of its ``nprobe`` nearest
+    cells of ``_coarse_cells``), scanned by cell instead of by query: each cell's rows are
+    normalised once and searched by every query that visits the cell in one call
+    (``_top_k_among``), and each query's results are folded into its running top k. Why:
+    a per-query scan of an ``IndexIVFFlat`` is memory bound (37 minutes for 1.28M x 128), and
+    grouping queries by their own cell and searching the union of the cells they visit (the
+    earlier scheme) reads a large share of all rows per cell on clustered data (D2's graph of
+    1.28M x 512: 97 of 4,525 cells in 12 minutes). Here each row is read once and each query
+    compared with exactly nprobe cells. Queries whose cells hold fewer than k rows are searched
+    among all rows. Memory: O(Q * (k + nprobe)) besides X: query rows are gathered and
+    normalised per cell, never copied whole.
     """
     n = X.shape[0]
     quantizer = _coarse_cells(X, seed)
     p = min(int(nprobe), quantizer.ntotal)
     order, bounds = _cells_of_rows(X, quantizer)
     visited = _visited_cells(X, rows, quantizer, p)
-    queries = l2_normalize(X[rows])
-    # which queries visit each cell: (query, cell) pairs grouped by cell
-    pair_q = np.repeat(np.arange(rows.size), p)
-    pair_cell = visited.ravel()
-    pair_order = np.argsort(pair_cell, kind="stable")
-    pair_bounds = np.searchsorted(pair_cell[pair_order], np.arange(quantizer.ntotal + 1))
+    # which queries visit each cell: (query, cell) pairs grouped by cell; pair j is query j // p
+    pair_order = np.argsort(visited.ravel(), kind="stable")
+    pair_bounds = np.searchsorted(visited.ravel()[pair_order], np.arange(quantizer.ntotal + 1))
+    del visited
     best_sim = np.full((rows.size, k), -np.inf, dtype=np.float32)
     best_idx = np.full((rows.size, k), -1, dtype=np.int64)
     for c in range(quantizer.ntotal):
-        qs = pair_q[pair_order[pair_bounds[c] : pair_bounds[c + 1]]]
+        qs = pair_order[pair_bounds[c] : pair_bounds[c + 1]] // p
         cand = order[bounds[c] : bounds[c + 1]]
         if qs.size == 0 or cand.size == 0:
             continue
-        sims = queries[qs] @ l2_normalize(X[cand]).T
-        best_sim[qs], best_idx[qs] = _merge_top_k(best_sim[qs], best_idx[qs], sims, cand)
+        sims, idx = _top_k_among(l2_normalize(X[rows[qs]]), X, cand, k)
+        best_sim[qs], best_idx[qs] = _merge_top_k(best_sim[qs], best_idx[qs], sims, idx)
     short = np.flatnonzero((best_idx < 0).any(axis=1))
     for q_start in range(0, short.size, _SHORT_QUERY_CHUNK):
         # too few rows in the visited cells: every row is a candidate
         qs = short[q_start : q_start + _SHORT_QUERY_CHUNK]
+        queries = l2_normalize(X[rows[qs]])
         sub_sim = np.full((qs.size, k), -np.inf, dtype=np.float32)
         sub_idx = np.full((qs.size, k), -1, dtype=np.int64)
         for start in range(0, n, _ADD_CHUNK):
             cand = np.arange(start, min(start + _ADD_CHUNK, n))
-            sims = queries[qs] @ l2_normalize(X[cand]).T
-            sub_sim, sub_idx = _merge_top_k(sub_sim, sub_idx, sims, cand)
+            sub_sim, sub_idx = _merge_top_k(sub_sim, sub_idx, *_top_k_among(queries, X, cand, k))
         best_sim[qs], best_idx[qs] = sub_sim, sub_idx
     # most similar first; equal similarities by row index (deterministic)
     rank = np.lexsort((best_idx, -best_sim), axis=1)
-    out = np.take_along_axis(best_idx, rank, axis=1)
-    return out
-
-
-def _blocked_ivf_search(
-    X: np.ndarray, rows: np.ndarray, k: int, nprobe: int, seed: int
-) -> np.ndarray:
-    """Approximate [Q, k] cosine neighbours (self included) of ``rows``, one cell at a time.
-
-    Inverted-file search with the scan done per cell instead of per query. Each row belongs
-    to its nearest cell (``_coarse_cells``); each query has its ``nprobe`` nearest cells, as an
-    ``IndexIVFFlat`` query would visit. The queries of one cell are searched together, exactly,
-    among the rows of the union of their visited cells: one matrix product per cell
-    (``faiss.knn``), so candidates are read once per cell rather than once per query, and each
-    query sees at least the rows an IVF query would (so at least its recall). Rows are
-    normalised as they are read: no copy of X.
-    """
-    n = X.shape[0]
-    quantizer = _coarse_cells(X, seed)
-    nlist = quantizer.ntotal
-    p = min(int(nprobe), nlist)
-    order, bounds = _cells_of_rows(X, quantizer)
-    visited = _visited_cells(X, rows, quantizer, p)
-    home = visited[:, 0]  # a query's own cell: its nearest centroid
-    q_order = np.argsort(home, kind="stable")
-    q_bounds = np.searchsorted(home[q_order], np.arange(nlist + 1))
-    out = np.empty((rows.size, k), dtype=np.int64)
-    for c in range(nlist):
-        qpos = q_order[q_bounds[c] : q_bounds[c + 1]]
-        if qpos.size == 0:
-            continue
-        cells = np.unique(visited[qpos])
-        cand = np.concatenate([order[bounds[v] : bounds[v + 1]] for v in cells])
-        if cand.size < k:
-            cand = np.arange(n)
-        _, idx = faiss.knn(
-            l2_normalize(X[rows[qpos]]),
-            l2_normalize(X[cand]),
-            k,
-            metric=faiss.METRIC_INNER_PRODUCT,
-        )
-        out[qpos] = cand[idx]
-    return out
+    return np.take_along_axis(best_idx, rank, axis=1)
 
 
 def nearest_neighbors(
@@ -280,19 +240,17 @@ def nearest_neighbors(
 
     Up to ``exact_max_samples`` rows the search is exact (faiss ``IndexFlatIP``). Above, it is
     approximate, inverted-file style: rows are partitioned into about 4 * sqrt(N) cells of a
-    spherical k-means trained with ``seed``; each query visits its ``nprobe`` nearest cells.
-    When most rows are queries, the queries of one cell are searched together among the union
-    of the cells they visit, one matrix product per cell (``_blocked_ivf_search``); for up to
-    N / 4 queries (TEMI's anchors), each cell is compared once with every query visiting it
-    (``_probed_cell_search``). Recall@50 against exact search: see ``IVF_NPROBE`` and
+    spherical k-means trained with ``seed``; each query visits its ``nprobe`` nearest cells,
+    and each cell is searched once by every query visiting it (``_ivf_search``). Recall@50
+    against exact search: see ``IVF_NPROBE`` and
     ``benchmarks/results/scale/README.md``. Why: exact search costs O(N^2 * dim), about an
     hour at 1.28M x 128 on 2 cores; this reads a few times nprobe / nlist of it, and as matrix
     products (a per-query scan of an ``IndexIVFFlat`` was memory-bound: 37 minutes for all
     1.28M).
 
-    Memory: O(N * dim + Q * (k + nprobe + dim)): the exact index holds one normalised copy of
-    X; the approximate search normalises each cell's candidates as it reads them (no copy of
-    X; the few-query path holds the Q normalised queries).
+    Memory: O(N * dim + Q * (k + nprobe)): the exact index holds one normalised copy of X;
+    the approximate search normalises each cell's rows and queries as it reads them (no copy
+    of X).
     Deterministic for a fixed ``seed``.
     """
     X = check_features(X)
@@ -310,9 +268,7 @@ def nearest_neighbors(
     if int(nprobe) < 1:
         raise ValueError(f"nprobe must be >= 1; got {nprobe}.")
     if n > int(exact_max_samples):
-        sparse = rows.size * _SPARSE_QUERY_RATIO <= n
-        search = _probed_cell_search if sparse else _blocked_ivf_search
-        return _drop_self(search(X, rows, k + 1, int(nprobe), seed), rows, k)
+        return _drop_self(_ivf_search(X, rows, k + 1, int(nprobe), seed), rows, k)
     index = faiss.IndexFlatIP(X.shape[1])
     _add_normalized(index, X)
     out = np.empty((rows.size, k), dtype=np.int64)
