@@ -37,6 +37,8 @@ _IVF_LISTS_PER_SQRT_N = 4  # nlist = 4 * sqrt(N): the usual faiss guideline
 _IVF_TRAIN_PER_LIST = 64  # coarse k-means training rows per list (faiss: >= 39 to be reliable)
 _IVF_TRAIN_ITERS = 10
 _SHORT_QUERY_CHUNK = 256  # queries searched among all rows at a time: [256, 65,536] similarities
+# Queries searched against one cell at a time: bounds the gathered [chunk, dim] query rows.
+_CELL_QUERY_CHUNK = 8192
 
 
 def check_features(X: np.ndarray, name: str = "X") -> np.ndarray:
@@ -119,7 +121,9 @@ def _coarse_cells(X: np.ndarray, seed: int) -> faiss.IndexFlatIP:
         max_points_per_centroid=n_train,
         min_points_per_centroid=1,
     )
-    km.train(l2_normalize(X[pick]))
+    sample = X[pick]  # a copy: normalised in place, no second one
+    sample /= np.maximum(np.linalg.norm(sample, axis=1, keepdims=True), 1e-12)
+    km.train(sample)
     quantizer = faiss.IndexFlatIP(d)
     quantizer.add(l2_normalize(km.centroids))
     return quantizer
@@ -162,15 +166,16 @@ def _merge_top_k(
     return np.take_along_axis(all_sim, keep, axis=1), np.take_along_axis(all_idx, keep, axis=1)
 
 
-def _top_k_among(queries: np.ndarray, X: np.ndarray, cand: np.ndarray, k: int) -> tuple:
-    """Each normalised query's top min(k, c) cosine similarities among rows ``cand`` [c] of X.
+def _top_k_among(
+    queries: np.ndarray, cand_rows: np.ndarray, cand: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each normalised query's top min(k, c) cosine similarities among the candidates.
 
-    faiss's exact search (a matrix product and a heap per query) over the candidates
-    normalised as they are read; returns ([q, min(k, c)] similarities, row indices).
+    ``cand_rows`` [c, d] are the normalised rows whose indices are ``cand`` [c]. faiss's exact
+    search (a matrix product and a heap per query); returns ([q, min(k, c)] similarities, row
+    indices).
     """
-    sims, pos = faiss.knn(
-        queries, l2_normalize(X[cand]), min(k, cand.size), metric=faiss.METRIC_INNER_PRODUCT
-    )
+    sims, pos = faiss.knn(queries, cand_rows, min(k, cand.size), metric=faiss.METRIC_INNER_PRODUCT)
     return sims, cand[pos]
 
 
@@ -187,7 +192,7 @@ def _ivf_search(X: np.ndarray, rows: np.ndarray, k: int, nprobe: int, seed: int)
     1.28M x 512: 97 of 4,525 cells in 12 minutes). Here each row is read once and each query
     compared with exactly nprobe cells. Queries whose cells hold fewer than k rows are searched
     among all rows. Memory: O(Q * (k + nprobe)) besides X: query rows are gathered and
-    normalised per cell, never copied whole.
+    normalised per cell, at most ``_CELL_QUERY_CHUNK`` at a time, never copied whole.
     """
     n = X.shape[0]
     quantizer = _coarse_cells(X, seed)
@@ -201,12 +206,16 @@ def _ivf_search(X: np.ndarray, rows: np.ndarray, k: int, nprobe: int, seed: int)
     best_sim = np.full((rows.size, k), -np.inf, dtype=np.float32)
     best_idx = np.full((rows.size, k), -1, dtype=np.int64)
     for c in range(quantizer.ntotal):
-        qs = pair_order[pair_bounds[c] : pair_bounds[c + 1]] // p
         cand = order[bounds[c] : bounds[c + 1]]
-        if qs.size == 0 or cand.size == 0:
+        if cand.size == 0:
             continue
-        sims, idx = _top_k_among(l2_normalize(X[rows[qs]]), X, cand, k)
-        best_sim[qs], best_idx[qs] = _merge_top_k(best_sim[qs], best_idx[qs], sims, idx)
+        cand_rows = l2_normalize(X[cand])
+        # a popular cell can be visited by a large share of the queries: take them in chunks
+        for q_start in range(pair_bounds[c], pair_bounds[c + 1], _CELL_QUERY_CHUNK):
+            q_stop = min(q_start + _CELL_QUERY_CHUNK, pair_bounds[c + 1])
+            qs = pair_order[q_start:q_stop] // p
+            sims, idx = _top_k_among(l2_normalize(X[rows[qs]]), cand_rows, cand, k)
+            best_sim[qs], best_idx[qs] = _merge_top_k(best_sim[qs], best_idx[qs], sims, idx)
     short = np.flatnonzero((best_idx < 0).any(axis=1))
     for q_start in range(0, short.size, _SHORT_QUERY_CHUNK):
         # too few rows in the visited cells: every row is a candidate
@@ -216,7 +225,8 @@ def _ivf_search(X: np.ndarray, rows: np.ndarray, k: int, nprobe: int, seed: int)
         sub_idx = np.full((qs.size, k), -1, dtype=np.int64)
         for start in range(0, n, _ADD_CHUNK):
             cand = np.arange(start, min(start + _ADD_CHUNK, n))
-            sub_sim, sub_idx = _merge_top_k(sub_sim, sub_idx, *_top_k_among(queries, X, cand, k))
+            found = _top_k_among(queries, l2_normalize(X[cand]), cand, k)
+            sub_sim, sub_idx = _merge_top_k(sub_sim, sub_idx, *found)
         best_sim[qs], best_idx[qs] = sub_sim, sub_idx
     # most similar first; equal similarities by row index (deterministic)
     rank = np.lexsort((best_idx, -best_sim), axis=1)
