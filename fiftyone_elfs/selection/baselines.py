@@ -6,9 +6,10 @@ length ``min(budget, N)`` and is deterministic for a fixed ``seed``.
 
 Scale (measured on 2 CPU cores; ``benchmarks/results/scale/README.md``): prototypicality and D2
 run at 1.28M x 512 with a 10% budget in about 2 and 13 minutes (k-means trained on a sample,
-approximate kNN above ``EXACT_KNN_MAX_SAMPLES``). k-center greedy (budget x N x dim work) and ZCore (n_draws x N work)
-have no such shortcut; they raise a ``ValueError`` naming the limit and the alternatives when
-the work exceeds ``KCENTER_MAX_WORK`` / ``ZCORE_MAX_WORK`` (about 30 minutes each here).
+approximate kNN above ``EXACT_KNN_MAX_SAMPLES``). k-center greedy (budget x N x dim work) and
+ZCore (n_draws x N work) have no such shortcut; they raise a ``ValueError`` naming the limit
+and the alternatives when the work exceeds ``KCENTER_MAX_WORK`` / ``ZCORE_MAX_WORK`` (about
+30 minutes each here).
 """
 
 from __future__ import annotations
