@@ -5,17 +5,13 @@ Arrays in, arrays out; no FiftyOne import. See ``TEMIClustering``.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import ctypes
-import ctypes.util
 import hashlib
 import json
 import math
-import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -24,6 +20,7 @@ from torch import nn
 
 from ..difficulty.checkpoints import EpochCheckpoint
 from ..embeddings.projection import PCAProjection, fit_pca
+from ..heap import keep_freed_memory
 from .kmeans import check_n_clusters
 from .neighbors import check_features, nearest_neighbors
 
@@ -54,36 +51,6 @@ class _NoScheduler:
 
     def load_state_dict(self, state: dict) -> None:
         del state
-
-
-@contextlib.contextmanager
-def _fewer_page_faults() -> Iterator[None]:
-    """Keep freed memory in the glibc heap during training, so each step does not page-fault.
-
-    Every step allocates and frees the same tens of MB of activations. By default glibc serves
-    blocks >= 32 MB with fresh mmap()s and returns heap tops > 64 MB to the kernel, so each step
-    re-faults its pages: measured here (2 vCPUs, 8 heads, batch 1024) ~60,000 faults and ~30-75%
-    extra time per step. Raising the mmap and trim thresholds removes that; afterwards the
-    thresholds go back to glibc's usual (dynamic-maximum) values and the cache is released.
-    No-op outside glibc.
-    """
-    libc = None
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, TypeError):
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            if not hasattr(libc, "mallopt") or not hasattr(libc, "malloc_trim"):
-                libc = None
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    if libc is not None:
-        libc.mallopt(m_mmap_threshold, 1 << 30)
-        libc.mallopt(m_trim_threshold, 1 << 30)
-    try:
-        yield
-    finally:
-        if libc is not None:
-            libc.mallopt(m_mmap_threshold, 32 << 20)
-            libc.mallopt(m_trim_threshold, 64 << 20)
-            libc.malloc_trim(0)
 
 
 def _auto_teacher_momentum(total_steps: int | None) -> float:
@@ -301,7 +268,7 @@ class TEMIClustering:
         warmup_steps = int(self.warmup_epochs) * n_batches
         checkpoint = EpochCheckpoint(self.checkpoint_dir, _CHECKPOINT, self._digest(Z, neighbors))
         t_train = time.perf_counter()
-        with _fewer_page_faults():
+        with keep_freed_memory():  # each step reuses the last one's pages
             self._train(Zt, neighbors, k, n_batches, total_steps, warmup_steps, checkpoint, report)
         self.train_seconds_ = time.perf_counter() - t_train
         self.loss_history_ = np.stack(self.loss_history_)
