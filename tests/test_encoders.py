@@ -154,6 +154,60 @@ def test_embed_image_files_batches_and_survives_bad_files(tmp_path, photos, enco
     np.testing.assert_allclose(X1, X, atol=1e-5)
 
 
+def _varied_images() -> list[Image.Image]:
+    """Real photos of different sizes and modes, plus a grey and a tiny image."""
+    return [
+        Image.fromarray(skimage.data.astronaut()),
+        Image.fromarray(skimage.data.camera()).convert("RGB"),
+        Image.fromarray(skimage.data.coffee()).resize((37, 23)),
+        Image.new("RGB", (5, 9), (250, 3, 128)),
+    ]
+
+
+@pytest.mark.parametrize("model", ["efficientnet-lite0", "timm:test_resnet"])
+def test_batched_preprocessing_is_bit_identical_to_the_per_image_transform(model):
+    """The split transform (per-image resize to uint8, batched ToTensor and Normalize) gives
+    exactly the tensors of stacking the encoder's own per-image transform, so stored embeddings
+    do not change with it; its batch is already in the encoder's channels-last layout."""
+    kwargs = {"pretrained": False} if model.startswith("timm:") else {"image_size": 64}
+    encoder = load_encoder(model, device="cpu", **kwargs)
+    split = encoder.batched_preprocessing
+    assert split is not None
+    images = _varied_images()
+    expected = torch.stack([encoder.transform(img) for img in images])
+    arrays = [split.to_array(img) for img in images]
+    assert all(a.dtype == np.uint8 and a.shape[-1] == 3 for a in arrays)
+    batch = split.to_batch(np.stack(arrays))
+    assert torch.equal(batch, expected)
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(encoder.preprocess(images), expected)
+
+
+def test_transforms_that_cannot_be_split_run_per_image(encoder, tmp_path):
+    """A transform that is not a Compose ending in ToTensor and Normalize is not split, and the
+    file loader then applies it per image as before."""
+    from torchvision import transforms as tv
+
+    base = encoder.transform
+    assert enc_mod.split_transform(lambda img: base(img)) is None
+    assert enc_mod.split_transform(tv.Compose([tv.Resize((8, 8)), tv.ToTensor()])) is None
+    inplace = tv.Compose([tv.ToTensor(), tv.Normalize((0.5,) * 3, (0.5,) * 3, inplace=True)])
+    assert enc_mod.split_transform(inplace) is None
+    assert enc_mod.split_transform(tv.Compose([tv.ToTensor(), tv.Normalize(0.5, 0.5)])) is None
+
+    paths = []
+    for k, img in enumerate(_varied_images()):
+        paths.append(str(tmp_path / f"{k}.png"))
+        img.save(paths[-1])
+    X, failures = embed_image_files(paths, encoder, batch_size=3)
+    unsplit = EfficientNetLite0Encoder(image_size=encoder.image_size, device="cpu")
+    unsplit.transform = lambda img: base(img)  # same numbers, but opaque to split_transform
+    assert unsplit.batched_preprocessing is None
+    X_unsplit, failures_unsplit = embed_image_files(paths, unsplit, batch_size=3)
+    assert failures == failures_unsplit == {}
+    np.testing.assert_allclose(X_unsplit, X, atol=1e-5)
+
+
 def test_embed_image_files_empty(encoder):
     """No paths: an empty array, no failures, progress finished."""
     calls = []
