@@ -307,7 +307,7 @@ def _decode_vectors(stored: list[Any]) -> list[Any]:
     straight from its buffer: at 200k x 512, 3.7 s of decoding against about 18 s.
     """
     out: list[Any] = []
-    header, dtype = b"", None
+    header, dtype, shape = b"", None, ()
     for value in stored:
         if not isinstance(value, bytes):
             out.append(value)
@@ -318,7 +318,7 @@ def _decode_vectors(stored: list[Any]) -> list[Any]:
             out.append(value)  # not a stored vector: reported as such
             continue
         if dtype is not None and buffer.startswith(header):
-            out.append(np.frombuffer(buffer, dtype, offset=len(header)))
+            out.append(np.frombuffer(buffer, dtype, offset=len(header)).reshape(shape))
             continue
         try:
             array = np.load(io.BytesIO(buffer), allow_pickle=False)
@@ -328,7 +328,53 @@ def _decode_vectors(stored: list[Any]) -> list[Any]:
         out.append(array)
         # the same header means the same dtype, shape and order: C-ordered rows read directly
         fast = array.ndim <= 1 or array.flags.c_contiguous
-        header, dtype = (buffer[: len(buffer) - array.nbytes], array.dtype) if fast else (b"", None)
+        if fast:
+            header, dtype, shape = buffer[: len(buffer) - array.nbytes], array.dtype, array.shape
+        else:
+            header, dtype, shape = b"", None, ()
+    return out
+
+
+#: zlib level of stored vectors: 1 compresses float32 embeddings within a few percent of
+#: FiftyOne's default level 6 (3,036 against 2,920 bytes for a 1280-d ReLU-like vector) in half
+#: the time (0.14 against 0.32 ms per vector, FiftyOne's serialize_numpy_array included).
+_VECTOR_ZLIB_LEVEL = 1
+
+
+def _encode_vectors(values: Sequence[Any]) -> list[Any]:
+    """Vectors in FiftyOne's stored form (the zlib-compressed bytes of an .npy file, which
+    `fou.deserialize_numpy_array` and `_decode_vectors` read) and None as None.
+
+    Why not `fou.serialize_numpy_array`: it writes each vector's .npy header through np.save
+    and compresses at zlib's default level; here the header is built once per dtype and shape
+    and the compression is faster (`_VECTOR_ZLIB_LEVEL`), the format unchanged.
+    """
+    from numpy.lib import format as npy_format
+
+    headers: dict[tuple[str, tuple[int, ...]], bytes] = {}
+    out: list[Any] = []
+    for value in values:
+        if value is None:
+            out.append(None)
+            continue
+        array = np.asarray(value)
+        if array.dtype.hasobject:  # np.save refuses these too; let FiftyOne say so
+            out.append(fou.serialize_numpy_array(array))
+            continue
+        key = (array.dtype.str, array.shape)
+        header = headers.get(key)
+        if header is None:
+            buffer = io.BytesIO()
+            npy_format.write_array_header_1_0(
+                buffer,
+                {
+                    "descr": npy_format.dtype_to_descr(array.dtype),
+                    "fortran_order": False,
+                    "shape": array.shape,
+                },
+            )
+            header = headers[key] = buffer.getvalue()
+        out.append(zlib.compress(header + array.tobytes(order="C"), _VECTOR_ZLIB_LEVEL))
     return out
 
 
@@ -512,7 +558,7 @@ def _stored_values(values: Sequence[Any], kind: ColumnKind) -> list[Any]:
     if isinstance(values, ClassificationColumn):
         return values.documents()
     if kind.field_type is fo.VectorField:
-        return [None if v is None else fou.serialize_numpy_array(v) for v in values]
+        return _encode_vectors(values)
     if kind.field_type is fo.FloatField:
         return [None if v is None else float(v) for v in values]
     return list(values)

@@ -248,5 +248,34 @@ def test_stored_vectors_decode_as_fiftyone_decodes_them_whatever_their_shape_or_
     stored = [fou.serialize_numpy_array(v) for v in vectors] + [b"not a vector", [1.0, 2.0]]
     decoded = dataset_io._decode_vectors(stored)
     for got, want in zip(decoded, vectors, strict=False):
-        assert got.dtype == want.dtype and np.array_equal(got.ravel(), want.ravel())
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert np.array_equal(got, want)
     assert decoded[-2:] == [b"not a vector", [1.0, 2.0]]  # left for the caller to refuse
+
+
+def test_vectors_are_written_in_the_form_fiftyone_reads():
+    """`_encode_vectors` (one .npy header per dtype and shape, fast zlib) gives bytes that
+    FiftyOne's own deserializer and `_decode_vectors` read back exactly, for any layout."""
+    import fiftyone.core.utils as fou
+
+    rng = np.random.default_rng(0)
+    vectors = [
+        rng.standard_normal(5).astype(np.float32),
+        None,
+        rng.standard_normal(5).astype(np.float32),
+        rng.standard_normal((3, 4)),
+        np.asfortranarray(rng.standard_normal((3, 4))),  # written C-ordered, same values
+        np.arange(7, dtype=np.int64),
+        rng.standard_normal((2, 6)).astype(np.float16)[:, ::2],  # not contiguous
+    ]
+    stored = dataset_io._encode_vectors(vectors)
+    assert stored[1] is None
+    for got in (
+        [None if b is None else fou.deserialize_numpy_array(b) for b in stored],
+        dataset_io._decode_vectors(stored),
+    ):
+        for g, want in zip(got, vectors, strict=True):
+            if want is None:
+                assert g is None
+                continue
+            assert g.dtype == want.dtype and g.shape == want.shape and np.array_equal(g, want)
