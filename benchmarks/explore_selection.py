@@ -144,21 +144,25 @@ def select(name: str, art: Artefacts, budget: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed + 12345)
     if name == "random":
         return np.sort(rng.choice(n, budget, replace=False))
-    if name == "elfs_auto":  # select_coreset's default rule: window or CCS by trust
+    if name in ("elfs_auto", "elfs_auto_ramp"):  # window or CCS by trust, as select_coreset
+        # "elfs_auto": the rule frozen at commit 2acc5d1 (hard-end share 0.5 at every rate);
+        # "elfs_auto_ramp": the hard-end share of `hard_end_share` (0 up to 50% pruning, 0.5
+        # from 90%)
         from fiftyone_elfs.pseudo_labels import pseudo_label_trust
         from fiftyone_elfs.selection import resolve_mode
 
         trust = art.get("trust", lambda: pseudo_label_trust(art.X, art.pseudo(), seed=seed))
         mode, _ = resolve_mode("auto", trust.as_dict())
         art.get("mode", lambda: mode)
-        name = "elfs_ccs" if mode == "ccs" else "elfs_de"
-    if name == "elfs_de":
+        suffix = "_ramp" if name == "elfs_auto_ramp" else ""
+        name = ("elfs_ccs" if mode == "ccs" else "elfs_de") + suffix
+    if name in ("elfs_de", "elfs_de_ramp"):
         aum = art.aum()
-        beta, _ = label_free_beta(aum, budget / n)
+        beta, _ = label_free_beta(aum, budget / n, hard_share=_share(name, budget / n))
         return np.sort(double_end_prune(aum, budget, beta).indices)
-    if name == "elfs_ccs":  # the package's CCS: the label-free beta with its default share
+    if name in ("elfs_ccs", "elfs_ccs_ramp"):  # the label-free beta, share 0.5 or the ramp's
         aum = art.aum()
-        beta, _ = label_free_beta(aum, budget / n)
+        beta, _ = label_free_beta(aum, budget / n, hard_share=_share(name, budget / n))
         return ccs_select(aum, budget, beta, seed=seed)
     if name.startswith("elfs_ccs_b"):  # fixed beta
         beta = float(name[len("elfs_ccs_b") :])
@@ -221,6 +225,15 @@ def select(name: str, art: Artefacts, budget: int, seed: int) -> np.ndarray:
     if name.startswith("strat_ccs"):  # per pseudo-cluster CCS on AUM, a fixed beta in each
         return _per_cluster_ccs(art, budget, float(name[len("strat_ccs") :] or 0.1), seed)
     raise ValueError(name)
+
+
+def _share(name: str, budget_fraction: float) -> float:
+    """The hard-end share of a rule: the ramp's (`hard_end_share`) or the frozen 0.5."""
+    if name.endswith("_ramp"):
+        from fiftyone_elfs.selection import hard_end_share
+
+        return hard_end_share(budget_fraction)
+    return 0.5
 
 
 def _per_cluster_ccs(art: Artefacts, budget: int, beta: float, seed: int) -> np.ndarray:
@@ -444,7 +457,7 @@ def main() -> None:
                         # the smallest pool class: its share of the selection / of the pool
                         tail_coverage=_tail_coverage(y_pool, idx),
                     )
-                    if base == "elfs_auto":  # the rule's choice and the figure behind it
+                    if base in ("elfs_auto", "elfs_auto_ramp"):  # the rule chosen, and why
                         trust = arts[variant].get("trust", lambda: None)
                         row.update(mode=arts[variant].get("mode", lambda: None))
                         row.update(trust_stability=trust.stability)

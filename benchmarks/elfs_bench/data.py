@@ -310,8 +310,9 @@ def _paths_key(paths: list[str], *extra: object) -> str:
 
 
 def _save_npy(path: str, array: np.ndarray) -> None:
-    """Write an .npy atomically (a crash never leaves a truncated cache file)."""
-    tmp = path + ".tmp.npy"
+    """Write an .npy atomically (a crash never leaves a truncated cache file); the temporary
+    name is the process's own, so two benchmarks filling the same cache entry do not collide."""
+    tmp = f"{path}.{os.getpid()}.tmp.npy"
     np.save(tmp, array)
     os.replace(tmp, path)
 
