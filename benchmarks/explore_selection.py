@@ -144,10 +144,16 @@ def select(name: str, art: Artefacts, budget: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed + 12345)
     if name == "random":
         return np.sort(rng.choice(n, budget, replace=False))
+    if name.startswith("elfs_auto_ramp_floor"):  # the ramp, then every pseudo-cluster gets at
+        # least <f> (default 0.5) of its proportional share ("elfs_auto_ramp_floor<f>")
+        f = float(name[len("elfs_auto_ramp_floor") :] or 0.5)
+        idx = select("elfs_auto_ramp", art, budget, seed)
+        aum = art.aum()
+        beta, _ = label_free_beta(aum, budget / n, hard_share=_share("ccs_ramp", budget / n))
+        return _cluster_floor(idx, art.pseudo(), aum, beta, budget, f, rng)
     if name in ("elfs_auto", "elfs_auto_ramp"):  # window or CCS by trust, as select_coreset
         # "elfs_auto": the rule frozen at commit 2acc5d1 (hard-end share 0.5 at every rate);
-        # "elfs_auto_ramp": the hard-end share of `hard_end_share` (0 up to 50% pruning, 0.5
-        # from 90%)
+        # "elfs_auto_ramp": CCS's hard-end share ramps (`_share`)
         from fiftyone_elfs.pseudo_labels import pseudo_label_trust
         from fiftyone_elfs.selection import resolve_mode
 
@@ -227,12 +233,53 @@ def select(name: str, art: Artefacts, budget: int, seed: int) -> np.ndarray:
     raise ValueError(name)
 
 
-def _share(name: str, budget_fraction: float) -> float:
-    """The hard-end share of a rule: the ramp's (`hard_end_share`) or the frozen 0.5."""
-    if name.endswith("_ramp"):
-        from fiftyone_elfs.selection import hard_end_share
+def _cluster_floor(
+    idx: np.ndarray,
+    labels: np.ndarray,
+    aum: np.ndarray,
+    beta: float,
+    budget: int,
+    floor: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Tops up every pseudo-cluster holding fewer than ``floor`` x its proportional share of the
+    budget: first random members that survived the hard-end cut, then the easiest cut ones; the
+    same number leaves the clusters above their share (random selected members)."""
+    n = labels.size
+    sizes = np.bincount(labels)
+    expected = budget * sizes / n
+    want = np.floor(floor * expected).astype(int)
+    chosen = np.zeros(n, dtype=bool)
+    chosen[idx] = True
+    cut = np.zeros(n, dtype=bool)
+    cut[np.argsort(aum, kind="stable")[: int(np.floor(beta * n + 1e-9))]] = True
+    added = 0
+    for c in np.flatnonzero(np.bincount(labels[idx], minlength=sizes.size) < want):
+        need = want[c] - int(chosen[labels == c].sum())
+        free = np.flatnonzero((labels == c) & ~chosen)
+        kept, was_cut = free[~cut[free]], free[cut[free]]
+        picks = rng.permutation(kept)[:need]
+        if picks.size < need:
+            easiest = was_cut[np.argsort(-aum[was_cut], kind="stable")]
+            picks = np.concatenate([picks, easiest[: need - picks.size]])
+        chosen[picks] = True
+        added += picks.size
+    while added > 0:  # one at a time from the cluster furthest above its share
+        counts = np.bincount(labels[chosen], minlength=sizes.size)
+        c = int(np.argmax(counts - expected))
+        members = np.flatnonzero(chosen & (labels == c))
+        chosen[rng.choice(members)] = False
+        added -= 1
+    return np.flatnonzero(chosen)
 
-        return hard_end_share(budget_fraction)
+
+def _share(name: str, budget_fraction: float) -> float:
+    """The hard-end share of a rule: the frozen 0.5, or for "..._ramp" CCS the candidate ramp
+    tried on validation data (not adopted: ``results/selection-rule-tuning/README.md``), 0 up to
+    50% pruning and 0.5 from 90% (0.25 at 70%; the window keeps 0.5)."""
+    if name.endswith("_ramp") and "_de" not in name:
+        pruned = 1.0 - budget_fraction
+        return 0.5 * min(1.0, max(0.0, (pruned - 0.5) / 0.4))
     return 0.5
 
 

@@ -11,7 +11,6 @@ from fiftyone_elfs.selection import (
     ccs_prune,
     ccs_select,
     double_end_prune,
-    hard_end_share,
     label_free_beta,
     next_round_prune,
     resolve_budget,
@@ -167,16 +166,6 @@ def test_label_free_beta_drops_at_least_the_negative_aum_share_with_caps():
     beta, reason = label_free_beta(np.ones(10), 0.1, hard_share=1.0, max_beta=0.95)
     assert beta == pytest.approx(0.9)  # the whole pruned share from the hard end: easiest kept
     assert label_free_beta(np.zeros(10), 0.5, hard_share=0.0)[0] == 0.0  # AUM 0 is not negative
-
-
-def test_hard_end_share_ramps_from_none_at_half_pruning_to_half_at_ninety():
-    shares = [hard_end_share(1 - pruned) for pruned in (0.1, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99)]
-    assert shares[:2] == [0.0, 0.0] and shares[-2:] == [0.5, 0.5]
-    assert shares[2:5] == pytest.approx([0.125, 0.25, 0.375])  # linear in between
-    assert hard_end_share(1.0) == 0.0  # nothing pruned
-    for bad in (0.0, 1.5, True, "0.5"):
-        with pytest.raises(ValueError, match="budget_fraction"):
-            hard_end_share(bad)
 
 
 def test_label_free_beta_errors():

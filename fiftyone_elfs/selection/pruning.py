@@ -18,7 +18,6 @@ __all__ = [
     "ccs_prune",
     "ccs_select",
     "double_end_prune",
-    "hard_end_share",
     "label_free_beta",
     "next_round_prune",
     "rank_hardest_first",
@@ -176,32 +175,6 @@ def double_end_prune(
 
 HARD_END_SHARE = 0.5
 """Default share of the pruned samples that ``label_free_beta`` takes from the hard end."""
-
-HARD_END_RAMP = (0.5, 0.9)
-"""Pruning rates between which `hard_end_share` grows linearly from 0 to `HARD_END_SHARE`."""
-
-
-def hard_end_share(budget_fraction: float) -> float:
-    """The share of the pruned samples to take from the hard end when keeping `budget_fraction`.
-
-    What: 0 while at most ``HARD_END_RAMP[0]`` (50%) of the pool is pruned, `HARD_END_SHARE`
-    (0.5) from ``HARD_END_RAMP[1]`` (90%) on, linear in between (0.25 at 70% pruning).
-
-    Why: with a large budget the hard, boundary samples are what a model learns most from,
-    and cutting them costs more than the label noise they carry; with a small one the easier
-    samples matter more (Sorscher et al. 2022; CCS's grid-searched beta grows with the pruning
-    rate, Zheng et al. 2023). Tuned on validation data only
-    (``benchmarks/results/selection-rule-tuning``).
-    """
-    if (
-        isinstance(budget_fraction, bool)
-        or not isinstance(budget_fraction, numbers.Real)
-        or not (0.0 < budget_fraction <= 1.0)
-    ):
-        raise ValueError(f"budget_fraction must be in (0, 1]; got {budget_fraction!r}.")
-    start, full = HARD_END_RAMP
-    pruned = 1.0 - float(budget_fraction)
-    return HARD_END_SHARE * min(1.0, max(0.0, (pruned - start) / (full - start)))
 
 
 def label_free_beta(
