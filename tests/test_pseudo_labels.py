@@ -216,6 +216,11 @@ def test_temi_selects_the_lowest_loss_head_and_predicts_with_it(slabs_fit):
     with torch.no_grad():
         all_heads = model.teacher_(Z).argmax(dim=-1).numpy()
     np.testing.assert_array_equal(all_heads[model.best_head_], model.labels_)
+    for head in range(model.n_heads):  # any head's clustering on request
+        np.testing.assert_array_equal(model.predict(X, head=head), all_heads[head])
+    for bad in (-1, model.n_heads, 1.0, True):
+        with pytest.raises(ValueError, match="head"):
+            model.predict(X, head=bad)
 
 
 def test_teacher_is_an_ema_of_the_student():

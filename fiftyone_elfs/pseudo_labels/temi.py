@@ -307,10 +307,20 @@ class TEMIClustering:
         Zt = self._prepare_predict(X)
         return self._proba(Zt, self.best_head_)
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """Return int64 cluster ids (argmax of the selected head's teacher), in chunks."""
+    def predict(self, X: np.ndarray, head: int | None = None) -> np.ndarray:
+        """Return int64 cluster ids (argmax of the selected head's teacher), in chunks.
+
+        ``head``: another head's clustering instead (0 <= head < ``n_heads``); the heads are
+        independent clusterings of the same data, e.g. to measure how much they agree.
+        """
+        if head is not None and (
+            isinstance(head, bool)
+            or not isinstance(head, (int, np.integer))
+            or not (0 <= head < self.n_heads)
+        ):
+            raise ValueError(f"head must be an int in [0, {self.n_heads}); got {head!r}.")
         Zt = self._prepare_predict(X)
-        return self._label(Zt, self.best_head_)[0]
+        return self._label(Zt, self.best_head_ if head is None else int(head))[0]
 
     def _prepare_predict(self, X: np.ndarray) -> torch.Tensor:
         """Validate new rows against the fit and apply the fitted input transform."""
