@@ -46,12 +46,16 @@ def main() -> None:
     p.add_argument("--cache-dir", default=os.path.join(HERE, "cache"))
     a = p.parse_args()
 
-    import faiss
     import torch
     from scipy.stats import spearmanr
 
     from fiftyone_elfs.difficulty import train_mlp_proxy
-    from fiftyone_elfs.pseudo_labels import TEMIClustering, cluster_accuracy
+    from fiftyone_elfs.pseudo_labels import (
+        TEMIClustering,
+        cluster_accuracy,
+        l2_normalize,
+        nearest_neighbors,
+    )
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -76,20 +80,14 @@ def main() -> None:
     temi = TEMIClustering(k, seed=a.seed).fit(X)
     heads = [temi.predict(X, head=h) for h in range(temi.n_heads)]
     head_aums = []
-    rows = []
     for h, labels in enumerate(heads):
         head_aums.append(aum_of(labels))
-        rows.append(
-            {"head": h, "accuracy": round(cluster_accuracy(y_pool, labels), 3),
-             "rho_aum": rho(head_aums[-1])}
-        )  # fmt: skip
-        print(json.dumps(rows[-1]), flush=True)
+        row = {"head": h, "accuracy": round(cluster_accuracy(y_pool, labels), 3)}
+        print(json.dumps({**row, "rho_aum": rho(head_aums[-1])}), flush=True)
 
-    Xn = np.ascontiguousarray(X / np.linalg.norm(X, axis=1, keepdims=True), dtype=np.float32)
-    index = faiss.IndexFlatIP(Xn.shape[1])
-    index.add(Xn)
-    sims, nn = index.search(Xn, 51)
-    sims, nn = sims[:, 1:], nn[:, 1:]
+    nn = nearest_neighbors(X, 50)  # exact at this size, most similar first
+    Xn = l2_normalize(X)
+    sims = np.einsum("nd,nkd->nk", Xn, Xn[nn])  # cosine similarity to each neighbour
     best = temi.best_head_
     summary = {
         "seed": a.seed,
