@@ -89,6 +89,19 @@ def load(run: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     return vectors, failures
 
 
+def stored_ids(run: str) -> tuple[set[str], dict[str, str]]:
+    """The sample ids whose vectors the stored chunks of `run` hold, and the failure reasons
+    by sample id: what `load` returns without reading a single vector (a shard worker only
+    needs to know what is done, so its memory stays one chunk's, not its shard's)."""
+    done: set[str] = set()
+    failures: dict[str, str] = {}
+    for doc in _collection().find({"run": run}, {"ids": 1, "failures": 1}):
+        failed = dict(doc["failures"])
+        failures.update(failed)
+        done.update(i for i in doc["ids"] if i not in failed)
+    return done, failures
+
+
 def count(dataset_id: str, key: str) -> int:
     """The number of chunks stored for a key (any model)."""
     return _collection().count_documents({"run": {"$regex": f"^{dataset_id}:{key}:"}})

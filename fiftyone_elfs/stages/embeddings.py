@@ -86,8 +86,13 @@ def run_shard(
         num_workers=config.num_workers,
     )
     report = progress or terminal_progress(f"embeddings shard {config.shard}")
-    vectors, failures, n_resumed = _embed_in_stored_chunks(
-        dataset_io.dataset_id(dataset), ids[start:stop], paths[start:stop], full, report
+    _, failures, n_resumed = _embed_in_stored_chunks(
+        dataset_io.dataset_id(dataset),
+        ids[start:stop],
+        paths[start:stop],
+        full,
+        report,
+        keep_vectors=False,
     )
     report(1.0, "done")
     last = sharding.mark_done(
@@ -197,23 +202,33 @@ def _embed_in_stored_chunks(
     paths: list[str],
     config: EmbeddingsConfig,
     report: ProgressFn,
+    keep_vectors: bool = True,
 ) -> tuple[dict[str, np.ndarray], dict[str, str], int]:
     """Embeds the images no stored chunk of this key and model holds, storing each chunk as it
     is computed; returns the vectors and failure reasons by sample id (stored ones included)
-    and how many samples came from stored chunks."""
+    and how many samples came from stored chunks.
+
+    With ``keep_vectors=False`` (a shard worker: the vectors reach the field later, from the
+    chunk store) no vector is read back or kept and the returned vectors are empty, so the
+    worker's memory is one chunk's whatever the shard's size.
+    """
     from fiftyone_elfs.embeddings import iter_embedded_chunks, load_encoder
 
     run = embedding_chunks.run_name(
         dataset_id, config.key, embedding_chunks.signature(config.model, config.image_size)
     )
-    vectors, failures = embedding_chunks.load(run)
     wanted = set(ids)
-    vectors = {i: x for i, x in vectors.items() if i in wanted}
+    if keep_vectors:
+        vectors, failures = embedding_chunks.load(run)
+        vectors = {i: x for i, x in vectors.items() if i in wanted}
+        done = set(vectors)
+    else:
+        vectors = {}
+        done, failures = embedding_chunks.stored_ids(run)
+        done &= wanted
     failures = {i: r for i, r in failures.items() if i in wanted}
-    n_resumed = len(vectors) + len(failures)
-    todo = [
-        (i, p) for i, p in zip(ids, paths, strict=True) if i not in vectors and i not in failures
-    ]
+    n_resumed = len(done) + len(failures)
+    todo = [(i, p) for i, p in zip(ids, paths, strict=True) if i not in done and i not in failures]
     if n_resumed:
         logger.info("Resuming: %d of %d embeddings were stored before", n_resumed, len(ids))
     if not todo:
@@ -238,7 +253,8 @@ def _embed_in_stored_chunks(
         embedding_chunks.store(run, chunk_ids, X, reasons)
         kill_point(STAGE, "stored_chunk")
         failures.update(reasons)
-        vectors.update((i, x) for i, x in zip(chunk_ids, X, strict=True) if i not in reasons)
+        if keep_vectors:
+            vectors.update((i, x) for i, x in zip(chunk_ids, X, strict=True) if i not in reasons)
     return vectors, failures, n_resumed
 
 
