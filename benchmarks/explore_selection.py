@@ -312,6 +312,9 @@ VARIANTS = {
     "prehead": ("kmeans", "prehead"),
     "spectral-prehead": ("spectral", "prehead"),
     "temi": ("temi", ""),  # the package's default clustering
+    # the optional quality encoder (EfficientNet-Lite2 at its native 260 px) for the selection
+    "lite2": ("kmeans", "lite2"),
+    "lite2-temi": ("temi", "lite2"),
 }
 
 
@@ -448,6 +451,10 @@ def main() -> None:
         selection_features["prehead"] = cached_embeddings(
             pool_paths, a.cache_dir, "efficientnet-lite0-prehead"
         )
+    if any("lite2" in m for m in a.methods.split(",")):
+        selection_features["lite2"] = cached_embeddings(
+            pool_paths, a.cache_dir, "efficientnet-lite2", image_size=260
+        )
     for seed in [int(s) for s in a.seeds.split(",")]:
         arts = {
             v: Artefacts(selection_features[feat], len(classes), seed, clustering)
@@ -504,6 +511,14 @@ def main() -> None:
                         # the smallest pool class: its share of the selection / of the pool
                         tail_coverage=_tail_coverage(y_pool, idx),
                     )
+                    if "pseudo" in arts[variant]._memo:  # report only: never used to select
+                        from fiftyone_elfs.pseudo_labels import cluster_accuracy
+
+                        row.update(
+                            pseudo_accuracy=round(
+                                float(cluster_accuracy(y_pool, arts[variant].pseudo())), 4
+                            )
+                        )
                     if base in ("elfs_auto", "elfs_auto_ramp"):  # the rule chosen, and why
                         trust = arts[variant].get("trust", lambda: None)
                         row.update(mode=arts[variant].get("mode", lambda: None))
