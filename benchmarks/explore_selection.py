@@ -96,6 +96,9 @@ class Artefacts:
         self.X, self.K, self.seed, self.clustering = X, n_classes, seed, clustering
         self._memo: dict = {}
 
+    def has(self, name) -> bool:
+        return name in self._memo
+
     def get(self, name, fn):
         if name not in self._memo:
             self._memo[name] = fn()
@@ -443,6 +446,8 @@ def main() -> None:
         protocol_b,
     )
 
+    from fiftyone_elfs.pseudo_labels import cluster_accuracy
+
     n = len(pool_paths)
     # "<method>@<variant>": the selection sees other pseudo-labels / features (VARIANTS);
     # the protocols always train on the default features and pixels.
@@ -511,9 +516,7 @@ def main() -> None:
                         # the smallest pool class: its share of the selection / of the pool
                         tail_coverage=_tail_coverage(y_pool, idx),
                     )
-                    if "pseudo" in arts[variant]._memo:  # report only: never used to select
-                        from fiftyone_elfs.pseudo_labels import cluster_accuracy
-
+                    if arts[variant].has("pseudo"):  # report only: never used to select
                         row.update(
                             pseudo_accuracy=round(
                                 float(cluster_accuracy(y_pool, arts[variant].pseudo())), 4
