@@ -264,3 +264,47 @@ def test_explore_draw_balanced_validation_is_disjoint_and_even():
     assert np.bincount(labels[pool], minlength=4)[0] > 150
     plain_pool, plain_val = draw(labels, pool=300, val=100, seed=3)
     assert plain_val.size == 100 and np.intersect1d(plain_pool, plain_val).size == 0
+
+
+def test_quality_encoder_method_selects_on_the_quality_embeddings(tmp_path):
+    """`elfs_default_lite2` clusters, trains its proxy and measures trust on the quality
+    encoder's embeddings (computed once, on first use), not on the default ones; the default
+    method on the same inputs never asks for them."""
+    from elfs_bench.methods import (
+        METHODS,
+        ArtefactCache,
+        LabelFreeInputs,
+        MethodContext,
+        MethodParams,
+    )
+    from sklearn.datasets import make_blobs
+
+    from fiftyone_elfs.pseudo_labels import cluster_accuracy
+
+    quality, y = make_blobs(n_samples=300, centers=3, cluster_std=0.5, random_state=0)
+    noise = np.random.default_rng(0).normal(size=(300, 8))  # no class structure at all
+    calls = []
+
+    def quality_embeddings() -> np.ndarray:
+        calls.append(1)
+        return quality.astype(np.float32)
+
+    inputs = LabelFreeInputs(
+        X=noise.astype(np.float32),
+        pixels=None,
+        paths=[],
+        n_classes=3,
+        artefacts=ArtefactCache(str(tmp_path)),
+        params=MethodParams(proxy_epochs=5, temi_epochs=3, temi_heads=2),
+        quality_embeddings=quality_embeddings,
+    )
+    ctx = MethodContext(inputs)
+    default = METHODS["elfs_default"].fn(ctx, 60, 0)
+    assert calls == []
+    lite2 = METHODS["elfs_default_lite2"].fn(ctx, 60, 0)
+    assert lite2.info["encoder"] == "lite2" and "encoder" not in default.info
+    assert cluster_accuracy(y, lite2.pseudo_labels) > 0.95
+    assert cluster_accuracy(y, default.pseudo_labels) < 0.6
+    assert lite2.indices.size == 60
+    with pytest.raises(ValueError, match="no 'lite2' embeddings"):
+        LabelFreeInputs(inputs.X, None, [], 3, inputs.artefacts, inputs.params).features("lite2")

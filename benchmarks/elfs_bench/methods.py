@@ -167,6 +167,17 @@ class LabelFreeInputs:
     n_classes: int  # K, the number of clusters (the paper's assumption: K = number of classes)
     artefacts: ArtefactCache
     params: MethodParams
+    # The pool's embeddings from the optional quality encoder (EfficientNet-Lite2 at 260 px),
+    # computed on first use: only the ``*_lite2`` methods call it
+    quality_embeddings: Callable[[], np.ndarray] | None = None
+
+    def features(self, encoder: str) -> np.ndarray:
+        """The pool embeddings a method selects on: ``"default"`` (X) or ``"lite2"``."""
+        if encoder == "default":
+            return self.X
+        if encoder == "lite2" and self.quality_embeddings is not None:
+            return self.quality_embeddings()
+        raise ValueError(f"no {encoder!r} embeddings for this pool")
 
 
 @dataclass
@@ -332,9 +343,10 @@ def _brain(kind: str) -> MethodFn:
 
 
 def _difficulty(
-    ctx: MethodContext, seed: int, clustering: str
+    ctx: MethodContext, seed: int, clustering: str, encoder: str = "default"
 ) -> tuple[dict[str, np.ndarray], dict]:
-    """Pseudo-labels (k-means, TEMI, or the TRUE labels for 'truth') and the MLP proxy's AUM."""
+    """Pseudo-labels (k-means, TEMI, or the TRUE labels for 'truth') and the MLP proxy's AUM,
+    both on the pool embeddings of ``encoder`` (see `LabelFreeInputs.features`)."""
     from fiftyone_elfs.difficulty import train_mlp_proxy
     from fiftyone_elfs.pseudo_labels import (
         TEMIClustering,
@@ -343,24 +355,27 @@ def _difficulty(
     )
 
     inp = ctx.inputs
+    X = inp.features(encoder)
     params: dict = {"clustering": clustering, "proxy_epochs": inp.params.proxy_epochs}
     if clustering == "temi":
         params.update(temi_epochs=inp.params.temi_epochs, temi_heads=inp.params.temi_heads)
+    if encoder != "default":
+        params["encoder"] = encoder  # the default's cache keys stay as they were
 
     def compute() -> tuple[dict[str, np.ndarray], dict]:
         t0 = time.perf_counter()
         extra: dict = {}
         if clustering == "kmeans":
-            labels, _ = kmeans_pseudo_labels(inp.X, inp.n_classes, seed=seed)
+            labels, _ = kmeans_pseudo_labels(X, inp.n_classes, seed=seed)
         elif clustering == "spectral":
-            labels, _ = spectral_pseudo_labels(inp.X, inp.n_classes, seed=seed)
+            labels, _ = spectral_pseudo_labels(X, inp.n_classes, seed=seed)
         elif clustering == "temi":
             temi = TEMIClustering(
                 inp.n_classes,
                 n_heads=inp.params.temi_heads,
                 epochs=inp.params.temi_epochs,
                 seed=seed,
-            ).fit(inp.X)
+            ).fit(X)
             labels = temi.labels_
             extra["best_head"] = int(temi.best_head_)
         elif clustering == "truth":
@@ -370,12 +385,12 @@ def _difficulty(
         elif clustering.startswith("mix"):
             if ctx.labeled is None:
                 raise PermissionError("label-quality diagnostics are for uses_labels methods")
-            labels = _mixed_pseudo_labels(inp.X, ctx.labeled.y, inp.n_classes, clustering, seed)
+            labels = _mixed_pseudo_labels(X, ctx.labeled.y, inp.n_classes, clustering, seed)
         else:
             raise ValueError(f"unknown clustering {clustering!r}")
         extra["clustering_seconds"] = round(time.perf_counter() - t0, 2)
         scores = train_mlp_proxy(
-            inp.X, labels, n_classes=inp.n_classes, epochs=inp.params.proxy_epochs, seed=seed
+            X, labels, n_classes=inp.n_classes, epochs=inp.params.proxy_epochs, seed=seed
         )
         extra["proxy_seconds"] = scores.info.get("seconds")
         arrays = {
@@ -386,7 +401,8 @@ def _difficulty(
         }
         return arrays, extra
 
-    return inp.artefacts.get(f"difficulty_{clustering}", seed, params, compute)
+    name = f"difficulty_{clustering}" + ("" if encoder == "default" else f"_{encoder}")
+    return inp.artefacts.get(name, seed, params, compute)
 
 
 def _mixed_pseudo_labels(
@@ -406,11 +422,15 @@ def _mixed_pseudo_labels(
     return np.where(keep_truth, truth, to_class[clusters])
 
 
-def _elfs(clustering: str, ccs: bool = False, rule: str | None = None) -> MethodFn:
+def _elfs(
+    clustering: str, ccs: bool = False, rule: str | None = None, encoder: str = "default"
+) -> MethodFn:
     """ELFS: pseudo-labels -> MLP proxy AUM -> label-free beta -> double-end pruning (or CCS).
 
     ``rule``: a ``mode`` of ``select_coreset`` ("auto" chooses by the pseudo-labels' trust,
     computed here as the pseudo-labels stage does); the rule used is recorded as "mode".
+    ``encoder``: the embeddings the selection works on (`LabelFreeInputs.features`); the
+    protocols train on the same data whatever it is.
     """
 
     def run(ctx: MethodContext, budget: int, seed: int) -> Selection:
@@ -423,14 +443,17 @@ def _elfs(clustering: str, ccs: bool = False, rule: str | None = None) -> Method
             resolve_mode,
         )
 
-        arrays, meta = _difficulty(ctx, seed, clustering)
+        arrays, meta = _difficulty(ctx, seed, clustering, encoder)
         aum = arrays["aum"]
         n = aum.size
         beta, reason = label_free_beta(aum, min(budget / n, 1.0))
         info = {"beta": beta, "beta_reason": reason, "clustering": clustering}
+        if encoder != "default":
+            info["encoder"] = encoder
         use_ccs = ccs
         if rule is not None:
-            trust = pseudo_label_trust(ctx.inputs.X, arrays["labels"], seed=seed).as_dict()
+            X = ctx.inputs.features(encoder)
+            trust = pseudo_label_trust(X, arrays["labels"], seed=seed).as_dict()
             mode, mode_reason = resolve_mode(rule, trust)
             use_ccs = mode == "ccs"
             info.update(mode=mode, mode_reason=mode_reason, trust_stability=trust["stability"])
@@ -700,6 +723,12 @@ METHODS: dict[str, MethodSpec] = dict(
             _elfs(CLUSTERING.default, rule=MODE.default),
             f"the package default: {CLUSTERING.default} pseudo-labels, AUM, mode="
             f"'{MODE.default}' (window or CCS by pseudo-label trust; recorded per result)",
+        ),
+        _spec(
+            "elfs_default_lite2",
+            _elfs(CLUSTERING.default, rule=MODE.default, encoder="lite2"),
+            "the package default with model='efficientnet-lite2' (the optional quality "
+            "encoder, 260 px): pseudo-labels, proxy and trust on its embeddings",
         ),
         _spec(
             "elfs_spectral_ccs",

@@ -8,6 +8,7 @@ refuses results made with other settings (``config.json``).
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import os
@@ -302,6 +303,16 @@ def run_benchmark(cfg: RunConfig) -> dict:
     return summary
 
 
+def _quality_embeddings(paths: list[str], cfg: RunConfig) -> np.ndarray:
+    """The pool's embeddings from the optional quality encoder at the library's default size
+    for it (EfficientNet-Lite2, 260 px), cached like the default encoder's."""
+    from fiftyone_elfs.embeddings.encoders import LITE2_ENCODER, OFFLINE_ENCODERS
+
+    size = OFFLINE_ENCODERS[LITE2_ENCODER].default_image_size
+    _log(f"quality embeddings: {LITE2_ENCODER} at {size} px (cached after the first run)")
+    return bdata.cached_embeddings(paths, cfg.cache_dir, LITE2_ENCODER, size)
+
+
 def _run_missing(
     cfg: RunConfig, data: bdata.BenchData, missing: list, summary: dict, threads: int
 ) -> None:
@@ -317,6 +328,7 @@ def _run_missing(
         n_classes=len(data.classes),
         artefacts=artefacts,
         params=cfg.params,
+        quality_embeddings=functools.cache(lambda: _quality_embeddings(pool.paths, cfg)),
     )
 
     def probe(idx: np.ndarray, split: bdata.Split) -> float:
