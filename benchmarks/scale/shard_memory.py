@@ -64,7 +64,11 @@ def child(n: int, images: str, batch_size: int) -> dict:
         torch.set_num_threads(1)
         paths = sorted(glob.glob(os.path.join(images, "*", "*.jpg")))[:n]
         if len(paths) < n:
-            raise SystemExit(f"only {len(paths)} images under {images}, {n} asked")
+            raise SystemExit(
+                f"only {len(paths)} JPEGs under {images}/<class>/, {n} asked. Fix: pass "
+                "--images with a larger class tree (the benchmark harness extracts CIFAR-10's "
+                "50,000 train images into benchmarks/cache/cifar10/train on its first run)."
+            )
         dataset = fo.Dataset()
         dataset.add_samples([fo.Sample(filepath=p) for p in paths])
         # warm-up on a few images under another key: the encoder and torch's kernels load
@@ -106,13 +110,15 @@ def main() -> None:
         print(json.dumps(child(args.child, args.images, args.batch_size)))
         return
     for n in (int(s) for s in args.sizes.split(",")):
-        out = subprocess.run(
+        child_run = subprocess.run(
             [sys.executable, __file__, "--child", str(n), "--images", args.images]
             + ["--batch-size", str(args.batch_size)],
-            check=True,
-            capture_output=True,
+            stdout=subprocess.PIPE,  # the child's errors go to this process's stderr
             text=True,
-        ).stdout
+        )
+        if child_run.returncode:
+            raise SystemExit(child_run.returncode)
+        out = child_run.stdout
         row = json.loads(out.strip().splitlines()[-1])
         print(json.dumps(row), flush=True)
         with open(OUT, "a") as f:
