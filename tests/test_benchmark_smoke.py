@@ -268,7 +268,7 @@ def test_explore_draw_balanced_validation_is_disjoint_and_even():
 
 def test_quality_encoder_method_selects_on_the_quality_embeddings(tmp_path):
     """`elfs_default_lite2` clusters, trains its proxy and measures trust on the quality
-    encoder's embeddings (computed once, on first use), not on the default ones; the default
+    encoder's embeddings (asked for on first use only), not on the default ones; the default
     method on the same inputs never asks for them."""
     from elfs_bench.methods import (
         METHODS,

@@ -359,8 +359,10 @@ def _difficulty(
     params: dict = {"clustering": clustering, "proxy_epochs": inp.params.proxy_epochs}
     if clustering == "temi":
         params.update(temi_epochs=inp.params.temi_epochs, temi_heads=inp.params.temi_heads)
-    if encoder != "default":
-        params["encoder"] = encoder  # the default's cache keys stay as they were
+    name = f"difficulty_{clustering}"
+    if encoder != "default":  # the default's cache keys stay as they were
+        params["encoder"] = encoder
+        name += f"_{encoder}"
 
     def compute() -> tuple[dict[str, np.ndarray], dict]:
         t0 = time.perf_counter()
@@ -401,7 +403,6 @@ def _difficulty(
         }
         return arrays, extra
 
-    name = f"difficulty_{clustering}" + ("" if encoder == "default" else f"_{encoder}")
     return inp.artefacts.get(name, seed, params, compute)
 
 

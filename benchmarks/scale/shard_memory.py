@@ -6,10 +6,9 @@ them, so its peak memory should not grow with its shard's size beyond the ids an
 reads (a few dozen bytes a sample). For each ``--sizes`` N, a fresh child process on a private
 FiftyOne database makes a dataset of the first N CIFAR-10 train JPEGs, embeds it as shard 0 of
 1 and reports its peak RSS during the call (VmHWM, reset just before it), the RSS just before
-the call and the difference. A worker that
-kept its shard's vectors would grow by about N x dim x 4 bytes (printed next to it as
-``vectors_mb``). Prints one JSON line per size and appends it to
-``benchmarks/results/scale/shard_memory.jsonl``::
+the call and the difference. A worker that kept its shard's vectors would grow by about
+N x dim x 4 bytes (printed next to it as ``vectors_mb``). Prints one JSON line per size and
+appends it to ``benchmarks/results/scale/shard_memory.jsonl``::
 
     .venv/bin/python benchmarks/scale/shard_memory.py --sizes 2000,20000
 """
@@ -60,6 +59,7 @@ def child(n: int, images: str, batch_size: int) -> dict:
         import torch
 
         import fiftyone_elfs as elfs
+        from fiftyone_elfs.embeddings import efficientnet_lite
 
         torch.set_num_threads(1)
         paths = sorted(glob.glob(os.path.join(images, "*", "*.jpg")))[:n]
@@ -81,7 +81,7 @@ def child(n: int, images: str, batch_size: int) -> dict:
         result = elfs.embed_shard(dataset, 0, 1, batch_size=batch_size, progress=lambda *_: None)
         seconds = time.perf_counter() - start
         peak = _status_mb("VmHWM")
-        dim = 1280
+        dim = efficientnet_lite.FEATURE_DIM  # the default encoder's output width
         return {
             "n": n,
             "n_computed": result["n_computed"],
