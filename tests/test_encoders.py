@@ -89,6 +89,29 @@ def test_architecture_is_the_tf_variant():
     assert any(isinstance(m, torch.nn.ReLU6) for m in model.modules())
 
 
+def test_folding_the_batch_norms_keeps_the_function(photos):
+    """The encoder's network, its batch norms folded into the convolutions, computes what the
+    unfolded network computes (to float rounding) on real photos, logits and pooled features;
+    folding is idempotent, refuses a model in training, and the trainable loader (protocol C's
+    fine-tuning) keeps its batch norms."""
+    from timm.layers import BatchNormAct2d
+
+    reference = effl.load_efficientnet_lite0()
+    encoder = EfficientNetLite0Encoder(image_size=160, device="cpu")
+    assert not any(isinstance(m, BatchNormAct2d) for m in encoder.model.modules())
+    assert sum(isinstance(m, BatchNormAct2d) for m in reference.modules()) == 49
+    batch = encoder.preprocess(list(photos.values()))
+    with torch.inference_mode():
+        want_logits = reference(batch)
+        want_pooled = reference.forward_head(reference.forward_features(batch), pre_logits=True)
+        got_logits = encoder.model(batch.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(got_logits, want_logits, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(encoder.embed_batch(batch), want_pooled, rtol=1e-4, atol=1e-4)
+    assert effl.fold_batch_norms(encoder.model) == 0
+    with pytest.raises(ValueError, match="eval"):
+        effl.fold_batch_norms(effl.build_efficientnet_lite0())  # timm builds it in train mode
+
+
 def test_key_mapping_covers_every_tensor():
     """Every source tensor is used, every model tensor filled, and the values are what is loaded."""
     source = torch.load(effl.default_weights_path(), map_location="cpu", weights_only=True)
@@ -151,7 +174,8 @@ def test_embed_image_files_batches_and_survives_bad_files(tmp_path, photos, enco
     np.testing.assert_allclose(direct, X[[2, 4]], atol=1e-5)
     X1, failures1 = embed_image_files(paths, encoder, batch_size=3, num_workers=1)
     assert failures1 == failures
-    np.testing.assert_allclose(X1, X, atol=1e-5)
+    # one encoder thread there, two here: float sums in another order
+    np.testing.assert_allclose(X1, X, rtol=1e-5, atol=1e-5)
 
 
 def _varied_images() -> list[Image.Image]:
@@ -165,10 +189,11 @@ def _varied_images() -> list[Image.Image]:
 
 
 @pytest.mark.parametrize("model", ["efficientnet-lite0", "timm:test_resnet"])
-def test_batched_preprocessing_is_bit_identical_to_the_per_image_transform(model):
-    """The split transform (per-image resize to uint8, batched ToTensor and Normalize) gives
-    exactly the tensors of stacking the encoder's own per-image transform, so stored embeddings
-    do not change with it; its batch is already in the encoder's channels-last layout."""
+def test_batched_preprocessing_matches_the_per_image_transform(model):
+    """The split transform (per-image geometry to uint8, batched ToTensor and Normalize) gives
+    the tensors of stacking the encoder's own per-image transform: bit for bit where PIL
+    resizes, within PIL's rounding where the batch does (images no larger than a fixed-size
+    Resize); its batch is already in the encoder's channels-last layout."""
     kwargs = {"pretrained": False} if model.startswith("timm:") else {"image_size": 64}
     encoder = load_encoder(model, device="cpu", **kwargs)
     split = encoder.batched_preprocessing
@@ -177,10 +202,72 @@ def test_batched_preprocessing_is_bit_identical_to_the_per_image_transform(model
     expected = torch.stack([encoder.transform(img) for img in images])
     arrays = [split.to_array(img) for img in images]
     assert all(a.dtype == np.uint8 and a.shape[-1] == 3 for a in arrays)
-    batch = split.to_batch(np.stack(arrays))
-    assert torch.equal(batch, expected)
-    assert batch.is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(encoder.preprocess(images), expected)
+    if model.startswith("timm:"):  # Resize(short side) + CenterCrop: all geometry per image
+        assert split.batch_resize is None
+        left_to_batch = []
+    else:
+        assert split.batch_resize == (64, 64) and split.resize_mode == "bicubic"
+        left_to_batch = [i for i, img in enumerate(images) if max(img.size) <= 64]
+        assert left_to_batch == [2, 3]  # the 37 x 23 and 5 x 9 images
+        assert [arrays[i].shape[:2] for i in left_to_batch] == [(23, 37), (9, 5)]
+    for batch in (split.to_batch(arrays), encoder.preprocess(images)):
+        assert batch.shape == expected.shape
+        assert batch.is_contiguous(memory_format=torch.channels_last)
+        pil_rows = [i for i in range(len(images)) if i not in left_to_batch]
+        assert torch.equal(batch[pil_rows], expected[pil_rows])
+        if left_to_batch:
+            std = torch.as_tensor(split.std).view(1, -1, 1, 1)
+            levels = ((batch - expected) * std * 255)[left_to_batch].abs()
+            assert levels.max() <= 2 + 1e-3 and (levels > 0.5).float().mean() < 0.01
+
+
+@pytest.mark.parametrize("mode", ["bicubic", "bilinear"])
+def test_batch_resize_reproduces_pil_up_to_rounding(mode):
+    """torch's antialiased uint8 resize, grouped by size, equals PIL's resize of each image
+    except for rounding (at most 2 levels, on few values), also on pure noise, the hardest
+    case; images already at the target size pass through untouched."""
+    from torchvision import transforms as tv
+
+    rng = np.random.default_rng(0)
+    interpolation = tv.InterpolationMode(mode)
+    split = enc_mod.split_transform(
+        tv.Compose(
+            [
+                tv.Resize((48, 40), interpolation=interpolation),
+                tv.ToTensor(),
+                tv.Normalize((0.5,) * 3, (0.25,) * 3),
+            ]
+        )
+    )
+    assert split.batch_resize == (48, 40) and split.resize_mode == mode
+    shapes = [(32, 32), (17, 40), (32, 32), (48, 40), (3, 1)]
+    images = [Image.fromarray(rng.integers(0, 256, (*hw, 3), dtype=np.uint8)) for hw in shapes]
+    batch = split._geometry_done([split.to_array(img) for img in images])
+    pil = np.stack([np.asarray(split.geometry(img)) for img in images]).transpose(0, 3, 1, 2)
+    diff = np.abs(batch.numpy().astype(int) - pil.astype(int))
+    assert diff.max() <= 2 and (diff > 0).mean() < 0.01
+    assert np.array_equal(batch[3].numpy(), pil[3])  # already at size: untouched
+    # a larger image is resized by PIL per image, exactly as the per-image transform does
+    big = Image.fromarray(rng.integers(0, 256, (90, 70, 3), dtype=np.uint8))
+    assert np.array_equal(split.to_array(big), np.asarray(split.geometry(big)))
+
+
+def test_only_a_fixed_size_resize_with_a_torch_filter_is_left_to_the_batch():
+    """Geometry other than one antialiased fixed-size bilinear/bicubic Resize stays per image."""
+    from torchvision import transforms as tv
+
+    tail = [tv.ToTensor(), tv.Normalize((0.5,) * 3, (0.5,) * 3)]
+    nearest = tv.InterpolationMode.NEAREST
+    for geometry in (
+        [tv.Resize(32)],  # shorter side only: the output size depends on the image
+        [tv.Resize((32, 32), interpolation=nearest)],
+        [tv.Resize((32, 32)), tv.CenterCrop(30)],
+        [],
+    ):
+        split = enc_mod.split_transform(tv.Compose([*geometry, *tail]))
+        assert split is not None and split.batch_resize is None
+        img = Image.new("RGB", (9, 5), (1, 2, 3))
+        assert np.array_equal(split.to_array(img), np.asarray(split.geometry(img)))
 
 
 def test_transforms_that_cannot_be_split_run_per_image(encoder, tmp_path):
@@ -205,7 +292,12 @@ def test_transforms_that_cannot_be_split_run_per_image(encoder, tmp_path):
     assert unsplit.batched_preprocessing is None
     X_unsplit, failures_unsplit = embed_image_files(paths, unsplit, batch_size=3)
     assert failures == failures_unsplit == {}
-    np.testing.assert_allclose(X_unsplit, X, atol=1e-5)
+    # images larger than the input size: resized by PIL in both, the same numbers
+    np.testing.assert_allclose(X_unsplit[[0, 1]], X[[0, 1]], atol=1e-5)
+    # smaller ones: the batch's resize rounds a few values differently from PIL's
+    cosine = (X_unsplit * X).sum(axis=1) / np.linalg.norm(X_unsplit, axis=1)
+    cosine /= np.linalg.norm(X, axis=1)
+    assert cosine.min() > 0.9999
 
 
 def test_embed_image_files_empty(encoder):
@@ -305,7 +397,7 @@ def test_lite2_maps_every_weight(lite2):
     assert {id(t) for t in mapped.values()} == {id(t) for t in source.values()}
     result = model.load_state_dict(mapped, strict=True)
     assert result.missing_keys == [] and result.unexpected_keys == []
-    loaded = lite2.model.state_dict()
+    loaded = effl.load_efficientnet_lite("lite2").state_dict()  # the encoder's is folded
     assert all(torch.equal(loaded[k], v) for k, v in mapped.items())
     # Lite2's weights, not Lite0's: a wider last stage (352 channels vs 320).
     assert loaded["blocks.6.0.conv_pwl.weight"].shape[0] == effl.VARIANTS["lite2"].prehead_dim

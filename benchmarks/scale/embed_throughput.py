@@ -14,7 +14,8 @@ This machine's speed drifts by 10-20% over minutes even when idle (the encoder a
 a fair reference. The encoder is therefore also timed *during* the stage: each time the
 stage's progress passes another 1/``--probes`` of the images, the progress callback runs the
 encoder alone on ``--probe-images`` decoded images, and that time is subtracted from the
-stage's. The ratio stage / encoder (interleaved) says whether decoding or the database is the
+stage's. The row's ``phases_s`` splits the stage's wall time into before the first progress
+report, the embedding loop, and after the last image. The ratio stage / encoder (interleaved) says whether decoding or the database is the
 bottleneck (target >= 0.9); the before/after ratio is printed next to it. The time the stage
 spends inside ``ImageEncoder.embed_batch`` is also recorded: ``encoder_share`` is that time over
 the stage's wall time, what is left for decoding, the database and the rest being
@@ -113,9 +114,17 @@ def main() -> None:
         before = encoder_rate(encoder, batches, args.encoder_images)
 
         probes = {"next": 1, "images": 0, "seconds": 0.0}
+        #: (seconds since the stage started, minus the probes so far) of the first progress
+        #: report and of the report that all images are embedded: the stage's phases
+        marks: dict[str, float] = {}
+        all_done = f"{len(paths)}/{len(paths)} images"
 
         def probe_encoder(fraction: float, message: str) -> None:
             """Times the encoder alone each time another 1/--probes of the images is done."""
+            now = time.perf_counter() - t - probes["seconds"]
+            marks.setdefault("first_report", now)
+            if message == all_done:
+                marks.setdefault("all_embedded", now)
             if fraction >= 1.0 or fraction * args.probes < probes["next"]:
                 return
             probes["next"] = int(fraction * args.probes) + 1
@@ -169,6 +178,13 @@ def main() -> None:
             "in_stage_encoder_images_per_s": round(
                 (in_stage["images"] - probes["images"]) / in_stage["seconds"], 1
             ),
+            # wall seconds before the first image's progress, embedding, and after the last
+            # image (writing the field, recording the run)
+            "phases_s": [
+                round(marks.get("first_report", float("nan")), 1),
+                round(marks.get("all_embedded", float("nan")) - marks.get("first_report", 0), 1),
+                round(stage_seconds - marks.get("all_embedded", float("nan")), 1),
+            ],
             "encoder_before_after": [round(before, 1), round(after, 1)],
             "ratio_before_after": round(stage / encoder_alone, 3),
             "load_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],

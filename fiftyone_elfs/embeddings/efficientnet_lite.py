@@ -308,6 +308,65 @@ def load_efficientnet_lite(
     return model
 
 
+#: Which batch norm follows which convolution, per timm module class: (conv, batch norm)
+#: attribute pairs, in the order the module's forward applies them.
+_CONV_BN_PAIRS = {
+    "EfficientNet": (("conv_stem", "bn1"), ("conv_head", "bn2")),
+    "DepthwiseSeparableConv": (("conv_dw", "bn1"), ("conv_pw", "bn2")),
+    "InvertedResidual": (("conv_pw", "bn1"), ("conv_dw", "bn2"), ("conv_pwl", "bn3")),
+}
+
+
+class _ActivationAfterFoldedNorm(nn.Module):
+    """What is left of timm's BatchNormAct2d once its normalisation is folded into the
+    convolution before it: its dropout (identity at inference) and activation."""
+
+    def __init__(self, drop: nn.Module, act: nn.Module) -> None:
+        super().__init__()
+        self.drop = drop
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.drop(x))
+
+
+def fold_batch_norms(model: nn.Module) -> int:
+    """Folds every inference batch norm of a timm EfficientNet(-Lite) into the convolution it
+    follows, in place; returns how many. For a frozen model only (the encoder's): afterwards
+    the network computes the same function (to float rounding, about 1e-6 relative on the
+    pooled features) without its 49 batch-norm passes over the activations, which took about a
+    quarter of Lite0's inference time on CPU (1.3-1.4x the images per second at 128 px, batch
+    64, 2 cores). A model being trained must keep its batch norms: this raises on one in
+    training mode.
+    """
+    from timm.layers import BatchNormAct2d
+
+    if model.training:
+        raise ValueError("fold_batch_norms is for inference: call model.eval() first")
+    folded = 0
+    for module in model.modules():
+        for conv_name, bn_name in _CONV_BN_PAIRS.get(type(module).__name__, ()):
+            conv, bn = getattr(module, conv_name), getattr(module, bn_name)
+            if not isinstance(bn, BatchNormAct2d):
+                continue  # already folded
+            if not isinstance(conv, nn.Conv2d) or conv.out_channels != bn.num_features:
+                raise ValueError(
+                    f"Cannot fold {type(module).__name__}.{bn_name} into {conv_name}: "
+                    f"{type(conv).__name__} with {getattr(conv, 'out_channels', '?')} outputs "
+                    f"before a batch norm of {bn.num_features} features"
+                )
+            with torch.no_grad():
+                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                bias = conv.bias if conv.bias is not None else torch.zeros_like(scale)
+                conv.weight.mul_(scale.view(-1, 1, 1, 1))
+                conv.bias = nn.Parameter(
+                    (bias - bn.running_mean) * scale + bn.bias, requires_grad=False
+                )
+            setattr(module, bn_name, _ActivationAfterFoldedNorm(bn.drop, bn.act))
+            folded += 1
+    return folded
+
+
 def load_efficientnet_lite0(weights_path: str | None = None) -> nn.Module:
     """EfficientNet-Lite0 with the offline ImageNet weights, in eval mode (keys checked)."""
     return load_efficientnet_lite("lite0", weights_path)

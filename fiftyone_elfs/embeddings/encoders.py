@@ -75,35 +75,94 @@ ImageToInput = Callable[[Image.Image], "torch.Tensor | np.ndarray"]
 _TO_TENSOR_TRANSFORMS = ("ToTensor", "MaybeToTensor")
 
 
+#: Resize filters a fixed-size Resize may leave to the batch: torch's antialiased uint8 kernels
+#: implement PIL's bilinear and bicubic filters.
+_BATCH_RESIZE_MODES = {"bilinear": "bilinear", "bicubic": "bicubic"}
+
+
 @dataclass(frozen=True)
 class BatchedPreprocessing:
     """An encoder transform split in two, so that the costly tensor work runs once per batch.
 
-    `geometry` (resize, crop) runs per image on PIL and yields uint8 [H, W, 3] arrays, cheap to
+    `to_array` (resize, crop) runs per image on PIL and yields uint8 [H, W, 3] arrays, cheap to
     stack and 4x lighter than float tensors to pass between processes; `to_batch` then does
-    ToTensor and Normalize on the whole [n, H, W, 3] stack with the same operations in the same
-    order, so the result is bit-identical to stacking the per-image transform's tensors.
-    Why: on a 2-core CPU, per 32 px CIFAR JPEG embedded at 128 px, per-image ToTensor,
+    ToTensor and Normalize on the whole batch with the same operations in the same order, so
+    the result is bit-identical to stacking the per-image transform's tensors.
+
+    When the geometry is one fixed-size bilinear or bicubic Resize (`batch_resize` set), an
+    image no larger than that size is not resized per image: `to_batch` upsamples those with
+    torch's antialiased uint8 kernel, on the encoder's threads, in one call per image size. That
+    kernel implements PIL's filter; the two round differently on about 1 value in 10,000, by at
+    most 2 levels of 255. Larger images are resized by PIL per image as before, so a batch
+    never holds full-size photographs.
+
+    Why: per 32 px CIFAR JPEG embedded at 128 px on a 2-core CPU, the per-image ToTensor,
     Normalize and stacking took 0.41 + 0.33 + 0.18 ms of the 1.45 ms spent outside the encoder
     (decoding 0.19, bicubic resize 0.34); `to_batch` on the encoder's two threads takes 0.16 ms
-    per image (timed once, 2,000 images; the encoder itself takes about 7 ms per image).
+    per image, and its batched resize 0.03 ms against PIL's 0.16 ms on one thread (the encoder
+    itself takes about 7 ms per image); see benchmarks/results/scale/README.md.
     """
 
     geometry: Callable[[Image.Image], Image.Image]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    #: (height, width) of the geometry's single fixed-size Resize, when it has one; else None.
+    batch_resize: tuple[int, int] | None = None
+    #: That Resize's filter ("bilinear" or "bicubic").
+    resize_mode: str = "bicubic"
 
     def to_array(self, image: Image.Image) -> np.ndarray:
-        """One RGB PIL image -> its resized uint8 [H, W, 3] array."""
+        """One RGB PIL image -> a uint8 [H, W, 3] array: resized, unless `to_batch` will."""
+        size = self.batch_resize
+        if size is not None and image.height <= size[0] and image.width <= size[1]:
+            return np.asarray(image, dtype=np.uint8)
         return np.asarray(self.geometry(image), dtype=np.uint8)
 
-    def to_batch(self, arrays: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """uint8 [n, H, W, 3] -> normalised float [n, 3, H, W] (channels-last memory)."""
-        x = torch.as_tensor(arrays).permute(0, 3, 1, 2)
+    def to_batch(self, arrays: Sequence[np.ndarray] | np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 [H, W, 3] arrays of `to_array` (a list, or stacked [n, H, W, 3]) -> normalised
+        float [n, 3, H, W] (channels-last memory)."""
+        x = self._geometry_done(arrays)
         x = x.to(dtype=torch.get_default_dtype()).div(255)
         mean = torch.as_tensor(self.mean, dtype=x.dtype).view(1, -1, 1, 1)
         std = torch.as_tensor(self.std, dtype=x.dtype).view(1, -1, 1, 1)
         return x.sub_(mean).div_(std)
+
+    def _geometry_done(
+        self, arrays: Sequence[np.ndarray] | np.ndarray | torch.Tensor
+    ) -> torch.Tensor:
+        """uint8 [n, 3, H, W] (channels-last memory): the arrays, those `to_array` left at
+        their own size resized here, one torch call per distinct size."""
+        if isinstance(arrays, (np.ndarray, torch.Tensor)):
+            groups = {tuple(arrays.shape[1:]): (list(range(len(arrays))), arrays)}
+        else:
+            by_shape: dict[tuple[int, ...], list[int]] = {}
+            for i, a in enumerate(arrays):
+                by_shape.setdefault(tuple(a.shape), []).append(i)
+            groups = {
+                shape: (rows, np.stack([arrays[i] for i in rows]))
+                for shape, rows in by_shape.items()
+            }
+        if len(groups) == 1:
+            ((shape, (_, stack)),) = groups.items()
+            return self._resized(torch.as_tensor(stack).permute(0, 3, 1, 2))
+        if self.batch_resize is None:
+            raise ValueError(f"Arrays of different shapes {sorted(groups)} and no batch resize")
+        n = sum(len(rows) for rows, _ in groups.values())
+        out = torch.empty((n, 3, *self.batch_resize), dtype=torch.uint8)
+        out = out.contiguous(memory_format=torch.channels_last)
+        for rows, stack in groups.values():
+            out[rows] = self._resized(torch.as_tensor(stack).permute(0, 3, 1, 2))
+        return out
+
+    def _resized(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 [n, 3, h, w] -> [n, 3, H, W] at `batch_resize` (unchanged when already there
+        or when there is no batch resize)."""
+        size = self.batch_resize
+        if size is None or tuple(x.shape[2:]) == size:
+            return x
+        return torch.nn.functional.interpolate(
+            x, size=size, mode=_BATCH_RESIZE_MODES[self.resize_mode], antialias=True
+        )
 
 
 def split_transform(transform: Transform) -> BatchedPreprocessing | None:
@@ -123,7 +182,29 @@ def split_transform(transform: Transform) -> BatchedPreprocessing | None:
     std = tuple(float(v) for v in torch.as_tensor(normalize.std).flatten())
     if len(mean) != 3 or len(std) != 3:
         return None
-    return BatchedPreprocessing(tv.Compose(list(steps[:-2])), mean, std)
+    geometry = list(steps[:-2])
+    return BatchedPreprocessing(tv.Compose(geometry), mean, std, *_fixed_resize(geometry))
+
+
+def _fixed_resize(geometry: list[Any]) -> tuple[tuple[int, int] | None, str]:
+    """((height, width), filter) when `geometry` is exactly one Resize to a fixed size with a
+    filter torch can apply to uint8 batches; else (None, "bicubic"). (On PIL images Resize
+    always antialiases, whatever its `antialias`, as the batch resize does.)"""
+    from torchvision import transforms as tv
+
+    if len(geometry) != 1 or type(geometry[0]) is not tv.Resize:
+        return None, "bicubic"
+    resize = geometry[0]
+    size = resize.size
+    mode = getattr(resize.interpolation, "value", None)
+    if (
+        not isinstance(size, (list, tuple))
+        or len(size) != 2
+        or mode not in _BATCH_RESIZE_MODES
+        or resize.max_size is not None
+    ):
+        return None, "bicubic"
+    return (int(size[0]), int(size[1])), mode
 
 
 class EncoderUnavailableError(ElfsInputError):
@@ -186,7 +267,7 @@ class ImageEncoder(abc.ABC):
         """PIL images (any mode; converted to RGB) -> a [n, 3, H, W] batch."""
         split = self.batched_preprocessing
         if split is not None:
-            return split.to_batch(np.stack([split.to_array(img.convert("RGB")) for img in images]))
+            return split.to_batch([split.to_array(img.convert("RGB")) for img in images])
         with _torch_threads(1):
             return torch.stack([self.transform(img.convert("RGB")) for img in images])
 
@@ -246,13 +327,13 @@ class EfficientNetLiteEncoder(ImageEncoder):
         head = spec.layer == "head"
         self.dim = efficientnet_lite.FEATURE_DIM if head else variant.prehead_dim
         self.device = resolve_device(device)
-        # Channels-last (NHWC) memory: the depthwise convolutions of this network run about twice
-        # as fast on CPU in it (49-55 vs 93-143 images/s at 128 px, batch 64, 2 cores; Lite0).
-        self.model = (
-            efficientnet_lite.load_efficientnet_lite(variant)
-            .to(self.device)
-            .to(memory_format=torch.channels_last)
-        )
+        # Frozen, so its batch norms fold into the convolutions (1.3-1.4x the images per
+        # second; see fold_batch_norms). Channels-last (NHWC) memory: the depthwise convolutions
+        # of this network run about twice as fast on CPU in it (49-55 vs 93-143 images/s at
+        # 128 px, batch 64, 2 cores; Lite0).
+        model = efficientnet_lite.load_efficientnet_lite(variant)
+        efficientnet_lite.fold_batch_norms(model)
+        self.model = model.to(self.device).to(memory_format=torch.channels_last)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -483,15 +564,18 @@ class _ImageFiles(torch.utils.data.Dataset):
 
 def _collate(
     items: list[tuple[int, torch.Tensor | np.ndarray | None, str | None]],
-) -> tuple[list[int], torch.Tensor | None, dict[int, str]]:
-    """Stacks the readable images of a batch (tensors, or uint8 arrays into a uint8 tensor) and
-    sets the failures aside."""
+) -> tuple[list[int], torch.Tensor | list[np.ndarray] | None, dict[int, str]]:
+    """Stacks the readable images of a batch (tensors, or uint8 arrays into a uint8 tensor; arrays
+    of different sizes, left for `BatchedPreprocessing.to_batch` to resize, stay a list) and sets
+    the failures aside."""
     good = [(i, x) for i, x, _ in items if x is not None]
     failures = {i: reason for i, x, reason in items if x is None}
     if not good:
         return [], None, failures
     inputs = [x for _, x in good]
     if isinstance(inputs[0], np.ndarray):
+        if len({a.shape for a in inputs}) > 1:
+            return [i for i, _ in good], inputs, failures
         batch = torch.from_numpy(np.stack(inputs))
     else:
         batch = torch.stack(inputs)
