@@ -242,7 +242,7 @@ def test_batch_resize_reproduces_pil_up_to_rounding(mode):
     assert split.batch_resize == (48, 40) and split.resize_mode == mode
     shapes = [(32, 32), (17, 40), (32, 32), (48, 40), (3, 1)]
     images = [Image.fromarray(rng.integers(0, 256, (*hw, 3), dtype=np.uint8)) for hw in shapes]
-    batch = split._geometry_done([split.to_array(img) for img in images])
+    batch = split._uint8_batch([split.to_array(img) for img in images])
     pil = np.stack([np.asarray(split.geometry(img)) for img in images]).transpose(0, 3, 1, 2)
     diff = np.abs(batch.numpy().astype(int) - pil.astype(int))
     assert diff.max() <= 2 and (diff > 0).mean() < 0.01

@@ -14,13 +14,13 @@ This machine's speed drifts by 10-20% over minutes even when idle (the encoder a
 a fair reference. The encoder is therefore also timed *during* the stage: each time the
 stage's progress passes another 1/``--probes`` of the images, the progress callback runs the
 encoder alone on ``--probe-images`` decoded images, and that time is subtracted from the
-stage's. The row's ``phases_s`` splits the stage's wall time into before the first progress
-report, the embedding loop, and after the last image. The ratio stage / encoder (interleaved) says whether decoding or the database is the
+stage's. The ratio stage / encoder (interleaved) says whether decoding or the database is the
 bottleneck (target >= 0.9); the before/after ratio is printed next to it. The time the stage
-spends inside ``ImageEncoder.embed_batch`` is also recorded: ``encoder_share`` is that time over
-the stage's wall time, what is left for decoding, the database and the rest being
-``1 - encoder_share``. The device is CUDA
-when present (``resolve_device``), else the CPU.
+spends inside ``ImageEncoder.embed_batch`` is also recorded: ``encoder_share`` is that time
+over the stage's wall time, what is left for decoding, the database and the rest being
+``1 - encoder_share``. ``phases_s`` splits the stage's wall time into before the first progress
+report, the embedding loop, and after the last image. The device is CUDA when present
+(``resolve_device``), else the CPU.
 Prints one JSON line and appends it to ``benchmarks/results/scale/embed_throughput.jsonl``:
 
     .venv/bin/python benchmarks/scale/embed_throughput.py --limit 5000

@@ -335,9 +335,9 @@ def fold_batch_norms(model: nn.Module) -> int:
     follows, in place; returns how many. For a frozen model only (the encoder's): afterwards
     the network computes the same function (to float rounding, about 1e-6 relative on the
     pooled features) without its 49 batch-norm passes over the activations, which took about a
-    quarter of Lite0's inference time on CPU (1.3-1.4x the images per second at 128 px, batch
-    64, 2 cores). A model being trained must keep its batch norms: this raises on one in
-    training mode.
+    quarter of Lite0's inference time on CPU (1.27x the images per second at 128 px, batch 64,
+    2 cores: `benchmarks/scale/embed_speedups.py`). A model being trained must keep its batch
+    norms: this raises on one in training mode.
     """
     from timm.layers import BatchNormAct2d
 

@@ -76,8 +76,8 @@ _TO_TENSOR_TRANSFORMS = ("ToTensor", "MaybeToTensor")
 
 
 #: Resize filters a fixed-size Resize may leave to the batch: torch's antialiased uint8 kernels
-#: implement PIL's bilinear and bicubic filters.
-_BATCH_RESIZE_MODES = {"bilinear": "bilinear", "bicubic": "bicubic"}
+#: implement PIL's bilinear and bicubic filters (the names are torchvision's and torch's).
+_BATCH_RESIZE_MODES = frozenset({"bilinear", "bicubic"})
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,8 @@ class BatchedPreprocessing:
     `to_array` (resize, crop) runs per image on PIL and yields uint8 [H, W, 3] arrays, cheap to
     stack and 4x lighter than float tensors to pass between processes; `to_batch` then does
     ToTensor and Normalize on the whole batch with the same operations in the same order, so
-    the result is bit-identical to stacking the per-image transform's tensors.
+    the result is bit-identical to stacking the per-image transform's tensors (up to the
+    batched resize's rounding, below).
 
     When the geometry is one fixed-size bilinear or bicubic Resize (`batch_resize` set), an
     image no larger than that size is not resized per image: `to_batch` upsamples those with
@@ -121,13 +122,13 @@ class BatchedPreprocessing:
     def to_batch(self, arrays: Sequence[np.ndarray] | np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 [H, W, 3] arrays of `to_array` (a list, or stacked [n, H, W, 3]) -> normalised
         float [n, 3, H, W] (channels-last memory)."""
-        x = self._geometry_done(arrays)
+        x = self._uint8_batch(arrays)
         x = x.to(dtype=torch.get_default_dtype()).div(255)
         mean = torch.as_tensor(self.mean, dtype=x.dtype).view(1, -1, 1, 1)
         std = torch.as_tensor(self.std, dtype=x.dtype).view(1, -1, 1, 1)
         return x.sub_(mean).div_(std)
 
-    def _geometry_done(
+    def _uint8_batch(
         self, arrays: Sequence[np.ndarray] | np.ndarray | torch.Tensor
     ) -> torch.Tensor:
         """uint8 [n, 3, H, W] (channels-last memory): the arrays, those `to_array` left at
@@ -146,7 +147,10 @@ class BatchedPreprocessing:
             ((shape, (_, stack)),) = groups.items()
             return self._resized(torch.as_tensor(stack).permute(0, 3, 1, 2))
         if self.batch_resize is None:
-            raise ValueError(f"Arrays of different shapes {sorted(groups)} and no batch resize")
+            raise ValueError(
+                f"Cannot batch images of different sizes {sorted(groups)}: this transform has no "
+                "fixed-size Resize to bring them to one size"
+            )
         n = sum(len(rows) for rows, _ in groups.values())
         out = torch.empty((n, 3, *self.batch_resize), dtype=torch.uint8)
         out = out.contiguous(memory_format=torch.channels_last)
@@ -161,7 +165,7 @@ class BatchedPreprocessing:
         if size is None or tuple(x.shape[2:]) == size:
             return x
         return torch.nn.functional.interpolate(
-            x, size=size, mode=_BATCH_RESIZE_MODES[self.resize_mode], antialias=True
+            x, size=size, mode=self.resize_mode, antialias=True
         )
 
 
@@ -327,8 +331,8 @@ class EfficientNetLiteEncoder(ImageEncoder):
         head = spec.layer == "head"
         self.dim = efficientnet_lite.FEATURE_DIM if head else variant.prehead_dim
         self.device = resolve_device(device)
-        # Frozen, so its batch norms fold into the convolutions (1.3-1.4x the images per
-        # second; see fold_batch_norms). Channels-last (NHWC) memory: the depthwise convolutions
+        # Frozen, so its batch norms fold into the convolutions (1.27x the images per second;
+        # see fold_batch_norms). Channels-last (NHWC) memory: the depthwise convolutions
         # of this network run about twice as fast on CPU in it (49-55 vs 93-143 images/s at
         # 128 px, batch 64, 2 cores; Lite0).
         model = efficientnet_lite.load_efficientnet_lite(variant)
