@@ -164,9 +164,7 @@ class BatchedPreprocessing:
         size = self.batch_resize
         if size is None or tuple(x.shape[2:]) == size:
             return x
-        return torch.nn.functional.interpolate(
-            x, size=size, mode=self.resize_mode, antialias=True
-        )
+        return torch.nn.functional.interpolate(x, size=size, mode=self.resize_mode, antialias=True)
 
 
 def split_transform(transform: Transform) -> BatchedPreprocessing | None:
