@@ -147,6 +147,10 @@ def select(name: str, art: Artefacts, budget: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed + 12345)
     if name == "random":
         return np.sort(rng.choice(n, budget, replace=False))
+    if name == "kcenter":  # greedy k-center on the embeddings, as the benchmark harness runs it
+        from fiftyone_elfs.selection.baselines import k_center_greedy
+
+        return k_center_greedy(art.X, budget, seed=seed)
     if name.startswith("elfs_auto_ramp_floor"):  # the ramp, then every pseudo-cluster gets at
         # least <f> (default 0.5) of its proportional share ("elfs_auto_ramp_floor<f>")
         f = float(name[len("elfs_auto_ramp_floor") :] or 0.5)
