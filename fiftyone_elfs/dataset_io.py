@@ -34,6 +34,7 @@ import fiftyone.core.utils as fou
 import numpy as np
 from bson import ObjectId
 
+from fiftyone_elfs.cpus import available_cpus
 from fiftyone_elfs.errors import ElfsInputError
 
 SampleCollection = foc.SampleCollection
@@ -360,11 +361,7 @@ def _encode_vectors(values: Sequence[Any], threads: int | None = None) -> list[A
     once; by default one per available core (at most 4) and per 2,048 vectors.
     """
     if threads is None:
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # not Linux
-            cores = os.cpu_count() or 1
-        threads = min(_VECTOR_ENCODE_THREADS, cores, len(values) // _VECTORS_PER_THREAD)
+        threads = min(_VECTOR_ENCODE_THREADS, available_cpus(), len(values) // _VECTORS_PER_THREAD)
     threads = min(threads, len(values))
     if threads <= 1:
         return _encode_vector_run(values)

@@ -21,6 +21,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
+from fiftyone_elfs.cpus import available_cpus
 from fiftyone_elfs.embeddings import efficientnet_lite
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.heap import keep_freed_memory
@@ -133,29 +134,23 @@ class BatchedPreprocessing:
     ) -> torch.Tensor:
         """uint8 [n, 3, H, W] (channels-last memory): the arrays, those `to_array` left at
         their own size resized here, one torch call per distinct size."""
-        if isinstance(arrays, (np.ndarray, torch.Tensor)):
-            groups = {tuple(arrays.shape[1:]): (list(range(len(arrays))), arrays)}
-        else:
-            by_shape: dict[tuple[int, ...], list[int]] = {}
-            for i, a in enumerate(arrays):
-                by_shape.setdefault(tuple(a.shape), []).append(i)
-            groups = {
-                shape: (rows, np.stack([arrays[i] for i in rows]))
-                for shape, rows in by_shape.items()
-            }
-        if len(groups) == 1:
-            ((shape, (_, stack)),) = groups.items()
-            return self._resized(torch.as_tensor(stack).permute(0, 3, 1, 2))
+        if isinstance(arrays, (np.ndarray, torch.Tensor)):  # already one stack of one size
+            return self._resized(torch.as_tensor(arrays).permute(0, 3, 1, 2))
+        rows_by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, a in enumerate(arrays):
+            rows_by_shape.setdefault(tuple(a.shape), []).append(i)
+        if len(rows_by_shape) == 1:
+            return self._resized(torch.as_tensor(np.stack(arrays)).permute(0, 3, 1, 2))
         if self.batch_resize is None:
             raise ValueError(
-                f"Cannot batch images of different sizes {sorted(groups)}: this transform has no "
-                "fixed-size Resize to bring them to one size"
+                f"Cannot batch images of different sizes {sorted(rows_by_shape)}: this transform "
+                "has no fixed-size Resize to bring them to one size"
             )
-        n = sum(len(rows) for rows, _ in groups.values())
-        out = torch.empty((n, 3, *self.batch_resize), dtype=torch.uint8)
+        out = torch.empty((len(arrays), 3, *self.batch_resize), dtype=torch.uint8)
         out = out.contiguous(memory_format=torch.channels_last)
-        for rows, stack in groups.values():
-            out[rows] = self._resized(torch.as_tensor(stack).permute(0, 3, 1, 2))
+        for rows in rows_by_shape.values():
+            stack = torch.as_tensor(np.stack([arrays[i] for i in rows]))
+            out[rows] = self._resized(stack.permute(0, 3, 1, 2))
         return out
 
     def _resized(self, x: torch.Tensor) -> torch.Tensor:
@@ -584,14 +579,6 @@ def _collate(
     return [i for i, _ in good], batch, failures
 
 
-def _available_cpus() -> int:
-    """CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def embed_image_files(
     paths: Sequence[str],
     encoder: ImageEncoder,
@@ -649,7 +636,7 @@ def iter_embedded_chunks(
         pin_memory=encoder.device.type == "cuda",
     )
     # Leave a core per decoding worker; never raise torch's own default.
-    threads = max(1, min(torch.get_num_threads(), _available_cpus() - num_workers))
+    threads = max(1, min(torch.get_num_threads(), available_cpus() - num_workers))
     # In-process per-image transforms run single-threaded (see _torch_threads); workers already
     # do, and the batched split does no torch work per image.
     if num_workers == 0 and split is None:
