@@ -252,6 +252,32 @@ def test_batch_resize_reproduces_pil_up_to_rounding(mode):
     assert np.array_equal(split.to_array(big), np.asarray(split.geometry(big)))
 
 
+@pytest.mark.parametrize(
+    "mean, std",
+    [((0.5,) * 3, (0.5,) * 3), ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))],
+    ids=["same-for-every-channel", "per-channel"],
+)
+def test_batched_normalisation_equals_torchvision_for_every_pixel_level(mean, std):
+    """The batch's ToTensor and Normalize (scalars when every channel is alike, else per
+    channel slice) give torchvision's values bit for bit at each of the 256 levels of each
+    channel: the whole input space of an 8-bit image."""
+    from torchvision import transforms as tv
+
+    transform = tv.Compose([tv.ToTensor(), tv.Normalize(mean, std)])
+    split = enc_mod.split_transform(transform)
+    assert split is not None
+    rng = np.random.default_rng(0)
+    levels = np.stack([rng.permutation(256) for _ in range(3)], axis=-1).astype(np.uint8)
+    images = [
+        Image.fromarray(levels.reshape(16, 16, 3)),
+        Image.fromarray(levels[::-1].reshape(16, 16, 3)),
+    ]
+    expected = torch.stack([transform(img) for img in images])
+    batch = split.to_batch([split.to_array(img) for img in images])
+    assert torch.equal(batch, expected)
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_only_a_fixed_size_resize_with_a_torch_filter_is_left_to_the_batch():
     """Geometry other than one antialiased fixed-size bilinear/bicubic Resize stays per image."""
     from torchvision import transforms as tv

