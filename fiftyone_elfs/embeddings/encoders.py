@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import functools
+import io
 import os
 import socket
 from collections.abc import Callable, Iterator, Sequence
@@ -22,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from fiftyone_elfs.cpus import available_cpus
-from fiftyone_elfs.embeddings import efficientnet_lite
+from fiftyone_elfs.embeddings import efficientnet_lite, jpeg
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.heap import keep_freed_memory
 
@@ -113,11 +114,17 @@ class BatchedPreprocessing:
     #: That Resize's filter ("bilinear" or "bicubic").
     resize_mode: str = "bicubic"
 
-    def to_array(self, image: Image.Image) -> np.ndarray:
-        """One RGB PIL image -> a uint8 [H, W, 3] array: resized, unless `to_batch` will."""
+    def to_array(self, image: Image.Image | np.ndarray) -> np.ndarray:
+        """One RGB image (PIL, or uint8 [H, W, 3] pixels) -> a uint8 [H, W, 3] array: resized,
+        unless `to_batch` will."""
         size = self.batch_resize
-        if size is not None and image.height <= size[0] and image.width <= size[1]:
+        height, width = (
+            (image.height, image.width) if isinstance(image, Image.Image) else image.shape[:2]
+        )
+        if size is not None and height <= size[0] and width <= size[1]:
             return np.asarray(image, dtype=np.uint8)
+        if isinstance(image, np.ndarray):
+            image = Image.fromarray(np.ascontiguousarray(image))
         return np.asarray(self.geometry(image), dtype=np.uint8)
 
     def to_batch(self, arrays: Sequence[np.ndarray] | np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -532,12 +539,24 @@ def load_encoder(name: str = DEFAULT_ENCODER, **kwargs: Any) -> ImageEncoder:
 
 
 def _read_image(
-    path: str, to_input: ImageToInput
+    path: str, to_input: ImageToInput, takes_arrays: bool = False
 ) -> tuple[torch.Tensor | np.ndarray | None, str | None]:
     """Loads one image and maps it with `to_input` (the encoder's transform, or the per-image
-    part of its `BatchedPreprocessing`); (input, None) or (None, reason). Never raises."""
+    part of its `BatchedPreprocessing`); (input, None) or (None, reason). Never raises.
+
+    An ordinary JPEG is decoded by OpenCV, 5x faster and with PIL's pixels (`jpeg.decode_rgb`);
+    `to_input` then gets them as a uint8 [H, W, 3] array if `takes_arrays`, else as a PIL image.
+    Every other file is decoded by PIL.
+    """
     try:
-        with Image.open(path) as img:
+        with open(path, "rb") as f:
+            data = f.read()
+        pixels = jpeg.decode_rgb(data)
+        if pixels is not None:
+            if takes_arrays:
+                return to_input(pixels), None
+            return to_input(Image.fromarray(np.ascontiguousarray(pixels))), None
+        with Image.open(io.BytesIO(data)) as img:
             img.load()  # the full decode, so truncation is caught here
             # convert() copies even an RGB image: 0.02 of the 0.23 ms per 32 px JPEG here
             rgb = img if img.mode == "RGB" else img.convert("RGB")
@@ -555,15 +574,18 @@ def _read_image(
 class _ImageFiles(torch.utils.data.Dataset):
     """Image files as (index, input or None, failure reason or None); picklable for workers."""
 
-    def __init__(self, paths: Sequence[str], to_input: ImageToInput) -> None:
+    def __init__(
+        self, paths: Sequence[str], to_input: ImageToInput, takes_arrays: bool = False
+    ) -> None:
         self.paths = [os.fspath(p) for p in paths]
         self.to_input = to_input
+        self.takes_arrays = takes_arrays
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor | np.ndarray | None, str | None]:
-        item, reason = _read_image(self.paths[index], self.to_input)
+        item, reason = _read_image(self.paths[index], self.to_input, self.takes_arrays)
         return index, item, reason
 
 
@@ -636,7 +658,11 @@ def iter_embedded_chunks(
     chunk_rows = -(-chunk_rows // batch_size) * batch_size  # whole batches: none spans two chunks
     split = encoder.batched_preprocessing
     loader = torch.utils.data.DataLoader(
-        _ImageFiles(paths, encoder.transform if split is None else split.to_array),
+        _ImageFiles(
+            paths,
+            encoder.transform if split is None else split.to_array,
+            takes_arrays=split is not None,
+        ),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,

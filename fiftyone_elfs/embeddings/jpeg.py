@@ -1,0 +1,98 @@
+"""Fast decoding of ordinary JPEG files, with exactly PIL's pixels.
+
+Why: decoding is most of what the embedding loop does outside the encoder. For a 32 px CIFAR
+JPEG, PIL takes about 0.19 ms (0.07 of it parsing the header in Python) and OpenCV's
+`cv2.imdecode` 0.03-0.04 ms, both with libjpeg-turbo at its default settings, so the pixels are
+the same: checked on 500 CIFAR-10 files and on photos saved with 4:4:4, 4:2:2 and 4:2:0 chroma,
+progressive, optimised and grayscale (`tests/test_jpeg.py`). OpenCV is a dependency of
+FiftyOne (`opencv-python-headless`).
+
+Only files whose result cannot differ from PIL's take this path (`decode_rgb` returns None for
+the rest, and the caller decodes them with PIL as before):
+
+- a JPEG of 8-bit samples with 1 (grayscale) or 3 (YCbCr or RGB) components, Huffman-coded
+  (baseline, extended or progressive): no CMYK, where PIL and OpenCV convert differently;
+- that ends with the end-of-image marker: OpenCV returns a truncated file's top part with a
+  grey rest, where PIL raises, so a truncated or padded file goes to PIL;
+- no larger than PIL's decompression-bomb limit, which PIL then enforces as before.
+
+The EXIF orientation is ignored, as PIL's `Image.open` does.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+#: Start-of-frame markers of Huffman-coded JPEGs: baseline, extended sequential, progressive.
+_HUFFMAN_FRAMES = frozenset({0xC0, 0xC1, 0xC2})
+#: Every other start-of-frame marker (lossless, hierarchical, arithmetic-coded).
+_OTHER_FRAMES = frozenset(range(0xC3, 0xD0)) - {0xC4, 0xC8, 0xCC}
+#: Markers without a length field: TEM and the restart markers RST0-RST7.
+_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+_START_OF_SCAN = 0xDA
+
+
+@functools.cache
+def _opencv() -> Any | None:
+    """The cv2 module, or None where OpenCV is not installed."""
+    try:
+        import cv2
+    except ImportError:
+        return None
+    return cv2
+
+
+def frame_header(data: bytes) -> tuple[int, int, int, int, int] | None:
+    """(frame marker, sample precision, height, width, components) of a JPEG file's frame
+    header, or None when `data` does not start like a JPEG or has no frame header before its
+    first scan. Reads the segment headers only (a few per file), never the image data."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    pos, n = 2, len(data)
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _STANDALONE:
+            pos += 2
+            continue
+        if marker == _START_OF_SCAN:
+            return None
+        if marker in _HUFFMAN_FRAMES or marker in _OTHER_FRAMES:
+            if pos + 10 > n:
+                return None
+            height = int.from_bytes(data[pos + 5 : pos + 7], "big")
+            width = int.from_bytes(data[pos + 7 : pos + 9], "big")
+            return marker, data[pos + 4], height, width, data[pos + 9]
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    return None
+
+
+def decode_rgb(data: bytes) -> np.ndarray | None:
+    """The RGB pixels, uint8 [H, W, 3], of a JPEG file's bytes that OpenCV decodes exactly as
+    PIL's `Image.open(...).convert("RGB")` would (see the module docstring); None for any other
+    file, or where OpenCV is missing or fails, for the caller to decode with PIL."""
+    header = frame_header(data)
+    if header is None or not data.endswith(b"\xff\xd9"):
+        return None
+    marker, precision, height, width, components = header
+    if marker not in _HUFFMAN_FRAMES or precision != 8 or components not in (1, 3):
+        return None
+    limit = Image.MAX_IMAGE_PIXELS
+    if height < 1 or width < 1 or (limit is not None and height * width > limit):
+        return None
+    cv2 = _opencv()
+    if cv2 is None:
+        return None
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    if bgr is None or bgr.shape != (height, width, 3):
+        return None
+    return bgr[:, :, ::-1]

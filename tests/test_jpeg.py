@@ -1,0 +1,149 @@
+"""The fast JPEG path (`fiftyone_elfs.embeddings.jpeg`): PIL's pixels exactly, or no answer."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from fiftyone_elfs.embeddings import jpeg
+from fiftyone_elfs.embeddings.encoders import embed_image_files, load_encoder
+
+
+def _jpeg_bytes(image: Image.Image, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", **options)
+    return buffer.getvalue()
+
+
+def _pil_rgb(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def _photos() -> dict[str, Image.Image]:
+    rng = np.random.default_rng(0)
+    return {
+        "astronaut": Image.fromarray(skimage.data.astronaut()),
+        "coffee, odd size": Image.fromarray(skimage.data.coffee()).resize((101, 77)),
+        "grayscale": Image.fromarray(skimage.data.camera()),
+        "noise": Image.fromarray(rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)),
+        "one pixel": Image.new("RGB", (1, 1), (200, 10, 90)),
+    }
+
+
+_OPTIONS = {
+    "default": {},
+    "4:4:4": {"subsampling": 0, "quality": 75},
+    "4:2:2": {"subsampling": 1, "quality": 75},
+    "4:2:0": {"subsampling": 2, "quality": 75},
+    "progressive": {"progressive": True, "quality": 85},
+    "optimised": {"optimize": True, "quality": 95},
+}
+
+
+@pytest.mark.parametrize("options", list(_OPTIONS.values()), ids=list(_OPTIONS))
+def test_decoded_pixels_are_pils_bit_for_bit(options):
+    """Every ordinary JPEG kind decodes to exactly the array PIL's convert("RGB") gives, in
+    RGB order, grayscale spread over three channels."""
+    for name, image in _photos().items():
+        data = _jpeg_bytes(image, **options)
+        pixels = jpeg.decode_rgb(data)
+        assert pixels is not None, name
+        assert pixels.dtype == np.uint8
+        np.testing.assert_array_equal(pixels, _pil_rgb(data), err_msg=name)
+
+
+def test_exif_orientation_is_ignored_as_pil_does():
+    """PIL's Image.open does not rotate by the EXIF orientation; neither does the fast path."""
+    image = Image.fromarray(skimage.data.coffee()).resize((64, 40))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display"
+    data = _jpeg_bytes(image, exif=exif.tobytes())
+    pixels = jpeg.decode_rgb(data)
+    assert pixels is not None and pixels.shape == (40, 64, 3)
+    np.testing.assert_array_equal(pixels, _pil_rgb(data))
+
+
+def test_frame_header_reads_kind_size_and_components():
+    image = Image.fromarray(skimage.data.astronaut()).resize((70, 30))
+    assert jpeg.frame_header(_jpeg_bytes(image)) == (0xC0, 8, 30, 70, 3)
+    assert jpeg.frame_header(_jpeg_bytes(image, progressive=True)) == (0xC2, 8, 30, 70, 3)
+    assert jpeg.frame_header(_jpeg_bytes(image.convert("L"))) == (0xC0, 8, 30, 70, 1)
+    assert jpeg.frame_header(_jpeg_bytes(image.convert("CMYK")))[4] == 4
+    assert jpeg.frame_header(b"\x89PNG\r\n\x1a\n") is None
+    assert jpeg.frame_header(b"") is None
+
+
+def test_files_pil_would_treat_differently_get_no_answer(monkeypatch):
+    """CMYK, truncated files, data after the end marker, other formats and images over PIL's
+    decompression-bomb limit are left to PIL (None), as is everything when OpenCV is missing."""
+    image = Image.fromarray(skimage.data.astronaut()).resize((48, 32))
+    good = _jpeg_bytes(image)
+    png = io.BytesIO()
+    image.save(png, "PNG")
+    for name, data in {
+        "CMYK": _jpeg_bytes(image.convert("CMYK")),
+        "truncated": good[: len(good) // 2],
+        "data after the end marker": good + b"trailing bytes",
+        "PNG": png.getvalue(),
+        "not an image": b"hello",
+    }.items():
+        assert jpeg.decode_rgb(data) is None, name
+    assert jpeg.decode_rgb(good) is not None
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 48 * 32 - 1)
+    assert jpeg.decode_rgb(good) is None
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 48 * 32)
+    assert jpeg.decode_rgb(good) is not None
+    monkeypatch.setattr(jpeg, "_opencv", lambda: None)
+    assert jpeg.decode_rgb(good) is None
+
+
+def test_embeddings_are_the_same_with_and_without_the_fast_path(tmp_path, monkeypatch):
+    """The embedding loop gives identical vectors and failure reasons whether JPEGs are decoded
+    by OpenCV or by PIL, for JPEGs of every kind mixed with a PNG, a CMYK JPEG, a truncated
+    JPEG and a missing file, through the batched and the per-image preprocessing."""
+    paths = []
+    for k, image in enumerate(_photos().values()):
+        for kind, options in _OPTIONS.items():
+            paths.append(str(tmp_path / f"{k}-{kind}.jpg"))
+            image.save(paths[-1], "JPEG", **options)
+    image = Image.fromarray(skimage.data.chelsea()).resize((40, 30))
+    paths.append(str(tmp_path / "cmyk.jpg"))
+    image.convert("CMYK").save(paths[-1], "JPEG")
+    paths.append(str(tmp_path / "image.png"))
+    image.save(paths[-1])
+    truncated = _jpeg_bytes(image)
+    paths.append(str(tmp_path / "truncated.jpg"))
+    (tmp_path / "truncated.jpg").write_bytes(truncated[: len(truncated) // 2])
+    paths.append(str(tmp_path / "missing.jpg"))
+
+    decoded = []
+    decode_rgb = jpeg.decode_rgb
+
+    def counting(data):
+        pixels = decode_rgb(data)
+        decoded.append(pixels is not None)
+        return pixels
+
+    monkeypatch.setattr(jpeg, "decode_rgb", counting)
+    encoder = load_encoder("efficientnet-lite0", image_size=64, device="cpu")
+    fast, fast_failures = embed_image_files(paths, encoder, batch_size=7)
+    assert sum(decoded) == len(_photos()) * len(_OPTIONS)  # every ordinary JPEG, nothing else
+    # the unsplit path: the per-image transform gets the fast path's pixels as PIL images
+    monkeypatch.setattr(type(encoder), "batched_preprocessing", property(lambda self: None))
+    fast_unsplit, unsplit_failures = embed_image_files(paths, encoder, batch_size=7)
+    monkeypatch.undo()
+    monkeypatch.setattr(jpeg, "_opencv", lambda: None)
+    slow, slow_failures = embed_image_files(paths, encoder, batch_size=7)
+    assert fast_failures == slow_failures == unsplit_failures
+    assert sorted(fast_failures) == [len(paths) - 2, len(paths) - 1]  # truncated, missing
+    np.testing.assert_array_equal(fast, slow)
+    ok = [i for i in range(len(paths)) if i not in fast_failures]
+    # the per-image transform resizes small images with PIL instead of the batch's kernel
+    cosine = (fast_unsplit[ok] * slow[ok]).sum(axis=1)
+    cosine /= np.linalg.norm(fast_unsplit[ok], axis=1) * np.linalg.norm(slow[ok], axis=1)
+    assert cosine.min() > 0.9999
