@@ -114,3 +114,34 @@ def test_delete_key_removes_the_stored_chunks_of_an_interrupted_run(fresh):
     assert embedding_chunks.count(dataset_io.dataset_id(fresh), KEY) == 1
     elfs.delete_key(fresh, KEY)
     assert embedding_chunks.count(dataset_io.dataset_id(fresh), KEY) == 0
+
+
+def test_a_failed_chunk_insert_stops_the_stage_and_keeps_the_chunks_before_it(
+    fresh, embedded_rows, monkeypatch
+):
+    """Chunks are stored while the next one is embedded; the insert's error still stops the
+    stage (it is not lost in the writer thread), the chunks stored before it stay, no field
+    appears, and the rerun resumes from them."""
+    want = _uninterrupted(fresh)
+    store = embedding_chunks.store
+    calls = []
+
+    def failing_second_insert(*args):
+        calls.append(args[1])
+        if len(calls) == 2:
+            raise Interrupted("the database went away")
+        return store(*args)
+
+    monkeypatch.setattr(embedding_chunks, "store", failing_second_insert)
+    with pytest.raises(Interrupted, match="went away"):
+        elfs.compute_embeddings(fresh, **OPTIONS)
+    assert len(calls) == 2  # stopped at the failure, not after embedding everything
+    assert embedding_chunks.count(dataset_io.dataset_id(fresh), KEY) == 1
+    assert fresh.get_field(FIELD) is None
+    monkeypatch.setattr(embedding_chunks, "store", store)
+    embedded_rows.clear()
+    results = elfs.compute_embeddings(fresh, **OPTIONS)
+    assert results["n_resumed"] == CHUNK and sum(embedded_rows) == N - CHUNK
+    got = dict(zip(*fresh.values(["filepath", FIELD]), strict=True))
+    for path, vector in want.items():
+        np.testing.assert_allclose(got[path], vector, rtol=0, atol=1e-6)

@@ -12,6 +12,7 @@ Algorithm: `fiftyone_elfs.embeddings` (encoders, batched image embedding).
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -240,21 +241,33 @@ def _embed_in_stored_chunks(
         report(done / len(ids), f"{int(done)}/{len(ids)} images")
 
     todo_ids = [i for i, _ in todo]
-    for start, X, chunk_failures in iter_embedded_chunks(
-        [p for _, p in todo],
-        encoder,
-        batch_size=config.batch_size,
-        num_workers=config.num_workers,
-        chunk_rows=embedding_chunks.chunk_rows(encoder.dim),
-        progress=chunk_progress,
-    ):
-        chunk_ids = todo_ids[start : start + len(X)]
-        reasons = {chunk_ids[k]: reason for k, reason in chunk_failures.items()}
-        embedding_chunks.store(run, chunk_ids, X, reasons)
-        kill_point(STAGE, "stored_chunk")
-        failures.update(reasons)
-        if keep_vectors:
-            vectors.update((i, x) for i, x in zip(chunk_ids, X, strict=True) if i not in reasons)
+    # Each chunk is stored while the next one is embedded (one insert in flight at most): the
+    # insert mostly waits on the database, which would otherwise hold up the encoder (about
+    # 0.07 s per 1,024 vectors here). Leaving the loop, even by an exception, waits for it.
+    with ThreadPoolExecutor(1, thread_name_prefix="elfs-chunk-store") as writer:
+        storing = None
+        for start, X, chunk_failures in iter_embedded_chunks(
+            [p for _, p in todo],
+            encoder,
+            batch_size=config.batch_size,
+            num_workers=config.num_workers,
+            chunk_rows=embedding_chunks.chunk_rows(encoder.dim),
+            progress=chunk_progress,
+        ):
+            chunk_ids = todo_ids[start : start + len(X)]
+            reasons = {chunk_ids[k]: reason for k, reason in chunk_failures.items()}
+            if storing is not None:
+                storing.result()  # raises the insert's error, if any
+                kill_point(STAGE, "stored_chunk")
+            storing = writer.submit(embedding_chunks.store, run, chunk_ids, X, reasons)
+            failures.update(reasons)
+            if keep_vectors:
+                vectors.update(
+                    (i, x) for i, x in zip(chunk_ids, X, strict=True) if i not in reasons
+                )
+        if storing is not None:
+            storing.result()
+            kill_point(STAGE, "stored_chunk")
     return vectors, failures, n_resumed
 
 
