@@ -341,6 +341,12 @@ def _decode_vectors(stored: list[Any]) -> list[Any]:
 #: FiftyOne's default level 6 (3,036 against 2,920 bytes for a 1280-d ReLU-like vector) in half
 #: the time (0.14 against 0.32 ms per vector, FiftyOne's serialize_numpy_array included).
 _VECTOR_ZLIB_LEVEL = 1
+#: zlib strategy of stored vectors: run-length matches only. The bytes of float32 features
+#: rarely repeat beyond runs (of zeros: 47% of EfficientNet-Lite0's pooled values on CIFAR-10),
+#: so the full match search of the default strategy costs time for nothing: on 600 real
+#: 1280-d vectors, 0.155 against 0.196 ms each, and 3,006 against 3,108 bytes. Any zlib reader
+#: (FiftyOne's `deserialize_numpy_array`) reads the stream as before.
+_VECTOR_ZLIB_STRATEGY = zlib.Z_RLE
 
 
 #: Threads that compress vectors at once (zlib releases the GIL while it compresses).
@@ -398,7 +404,10 @@ def _encode_vector_run(values: Sequence[Any]) -> list[Any]:
                 },
             )
             header = headers[key] = buffer.getvalue()
-        out.append(zlib.compress(header + array.tobytes(order="C"), _VECTOR_ZLIB_LEVEL))
+        compressor = zlib.compressobj(
+            _VECTOR_ZLIB_LEVEL, zlib.DEFLATED, zlib.MAX_WBITS, 8, _VECTOR_ZLIB_STRATEGY
+        )
+        out.append(compressor.compress(header + array.tobytes(order="C")) + compressor.flush())
     return out
 
 

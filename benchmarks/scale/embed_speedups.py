@@ -1,4 +1,4 @@
-"""The two embedding speed-ups of 2026-12-02, each against the code without it (issue 16).
+"""The embedding speed-ups of 2026-12-02, each against the code without it (issue 16).
 
 On CIFAR-10 train JPEGs (``../shared/data/cifar10-jpg.tar.gz``, extracted to a temporary folder;
 or ``--image-dir``), CPU, the encoder's default threads, EfficientNet-Lite0 at 128 px:
@@ -12,10 +12,23 @@ or ``--image-dir``), CPU, the encoder's default threads, EfficientNet-Lite0 at 1
   plus how much the embeddings differ (smallest cosine, median relative difference, and the
   share of each image's 10 nearest neighbours that both give).
 
+And three of the evening of 2026-12-02 (``--only decode,normalise,compress``):
+
+- ``decode``: ``iter_embedded_chunks`` with ordinary JPEGs decoded by OpenCV
+  (``embeddings.jpeg``) against PIL for every file (OpenCV hidden), in alternation; plus
+  whether the embeddings are bit-identical.
+- ``normalise``: ``BatchedPreprocessing.to_batch`` (Normalize by scalars) against the former
+  broadcast ``(1, C, 1, 1)`` Normalize on the same uint8 batches, ms per image; plus whether the
+  tensors are bit-identical.
+- ``compress``: ``dataset_io._encode_vectors`` on one thread with zlib's run-length strategy
+  (``_VECTOR_ZLIB_STRATEGY``) against the default strategy, on the embeddings of the decode
+  comparison: ms per vector and mean stored bytes.
+
 The machine's speed drifts over minutes, so only the paired ratios mean much. Prints one JSON
 line and appends it to ``benchmarks/results/scale/embed_speedups.jsonl``:
 
     .venv/bin/python benchmarks/scale/embed_speedups.py
+    .venv/bin/python benchmarks/scale/embed_speedups.py --only decode,normalise,compress
 """
 
 from __future__ import annotations
@@ -31,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -139,11 +153,120 @@ def resize_pairs(encoder, paths: list[str], pairs: int) -> dict:
     }
 
 
+def decode_pairs(encoder, paths: list[str], pairs: int) -> tuple[dict, Any]:
+    """Images per second of the loop with the OpenCV JPEG path and with PIL only, in
+    alternation, whether both give the same embeddings, and those embeddings."""
+    import numpy as np
+
+    from fiftyone_elfs.embeddings import jpeg
+    from fiftyone_elfs.embeddings.encoders import iter_embedded_chunks
+
+    def run(opencv: bool) -> tuple[float, np.ndarray]:
+        original = jpeg._opencv
+        if not opencv:
+            jpeg._opencv = lambda: None
+        try:
+            t = time.perf_counter()
+            X = np.concatenate([x for _, x, _ in iter_embedded_chunks(paths, encoder)])
+            return len(paths) / (time.perf_counter() - t), X
+        finally:
+            jpeg._opencv = original
+
+    run(True)  # warm-up
+    rows = []
+    for _ in range(pairs):
+        a, X_pil = run(False)
+        b, X_cv = run(True)
+        rows.append((a, b))
+    return {
+        "pil_opencv_images_per_s": [[round(a, 1), round(b, 1)] for a, b in rows],
+        "speedup": round(sum(b for _, b in rows) / sum(a for a, _ in rows), 3),
+        "bit_identical": bool(np.array_equal(X_pil, X_cv)),
+    }, X_cv
+
+
+def normalise_pairs(encoder, paths: list[str], pairs: int, batch_size: int = 64) -> dict:
+    """ms per image of `to_batch` and of the former broadcast Normalize, in alternation."""
+    import torch
+
+    from fiftyone_elfs.embeddings.encoders import _collate, _ImageFiles
+
+    split = encoder.batched_preprocessing
+    files = _ImageFiles(paths, split.to_array, takes_arrays=True)
+    batches = [
+        _collate([files[i] for i in range(s, min(s + batch_size, len(paths)))])[1]
+        for s in range(0, len(paths), batch_size)
+    ]
+
+    def broadcast(arrays):
+        x = split._uint8_batch(arrays).to(dtype=torch.get_default_dtype()).div(255)
+        mean = torch.as_tensor(split.mean, dtype=x.dtype).view(1, -1, 1, 1)
+        std = torch.as_tensor(split.std, dtype=x.dtype).view(1, -1, 1, 1)
+        return x.sub_(mean).div_(std)
+
+    def ms(fn) -> float:
+        t = time.perf_counter()
+        for b in batches:
+            fn(b)
+        return 1000 * (time.perf_counter() - t) / len(paths)
+
+    same = all(torch.equal(broadcast(b), split.to_batch(b)) for b in batches)
+    rows = [(ms(broadcast), ms(split.to_batch)) for _ in range(pairs)]
+    return {
+        "broadcast_scalar_ms_per_image": [[round(a, 4), round(b, 4)] for a, b in rows],
+        "speedup": round(sum(a for a, _ in rows) / sum(b for _, b in rows), 3),
+        "bit_identical": bool(same),
+        "mean_std": [list(split.mean), list(split.std)],
+    }
+
+
+def compress_pairs(X: Any, pairs: int) -> dict:
+    """ms per vector and mean bytes of the stored vectors with zlib's run-length strategy and
+    with its default strategy, one thread, in alternation."""
+    import zlib
+
+    from fiftyone_elfs import dataset_io
+
+    vectors = list(X)
+    results = {}
+
+    def run(strategy: int) -> tuple[float, float]:
+        original = dataset_io._VECTOR_ZLIB_STRATEGY
+        dataset_io._VECTOR_ZLIB_STRATEGY = strategy
+        try:
+            t = time.perf_counter()
+            stored = dataset_io._encode_vectors(vectors, threads=1)
+            seconds = time.perf_counter() - t
+        finally:
+            dataset_io._VECTOR_ZLIB_STRATEGY = original
+        results[strategy] = stored
+        return 1000 * seconds / len(vectors), sum(map(len, stored)) / len(stored)
+
+    rows = [(run(zlib.Z_DEFAULT_STRATEGY), run(zlib.Z_RLE)) for _ in range(pairs)]
+    readable = all(
+        zlib.decompress(a) == zlib.decompress(b)
+        for a, b in zip(results[zlib.Z_DEFAULT_STRATEGY], results[zlib.Z_RLE], strict=True)
+    )
+    return {
+        "vectors": len(vectors),
+        "dim": int(X.shape[1]),
+        "default_rle_ms_per_vector": [[round(a[0], 4), round(b[0], 4)] for a, b in rows],
+        "speedup": round(sum(a[0] for a, _ in rows) / sum(b[0] for _, b in rows), 3),
+        "default_rle_bytes": [round(rows[0][0][1]), round(rows[0][1][1])],
+        "same_contents": bool(readable),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--image-dir", help="a folder of images (default: the CIFAR-10 train JPEGs)")
     p.add_argument("--images", type=int, default=3072, help="files for the resize comparison")
     p.add_argument("--pairs", type=int, default=3)
+    p.add_argument(
+        "--only",
+        default="fold,resize",
+        help="comma-separated: fold, resize, decode, normalise, compress (compress runs decode)",
+    )
     p.add_argument("--out", default=OUT)
     args = p.parse_args()
 
@@ -161,13 +284,19 @@ def main() -> None:
         from fiftyone_elfs.embeddings import load_encoder
 
         encoder = load_encoder("efficientnet-lite0", image_size=128)
-        row = {
-            "images": len(paths),
-            "torch_threads": torch.get_num_threads(),
-            "fold": fold_pairs(encoder, paths, args.pairs),
-            "resize": resize_pairs(encoder, paths, args.pairs),
-            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-        }
+        only = set(args.only.split(","))
+        row = {"images": len(paths), "torch_threads": torch.get_num_threads()}
+        if "fold" in only:
+            row["fold"] = fold_pairs(encoder, paths, args.pairs)
+        if "resize" in only:
+            row["resize"] = resize_pairs(encoder, paths, args.pairs)
+        if "decode" in only or "compress" in only:
+            row["decode"], X = decode_pairs(encoder, paths, args.pairs)
+        if "normalise" in only:
+            row["normalise"] = normalise_pairs(encoder, paths, args.pairs)
+        if "compress" in only:
+            row["compress"] = compress_pairs(X, args.pairs)
+        row["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
         print(json.dumps(row), flush=True)
         os.makedirs(os.path.dirname(args.out), exist_ok=True)
         with open(args.out, "a") as f:
