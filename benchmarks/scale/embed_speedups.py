@@ -59,6 +59,29 @@ def _rate(fn, n_images: int) -> float:
     return n_images / (time.perf_counter() - t)
 
 
+def _timed_loop(encoder, paths: list[str]) -> tuple[float, Any]:
+    """(images per second, embeddings) of one `iter_embedded_chunks` pass over `paths`."""
+    import numpy as np
+
+    from fiftyone_elfs.embeddings.encoders import iter_embedded_chunks
+
+    t = time.perf_counter()
+    X = np.concatenate([x for _, x, _ in iter_embedded_chunks(paths, encoder)])
+    return len(paths) / (time.perf_counter() - t), X
+
+
+def _alternate(without, with_, pairs: int) -> tuple[list[tuple[float, float]], Any, Any]:
+    """Runs `with_` once to warm up, then `without` and `with_` in alternation `pairs` times;
+    returns the (without, with) rates and the last embeddings of each."""
+    with_()
+    rows = []
+    for _ in range(pairs):
+        a, X_without = without()
+        b, X_with = with_()
+        rows.append((a, b))
+    return rows, X_without, X_with
+
+
 def fold_pairs(encoder, paths: list[str], pairs: int) -> dict:
     """Images per second of the folded and the unfolded network, in alternation."""
     import torch
@@ -108,8 +131,6 @@ def resize_pairs(encoder, paths: list[str], pairs: int) -> dict:
     and how far apart the two give the embeddings."""
     import numpy as np
 
-    from fiftyone_elfs.embeddings.encoders import iter_embedded_chunks
-
     cls = type(encoder)
     batched = encoder.batched_preprocessing
     per_image = dataclasses.replace(batched, batch_resize=None)
@@ -118,18 +139,11 @@ def resize_pairs(encoder, paths: list[str], pairs: int) -> dict:
     def run(split) -> tuple[float, np.ndarray]:
         cls.batched_preprocessing = property(lambda self: split)
         try:
-            t = time.perf_counter()
-            X = np.concatenate([x for _, x, _ in iter_embedded_chunks(paths, encoder)])
-            return len(paths) / (time.perf_counter() - t), X
+            return _timed_loop(encoder, paths)
         finally:
             cls.batched_preprocessing = original
 
-    run(batched)  # warm-up
-    rows = []
-    for _ in range(pairs):
-        a, X_pil = run(per_image)
-        b, X_batch = run(batched)
-        rows.append((a, b))
+    rows, X_pil, X_batch = _alternate(lambda: run(per_image), lambda: run(batched), pairs)
     cosine = (
         (X_pil * X_batch).sum(1) / np.linalg.norm(X_pil, axis=1) / np.linalg.norm(X_batch, axis=1)
     )
@@ -159,25 +173,16 @@ def decode_pairs(encoder, paths: list[str], pairs: int) -> tuple[dict, Any]:
     import numpy as np
 
     from fiftyone_elfs.embeddings import jpeg
-    from fiftyone_elfs.embeddings.encoders import iter_embedded_chunks
 
-    def run(opencv: bool) -> tuple[float, np.ndarray]:
+    def pil_only() -> tuple[float, np.ndarray]:
         original = jpeg._opencv
-        if not opencv:
-            jpeg._opencv = lambda: None
+        jpeg._opencv = lambda: None
         try:
-            t = time.perf_counter()
-            X = np.concatenate([x for _, x, _ in iter_embedded_chunks(paths, encoder)])
-            return len(paths) / (time.perf_counter() - t), X
+            return _timed_loop(encoder, paths)
         finally:
             jpeg._opencv = original
 
-    run(True)  # warm-up
-    rows = []
-    for _ in range(pairs):
-        a, X_pil = run(False)
-        b, X_cv = run(True)
-        rows.append((a, b))
+    rows, X_pil, X_cv = _alternate(pil_only, lambda: _timed_loop(encoder, paths), pairs)
     return {
         "pil_opencv_images_per_s": [[round(a, 1), round(b, 1)] for a, b in rows],
         "speedup": round(sum(b for _, b in rows) / sum(a for a, _ in rows), 3),
