@@ -3,8 +3,9 @@
 Why: decoding is most of what the embedding loop does outside the encoder. For a 32 px CIFAR
 JPEG, PIL takes about 0.19 ms (0.07 of it parsing the header in Python) and OpenCV's
 `cv2.imdecode` 0.03-0.04 ms, both with libjpeg-turbo at its default settings, so the pixels are
-the same: checked on 500 CIFAR-10 files and on photos saved with 4:4:4, 4:2:2 and 4:2:0 chroma,
-progressive, optimised and grayscale (`tests/test_jpeg.py`). OpenCV is a dependency of
+the same: checked on photos saved with 4:4:4, 4:2:2 and 4:2:0 chroma, progressive, optimised
+and grayscale (`tests/test_jpeg.py`), and on 3,072 CIFAR-10 files, whose embeddings came out
+bit-identical (`benchmarks/scale/embed_speedups.py --only decode`). OpenCV is a dependency of
 FiftyOne (`opencv-python-headless`).
 
 Only files whose result cannot differ from PIL's take this path (`decode_rgb` returns None for
