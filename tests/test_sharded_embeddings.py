@@ -139,26 +139,27 @@ def test_a_resumed_shard_reads_no_vector_back_and_counts_what_was_stored(images,
     """A shard worker only needs to know which images are done: resuming must not load the
     stored vectors (at 1.28M a shard's vectors are gigabytes), and must embed only the rest."""
     ds_id, key = dataset_io.dataset_id(images), "resume"
-    interrupted = {"chunks": 0}
 
     class Stop(Exception):
         pass
 
     def stop_after_two_chunks(fraction: float, label: str) -> None:
         if embedding_chunks.count(ds_id, key) >= 2:
-            interrupted["chunks"] = embedding_chunks.count(ds_id, key)
             raise Stop
 
     with pytest.raises(Stop):
         elfs.embed_shard(images, 0, 1, key=key, batch_size=4, image_size=32,
                          progress=stop_after_two_chunks)  # fmt: skip
-    assert interrupted["chunks"] == 2
+    # Chunks are stored by a writer thread while the next one is embedded, so the stop can land
+    # after the second or the third store; what counts is that the resume starts from there.
+    stored = embedding_chunks.count(ds_id, key)
+    assert 2 <= stored < -(-N // 4)
     run = embedding_chunks.run_name(
         ds_id, key, embedding_chunks.signature("efficientnet-lite0", 32)
     )
     vectors, failures = embedding_chunks.load(run)
     done, stored_failures = embedding_chunks.stored_ids(run)
-    assert done == set(vectors) and len(done) == 8 and stored_failures == failures == {}
+    assert done == set(vectors) and len(done) == 4 * stored and stored_failures == failures == {}
 
     def no_vectors(run):
         raise AssertionError("a shard worker read the stored vectors back")
@@ -166,7 +167,8 @@ def test_a_resumed_shard_reads_no_vector_back_and_counts_what_was_stored(images,
     monkeypatch.setattr(embedding_chunks, "load", no_vectors)
     try:
         result = elfs.embed_shard(images, 0, 1, key=key, batch_size=4, image_size=32)
-        assert result["n_resumed"] == 8 and result["n_computed"] == N - 8 and result["last"]
+        assert result["n_resumed"] == 4 * stored and result["n_computed"] == N - 4 * stored
+        assert result["last"]
         assert embedding_chunks.count(ds_id, key) == -(-N // 4)  # every image now stored
     finally:
         embedding_chunks.clear(ds_id, key)
