@@ -308,3 +308,35 @@ def test_quality_encoder_method_selects_on_the_quality_embeddings(tmp_path):
     assert lite2.indices.size == 60
     with pytest.raises(ValueError, match="no 'lite2' embeddings"):
         LabelFreeInputs(inputs.X, None, [], 3, inputs.artefacts, inputs.params).features("lite2")
+
+
+@pytest.mark.slow
+def test_benchmark_reuses_selections_on_a_larger_test_split(smoke_run):
+    """--selections-from scores another run's selections on another test split without making
+    them again; a run on another pool or with other method settings is refused."""
+    argv = list(smoke_run["argv"])
+    source_dir = smoke_run["summary"]["run_dir"]
+    argv[argv.index("--run-name") + 1] = "smoke-test50"
+    argv[argv.index("--protocols") + 1] = "A"
+    rescored = main([*argv, "--test-size", "50", "--selections-from", "smoke"])
+    assert rescored["computed"] == len(SMOKE_METHODS) and rescored["errors"] == 0
+    for method in SMOKE_METHODS:
+        name = f"{method}__r70__s0"
+        with open(os.path.join(source_dir, "selections", f"{name}.json")) as f:
+            made = json.load(f)
+        with open(os.path.join(rescored["run_dir"], "selections", f"{name}.json")) as f:
+            reused = json.load(f)
+        assert reused["indices"] == made["indices"]
+        assert reused["info"]["selection_from_run"] == "smoke"
+        with open(os.path.join(rescored["run_dir"], "raw", f"{name}__A.json")) as f:
+            result = json.load(f)
+        assert result["data"]["test_size"] == 50 and result["method_info"]["selection_from_run"]
+
+    other_pool = [*argv, "--run-name", "smoke-pool150", "--pool-size", "150"]
+    with pytest.raises(SystemExit, match="pool .* is not this run's"):
+        main([*other_pool, "--selections-from", "smoke"])
+    other_params = [*argv, "--run-name", "smoke-proxy21", "--proxy-epochs", "21"]
+    with pytest.raises(SystemExit, match="other method settings"):
+        main([*other_params, "--selections-from", "smoke"])
+    with pytest.raises(SystemExit, match="not a filled run folder"):
+        main([*argv, "--run-name", "smoke-x", "--selections-from", "no-such-run"])

@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--run-name", default="default", help="results/<run-name>/")
     out.add_argument("--results-dir", default=os.path.join(BENCH_DIR, "results"))
     out.add_argument("--cache-dir", default=os.path.join(BENCH_DIR, "cache"))
+    out.add_argument(
+        "--selections-from",
+        metavar="RUN_NAME",
+        help="reuse the selections of that run (same pool and method settings) instead of "
+        "making them again, e.g. to score them on a larger --test-size",
+    )
     out.add_argument("--report-only", action="store_true", help="only rewrite tables and plots")
     out.add_argument("--list-methods", action="store_true", help="print the methods and exit")
     return p
@@ -158,6 +164,11 @@ def main(argv: list[str] | None = None) -> dict:
             ),
             threads=args.threads,
             command=default_command(argv),
+            selections_from=(
+                os.path.join(args.results_dir, args.selections_from)
+                if args.selections_from
+                else None
+            ),
         )
         summary = run_benchmark(cfg)
     summary["report"] = write_report(run_dir)

@@ -74,6 +74,9 @@ class RunConfig:
     params: MethodParams = field(default_factory=MethodParams)
     threads: int = 0
     command: str = ""
+    #: Another run folder whose selections (same pool, same method settings) are reused instead
+    #: of made again, e.g. to score them on a larger test split (``--selections-from``).
+    selections_from: str | None = None
 
 
 # --------------------------------------------------------------------------- provenance
@@ -259,6 +262,47 @@ def _make_selection(
     return np.sort(idx), info
 
 
+def _check_selections_source(cfg: RunConfig, data: bdata.BenchData) -> None:
+    """Refuse ``selections_from`` unless that folder's selections index this run's pool and
+    were made with this run's method settings (only the test split and protocols may differ)."""
+    source = cfg.selections_from
+    if not source:
+        return
+    flag = f"--selections-from {os.path.basename(os.path.normpath(source))}"
+    pool_file = os.path.join(source, "pool_paths.txt")
+    config_file = os.path.join(source, "config.json")
+    if not (os.path.exists(pool_file) and os.path.exists(config_file)):
+        raise SystemExit(
+            f"{flag}: {source} is not a filled run folder (no pool_paths.txt or config.json). "
+            "Fix: name a run folder under --results-dir that an earlier run wrote."
+        )
+    with open(pool_file) as f:
+        their_pool = f.read().splitlines()
+    if _path_tails(their_pool) != _path_tails(data.pool.paths):
+        raise SystemExit(
+            f"{flag}: that run's pool ({len(their_pool)} images) is not this run's "
+            f"({len(data.pool)} images, or other files), and its selections are positions in "
+            "its own pool. Fix: use that run's data source, --pool-size, --val-fraction, "
+            "--data-seed, --balanced and --cache-dir; only the test split may differ."
+        )
+    with open(config_file) as f:
+        theirs = json.load(f)
+    ours = _settings(cfg, data.key)
+    differ = [k for k in ("encoder", "image_size", "method_params") if theirs.get(k) != ours[k]]
+    if differ:
+        raise SystemExit(
+            f"{flag}: that run's selections were made with other method settings "
+            f"({', '.join(differ)}). Fix: pass the same --encoder, --image-size and method "
+            "options as that run."
+        )
+
+
+def _path_tails(paths: list[str]) -> list[str]:
+    """The last three parts of each path (split/class/file in a class tree): a pool's identity
+    that survives moving the cache folder or the checkout."""
+    return ["/".join(os.path.normpath(p).split(os.sep)[-3:]) for p in paths]
+
+
 def _selection_file(run_dir: str, method: str, rate: float, seed: int) -> str:
     return os.path.join(run_dir, "selections", f"{method}__r{_rate_tag(rate)}__s{seed}.json")
 
@@ -279,6 +323,7 @@ def run_benchmark(cfg: RunConfig) -> dict:
         f"{len(data.classes)} classes"
     )
     _check_settings(cfg, _settings(cfg, data.key))
+    _check_selections_source(cfg, data)
 
     todo = [
         (spec, rate, seed, p)
@@ -411,6 +456,14 @@ def _selection(
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
+        return np.asarray(saved["indices"], dtype=np.int64), saved["info"]
+    source = cfg.selections_from and _selection_file(cfg.selections_from, spec.name, rate, seed)
+    if source and os.path.exists(source):  # checked by _check_selections_source
+        with open(source) as f:
+            saved = json.load(f)
+        run_name = os.path.basename(os.path.normpath(cfg.selections_from))
+        saved["info"] = {**saved["info"], "selection_from_run": run_name}
+        _write_json(path, saved)  # this run folder stays complete on its own
         return np.asarray(saved["indices"], dtype=np.int64), saved["info"]
     ctx = MethodContext(inputs, labeled if spec.uses_labels else None)
     try:
