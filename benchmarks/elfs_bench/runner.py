@@ -268,7 +268,7 @@ def _check_selections_source(cfg: RunConfig, data: bdata.BenchData) -> None:
     source = cfg.selections_from
     if not source:
         return
-    flag = f"--selections-from {os.path.basename(os.path.normpath(source))}"
+    flag = f"--selections-from {_run_name(source)}"
     pool_file = os.path.join(source, "pool_paths.txt")
     config_file = os.path.join(source, "config.json")
     if not (os.path.exists(pool_file) and os.path.exists(config_file)):
@@ -303,6 +303,17 @@ def _path_tails(paths: list[str]) -> list[str]:
     return ["/".join(os.path.normpath(p).split(os.sep)[-3:]) for p in paths]
 
 
+def _read_selection(path: str) -> tuple[np.ndarray, dict]:
+    """A saved selection's indices and info."""
+    with open(path) as f:
+        saved = json.load(f)
+    return np.asarray(saved["indices"], dtype=np.int64), saved["info"]
+
+
+def _run_name(run_dir: str) -> str:
+    return os.path.basename(os.path.normpath(run_dir))
+
+
 def _selection_file(run_dir: str, method: str, rate: float, seed: int) -> str:
     return os.path.join(run_dir, "selections", f"{method}__r{_rate_tag(rate)}__s{seed}.json")
 
@@ -322,8 +333,8 @@ def run_benchmark(cfg: RunConfig) -> dict:
         f"data {data.key}: pool {len(data.pool)}, val {len(data.val)}, test {len(data.test)}, "
         f"{len(data.classes)} classes"
     )
+    _check_selections_source(cfg, data)  # before this run folder records its settings
     _check_settings(cfg, _settings(cfg, data.key))
-    _check_selections_source(cfg, data)
 
     todo = [
         (spec, rate, seed, p)
@@ -454,17 +465,14 @@ def _selection(
     """A method's selection: reused from ``selections/`` or made now (None + error on failure)."""
     path = _selection_file(cfg.run_dir, spec.name, rate, seed)
     if os.path.exists(path):
-        with open(path) as f:
-            saved = json.load(f)
-        return np.asarray(saved["indices"], dtype=np.int64), saved["info"]
+        return _read_selection(path)
     source = cfg.selections_from and _selection_file(cfg.selections_from, spec.name, rate, seed)
     if source and os.path.exists(source):  # checked by _check_selections_source
         with open(source) as f:
             saved = json.load(f)
-        run_name = os.path.basename(os.path.normpath(cfg.selections_from))
-        saved["info"] = {**saved["info"], "selection_from_run": run_name}
+        saved["info"] = {**saved["info"], "selection_from_run": _run_name(cfg.selections_from)}
         _write_json(path, saved)  # this run folder stays complete on its own
-        return np.asarray(saved["indices"], dtype=np.int64), saved["info"]
+        return _read_selection(path)
     ctx = MethodContext(inputs, labeled if spec.uses_labels else None)
     try:
         idx, info = _make_selection(spec, ctx, budget, seed, pool.labels)
