@@ -340,3 +340,26 @@ def test_benchmark_reuses_selections_on_a_larger_test_split(smoke_run):
         main([*other_params, "--selections-from", "smoke"])
     with pytest.raises(SystemExit, match="not a filled run folder"):
         main([*argv, "--run-name", "smoke-x", "--selections-from", "no-such-run"])
+
+
+def test_report_lists_each_seeds_paired_difference(tmp_path):
+    """The tables' paired differences come from the same seed of random, and the per-seed
+    table shows each one (a seed random lacks is left out of every summary)."""
+    from elfs_bench.report import write_report
+
+    raw = tmp_path / "run" / "raw"
+    raw.mkdir(parents=True)
+    accuracy = {
+        ("random", 0): 0.50, ("random", 1): 0.60,
+        ("elfs_default", 0): 0.53, ("elfs_default", 1): 0.59, ("elfs_default", 2): 0.90,
+    }  # fmt: skip
+    for (method, seed), acc in accuracy.items():
+        row = {"method": method, "protocol": "B", "rate": 90, "seed": seed, "accuracy": acc}
+        (raw / f"{method}__r90__s{seed}__B.json").write_text(json.dumps(row))
+    write_report(str(tmp_path / "run"))
+    table = (tmp_path / "run" / "table_B.md").read_text()
+    per_seed = table.split("## Paired difference per seed")[1].split("##")[0]
+    assert "| elfs_default | s0 +3.00, s1 -1.00 |" in per_seed
+    assert "s2" not in per_seed and "| random |" not in per_seed
+    paired = table.split("## Paired difference to random")[1].split("##")[0]
+    assert "| elfs_default | +1.00 ± 2.83 (2) |" in paired  # seed 2 has no random partner

@@ -1,7 +1,8 @@
 """Tables and plots from a run folder's raw JSON results.
 
 Writes ``table_<protocol>.md`` (accuracy mean +- std per method and pruning rate, the paired
-difference to random for the same seed, and per-method details: beta, cluster accuracy, cost),
+difference to random for the same seed with its one-sided lower bound and per seed, and
+per-method details: beta, cluster accuracy, cost),
 ``plot_<protocol>.png`` (accuracy and difference to random vs pruning rate) and ``results.csv``.
 """
 
@@ -74,6 +75,22 @@ def _lower_bound(diffs: list[float]) -> str:
     return f"{bound:+.2f} ({d.size})"
 
 
+def _paired_diffs(
+    acc: dict[tuple[str, float], dict[int, float]], method: str, rate: float
+) -> dict[int, float]:
+    """Seed -> the method's accuracy minus random's with the same seed (seeds both have)."""
+    ref = acc.get(("random", rate), {})
+    mine = acc.get((method, rate), {})
+    return {seed: mine[seed] - ref[seed] for seed in sorted(mine) if seed in ref}
+
+
+def _per_seed(diffs: dict[int, float]) -> str:
+    """'s0 +1.23, s1 -0.40' in points, in seed order."""
+    if not diffs:
+        return "–"
+    return ", ".join(f"s{seed} {100.0 * d:+.2f}" for seed, d in diffs.items())
+
+
 def _protocol_tables(rows: list[dict], protocol: str, run_name: str) -> str:
     """The markdown of one protocol's tables."""
     rows = [r for r in rows if r["protocol"] == protocol]
@@ -130,11 +147,7 @@ def _protocol_tables(rows: list[dict], protocol: str, run_name: str) -> str:
     for m in methods:
         if m == "random":
             continue
-        cells = []
-        for rate in rates:
-            ref = acc.get(("random", rate), {})
-            diffs = [a - ref[s] for s, a in acc[(m, rate)].items() if s in ref]
-            cells.append(_fmt(diffs, signed=True))
+        cells = [_fmt(list(_paired_diffs(acc, m, rate).values()), signed=True) for rate in rates]
         lines.append(f"| {_display(m, first[m])} | " + " | ".join(cells) + " |")
 
     lines += [
@@ -150,11 +163,23 @@ def _protocol_tables(rows: list[dict], protocol: str, run_name: str) -> str:
     for m in methods:
         if m == "random":
             continue
-        cells = []
-        for rate in rates:
-            ref = acc.get(("random", rate), {})
-            diffs = [a - ref[s] for s, a in acc[(m, rate)].items() if s in ref]
-            cells.append(_lower_bound(diffs))
+        cells = [_lower_bound(list(_paired_diffs(acc, m, rate).values())) for rate in rates]
+        lines.append(f"| {_display(m, first[m])} | " + " | ".join(cells) + " |")
+
+    lines += [
+        "",
+        "## Paired difference per seed (points)",
+        "",
+        "seed: this method's accuracy minus random's with that seed, so that a reader can check "
+        "the summaries above and see which seeds carry a mean.",
+        "",
+        header,
+        rule,
+    ]
+    for m in methods:
+        if m == "random":
+            continue
+        cells = [_per_seed(_paired_diffs(acc, m, rate)) for rate in rates]
         lines.append(f"| {_display(m, first[m])} | " + " | ".join(cells) + " |")
 
     lines += [
@@ -265,8 +290,7 @@ def _plot(rows: list[dict], protocol: str, path: str, run_name: str) -> None:
                 xs.append(rate)
                 ys.append(np.mean(vals))
                 es.append(np.std(vals, ddof=1) if len(vals) > 1 else 0.0)
-            ref = acc.get(("random", rate), {})
-            diffs = [a - ref[s] for s, a in acc[(m, rate)].items() if s in ref]
+            diffs = list(_paired_diffs(acc, m, rate).values())
             if diffs:
                 dx.append(rate)
                 dy.append(np.mean(diffs))
