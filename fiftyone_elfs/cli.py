@@ -104,6 +104,7 @@ def open_app(dataset_name: str, port: int | None, address: str | None) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line of `fiftyone-elfs` (its subcommands and their options)."""
     parser = argparse.ArgumentParser(
         prog="fiftyone-elfs",
         description=__doc__,
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs one `fiftyone-elfs` command; returns the exit status."""
     args = build_parser().parse_args(argv)
     if args.command == "install-plugin":
         link, action = install_plugin(args.plugins_dir)

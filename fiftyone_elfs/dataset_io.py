@@ -779,6 +779,7 @@ def mark_field(dataset: fo.Dataset, field: str, mark: dict[str, Any]) -> None:
 
 
 def has_saved_view(dataset: fo.Dataset, name: str) -> bool:
+    """Whether the dataset has a saved view of that name."""
     return dataset.has_saved_view(name)
 
 

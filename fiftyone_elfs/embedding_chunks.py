@@ -55,6 +55,7 @@ def signature(model: str, image_size: int | None) -> str:
 
 
 def run_name(dataset_id: str, key: str, model_signature: str) -> str:
+    """The ``run`` of the chunks of one dataset, run key and model (`signature`)."""
     return f"{dataset_id}:{key}:{model_signature}"
 
 

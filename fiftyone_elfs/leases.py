@@ -68,6 +68,7 @@ def lease_stage(stage: str) -> str:
 
 
 def lease_id(dataset_id: str, key: str, stage: str) -> str:
+    """The `_id` of the lease document of a stage of one run key of one dataset."""
     return f"{dataset_id}:{key}:{lease_stage(stage)}"
 
 

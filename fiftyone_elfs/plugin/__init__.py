@@ -7,6 +7,7 @@ directory.
 
 import os
 import sys
+from typing import Any
 
 try:
     import fiftyone_elfs  # noqa: F401
@@ -20,7 +21,7 @@ from fiftyone_elfs.plugin.operators import OPERATORS  # noqa: E402
 from fiftyone_elfs.plugin.panel import ElfsPanel  # noqa: E402
 
 
-def register(p):
+def register(p: Any) -> None:
     """Called by FiftyOne's plugin loader."""
     for operator in (*OPERATORS, *ANNOTATION_OPERATORS):
         p.register(operator)
