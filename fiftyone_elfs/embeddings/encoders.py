@@ -22,7 +22,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from fiftyone_elfs.cpus import available_cpus
+from fiftyone_elfs.cpus import available_cpus, decode_workers
 from fiftyone_elfs.embeddings import efficientnet_lite, jpeg
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.heap import keep_freed_memory
@@ -613,14 +613,15 @@ def embed_image_files(
     paths: Sequence[str],
     encoder: ImageEncoder,
     batch_size: int = 64,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     progress: ProgressFn | None = None,
 ) -> tuple[np.ndarray, dict[int, str]]:
     """Embeds image files in batches; unreadable ones get NaN rows and a reason, never an error.
 
     Returns (float32 [len(paths), encoder.dim], {index: reason}). num_workers > 0 decodes in
-    DataLoader worker processes; 0 decodes in this process. progress(fraction, label) is called
-    after every batch.
+    DataLoader worker processes; 0 decodes in this process; None: 0 on a CPU, one per core
+    but one with the encoder on a GPU (`fiftyone_elfs.cpus.decode_workers`).
+    progress(fraction, label) is called after every batch.
     """
     out = np.full((len(paths), encoder.dim), np.nan, dtype=np.float32)
     failures: dict[int, str] = {}
@@ -636,7 +637,7 @@ def iter_embedded_chunks(
     paths: Sequence[str],
     encoder: ImageEncoder,
     batch_size: int = 64,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     chunk_rows: int = 1024,
     progress: ProgressFn | None = None,
 ) -> Iterator[tuple[int, np.ndarray, dict[int, str]]]:
@@ -645,6 +646,7 @@ def iter_embedded_chunks(
     {index within the chunk: reason}). One DataLoader serves every chunk, so a caller can store
     chunks as they come (and resume after an interruption) at no cost in throughput.
     """
+    num_workers = decode_workers(num_workers, model_on_gpu=encoder.device.type == "cuda")
     if batch_size < 1 or num_workers < 0 or chunk_rows < 1:
         raise ValueError(
             "Need batch_size >= 1, num_workers >= 0 and chunk_rows >= 1, got "

@@ -222,7 +222,9 @@ class ElfsOperator(foo.Operator):
         """Values of parameters the form does not show, taken from the execution context."""
         if "num_workers" not in self.table.names:
             return {}
-        return {"num_workers": 2 if ctx.delegated else 0}  # decoding processes, off the App
+        # an immediate run decodes in the App's own process (no worker processes forked from
+        # the server); a delegated one takes the library's default (`cpus.decode_workers`)
+        return {"num_workers": None if ctx.delegated else 0}
 
     def custom_input(self, ctx: Any, inputs: types.Object, param: Param) -> Any:
         """Draws `param` differently from the default input (return its property), or None."""

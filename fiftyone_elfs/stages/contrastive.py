@@ -41,7 +41,7 @@ class ContrastiveConfig(StageConfig):
     contrastive_method: str
     batch_size: int
     seed: int
-    num_workers: int
+    num_workers: int | None
 
 
 def run(

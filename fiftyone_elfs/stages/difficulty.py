@@ -34,7 +34,7 @@ class DifficultyConfig(StageConfig):
     epochs: int | None
     label_field: str | None
     seed: int
-    num_workers: int
+    num_workers: int | None
 
 
 def _pseudo_labels(

@@ -42,7 +42,7 @@ class EmbeddingsConfig(StageConfig):
     embeddings_field: str | None
     image_size: int
     batch_size: int
-    num_workers: int
+    num_workers: int | None
     overwrite: bool
 
 
@@ -58,7 +58,7 @@ class ShardConfig(StageConfig):
     model: str
     image_size: int
     batch_size: int
-    num_workers: int
+    num_workers: int | None
 
 
 def run_shard(

@@ -55,7 +55,7 @@ class PipelineConfig(StageConfig):
     visualize: bool
     seed: int
     temi_params: dict[str, Any] | None
-    num_workers: int
+    num_workers: int | None
 
 
 def stages_of(config: PipelineConfig) -> list[str]:
