@@ -1,4 +1,5 @@
-"""The fast JPEG path (`fiftyone_elfs.embeddings.jpeg`): PIL's pixels exactly, or no answer."""
+"""The fast JPEG path (`fiftyone_elfs.embeddings.jpeg`): PIL's pixels exactly, or no answer;
+and large photos decoded at a reduced size, never below twice the encoder's input."""
 
 from __future__ import annotations
 
@@ -124,8 +125,8 @@ def test_embeddings_are_the_same_with_and_without_the_fast_path(tmp_path, monkey
     decoded = []
     decode_rgb = jpeg.decode_rgb
 
-    def counting(data):
-        pixels = decode_rgb(data)
+    def counting(data, at_least=None):
+        pixels = decode_rgb(data)  # at full size: PIL's pixels (reduced decoding: tested below)
         decoded.append(pixels is not None)
         return pixels
 
@@ -147,3 +148,66 @@ def test_embeddings_are_the_same_with_and_without_the_fast_path(tmp_path, monkey
     cosine = (fast_unsplit[ok] * slow[ok]).sum(axis=1)
     cosine /= np.linalg.norm(fast_unsplit[ok], axis=1) * np.linalg.norm(slow[ok], axis=1)
     assert cosine.min() > 0.9999
+
+
+def test_reduction_is_the_largest_that_keeps_the_requested_size():
+    assert jpeg.reduction(601, 1003, None) == 1
+    assert jpeg.reduction(601, 1003, (256, 256)) == 2  # ceil(601 / 4) = 151 < 256
+    assert jpeg.reduction(601, 1003, (151, 251)) == 4  # libjpeg rounds the sides up
+    assert jpeg.reduction(601, 1003, (152, 100)) == 2
+    assert jpeg.reduction(4000, 3000, (256, 256)) == 8
+    assert jpeg.reduction(255, 4000, (256, 256)) == 1  # already below on one side
+
+
+@pytest.mark.parametrize("kind", ["4:2:0", "4:4:4", "progressive"])
+def test_reduced_decoding_is_a_downscale_of_the_full_decode(kind):
+    """At_least picks the scale; the pixels are the full decode shrunk (within a few levels of
+    its 2x2 / 4x4 block means), colour and grayscale alike."""
+    photo = Image.fromarray(skimage.data.astronaut()).resize((1003, 601))
+    for image in (photo, photo.convert("L")):
+        data = _jpeg_bytes(image, **_OPTIONS[kind])
+        full = _pil_rgb(data).astype(np.float64)
+        for at_least, scale in (((256, 256), 2), ((151, 251), 4), ((600, 1000), 1)):
+            pixels = jpeg.decode_rgb(data, at_least=at_least)
+            assert pixels.shape == (-(-601 // scale), -(-1003 // scale), 3)
+            if scale == 1:
+                np.testing.assert_array_equal(pixels, full)
+                continue
+            h, w = 601 // scale, 1003 // scale
+            means = full[: h * scale, : w * scale].reshape(h, scale, w, scale, 3).mean((1, 3))
+            assert np.abs(pixels[:h, :w] - means).mean() < 3.0, (kind, image.mode, scale)
+
+
+def test_the_loop_decodes_large_photos_reduced_and_their_embeddings_barely_move(
+    tmp_path, monkeypatch
+):
+    """The embedding loop asks for at least twice the encoder's input size; photos that large
+    come out within cosine 0.99 of the full decode, smaller files exactly as before."""
+    paths = []
+    for k, image in enumerate(_photos().values()):  # up to 512 px
+        paths.append(str(tmp_path / f"{k}.jpg"))
+        image.save(paths[-1], "JPEG", quality=90)
+    big = Image.fromarray(skimage.data.coffee()).resize((1200, 800))
+    paths.append(str(tmp_path / "big.jpg"))
+    big.save(paths[-1], "JPEG", quality=90)
+    encoder = load_encoder("efficientnet-lite0", image_size=128, device="cpu")
+
+    asked = []
+    decode_rgb = jpeg.decode_rgb
+
+    def recording(data, at_least=None):
+        asked.append(at_least)
+        return decode_rgb(data, at_least=at_least)
+
+    monkeypatch.setattr(jpeg, "decode_rgb", recording)
+    reduced, failures = embed_image_files(paths, encoder, batch_size=4)
+    assert not failures and set(asked) == {(256, 256)}
+    monkeypatch.setattr(jpeg, "decode_rgb", lambda data, at_least=None: decode_rgb(data))
+    full, _ = embed_image_files(paths, encoder, batch_size=4)
+    cosine = (reduced * full).sum(axis=1)
+    cosine /= np.linalg.norm(reduced, axis=1) * np.linalg.norm(full, axis=1)
+    # astronaut and the grayscale camera (512 px: 1/2) and the big photo (1/2, as 800 / 4 <
+    # 256) are decoded reduced; the others are below 256 px
+    changed = [i for i in range(len(paths)) if not np.array_equal(reduced[i], full[i])]
+    assert changed == [0, 2, len(paths) - 1]
+    assert cosine.min() > 0.99

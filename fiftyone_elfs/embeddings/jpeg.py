@@ -18,6 +18,11 @@ the rest, and the caller decodes them with PIL as before):
 - no larger than PIL's decompression-bomb limit, which PIL then enforces as before.
 
 The EXIF orientation is ignored, as PIL's `Image.open` does.
+
+Large photos: a caller that shrinks every image to a fixed size can ask for a reduced decode
+(`decode_rgb(at_least=...)`): libjpeg then decodes directly at 1/2, 1/4 or 1/8 of the size,
+several times faster than the full decode and resize; those pixels are a downscale of PIL's, no
+longer equal to them.
 """
 
 from __future__ import annotations
@@ -76,10 +81,33 @@ def frame_header(data: bytes) -> tuple[int, int, int, int, int] | None:
     return None
 
 
-def decode_rgb(data: bytes) -> np.ndarray | None:
+#: libjpeg's DCT-domain downscales: decoding at 1/2, 1/4 or 1/8 of the size (`reduction`).
+REDUCTIONS = (2, 4, 8)
+
+
+def reduction(height: int, width: int, at_least: tuple[int, int] | None) -> int:
+    """The largest of `REDUCTIONS` (else 1) at which an image of `height` x `width` decodes to
+    at least `at_least` = (height, width) pixels (libjpeg rounds the reduced sides up)."""
+    if at_least is None:
+        return 1
+    fits = [
+        s for s in REDUCTIONS if -(-height // s) >= at_least[0] and -(-width // s) >= at_least[1]
+    ]
+    return max(fits, default=1)
+
+
+def decode_rgb(data: bytes, at_least: tuple[int, int] | None = None) -> np.ndarray | None:
     """The RGB pixels, uint8 [H, W, 3], of a JPEG file's bytes that OpenCV decodes exactly as
     PIL's `Image.open(...).convert("RGB")` would (see the module docstring); None for any other
-    file, or where OpenCV is missing or fails, for the caller to decode with PIL."""
+    file, or where OpenCV is missing or fails, for the caller to decode with PIL.
+
+    `at_least` (height, width): the caller will shrink the image to a fixed size anyway, so a
+    photo that is at least twice that size on a side is decoded directly at 1/2, 1/4 or 1/8 of
+    its size (`reduction`: libjpeg's scaled inverse DCT, OpenCV's ``IMREAD_REDUCED_COLOR_*``),
+    never below `at_least`. Then the pixels are no longer PIL's full decode but a downscale of
+    it. Why: a camera photo's full decode and resize cost 5-10x the encoder's own time per image
+    on a CPU. What it changes: `benchmarks/scale/reduced_decode.py`.
+    """
     header = frame_header(data)
     if header is None or not data.endswith(b"\xff\xd9"):
         return None
@@ -92,8 +120,18 @@ def decode_rgb(data: bytes) -> np.ndarray | None:
     cv2 = _opencv()
     if cv2 is None:
         return None
-    flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    scale = reduction(height, width, at_least)
+    flags = _REDUCED_FLAGS[scale](cv2) | cv2.IMREAD_IGNORE_ORIENTATION
     bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
-    if bgr is None or bgr.shape != (height, width, 3):
+    if bgr is None or bgr.shape != (-(-height // scale), -(-width // scale), 3):
         return None
     return bgr[:, :, ::-1]
+
+
+#: OpenCV's colour decoding flag of each reduction.
+_REDUCED_FLAGS = {
+    1: lambda cv2: cv2.IMREAD_COLOR,
+    2: lambda cv2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: lambda cv2: cv2.IMREAD_REDUCED_COLOR_4,
+    8: lambda cv2: cv2.IMREAD_REDUCED_COLOR_8,
+}
