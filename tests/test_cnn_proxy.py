@@ -110,6 +110,31 @@ def test_unreadable_images_are_named(digit_files, tmp_path):
     assert load_images(paths[:5], image_size=16, num_workers=2).shape == (5, 16, 16, 3)
 
 
+def test_large_photos_are_decoded_reduced_and_keep_their_pixels(tmp_path):
+    """A photo many times the proxy's input size is decoded at a reduced size (libjpeg's scaled
+    decoding, never below twice the input): the 32 px result differs from the full decode's by
+    a few levels at most; a small JPEG and a PNG are decoded exactly as before."""
+    import skimage.data
+    from PIL import Image
+
+    photo = Image.fromarray(skimage.data.astronaut()).resize((1200, 900))
+    big, small, png = (str(tmp_path / name) for name in ("big.jpg", "small.jpg", "big.png"))
+    photo.save(big, quality=90)
+    photo.resize((60, 45)).save(small, quality=90)
+    photo.save(png)
+    images = load_images([big, small, png], image_size=32)
+
+    def full_decode(path: str) -> np.ndarray:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB").resize((32, 32), Image.BILINEAR))
+
+    difference = np.abs(images[0].astype(int) - full_decode(big).astype(int))
+    assert difference.max() > 0  # decoded reduced, not in full
+    assert difference.mean() < 3.0
+    np.testing.assert_array_equal(images[1], full_decode(small))
+    np.testing.assert_array_equal(images[2], full_decode(png))
+
+
 def test_cnn_proxy_through_the_operator_scores_every_sample(dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("ELFS_CACHE_DIR", str(tmp_path))
     elfs.compute_pseudo_labels(dataset, n_clusters=10, clustering="kmeans")

@@ -14,7 +14,7 @@ so they are smoother than camera photos of that size), this prints one JSON line
 - ``knn_agreement``: the share of each photo's 5 nearest neighbours (among the photos of that
   size) that both embeddings give;
 - ``reduced_share`` and the reductions used, at the default margin
-  (`encoders.REDUCED_DECODE_MARGIN`) and, for comparison, with ``--margin``.
+  (`jpeg.REDUCED_DECODE_MARGIN`) and, for comparison, with ``--margin``.
 
     .venv/bin/python benchmarks/scale/reduced_decode.py \\
         --out benchmarks/results/scale/reduced_decode.jsonl

@@ -24,6 +24,7 @@ from PIL import Image
 from torch import nn
 
 from fiftyone_elfs.cpus import decode_workers
+from fiftyone_elfs.embeddings.jpeg import REDUCED_DECODE_MARGIN
 
 from .checkpoints import EpochCheckpoint
 from .training_dynamics import (
@@ -95,6 +96,10 @@ class _ImageFiles(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, bool]:
         try:
             with Image.open(self.paths[i]) as im:
+                # a large JPEG decodes at 1/2 to 1/8 of its size, never below twice the target
+                # (PIL's draft: libjpeg's scaled decoding; other formats ignore it)
+                reduced = REDUCED_DECODE_MARGIN * self.size
+                im.draft("RGB", (reduced, reduced))
                 im = im.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
                 return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()), True
         except (OSError, ValueError):

@@ -620,13 +620,6 @@ def _collate(
     return [i for i, _ in good], batch, failures
 
 
-#: A JPEG is decoded at a reduced size only down to this many times the encoder's input size,
-#: so that the antialiased resize still does the last 2x or more of the reduction: measured on
-#: photos of 400 to 3,000 px, cosine similarity to the full decode's embedding >= 0.993
-#: (median >= 0.999) at 2x, down to 0.975 at 1x (`benchmarks/scale/reduced_decode.py`).
-REDUCED_DECODE_MARGIN = 2
-
-
 def reduced_decode_floor(split: BatchedPreprocessing | None) -> tuple[int, int] | None:
     """The size (height, width) below which a JPEG is never decoded at a reduced size: twice the
     input size of an encoder whose preprocessing is one fixed-size resize, else None (no
@@ -634,7 +627,7 @@ def reduced_decode_floor(split: BatchedPreprocessing | None) -> tuple[int, int] 
     if split is None or split.batch_resize is None:
         return None
     height, width = split.batch_resize
-    return REDUCED_DECODE_MARGIN * height, REDUCED_DECODE_MARGIN * width
+    return jpeg.REDUCED_DECODE_MARGIN * height, jpeg.REDUCED_DECODE_MARGIN * width
 
 
 def embed_image_files(
