@@ -137,50 +137,24 @@ def _protocol_tables(rows: list[dict], protocol: str, run_name: str) -> str:
         cells = [_fmt(list(acc[(m, rate)].values())) for rate in rates]
         lines.append(f"| {_display(m, first[m])} | " + " | ".join(cells) + " |")
 
-    lines += [
-        "",
-        "## Paired difference to random (percentage points, same seed)",
-        "",
-        header,
-        rule,
-    ]
-    for m in methods:
-        if m == "random":
-            continue
-        cells = [_fmt(list(_paired_diffs(acc, m, rate).values()), signed=True) for rate in rates]
-        lines.append(f"| {_display(m, first[m])} | " + " | ".join(cells) + " |")
-
-    lines += [
-        "",
-        "## One-sided 90% lower bound of the paired difference (points)",
-        "",
-        "mean - t(0.9, n-1) * std / sqrt(n) over the seeds; above -0.5 is the 'never harm' "
-        "target. Needs at least 2 seeds.",
-        "",
-        header,
-        rule,
-    ]
-    for m in methods:
-        if m == "random":
-            continue
-        cells = [_lower_bound(list(_paired_diffs(acc, m, rate).values())) for rate in rates]
-        lines.append(f"| {_display(m, first[m])} | " + " | ".join(cells) + " |")
-
-    lines += [
-        "",
-        "## Paired difference per seed (points)",
-        "",
-        "seed: this method's accuracy minus random's with that seed, so that a reader can check "
-        "the summaries above and see which seeds carry a mean.",
-        "",
-        header,
-        rule,
-    ]
-    for m in methods:
-        if m == "random":
-            continue
-        cells = [_per_seed(_paired_diffs(acc, m, rate)) for rate in rates]
-        lines.append(f"| {_display(m, first[m])} | " + " | ".join(cells) + " |")
+    paired_sections = (
+        ("Paired difference to random (percentage points, same seed)", "",
+         lambda diffs: _fmt(list(diffs.values()), signed=True)),
+        ("One-sided 90% lower bound of the paired difference (points)",
+         "mean - t(0.9, n-1) * std / sqrt(n) over the seeds; above -0.5 is the 'never harm' "
+         "target. Needs at least 2 seeds.",
+         lambda diffs: _lower_bound(list(diffs.values()))),
+        ("Paired difference per seed (points)",
+         "seed: this method's accuracy minus random's with that seed, so that a reader can "
+         "check the summaries above and see which seeds carry a mean.",
+         _per_seed),
+    )  # fmt: skip
+    for title, note, cell in paired_sections:
+        lines += ["", f"## {title}", "", *([note, ""] if note else []), header, rule]
+        for m in methods:
+            if m != "random":
+                cells = [cell(_paired_diffs(acc, m, rate)) for rate in rates]
+                lines.append(f"| {_display(m, first[m])} | " + " | ".join(cells) + " |")
 
     lines += [
         "",

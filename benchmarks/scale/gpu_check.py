@@ -57,6 +57,9 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
+
+from photos import photo_jpegs  # noqa: E402
 
 
 def emit(row: dict, out: str | None) -> None:
@@ -69,30 +72,13 @@ def emit(row: dict, out: str | None) -> None:
 
 
 def write_photos(folder: str, n: int, size: int, seed: int) -> list[str]:
-    """`n` JPEG files of real photos (scikit-image's samples), each a random crop of one of them
-    resized to `size` px on its long side: the decoding cost of ordinary camera images."""
-    import skimage.data
-    from PIL import Image
-
-    names = ["astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "hubble_deep_field"]
-    sources = []
-    for name in names:
-        loader = getattr(skimage.data, name, None)
-        if loader is not None:
-            sources.append(Image.fromarray(loader()).convert("RGB"))
-    rng = np.random.default_rng(seed)
+    """`n` JPEG files of real photos (`photos.photo_jpegs`), `size` px on their long side: the
+    decoding cost of ordinary camera images."""
     paths = []
-    for i in range(n):
-        image = sources[i % len(sources)]
-        w, h = image.size
-        cw, ch = int(w * rng.uniform(0.6, 1.0)), int(h * rng.uniform(0.6, 1.0))
-        x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-        crop = image.crop((x, y, x + cw, y + ch))
-        scale = size / max(crop.size)
-        crop = crop.resize((max(1, round(cw * scale)), max(1, round(ch * scale))))
-        path = os.path.join(folder, f"{i:06d}.jpg")
-        crop.save(path, quality=90)
-        paths.append(path)
+    for i, data in enumerate(photo_jpegs(n, size, seed)):
+        paths.append(os.path.join(folder, f"{i:06d}.jpg"))
+        with open(paths[-1], "wb") as f:
+            f.write(data)
     return paths
 
 

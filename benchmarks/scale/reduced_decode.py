@@ -23,7 +23,6 @@ so they are smoother than camera photos of that size), this prints one JSON line
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import statistics
@@ -36,29 +35,9 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
 
-
-def photos(n: int, long_side: int, seed: int) -> list[bytes]:
-    """JPEG bytes of `n` random crops of scikit-image's sample photos, `long_side` px."""
-    import skimage.data
-    from PIL import Image
-
-    names = ["astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina", "coins"]
-    sources = [Image.fromarray(getattr(skimage.data, name)()).convert("RGB") for name in names]
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        image = sources[i % len(sources)]
-        w, h = image.size
-        cw, ch = int(w * rng.uniform(0.5, 1.0)), int(h * rng.uniform(0.5, 1.0))
-        x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-        crop = image.crop((x, y, x + cw, y + ch))
-        scale = long_side / max(crop.size)
-        crop = crop.resize((round(cw * scale), round(ch * scale)), Image.BICUBIC)
-        buffer = io.BytesIO()
-        crop.save(buffer, format="JPEG", quality=90)
-        out.append(buffer.getvalue())
-    return out
+from photos import photo_jpegs  # noqa: E402
 
 
 def knn(X: np.ndarray, k: int = 5) -> np.ndarray:
@@ -89,7 +68,7 @@ def main() -> None:
     for long_side in (int(s) for s in args.sizes.split(",")):
         with tempfile.TemporaryDirectory() as folder:
             paths = []
-            for i, data in enumerate(photos(args.photos, long_side, seed=long_side)):
+            for i, data in enumerate(photo_jpegs(args.photos, long_side, seed=long_side)):
                 paths.append(os.path.join(folder, f"{i:04d}.jpg"))
                 with open(paths[-1], "wb") as f:
                     f.write(data)
