@@ -192,8 +192,9 @@ def _varied_images() -> list[Image.Image]:
 def test_batched_preprocessing_matches_the_per_image_transform(model):
     """The split transform (per-image geometry to uint8, batched ToTensor and Normalize) gives
     the tensors of stacking the encoder's own per-image transform: bit for bit where PIL
-    resizes, within PIL's rounding where the batch does (images no larger than a fixed-size
-    Resize); its batch is already in the encoder's channels-last layout."""
+    resizes (geometry other than one fixed-size Resize), within PIL's rounding where torch's
+    kernel does (every image under a fixed-size Resize: in the batch when no larger than it,
+    per image when larger); its batch is already in the encoder's channels-last layout."""
     kwargs = {"pretrained": False} if model.startswith("timm:") else {"image_size": 64}
     encoder = load_encoder(model, device="cpu", **kwargs)
     split = encoder.batched_preprocessing
@@ -204,20 +205,21 @@ def test_batched_preprocessing_matches_the_per_image_transform(model):
     assert all(a.dtype == np.uint8 and a.shape[-1] == 3 for a in arrays)
     if model.startswith("timm:"):  # Resize(short side) + CenterCrop: all geometry per image
         assert split.batch_resize is None
-        left_to_batch = []
+        left_to_batch, torch_rows = [], []
     else:
         assert split.batch_resize == (64, 64) and split.resize_mode == "bicubic"
         left_to_batch = [i for i, img in enumerate(images) if max(img.size) <= 64]
         assert left_to_batch == [2, 3]  # the 37 x 23 and 5 x 9 images
         assert [arrays[i].shape[:2] for i in left_to_batch] == [(23, 37), (9, 5)]
+        torch_rows = list(range(len(images)))
     for batch in (split.to_batch(arrays), encoder.preprocess(images)):
         assert batch.shape == expected.shape
         assert batch.is_contiguous(memory_format=torch.channels_last)
-        pil_rows = [i for i in range(len(images)) if i not in left_to_batch]
+        pil_rows = [i for i in range(len(images)) if i not in torch_rows]
         assert torch.equal(batch[pil_rows], expected[pil_rows])
-        if left_to_batch:
+        if torch_rows:
             std = torch.as_tensor(split.std).view(1, -1, 1, 1)
-            levels = ((batch - expected) * std * 255)[left_to_batch].abs()
+            levels = ((batch - expected) * std * 255)[torch_rows].abs()
             assert levels.max() <= 2 + 1e-3 and (levels > 0.5).float().mean() < 0.01
 
 
@@ -247,9 +249,13 @@ def test_batch_resize_reproduces_pil_up_to_rounding(mode):
     diff = np.abs(batch.numpy().astype(int) - pil.astype(int))
     assert diff.max() <= 2 and (diff > 0).mean() < 0.01
     assert np.array_equal(batch[3].numpy(), pil[3])  # already at size: untouched
-    # a larger image is resized by PIL per image, exactly as the per-image transform does
+    # a larger image is shrunk per image (a batch never holds it) by the same kernel
     big = Image.fromarray(rng.integers(0, 256, (90, 70, 3), dtype=np.uint8))
-    assert np.array_equal(split.to_array(big), np.asarray(split.geometry(big)))
+    shrunk = split.to_array(big)
+    assert shrunk.shape == (48, 40, 3) and shrunk.dtype == np.uint8
+    diff = np.abs(shrunk.astype(int) - np.asarray(split.geometry(big)).astype(int))
+    assert diff.max() <= 2
+    assert (diff > 0).mean() < 0.05  # pure noise: 2.9% of values with bilinear, <1% bicubic
 
 
 @pytest.mark.parametrize(
@@ -318,9 +324,7 @@ def test_transforms_that_cannot_be_split_run_per_image(encoder, tmp_path):
     assert unsplit.batched_preprocessing is None
     X_unsplit, failures_unsplit = embed_image_files(paths, unsplit, batch_size=3)
     assert failures == failures_unsplit == {}
-    # images larger than the input size: resized by PIL in both, the same numbers
-    np.testing.assert_allclose(X_unsplit[[0, 1]], X[[0, 1]], atol=1e-5)
-    # smaller ones: the batch's resize rounds a few values differently from PIL's
+    # torch's resize kernel (split) rounds a few values differently from PIL's (unsplit)
     cosine = (X_unsplit * X).sum(axis=1) / np.linalg.norm(X_unsplit, axis=1)
     cosine /= np.linalg.norm(X, axis=1)
     assert cosine.min() > 0.9999

@@ -1,4 +1,4 @@
-"""JPEG photos of ordinary sizes for the decoding benchmarks (`reduced_decode.py`, `gpu_check.py`).
+"""JPEG photos of ordinary sizes for the decoding benchmarks (`large_photos.py`, `gpu_check.py`).
 
 No image set of camera-sized photos ships with this project's dependencies, so these are random
 crops of scikit-image's sample photos (at most 1,411 px), resized to the wanted long side and

@@ -86,7 +86,7 @@ REDUCTIONS = (2, 4, 8)
 #: A JPEG is decoded at a reduced size only down to this many times the size it is shrunk to
 #: next, so that the antialiased resize still does the last 2x or more of the reduction:
 #: measured on photos of 600 to 4,000 px, embeddings within cosine 0.996 of the full decode's
-#: at 2x (`benchmarks/scale/reduced_decode.py`), down to 0.975 at 1x in a first probe.
+#: at 2x (`benchmarks/scale/large_photos.py`), down to 0.975 at 1x in a first probe.
 REDUCED_DECODE_MARGIN = 2
 
 
@@ -111,7 +111,7 @@ def decode_rgb(data: bytes, at_least: tuple[int, int] | None = None) -> np.ndarr
     its size (`reduction`: libjpeg's scaled inverse DCT, OpenCV's ``IMREAD_REDUCED_COLOR_*``),
     never below `at_least`. Then the pixels are no longer PIL's full decode but a downscale of
     it. Why: a camera photo's full decode and resize cost 5-10x the encoder's own time per image
-    on a CPU. What it changes: `benchmarks/scale/reduced_decode.py`.
+    on a CPU. What it changes: `benchmarks/scale/large_photos.py`.
     """
     header = frame_header(data)
     if header is None or not data.endswith(b"\xff\xd9"):
