@@ -554,9 +554,9 @@ def _read_image(
     part of its `BatchedPreprocessing`); (input, None) or (None, reason). Never raises.
 
     An ordinary JPEG is decoded by OpenCV, 5x faster and with PIL's pixels (`jpeg.decode_rgb`),
-    or, when it is larger than `decode_at_least` by 2x or more, directly at 1/2 to 1/8 of its
-    size; `to_input` then gets them as a uint8 [H, W, 3] array if `takes_arrays`, else as a PIL
-    image. Every other file is decoded by PIL.
+    or directly at 1/2 to 1/8 of its size where that keeps it at least `decode_at_least`
+    (`jpeg.reduction`); `to_input` then gets them as a uint8 [H, W, 3] array if
+    `takes_arrays`, else as a PIL image. Every other file is decoded by PIL.
     """
     try:
         with open(path, "rb") as f:
