@@ -110,8 +110,8 @@ def decode_rgb(data: bytes, at_least: tuple[int, int] | None = None) -> np.ndarr
     photo that is at least twice that size on a side is decoded directly at 1/2, 1/4 or 1/8 of
     its size (`reduction`: libjpeg's scaled inverse DCT, OpenCV's ``IMREAD_REDUCED_COLOR_*``),
     never below `at_least`. Then the pixels are no longer PIL's full decode but a downscale of
-    it. Why: a camera photo's full decode and resize cost 5-10x the encoder's own time per image
-    on a CPU. What it changes: `benchmarks/scale/large_photos.py`.
+    it. Why: a photo's full decode and resize took about 3x the encoder's own time per image at
+    400 px and over 100x at 4,000 px on a CPU here (`benchmarks/scale/large_photos.py`).
     """
     header = frame_header(data)
     if header is None or not data.endswith(b"\xff\xd9"):
@@ -126,17 +126,9 @@ def decode_rgb(data: bytes, at_least: tuple[int, int] | None = None) -> np.ndarr
     if cv2 is None:
         return None
     scale = reduction(height, width, at_least)
-    flags = _REDUCED_FLAGS[scale](cv2) | cv2.IMREAD_IGNORE_ORIENTATION
+    colour = cv2.IMREAD_COLOR if scale == 1 else getattr(cv2, f"IMREAD_REDUCED_COLOR_{scale}")
+    flags = colour | cv2.IMREAD_IGNORE_ORIENTATION
     bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     if bgr is None or bgr.shape != (-(-height // scale), -(-width // scale), 3):
         return None
     return bgr[:, :, ::-1]
-
-
-#: OpenCV's colour decoding flag of each reduction.
-_REDUCED_FLAGS = {
-    1: lambda cv2: cv2.IMREAD_COLOR,
-    2: lambda cv2: cv2.IMREAD_REDUCED_COLOR_2,
-    4: lambda cv2: cv2.IMREAD_REDUCED_COLOR_4,
-    8: lambda cv2: cv2.IMREAD_REDUCED_COLOR_8,
-}
