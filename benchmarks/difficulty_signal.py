@@ -10,9 +10,13 @@ correlation with the true-label AUM of label-free signals on the tuning pool of
 - the kNN agreement of the pseudo-labels (the share of a sample's k nearest neighbours in its
   cluster), of the selected head and averaged over heads; the local density (mean cosine
   similarity to the k nearest neighbours);
+- the encoder's own ImageNet classifier applied to the pooled features (the package ships it
+  with the weights): its confidence (top probability, top-2 margin, negative entropy) and the
+  kNN agreement of its top-1 ImageNet class, a 1,000-way pseudo-label with no clustering;
 - for scale, the kNN agreement of the TRUE labels (not label-free).
 
     .venv/bin/python benchmarks/difficulty_signal.py --seed 0 --threads 1   # about 10 minutes
+    .venv/bin/python benchmarks/difficulty_signal.py --signals imagenet --threads 1  # 2 minutes
 """
 
 from __future__ import annotations
@@ -36,6 +40,28 @@ def knn_agreement(labels: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
     return (labels[neighbours] == labels[:, None]).mean(axis=1)
 
 
+def imagenet_head_signals(X: np.ndarray, neighbours: np.ndarray) -> dict[str, np.ndarray]:
+    """Label-free signals of Lite0's own ImageNet classifier on its pooled features ``X``
+    (higher = more confident or more consistent = easier)."""
+    from fiftyone_elfs.embeddings import load_encoder
+
+    head = load_encoder("efficientnet-lite0").model.classifier
+    logits = X @ head.weight.detach().numpy().T + head.bias.detach().numpy()
+    logits -= logits.max(axis=1, keepdims=True)
+    p = np.exp(logits)
+    p /= p.sum(axis=1, keepdims=True)
+    top2 = np.sort(p, axis=1)[:, -2:]
+    top1_class = p.argmax(axis=1)
+    signals = {
+        "imagenet_top_probability": top2[:, 1],
+        "imagenet_top2_margin": top2[:, 1] - top2[:, 0],
+        "imagenet_negative_entropy": (p * np.log(p + 1e-12)).sum(axis=1),
+    }
+    for kk in (10, 20, 50):
+        signals[f"imagenet_top1_knn{kk}_agreement"] = knn_agreement(top1_class, neighbours[:, :kk])
+    return signals
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seed", type=int, default=0)
@@ -43,6 +69,11 @@ def main() -> None:
     p.add_argument("--val", type=int, default=5000)
     p.add_argument("--data-seed", type=int, default=101)
     p.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores")
+    p.add_argument(
+        "--signals",
+        default="temi,imagenet",
+        help="comma-separated: temi (the pseudo-label signals), imagenet (the classifier's)",
+    )
     p.add_argument("--cache-dir", default=os.path.join(HERE, "cache"))
     a = p.parse_args()
 
@@ -77,29 +108,34 @@ def main() -> None:
         return round(float(spearmanr(signal, true_aum)[0]), 3)
 
     true_aum = aum_of(y_pool)
-    temi = TEMIClustering(k, seed=a.seed).fit(X)
-    heads = [temi.predict(X, head=h) for h in range(temi.n_heads)]
-    head_aums = []
-    for h, labels in enumerate(heads):
-        head_aums.append(aum_of(labels))
-        row = {"head": h, "accuracy": round(cluster_accuracy(y_pool, labels), 3)}
-        print(json.dumps({**row, "rho_aum": rho(head_aums[-1])}), flush=True)
-
+    signals = set(a.signals.split(","))
     nn = nearest_neighbors(X, 50)  # exact at this size, most similar first
     Xn = l2_normalize(X)
     sims = np.einsum("nd,nkd->nk", Xn, Xn[nn])  # cosine similarity to each neighbour
-    best = temi.best_head_
-    summary = {
-        "seed": a.seed,
-        "best_head": best,
-        "rho_aum_best_head": rho(head_aums[best]),
-        "rho_aum_mean_over_heads": rho(np.mean(head_aums, axis=0)),
-    }
+    summary: dict = {"seed": a.seed}
+    if "temi" in signals:
+        temi = TEMIClustering(k, seed=a.seed).fit(X)
+        heads = [temi.predict(X, head=h) for h in range(temi.n_heads)]
+        head_aums = []
+        for h, labels in enumerate(heads):
+            head_aums.append(aum_of(labels))
+            row = {"head": h, "accuracy": round(cluster_accuracy(y_pool, labels), 3)}
+            print(json.dumps({**row, "rho_aum": rho(head_aums[-1])}), flush=True)
+        best = temi.best_head_
+        summary["best_head"] = best
+        summary["rho_aum_best_head"] = rho(head_aums[best])
+        summary["rho_aum_mean_over_heads"] = rho(np.mean(head_aums, axis=0))
+        for kk in (10, 20, 50):
+            summary[f"rho_knn{kk}_agreement_best_head"] = rho(
+                knn_agreement(heads[best], nn[:, :kk])
+            )
+            summary[f"rho_knn{kk}_agreement_mean_over_heads"] = rho(
+                np.mean([knn_agreement(h, nn[:, :kk]) for h in heads], axis=0)
+            )
+    if "imagenet" in signals:
+        for name, signal in imagenet_head_signals(X, nn).items():
+            summary[f"rho_{name}"] = rho(signal)
     for kk in (10, 20, 50):
-        summary[f"rho_knn{kk}_agreement_best_head"] = rho(knn_agreement(heads[best], nn[:, :kk]))
-        summary[f"rho_knn{kk}_agreement_mean_over_heads"] = rho(
-            np.mean([knn_agreement(h, nn[:, :kk]) for h in heads], axis=0)
-        )
         summary[f"rho_density{kk}"] = rho(sims[:, :kk].mean(axis=1))
         summary[f"rho_knn{kk}_agreement_TRUE_labels"] = rho(knn_agreement(y_pool, nn[:, :kk]))
     print(json.dumps(summary, indent=1))
