@@ -65,6 +65,7 @@ def test_auto_takes_ccs_on_weak_pseudo_labels_and_draws_across_the_range(modes_d
     result = _run(modes_dataset, "cloud_embedding", 10)
     assert _trust(modes_dataset)["level"] == "weak"
     assert result.mode == "ccs" and "trust is weak" in result.mode_reason
+    assert "about as good as random subsets" in result.mode_reason  # what to expect, said
     ids, aum, region = modes_dataset.values(["id", "elfs_aum", "elfs_coreset_region"])
     aum, region = np.asarray(aum, dtype=float), np.asarray(region)
     assert set(region) == {"dropped_hard", "coreset", "not_drawn"}
