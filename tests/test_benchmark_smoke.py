@@ -363,3 +363,27 @@ def test_report_lists_each_seeds_paired_difference(tmp_path):
     assert "s2" not in per_seed and "| random |" not in per_seed
     paired = table.split("## Paired difference to random")[1].split("##")[0]
     assert "| elfs_default | +1.00 ± 2.83 (2) |" in paired  # seed 2 has no random partner
+    assert "## Gap closure" not in table  # no supervised reference in this run
+
+
+def test_report_gap_closure_pairs_seeds_and_skips_a_reference_within_the_noise(tmp_path):
+    """Gap closure divides the method's paired gain by supervised CCS's over the seeds all
+    three share, and is left out where the reference gains under one point."""
+    from elfs_bench.report import write_report
+
+    raw = tmp_path / "run" / "raw"
+    raw.mkdir(parents=True)
+    accuracy = {
+        (70, "random", 0): 0.50, (70, "random", 1): 0.60,
+        (70, "supervised_ccs", 0): 0.54, (70, "supervised_ccs", 1): 0.64,
+        (70, "elfs_default", 0): 0.51, (70, "elfs_default", 1): 0.61, (70, "elfs_default", 2): 0.9,
+        (90, "random", 0): 0.50, (90, "supervised_ccs", 0): 0.505, (90, "elfs_default", 0): 0.6,
+    }  # fmt: skip
+    for (rate, method, seed), acc in accuracy.items():
+        row = {"method": method, "protocol": "C", "rate": rate, "seed": seed, "accuracy": acc}
+        (raw / f"{method}__r{rate}__s{seed}__C.json").write_text(json.dumps(row))
+    write_report(str(tmp_path / "run"))
+    gap = (tmp_path / "run" / "table_C.md").read_text().split("## Gap closure")[1].split("##")[0]
+    # 70%: +1 point of +4 possible on seeds 0-1 (seed 2 has no partner); 90%: reference +0.5
+    assert "| elfs_default | +25% (2) | – (reference +0.50) |" in gap
+    assert "| supervised_ccs |" not in gap and "| random |" not in gap
