@@ -13,6 +13,7 @@ import glob
 import json
 import os
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 
@@ -158,39 +159,35 @@ def _protocol_tables(rows: list[dict], protocol: str, run_name: str) -> str:
         cells = [_fmt(list(acc[(m, rate)].values())) for rate in rates]
         lines.append(f"| {_display(m, first[m])} | " + " | ".join(cells) + " |")
 
-    paired_sections = (
+    def paired(summary: Callable[[dict[int, float]], str]) -> Callable[[str, float], str]:
+        return lambda m, rate: summary(_paired_diffs(acc, m, rate))
+
+    sections = [
         ("Paired difference to random (percentage points, same seed)", "",
-         lambda diffs: _fmt(list(diffs.values()), signed=True)),
+         paired(lambda diffs: _fmt(list(diffs.values()), signed=True)), ("random",)),
         ("One-sided 90% lower bound of the paired difference (points)",
          "mean - t(0.9, n-1) * std / sqrt(n) over the seeds; above -0.5 is the 'never harm' "
          "target. Needs at least 2 seeds.",
-         lambda diffs: _lower_bound(list(diffs.values()))),
+         paired(lambda diffs: _lower_bound(list(diffs.values()))), ("random",)),
         ("Paired difference per seed (points)",
          "seed: this method's accuracy minus random's with that seed, so that a reader can "
          "check the summaries above and see which seeds carry a mean.",
-         _per_seed),
-    )  # fmt: skip
-    for title, note, cell in paired_sections:
-        lines += ["", f"## {title}", "", *([note, ""] if note else []), header, rule]
-        for m in methods:
-            if m != "random":
-                cells = [cell(_paired_diffs(acc, m, rate)) for rate in rates]
-                lines.append(f"| {_display(m, first[m])} | " + " | ".join(cells) + " |")
-    if any(m == "supervised_ccs" for m in methods):
-        lines += [
-            "",
-            "## Gap closure: (method - random) / (supervised CCS - random)",
-            "",
+         paired(_per_seed), ("random",)),
+    ]  # fmt: skip
+    if "supervised_ccs" in methods:
+        sections.append((
+            "Gap closure: (method - random) / (supervised CCS - random)",
             "Paired mean differences over the seeds the method, random and supervised CCS share "
             f"(number of seeds); shown where supervised CCS is at least "
             f"{GAP_CLOSURE_MIN_REFERENCE:g} point above random. 50% or more is the target.",
-            "",
-            header,
-            rule,
-        ]
+            lambda m, rate: _gap_closure(acc, m, rate),
+            ("random", "supervised_ccs"),
+        ))  # fmt: skip
+    for title, note, cell, skipped in sections:
+        lines += ["", f"## {title}", "", *([note, ""] if note else []), header, rule]
         for m in methods:
-            if m not in ("random", "supervised_ccs"):
-                cells = [_gap_closure(acc, m, rate) for rate in rates]
+            if m not in skipped:
+                cells = [cell(m, rate) for rate in rates]
                 lines.append(f"| {_display(m, first[m])} | " + " | ".join(cells) + " |")
 
     lines += [
