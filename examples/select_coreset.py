@@ -385,7 +385,11 @@ def print_summary(dataset, args, result, emb, brain_key, outputs, timings) -> No
     print(f"selection rule: {result.mode}: {result.mode_reason}")
     for notice in result.notices:
         print(f"notice: {notice}")
-    trust = getattr(dataset.load_run_results(f"{args.key}_pseudo_labels"), "trust", None)
+    pseudo_labels = dataset.load_run_results(f"{args.key}_pseudo_labels")
+    fallback = getattr(pseudo_labels, "fallback", None)
+    if fallback:
+        print(f"pseudo-labels by k-means: {fallback}")
+    trust = getattr(pseudo_labels, "trust", None)
     if trust and "stability" in trust:
         print(
             f"pseudo-label trust: {trust['level']} (k-means from other starts agrees on "

@@ -136,8 +136,13 @@ def compute_pseudo_labels(
     Stored as "<key>_pseudo_label" (label "cluster_<k>", confidence = cluster probability).
     ``method=`` is the deprecated name of ``clustering=``.
 
+    When TEMI's selected head stays close to the uniform assignment (its labels would be
+    arbitrary; seen at 1,000 clusters with the CPU defaults) the samples are labelled by k-means
+    instead, with a logged warning and the reason recorded as ``fallback``.
+
     Returns:
-        n_samples, cluster_sizes and, for TEMI, best_head and head_losses.
+        n_samples, cluster_sizes, clustering_used, trust and, for TEMI, best_head, head_losses,
+        mean_confidence and, when k-means stood in, fallback (the reason, one sentence).
     """
     config = pseudo_labels.PseudoLabelsConfig.from_arguments(locals())
     with record.guard(samples, key, [pseudo_labels.STAGE]):

@@ -43,6 +43,8 @@ class RunSummary:
     mode: str | None = None  # the selection rule used: "window" or "ccs"
     mode_reason: str | None = None
     trust: dict[str, Any] | None = None  # the pseudo-labels' trust figures (pseudo_labels.trust)
+    # why the pseudo-labels are k-means' although TEMI was asked for (None when they are not)
+    clustering_fallback: str | None = None
     tag: str | None = None
     saved_view: str | None = None
     brain_key: str | None = None
@@ -113,7 +115,9 @@ def summarize_run(dataset: fo.Dataset, key: str = "elfs", *, bins: int = 40) -> 
         params={s: _stage_params(runs.stage_config(dataset, names, s)) for s in stages},
     )
     if "pseudo_labels" in stages:
-        summary.trust = getattr(runs.stage_results(dataset, names, "pseudo_labels"), "trust", None)
+        pseudo_labels = runs.stage_results(dataset, names, "pseudo_labels")
+        summary.trust = getattr(pseudo_labels, "trust", None)
+        summary.clustering_fallback = getattr(pseudo_labels, "fallback", None)
     if "coreset" in stages:
         results = runs.stage_results(dataset, names, "coreset")
         config = runs.stage_config(dataset, names, "coreset")

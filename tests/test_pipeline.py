@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import warnings
 
 import fiftyone as fo
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 
 import fiftyone_elfs as elfs
 from fiftyone_elfs import runs
+from fiftyone_elfs.run_summary import summarize_run
 
 FAST_TEMI = {"n_heads": 4, "epochs": 30, "batch_size": 128}
 
@@ -460,3 +462,41 @@ def test_pipeline_computes_the_plot_while_the_database_merges(dataset, monkeypat
     assert set(runs.list_pipelines(dataset)["broken"]) == {"pseudo_labels", "difficulty", "coreset"}
     assert "broken_umap" not in dataset.list_brain_runs()
     assert len(dataset.exists("broken_coreset_region")) == len(dataset)
+
+
+def test_temi_that_stays_uniform_gives_way_to_kmeans_and_says_so(dataset, caplog):
+    """A TEMI whose heads never leave the uniform assignment would hand the proxy arbitrary
+    labels: the stage labels with k-means instead, records why, and the summary shows it."""
+    from fiftyone_elfs.pseudo_labels import kmeans_pseudo_labels
+
+    flat = {"n_heads": 1, "epochs": 1, "temperature": 100.0}  # every softmax stays flat
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level("WARNING"):
+        warnings.simplefilter("always")
+        results = elfs.compute_pseudo_labels(
+            dataset, n_clusters=10, clustering="temi", temi_params=flat
+        )
+    # said once, by the stage, with what it did instead (not also TEMI's "try k-means")
+    assert not [w for w in caught if "uniform assignment" in str(w.message)]
+    assert results["clustering_used"] == "kmeans"
+    assert results["mean_confidence"] < 0.19  # 1/10 + a tenth of the way to 1
+    assert "uniform" in results["fallback"] and "k-means" in results["fallback"]
+    assert any("uniform assignment" in r.getMessage() for r in caplog.records)
+
+    ids, X = dataset.values(["id", "elfs_embedding"])
+    expected, _ = kmeans_pseudo_labels(np.stack(X), 10, seed=0)
+    stored = dict(zip(*dataset.values(["id", "elfs_pseudo_label.label"]), strict=True))
+    assert [stored[i] for i in ids] == [f"cluster_{k}" for k in expected]
+
+    stored_results = dataset.load_run_results("elfs_pseudo_labels")
+    assert stored_results.fallback == results["fallback"]
+    assert dataset.get_run_info("elfs_pseudo_labels").config.clustering == "temi"  # as asked
+    assert summarize_run(dataset).clustering_fallback == results["fallback"]
+
+
+def test_temi_that_learns_keeps_its_own_labels(dataset):
+    results = elfs.compute_pseudo_labels(
+        dataset, n_clusters=10, clustering="temi", temi_params=FAST_TEMI
+    )
+    assert results["clustering_used"] == "temi" and "fallback" not in results
+    assert results["mean_confidence"] >= 0.19
+    assert summarize_run(dataset).clustering_fallback is None

@@ -279,6 +279,7 @@ def test_temi_warns_when_the_selected_head_stays_uniform():
     model = TEMIClustering(3, n_heads=1, epochs=1, temperature=100.0, **SMALL_NET)
     with pytest.warns(RuntimeWarning, match="uniform assignment"):
         model.fit(X)
+    assert model.near_uniform_ and model.mean_confidence_ < 1 / 3 + 0.1 * (2 / 3)
 
 
 # --------------------------------------------------------------------------- true-label merge

@@ -24,12 +24,15 @@ from ..heap import keep_freed_memory
 from .kmeans import check_n_clusters
 from .neighbors import check_features, nearest_neighbors
 
-__all__ = ["TEMI_MAX_FIT_SAMPLES", "TEMIClustering"]
+__all__ = ["NEAR_UNIFORM_WARNING", "TEMI_MAX_FIT_SAMPLES", "TEMIClustering"]
 
 #: Above this many samples TEMI trains on this many anchors drawn with the seed (their
 #: neighbour partners still come from all samples) and then assigns every sample with the
 #: selected teacher head. About 50,000 samples is what the defaults were tuned on (CIFAR-10).
 TEMI_MAX_FIT_SAMPLES = 65_536
+
+#: How ``fit``'s RuntimeWarning for a head that stayed near the uniform assignment begins.
+NEAR_UNIFORM_WARNING = "TEMI's selected head stayed close to the uniform assignment"
 
 ProgressFn = Callable[[float, str], None]
 
@@ -225,7 +228,9 @@ class TEMIClustering:
         excluded, most similar first, e.g. from ``nearest_neighbors``) to skip the kNN search;
         its first ``n_neighbors`` columns are used. Also sets ``n_neighbors_`` (after clamping),
         ``anchors_`` (the training rows, None for all), ``teacher_momentum_``,
-        ``resumed_from_epoch_``, ``knn_seconds_`` and ``train_seconds_``.
+        ``resumed_from_epoch_``, ``knn_seconds_``, ``train_seconds_``, ``mean_confidence_``
+        and ``near_uniform_`` (True when the selected head stayed close to the uniform
+        assignment, with a RuntimeWarning; seen at 1,000 clusters with the CPU defaults).
         """
         X = check_features(X)
         n = X.shape[0]
@@ -242,7 +247,7 @@ class TEMIClustering:
             self._fit(X, neighbors, k, report)
         finally:
             torch.set_num_threads(previous_threads)
-        self._warn_if_uniform()
+        self._check_uniform()
         return self
 
     def _fit(self, X: np.ndarray, neighbors: np.ndarray | None, k: int, report: ProgressFn) -> None:
@@ -584,16 +589,23 @@ class TEMIClustering:
             out.append(F.softmax(logits / float(self.temperature), dim=-1).cpu().numpy())
         return np.concatenate(out).astype(np.float32)
 
-    def _warn_if_uniform(self) -> None:
-        """Warn when the selected head never left the uniform assignment (labels ~ arbitrary)."""
+    def _check_uniform(self) -> None:
+        """Set ``mean_confidence_`` and ``near_uniform_``; warn when the selected head never left
+        the uniform assignment (its labels are then close to arbitrary).
+
+        Near uniform: mean confidence below 1/K plus a tenth of the way from 1/K to 1.
+        """
         k = int(self.n_clusters)
         mean_conf = float(self.confidence_.mean())
-        if mean_conf < 1.0 / k + 0.1 * (1.0 - 1.0 / k):
+        self.mean_confidence_ = mean_conf
+        self.near_uniform_ = mean_conf < 1.0 / k + 0.1 * (1.0 - 1.0 / k)
+        if self.near_uniform_:
             warnings.warn(
-                f"TEMI's selected head stayed close to the uniform assignment (mean confidence "
-                f"{mean_conf:.3f} for {k} clusters), so its labels are close to arbitrary. This "
-                "happens when nearest neighbours disagree with the cluster structure or training "
-                "was too short; try more epochs or kmeans_pseudo_labels instead.",
+                f"{NEAR_UNIFORM_WARNING} (mean confidence {mean_conf:.3f} for {k} clusters), "
+                "so its labels are close to arbitrary. This happens when nearest neighbours "
+                "disagree with the cluster structure or training was too short (seen at 1,000 "
+                "clusters with the CPU defaults); try more epochs or kmeans_pseudo_labels "
+                "instead.",
                 RuntimeWarning,
                 stacklevel=3,
             )

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +96,17 @@ def _trust(X: np.ndarray, labels: np.ndarray, config: PseudoLabelsConfig) -> dic
     return trust.as_dict()
 
 
+def _fallback_reason(mean_confidence: float, n_clusters: int) -> str:
+    """The sentence a run records (and the summary shows) when TEMI gave way to k-means."""
+    return (
+        f"TEMI's heads stayed close to the uniform assignment (mean confidence "
+        f"{mean_confidence:.3f} for {n_clusters} clusters), so their labels would be close to "
+        "arbitrary: the pseudo-labels are k-means' instead (measured on synthetic data with "
+        "1,000 clusters, where TEMI's CPU schedule is too short; pass clustering='kmeans' to "
+        "skip TEMI, or temi_params with more epochs to retry it)"
+    )
+
+
 def run(
     samples: SampleCollection,
     config: PseudoLabelsConfig,
@@ -107,6 +120,7 @@ def run(
         kmeans_pseudo_labels,
         spectral_pseudo_labels,
     )
+    from fiftyone_elfs.pseudo_labels.temi import NEAR_UNIFORM_WARNING
 
     names = runs.PipelineNames(config.key)
     dataset_io.require_nonempty(samples)
@@ -135,13 +149,22 @@ def run(
             checkpoint_dir=checkpoint_dir,
             **temi_params,
         )
-        temi.fit(X)
+        with warnings.catch_warnings():  # the stage says it below, with what it did instead
+            warnings.filterwarnings("ignore", re.escape(NEAR_UNIFORM_WARNING), RuntimeWarning)
+            temi.fit(X)
         labels, confidence = temi.labels_, temi.confidence_
         extra = {
             "best_head": int(temi.best_head_),
             "resumed_from_epoch": int(temi.resumed_from_epoch_),
             "head_losses": [float(v) for v in temi.head_losses_],
+            "mean_confidence": float(temi.mean_confidence_),
         }
+        if temi.near_uniform_:
+            extra["fallback"] = _fallback_reason(temi.mean_confidence_, config.n_clusters)
+            logger.warning("%s", extra["fallback"])
+            report(0.9, "k-means (TEMI stayed near uniform)")
+            labels, confidence = kmeans_pseudo_labels(X, config.n_clusters, seed=config.seed)
+    extra["clustering_used"] = "kmeans" if "fallback" in extra else config.clustering
     report(0.95, "pseudo-label trust")
     extra["trust"] = _trust(X, labels, config)
     report(1.0, "done")
