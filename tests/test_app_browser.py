@@ -323,7 +323,9 @@ def test_the_plugin_works_in_the_real_app(app_dataset, app_url, browser):
     wait.until(lambda _: len(d.find_elements(By.CSS_SELECTOR, f"{panel} .bars path")) > 10)
     time.sleep(1.0)  # let Plotly finish its transition before reading pixels
     plots = d.find_elements(By.CSS_SELECTOR, f"{panel} .js-plotly-plot")
-    for plot in plots:
+    for plot in plots:  # a user scrolls to a chart below the fold; so does the check
+        d.execute_script("arguments[0].scrollIntoView({block: 'center'});", plot)
+        time.sleep(0.3)
         coloured, total = _coloured_pixels(plot.screenshot_as_png)
         assert coloured > 0.01 * total, f"a chart of the ELFS panel looks blank ({coloured} px)"
     shot("4_elfs_panel")

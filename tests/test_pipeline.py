@@ -13,6 +13,7 @@ import pytest
 
 import fiftyone_elfs as elfs
 from fiftyone_elfs import runs
+from fiftyone_elfs.plugin.panel import _outcome_markdown
 from fiftyone_elfs.run_summary import summarize_run
 
 FAST_TEMI = {"n_heads": 4, "epochs": 30, "batch_size": 128}
@@ -490,7 +491,9 @@ def test_temi_that_stays_uniform_gives_way_to_kmeans_and_says_so(dataset, caplog
     stored_results = dataset.load_run_results("elfs_pseudo_labels")
     assert stored_results.fallback == results["fallback"]
     assert dataset.get_run_info("elfs_pseudo_labels").config.clustering == "temi"  # as asked
-    assert summarize_run(dataset).clustering_fallback == results["fallback"]
+    summary = summarize_run(dataset)
+    assert summary.clustering_fallback == results["fallback"]
+    assert f"**Pseudo-labels by k-means**: {results['fallback']}." in _outcome_markdown(summary)
 
 
 def test_temi_that_learns_keeps_its_own_labels(dataset):

@@ -114,6 +114,8 @@ def _trust_markdown(trust: dict[str, Any] | None) -> str:
 
 def _outcome_markdown(summary: run_summary.RunSummary) -> str:
     trust = _trust_markdown(summary.trust)
+    if summary.clustering_fallback:
+        trust += f"\n\n**Pseudo-labels by k-means**: {summary.clustering_fallback}."
     if summary.n_selected is None:
         return (
             f"Key **{summary.key}**: stages run: {', '.join(summary.stages)}; no coreset yet."
