@@ -46,7 +46,14 @@ N = 40
 CHUNK = 16  # rows per staged write in the children: 3 chunks of the 40 samples
 KEY = "k"
 BUDGET = 10
-TEMI = {"n_heads": 2, "epochs": 5, "batch_size": 16, "num_threads": 1, "pca_dim": None}
+TEMI = {
+    "n_heads": 2,
+    "epochs": 5,
+    "batch_size": 16,
+    "num_threads": 1,
+    "pca_dim": None,
+    "min_steps": None,
+}
 CNN = {"width": 4, "image_size": 16, "batch_size": 20, "num_threads": 1}
 CLASSES = ["airplane", "automobile", "bird", "cat"]
 

@@ -470,7 +470,8 @@ def test_temi_that_stays_uniform_gives_way_to_kmeans_and_says_so(dataset, caplog
     labels: the stage labels with k-means instead, records why, and the summary shows it."""
     from fiftyone_elfs.pseudo_labels import kmeans_pseudo_labels
 
-    flat = {"n_heads": 1, "epochs": 1, "temperature": 100.0}  # every softmax stays flat
+    # every softmax stays flat; one epoch as given (no TEMI_MIN_STEPS floor), to keep it quick
+    flat = {"n_heads": 1, "epochs": 1, "temperature": 100.0, "min_steps": None}
     with warnings.catch_warnings(record=True) as caught, caplog.at_level("WARNING"):
         warnings.simplefilter("always")
         results = elfs.compute_pseudo_labels(

@@ -19,9 +19,11 @@ from fiftyone_elfs.pseudo_labels import (
     pca_reduce,
     probe_true_labels,
 )
+from fiftyone_elfs.pseudo_labels.temi import TEMI_MIN_STEPS
 
 # Small TEMI networks keep the tests fast; the method is the same at any width.
-SMALL_NET = dict(hidden_dim=128, bottleneck_dim=64, pca_dim=None)
+# Small heads, and each test's schedule exactly as it gives it (no TEMI_MIN_STEPS floor).
+SMALL_NET = dict(hidden_dim=128, bottleneck_dim=64, pca_dim=None, min_steps=None)
 
 
 def gaussian_blobs(n_per: int = 100, k: int = 5, dim: int = 16, seed: int = 0):
@@ -280,6 +282,39 @@ def test_temi_warns_when_the_selected_head_stays_uniform():
     with pytest.warns(RuntimeWarning, match="uniform assignment"):
         model.fit(X)
     assert model.near_uniform_ and model.mean_confidence_ < 1 / 3 + 0.1 * (2 / 3)
+
+
+def test_temi_min_steps_raises_the_epochs_of_small_data_and_keeps_the_warmup_share():
+    X, _ = gaussian_blobs(n_per=50, k=4)  # 200 samples: 4 batches of 64
+    cfg = dict(SMALL_NET, n_heads=1, epochs=3, warmup_epochs=1, batch_size=64, n_neighbors=5)
+    raised = TEMIClustering(4, **{**cfg, "min_steps": 40}).fit(X)
+    assert (raised.epochs_, raised.warmup_epochs_) == (10, 4)  # 40 steps; warm-up ceil(10/3)
+    assert raised.loss_history_.shape == (10, 1)
+    for enough in (12, None):  # 3 epochs x 4 batches already reach 12; None: no floor
+        kept = TEMIClustering(4, **{**cfg, "min_steps": enough}).fit(X)
+        assert (kept.epochs_, kept.warmup_epochs_) == (3, 1)
+        assert kept.loss_history_.shape == (3, 1)
+    assert TEMIClustering(4).min_steps == TEMI_MIN_STEPS  # the floor is on by default
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="min_steps"):
+            TEMIClustering(4, **{**cfg, "min_steps": bad}).fit(X)
+
+
+def test_temi_min_steps_lets_small_data_learn_where_few_epochs_stay_vague():
+    """240 samples at batch 64 take 120 steps in 30 epochs, a fifth of what the slabs need
+    (TEMI_SLABS' note): the floor's 500 steps give surer, no worse clusterings on every draw
+    and better ones on average (measured: accuracy 0.70 -> 0.77 over these four draws)."""
+    without, floored = [], []
+    for seed in range(4):
+        X, y = crossing_slabs(n_per=60, seed=seed)
+        a = TEMIClustering(4, **TEMI_SLABS).fit(X)
+        b = TEMIClustering(4, **{**TEMI_SLABS, "min_steps": 500}).fit(X)
+        assert b.epochs_ == 125 > a.epochs_ == 30
+        assert b.mean_confidence_ > a.mean_confidence_
+        without.append(cluster_accuracy(y, a.labels_))
+        floored.append(cluster_accuracy(y, b.labels_))
+    assert all(f >= w - 0.01 for f, w in zip(floored, without, strict=True)), (floored, without)
+    assert np.mean(floored) > np.mean(without) + 0.05, (floored, without)
 
 
 # --------------------------------------------------------------------------- true-label merge

@@ -24,12 +24,19 @@ from ..heap import keep_freed_memory
 from .kmeans import check_n_clusters
 from .neighbors import check_features, nearest_neighbors
 
-__all__ = ["NEAR_UNIFORM_WARNING", "TEMI_MAX_FIT_SAMPLES", "TEMIClustering"]
+__all__ = ["NEAR_UNIFORM_WARNING", "TEMI_MAX_FIT_SAMPLES", "TEMI_MIN_STEPS", "TEMIClustering"]
 
 #: Above this many samples TEMI trains on this many anchors drawn with the seed (their
 #: neighbour partners still come from all samples) and then assigns every sample with the
 #: selected teacher head. About 50,000 samples is what the defaults were tuned on (CIFAR-10).
 TEMI_MAX_FIT_SAMPLES = 65_536
+
+#: The fewest optimiser steps a fit takes: below it the epochs (and warm-up epochs, in
+#: proportion) are raised. 15 epochs of batch 256 give 10,000 samples 600 steps but 1,000
+#: samples 60, and there TEMI stayed at k-means' accuracy (40-45% on CIFAR-10, 3 draws) where
+#: 600 steps reached 50-53% (``benchmarks/results/temi-small-data``). Pools from about 8,500
+#: samples up already take this many and are unchanged.
+TEMI_MIN_STEPS = 500
 
 #: How ``fit``'s RuntimeWarning for a head that stayed near the uniform assignment begins.
 NEAR_UNIFORM_WARNING = "TEMI's selected head stayed close to the uniform assignment"
@@ -144,14 +151,16 @@ class TEMIClustering:
 
     Sizing for 2 CPU cores (the paper: 50 heads, 200 epochs, batch 1024, teacher momentum 0.996,
     i.e. ~9,800 steps; hours on 2 cores). Defaults here: 8 heads, 15 epochs (2 warm-up), batch
-    256, PCA to 128 dims. Measured on 2 cores, 50,000 x 1280 features: 13.8 s per epoch, a full
-    fit in 3.6 minutes (7 s of it kNN). Why: at CPU budgets the number of optimiser steps, not
-    epochs, limits the teacher-student dynamics (batch 1024 left the loss barely moved, 40% vs
-    51-52% accuracy at batch 256 on CIFAR-10 10k, same compute), and at equal compute 8 heads
-    beat 2 or 4 (47.9 / 52.4 / 55.1%; k-means 43-48%), with 12-50 epochs on 10k all within noise.
-    ``teacher_momentum=None`` keeps the teacher's memory 1/40 of the run as in the paper (0.996
-    at ~9,800 steps; 0.986 for the defaults on 50k); pass 0.996 to force the paper's value. Use
-    ``n_heads=50, epochs=200, batch_size=1024, pca_dim=None`` for the paper's schedule on a GPU.
+    256, PCA to 128 dims, and at least ``min_steps`` (``TEMI_MIN_STEPS``) optimiser steps, so
+    that small datasets get more epochs (1,000 samples: 125 instead of 15). Measured on 2 cores,
+    50,000 x 1280 features: 13.8 s per epoch, a full fit in 3.6 minutes (7 s of it kNN). Why: at
+    CPU budgets the number of optimiser steps, not epochs, limits the teacher-student dynamics
+    (batch 1024 left the loss barely moved, 40% vs 51-52% accuracy at batch 256 on CIFAR-10 10k,
+    same compute), and at equal compute 8 heads beat 2 or 4 (47.9 / 52.4 / 55.1%; k-means
+    43-48%), with 12-50 epochs on 10k all within noise. ``teacher_momentum=None`` keeps the
+    teacher's memory 1/40 of the run as in the paper (0.996 at ~9,800 steps; 0.986 for the
+    defaults on 50k); pass 0.996 to force the paper's value. Use ``n_heads=50, epochs=200,
+    batch_size=1024, pca_dim=None`` for the paper's schedule on a GPU.
 
     Scale (``max_samples``, default ``TEMI_MAX_FIT_SAMPLES``): above that many samples, the
     heads train on that many anchors drawn with ``seed``; each anchor's partner is drawn from
@@ -194,6 +203,7 @@ class TEMIClustering:
         device: str | torch.device | None = None,
         progress: ProgressFn | None = None,
         max_samples: int | None = TEMI_MAX_FIT_SAMPLES,
+        min_steps: int | None = TEMI_MIN_STEPS,
         checkpoint_dir: str | None = None,
         num_threads: int | None = None,
     ) -> None:
@@ -216,6 +226,7 @@ class TEMIClustering:
         self.device = device
         self.progress = progress
         self.max_samples = max_samples
+        self.min_steps = min_steps
         self.checkpoint_dir = checkpoint_dir
         self.num_threads = num_threads
 
@@ -228,9 +239,11 @@ class TEMIClustering:
         excluded, most similar first, e.g. from ``nearest_neighbors``) to skip the kNN search;
         its first ``n_neighbors`` columns are used. Also sets ``n_neighbors_`` (after clamping),
         ``anchors_`` (the training rows, None for all), ``teacher_momentum_``,
-        ``resumed_from_epoch_``, ``knn_seconds_``, ``train_seconds_``, ``mean_confidence_``
-        and ``near_uniform_`` (True when the selected head stayed close to the uniform
-        assignment, with a RuntimeWarning; seen at 1,000 clusters with the CPU defaults).
+        ``epochs_`` and ``warmup_epochs_`` (the schedule run, raised on small data by
+        ``min_steps``), ``resumed_from_epoch_``, ``knn_seconds_``, ``train_seconds_``,
+        ``mean_confidence_`` and ``near_uniform_`` (True when the selected head stayed close to
+        the uniform assignment, with a RuntimeWarning; seen at 1,000 clusters with the CPU
+        defaults).
         """
         X = check_features(X)
         n = X.shape[0]
@@ -267,10 +280,11 @@ class TEMIClustering:
         self.knn_seconds_ = time.perf_counter() - t0
 
         n_batches = max(1, math.ceil(m / int(self.batch_size)))
-        total_steps = int(self.epochs) * n_batches
+        self.epochs_, self.warmup_epochs_ = self._schedule(n_batches)
+        total_steps = self.epochs_ * n_batches
         self._setup(Z.shape[1], total_steps)
         Zt = torch.from_numpy(Z).to(self.device_)
-        warmup_steps = int(self.warmup_epochs) * n_batches
+        warmup_steps = self.warmup_epochs_ * n_batches
         checkpoint = EpochCheckpoint(self.checkpoint_dir, _CHECKPOINT, self._digest(Z, neighbors))
         t_train = time.perf_counter()
         with keep_freed_memory():  # each step reuses the last one's pages
@@ -281,6 +295,15 @@ class TEMIClustering:
         self.best_head_ = int(np.argmin(self.head_losses_))
         self.labels_, self.confidence_ = self._label(Zt, self.best_head_)
         checkpoint.finish()
+
+    def _schedule(self, n_batches: int) -> tuple[int, int]:
+        """(epochs, warm-up epochs) of this fit: as given, or raised to reach ``min_steps``
+        optimiser steps with the warm-up the same share of the epochs as given."""
+        epochs, warmup = int(self.epochs), int(self.warmup_epochs)
+        if self.min_steps is None or epochs * n_batches >= int(self.min_steps):
+            return epochs, warmup
+        raised = math.ceil(int(self.min_steps) / n_batches)
+        return raised, math.ceil(warmup * raised / epochs)
 
     def _anchor_rows(self, n: int) -> np.ndarray | None:
         """Sorted training rows when N exceeds ``max_samples`` (drawn with the seed), else None."""
@@ -295,7 +318,7 @@ class TEMIClustering:
             "n_clusters", "n_heads", "epochs", "batch_size", "n_neighbors", "lr",
             "warmup_epochs", "weight_decay", "teacher_momentum", "prior_momentum",
             "temperature", "beta", "hidden_dim", "bottleneck_dim", "pca_dim", "seed",
-            "max_samples",
+            "max_samples", "min_steps",
         )  # fmt: skip
         cfg = {name: getattr(self, name) for name in names}
         h = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode())
@@ -362,6 +385,8 @@ class TEMIClustering:
             positive_int("pca_dim")
         if self.max_samples is not None:
             positive_int("max_samples", minimum=2)
+        if self.min_steps is not None:
+            positive_int("min_steps")
         if self.num_threads is not None:
             positive_int("num_threads")
         for name in ("teacher_momentum", "prior_momentum"):
@@ -487,7 +512,7 @@ class TEMIClustering:
         if saved:
             rng.bit_generator.state = saved["rng"]
             self.prior_.copy_(saved["prior"].to(self.device_))
-        for epoch in range(first_epoch, int(self.epochs)):
+        for epoch in range(first_epoch, self.epochs_):
             partners = neighbors[np.arange(m), rng.integers(0, k, size=m)]
             epoch_loss = torch.zeros(self.n_heads, dtype=torch.float64)
             for batch in np.array_split(rng.permutation(m), n_batches):
@@ -514,8 +539,8 @@ class TEMIClustering:
                 },
             )
             report(
-                (epoch + 1) / int(self.epochs),
-                f"TEMI epoch {epoch + 1}/{self.epochs}: best head loss {epoch_loss.min():.4f}",
+                (epoch + 1) / self.epochs_,
+                f"TEMI epoch {epoch + 1}/{self.epochs_}: best head loss {epoch_loss.min():.4f}",
             )
 
     def _lr_at(self, step: int, total_steps: int, warmup_steps: int) -> float:
