@@ -12,6 +12,9 @@ the test split is never read) and on scikit-learn's digits:
 - TEMI with ``min_steps=--min-steps``: epochs raised so that it takes at least that many
   optimiser steps, the warm-up the same share of them (the library default is
   ``TEMI_MIN_STEPS``; rows named ``temi_min<steps>``),
+- TEMI with every library default (``default``: the step floor, and the neighbour count capped
+  at half the mean cluster size on small data, ``TEMI_NEIGHBORS``); the two rows above keep the
+  50 neighbours they had before that cap,
 
 printing Hungarian accuracy (report only), mean confidence and whether the near-uniform check
 fired, with the fit time. One JSON line per (data, size, seed, method) to ``--out``.
@@ -46,16 +49,17 @@ from fiftyone_elfs.pseudo_labels import (  # noqa: E402
 )
 
 
-def _temi(X: np.ndarray, k: int, seed: int, min_steps: int | None) -> dict:
-    """The library's TEMI with its defaults; ``min_steps=None`` is the schedule before the
-    floor (15 epochs, 2 warm-up, whatever the data size)."""
-    temi = TEMIClustering(k, seed=seed, num_threads=1, min_steps=min_steps)
+def _temi(X: np.ndarray, k: int, seed: int, **params) -> dict:
+    """The library's TEMI with its defaults but ``params``; ``min_steps=None`` is the schedule
+    before the floor (15 epochs, 2 warm-up, whatever the data size)."""
+    temi = TEMIClustering(k, seed=seed, num_threads=1, **params)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         temi.fit(X)
     return {
         "labels": temi.labels_,
         "epochs": temi.epochs_,
+        "n_neighbors": temi.n_neighbors_,
         "steps": temi.epochs_ * math.ceil(X.shape[0] / temi.batch_size),
         "mean_confidence": float(temi.mean_confidence_),
         "near_uniform": bool(temi.near_uniform_),
@@ -86,7 +90,7 @@ def main() -> None:
             sets.append(("digits", X, y, None))
         else:
             sets += [(name, X, y, n) for n in sizes]
-    methods = ("kmeans", "temi", f"temi_min{a.min_steps}")
+    methods = ("kmeans", "temi", f"temi_min{a.min_steps}", "default")
     for name, X_all, y_all, n in sets:
         for seed in seeds:
             if n is None:
@@ -102,8 +106,11 @@ def main() -> None:
                 t0 = time.perf_counter()
                 if method == "kmeans":
                     row = {"labels": kmeans_pseudo_labels(X, k, seed=seed)[0]}
+                elif method == "default":
+                    row = _temi(X, k, seed)
                 else:
-                    row = _temi(X, k, seed, a.min_steps if method != "temi" else None)
+                    steps = a.min_steps if method != "temi" else None
+                    row = _temi(X, k, seed, min_steps=steps, n_neighbors=50)
                 labels = row.pop("labels")
                 row.update(
                     data=name, n=int(X.shape[0]), seed=seed, method=method, clusters=k,

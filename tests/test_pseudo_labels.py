@@ -19,7 +19,7 @@ from fiftyone_elfs.pseudo_labels import (
     pca_reduce,
     probe_true_labels,
 )
-from fiftyone_elfs.pseudo_labels.temi import TEMI_MIN_STEPS
+from fiftyone_elfs.pseudo_labels.temi import TEMI_MIN_STEPS, TEMI_NEIGHBORS
 
 # Small TEMI networks keep the tests fast; the method is the same at any width.
 # Small heads, and each test's schedule exactly as it gives it (no TEMI_MIN_STEPS floor).
@@ -298,6 +298,19 @@ def test_temi_min_steps_raises_the_epochs_of_small_data_and_keeps_the_warmup_sha
     for bad in (0, 2.5, True):
         with pytest.raises(ValueError, match="min_steps"):
             TEMIClustering(4, **{**cfg, "min_steps": bad}).fit(X)
+
+
+def test_temi_default_neighbours_are_capped_at_half_the_mean_cluster_size():
+    X, _ = gaussian_blobs(n_per=30, k=4)  # 120 samples
+    cfg = dict(SMALL_NET, n_heads=1, epochs=1, warmup_epochs=0, batch_size=64)
+    assert TEMIClustering(4, **cfg).fit(X).n_neighbors_ == 15  # 120 // (2 * 4)
+    assert TEMIClustering(30, **cfg).fit(X).n_neighbors_ == 5  # 120 // 60 = 2, floored at 5
+    assert TEMIClustering(4, n_neighbors=40, **cfg).fit(X).n_neighbors_ == 40  # as given
+    big, _ = gaussian_blobs(n_per=300, k=4)  # 1,200 // 8 = 150: the default 50 applies
+    assert TEMIClustering(4, **cfg).fit(big).n_neighbors_ == TEMI_NEIGHBORS == 50
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="n_neighbors"):
+            TEMIClustering(4, **{**cfg, "n_neighbors": bad}).fit(X)
 
 
 def test_temi_min_steps_lets_small_data_learn_where_few_epochs_stay_vague():
