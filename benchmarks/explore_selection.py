@@ -151,6 +151,15 @@ def select(name: str, art: Artefacts, budget: int, seed: int) -> np.ndarray:
         from fiftyone_elfs.selection.baselines import k_center_greedy
 
         return k_center_greedy(art.X, budget, seed=seed)
+    if name == "cut_kcenter":  # ELFS's label-free hard-end cut (share 0.5), then greedy
+        # k-center on the survivors: coverage without the outliers k-center is drawn to
+        from fiftyone_elfs.selection.baselines import k_center_greedy
+
+        aum = art.aum()
+        beta, _ = label_free_beta(aum, budget / n, hard_share=0.5)
+        cut = min(int(np.floor(beta * n + 1e-9)), n - budget)
+        survivors = np.sort(np.argsort(aum, kind="stable")[cut:])
+        return np.sort(survivors[k_center_greedy(art.X[survivors], budget, seed=seed)])
     if name.startswith("elfs_auto_ramp_floor"):  # the ramp, then every pseudo-cluster gets at
         # least <f> (default 0.5) of its proportional share ("elfs_auto_ramp_floor<f>")
         f = float(name[len("elfs_auto_ramp_floor") :] or 0.5)
