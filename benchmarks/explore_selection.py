@@ -160,6 +160,23 @@ def select(name: str, art: Artefacts, budget: int, seed: int) -> np.ndarray:
         cut = min(int(np.floor(beta * n + 1e-9)), n - budget)
         survivors = np.sort(np.argsort(aum, kind="stable")[cut:])
         return np.sort(survivors[k_center_greedy(art.X[survivors], budget, seed=seed)])
+    if name == "cut_kcenter_strat":  # the same cut, then k-center inside each pseudo-cluster
+        # with quotas proportional to the clusters' sizes in the whole pool (the cut may thin a
+        # cluster below its quota: the shortfall goes to the others by their spare survivors)
+        from fiftyone_elfs.selection.baselines import k_center_greedy
+
+        aum, lab = art.aum(), art.pseudo()
+        beta, _ = label_free_beta(aum, budget / n, hard_share=0.5)
+        cut = min(int(np.floor(beta * n + 1e-9)), n - budget)
+        survivors = np.sort(np.argsort(aum, kind="stable")[cut:])
+        left = np.bincount(lab[survivors], minlength=art.K)
+        quota = np.minimum(proportional_quota(np.bincount(lab, minlength=art.K), budget), left)
+        quota += proportional_quota(left - quota, budget - int(quota.sum()))
+        picks = []
+        for c in np.flatnonzero(quota):
+            members = survivors[lab[survivors] == c]
+            picks.append(members[k_center_greedy(art.X[members], int(quota[c]), seed=seed)])
+        return np.sort(np.concatenate(picks))
     if name.startswith("elfs_auto_ramp_floor"):  # the ramp, then every pseudo-cluster gets at
         # least <f> (default 0.5) of its proportional share ("elfs_auto_ramp_floor<f>")
         f = float(name[len("elfs_auto_ramp_floor") :] or 0.5)
