@@ -155,20 +155,15 @@ def select(name: str, art: Artefacts, budget: int, seed: int) -> np.ndarray:
         # k-center on the survivors: coverage without the outliers k-center is drawn to
         from fiftyone_elfs.selection.baselines import k_center_greedy
 
-        aum = art.aum()
-        beta, _ = label_free_beta(aum, budget / n, hard_share=0.5)
-        cut = min(int(np.floor(beta * n + 1e-9)), n - budget)
-        survivors = np.sort(np.argsort(aum, kind="stable")[cut:])
+        survivors = _hard_end_survivors(art, budget)
         return np.sort(survivors[k_center_greedy(art.X[survivors], budget, seed=seed)])
     if name == "cut_kcenter_strat":  # the same cut, then k-center inside each pseudo-cluster
         # with quotas proportional to the clusters' sizes in the whole pool (the cut may thin a
         # cluster below its quota: the shortfall goes to the others by their spare survivors)
         from fiftyone_elfs.selection.baselines import k_center_greedy
 
-        aum, lab = art.aum(), art.pseudo()
-        beta, _ = label_free_beta(aum, budget / n, hard_share=0.5)
-        cut = min(int(np.floor(beta * n + 1e-9)), n - budget)
-        survivors = np.sort(np.argsort(aum, kind="stable")[cut:])
+        lab = art.pseudo()
+        survivors = _hard_end_survivors(art, budget)
         left = np.bincount(lab[survivors], minlength=art.K)
         quota = np.minimum(proportional_quota(np.bincount(lab, minlength=art.K), budget), left)
         quota += proportional_quota(left - quota, budget - int(quota.sum()))
@@ -264,6 +259,18 @@ def select(name: str, art: Artefacts, budget: int, seed: int) -> np.ndarray:
     if name.startswith("strat_ccs"):  # per pseudo-cluster CCS on AUM, a fixed beta in each
         return _per_cluster_ccs(art, budget, float(name[len("strat_ccs") :] or 0.1), seed)
     raise ValueError(name)
+
+
+def _hard_end_survivors(art: Artefacts, budget: int) -> np.ndarray:
+    """Sorted indices left after ELFS's label-free hard-end cut (AUM, share 0.5), never fewer
+    than ``budget``."""
+    from fiftyone_elfs.selection import label_free_beta, rank_hardest_first
+
+    aum = art.aum()
+    n = aum.size
+    beta, _ = label_free_beta(aum, budget / n, hard_share=0.5)
+    cut = min(int(np.floor(beta * n + 1e-9)), n - budget)
+    return np.sort(rank_hardest_first(aum)[cut:])
 
 
 def _cluster_floor(
