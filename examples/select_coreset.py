@@ -258,17 +258,31 @@ def load_source(args: argparse.Namespace):
 
 
 def dataset_from_folder(name: str, folder: str):
-    """Loads a folder as a persistent dataset, reusing it (and its embeddings) when unchanged."""
+    """Loads a folder as a persistent dataset, reusing the one made from it before (and its
+    embeddings).
+
+    The dataset is called ``name``, or ``name-2``, ``name-3``, ... when that name belongs to a
+    dataset made from another folder (a second checkout's demo images, another folder with the
+    same base name) or by someone else: each folder gets its own dataset, found again on the
+    next run, and no other dataset is read for samples or changed.
+    """
     import fiftyone as fo
 
-    if fo.dataset_exists(name):
-        dataset = fo.load_dataset(name)
+    same_stem = re.compile(rf"{re.escape(name)}(-[0-9]+)?")
+    taken = {n for n in fo.list_datasets() if same_stem.fullmatch(n)}
+    for existing in sorted(taken, key=lambda n: (len(n), n)):
+        dataset = fo.load_dataset(existing)
         if dataset.info.get("source_folder") == folder:
             return dataset
-        raise UsageError(
-            f"dataset '{name}' exists but was made from another folder. Fix: pass --dataset "
-            f"{name} to use it, or delete it first (fo.delete_dataset('{name}'))."
+    free, number = name, 2
+    while free in taken:
+        free, number = f"{name}-{number}", number + 1
+    if free != name:
+        print(
+            f"Dataset '{name}' exists and was not made from {folder}; "
+            f"this folder's images go into a new dataset, '{free}'."
         )
+    name = free
     has_classes = any(os.path.isdir(os.path.join(folder, d)) for d in os.listdir(folder))
     dataset = fo.Dataset.from_dir(
         dataset_dir=folder,

@@ -124,3 +124,48 @@ def test_library_messages_are_shown_in_the_flags_words():
     assert words("beta must be a number (or None). Fix: or leave beta=None.") == (
         "--beta must be a number. Fix: or leave out --beta."
     )
+
+
+def test_a_folder_whose_dataset_name_is_taken_gets_its_own_dataset_and_keeps_it(tmp_path, capsys):
+    """A second checkout's demo folder (or any folder with the same base name) must not be
+    refused, nor reuse or change the first folder's dataset or a user's dataset of that name."""
+    import runpy
+
+    import fiftyone as fo
+    from PIL import Image
+
+    dataset_from_folder = runpy.run_path(MAIN_JOB)["dataset_from_folder"]
+    folders = []
+    for checkout, shade in (("first", 30), ("second", 200)):
+        folder = tmp_path / checkout / "images"
+        (folder / "a").mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (8, 8), (shade, i, 0)).save(folder / "a" / f"{i}.png")
+        folders.append(str(folder))
+    name = "elfs-name-clash"
+    users = fo.Dataset(f"{name}-2")  # a user's own dataset that happens to fit the pattern
+    users.add_sample(fo.Sample(filepath=str(tmp_path / "theirs.png")))
+    try:
+        first = dataset_from_folder(name, folders[0])
+        assert first.name == name and "exists" not in capsys.readouterr().out
+        second = dataset_from_folder(name, folders[1])
+        assert second.name == f"{name}-3"  # not the user's "-2"
+        out = capsys.readouterr().out
+        assert f"'{name}' exists and was not made from {folders[1]}" in out and "-3" in out
+        assert all(p.startswith(folders[1]) for p in second.values("filepath"))
+        assert all(p.startswith(folders[0]) for p in first.values("filepath"))
+        assert users.values("filepath") == [str(tmp_path / "theirs.png")]
+        assert "source_folder" not in users.info
+        # each folder finds its own dataset again, without a notice
+        assert dataset_from_folder(name, folders[0]).name == name
+        assert dataset_from_folder(name, folders[1]).name == f"{name}-3"
+        assert capsys.readouterr().out == ""
+        assert sorted(n for n in fo.list_datasets() if n.startswith(name)) == [
+            name,
+            f"{name}-2",
+            f"{name}-3",
+        ]
+    finally:
+        for n in (name, f"{name}-2", f"{name}-3"):
+            if fo.dataset_exists(n):
+                fo.delete_dataset(n)
