@@ -13,6 +13,7 @@ correlation with the true-label AUM of label-free signals on the tuning pool of
 - the encoder's own ImageNet classifier applied to the pooled features (the package ships it
   with the weights): its confidence (top probability, top-2 margin, negative entropy) and the
   kNN agreement of its top-1 ImageNet class, a 1,000-way pseudo-label with no clustering;
+- the mean rank of the selected head's AUM and the heads' kNN-50 agreement;
 - for scale, the kNN agreement of the TRUE labels (not label-free).
 
     .venv/bin/python benchmarks/difficulty_signal.py --seed 0 --threads 1   # about 10 minutes
@@ -78,7 +79,7 @@ def main() -> None:
     a = p.parse_args()
 
     import torch
-    from scipy.stats import spearmanr
+    from scipy.stats import rankdata, spearmanr
 
     from fiftyone_elfs.difficulty import train_mlp_proxy
     from fiftyone_elfs.pseudo_labels import (
@@ -132,6 +133,12 @@ def main() -> None:
             summary[f"rho_knn{kk}_agreement_mean_over_heads"] = rho(
                 np.mean([knn_agreement(h, nn[:, :kk]) for h in heads], axis=0)
             )
+        # the mean rank of the selected head's AUM and the heads' kNN-50 agreement, the
+        # ranking of explore_selection.py's "ccs_mix"
+        agreement = np.mean([knn_agreement(h, nn) for h in heads], axis=0)
+        summary["rho_mix_aum_best_head_knn50_mean_over_heads"] = rho(
+            rankdata(head_aums[best]) + rankdata(agreement)
+        )
     if "imagenet" in signals:
         for name, signal in imagenet_head_signals(X, nn).items():
             summary[f"rho_{name}"] = rho(signal)
