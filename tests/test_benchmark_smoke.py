@@ -310,6 +310,45 @@ def test_quality_encoder_method_selects_on_the_quality_embeddings(tmp_path):
         LabelFreeInputs(inputs.X, None, [], 3, inputs.artefacts, inputs.params).features("lite2")
 
 
+def test_knnmix_candidate_cuts_the_hardest_by_its_mixed_ranking(tmp_path):
+    """`elfs_ccs_knnmix`: the heads' kNN agreement is a share in [0, 1], lowest between the
+    overlapping blobs; CCS keeps none of the hardest beta share by the mean rank of it and the
+    AUM; its second TEMI fit gives the pseudo-labels `_difficulty` gave (same seed)."""
+    from elfs_bench.methods import (
+        METHODS,
+        ArtefactCache,
+        LabelFreeInputs,
+        MethodContext,
+        MethodParams,
+        _difficulty,
+        _temi_heads_agreement,
+    )
+    from scipy.stats import rankdata
+    from sklearn.datasets import make_blobs
+
+    X, y = make_blobs(n_samples=400, centers=[[0, 0], [3, 0]], cluster_std=1.0, random_state=1)
+    X = np.hstack([X, np.random.default_rng(1).normal(scale=0.1, size=(400, 6))])
+    inputs = LabelFreeInputs(
+        X=X.astype(np.float32),
+        pixels=None,
+        paths=[],
+        n_classes=2,
+        artefacts=ArtefactCache(str(tmp_path)),
+        params=MethodParams(proxy_epochs=5, temi_epochs=3, temi_heads=2),
+    )
+    ctx = MethodContext(inputs)
+    picked = METHODS["elfs_ccs_knnmix"].fn(ctx, 80, 0)
+    assert picked.indices.size == 80 and np.unique(picked.indices).size == 80
+    assert picked.info["same_labels_as_difficulty"] is True
+    agreement = _temi_heads_agreement(ctx, 0)[0]["agreement"]
+    assert agreement.min() >= 0 and agreement.max() <= 1
+    boundary = np.abs(X[:, 0] - 1.5) < 0.5
+    assert agreement[boundary].mean() < agreement[~boundary].mean() - 0.01
+    score = (rankdata(_difficulty(ctx, 0, "temi")[0]["aum"]) + rankdata(agreement)) / 2
+    hardest = np.argsort(score, kind="stable")[: int(np.floor(picked.info["beta"] * 400))]
+    assert picked.info["beta"] > 0 and np.intersect1d(hardest, picked.indices).size == 0
+
+
 @pytest.mark.slow
 def test_benchmark_reuses_selections_on_a_larger_test_split(smoke_run):
     """--selections-from scores another run's selections on another test split without making

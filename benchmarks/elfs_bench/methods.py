@@ -475,6 +475,53 @@ def _elfs(
     return run
 
 
+def _temi_heads_agreement(ctx: MethodContext, seed: int, k: int = 50) -> tuple[dict, dict]:
+    """Per sample, the share of its ``k`` nearest neighbours in its own TEMI pseudo-cluster,
+    averaged over TEMI's heads (higher = easier). TEMI is fitted as in `_difficulty` (same
+    settings and seed); "same_labels_as_difficulty" in the meta says whether it gave the same
+    pseudo-labels there."""
+    from fiftyone_elfs.pseudo_labels import TEMIClustering, nearest_neighbors
+
+    inp = ctx.inputs
+    params = {"temi_epochs": inp.params.temi_epochs, "temi_heads": inp.params.temi_heads, "k": k}
+
+    def compute() -> tuple[dict[str, np.ndarray], dict]:
+        temi = TEMIClustering(
+            inp.n_classes, n_heads=inp.params.temi_heads, epochs=inp.params.temi_epochs, seed=seed
+        ).fit(inp.X)
+        nn = nearest_neighbors(inp.X, k)
+        heads = [temi.predict(inp.X, head=h) for h in range(temi.n_heads)]
+        agreement = np.mean([(h[nn] == h[:, None]).mean(axis=1) for h in heads], axis=0)
+        return {"agreement": agreement, "labels": np.asarray(temi.labels_, dtype=np.int64)}, {}
+
+    return inp.artefacts.get("temi_heads_knn_agreement", seed, params, compute)
+
+
+def elfs_ccs_knnmix_method(ctx: MethodContext, budget: int, seed: int) -> Selection:
+    """CCS on the mean rank of the TEMI pseudo-labels' AUM and their kNN-50 agreement averaged
+    over TEMI's heads, with the default's label-free beta (the validation candidate "ccs_mix"
+    of ``explore_selection.py``; a CNN-from-scratch candidate, not the default)."""
+    from scipy.stats import rankdata
+
+    from fiftyone_elfs.selection import ccs_select, label_free_beta
+
+    arrays, meta = _difficulty(ctx, seed, "temi")
+    agreement, _ = _temi_heads_agreement(ctx, seed)
+    aum = arrays["aum"]
+    beta, reason = label_free_beta(aum, min(budget / aum.size, 1.0))
+    score = (rankdata(aum) + rankdata(agreement["agreement"])) / 2
+    idx = ccs_select(score, budget, beta, hard_is_low=True, seed=seed)
+    info = {
+        "beta": beta,
+        "beta_reason": reason,
+        "selection": "ccs",
+        "score": "mean rank of AUM and the heads' kNN-50 agreement",
+        "same_labels_as_difficulty": bool(np.array_equal(agreement["labels"], arrays["labels"])),
+        **_cost_info(meta),
+    }
+    return Selection(_sorted(idx), info, pseudo_labels=arrays["labels"])
+
+
 def _two_rounds(use_labels: bool, targets_from: str = "clusters") -> MethodFn:
     """ELFS in two labeling rounds of half the budget each (`select_more`'s rule for round 2).
 
@@ -730,6 +777,12 @@ METHODS: dict[str, MethodSpec] = dict(
             _elfs(CLUSTERING.default, rule=MODE.default, encoder="lite2"),
             "the package default with model='efficientnet-lite2' (the optional quality "
             "encoder, 260 px): pseudo-labels, proxy and trust on its embeddings",
+        ),
+        _spec(
+            "elfs_ccs_knnmix",
+            elfs_ccs_knnmix_method,
+            "CCS on the mean rank of TEMI AUM and the TEMI heads' kNN-50 agreement, the "
+            "default's beta (a CNN-from-scratch candidate from validation)",
         ),
         _spec(
             "elfs_spectral_ccs",
