@@ -33,12 +33,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import numpy as np  # noqa: E402
 from elfs_bench.data import cached_embeddings, list_class_tree, prepare_cifar10  # noqa: E402
+from elfs_bench.methods import knn_agreement  # noqa: E402
 from explore_selection import draw  # noqa: E402
-
-
-def knn_agreement(labels: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
-    """The share of each sample's neighbours (rows of ``neighbours``) that carry its label."""
-    return (labels[neighbours] == labels[:, None]).mean(axis=1)
 
 
 def imagenet_head_signals(X: np.ndarray, neighbours: np.ndarray) -> dict[str, np.ndarray]:

@@ -127,13 +127,15 @@ class Artefacts:
         over TEMI's heads (higher = easier); the steadiest label-free difficulty signal in
         ``benchmarks/difficulty_signal.py`` (Spearman 0.44 with the true-label AUM, against
         0.34 for the MLP proxy's AUM on the selected head)."""
+        from elfs_bench.methods import knn_agreement
+
         from fiftyone_elfs.pseudo_labels import nearest_neighbors
 
         def fn():
             nn = nearest_neighbors(self.X, k)
             temi = self.temi()
             heads = [temi.predict(self.X, head=h) for h in range(temi.n_heads)]
-            return np.mean([(h[nn] == h[:, None]).mean(axis=1) for h in heads], axis=0)
+            return np.mean([knn_agreement(h, nn) for h in heads], axis=0)
 
         return self.get("knn_agreement", fn)
 

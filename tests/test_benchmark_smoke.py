@@ -266,16 +266,29 @@ def test_explore_draw_balanced_validation_is_disjoint_and_even():
     assert plain_val.size == 100 and np.intersect1d(plain_pool, plain_val).size == 0
 
 
+def _small_inputs(X: np.ndarray, n_classes: int, tmp_path, **extra):
+    """A method's label-free inputs for features ``X``, with short proxy and TEMI runs."""
+    from elfs_bench.methods import ArtefactCache, LabelFreeInputs, MethodParams
+
+    return LabelFreeInputs(
+        X=X.astype(np.float32),
+        pixels=None,
+        paths=[],
+        n_classes=n_classes,
+        artefacts=ArtefactCache(str(tmp_path)),
+        params=MethodParams(proxy_epochs=5, temi_epochs=3, temi_heads=2),
+        **extra,
+    )
+
+
 def test_quality_encoder_method_selects_on_the_quality_embeddings(tmp_path):
     """`elfs_default_lite2` clusters, trains its proxy and measures trust on the quality
     encoder's embeddings (asked for on first use only), not on the default ones; the default
     method on the same inputs never asks for them."""
     from elfs_bench.methods import (
         METHODS,
-        ArtefactCache,
         LabelFreeInputs,
         MethodContext,
-        MethodParams,
     )
     from sklearn.datasets import make_blobs
 
@@ -289,15 +302,7 @@ def test_quality_encoder_method_selects_on_the_quality_embeddings(tmp_path):
         calls.append(1)
         return quality.astype(np.float32)
 
-    inputs = LabelFreeInputs(
-        X=noise.astype(np.float32),
-        pixels=None,
-        paths=[],
-        n_classes=3,
-        artefacts=ArtefactCache(str(tmp_path)),
-        params=MethodParams(proxy_epochs=5, temi_epochs=3, temi_heads=2),
-        quality_embeddings=quality_embeddings,
-    )
+    inputs = _small_inputs(noise, 3, tmp_path, quality_embeddings=quality_embeddings)
     ctx = MethodContext(inputs)
     default = METHODS["elfs_default"].fn(ctx, 60, 0)
     assert calls == []
@@ -316,10 +321,7 @@ def test_knnmix_candidate_cuts_the_hardest_by_its_mixed_ranking(tmp_path):
     AUM; its second TEMI fit gives the pseudo-labels `_difficulty` gave (same seed)."""
     from elfs_bench.methods import (
         METHODS,
-        ArtefactCache,
-        LabelFreeInputs,
         MethodContext,
-        MethodParams,
         _difficulty,
         _temi_heads_agreement,
     )
@@ -328,14 +330,7 @@ def test_knnmix_candidate_cuts_the_hardest_by_its_mixed_ranking(tmp_path):
 
     X, y = make_blobs(n_samples=400, centers=[[0, 0], [3, 0]], cluster_std=1.0, random_state=1)
     X = np.hstack([X, np.random.default_rng(1).normal(scale=0.1, size=(400, 6))])
-    inputs = LabelFreeInputs(
-        X=X.astype(np.float32),
-        pixels=None,
-        paths=[],
-        n_classes=2,
-        artefacts=ArtefactCache(str(tmp_path)),
-        params=MethodParams(proxy_epochs=5, temi_epochs=3, temi_heads=2),
-    )
+    inputs = _small_inputs(X, 2, tmp_path)
     ctx = MethodContext(inputs)
     picked = METHODS["elfs_ccs_knnmix"].fn(ctx, 80, 0)
     assert picked.indices.size == 80 and np.unique(picked.indices).size == 80

@@ -475,6 +475,11 @@ def _elfs(
     return run
 
 
+def knn_agreement(labels: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    """The share of each sample's neighbours (rows of ``neighbours``) that carry its label."""
+    return (labels[neighbours] == labels[:, None]).mean(axis=1)
+
+
 def _temi_heads_agreement(ctx: MethodContext, seed: int, k: int = 50) -> tuple[dict, dict]:
     """Per sample, the share of its ``k`` nearest neighbours in its own TEMI pseudo-cluster,
     averaged over TEMI's heads (higher = easier). TEMI is fitted as in `_difficulty` (same
@@ -491,7 +496,7 @@ def _temi_heads_agreement(ctx: MethodContext, seed: int, k: int = 50) -> tuple[d
         ).fit(inp.X)
         nn = nearest_neighbors(inp.X, k)
         heads = [temi.predict(inp.X, head=h) for h in range(temi.n_heads)]
-        agreement = np.mean([(h[nn] == h[:, None]).mean(axis=1) for h in heads], axis=0)
+        agreement = np.mean([knn_agreement(h, nn) for h in heads], axis=0)
         return {"agreement": agreement, "labels": np.asarray(temi.labels_, dtype=np.int64)}, {}
 
     return inp.artefacts.get("temi_heads_knn_agreement", seed, params, compute)
