@@ -344,6 +344,38 @@ def test_knnmix_candidate_cuts_the_hardest_by_its_mixed_ranking(tmp_path):
     assert picked.info["beta"] > 0 and np.intersect1d(hardest, picked.indices).size == 0
 
 
+def test_cut_kcenter_candidate_keeps_none_of_the_cut_and_spreads_over_the_rest(tmp_path):
+    """`elfs_cut_kcenter`: none of the hardest beta share by the TEMI AUM is kept, and greedy
+    k-center on the rest covers it (L2-normalised rows) better than the same number of random
+    survivors do."""
+    from elfs_bench.methods import METHODS, MethodContext, _difficulty
+    from sklearn.datasets import make_blobs
+
+    from fiftyone_elfs.selection import rank_hardest_first
+
+    X, _ = make_blobs(n_samples=400, centers=[[0, 0], [3, 0]], cluster_std=1.0, random_state=2)
+    X = np.hstack([X, np.random.default_rng(2).normal(scale=0.1, size=(400, 6))])
+    inputs = _small_inputs(X, 2, tmp_path)
+    ctx = MethodContext(inputs)
+    picked = METHODS["elfs_cut_kcenter"].fn(ctx, 40, 0)
+    assert picked.indices.size == 40 and np.unique(picked.indices).size == 40
+    cut = picked.info["cut"]
+    assert cut == int(np.floor(picked.info["beta"] * 400 + 1e-9)) and cut > 0
+    hardest = rank_hardest_first(_difficulty(ctx, 0, "temi")[0]["aum"])[:cut]
+    assert np.intersect1d(hardest, picked.indices).size == 0
+    survivors = np.setdiff1d(np.arange(400), hardest)
+
+    unit = X / np.linalg.norm(X, axis=1, keepdims=True)  # k-center covers the unit rows
+
+    def covering_radius(centres: np.ndarray) -> float:
+        d = np.linalg.norm(unit[survivors, None, :] - unit[None, centres, :], axis=2)
+        return float(d.min(axis=1).max())
+
+    rng = np.random.default_rng(0)
+    random_radii = [covering_radius(rng.choice(survivors, 40, replace=False)) for _ in range(5)]
+    assert covering_radius(picked.indices) < min(random_radii)
+
+
 @pytest.mark.slow
 def test_benchmark_reuses_selections_on_a_larger_test_split(smoke_run):
     """--selections-from scores another run's selections on another test split without making

@@ -527,6 +527,30 @@ def elfs_ccs_knnmix_method(ctx: MethodContext, budget: int, seed: int) -> Select
     return Selection(_sorted(idx), info, pseudo_labels=arrays["labels"])
 
 
+def elfs_cut_kcenter_method(ctx: MethodContext, budget: int, seed: int) -> Selection:
+    """The default's label-free hard-end cut (TEMI pseudo-labels, MLP-proxy AUM, hard-end
+    share 0.5), then greedy k-center on the survivors: coverage without the outliers k-center
+    alone is drawn to (the validation candidate "cut_kcenter" of ``explore_selection.py``; a
+    fine-tuning candidate, not the default)."""
+    from fiftyone_elfs.selection import label_free_beta, rank_hardest_first
+
+    arrays, meta = _difficulty(ctx, seed, "temi")
+    aum = arrays["aum"]
+    n = aum.size
+    beta, reason = label_free_beta(aum, min(budget / n, 1.0), hard_share=0.5)
+    cut = min(int(np.floor(beta * n + 1e-9)), n - budget)
+    survivors = np.sort(rank_hardest_first(aum)[cut:])
+    picked = survivors[_baselines().k_center_greedy(ctx.inputs.X[survivors], budget, seed=seed)]
+    info = {
+        "beta": beta,
+        "beta_reason": reason,
+        "selection": "hard-end cut, then k-center",
+        "cut": cut,
+        **_cost_info(meta),
+    }
+    return Selection(_sorted(picked), info, pseudo_labels=arrays["labels"])
+
+
 def _two_rounds(use_labels: bool, targets_from: str = "clusters") -> MethodFn:
     """ELFS in two labeling rounds of half the budget each (`select_more`'s rule for round 2).
 
@@ -788,6 +812,12 @@ METHODS: dict[str, MethodSpec] = dict(
             elfs_ccs_knnmix_method,
             "CCS on the mean rank of TEMI AUM and the TEMI heads' kNN-50 agreement, the "
             "default's beta (a CNN-from-scratch candidate from validation)",
+        ),
+        _spec(
+            "elfs_cut_kcenter",
+            elfs_cut_kcenter_method,
+            "the default's label-free hard-end cut on TEMI AUM, then greedy k-center on the "
+            "rest (a fine-tuning candidate from validation)",
         ),
         _spec(
             "elfs_spectral_ccs",
