@@ -223,6 +223,40 @@ def test_batched_preprocessing_matches_the_per_image_transform(model):
             assert levels.max() <= 2 + 1e-3 and (levels > 0.5).float().mean() < 0.01
 
 
+def test_batched_preprocessing_resizes_and_normalises_on_the_device_it_is_given():
+    """`to_batch(..., device=)` (the embedding loop passes the GPU there): the uint8 pixels move
+    first, so the resize and normalisation run on that device and the batch ends up there
+    (torch's "meta" device stands in for a GPU: it keeps shapes, not values); on the CPU named
+    explicitly the batch is bit for bit the default one."""
+    encoder = load_encoder("efficientnet-lite0", image_size=64, device="cpu")
+    split = encoder.batched_preprocessing
+    arrays = [split.to_array(img) for img in _varied_images()]  # two sizes: 64 px and smaller
+    stacked = np.stack([arrays[0], arrays[1]])
+    for given in (arrays, stacked):
+        on_meta = split.to_batch(given, device="meta")
+        assert on_meta.device.type == "meta" and on_meta.shape == (len(given), 3, 64, 64)
+        assert torch.equal(split.to_batch(given, device=torch.device("cpu")), split.to_batch(given))
+        assert split.to_batch(given).device.type == "cpu"
+
+
+@pytest.mark.parametrize("mode", ["bicubic", "bilinear"])
+def test_the_gpu_resize_through_floats_agrees_with_the_uint8_resize(mode):
+    """`resize_uint8(via_floats=True)` (what a GPU runs: its kernels take no uint8) gives the
+    CPU's uint8 kernel's pixels within one grey level, up and down in size, but at a few sharp
+    edges where bicubic overshoots (the CPU kernel saturates after each of its two passes, the
+    float path once at the end); no value wraps around."""
+    from fiftyone_elfs.embeddings.encoders import resize_uint8
+
+    photo = torch.as_tensor(skimage.data.astronaut()).permute(2, 0, 1)[None]  # [1, 3, 512, 512]
+    small = resize_uint8(photo, (37, 23), mode)
+    for x, size in ((photo, (128, 96)), (small, (128, 128))):
+        direct = resize_uint8(x, size, mode)
+        through_floats = resize_uint8(x, size, mode, via_floats=True)
+        assert through_floats.dtype == torch.uint8 and through_floats.shape == direct.shape
+        diff = (through_floats.int() - direct.int()).abs()
+        assert (diff > 1).float().mean() < 0.005 and diff.max() <= 16
+
+
 def _no_pil_resize(*args, **kwargs):
     raise AssertionError("PIL's resize was called")
 
@@ -491,7 +525,7 @@ def test_decoding_processes_default_to_none_on_a_cpu_and_to_spare_cores_on_a_gpu
     monkeypatch, tmp_path, photos, encoder
 ):
     """num_workers=None: the encoder keeps every core on a CPU; a GPU encoder gets a decoding
-    process per core but one (at most 8). The GPU case is checked up to the DataLoader (no GPU
+    process per core but one (at most 32). The GPU case is checked up to the DataLoader (no GPU
     here): an encoder copy that says it is on CUDA, stopped when the loader is built."""
     import copy
 
@@ -499,7 +533,7 @@ def test_decoding_processes_default_to_none_on_a_cpu_and_to_spare_cores_on_a_gpu
 
     assert cpus.decode_workers(3, model_on_gpu=False) == 3
     assert cpus.decode_workers(0, model_on_gpu=True) == 0
-    for cores, expected in ((16, 8), (3, 2), (1, 0)):
+    for cores, expected in ((64, 32), (16, 15), (3, 2), (1, 0)):
         monkeypatch.setattr(cpus, "available_cpus", lambda cores=cores: cores)
         assert cpus.decode_workers(None, model_on_gpu=False) == 0
         assert cpus.decode_workers(None, model_on_gpu=True) == expected

@@ -19,7 +19,8 @@ SCRIPT = os.path.join(REPO, "benchmarks", "scale", "gpu_check.py")
 def test_gpu_check_runs_without_fiftyone_and_reports_every_check(tmp_path):
     out = tmp_path / "gpu_check.jsonl"
     args = [
-        "--device", "cpu", "--photos", "24", "--photo-size", "96", "--compare-images", "8",
+        "--device", "cpu", "--photos", "24", "--photo-sizes", "32,96", "--square",
+        "--loop-images", "40", "--compare-images", "8",
         "--batch-size", "8", "--encoder-images", "16", "--temi-samples", "600",
         "--temi-clusters", "4", "--temi-epochs", "2", "--proxy-samples", "600", "--out", str(out),
     ]  # fmt: skip
@@ -42,9 +43,18 @@ def test_gpu_check_runs_without_fiftyone_and_reports_every_check(tmp_path):
     encoder = by_check["encoder"][0]
     assert encoder["passed"] and encoder["cosine_min"] > 0.9999  # the CPU against itself
     loops = by_check["embedding_loop"]
-    assert [r["num_workers"] for r in loops] == ["default", 0]
-    assert all(r["workers_used"] == 0 and r["images"] == 24 for r in loops)  # CPU: in-process
+    assert [(r["photo_px"], r["num_workers"]) for r in loops] == [
+        (32, "default"), (32, 0), (96, "default"), (96, 0)
+    ]  # fmt: skip
+    # the 24 files cycled through to 40 images; CPU: decoded in-process
+    assert all(r["workers_used"] == 0 and r["images"] == 40 for r in loops)
+    assert all(r["distinct_files"] == 24 and r["square"] for r in loops)
     assert all(r["loop_images_per_s"] > 0 and r["ratio"] > 0 for r in loops)
+    # 40 images fit in the loop's first chunk (1,024 rows): no rate after it
+    assert all(r["first_chunk_s"] > 0 for r in loops)
+    assert all(r["after_first_chunk_images_per_s"] is None for r in loops)
+    # the target is judged on the CIFAR-sized photos with the default workers only
+    assert ["passed" in r for r in loops] == [True, False, False, False]
     temi = by_check["temi"][0]
     assert temi["device_ari"] == temi["cpu_ari"] and temi["passed"]  # same device, same seed
     assert by_check["mlp_proxy"][0]["aum_spearman"] > 0.999

@@ -10,9 +10,13 @@ one JSON line, also appended to ``--out``:
    pair of embeddings (the GPU's convolutions and TF32 products round differently; the check
    is that they agree to about 1e-3, not bit for bit).
 2. ``embedding_loop``: ``iter_embedded_chunks`` (the embedding stage's loop, without the
-   database) over JPEG photos written to a temporary folder, with ``num_workers`` at its
-   default (decoding processes when a GPU runs the encoder) and at 0, against the encoder alone
-   on already-decoded batches: images per second and their ratio (issue 16's target: >= 0.9).
+   database) over JPEG photos written to a temporary folder (32 px on the long side, CIFAR-10's
+   size, which issue 16's target is about; and 500 px, a camera photo's, for reference), cycled
+   through to ``--loop-images``, with ``num_workers`` at its default (decoding processes when a
+   GPU runs the encoder), at 0 and at any ``--workers``, against the encoder alone on
+   already-decoded batches in CPU memory: images per second and their ratio (the target:
+   >= 0.9 at 32 px with the default workers). The model's speed on batches already on the
+   device is printed beside it (``ratio_to_model_on_device``: the stricter reading).
 3. ``temi``: TEMI on synthetic Gaussian clusters, on the GPU and on the CPU: adjusted Rand index
    of each against the true clusters, and seconds.
 4. ``mlp_proxy``: the MLP proxy's AUM on the GPU and on the CPU for the same data and seed:
@@ -38,8 +42,9 @@ then one device ``run`` with ``carry=[".whl"]`` (about 36 MB) and ``timeout_s`` 
 
 Here, to see that the script works (small sizes, the CPU against itself)::
 
-    .venv/bin/python benchmarks/scale/gpu_check.py --photos 128 --temi-samples 2000 \\
-        --temi-epochs 2 --proxy-samples 2000 --out /tmp/gpu_check.jsonl
+    .venv/bin/python benchmarks/scale/gpu_check.py --photos 128 --loop-images 256 \\
+        --encoder-images 256 --temi-samples 2000 --temi-epochs 2 --proxy-samples 2000 \\
+        --out /tmp/gpu_check.jsonl
 """
 
 from __future__ import annotations
@@ -71,11 +76,11 @@ def emit(row: dict, out: str | None) -> None:
             f.write(line + "\n")
 
 
-def write_photos(folder: str, n: int, size: int, seed: int) -> list[str]:
-    """`n` JPEG files of real photos (`photos.photo_jpegs`), `size` px on their long side: the
-    decoding cost of ordinary camera images."""
+def write_photos(folder: str, n: int, size: int, seed: int, square: bool = False) -> list[str]:
+    """`n` JPEG files of real photos (`photos.photo_jpegs`), `size` px on their long side
+    (square if `square`): the decoding cost of ordinary images of that size."""
     paths = []
-    for i, data in enumerate(photo_jpegs(n, size, seed)):
+    for i, data in enumerate(photo_jpegs(n, size, seed, square=square)):
         paths.append(os.path.join(folder, f"{i:06d}.jpg"))
         with open(paths[-1], "wb") as f:
             f.write(data)
@@ -104,48 +109,77 @@ def check_encoder(paths: list[str], device: str, args: argparse.Namespace) -> di
     }
 
 
-def check_embedding_loop(paths: list[str], device: str, args: argparse.Namespace) -> list[dict]:
-    """The stage's loop over the files (default workers and 0) against the encoder alone."""
+def encoder_throughput(encoder, paths: list[str], args: argparse.Namespace) -> dict:
+    """Images per second of the encoder alone: on already-decoded, preprocessed float batches
+    in CPU memory (what ``embed_batch`` is given; the loop's reference), and on the same
+    batches already on the encoder's device (the model's own speed, no transfer)."""
     from PIL import Image
 
-    from fiftyone_elfs.cpus import decode_workers
-    from fiftyone_elfs.embeddings import iter_embedded_chunks, load_encoder
-
-    encoder = load_encoder(args.encoder, image_size=args.image_size, device=device)
     sample = [Image.open(p).convert("RGB") for p in paths[: 4 * args.batch_size]]
     batches = [
         encoder.preprocess(sample[s : s + args.batch_size])
         for s in range(0, len(sample), args.batch_size)
     ]
     encoder.embed_batch(batches[0])  # warm-up (CUDA kernels, cuDNN autotuning)
-    done, t0 = 0, time.perf_counter()
-    while done < args.encoder_images:
-        for batch in batches:
-            encoder.embed_batch(batch)
-            done += len(batch)
-    alone = done / (time.perf_counter() - t0)
+    rates = {}
+    for where, group in (("cpu_batches", batches), ("device_batches", None)):
+        if group is None:
+            group = [b.to(encoder.device) for b in batches]
+        done, t0 = 0, time.perf_counter()
+        while done < args.encoder_images:
+            for batch in group:
+                encoder.embed_batch(batch)
+                done += len(batch)
+        rates[where] = done / (time.perf_counter() - t0)
+    return rates
+
+
+def check_embedding_loop(
+    paths: list[str], photo_px: int, device: str, args: argparse.Namespace
+) -> list[dict]:
+    """The stage's loop over the files (default workers, 0, and ``--workers``) against the
+    encoder alone; the files are cycled through until ``--loop-images`` images were embedded
+    (so that the loop runs long enough to be timed at a GPU's speed)."""
+    from fiftyone_elfs.cpus import decode_workers
+    from fiftyone_elfs.embeddings import iter_embedded_chunks, load_encoder
+
+    encoder = load_encoder(args.encoder, image_size=args.image_size, device=device)
+    alone = encoder_throughput(encoder, paths, args)
+    looped = (paths * -(-args.loop_images // len(paths)))[: args.loop_images]
     rows = []
     on_gpu = encoder.device.type == "cuda"
-    for workers in (None, 0):
+    for workers in (None, *args.workers):
         t0 = time.perf_counter()
-        n = 0
+        n, first = 0, None
         for _, X, failures in iter_embedded_chunks(
-            paths, encoder, batch_size=args.batch_size, num_workers=workers
+            looped, encoder, batch_size=args.batch_size, num_workers=workers
         ):
             n += len(X) - len(failures)
-        rate = n / (time.perf_counter() - t0)
+            if first is None:  # the workers' start and the first chunk, apart from the rest
+                first = (time.perf_counter() - t0, n)
+        seconds = time.perf_counter() - t0
+        rate = n / seconds
         rows.append({
             "check": "embedding_loop",
             "num_workers": "default" if workers is None else workers,
             "workers_used": decode_workers(workers, model_on_gpu=on_gpu),
             "images": n,
-            "photo_px": args.photo_size,
+            "distinct_files": len(paths),
+            "photo_px": photo_px,
+            "square": args.square,
             "loop_images_per_s": round(rate, 1),
-            "encoder_alone_images_per_s": round(alone, 1),
-            "ratio": round(rate / alone, 3),
+            "first_chunk_s": round(first[0], 3),
+            "after_first_chunk_images_per_s": (  # None: one chunk held every image
+                round((n - first[1]) / (seconds - first[0]), 1) if n > first[1] else None
+            ),
+            "encoder_alone_images_per_s": round(alone["cpu_batches"], 1),
+            "model_on_device_images_per_s": round(alone["device_batches"], 1),
+            "ratio": round(rate / alone["cpu_batches"], 3),
+            "ratio_to_model_on_device": round(rate / alone["device_batches"], 3),
         })  # fmt: skip
-        if workers is None:  # the default is what the target is about; 0 is for reference
-            rows[-1]["passed"] = bool(rate / alone >= 0.9)
+        if workers is None and photo_px <= 64:  # issue 16's target: CIFAR-10's 32 px JPEGs,
+            # the default workers; 0, other counts and camera-sized photos are for reference
+            rows[-1]["passed"] = bool(rate / alone["cpu_batches"] >= 0.9)
     return rows
 
 
@@ -207,10 +241,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--encoder", default="efficientnet-lite0")
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--photos", type=int, default=4096, help="JPEG files for the loop")
-    p.add_argument("--photo-size", type=int, default=500, help="long side of each photo, px")
+    p.add_argument("--photos", type=int, default=4096, help="distinct JPEG files per size")
+    p.add_argument(
+        "--photo-sizes",
+        type=lambda text: [int(v) for v in text.split(",")],
+        default=[32, 500],
+        help="long side of the photos, px, comma-separated: 32 is CIFAR-10's (the target's); "
+        "500 a camera photo's (for reference)",
+    )
+    p.add_argument("--square", action="store_true", help="square photos, as CIFAR-10's")
+    p.add_argument("--loop-images", type=int, default=50_000, help="images per loop timing")
+    p.add_argument(
+        "--workers",
+        type=lambda text: [int(v) for v in text.split(",") if v],
+        default=[0],
+        help="decoding-worker counts to time besides the default, comma-separated",
+    )
+    p.add_argument(
+        "--checks",
+        type=lambda text: set(text.split(",")),
+        default={"encoder", "embedding_loop", "temi", "mlp_proxy"},
+        help="which checks to run, comma-separated (default: all four)",
+    )
     p.add_argument("--compare-images", type=int, default=64)
-    p.add_argument("--encoder-images", type=int, default=4096)
+    p.add_argument("--encoder-images", type=int, default=20_000)
     p.add_argument("--temi-samples", type=int, default=50_000)
     p.add_argument("--temi-dim", type=int, default=256)
     p.add_argument("--temi-clusters", type=int, default=20)
@@ -235,14 +289,18 @@ def main(argv: list[str] | None = None) -> int:
         args.out,
     )
     rows = []
-    with tempfile.TemporaryDirectory() as folder:
-        paths = write_photos(folder, args.photos, args.photo_size, seed=0)
-        rows.append(check_encoder(paths, device, args))
-        emit(rows[-1], args.out)
-        for row in check_embedding_loop(paths, device, args):
-            rows.append(row)
-            emit(row, args.out)
-    for check in (check_temi, check_mlp_proxy):
+    for i, photo_px in enumerate(args.photo_sizes if "embedding_loop" in args.checks else []):
+        with tempfile.TemporaryDirectory() as folder:
+            paths = write_photos(folder, args.photos, photo_px, seed=0, square=args.square)
+            if i == 0 and "encoder" in args.checks:
+                rows.append(check_encoder(paths, device, args))
+                emit(rows[-1], args.out)
+            for row in check_embedding_loop(paths, photo_px, device, args):
+                rows.append(row)
+                emit(row, args.out)
+    for name, check in (("temi", check_temi), ("mlp_proxy", check_mlp_proxy)):
+        if name not in args.checks:
+            continue
         rows.append(check(device, args))
         emit(rows[-1], args.out)
     return 0 if all(r.get("passed", True) for r in rows) else 1

@@ -16,9 +16,10 @@ import numpy as np
 SOURCES = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina", "coins")
 
 
-def photo_jpegs(n: int, long_side: int, seed: int) -> list[bytes]:
-    """JPEG bytes of `n` random crops (50-100% of each side) of the sample photos, in turn,
-    resized (bicubic) to `long_side` px on their long side."""
+def photo_jpegs(n: int, long_side: int, seed: int, square: bool = False) -> list[bytes]:
+    """JPEG bytes of `n` random crops (50-100% of each side; of the short side, both sides
+    alike, when `square`, as CIFAR-10's images are) of the sample photos, in turn, resized
+    (bicubic) to `long_side` px on their long side."""
     import skimage.data
     from PIL import Image
 
@@ -34,6 +35,8 @@ def photo_jpegs(n: int, long_side: int, seed: int) -> list[bytes]:
         image = sources[i % len(sources)]
         w, h = image.size
         cw, ch = int(w * rng.uniform(0.5, 1.0)), int(h * rng.uniform(0.5, 1.0))
+        if square:
+            cw = ch = min(cw, ch)
         x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
         crop = image.crop((x, y, x + cw, y + ch))
         scale = long_side / max(crop.size)

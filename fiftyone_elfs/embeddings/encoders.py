@@ -133,10 +133,20 @@ class BatchedPreprocessing:
         one = torch.from_numpy(np.require(pixels, requirements=["C", "W"])).permute(2, 0, 1)[None]
         return self._resized(one)[0].permute(1, 2, 0).numpy()
 
-    def to_batch(self, arrays: Sequence[np.ndarray] | np.ndarray | torch.Tensor) -> torch.Tensor:
+    def to_batch(
+        self,
+        arrays: Sequence[np.ndarray] | np.ndarray | torch.Tensor,
+        device: torch.device | str | None = None,
+    ) -> torch.Tensor:
         """uint8 [H, W, 3] arrays of `to_array` (a list, or stacked [n, H, W, 3]) -> normalised
-        float [n, 3, H, W] (channels-last memory)."""
-        x = self._uint8_batch(arrays).to(dtype=torch.get_default_dtype()).div_(255)
+        float [n, 3, H, W] (channels-last memory).
+
+        `device`: where the resize and normalisation run and the batch ends up (default: where
+        the arrays are, the CPU for NumPy arrays). On a GPU, the uint8 pixels travel there
+        before they are resized and turned to floats: a 32 px image is 3 KB as uint8 against
+        196 KB as a 128 px float batch row, and the GPU's resize keeps the loop's CPU threads
+        for decoding."""
+        x = self._uint8_batch(arrays, device).to(dtype=torch.get_default_dtype()).div_(255)
         # The same subtraction and division per value as a broadcast (1, C, 1, 1) Normalize,
         # so bit-identical, but a (1, C, 1, 1) operand on channels-last memory runs an inner
         # loop of C values: one scalar per tensor (every channel alike, as for EfficientNet-Lite)
@@ -149,26 +159,33 @@ class BatchedPreprocessing:
         return x
 
     def _uint8_batch(
-        self, arrays: Sequence[np.ndarray] | np.ndarray | torch.Tensor
+        self,
+        arrays: Sequence[np.ndarray] | np.ndarray | torch.Tensor,
+        device: torch.device | str | None = None,
     ) -> torch.Tensor:
-        """uint8 [n, 3, H, W] (channels-last memory): the arrays, those `to_array` left at
-        their own size resized here, one torch call per distinct size."""
+        """uint8 [n, 3, H, W] (channels-last memory) on `device`: the arrays, those `to_array`
+        left at their own size resized here, one torch call per distinct size."""
+
+        def moved(stack: np.ndarray | torch.Tensor) -> torch.Tensor:
+            t = torch.as_tensor(stack)
+            return t if device is None else t.to(device, non_blocking=True)
+
         if isinstance(arrays, (np.ndarray, torch.Tensor)):  # already one stack of one size
-            return self._resized(torch.as_tensor(arrays).permute(0, 3, 1, 2))
+            return self._resized(moved(arrays).permute(0, 3, 1, 2))
         rows_by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, a in enumerate(arrays):
             rows_by_shape.setdefault(tuple(a.shape), []).append(i)
         if len(rows_by_shape) == 1:
-            return self._resized(torch.as_tensor(np.stack(arrays)).permute(0, 3, 1, 2))
+            return self._resized(moved(np.stack(arrays)).permute(0, 3, 1, 2))
         if self.batch_resize is None:
             raise ValueError(
                 f"Cannot batch images of different sizes {sorted(rows_by_shape)}: this transform "
                 "has no fixed-size Resize to bring them to one size"
             )
-        out = torch.empty((len(arrays), 3, *self.batch_resize), dtype=torch.uint8)
+        out = torch.empty((len(arrays), 3, *self.batch_resize), dtype=torch.uint8, device=device)
         out = out.contiguous(memory_format=torch.channels_last)
         for rows in rows_by_shape.values():
-            stack = torch.as_tensor(np.stack([arrays[i] for i in rows]))
+            stack = moved(np.stack([arrays[i] for i in rows]))
             out[rows] = self._resized(stack.permute(0, 3, 1, 2))
         return out
 
@@ -178,7 +195,23 @@ class BatchedPreprocessing:
         size = self.batch_resize
         if size is None or tuple(x.shape[2:]) == size:
             return x
-        return torch.nn.functional.interpolate(x, size=size, mode=self.resize_mode, antialias=True)
+        return resize_uint8(x, size, self.resize_mode, via_floats=x.device.type != "cpu")
+
+
+def resize_uint8(
+    x: torch.Tensor, size: tuple[int, int], mode: str, via_floats: bool = False
+) -> torch.Tensor:
+    """Antialiased resize of uint8 [n, 3, h, w] images to `size`, as uint8.
+
+    On the CPU torch resizes uint8 directly (rounding and saturating each value). Its GPU
+    kernels take floats only, so ``via_floats`` resizes a float copy and rounds and clamps it
+    back to uint8: the two agree within one grey level but at a few sharp edges, where the
+    CPU's two separable passes each saturate a bicubic overshoot (tests check it)."""
+    interpolate = torch.nn.functional.interpolate
+    if not via_floats:
+        return interpolate(x, size=size, mode=mode, antialias=True)
+    y = interpolate(x.to(torch.float32), size=size, mode=mode, antialias=True)
+    return y.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def split_transform(transform: Transform) -> BatchedPreprocessing | None:
@@ -709,6 +742,9 @@ def iter_embedded_chunks(
         decode_threads = functools.partial(_torch_threads, 1)
     else:
         decode_threads = contextlib.nullcontext
+    # On a GPU the batch's resize and normalisation run there (`BatchedPreprocessing.to_batch`);
+    # on the CPU where they always ran, so the CPU's embeddings are as they were.
+    batch_device = encoder.device if encoder.device.type == "cuda" else None
     batches = iter(loader)
     done = 0
     start = 0
@@ -723,8 +759,8 @@ def iter_embedded_chunks(
             if item is not None:
                 indices, batch, batch_failures = item
                 if batch is not None:
-                    if split is not None:
-                        batch = split.to_batch(batch)
+                    if split is not None:  # resized and normalised where the encoder runs
+                        batch = split.to_batch(batch, device=batch_device)
                     out[np.asarray(indices) - start] = encoder.embed_batch(batch)
                 failures.update({i - start: r for i, r in batch_failures.items()})
                 done += len(indices) + len(batch_failures)
