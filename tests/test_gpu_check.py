@@ -20,7 +20,7 @@ def test_gpu_check_runs_without_fiftyone_and_reports_every_check(tmp_path):
     out = tmp_path / "gpu_check.jsonl"
     args = [
         "--device", "cpu", "--photos", "24", "--photo-sizes", "32,96", "--square",
-        "--loop-images", "40", "--compare-images", "8",
+        "--loop-images", "40", "--compare-images", "8", "--pretouch-gb", "0.01",
         "--batch-size", "8", "--encoder-images", "16", "--temi-samples", "600",
         "--temi-clusters", "4", "--temi-epochs", "2", "--proxy-samples", "600", "--out", str(out),
     ]  # fmt: skip
@@ -38,7 +38,11 @@ def test_gpu_check_runs_without_fiftyone_and_reports_every_check(tmp_path):
     by_check: dict[str, list[dict]] = {}
     for row in rows:
         by_check.setdefault(row["check"], []).append(row)
-    assert set(by_check) == {"machine", "encoder", "embedding_loop", "temi", "mlp_proxy"}
+    assert set(by_check) == {
+        "machine", "pretouch", "encoder", "embedding_loop", "temi", "mlp_proxy"
+    }  # fmt: skip
+    assert by_check["pretouch"][0]["gb"] == 0.01
+    assert by_check["pretouch"][0]["first_gb_per_s"] > 0
     assert by_check["machine"][0]["device"] == "cpu"
     encoder = by_check["encoder"][0]
     assert encoder["passed"] and encoder["cosine_min"] > 0.9999  # the CPU against itself
