@@ -315,23 +315,25 @@ def test_quality_encoder_method_selects_on_the_quality_embeddings(tmp_path):
         LabelFreeInputs(inputs.X, None, [], 3, inputs.artefacts, inputs.params).features("lite2")
 
 
+def _two_overlapping_blobs(tmp_path, seed: int):
+    """400 points in two overlapping 2-D blobs plus 6 dims of small noise, and a method context
+    on them (2 classes)."""
+    from elfs_bench.methods import MethodContext
+    from sklearn.datasets import make_blobs
+
+    X, _ = make_blobs(n_samples=400, centers=[[0, 0], [3, 0]], cluster_std=1.0, random_state=seed)
+    X = np.hstack([X, np.random.default_rng(seed).normal(scale=0.1, size=(400, 6))])
+    return X, MethodContext(_small_inputs(X, 2, tmp_path))
+
+
 def test_knnmix_candidate_cuts_the_hardest_by_its_mixed_ranking(tmp_path):
     """`elfs_ccs_knnmix`: the heads' kNN agreement is a share in [0, 1], lowest between the
     overlapping blobs; CCS keeps none of the hardest beta share by the mean rank of it and the
     AUM; its second TEMI fit gives the pseudo-labels `_difficulty` gave (same seed)."""
-    from elfs_bench.methods import (
-        METHODS,
-        MethodContext,
-        _difficulty,
-        _temi_heads_agreement,
-    )
+    from elfs_bench.methods import METHODS, _difficulty, _temi_heads_agreement
     from scipy.stats import rankdata
-    from sklearn.datasets import make_blobs
 
-    X, y = make_blobs(n_samples=400, centers=[[0, 0], [3, 0]], cluster_std=1.0, random_state=1)
-    X = np.hstack([X, np.random.default_rng(1).normal(scale=0.1, size=(400, 6))])
-    inputs = _small_inputs(X, 2, tmp_path)
-    ctx = MethodContext(inputs)
+    X, ctx = _two_overlapping_blobs(tmp_path, seed=1)
     picked = METHODS["elfs_ccs_knnmix"].fn(ctx, 80, 0)
     assert picked.indices.size == 80 and np.unique(picked.indices).size == 80
     assert picked.info["same_labels_as_difficulty"] is True
@@ -348,15 +350,11 @@ def test_cut_kcenter_candidate_keeps_none_of_the_cut_and_spreads_over_the_rest(t
     """`elfs_cut_kcenter`: none of the hardest beta share by the TEMI AUM is kept, and greedy
     k-center on the rest covers it (L2-normalised rows) better than the same number of random
     survivors do."""
-    from elfs_bench.methods import METHODS, MethodContext, _difficulty
-    from sklearn.datasets import make_blobs
+    from elfs_bench.methods import METHODS, _difficulty
 
     from fiftyone_elfs.selection import rank_hardest_first
 
-    X, _ = make_blobs(n_samples=400, centers=[[0, 0], [3, 0]], cluster_std=1.0, random_state=2)
-    X = np.hstack([X, np.random.default_rng(2).normal(scale=0.1, size=(400, 6))])
-    inputs = _small_inputs(X, 2, tmp_path)
-    ctx = MethodContext(inputs)
+    X, ctx = _two_overlapping_blobs(tmp_path, seed=2)
     picked = METHODS["elfs_cut_kcenter"].fn(ctx, 40, 0)
     assert picked.indices.size == 40 and np.unique(picked.indices).size == 40
     cut = picked.info["cut"]
