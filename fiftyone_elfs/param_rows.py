@@ -290,7 +290,7 @@ NUM_WORKERS = Param(
     form=False,
     help=(
         "Processes decoding images (0: in this process). Default: none on a CPU (the model "
-        "uses every core), one per core but one (at most 8) when a GPU runs the model. "
+        "uses every core), one per core but one (at most 32) when a GPU runs the model. "
         "Immediate App runs decode in the App's process."
     ),
 )
