@@ -11,8 +11,8 @@ import os
 __all__ = ["MAX_DECODE_WORKERS", "available_cpus", "decode_workers"]
 
 #: Decoding processes by default when a GPU runs the model (`decode_workers`): a bound for
-#: many-core machines, not a target (each process decodes about 800-1,800 CIFAR-sized JPEGs a
-#: second; an H200 embeds about 21,000 a second at 128 px).
+#: many-core machines, not a target (each process decoded about 700-1,300 CIFAR-sized JPEGs a
+#: second on the H200 machine, whose GPU embeds about 21,000 a second at 128 px).
 MAX_DECODE_WORKERS = 32
 
 
@@ -31,9 +31,10 @@ def decode_workers(num_workers: int | None, model_on_gpu: bool) -> int:
     already use every core and a decoding process takes one from them (measured on the
     embedding loop: `benchmarks/results/scale`); with a GPU running the model, one process
     per core but one (at most `MAX_DECODE_WORKERS`), because there decoding is the bottleneck:
-    on an H200 with 16 cores, 50,000 CIFAR-sized JPEGs went through the loop at 6,975 images a
-    second with 8 processes and 10,963 with 15, against 11,911 for the encoder alone on
-    decoded batches (`benchmarks/scale/gpu_check.py`, `benchmarks/results/scale/`).
+    on an H200 with 16 cores (loops after a first one in the process), 50,000 CIFAR-sized JPEGs
+    took 10,114 images a second with 8 processes and 10,870-11,305 with 15 (the encoder alone
+    on decoded batches: 10,004), 500 px photos 3,023 and 4,060 (`benchmarks/scale/gpu_check.py`,
+    `benchmarks/results/scale/`).
     """
     if num_workers is not None:
         return num_workers

@@ -46,6 +46,7 @@ def test_gpu_check_runs_without_fiftyone_and_reports_every_check(tmp_path):
     assert by_check["machine"][0]["device"] == "cpu"
     encoder = by_check["encoder"][0]
     assert encoder["passed"] and encoder["cosine_min"] > 0.9999  # the CPU against itself
+    assert encoder["loop_cosine_min"] > 0.9999  # the loop's batches, the same on the CPU
     loops = by_check["embedding_loop"]
     assert [(r["photo_px"], r["num_workers"]) for r in loops] == [
         (32, "default"), (32, 0), (96, "default"), (96, 0)

@@ -8,7 +8,9 @@ one JSON line, also appended to ``--out``:
 
 1. ``encoder``: the same photos embedded on the CPU and on the GPU: cosine similarity of each
    pair of embeddings (the GPU's convolutions and TF32 products round differently; the check
-   is that they agree to about 1e-3, not bit for bit).
+   is that they agree to about 1e-3, not bit for bit), both by ``embed`` (preprocessed on the
+   CPU) and by the stage's loop over the files (``loop_cosine_*``: resized and normalised on
+   the GPU).
 2. ``embedding_loop``: ``iter_embedded_chunks`` (the embedding stage's loop, without the
    database) over JPEG photos written to a temporary folder (32 px on the long side, CIFAR-10's
    size, which issue 16's target is about; and 500 px, a camera photo's, for reference), cycled
@@ -87,25 +89,37 @@ def write_photos(folder: str, n: int, size: int, seed: int, square: bool = False
     return paths
 
 
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
 def check_encoder(paths: list[str], device: str, args: argparse.Namespace) -> dict:
-    """The same photos through the encoder on the CPU and on `device`."""
+    """The same photos through the encoder on the CPU and on `device`: by ``embed`` (PIL images,
+    preprocessed on the CPU) and by the embedding stage's loop over the files
+    (``iter_embedded_chunks``: on a GPU the batches are resized and normalised there)."""
     from PIL import Image
 
-    from fiftyone_elfs.embeddings import load_encoder
+    from fiftyone_elfs.embeddings import iter_embedded_chunks, load_encoder
 
-    images = [Image.open(p).convert("RGB") for p in paths[: args.compare_images]]
-    on_cpu = load_encoder(args.encoder, image_size=args.image_size, device="cpu").embed(images)
-    on_device = load_encoder(args.encoder, image_size=args.image_size, device=device).embed(images)
-    cos = np.sum(on_cpu * on_device, axis=1) / (
-        np.linalg.norm(on_cpu, axis=1) * np.linalg.norm(on_device, axis=1)
+    files = paths[: args.compare_images]
+    images = [Image.open(p).convert("RGB") for p in files]
+    cpu = load_encoder(args.encoder, image_size=args.image_size, device="cpu")
+    on_device = load_encoder(args.encoder, image_size=args.image_size, device=device)
+    reference = cpu.embed(images)
+    cos = _cosines(reference, on_device.embed(images))
+    looped = np.concatenate(
+        [X for _, X, _ in iter_embedded_chunks(files, on_device, batch_size=args.batch_size)]
     )
+    loop_cos = _cosines(reference, looped)
     return {
         "check": "encoder",
         "images": len(images),
         "cosine_min": round(float(cos.min()), 6),
         "cosine_median": round(float(np.median(cos)), 6),
-        "max_abs_diff": float(np.abs(on_cpu - on_device).max()),
-        "passed": bool(cos.min() >= 0.999),
+        "max_abs_diff": float(np.abs(reference - on_device.embed(images)).max()),
+        "loop_cosine_min": round(float(loop_cos.min()), 6),
+        "loop_cosine_median": round(float(np.median(loop_cos)), 6),
+        "passed": bool(cos.min() >= 0.999 and loop_cos.min() >= 0.999),
     }
 
 
