@@ -42,6 +42,12 @@ then one device ``run`` with ``carry=[".whl"]`` (about 36 MB) and ``timeout_s`` 
         --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1 && \\
         python3 benchmarks/scale/gpu_check.py --out $OUT/gpu_check.jsonl
 
+The device call sends the whole working tree, at most 64 MiB with the wheels: on 2026-12-04 the
+tracked tree was 32 MB, so ``benchmarks/results/cifar10-pool10k`` and ``-A`` were moved out of
+the tree for each call and put back after. Every fresh process's first embedding loop ran at
+about 0.6x of a later one there (``benchmarks/results/scale/README.md``): the next run to make
+is ``--pretouch-gb 8 --photo-sizes 32,32 --square`` (does a warmed memory remove it?).
+
 Here, to see that the script works (small sizes, the CPU against itself)::
 
     .venv/bin/python benchmarks/scale/gpu_check.py --photos 128 --loop-images 256 \\
