@@ -295,14 +295,10 @@ def select(name: str, art: Artefacts, budget: int, seed: int) -> np.ndarray:
 
 def _hard_end_survivors(art: Artefacts, budget: int) -> np.ndarray:
     """Sorted indices left after ELFS's label-free hard-end cut (AUM, share 0.5), never fewer
-    than ``budget``."""
-    from fiftyone_elfs.selection import label_free_beta, rank_hardest_first
+    than ``budget`` (`elfs_bench.methods.hard_end_survivors`, as the harness runs it)."""
+    from elfs_bench.methods import hard_end_survivors
 
-    aum = art.aum()
-    n = aum.size
-    beta, _ = label_free_beta(aum, budget / n, hard_share=0.5)
-    cut = min(int(np.floor(beta * n + 1e-9)), n - budget)
-    return np.sort(rank_hardest_first(aum)[cut:])
+    return hard_end_survivors(art.aum(), budget)[0]
 
 
 def _cluster_floor(

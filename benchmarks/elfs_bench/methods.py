@@ -527,19 +527,26 @@ def elfs_ccs_knnmix_method(ctx: MethodContext, budget: int, seed: int) -> Select
     return Selection(_sorted(idx), info, pseudo_labels=arrays["labels"])
 
 
+def hard_end_survivors(aum: np.ndarray, budget: int) -> tuple[np.ndarray, float, str]:
+    """ELFS's label-free hard-end cut (AUM, hard-end share 0.5) without the window: the sorted
+    indices left after dropping the hardest beta share, never fewer than ``budget``; with the
+    beta and its reason."""
+    from fiftyone_elfs.selection import label_free_beta, rank_hardest_first
+
+    n = aum.size
+    beta, reason = label_free_beta(aum, min(budget / n, 1.0), hard_share=0.5)
+    cut = min(int(np.floor(beta * n + 1e-9)), n - budget)
+    return np.sort(rank_hardest_first(aum)[cut:]), beta, reason
+
+
 def elfs_cut_kcenter_method(ctx: MethodContext, budget: int, seed: int) -> Selection:
     """The default's label-free hard-end cut (TEMI pseudo-labels, MLP-proxy AUM, hard-end
     share 0.5), then greedy k-center on the survivors: coverage without the outliers k-center
     alone is drawn to (the validation candidate "cut_kcenter" of ``explore_selection.py``; a
     fine-tuning candidate, not the default)."""
-    from fiftyone_elfs.selection import label_free_beta, rank_hardest_first
-
     arrays, meta = _difficulty(ctx, seed, "temi")
-    aum = arrays["aum"]
-    n = aum.size
-    beta, reason = label_free_beta(aum, min(budget / n, 1.0), hard_share=0.5)
-    cut = min(int(np.floor(beta * n + 1e-9)), n - budget)
-    survivors = np.sort(rank_hardest_first(aum)[cut:])
+    survivors, beta, reason = hard_end_survivors(arrays["aum"], budget)
+    cut = arrays["aum"].size - survivors.size
     picked = survivors[_baselines().k_center_greedy(ctx.inputs.X[survivors], budget, seed=seed)]
     info = {
         "beta": beta,

@@ -96,6 +96,7 @@ def write_photos(folder: str, n: int, size: int, seed: int, square: bool = False
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each row of `a` with the same row of `b`."""
     return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
@@ -112,7 +113,8 @@ def check_encoder(paths: list[str], device: str, args: argparse.Namespace) -> di
     cpu = load_encoder(args.encoder, image_size=args.image_size, device="cpu")
     on_device = load_encoder(args.encoder, image_size=args.image_size, device=device)
     reference = cpu.embed(images)
-    cos = _cosines(reference, on_device.embed(images))
+    embedded = on_device.embed(images)
+    cos = _cosines(reference, embedded)
     looped = np.concatenate(
         [X for _, X, _ in iter_embedded_chunks(files, on_device, batch_size=args.batch_size)]
     )
@@ -122,7 +124,7 @@ def check_encoder(paths: list[str], device: str, args: argparse.Namespace) -> di
         "images": len(images),
         "cosine_min": round(float(cos.min()), 6),
         "cosine_median": round(float(np.median(cos)), 6),
-        "max_abs_diff": float(np.abs(reference - on_device.embed(images)).max()),
+        "max_abs_diff": float(np.abs(reference - embedded).max()),
         "loop_cosine_min": round(float(loop_cos.min()), 6),
         "loop_cosine_median": round(float(np.median(loop_cos)), 6),
         "passed": bool(cos.min() >= 0.999 and loop_cos.min() >= 0.999),
@@ -141,10 +143,9 @@ def encoder_throughput(encoder, paths: list[str], args: argparse.Namespace) -> d
         for s in range(0, len(sample), args.batch_size)
     ]
     encoder.embed_batch(batches[0])  # warm-up (CUDA kernels, cuDNN autotuning)
+    on_device = [b.to(encoder.device) for b in batches]
     rates = {}
-    for where, group in (("cpu_batches", batches), ("device_batches", None)):
-        if group is None:
-            group = [b.to(encoder.device) for b in batches]
+    for where, group in (("cpu_batches", batches), ("device_batches", on_device)):
         done, t0 = 0, time.perf_counter()
         while done < args.encoder_images:
             for batch in group:
