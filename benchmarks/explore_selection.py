@@ -85,6 +85,25 @@ def kmeans_labels(X: np.ndarray, k: int, seed: int, niter: int = 25) -> np.ndarr
     return lab[:, 0].astype(np.int64)
 
 
+def oracle_labels(pseudo: np.ndarray, y_true: np.ndarray, accuracy: float, seed: int) -> np.ndarray:
+    """CALIBRATION ONLY (reads the true labels): TEMI's pseudo-labels mapped to the classes by
+    the Hungarian matching, then a random share of the wrong ones set to their true class until
+    ``accuracy`` of the pool is right. The errors left are TEMI's own (its confusions, not
+    uniform noise), so the rows ask: how accurate must pseudo-labels of this kind be before
+    the default rule's selection pays?"""
+    from fiftyone_elfs.pseudo_labels import hungarian_match
+
+    match = hungarian_match(y_true, pseudo)
+    for c in np.setdiff1d(pseudo, list(match)).tolist():  # more clusters than classes: the
+        match[c] = int(np.bincount(y_true[pseudo == c]).argmax())  # majority class
+    mapped = np.array([match[c] for c in pseudo.tolist()])
+    wrong = np.flatnonzero(mapped != y_true)
+    n_fix = int(np.clip(round(accuracy * y_true.size) - (y_true.size - wrong.size), 0, wrong.size))
+    fix = np.random.default_rng(seed + 777).choice(wrong, n_fix, replace=False)
+    mapped[fix] = y_true[fix]
+    return mapped
+
+
 class Artefacts:
     """What the candidates of one seed share: pseudo-labels, AUM and density, computed once.
 
@@ -92,8 +111,16 @@ class Artefacts:
     "kmeans" or "spectral" pseudo-labels.
     """
 
-    def __init__(self, X: np.ndarray, n_classes: int, seed: int, clustering: str = "kmeans"):
+    def __init__(
+        self,
+        X: np.ndarray,
+        n_classes: int,
+        seed: int,
+        clustering: str = "kmeans",
+        y_true: np.ndarray | None = None,
+    ):
         self.X, self.K, self.seed, self.clustering = X, n_classes, seed, clustering
+        self.y_true = y_true  # only for the "oracle<acc>" calibration variants
         self._memo: dict = {}
 
     def has(self, name) -> bool:
@@ -112,9 +139,18 @@ class Artefacts:
             def fn(X, k, seed):
                 temi = self.temi()
                 return temi.labels_, temi.confidence_
+        elif self.clustering.startswith("oracle"):  # calibration only: uses the TRUE labels
+
+            def fn(X, k, seed):
+                return (oracle_labels(self.temi().labels_, self.y_true, self.accuracy, seed),)
         else:
             fn = spectral_pseudo_labels if self.clustering == "spectral" else kmeans_pseudo_labels
         return self.get("pseudo", lambda: fn(self.X, self.K, seed=self.seed)[0])
+
+    @property
+    def accuracy(self) -> float:
+        """The target accuracy of an "oracle<percent>" variant's pseudo-labels."""
+        return float(self.clustering[len("oracle") :]) / 100
 
     def temi(self):
         """The fitted TEMI model (the library's defaults), shared by its pseudo-labels and heads."""
@@ -383,6 +419,9 @@ VARIANTS = {
     # the optional quality encoder (EfficientNet-Lite2 at its native 260 px) for the selection
     "lite2": ("kmeans", "lite2"),
     "lite2-temi": ("temi", "lite2"),
+    # calibration (reads the TRUE labels; never a candidate): TEMI's pseudo-labels with a share of
+    # their errors corrected up to the given accuracy (`oracle_labels`)
+    **{f"oracle{a}": (f"oracle{a}", "") for a in (60, 70, 85, 100)},
 }
 
 
@@ -527,7 +566,7 @@ def main() -> None:
         )
     for seed in [int(s) for s in a.seeds.split(",")]:
         arts = {
-            v: Artefacts(selection_features[feat], len(classes), seed, clustering)
+            v: Artefacts(selection_features[feat], len(classes), seed, clustering, y_pool)
             for v, (clustering, feat) in VARIANTS.items()
             if feat in selection_features
         }

@@ -266,6 +266,26 @@ def test_explore_draw_balanced_validation_is_disjoint_and_even():
     assert plain_val.size == 100 and np.intersect1d(plain_pool, plain_val).size == 0
 
 
+def test_oracle_labels_reach_the_accuracy_and_keep_the_clusterings_errors():
+    """explore_selection's calibration labels: exactly the asked share right; the samples left
+    wrong keep the label the (mapped) clustering gave them; what was right stays right."""
+    from explore_selection import oracle_labels
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 5, 2000)
+    pseudo = (y + (rng.random(2000) < 0.5) * rng.integers(1, 5, 2000)) % 5  # about 60% right
+    pseudo = (pseudo * 3 + 1) % 5  # cluster ids permuted: the matching must undo it
+    mapped = (pseudo * 2 + 3) % 5  # the inverse permutation
+    for accuracy in (0.7, 0.9, 1.0):
+        got = oracle_labels(pseudo, y, accuracy, seed=1)
+        assert np.mean(got == y) == pytest.approx(accuracy, abs=1e-3)
+        assert np.all(got[mapped == y] == y[mapped == y])
+        left_wrong = got != y
+        assert np.array_equal(got[left_wrong], mapped[left_wrong])
+    # below the clustering's own accuracy nothing is corrected
+    assert np.array_equal(oracle_labels(pseudo, y, 0.1, seed=1), mapped)
+
+
 def _small_inputs(X: np.ndarray, n_classes: int, tmp_path, **extra):
     """A method's label-free inputs for features ``X``, with short proxy and TEMI runs."""
     from elfs_bench.methods import ArtefactCache, LabelFreeInputs, MethodParams
