@@ -139,6 +139,12 @@ class Artefacts:
             def fn(X, k, seed):
                 temi = self.temi()
                 return temi.labels_, temi.confidence_
+        elif self.clustering == "probecv":  # calibration only: uses the TRUE labels
+
+            def fn(X, k, seed):
+                from feature_ceiling import cross_validated_probe_labels
+
+                return (cross_validated_probe_labels(X, self.y_true, seed=seed),)
         elif self.clustering.startswith("oracle"):  # calibration only: uses the TRUE labels
 
             def fn(X, k, seed):
@@ -422,6 +428,9 @@ VARIANTS = {
     # calibration (reads the TRUE labels; never a candidate): TEMI's pseudo-labels with a share of
     # their errors corrected up to the given accuracy (`oracle_labels`)
     **{f"oracle{a}": (f"oracle{a}", "") for a in (60, 70, 85, 100)},
+    # calibration: the labels a linear probe fitted to the other folds' TRUE labels predicts,
+    # the best pseudo-labels a linear readout of the default features gives (`feature_ceiling`)
+    "probecv": ("probecv", ""),
 }
 
 

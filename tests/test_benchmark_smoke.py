@@ -286,6 +286,22 @@ def test_oracle_labels_reach_the_accuracy_and_keep_the_clusterings_errors():
     assert np.array_equal(oracle_labels(pseudo, y, 0.1, seed=1), mapped)
 
 
+def test_cross_validated_probe_labels_predict_each_sample_without_its_own_label():
+    """feature_ceiling's probe pseudo-labels: right on separated classes, and a sample whose
+    label is wrong gets its neighbourhood's class (its own label was held out of the fit)."""
+    from feature_ceiling import cross_validated_probe_labels
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 100)
+    X = (rng.normal(size=(300, 6)) + 6.0 * np.eye(6)[y]).astype(np.float32)
+    noisy = y.copy()
+    noisy[[5, 150, 250]] = [2, 0, 1]  # three wrong labels
+    pred = cross_validated_probe_labels(X, noisy, folds=5, seed=0)
+    assert pred.shape == y.shape
+    assert np.mean(pred == y) >= 0.99
+    assert pred[[5, 150, 250]].tolist() == [0, 1, 2]
+
+
 def _small_inputs(X: np.ndarray, n_classes: int, tmp_path, **extra):
     """A method's label-free inputs for features ``X``, with short proxy and TEMI runs."""
     from elfs_bench.methods import ArtefactCache, LabelFreeInputs, MethodParams

@@ -84,15 +84,14 @@ def feature_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32)
 
 
-def protocol_a(
+def probe_predictions(
     X_train: np.ndarray,
     y_train: np.ndarray,
     X_test: np.ndarray,
-    y_test: np.ndarray,
     stats: tuple[np.ndarray, np.ndarray] | None = None,
     config: ProbeConfig | None = None,
-) -> ProtocolResult:
-    """Linear probe trained to convergence on (X_train, y_train); accuracy on (X_test, y_test).
+) -> tuple[np.ndarray, dict]:
+    """Protocol A's linear probe fitted to (X_train, y_train): its predictions for X_test.
 
     Features are standardised with ``stats`` (pool mean and std; the same transform for every
     coreset) or with the training set's own when None. The penalty is fixed per sample, not per
@@ -104,7 +103,6 @@ def protocol_a(
     from threadpoolctl import threadpool_limits
 
     cfg = config or ProbeConfig()
-    t0 = time.perf_counter()
     mean, std = stats if stats is not None else feature_stats(X_train)
     Xtr = (np.asarray(X_train, dtype=np.float32) - mean) / std
     Xte = (np.asarray(X_test, dtype=np.float32) - mean) / std
@@ -112,21 +110,34 @@ def protocol_a(
     classes = np.unique(y_train)
     info: dict = {"n_train": int(y_train.size), "n_classes_seen": int(classes.size)}
     if classes.size == 1:
-        pred = np.full(len(y_test), classes[0])
         info.update(converged=True, n_iter=0)
-    else:
-        clf = LogisticRegression(
-            C=1.0 / (cfg.l2 * y_train.size), max_iter=cfg.max_iter, tol=cfg.tol, solver="lbfgs"
-        )
-        # One BLAS thread: with a second process on the cores, OpenBLAS's spinning threads made
-        # an 81 x 1280 fit take 12 s instead of 0.15 s (measured on 2 cores).
-        with warnings.catch_warnings(record=True) as caught, threadpool_limits(1, "blas"):
-            warnings.simplefilter("always", ConvergenceWarning)
-            clf.fit(Xtr, y_train)
-        converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-        info.update(converged=converged, n_iter=int(np.max(clf.n_iter_)))
-        with threadpool_limits(1, "blas"):
-            pred = clf.predict(Xte)
+        return np.full(len(Xte), classes[0]), info
+    clf = LogisticRegression(
+        C=1.0 / (cfg.l2 * y_train.size), max_iter=cfg.max_iter, tol=cfg.tol, solver="lbfgs"
+    )
+    # One BLAS thread: with a second process on the cores, OpenBLAS's spinning threads made
+    # an 81 x 1280 fit take 12 s instead of 0.15 s (measured on 2 cores).
+    with warnings.catch_warnings(record=True) as caught, threadpool_limits(1, "blas"):
+        warnings.simplefilter("always", ConvergenceWarning)
+        clf.fit(Xtr, y_train)
+    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    info.update(converged=converged, n_iter=int(np.max(clf.n_iter_)))
+    with threadpool_limits(1, "blas"):
+        return clf.predict(Xte), info
+
+
+def protocol_a(
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_test: np.ndarray,
+    y_test: np.ndarray,
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
+    config: ProbeConfig | None = None,
+) -> ProtocolResult:
+    """Linear probe trained to convergence on (X_train, y_train); accuracy on (X_test, y_test)
+    (`probe_predictions`: standardised with ``stats``, a penalty fixed per sample)."""
+    t0 = time.perf_counter()
+    pred, info = probe_predictions(X_train, y_train, X_test, stats, config)
     accuracy = float(np.mean(pred == np.asarray(y_test))) if len(y_test) else float("nan")
     return ProtocolResult(accuracy, time.perf_counter() - t0, info)
 
