@@ -145,6 +145,17 @@ class Artefacts:
                 from feature_ceiling import cross_validated_probe_labels
 
                 return (cross_validated_probe_labels(X, self.y_true, seed=seed),)
+        elif self.clustering.startswith("probe"):  # calibration only: "probe<n>", the labels a
+            # linear probe fitted to the TRUE labels of n random pool samples predicts (what a
+            # first annotation round of n labels would give)
+
+            def fn(X, k, seed):
+                from elfs_bench.protocols import feature_stats, probe_predictions
+
+                few = np.random.default_rng(seed + 888).choice(
+                    X.shape[0], int(self.clustering[len("probe") :]), replace=False
+                )
+                return (probe_predictions(X[few], self.y_true[few], X, feature_stats(X))[0],)
         elif self.clustering.startswith("oracle"):  # calibration only: uses the TRUE labels
 
             def fn(X, k, seed):
@@ -431,6 +442,7 @@ VARIANTS = {
     # calibration: the labels a linear probe fitted to the other folds' TRUE labels predicts,
     # the best pseudo-labels a linear readout of the default features gives (`feature_ceiling`)
     "probecv": ("probecv", ""),
+    **{f"probe{n}": (f"probe{n}", "") for n in (300, 900)},
 }
 
 
