@@ -120,7 +120,7 @@ class Artefacts:
         y_true: np.ndarray | None = None,
     ):
         self.X, self.K, self.seed, self.clustering = X, n_classes, seed, clustering
-        self.y_true = y_true  # only for the "oracle<acc>" calibration variants
+        self.y_true = y_true  # read only by the calibration variants (oracle, probe)
         self._memo: dict = {}
 
     def has(self, name) -> bool:
@@ -159,15 +159,11 @@ class Artefacts:
         elif self.clustering.startswith("oracle"):  # calibration only: uses the TRUE labels
 
             def fn(X, k, seed):
-                return (oracle_labels(self.temi().labels_, self.y_true, self.accuracy, seed),)
+                accuracy = float(self.clustering[len("oracle") :]) / 100
+                return (oracle_labels(self.temi().labels_, self.y_true, accuracy, seed),)
         else:
             fn = spectral_pseudo_labels if self.clustering == "spectral" else kmeans_pseudo_labels
         return self.get("pseudo", lambda: fn(self.X, self.K, seed=self.seed)[0])
-
-    @property
-    def accuracy(self) -> float:
-        """The target accuracy of an "oracle<percent>" variant's pseudo-labels."""
-        return float(self.clustering[len("oracle") :]) / 100
 
     def temi(self):
         """The fitted TEMI model (the library's defaults), shared by its pseudo-labels and heads."""

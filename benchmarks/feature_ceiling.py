@@ -32,7 +32,10 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import numpy as np  # noqa: E402
 from elfs_bench.data import cached_embeddings, list_class_tree, prepare_cifar10  # noqa: E402
+from elfs_bench.methods import knn_agreement  # noqa: E402
 from explore_selection import draw  # noqa: E402  (the same pool and validation split)
+
+from fiftyone_elfs.pseudo_labels import nearest_neighbors  # noqa: E402
 
 #: encoder name -> input size, as the exploration embeds them
 IMAGE_SIZES = {
@@ -40,14 +43,6 @@ IMAGE_SIZES = {
     "efficientnet-lite0-prehead": 128,
     "efficientnet-lite2": 260,
 }
-
-
-def knn_true_agreement(X: np.ndarray, y: np.ndarray, k: int) -> float:
-    """Mean share of each sample's k nearest neighbours (cosine, itself excluded) in its class."""
-    from fiftyone_elfs.pseudo_labels import nearest_neighbors
-
-    nn = nearest_neighbors(X, k)
-    return float(np.mean(y[nn] == y[:, None]))
 
 
 def cross_validated_probe_labels(
@@ -87,9 +82,10 @@ def main() -> None:
     for name in a.encoders.split(","):
         t0 = time.time()
         X = cached_embeddings(pool_paths, a.cache_dir, name, image_size=IMAGE_SIZES[name])
+        nn = nearest_neighbors(X, 50)  # cosine, each sample itself excluded
         row = (
-            knn_true_agreement(X, y, 10),
-            knn_true_agreement(X, y, 50),
+            float(np.mean(knn_agreement(y, nn[:, :10]))),
+            float(np.mean(knn_agreement(y, nn))),
             float(np.mean(cross_validated_probe_labels(X, y) == y)),
         )
         print(
