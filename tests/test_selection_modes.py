@@ -54,6 +54,7 @@ def test_auto_takes_the_window_on_trusted_pseudo_labels(modes_dataset):
     result = _run(modes_dataset, "blob_embedding", 3)
     assert _trust(modes_dataset)["level"] == "strong"
     assert result.mode == "window" and "trust is strong" in result.mode_reason
+    assert "model=" not in result.mode_reason  # no advice where the signal is strong
     counts = modes_dataset.count_values("elfs_coreset_region")
     assert "not_drawn" not in counts and counts["coreset"] == result.budget == 60
     stored = modes_dataset.load_run_results("elfs_coreset")
@@ -66,6 +67,7 @@ def test_auto_takes_ccs_on_weak_pseudo_labels_and_draws_across_the_range(modes_d
     assert _trust(modes_dataset)["level"] == "weak"
     assert result.mode == "ccs" and "trust is weak" in result.mode_reason
     assert "about as good as random subsets" in result.mode_reason  # what to expect, said
+    assert "model='timm:" in result.mode_reason  # and what would change it
     ids, aum, region = modes_dataset.values(["id", "elfs_aum", "elfs_coreset_region"])
     aum, region = np.asarray(aum, dtype=float), np.asarray(region)
     assert set(region) == {"dropped_hard", "coreset", "not_drawn"}
