@@ -488,6 +488,15 @@ def report(path: str) -> str:
     return "\n".join(out)
 
 
+def _finished_runs(path: str) -> set[tuple[str, float, int, str]]:
+    """The (method, rate, seed, protocol) rows already in the results file."""
+    if not os.path.exists(path):
+        return set()
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return {(r["method"], r["rate"], r["seed"], r["protocol"]) for r in rows}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--methods", default="random,elfs_de,elfs_ccs,strat_random,typiclust")
@@ -552,12 +561,6 @@ def main() -> None:
         )
 
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
-    done = set()
-    if os.path.exists(a.out):
-        with open(a.out) as f:
-            for line in f:
-                r = json.loads(line)
-                done.add((r["method"], r["rate"], r["seed"], r["protocol"]))
     from elfs_bench.finetune import FinetuneConfig, protocol_c
     from elfs_bench.protocols import (
         TrainConfig,
@@ -590,6 +593,8 @@ def main() -> None:
         for rate in [float(r) for r in a.rates.split(",")]:
             budget = int(round((1 - rate / 100) * n))
             for method in a.methods.split(","):
+                # Read afresh each time: another process may be appending to the same file.
+                done = _finished_runs(a.out)
                 todo = [pr for pr in protocols if (method, rate, seed, pr) not in done]
                 if not todo:
                     continue
@@ -599,6 +604,8 @@ def main() -> None:
                 sel_s = time.time() - t0
                 assert idx.size == budget and np.unique(idx).size == budget, (method, idx.size)
                 for pr in todo:
+                    if (method, rate, seed, pr) in _finished_runs(a.out):
+                        continue  # written by another process meanwhile
                     if pr == "A":
                         res = protocol_a(X[idx], y_pool[idx], X_val, y_val, feature_stats(X))
                     elif pr == "B":

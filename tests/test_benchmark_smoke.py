@@ -266,6 +266,21 @@ def test_explore_draw_balanced_validation_is_disjoint_and_even():
     assert plain_val.size == 100 and np.intersect1d(plain_pool, plain_val).size == 0
 
 
+def test_explore_finished_runs_sees_rows_another_process_appends(tmp_path):
+    """explore_selection's resume set is read from the file, not remembered: a row appended
+    after the first read (by a second process sharing the file) counts as done at once."""
+    from explore_selection import _finished_runs
+
+    out = tmp_path / "explore.jsonl"
+    assert _finished_runs(str(out)) == set()
+    row = {"method": "random", "rate": 90.0, "seed": 0, "protocol": "A", "accuracy": 0.5}
+    out.write_text(json.dumps(row) + "\n\n")  # a blank line is ignored
+    assert _finished_runs(str(out)) == {("random", 90.0, 0, "A")}
+    with open(out, "a") as f:
+        f.write(json.dumps({**row, "protocol": "C"}) + "\n")
+    assert _finished_runs(str(out)) == {("random", 90.0, 0, "A"), ("random", 90.0, 0, "C")}
+
+
 def test_oracle_labels_reach_the_accuracy_and_keep_the_clusterings_errors():
     """explore_selection's calibration labels: exactly the asked share right; the samples left
     wrong keep the label the (mapped) clustering gave them; what was right stays right."""
