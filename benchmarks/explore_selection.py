@@ -221,6 +221,17 @@ def select(name: str, art: Artefacts, budget: int, seed: int) -> np.ndarray:
         from fiftyone_elfs.selection.baselines import k_center_greedy
 
         return k_center_greedy(art.X, budget, seed=seed)
+    if name == "d2":  # D2 as the benchmark harness runs it (prototypicality difficulty)
+        from fiftyone_elfs.selection.baselines import d2_prune
+
+        return d2_prune(art.X, budget, n_clusters=art.K, seed=seed)
+    if name == "d2_aum":  # ELFS's hard-end cut, then D2's message passing on the survivors
+        # with the pseudo-label AUM as the difficulty (low AUM = hard = preferred)
+        from fiftyone_elfs.selection.baselines import d2_prune
+
+        survivors = _hard_end_survivors(art, budget)
+        picks = d2_prune(art.X[survivors], budget, difficulty=-art.aum()[survivors], seed=seed)
+        return np.sort(survivors[picks])
     if name == "cut_kcenter":  # ELFS's label-free hard-end cut (share 0.5), then greedy
         # k-center on the survivors: coverage without the outliers k-center is drawn to
         from fiftyone_elfs.selection.baselines import k_center_greedy

@@ -281,6 +281,30 @@ def test_explore_finished_runs_sees_rows_another_process_appends(tmp_path):
     assert _finished_runs(str(out)) == {("random", 90.0, 0, "A"), ("random", 90.0, 0, "C")}
 
 
+def test_explore_d2_aum_keeps_none_of_the_hard_end_cut_and_prefers_low_aum():
+    """explore_selection's "d2_aum": the budget, distinct, none of ELFS's hard-end cut; D2's
+    difficulty is the negated AUM, so the survivors it keeps have a lower mean AUM (harder)
+    than the survivors as a whole and than D2 keeps when handed the AUM unnegated."""
+    from elfs_bench.methods import hard_end_survivors
+    from explore_selection import Artefacts, select
+
+    from fiftyone_elfs.selection.baselines import d2_prune
+
+    rng = np.random.default_rng(4)
+    centres = rng.normal(size=(3, 16)) * 0.7  # overlapping: the AUM spreads
+    X = (centres[rng.integers(0, 3, 300)] + rng.normal(size=(300, 16))).astype(np.float32)
+    art = Artefacts(X, 3, seed=0, clustering="kmeans")
+    picked = select("d2_aum", art, 60, seed=0)
+    assert picked.size == 60 and np.unique(picked).size == 60
+    survivors = hard_end_survivors(art.aum(), 60)[0]
+    assert survivors.size < 300  # something was cut
+    assert np.setdiff1d(picked, survivors).size == 0
+    assert art.aum()[picked].mean() < art.aum()[survivors].mean()
+    # with the sign reversed (easy preferred) D2 keeps easier samples than "d2_aum" does
+    easy_first = survivors[d2_prune(X[survivors], 60, difficulty=art.aum()[survivors], seed=0)]
+    assert art.aum()[picked].mean() < art.aum()[easy_first].mean() - 0.2
+
+
 def test_oracle_labels_reach_the_accuracy_and_keep_the_clusterings_errors():
     """explore_selection's calibration labels: exactly the asked share right; the samples left
     wrong keep the label the (mapped) clustering gave them; what was right stays right."""
