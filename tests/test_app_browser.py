@@ -375,7 +375,12 @@ def test_the_plugin_works_in_the_real_app(app_dataset, app_url, browser):
     wait.until(lambda _: f"{n} points" in css("[data-cy=panel-content-Embeddings]").text)
 
     def points_drawn():
-        coloured, _ = _coloured_pixels(css(canvas).screenshot_as_png)
+        # the point count shows before the plot's canvas is attached (and the canvas is
+        # replaced when the points are recoloured): not there yet means keep waiting
+        try:
+            coloured, _ = _coloured_pixels(css(canvas).screenshot_as_png)
+        except (NoSuchElementException, StaleElementReferenceException):
+            return None
         return coloured if coloured > 200 else None
 
     _wait(points_drawn, 60, "the embedding points to be drawn")
