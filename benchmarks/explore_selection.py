@@ -66,25 +66,6 @@ def knn_density(X: np.ndarray, k: int = 20) -> np.ndarray:
     return sims[:, 1:].mean(axis=1)
 
 
-def kmeans_labels(X: np.ndarray, k: int, seed: int, niter: int = 25) -> np.ndarray:
-    import faiss
-
-    Xn = np.ascontiguousarray(_normalize(X), dtype=np.float32)
-    km = faiss.Kmeans(
-        Xn.shape[1],
-        k,
-        niter=niter,
-        seed=seed,
-        spherical=True,
-        verbose=False,
-        max_points_per_centroid=max(1, Xn.shape[0]),
-        min_points_per_centroid=1,
-    )
-    km.train(Xn)
-    _, lab = km.index.search(Xn, 1)
-    return lab[:, 0].astype(np.int64)
-
-
 def oracle_labels(pseudo: np.ndarray, y_true: np.ndarray, accuracy: float, seed: int) -> np.ndarray:
     """CALIBRATION ONLY (reads the true labels): TEMI's pseudo-labels mapped to the classes by
     the Hungarian matching, then a random share of the wrong ones set to their true class until
@@ -332,20 +313,11 @@ def select(name: str, art: Artefacts, budget: int, seed: int) -> np.ndarray:
         dens = art.density()
         keep = np.argsort(-dens, kind="stable")[: max(budget, int(round((1 - q) * n)))]
         return np.sort(rng.choice(keep, budget, replace=False))
-    if name.startswith("typiclust"):  # k-means with K = budget, the densest of each cluster
-        lab = kmeans_labels(art.X, budget, seed)
-        dens = art.density()
-        best = np.full(budget, -1)
-        order = np.argsort(-dens, kind="stable")
-        for i in order:
-            if best[lab[i]] < 0:
-                best[lab[i]] = i
-        chosen = best[best >= 0]
-        if chosen.size < budget:  # empty clusters: fill with the densest unchosen
-            rest = np.setdiff1d(order, chosen, assume_unique=False)
-            rest = rest[np.argsort(-dens[rest], kind="stable")][: budget - chosen.size]
-            chosen = np.concatenate([chosen, rest])
-        return np.sort(chosen)
+    if name.startswith("typiclust"):  # k-means with K = budget, the densest of each cell
+        # (the library's `typical_select`; the same selection as the loop first run here)
+        from fiftyone_elfs.selection import typical_select
+
+        return typical_select(art.X, budget, seed=seed)
     if name.startswith("typical_h"):  # per pseudo-cluster: one typical member per k-means cell
         return stratified_typical_select(art.X, art.pseudo(), budget, seed=seed)
     if name.startswith("strat_ccs"):  # per pseudo-cluster CCS on AUM, a fixed beta in each

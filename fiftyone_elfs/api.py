@@ -231,12 +231,14 @@ def select_coreset(
     uses the label-free rule (`fiftyone_elfs.selection.label_free_beta`). Of the rest, the
     budget is either the double-end window (the next samples in rank order; ``mode="window"``)
     or a coverage-centric draw evenly across the remaining difficulty range (``mode="ccs"``,
-    seeded by ``seed``). ``mode="auto"`` (the default) takes the window when the pseudo-labels'
-    recorded trust is strong and CCS when it is weak or unknown (`fiftyone_elfs.selection.
+    seeded by ``seed``). ``mode="typical"`` uses no score and no cut: the pool's embeddings (the
+    pseudo-labels' embeddings field) are split into budget k-means cells and the densest sample
+    of each is kept (TypiClust; `fiftyone_elfs.selection.typical_select`). ``mode="auto"`` (the
+    default) chooses by the pseudo-labels' recorded trust (`fiftyone_elfs.selection.
     resolve_mode`; the result's ``mode_reason`` says which and why). The coreset is tagged
     (default "<key>_coreset"), saved as the view "<key>-coreset" and each scored sample's region
-    (dropped_hard / coreset / dropped_easy for the window, not_drawn for CCS) is stored in
-    "<key>_coreset_region"; a re-run replaces all three.
+    (dropped_hard / coreset / dropped_easy for the window, not_drawn for CCS and typical) is
+    stored in "<key>_coreset_region"; a re-run replaces all three.
 
     Returns:
         a `CoresetResult`: the selected ids, the pool size, the rule and beta, and why.

@@ -382,13 +382,15 @@ MODE = Param(
     "mode",
     "choice",
     "auto",
-    choices=("auto", "window", "ccs"),  # = selection.modes.SELECTION_MODES (tested)
+    choices=("auto", "window", "ccs", "typical"),  # = selection.modes.SELECTION_MODES (tested)
     noun="selection mode",
     widget="radio",
     label="Selection rule",
     help=(
-        "auto: the difficulty window when the pseudo-labels look trustworthy, CCS (the budget "
-        "drawn evenly across the difficulty range) when they do not; or either one, fixed."
+        "auto: the difficulty window when the pseudo-labels look trustworthy, typical "
+        "selection (the densest sample of each of budget k-means cells of the embeddings) when "
+        "they do not; or one rule, fixed: window, CCS (the budget drawn evenly across the "
+        "difficulty range) or typical."
     ),
 )
 BETA_MODE = Switch(

@@ -40,7 +40,7 @@ class RunSummary:
     n_selected: int | None = None
     beta: float | None = None
     beta_reason: str | None = None
-    mode: str | None = None  # the selection rule used: "window" or "ccs"
+    mode: str | None = None  # the selection rule used: "window", "ccs" or "typical"
     mode_reason: str | None = None
     trust: dict[str, Any] | None = None  # the pseudo-labels' trust figures (pseudo_labels.trust)
     # why the pseudo-labels are k-means' although TEMI was asked for (None when they are not)

@@ -33,7 +33,7 @@ from fiftyone_elfs.errors import identifier_error
 
 STAGES = ("embeddings", "pseudo_labels", "difficulty", "contrastive", "coreset", "visualization")
 #: A coreset's regions: cut at the hard end, selected, and what the window leaves at the easy
-#: end or a CCS draw leaves across the range it draws from.
+#: end, or a CCS draw or typical selection leaves across the pool.
 REGIONS = ("dropped_hard", "coreset", "dropped_easy", "not_drawn")
 SCORE_NAMES = ("aum", "forgetting", "el2n")
 #: Scores a coreset can be selected on: the proxy's three and the contrastive view similarity.

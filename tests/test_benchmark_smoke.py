@@ -24,7 +24,15 @@ sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 from elfs_bench.cli import main  # noqa: E402
 from elfs_bench.protocols import ProbeConfig, feature_stats, protocol_a  # noqa: E402
 
-SMOKE_METHODS = ["random", "kcenter", "zcore", "elfs_kmeans", "elfs_default", "supervised_ccs"]
+SMOKE_METHODS = [
+    "random",
+    "kcenter",
+    "zcore",
+    "typiclust",
+    "elfs_kmeans",
+    "elfs_default",
+    "supervised_ccs",
+]
 
 
 def _write_digit_tree(root: str, train_per_class: int, test_per_class: int) -> None:
@@ -112,9 +120,10 @@ def test_benchmark_smoke_results_report_and_resume(smoke_run):
     assert 0.1 <= elfs["cluster_accuracy"] <= 1.0  # 10 classes: chance is ~0.1 or more
     with open(os.path.join(run_dir, "raw", "elfs_default__r70__s0__B.json")) as f:
         default = json.load(f)["method_info"]
-    # The package default's rule is recorded with each result: CCS exactly when trust is weak.
-    assert default["mode"] == ("ccs" if default["trust_stability"] < 0.9 else "window")
-    assert default["selection"] == ("ccs" if default["mode"] == "ccs" else "double-end")
+    # The package default's rule is recorded with each result: typical exactly when trust is
+    # weak.
+    assert default["mode"] == ("typical" if default["trust_stability"] < 0.9 else "window")
+    assert default["selection"] == ("typical" if default["mode"] == "typical" else "double-end")
     assert default["clustering"] == "temi" and "trust" in default["mode_reason"]
     with open(os.path.join(run_dir, "raw", "supervised_ccs__r70__s0__A.json")) as f:
         sup = json.load(f)["method_info"]

@@ -86,15 +86,17 @@ def test_full_pipeline_with_temi_writes_fields_tag_view_and_runs(dataset, tmp_pa
     assert 0 <= sel.beta < 1
 
     # The default rule follows the trust: the double-end window of the AUM ranking (hardest =
-    # lowest AUM) when strong, a CCS draw from everything after the hard-end cut when weak.
-    assert sel.mode == result.mode == ("window" if trust["level"] == "strong" else "ccs")
+    # lowest AUM) when strong; when weak, typical selection over the whole pool (no cut).
+    assert sel.mode == result.mode == ("window" if trust["level"] == "strong" else "typical")
     aum = dict(zip(*dataset.values(["id", "elfs_aum"]), strict=True))
     order = sorted(aum, key=lambda i: aum[i])
     start, stop = sel.window
     if result.mode == "window":
         assert set(order[start : start + result.budget]) == set(result.selected_ids)
     else:
-        assert stop == n and set(result.selected_ids) <= set(order[start:])
+        assert (start, stop, sel.beta) == (0, n, 0.0) and len(
+            set(result.selected_ids)
+        ) == result.budget
 
 
 def test_three_exports_exist_and_agree(dataset, tmp_path):

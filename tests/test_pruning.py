@@ -343,13 +343,14 @@ _WEAK = {"level": "weak", "stability": 0.7, "threshold": 0.9}
     "mode, trust, score, used, words",
     [
         ("auto", _STRONG, "aum", "window", "trust is strong (k-means from other starts agrees"),
-        ("auto", _WEAK, "aum", "ccs", "trust is weak"),
+        ("auto", _WEAK, "aum", "typical", "trust is weak (k-means from other starts agrees"),
         ("auto", None, "forgetting", "ccs", "no pseudo-label trust was recorded"),
         ("auto", {}, "aum", "ccs", "no pseudo-label trust was recorded"),
         ("auto", {"level": "not measured"}, "aum", "ccs", "no pseudo-label trust was recorded"),
         ("auto", _WEAK, "contrastive", "window", "do not depend on the pseudo-labels"),
         ("window", _WEAK, "aum", "window", "as set by the user"),
         ("ccs", _STRONG, "aum", "ccs", "as set by the user"),
+        ("typical", _STRONG, "aum", "typical", "as set by the user"),
     ],
 )
 def test_resolve_mode_follows_the_trust_level_unless_the_user_fixes_it(
@@ -365,3 +366,9 @@ def test_resolve_mode_refuses_an_unknown_mode_and_the_form_offers_exactly_the_mo
     with pytest.raises(ValueError, match="mode must be one of"):
         resolve_mode("window-ish", None)
     assert tuple(MODE.choices) == SELECTION_MODES and MODE.default in SELECTION_MODES
+
+
+def test_resolve_mode_keeps_a_cut_the_user_set_where_typical_would_make_none():
+    chosen, reason = resolve_mode("auto", _WEAK, "aum", beta_set=True)
+    assert chosen == "ccs" and "a hard-end cut (beta) was set" in reason
+    assert resolve_mode("auto", _STRONG, "aum", beta_set=True)[0] == "window"

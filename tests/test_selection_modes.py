@@ -1,5 +1,6 @@
 """The selection rule on a real database: "auto" follows the recorded pseudo-label trust, CCS
-draws across the range, its regions and next rounds, what the run records and the panel shows.
+draws across the range, typical selection covers the embedding, their regions and next rounds,
+what the run records and the panel shows.
 
 The 300 real images carry two extra vector fields so that the trust is known in advance:
 well-separated Gaussian clusters (strong trust) and a structureless Gaussian cloud (weak).
@@ -62,12 +63,22 @@ def test_auto_takes_the_window_on_trusted_pseudo_labels(modes_dataset):
     assert modes_dataset.get_run_info("elfs_coreset").config.mode == "auto"
 
 
-def test_auto_takes_ccs_on_weak_pseudo_labels_and_draws_across_the_range(modes_dataset):
+def test_auto_takes_typical_selection_on_weak_pseudo_labels(modes_dataset):
     result = _run(modes_dataset, "cloud_embedding", 10)
     assert _trust(modes_dataset)["level"] == "weak"
-    assert result.mode == "ccs" and "trust is weak" in result.mode_reason
-    assert "about as good as random subsets" in result.mode_reason  # what to expect, said
+    assert result.mode == "typical" and "trust is weak" in result.mode_reason
+    assert "as good as random subsets" in result.mode_reason  # what to expect, said
     assert "model='timm:" in result.mode_reason  # and what would change it
+    assert result.beta == 0.0 and "no hard-end cut" in result.beta_reason
+    region = np.asarray(modes_dataset.values("elfs_coreset_region"))
+    assert set(region) == {"coreset", "not_drawn"}
+    stored = modes_dataset.load_run_results("elfs_coreset")
+    assert stored.mode == "typical" and stored.trust["level"] == "weak"
+
+
+def test_ccs_draws_across_the_range_left_after_the_cut(modes_dataset):
+    result = _run(modes_dataset, "cloud_embedding", 10, mode="ccs")
+    assert result.mode == "ccs"
     ids, aum, region = modes_dataset.values(["id", "elfs_aum", "elfs_coreset_region"])
     aum, region = np.asarray(aum, dtype=float), np.asarray(region)
     assert set(region) == {"dropped_hard", "coreset", "not_drawn"}
@@ -79,8 +90,8 @@ def test_auto_takes_ccs_on_weak_pseudo_labels_and_draws_across_the_range(modes_d
     assert np.ptp(core) > 0.8 * (aum.max() - hard.max())
     assert rest.min() < core.max() and core.min() < rest.max()
     # The draw is seeded: the same seed gives the same coreset, another seed another one.
-    again = elfs.select_coreset(modes_dataset, budget_fraction=0.2, seed=0)
-    other = elfs.select_coreset(modes_dataset, budget_fraction=0.2, seed=1)
+    again = elfs.select_coreset(modes_dataset, budget_fraction=0.2, mode="ccs", seed=0)
+    other = elfs.select_coreset(modes_dataset, budget_fraction=0.2, mode="ccs", seed=1)
     assert again.selected_ids == result.selected_ids
     assert set(other.selected_ids) != set(result.selected_ids)
 
@@ -97,7 +108,7 @@ def test_the_user_can_fix_the_rule_whatever_the_trust(modes_dataset):
 
 
 def test_ccs_rounds_never_reselect_and_keep_the_rule(modes_dataset):
-    first = _run(modes_dataset, "cloud_embedding", 10)
+    first = _run(modes_dataset, "cloud_embedding", 10, mode="ccs")
     assert first.mode == "ccs"
     second = elfs.select_more(modes_dataset, budget_count=40)
     assert second.mode == "ccs" and second.round == 2 and len(second.selected_ids) == 40
@@ -113,11 +124,12 @@ def test_ccs_rounds_never_reselect_and_keep_the_rule(modes_dataset):
 def test_the_summary_and_the_panel_say_which_rule_and_why(modes_dataset):
     _run(modes_dataset, "cloud_embedding", 10)
     summary = run_summary.summarize_run(modes_dataset, "elfs", bins=10)
-    assert summary.mode == "ccs" and summary.trust["level"] == "weak"
+    assert summary.mode == "typical" and summary.trust["level"] == "weak"
     assert sum(summary.histogram.counts["not_drawn"]) > 0
     assert sum(summary.histogram.counts["dropped_easy"]) == 0
+    assert sum(summary.histogram.counts["dropped_hard"]) == 0
     text = _outcome_markdown(summary)
-    assert "Selection rule: **ccs**: pseudo-label trust is weak" in text
+    assert "Selection rule: **typical**: pseudo-label trust is weak" in text
     assert "Pseudo-label trust: **weak**" in text
     assert set(summary.histogram.counts) == set(runs.REGIONS)
 
@@ -144,3 +156,51 @@ def test_auto_keeps_the_window_when_the_proxy_learned_returned_labels(modes_data
     )
     again = elfs.select_coreset(modes_dataset, budget_fraction=0.2)
     assert again.mode == "window" and "labels in 'returned'" in again.mode_reason
+
+
+def test_typical_mode_picks_dense_samples_of_every_cluster_without_a_cut(modes_dataset):
+    result = _run(modes_dataset, "blob_embedding", 3, mode="typical", key="t")
+    assert result.mode == "typical" and "set by the user" in result.mode_reason
+    assert result.beta == 0.0 and "no hard-end cut" in result.beta_reason
+    ids, region, blob = modes_dataset.values(["id", "t_coreset_region", "blob_embedding"])
+    region = np.asarray(region)
+    assert set(region) == {"coreset", "not_drawn"}  # nothing cut, nothing "easy"
+    assert {ids[i] for i in np.flatnonzero(region == "coreset")} == set(result.selected_ids)
+    # Coverage: the three clusters (sample i is in cluster i % 3) share the 60 picks.
+    cluster = np.arange(len(ids)) % 3
+    assert np.bincount(cluster[region == "coreset"], minlength=3).min() >= 6
+    # Typical: the picks sit closer to their cluster's centre than the average member.
+    X = np.asarray(blob, dtype=float)
+    for c in range(3):
+        members = cluster == c
+        centre = X[members].mean(0)
+        dist = np.linalg.norm(X - centre, axis=1)
+        assert dist[members & (region == "coreset")].mean() < dist[members].mean()
+    stored = modes_dataset.load_run_results("t_coreset")
+    assert stored.mode == "typical" and stored.n_selected == 60
+
+
+def test_typical_rounds_never_reselect_and_keep_the_rule(modes_dataset):
+    first = _run(modes_dataset, "blob_embedding", 3, mode="typical")
+    second = elfs.select_more(modes_dataset, budget_count=30)
+    assert second.mode == "typical" and second.round == 2 and len(second.selected_ids) == 30
+    assert not set(second.selected_ids) & set(first.selected_ids)
+    assert modes_dataset.load_run_results("elfs_round2").mode == "typical"
+
+
+def test_typical_mode_without_embeddings_is_refused_and_changes_nothing(modes_dataset):
+    _run(modes_dataset, "blob_embedding", 3, mode="ccs")
+    before = modes_dataset.count_values("elfs_coreset_region")
+    modes_dataset.delete_sample_field("blob_embedding")
+    with pytest.raises(elfs.ElfsInputError, match="mode='typical' selects on the embeddings"):
+        elfs.select_coreset(modes_dataset, budget_count=30, mode="typical")
+    assert modes_dataset.count_values("elfs_coreset_region") == before
+    assert modes_dataset.load_run_results("elfs_coreset").mode == "ccs"
+
+
+def test_typical_mode_refuses_a_beta_it_would_ignore(modes_dataset):
+    _run(modes_dataset, "blob_embedding", 3, mode="ccs")
+    before = modes_dataset.count_values("elfs_coreset_region")
+    with pytest.raises(elfs.ElfsInputError, match="mode='typical' makes no cut"):
+        elfs.select_coreset(modes_dataset, budget_count=30, mode="typical", beta=0.2)
+    assert modes_dataset.count_values("elfs_coreset_region") == before

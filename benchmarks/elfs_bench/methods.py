@@ -279,6 +279,13 @@ def d2_method(ctx: MethodContext, budget: int, seed: int) -> Selection:
     return Selection(idx, {"difficulty": "prototypicality distance"})
 
 
+def typiclust_method(ctx: MethodContext, budget: int, seed: int) -> Selection:
+    """TypiClust (`selection.typical_select`): the densest member of each of budget cells."""
+    from fiftyone_elfs.selection import typical_select
+
+    return Selection(typical_select(ctx.inputs.X, budget, seed=seed))
+
+
 def zcore_method(ctx: MethodContext, budget: int, seed: int) -> Selection:
     """ZCore coverage-minus-redundancy scores (cached per seed), keep the top ``budget``."""
     draws = ctx.inputs.params.zcore_draws
@@ -442,6 +449,7 @@ def _elfs(
             double_end_prune,
             label_free_beta,
             resolve_mode,
+            typical_select,
         )
 
         arrays, meta = _difficulty(ctx, seed, clustering, encoder)
@@ -451,14 +459,16 @@ def _elfs(
         info = {"beta": beta, "beta_reason": reason, "clustering": clustering}
         if encoder != "default":
             info["encoder"] = encoder
-        use_ccs = ccs
+        mode = "ccs" if ccs else "window"
         if rule is not None:
             X = ctx.inputs.features(encoder)
             trust = pseudo_label_trust(X, arrays["labels"], seed=seed).as_dict()
             mode, mode_reason = resolve_mode(rule, trust)
-            use_ccs = mode == "ccs"
             info.update(mode=mode, mode_reason=mode_reason, trust_stability=trust["stability"])
-        if use_ccs:
+        if mode == "typical":
+            idx = typical_select(ctx.inputs.features(encoder), budget, seed=seed)
+            info.update(selection="typical", beta=0.0, beta_reason="no cut (typical selection)")
+        elif mode == "ccs":
             idx = ccs_select(aum, budget, beta, hard_is_low=HARD_IS_LOW["aum"], seed=seed)
             info["selection"] = "ccs"
         else:
@@ -789,6 +799,11 @@ METHODS: dict[str, MethodSpec] = dict(
         ),
         _spec("kcenter", kcenter_method, "greedy k-center (coverage)"),
         _spec("d2", d2_method, "D2 pruning, prototypicality difficulty, kNN message passing"),
+        _spec(
+            "typiclust",
+            typiclust_method,
+            "TypiClust: k-means with K = budget, the densest member of each cell",
+        ),
         _spec("zcore", zcore_method, "ZCore coverage minus redundancy on 2-D coordinate pairs"),
         _spec(
             "brain_uniqueness",

@@ -22,7 +22,7 @@ REGION_LEGEND = {
     "dropped_hard": "dropped: hardest (likely noisy)",
     "coreset": "coreset (to label)",
     "dropped_easy": "dropped: easiest",
-    "not_drawn": "not drawn (CCS covers the range)",
+    "not_drawn": "not drawn (CCS or typical selection covers the pool)",
 }
 REGION_STYLE = {r: (REGION_LEGEND[r], REGION_COLORS[r]) for r in runs.REGIONS}  # name, colour
 POOL_OPACITY = 0.4  # the pool's bar of a cluster: its colour, faded; the coreset's: solid

@@ -1,6 +1,6 @@
 """Coreset selection from difficulty: double-end pruning, label-free beta, CCS and the rule that
 chooses between them (modes); geometry-only baselines (random, prototypicality, k-center greedy,
-D2 pruning, ZCore); stratified typical coverage for weak pseudo-labels; no FiftyOne."""
+D2 pruning, ZCore); typical selection (TypiClust) and stratified typical coverage; no FiftyOne."""
 
 from .baselines import (
     d2_prune,
@@ -24,11 +24,13 @@ from .pruning import (
     rank_hardest_first,
     resolve_budget,
 )
+from .typical import TYPICAL_GROUP_ROWS, typical_select
 
 __all__ = [
     "HARD_END_SHARE",
     "PruneResult",
     "SELECTION_MODES",
+    "TYPICAL_GROUP_ROWS",
     "ccs_prune",
     "ccs_select",
     "d2_prune",
@@ -44,6 +46,7 @@ __all__ = [
     "resolve_budget",
     "resolve_mode",
     "stratified_typical_select",
+    "typical_select",
     "zcore_scores",
     "zcore_select",
 ]

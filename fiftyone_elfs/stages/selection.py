@@ -2,10 +2,11 @@
 
 On a difficulty score, the hardest beta share is cut (likely wrong pseudo-labels), then either
 the double-end window keeps the next budget in rank order, or CCS draws the budget evenly
-across the difficulty range left; ``mode="auto"`` picks by the pseudo-labels' recorded trust.
-Each round is a tag, a saved view and a run of the key. Algorithms:
-`fiftyone_elfs.selection.pruning` (budgets, window, CCS, label-free beta) and
-`fiftyone_elfs.selection.modes` (the rule between them).
+across the difficulty range left; or, with no score at all, typical selection takes the densest
+sample of each of budget k-means cells of the embeddings. ``mode="auto"`` picks by the
+pseudo-labels' recorded trust. Each round is a tag, a saved view and a run of the key.
+Algorithms: `fiftyone_elfs.selection.pruning` (budgets, window, CCS, label-free beta),
+`fiftyone_elfs.selection.typical` and `fiftyone_elfs.selection.modes` (the rule between them).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class CoresetResult:
     saved_view: str
     notices: list[str] = field(default_factory=list)
     round: int = 1  # labeling round: 1 = the coreset, 2+ = select_more
-    mode: str = "window"  # the rule used: "window" or "ccs"
+    mode: str = "window"  # the rule used: "window", "ccs" or "typical"
     mode_reason: str = ""  # one sentence: why that rule
 
     def view(self, dataset: fo.Dataset) -> fo.DatasetView:
@@ -147,6 +148,7 @@ def _mode_for(
     mode: str,
     score: str,
     held: record.HeldRuns | None = None,
+    beta_set: bool = False,
 ) -> tuple[str, str, dict[str, Any] | None]:
     """The rule a coreset uses (`selection.resolve_mode`), why, and the trust figures it read."""
     from fiftyone_elfs.selection import resolve_mode
@@ -164,8 +166,63 @@ def _mode_for(
         )
     results = record.held_results(held, samples, names, "pseudo_labels")
     trust = getattr(results, "trust", None) if results is not None else None
-    used, reason = resolve_mode(mode, trust, score)
+    used, reason = resolve_mode(mode, trust, score, beta_set=beta_set)
     return used, reason, trust
+
+
+_NO_CUT_REASON = "no hard-end cut: typical selection does not use the difficulty ranking"
+
+
+def _typical_prune(
+    samples: SampleCollection,
+    names: runs.PipelineNames,
+    ids: list[str],
+    values: np.ndarray,
+    budget: int,
+    hard_is_low: bool,
+    seed: int,
+    held: record.HeldRuns | None = None,
+    excluded: np.ndarray | None = None,
+) -> Any:
+    """Typical selection (`selection.typical_select`) on the embeddings of the scored samples
+    `ids`, as a `PruneResult` with no cut (ranks: the score's, for the record only)."""
+    from fiftyone_elfs.selection import PruneResult, rank_hardest_first, typical_select
+
+    config = record.held_config(held, samples, names, "pseudo_labels")
+    field_name = getattr(config, "embeddings_field", None) or names.embeddings_field
+    fix = (
+        f"Fix: run compute_embeddings for key '{names.key}' (or compute_pseudo_labels with "
+        "the embeddings_field you use), or choose mode='window' or mode='ccs', which need "
+        "only the scores."
+    )
+    if not dataset_io.has_field(samples, field_name):
+        raise ElfsInputError(
+            f"mode='typical' selects on the embeddings, and the field '{field_name}' does not "
+            f"exist. {fix}",
+            param="mode",
+        )
+    read_ids, X = dataset_io.read_embeddings(samples, field_name, ids=ids)
+    if len(read_ids) != len(ids):
+        raise ElfsInputError(
+            f"mode='typical' selects on the embeddings, and {len(ids) - len(read_ids)} of the "
+            f"{len(ids)} scored samples have none in '{field_name}'. {fix}",
+            param="mode",
+        )
+    indices = typical_select(X, budget, excluded=excluded, seed=seed)
+    n = len(ids)
+    free = n if excluded is None else n - int(np.count_nonzero(excluded))
+    notices = []
+    if budget >= free:
+        where = "scored samples" if free == n else "samples not yet selected or labeled"
+        notices.append(
+            f"The budget ({budget}) is at least the number of {where} ({free}): all {free} "
+            "are selected."
+        )
+    ranks = np.empty(n, dtype=np.int64)
+    ranks[rank_hardest_first(values, hard_is_low=hard_is_low)] = np.arange(n)
+    return PruneResult(
+        indices=indices, ranks=ranks, start=0, stop=n, effective_beta=0.0, notices=notices
+    )
 
 
 def _selection(
@@ -219,10 +276,10 @@ def _results(result: CoresetResult, pruned: Any, **extra: Any) -> dict[str, Any]
 def _regions(pruned: Any, mode: str) -> np.ndarray:
     """Each scored sample's region (`runs.REGIONS`): cut at the hard end, selected, or left.
 
-    The window leaves the easy end ("dropped_easy"); CCS leaves samples all across the range
-    it draws from ("not_drawn").
+    The window leaves the easy end ("dropped_easy"); CCS and typical selection leave samples all
+    across the range they draw from ("not_drawn").
     """
-    left = "not_drawn" if mode == "ccs" else "dropped_easy"
+    left = "dropped_easy" if mode == "window" else "not_drawn"
     regions = np.where(pruned.ranks < pruned.start, "dropped_hard", left).astype(object)
     regions[np.asarray(pruned.indices, dtype=np.int64)] = "coreset"
     return regions
@@ -258,12 +315,24 @@ def select_coreset(
             "replacing the coreset would orphan them. Fix: use another key, or "
             "delete_key(dataset, key) first."
         )
-    mode, mode_reason, trust = _mode_for(samples, names, config.mode, config.score, held)
+    if config.mode == "typical" and config.beta is not None:
+        raise ElfsInputError(
+            f"beta={config.beta} sets a hard-end cut of the difficulty ranking, and "
+            "mode='typical' makes no cut (it selects on the embeddings alone). Fix: leave "
+            "beta unset, or choose mode='window' or mode='ccs' to cut the hardest share.",
+            param="beta",
+        )
+    mode, mode_reason, trust = _mode_for(
+        samples, names, config.mode, config.score, held, beta_set=config.beta is not None
+    )
     beta, beta_reason = _beta_for(
         samples, names, ids, config.score, values, config.beta, min(budget / n, 1.0)
     )
     hard_is_low = HARD_IS_LOW[config.score]
-    if mode == "ccs":
+    if mode == "typical":
+        beta, beta_reason = 0.0, _NO_CUT_REASON
+        pruned = _typical_prune(samples, names, ids, values, budget, hard_is_low, config.seed, held)
+    elif mode == "ccs":
         pruned = ccs_prune(values, budget, beta, hard_is_low=hard_is_low, seed=config.seed)
     else:
         pruned = double_end_prune(values, budget, beta, hard_is_low=hard_is_low)
@@ -337,8 +406,13 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
     mode = getattr(coreset, "mode", None) or "window"  # coresets before modes were windows
     mode_reason = f"the rule of this key's coreset ({mode})"
     hard_is_low = HARD_IS_LOW[config.score]
-    if mode == "ccs":
-        seed = int(getattr(runs.stage_config(dataset, names, "coreset"), "seed", 0) or 0)
+    seed = int(getattr(runs.stage_config(dataset, names, "coreset"), "seed", 0) or 0)
+    if mode == "typical":
+        beta, beta_reason = 0.0, _NO_CUT_REASON
+        pruned = _typical_prune(
+            samples, names, ids, values, budget, hard_is_low, seed + round_no, excluded=excluded
+        )
+    elif mode == "ccs":
         pruned = ccs_prune(
             values, budget, beta, hard_is_low=hard_is_low, excluded=excluded, seed=seed + round_no
         )

@@ -1,0 +1,170 @@
+"""Typical selection (TypiClust, Hacohen et al. 2022): one typical sample per region of the pool.
+
+Where the budget is small next to the number of classes, a coreset is worth most when it covers
+the embedding and each pick is a typical sample, not an outlier: the pool is split into as many
+k-means cells as samples will be labeled, and each cell contributes its densest member (highest
+mean cosine similarity to its nearest neighbours). No pseudo-label and no difficulty score is
+used, so it does not depend on how well the clustering matches the classes.
+
+Next labeling rounds (``excluded``: samples already selected or labeled) follow TypiClust's
+own rule: the pool is split into ``len(excluded) + budget`` cells, cells that hold an excluded
+sample are covered, and the largest uncovered cells each contribute their densest free member.
+
+Scale: with more than ``group_rows`` samples the pool is first cut into about
+``N / group_rows`` coarse spherical k-means groups (trained on a sample of at most
+``256 x groups`` rows, assigned in batches); the cells are shared among the groups in
+proportion to their sizes and both the cell k-means and the neighbour density run inside each
+group. So no N x N matrix: time O(N x group_rows x dim) for the density and
+O((cells) x group_rows x dim) per k-means iteration; memory O(N x dim). With at most
+``group_rows`` samples there is one group and the selection is exactly TypiClust's with K =
+budget and the density over the whole pool.
+
+Arrays in, arrays out; no FiftyOne.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .coverage import proportional_quota
+
+__all__ = ["TYPICAL_GROUP_ROWS", "typical_select"]
+
+#: Above this many samples the pool is cut into coarse groups first (see the module docstring).
+TYPICAL_GROUP_ROWS = 10_000
+_NEIGHBOURS = 20  # TypiClust's neighbourhood for the density
+_KMEANS_ITERATIONS = 25
+_ASSIGN_BATCH = 65_536
+
+
+def _unit_rows(X: np.ndarray) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float32)
+    return np.ascontiguousarray(X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12))
+
+
+def _spherical_kmeans(Xn: np.ndarray, k: int, seed: int, sample_all: bool) -> object:
+    import faiss
+
+    n, d = Xn.shape
+    km = faiss.Kmeans(
+        d,
+        int(k),
+        niter=_KMEANS_ITERATIONS,
+        seed=int(seed),
+        spherical=True,
+        verbose=False,
+        max_points_per_centroid=max(1, n) if sample_all else 256,
+        min_points_per_centroid=1,
+    )
+    km.train(Xn)
+    return km
+
+
+def _nearest_centre(km: object, Xn: np.ndarray) -> np.ndarray:
+    """The cell of every row, assigned in batches (no N x K matrix)."""
+    cells = np.empty(Xn.shape[0], dtype=np.int64)
+    for start in range(0, Xn.shape[0], _ASSIGN_BATCH):
+        stop = start + _ASSIGN_BATCH
+        cells[start:stop] = km.index.search(Xn[start:stop], 1)[1][:, 0]
+    return cells
+
+
+def neighbour_density(Xn: np.ndarray, neighbours: int = _NEIGHBOURS) -> np.ndarray:
+    """Mean cosine similarity of each unit row to its ``neighbours`` nearest other rows (exact;
+    higher = denser = more typical). One row alone has density 0."""
+    import faiss
+
+    n = Xn.shape[0]
+    k = min(int(neighbours), n - 1)
+    if k < 1:
+        return np.zeros(n, dtype=np.float32)
+    index = faiss.IndexFlatIP(Xn.shape[1])
+    index.add(Xn)
+    density = np.empty(n, dtype=np.float32)
+    for start in range(0, n, _ASSIGN_BATCH):
+        sims, _ = index.search(Xn[start : start + _ASSIGN_BATCH], k + 1)
+        density[start : start + _ASSIGN_BATCH] = sims[:, 1:].mean(axis=1)
+    return density
+
+
+def _coarse_groups(Xn: np.ndarray, group_rows: int, seed: int) -> np.ndarray:
+    n = Xn.shape[0]
+    n_groups = int(np.ceil(n / group_rows))
+    if n_groups <= 1:
+        return np.zeros(n, dtype=np.int64)
+    return _nearest_centre(_spherical_kmeans(Xn, n_groups, seed, sample_all=False), Xn)
+
+
+def typical_select(
+    X: np.ndarray,
+    budget: int,
+    excluded: np.ndarray | None = None,
+    seed: int = 0,
+    group_rows: int = TYPICAL_GROUP_ROWS,
+) -> np.ndarray:
+    """Sorted indices of ``budget`` typical samples: the densest of each k-means cell.
+
+    Args:
+        X: embeddings [N, dim] (cosine geometry: rows are L2-normalised here).
+        budget: samples to select (>= 1; every free sample when larger).
+        excluded: optional boolean mask [N] of samples already selected or labeled: never
+            selected, and the cells they fall in count as covered (next labeling rounds).
+        seed: seeds the k-means (group g of a large pool uses seed + 1 + g).
+        group_rows: above this many samples the pool is cut into coarse groups first.
+    """
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[0] == 0:
+        raise ValueError(f"X must be a non-empty [N, dim] array; got shape {X.shape}")
+    if isinstance(budget, bool) or int(budget) != budget or int(budget) < 1:
+        raise ValueError(f"budget must be a whole number >= 1; got {budget!r}")
+    if int(group_rows) < 2:
+        raise ValueError(f"group_rows must be >= 2; got {group_rows!r}")
+    n = X.shape[0]
+    taken = np.zeros(n, dtype=bool) if excluded is None else np.asarray(excluded, dtype=bool)
+    if taken.shape != (n,):
+        raise ValueError(f"excluded must be a boolean mask of {n} rows; got {taken.shape}")
+    free = np.flatnonzero(~taken)
+    if int(budget) >= free.size:
+        return free
+    budget = int(budget)
+    Xn = _unit_rows(X)
+    groups = _coarse_groups(Xn, int(group_rows), int(seed))
+    n_groups = int(groups.max()) + 1
+    quota = proportional_quota(np.bincount(groups, minlength=n_groups), int(taken.sum()) + budget)
+    density = np.zeros(n, dtype=np.float32)
+    sizes, densest, picks = [], [], []  # per uncovered cell: size, density, densest free member
+    for g in range(n_groups):
+        members = np.flatnonzero(groups == g) if n_groups > 1 else np.arange(n)
+        if members.size == 0:
+            continue
+        Xg = Xn[members]
+        density[members] = neighbour_density(Xg)
+        q = int(quota[g])
+        if q == 0:
+            continue
+        seed_g = int(seed) + (1 + g if n_groups > 1 else 0)
+        if q >= members.size:
+            cells = np.arange(members.size)
+        else:
+            cells = _nearest_centre(_spherical_kmeans(Xg, q, seed_g, sample_all=True), Xg)
+        covered = np.zeros(int(cells.max()) + 1, dtype=bool)
+        covered[cells[taken[members]]] = True
+        cell_sizes = np.bincount(cells, minlength=covered.size)
+        open_rows = np.flatnonzero(~taken[members] & ~covered[cells])
+        dens = density[members[open_rows]]
+        by_cell = open_rows[np.lexsort((-dens, cells[open_rows]))]  # by cell, densest first
+        first = np.ones(by_cell.size, dtype=bool)
+        first[1:] = cells[by_cell][1:] != cells[by_cell][:-1]
+        best = by_cell[first]
+        sizes.append(cell_sizes[cells[best]])
+        densest.append(density[members[best]])
+        picks.append(members[best])
+    sizes_arr = np.concatenate(sizes) if sizes else np.zeros(0, dtype=np.int64)
+    dens_arr = np.concatenate(densest) if densest else np.zeros(0, dtype=np.float32)
+    picks_arr = np.concatenate(picks) if picks else np.zeros(0, dtype=np.int64)
+    chosen = picks_arr[np.lexsort((-dens_arr, -sizes_arr))[:budget]]  # largest cells first
+    if chosen.size < budget:  # empty or covered cells: the densest free samples left
+        left = np.setdiff1d(free, chosen)
+        left = left[np.argsort(-density[left], kind="stable")]
+        chosen = np.concatenate([chosen, left[: budget - chosen.size]])
+    return np.sort(chosen)
