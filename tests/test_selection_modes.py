@@ -69,7 +69,7 @@ def test_auto_takes_typical_selection_on_weak_pseudo_labels(modes_dataset):
     assert result.mode == "typical" and "trust is weak" in result.mode_reason
     assert "as good as random subsets" in result.mode_reason  # what to expect, said
     assert "model='timm:" in result.mode_reason  # and what would change it
-    assert result.beta == 0.0 and "no hard-end cut" in result.beta_reason
+    assert result.beta == 0.0 and "no cut: typical selection" in result.beta_reason
     region = np.asarray(modes_dataset.values("elfs_coreset_region"))
     assert set(region) == {"coreset", "not_drawn"}
     stored = modes_dataset.load_run_results("elfs_coreset")
@@ -161,7 +161,7 @@ def test_auto_keeps_the_window_when_the_proxy_learned_returned_labels(modes_data
 def test_typical_mode_picks_dense_samples_of_every_cluster_without_a_cut(modes_dataset):
     result = _run(modes_dataset, "blob_embedding", 3, mode="typical", key="t")
     assert result.mode == "typical" and "set by the user" in result.mode_reason
-    assert result.beta == 0.0 and "no hard-end cut" in result.beta_reason
+    assert result.beta == 0.0 and "no cut: typical selection" in result.beta_reason
     ids, region, blob = modes_dataset.values(["id", "t_coreset_region", "blob_embedding"])
     region = np.asarray(region)
     assert set(region) == {"coreset", "not_drawn"}  # nothing cut, nothing "easy"
@@ -186,6 +186,9 @@ def test_typical_rounds_never_reselect_and_keep_the_rule(modes_dataset):
     assert second.mode == "typical" and second.round == 2 and len(second.selected_ids) == 30
     assert not set(second.selected_ids) & set(first.selected_ids)
     assert modes_dataset.load_run_results("elfs_round2").mode == "typical"
+    with pytest.raises(elfs.ElfsInputError, match="which makes none"):
+        elfs.select_more(modes_dataset, budget_count=10, beta=0.3)
+    assert "elfs_round3" not in modes_dataset.list_runs()
 
 
 def test_typical_mode_without_embeddings_is_refused_and_changes_nothing(modes_dataset):

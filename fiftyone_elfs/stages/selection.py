@@ -170,7 +170,7 @@ def _mode_for(
     return used, reason, trust
 
 
-_NO_CUT_REASON = "no hard-end cut: typical selection does not use the difficulty ranking"
+_NO_CUT_REASON = "no cut: typical selection works on the embeddings, not the difficulty ranking"
 
 
 def _typical_prune(
@@ -408,6 +408,14 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
     hard_is_low = HARD_IS_LOW[config.score]
     seed = int(getattr(runs.stage_config(dataset, names, "coreset"), "seed", 0) or 0)
     if mode == "typical":
+        if config.beta is not None:
+            raise ElfsInputError(
+                f"beta={config.beta} sets a hard-end cut, and this key's coreset used "
+                "mode='typical', which makes none (its rounds select on the embeddings "
+                f"alone). Fix: leave beta unset, or start a new key with mode='ccs' or "
+                "mode='window' to cut the hardest share.",
+                param="beta",
+            )
         beta, beta_reason = 0.0, _NO_CUT_REASON
         pruned = _typical_prune(
             samples, names, ids, values, budget, hard_is_low, seed + round_no, excluded=excluded
