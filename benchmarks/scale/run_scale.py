@@ -26,6 +26,8 @@ Stages (``--stages``):
   layout           layout_2d(X) (UMAP on 50,000 samples, the rest placed by neighbours)
   d2, prototypicality, kcenter, zcore   the geometry baselines at a 10% budget (k-center and
                    ZCore report their refusal when above their work limit)
+  typical, typical_half   typical_select (the weak-trust rule) at a 10% and a 50% budget
+                   (run by name)
   dataset_build    with --with-dataset (alone: ``--stages`` of these only): a FiftyOne dataset of
                    N samples (dummy file paths) on a private mongod (``private_db.py``, its
                    memory not counted); wall: ``set_values`` of the embeddings (100k at a time)
@@ -76,6 +78,7 @@ DEFAULT_STAGES = [
 BASELINE_STAGES = ["prototypicality", "d2", "kcenter", "zcore"]
 DATASET_STAGES = ["dataset_build", "dataset_values", "dataset_pipeline", "dataset_read_labels"]
 EXTRA_DATASET_STAGES = ["dataset_pipeline_temi"]  # not in --with-dataset: run by name
+TYPICAL_STAGES = ["typical", "typical_half"]  # the weak-trust rule (10% and 50%): run by name
 N_CLUSTERS = 1000
 DIM = 512
 RECALL_QUERIES = 2000
@@ -320,6 +323,18 @@ def stage_kcenter(n: int, X: np.ndarray, paths: dict, args) -> dict:
     from fiftyone_elfs.selection.baselines import k_center_greedy
 
     return _baseline("kcenter", lambda: k_center_greedy(X, n // 10))
+
+
+def stage_typical(n: int, X: np.ndarray, paths: dict, args) -> dict:
+    from fiftyone_elfs.selection import typical_select
+
+    return _baseline("typical", lambda: typical_select(X, n // 10))
+
+
+def stage_typical_half(n: int, X: np.ndarray, paths: dict, args) -> dict:
+    from fiftyone_elfs.selection import typical_select
+
+    return _baseline("typical_half", lambda: typical_select(X, n // 2))
 
 
 def stage_zcore(n: int, X: np.ndarray, paths: dict, args) -> dict:
@@ -612,7 +627,9 @@ def render_table(path: str) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[50_000, 200_000, 1_280_000])
-    every_stage = DEFAULT_STAGES + BASELINE_STAGES + DATASET_STAGES + EXTRA_DATASET_STAGES
+    every_stage = (
+        DEFAULT_STAGES + BASELINE_STAGES + DATASET_STAGES + EXTRA_DATASET_STAGES + TYPICAL_STAGES
+    )
     p.add_argument("--stages", nargs="+", default=DEFAULT_STAGES, choices=every_stage)
     p.add_argument("--baselines", action="store_true", help="add " + ", ".join(BASELINE_STAGES))
     p.add_argument("--with-dataset", action="store_true", help="the FiftyOne stages instead")

@@ -12,12 +12,14 @@ sample are covered, and the largest uncovered cells each contribute their denses
 
 Scale: with more than ``group_rows`` samples the pool is first cut into about
 ``N / group_rows`` coarse spherical k-means groups (trained on a sample of at most
-``256 x groups`` rows, assigned in batches); the cells are shared among the groups in
+``64 x groups`` rows, assigned in batches); the cells are shared among the groups in
 proportion to their sizes and both the cell k-means and the neighbour density run inside each
 group. So no N x N matrix: time O(N x group_rows x dim) for the density and
-O((cells) x group_rows x dim) per k-means iteration; memory O(N x dim). With at most
-``group_rows`` samples there is one group and the selection is exactly TypiClust's with K =
-budget and the density over the whole pool.
+O(cells x group_rows x dim) per k-means iteration; memory O(N x dim). ``group_rows`` shrinks
+(not below 256) so that cells x group_rows stays under 5 x 10^8, which bounds the k-means
+when the budget is a large share of a large pool. A pool of at most 10,000 samples is always
+one group, and then the selection is exactly TypiClust's with K = budget and the density over
+the whole pool.
 
 Arrays in, arrays out; no FiftyOne.
 """
@@ -32,6 +34,8 @@ __all__ = ["TYPICAL_GROUP_ROWS", "typical_select"]
 
 #: Above this many samples the pool is cut into coarse groups first (see the module docstring).
 TYPICAL_GROUP_ROWS = 10_000
+_CELLS_X_ROWS = 500_000_000  # cells x group rows: bounds the cell k-means (see above)
+_MIN_GROUP_ROWS = 256
 _NEIGHBOURS = 20  # TypiClust's neighbourhood for the density
 _KMEANS_ITERATIONS = 25
 _ASSIGN_BATCH = 65_536
@@ -43,17 +47,19 @@ def _unit_rows(X: np.ndarray) -> np.ndarray:
 
 
 def _spherical_kmeans(Xn: np.ndarray, k: int, seed: int, sample_all: bool) -> object:
+    """faiss spherical k-means: on every row (the cells), or on a sample of 64 rows per centre
+    and 10 iterations (the coarse groups: a partition, not a result)."""
     import faiss
 
     n, d = Xn.shape
     km = faiss.Kmeans(
         d,
         int(k),
-        niter=_KMEANS_ITERATIONS,
+        niter=_KMEANS_ITERATIONS if sample_all else 10,
         seed=int(seed),
         spherical=True,
         verbose=False,
-        max_points_per_centroid=max(1, n) if sample_all else 256,
+        max_points_per_centroid=max(1, n) if sample_all else 64,
         min_points_per_centroid=1,
     )
     km.train(Xn)
@@ -110,7 +116,8 @@ def typical_select(
         excluded: optional boolean mask [N] of samples already selected or labeled: never
             selected, and the cells they fall in count as covered (next labeling rounds).
         seed: seeds the k-means (group g of a large pool uses seed + 1 + g).
-        group_rows: above this many samples the pool is cut into coarse groups first.
+        group_rows: above this many samples the pool is cut into coarse groups first (fewer
+            when the budget is large: see the module docstring).
     """
     X = np.asarray(X)
     if X.ndim != 2 or X.shape[0] == 0:
@@ -128,9 +135,11 @@ def typical_select(
         return free
     budget = int(budget)
     Xn = _unit_rows(X)
-    groups = _coarse_groups(Xn, int(group_rows), int(seed))
+    cells_total = int(taken.sum()) + budget
+    rows = min(int(group_rows), max(_MIN_GROUP_ROWS, _CELLS_X_ROWS // cells_total))
+    groups = _coarse_groups(Xn, rows, int(seed))
     n_groups = int(groups.max()) + 1
-    quota = proportional_quota(np.bincount(groups, minlength=n_groups), int(taken.sum()) + budget)
+    quota = proportional_quota(np.bincount(groups, minlength=n_groups), cells_total)
     density = np.zeros(n, dtype=np.float32)
     sizes, densest, picks = [], [], []  # per uncovered cell: size, density, densest free member
     for g in range(n_groups):
