@@ -93,3 +93,6 @@ def test_bad_arguments_are_refused_with_the_problem_named(kwargs, words):
         typical_select(X, **kwargs)
     with pytest.raises(ValueError, match=r"\[N, dim\]"):
         typical_select(np.zeros(4), 1)
+    X[1, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        typical_select(X, 2)

@@ -122,6 +122,8 @@ def typical_select(
     X = np.asarray(X)
     if X.ndim != 2 or X.shape[0] == 0:
         raise ValueError(f"X must be a non-empty [N, dim] array; got shape {X.shape}")
+    if not np.isfinite(X).all():
+        raise ValueError("X holds NaN or infinite values; recompute or drop those embeddings")
     if isinstance(budget, bool) or int(budget) != budget or int(budget) < 1:
         raise ValueError(f"budget must be a whole number >= 1; got {budget!r}")
     if int(group_rows) < 2:
@@ -139,11 +141,14 @@ def typical_select(
     rows = min(int(group_rows), max(_MIN_GROUP_ROWS, _CELLS_X_ROWS // cells_total))
     groups = _coarse_groups(Xn, rows, int(seed))
     n_groups = int(groups.max()) + 1
-    quota = proportional_quota(np.bincount(groups, minlength=n_groups), cells_total)
+    group_sizes = np.bincount(groups, minlength=n_groups)
+    quota = proportional_quota(group_sizes, cells_total)
+    by_group = np.argsort(groups, kind="stable")  # members of group g: one slice of it
+    bounds = np.concatenate([[0], np.cumsum(group_sizes)])
     density = np.zeros(n, dtype=np.float32)
     sizes, densest, picks = [], [], []  # per uncovered cell: size, density, densest free member
     for g in range(n_groups):
-        members = np.flatnonzero(groups == g) if n_groups > 1 else np.arange(n)
+        members = by_group[bounds[g] : bounds[g + 1]]
         if members.size == 0:
             continue
         Xg = Xn[members]
