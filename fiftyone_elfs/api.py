@@ -263,8 +263,10 @@ def select_more(
 
     Continues key `key` after `select_coreset` (round 1), with the coreset's rule: the
     double-end window recomputed for the cumulative budget minus the excluded ones, so the
-    rounds add up to one selection with the combined budget; or, for a CCS coreset, a CCS draw
-    from the samples neither cut nor excluded. Tagged "<key>_round<k>", saved as
+    rounds add up to one selection with the combined budget; for a CCS coreset, a CCS draw
+    from the samples neither cut nor excluded; for a typical coreset, the densest free sample
+    of each of the largest k-means cells that hold no selected or labeled sample (``beta`` is
+    refused there: that rule makes no cut). Tagged "<key>_round<k>", saved as
     "<key>-round<k>", recorded as its own run. `budget_fraction` is a share of the scored pool.
     To let returned labels improve the ranking, re-run ``compute_difficulty(...,
     label_field=...)`` before this.

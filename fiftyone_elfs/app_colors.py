@@ -24,7 +24,7 @@ REGION_COLORS = {
     "dropped_hard": "#d62728",  # red: the hardest, where the pseudo-label noise lives
     "coreset": "#2ca02c",  # green: the samples to label
     "dropped_easy": "#9e9e9e",  # grey: the easy rest
-    "not_drawn": "#6baed6",  # light blue: left by a CCS draw, all across the range
+    "not_drawn": "#6baed6",  # light blue: left by a CCS draw or typical selection
 }
 
 #: Colours of the pseudo-label clusters in natural order (cluster_0, cluster_1, ...), cycled.

@@ -75,7 +75,7 @@ def score_histogram(
     counts, edges = {}, None
     present = scored.distinct(region)
     for name in runs.REGIONS:
-        if name not in present:  # a window leaves no "not_drawn", a CCS draw no "dropped_easy"
+        if name not in present:  # a window leaves no "not_drawn", CCS/typical no "dropped_easy"
             counts[name] = [0] * bins
             continue
         part = scored.match(F(region) == name)

@@ -1,6 +1,6 @@
-"""Coreset selection from difficulty: double-end pruning, label-free beta, CCS and the rule that
-chooses between them (modes); geometry-only baselines (random, prototypicality, k-center greedy,
-D2 pruning, ZCore); typical selection (TypiClust) and stratified typical coverage; no FiftyOne."""
+"""Coreset selection: double-end pruning, label-free beta, CCS, typical selection (TypiClust) and
+the rule that chooses between them (modes); geometry-only baselines (random, prototypicality,
+k-center greedy, D2 pruning, ZCore); stratified typical coverage; no FiftyOne."""
 
 from .baselines import (
     d2_prune,

@@ -258,7 +258,8 @@ def _selection(
 
 def _results(result: CoresetResult, pruned: Any, **extra: Any) -> dict[str, Any]:
     """What a selection run stores: counts, the rule and why, beta and why, the range drawn
-    from (the window, or the cut to the end for CCS), the selected ids."""
+    from (the window; the cut to the end for CCS; the whole ranking for typical), the selected
+    ids."""
     return {
         "n_pool": result.n_pool,
         "n_selected": result.budget,
@@ -288,7 +289,8 @@ def _regions(pruned: Any, mode: str) -> np.ndarray:
 def select_coreset(
     samples: SampleCollection, config: CoresetConfig, held: record.HeldRuns | None = None
 ) -> CoresetResult:
-    """Round 1: the window or CCS draw of the budget; tag, saved view and coreset regions.
+    """Round 1: the window, CCS draw or typical selection of the budget; tag, saved view and
+    coreset regions.
 
     With `held` (a pipeline's `record.HeldRuns`): reads the scores (and the pseudo-labels'
     trust) held there if they are, and holds its own run there instead of writing it (the
@@ -373,7 +375,8 @@ def select_coreset(
 
 def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult:
     """Round k >= 2, with the coreset's rule: the window of the cumulative budget minus what is
-    selected or labeled, or a CCS draw from what is neither."""
+    selected or labeled, a CCS draw from what is neither, or typical selection in the cells
+    none of them covers."""
     from fiftyone_elfs.selection import ccs_prune, next_round_prune, resolve_budget
 
     names = runs.PipelineNames(config.key)
