@@ -145,6 +145,15 @@ def test_the_operator_takes_the_rule_through_fiftyone(modes_dataset):
     stored = modes_dataset.load_run_results("elfs_coreset")
     assert stored.mode == "ccs" and stored.n_selected == 30
     assert modes_dataset.get_run_info("elfs_coreset").config.seed == 2
+    result = foo.execute_operator(
+        f"{PLUGIN}/select_coreset",
+        {"dataset": modes_dataset},
+        params={"budget_mode": "count", "budget_count": 25, "mode": "typical"},
+    )
+    assert result.error is None, result.error
+    stored = modes_dataset.load_run_results("elfs_coreset")
+    assert stored.mode == "typical" and stored.n_selected == 25
+    assert set(modes_dataset.distinct("elfs_coreset_region")) == {"coreset", "not_drawn"}
 
 
 def test_auto_keeps_the_window_when_the_proxy_learned_returned_labels(modes_dataset):
