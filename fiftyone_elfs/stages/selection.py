@@ -6,7 +6,8 @@ across the difficulty range left; or, with no score at all, typical selection ta
 sample of each of budget k-means cells of the embeddings. ``mode="auto"`` picks by the
 pseudo-labels' recorded trust. Each round is a tag, a saved view and a run of the key.
 Algorithms: `fiftyone_elfs.selection.pruning` (budgets, window, CCS, label-free beta),
-`fiftyone_elfs.selection.typical` and `fiftyone_elfs.selection.modes` (the rule between them).
+`fiftyone_elfs.selection.typical` and `fiftyone_elfs.selection.modes` (the rule between them);
+typical selection's reading of the embeddings: `fiftyone_elfs.stages.typical_selection`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.difficulty.training_dynamics import HARD_IS_LOW as _PROXY_HARD_IS_LOW
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.stages import StageConfig, record
+from fiftyone_elfs.stages.typical_selection import NO_CUT_REASON, typical_prune
 
 logger = logging.getLogger(__name__)
 
@@ -170,61 +172,6 @@ def _mode_for(
     return used, reason, trust
 
 
-_NO_CUT_REASON = "no cut: typical selection works on the embeddings, not the difficulty ranking"
-
-
-def _typical_prune(
-    samples: SampleCollection,
-    names: runs.PipelineNames,
-    ids: list[str],
-    values: np.ndarray,
-    budget: int,
-    hard_is_low: bool,
-    seed: int,
-    held: record.HeldRuns | None = None,
-    excluded: np.ndarray | None = None,
-) -> Any:
-    """Typical selection (`selection.typical_select`) on the embeddings of the scored samples
-    `ids`, as a `PruneResult` with no cut (ranks: the score's, for the record only)."""
-    from fiftyone_elfs.selection import PruneResult, rank_hardest_first, typical_select
-
-    config = record.held_config(held, samples, names, "pseudo_labels")
-    field_name = getattr(config, "embeddings_field", None) or names.embeddings_field
-    fix = (
-        f"Fix: run compute_embeddings for key '{names.key}' (or compute_pseudo_labels with "
-        "the embeddings_field you use), or choose mode='window' or mode='ccs', which need "
-        "only the scores."
-    )
-    if not dataset_io.has_field(samples, field_name):
-        raise ElfsInputError(
-            f"mode='typical' selects on the embeddings, and the field '{field_name}' does not "
-            f"exist. {fix}",
-            param="mode",
-        )
-    read_ids, X = dataset_io.read_embeddings(samples, field_name, ids=ids)
-    if len(read_ids) != len(ids):
-        raise ElfsInputError(
-            f"mode='typical' selects on the embeddings, and {len(ids) - len(read_ids)} of the "
-            f"{len(ids)} scored samples have none in '{field_name}'. {fix}",
-            param="mode",
-        )
-    indices = typical_select(X, budget, excluded=excluded, seed=seed)
-    n = len(ids)
-    free = n if excluded is None else n - int(np.count_nonzero(excluded))
-    notices = []
-    if budget >= free:
-        where = "scored samples" if free == n else "samples not yet selected or labeled"
-        notices.append(
-            f"The budget ({budget}) is at least the number of {where} ({free}): all {free} "
-            "are selected."
-        )
-    ranks = np.empty(n, dtype=np.int64)
-    ranks[rank_hardest_first(values, hard_is_low=hard_is_low)] = np.arange(n)
-    return PruneResult(
-        indices=indices, ranks=ranks, start=0, stop=n, effective_beta=0.0, notices=notices
-    )
-
-
 def _selection(
     names: runs.PipelineNames,
     ids: list[str],
@@ -332,8 +279,8 @@ def select_coreset(
     )
     hard_is_low = HARD_IS_LOW[config.score]
     if mode == "typical":
-        beta, beta_reason = 0.0, _NO_CUT_REASON
-        pruned = _typical_prune(samples, names, ids, values, budget, hard_is_low, config.seed, held)
+        beta, beta_reason = 0.0, NO_CUT_REASON
+        pruned = typical_prune(samples, names, ids, values, budget, hard_is_low, config.seed, held)
     elif mode == "ccs":
         pruned = ccs_prune(values, budget, beta, hard_is_low=hard_is_low, seed=config.seed)
     else:
@@ -419,8 +366,8 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
                 "mode='window' to cut the hardest share.",
                 param="beta",
             )
-        beta, beta_reason = 0.0, _NO_CUT_REASON
-        pruned = _typical_prune(
+        beta, beta_reason = 0.0, NO_CUT_REASON
+        pruned = typical_prune(
             samples, names, ids, values, budget, hard_is_low, seed + round_no, excluded=excluded
         )
     elif mode == "ccs":
