@@ -465,8 +465,8 @@ def _elfs(
             trust = pseudo_label_trust(X, arrays["labels"], seed=seed).as_dict()
             mode, mode_reason = resolve_mode(rule, trust)
             info.update(mode=mode, mode_reason=mode_reason, trust_stability=trust["stability"])
-        if mode == "typical":
-            idx = typical_select(ctx.inputs.features(encoder), budget, seed=seed)
+        if mode == "typical":  # only chosen by the rule, so X is the features read above
+            idx = typical_select(X, budget, seed=seed)
             info.update(selection="typical", beta=0.0, beta_reason="no cut (typical selection)")
         elif mode == "ccs":
             idx = ccs_select(aum, budget, beta, hard_is_low=HARD_IS_LOW["aum"], seed=seed)

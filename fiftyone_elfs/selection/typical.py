@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .coverage import proportional_quota
+from .coverage import _normalized, proportional_quota
 
-__all__ = ["TYPICAL_GROUP_ROWS", "typical_select"]
+__all__ = ["TYPICAL_GROUP_ROWS", "neighbour_density", "typical_select"]
 
 #: Above this many samples the pool is cut into coarse groups first (see the module docstring).
 TYPICAL_GROUP_ROWS = 10_000
@@ -39,11 +39,6 @@ _MIN_GROUP_ROWS = 256
 _NEIGHBOURS = 20  # TypiClust's neighbourhood for the density
 _KMEANS_ITERATIONS = 25
 _ASSIGN_BATCH = 65_536
-
-
-def _unit_rows(X: np.ndarray) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float32)
-    return np.ascontiguousarray(X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12))
 
 
 def _spherical_kmeans(Xn: np.ndarray, k: int, seed: int, sample_all: bool) -> object:
@@ -136,7 +131,7 @@ def typical_select(
     if int(budget) >= free.size:
         return free
     budget = int(budget)
-    Xn = _unit_rows(X)
+    Xn = _normalized(X)  # float32, C-contiguous (a fresh array from the division)
     cells_total = int(taken.sum()) + budget
     rows = min(int(group_rows), max(_MIN_GROUP_ROWS, _CELLS_X_ROWS // cells_total))
     groups = _coarse_groups(Xn, rows, int(seed))

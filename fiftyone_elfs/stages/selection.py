@@ -128,12 +128,16 @@ def _beta_for(
     values: np.ndarray,
     beta: float | None,
     budget_fraction: float,
+    mode: str,
 ) -> tuple[float, str]:
-    """The user's beta, or the label-free default for this score and budget, with the reason.
+    """The user's beta, or the label-free default for this score and budget, with the reason;
+    none for typical selection, which makes no cut (a user's beta is refused before this).
 
     `values`: the `score` of the samples `ids` (the AUM itself is not read again)."""
     from fiftyone_elfs.selection import label_free_beta
 
+    if mode == "typical":
+        return 0.0, NO_CUT_REASON
     if beta is not None:
         return float(beta), "set by the user"
     if score == "contrastive":
@@ -275,11 +279,10 @@ def select_coreset(
         samples, names, config.mode, config.score, held, beta_set=config.beta is not None
     )
     beta, beta_reason = _beta_for(
-        samples, names, ids, config.score, values, config.beta, min(budget / n, 1.0)
+        samples, names, ids, config.score, values, config.beta, min(budget / n, 1.0), mode
     )
     hard_is_low = HARD_IS_LOW[config.score]
     if mode == "typical":
-        beta, beta_reason = 0.0, NO_CUT_REASON
         pruned = typical_prune(samples, names, ids, values, budget, hard_is_low, config.seed, held)
     elif mode == "ccs":
         pruned = ccs_prune(values, budget, beta, hard_is_low=hard_is_low, seed=config.seed)
@@ -348,25 +351,24 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
     if config.label_field is not None:
         excluded_ids.update(dataset_io.ids_with_values(samples, config.label_field))
     excluded = np.array([i in excluded_ids for i in ids], dtype=bool)
-    total_fraction = min((int(excluded.sum()) + budget) / n, 1.0)
-    beta, beta_reason = _beta_for(
-        samples, names, ids, config.score, values, config.beta, total_fraction
-    )
     coreset = runs.stage_results(dataset, names, "coreset")
     mode = getattr(coreset, "mode", None) or "window"  # coresets before modes were windows
     mode_reason = f"the rule of this key's coreset ({mode})"
+    if mode == "typical" and config.beta is not None:
+        raise ElfsInputError(
+            f"beta={config.beta} sets a hard-end cut, and this key's coreset used "
+            "mode='typical', which makes none (its rounds select on the embeddings "
+            "alone). Fix: leave beta unset, or start a new key with mode='ccs' or "
+            "mode='window' to cut the hardest share.",
+            param="beta",
+        )
+    total_fraction = min((int(excluded.sum()) + budget) / n, 1.0)
+    beta, beta_reason = _beta_for(
+        samples, names, ids, config.score, values, config.beta, total_fraction, mode
+    )
     hard_is_low = HARD_IS_LOW[config.score]
     seed = int(getattr(runs.stage_config(dataset, names, "coreset"), "seed", 0) or 0)
     if mode == "typical":
-        if config.beta is not None:
-            raise ElfsInputError(
-                f"beta={config.beta} sets a hard-end cut, and this key's coreset used "
-                "mode='typical', which makes none (its rounds select on the embeddings "
-                f"alone). Fix: leave beta unset, or start a new key with mode='ccs' or "
-                "mode='window' to cut the hardest share.",
-                param="beta",
-            )
-        beta, beta_reason = 0.0, NO_CUT_REASON
         pruned = typical_prune(
             samples, names, ids, values, budget, hard_is_low, seed + round_no, excluded=excluded
         )
