@@ -242,7 +242,8 @@ def select(name: str, art: Artefacts, budget: int, seed: int) -> np.ndarray:
         beta, _ = label_free_beta(aum, budget / n, hard_share=_share("ccs_ramp", budget / n))
         return _cluster_floor(idx, art.pseudo(), aum, beta, budget, f, rng)
     if name in ("elfs_auto", "elfs_auto_ramp"):  # window or CCS by trust, as select_coreset
-        # "elfs_auto": the rule frozen at commit 2acc5d1 (hard-end share 0.5 at every rate);
+        # "elfs_auto": the package's rule (window / typical / CCS; before 2026-12-05 CCS at
+        # weak trust, so its earlier rows are that rule);
         # "elfs_auto_ramp": CCS's hard-end share ramps (`_share`)
         from fiftyone_elfs.pseudo_labels import pseudo_label_trust
         from fiftyone_elfs.selection import resolve_mode
@@ -250,6 +251,8 @@ def select(name: str, art: Artefacts, budget: int, seed: int) -> np.ndarray:
         trust = art.get("trust", lambda: pseudo_label_trust(art.X, art.pseudo(), seed=seed))
         mode, _ = resolve_mode("auto", trust.as_dict())
         art.get("mode", lambda: mode)
+        if mode == "typical":  # the weak-trust rule since 2026-12-05
+            return select("typiclust", art, budget, seed)
         suffix = "_ramp" if name == "elfs_auto_ramp" else ""
         name = ("elfs_ccs" if mode == "ccs" else "elfs_de") + suffix
     if name in ("elfs_de", "elfs_de_ramp"):
