@@ -316,6 +316,11 @@ def select(name: str, art: Artefacts, budget: int, seed: int) -> np.ndarray:
         dens = art.density()
         keep = np.argsort(-dens, kind="stable")[: max(budget, int(round((1 - q) * n)))]
         return np.sort(rng.choice(keep, budget, replace=False))
+    if name in ("cell_incell", "cell_centroid", "cell_random"):  # K = budget k-means cells as
+        # typical selection makes them (pools <= 10,000), one member each: the densest by its
+        # 20-NN inside the cell (TypiClust's published code), the nearest to the cell's
+        # centre, or a random one (coverage without the density choice)
+        return _one_per_cell(art.X, budget, seed, name[len("cell_") :])
     if name.startswith("typiclust"):  # k-means with K = budget, the densest of each cell
         # (the library's `typical_select`; the same selection as the loop first run here)
         from fiftyone_elfs.selection import typical_select
@@ -326,6 +331,36 @@ def select(name: str, art: Artefacts, budget: int, seed: int) -> np.ndarray:
     if name.startswith("strat_ccs"):  # per pseudo-cluster CCS on AUM, a fixed beta in each
         return _per_cluster_ccs(art, budget, float(name[len("strat_ccs") :] or 0.1), seed)
     raise ValueError(name)
+
+
+def _one_per_cell(X: np.ndarray, budget: int, seed: int, how: str) -> np.ndarray:
+    """One member of each of ``budget`` spherical k-means cells (typical selection's cells for
+    a pool of at most 10,000 rows), chosen by ``how``: "incell", "centroid" or "random"."""
+    from fiftyone_elfs.selection.coverage import _normalized
+    from fiftyone_elfs.selection.typical import (
+        _nearest_centre,
+        _spherical_kmeans,
+        neighbour_density,
+    )
+
+    Xn = _normalized(X)
+    km = _spherical_kmeans(Xn, budget, seed, sample_all=True)
+    cells = _nearest_centre(km, Xn)
+    rng = np.random.default_rng(seed)
+    picks = []
+    for c in np.unique(cells):
+        members = np.flatnonzero(cells == c)
+        if how == "random":
+            picks.append(int(rng.choice(members)))
+        elif how == "centroid":
+            picks.append(int(members[np.argmax(Xn[members] @ km.centroids[c])]))
+        else:
+            picks.append(int(members[np.argmax(neighbour_density(Xn[members]))]))
+    picks = np.array(picks, dtype=np.int64)
+    if picks.size < budget:  # empty cells: random free rows
+        rest = np.setdiff1d(np.arange(X.shape[0]), picks)
+        picks = np.concatenate([picks, rng.choice(rest, budget - picks.size, replace=False)])
+    return np.sort(picks)
 
 
 def _hard_end_survivors(art: Artefacts, budget: int) -> np.ndarray:
