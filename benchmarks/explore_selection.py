@@ -316,10 +316,12 @@ def select(name: str, art: Artefacts, budget: int, seed: int) -> np.ndarray:
         dens = art.density()
         keep = np.argsort(-dens, kind="stable")[: max(budget, int(round((1 - q) * n)))]
         return np.sort(rng.choice(keep, budget, replace=False))
-    if name in ("cell_incell", "cell_centroid", "cell_random"):  # K = budget k-means cells as
-        # typical selection makes them (pools <= 10,000), one member each: the densest by its
-        # 20-NN inside the cell (TypiClust's published code), the nearest to the cell's
-        # centre, or a random one (coverage without the density choice)
+    if name in ("cell_incell", "cell_centroid", "cell_random", "cell_incellg"):
+        # K = budget k-means cells as typical selection makes them (pools <= 10,000), one
+        # member each: the densest by its 20-NN inside the cell (TypiClust's published code);
+        # "cell_incell" breaks exact ties (a pair's two members) by pool order, which is
+        # class-folder order (do not use), "cell_incellg" by the pool's density; the nearest
+        # to the cell's centre; or a random member (coverage without the density choice)
         return _one_per_cell(art.X, budget, seed, name[len("cell_") :])
     if name.startswith("typiclust"):  # k-means with K = budget, the densest of each cell
         # (the library's `typical_select`; the same selection as the loop first run here)
@@ -347,10 +349,16 @@ def _one_per_cell(X: np.ndarray, budget: int, seed: int, how: str) -> np.ndarray
     km = _spherical_kmeans(Xn, budget, seed, sample_all=True)
     cells = _nearest_centre(km, Xn)
     rng = np.random.default_rng(seed)
+    if how == "incellg":  # in-cell density, ties (a pair's two members) by the pool's density
+        from fiftyone_elfs.selection.typical import in_cell_density
+
+        in_cell, pool = in_cell_density(Xn, cells), neighbour_density(Xn)
     picks = []
     for c in np.unique(cells):
         members = np.flatnonzero(cells == c)
-        if how == "random":
+        if how == "incellg":
+            picks.append(int(members[np.lexsort((-pool[members], -in_cell[members]))[0]]))
+        elif how == "random":
             picks.append(int(rng.choice(members)))
         elif how == "centroid":
             picks.append(int(members[np.argmax(Xn[members] @ km.centroids[c])]))
