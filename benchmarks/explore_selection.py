@@ -324,7 +324,8 @@ def select(name: str, art: Artefacts, budget: int, seed: int) -> np.ndarray:
         # to the cell's centre; or a random member (coverage without the density choice)
         return _one_per_cell(art.X, budget, seed, name[len("cell_") :])
     if name.startswith("typiclust"):  # k-means with K = budget, the densest of each cell
-        # (the library's `typical_select`; the same selection as the loop first run here)
+        # (the library's `typical_select`: since 2026-12-05, late, the most typical member by
+        # its neighbours inside the cell; rows written before then used the pool's density)
         from fiftyone_elfs.selection import typical_select
 
         return typical_select(art.X, budget, seed=seed)

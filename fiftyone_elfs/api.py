@@ -232,8 +232,9 @@ def select_coreset(
     budget is either the double-end window (the next samples in rank order; ``mode="window"``)
     or a coverage-centric draw evenly across the remaining difficulty range (``mode="ccs"``,
     seeded by ``seed``). ``mode="typical"`` uses no score and no cut: the pool's embeddings (the
-    pseudo-labels' embeddings field) are split into budget k-means cells and the densest sample
-    of each is kept (TypiClust; `fiftyone_elfs.selection.typical_select`). ``mode="auto"`` (the
+    pseudo-labels' embeddings field) are split into budget k-means cells and the most typical
+    sample of each is kept (the densest among the cell's own members; TypiClust,
+    `fiftyone_elfs.selection.typical_select`). ``mode="auto"`` (the
     default) chooses by the pseudo-labels' recorded trust (`fiftyone_elfs.selection.
     resolve_mode`; the result's ``mode_reason`` says which and why). The coreset is tagged
     (default "<key>_coreset"), saved as the view "<key>-coreset" and each scored sample's region
@@ -264,7 +265,7 @@ def select_more(
     Continues key `key` after `select_coreset` (round 1), with the coreset's rule: the
     double-end window recomputed for the cumulative budget minus the excluded ones, so the
     rounds add up to one selection with the combined budget; for a CCS coreset, a CCS draw
-    from the samples neither cut nor excluded; for a typical coreset, the densest free sample
+    from the samples neither cut nor excluded; for a typical coreset, the most typical free sample
     of each of the largest k-means cells that hold no selected or labeled sample (``beta`` is
     refused there: that rule makes no cut). Tagged "<key>_round<k>", saved as
     "<key>-round<k>", recorded as its own run. `budget_fraction` is a share of the scored pool.

@@ -388,8 +388,8 @@ MODE = Param(
     label="Selection rule",
     help=(
         "auto: the difficulty window when the pseudo-labels look trustworthy, typical "
-        "selection (the densest sample of each of budget k-means cells of the embeddings) when "
-        "they do not; or one rule, fixed: window, CCS (the budget drawn evenly across the "
+        "selection (the most typical sample of each of budget k-means cells of the embeddings) "
+        "when they do not; or one rule, fixed: window, CCS (the budget drawn evenly across the "
         "difficulty range) or typical."
     ),
 )

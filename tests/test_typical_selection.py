@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fiftyone_elfs.selection import typical_select
-from fiftyone_elfs.selection.typical import neighbour_density
+from fiftyone_elfs.selection.typical import in_cell_density, neighbour_density
 
 
 def separated_blobs(n_per: int, k: int, dim: int, seed: int, outliers: int = 0):
@@ -25,7 +25,7 @@ def _unit(X):
     return X / np.linalg.norm(X, axis=1, keepdims=True)
 
 
-def test_one_pick_per_cluster_and_it_is_the_densest_member():
+def test_one_pick_per_cluster_and_it_is_the_most_typical_member():
     X, groups = separated_blobs(60, 5, 16, seed=0, outliers=10)
     chosen = typical_select(X, 5, seed=0)
     assert chosen.tolist() == sorted(chosen.tolist()) and chosen.size == 5
@@ -42,6 +42,45 @@ def test_density_is_higher_inside_a_cluster_than_for_scattered_points():
     density = neighbour_density(_unit(X))
     assert density[groups >= 0].min() > density[groups < 0].max()
     assert neighbour_density(_unit(X[:1])).tolist() == [0.0]  # one row: no neighbours
+
+
+def test_typicality_is_measured_inside_each_cell_not_across_the_pool():
+    # TypiClust's rule: each cell's pick is its member with the most typical neighbourhood
+    # among the cell's own members (a pair's tie broken by the density over the pool). A row
+    # at a cell's edge next to a denser region is dense over the pool, not typical of its cell.
+    from fiftyone_elfs.selection.typical import _nearest_centre, _spherical_kmeans
+
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(600, 8)).astype(np.float32)
+    budget = 100  # cells of about 6 rows: many where the two figures disagree
+    chosen = typical_select(X, budget, seed=0)
+    Xn = _unit(X).astype(np.float32)
+    cells = _nearest_centre(_spherical_kmeans(Xn, budget, 0, sample_all=True), Xn)  # the same
+    in_cell, pool = in_cell_density(Xn, cells), neighbour_density(Xn)
+    assert np.unique(cells[chosen]).size == budget  # one pick per cell
+    disagree = 0
+    for c in np.unique(cells):
+        members = np.flatnonzero(cells == c)
+        typical = members[np.lexsort((-pool[members], -in_cell[members]))[0]]
+        assert chosen[cells[chosen] == c][0] == typical
+        disagree += int(typical != members[np.argmax(pool[members])])
+    assert disagree >= 10  # the data tells the two rules apart
+
+
+def test_in_cell_density_matches_a_search_inside_each_cell():
+    rng = np.random.default_rng(3)
+    Xn = _unit(rng.normal(size=(400, 8))).astype(np.float32)
+    cells = rng.integers(0, 60, 400)  # cells of about 7 rows: the closed form
+    cells[:50] = 60  # one cell of 50 rows: searched (20 of its 49 others are neighbours)
+    cells[50] = 61  # a row alone
+    cells[51:53] = 62  # a pair
+    density = in_cell_density(Xn, cells)
+    for c in np.unique(cells):
+        members = np.flatnonzero(cells == c)
+        np.testing.assert_allclose(density[members], neighbour_density(Xn[members]), atol=1e-5)
+    assert density[50] == 0.0
+    assert density[51] == density[52]  # a pair ties exactly (broken by the pool's density)
+    np.testing.assert_allclose(density[51], Xn[51] @ Xn[52], atol=1e-6)
 
 
 def test_larger_budgets_spread_over_the_clusters_by_their_size():

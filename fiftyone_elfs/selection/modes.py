@@ -6,8 +6,9 @@ they are weak (arbitrary cuts through a continuum of the embedding), the narrow 
 "near an arbitrary cut" and can train a worse model than a random subset. Two wider rules:
 CCS (Zheng et al. 2023) keeps the ranking's one robust signal, the likely mislabelled hard end,
 and draws the rest across the difficulty range; typical selection (TypiClust, Hacohen et al.
-2022; ``fiftyone_elfs.selection.typical``) uses no pseudo-label at all and takes the densest
-sample of each of budget k-means cells of the embedding.
+2022; ``fiftyone_elfs.selection.typical``) uses no pseudo-label at all and takes the most
+typical sample (densest among its cell's members) of each of budget k-means cells of the
+embedding.
 
 ``resolve_mode`` turns the user's ``mode`` ("auto", "window", "ccs" or "typical") into the rule
 used and a sentence saying why. "auto" reads the label-free trust diagnostic of the
@@ -72,7 +73,8 @@ _RULE_WORDS = {
     ),
     "typical": (
         "typical selection (the pool split into as many k-means cells of the embedding as "
-        "samples to label, the densest sample of each cell; no pseudo-labels, no difficulty)"
+        "samples to label, the most typical sample of each cell, by its neighbours in the cell; "
+        "no pseudo-labels, no difficulty)"
     ),
 }
 

@@ -2,13 +2,18 @@
 
 Where the budget is small next to the number of classes, a coreset is worth most when it covers
 the embedding and each pick is a typical sample, not an outlier: the pool is split into as many
-k-means cells as samples will be labeled, and each cell contributes its densest member (highest
-mean cosine similarity to its nearest neighbours). No pseudo-label and no difficulty score is
-used, so it does not depend on how well the clustering matches the classes.
+k-means cells as samples will be labeled, and each cell contributes its most typical member:
+the highest mean cosine similarity to its nearest neighbours **inside the cell** (TypiClust's
+typicality, computed per cluster; a pair's tie goes to the member that is denser over the
+pool). Computed over the whole pool instead, the pick drifts to the cell's edge next to a denser
+region; on validation sets the in-cell figure was ahead (``benchmarks/results/
+budget-regime-tuning``). No pseudo-label and no difficulty score is used, so it does not depend
+on how well the clustering matches the classes.
 
 Next labeling rounds (``excluded``: samples already selected or labeled) follow TypiClust's
 own rule: the pool is split into ``len(excluded) + budget`` cells, cells that hold an excluded
-sample are covered, and the largest uncovered cells each contribute their densest free member.
+sample are covered, and the largest uncovered cells each contribute their most typical free
+member.
 
 Scale: with more than ``group_rows`` samples the pool is first cut into about
 ``N / group_rows`` coarse spherical k-means groups (trained on a sample of at most
@@ -18,8 +23,8 @@ group. So no N x N matrix: time O(N x group_rows x dim) for the density and
 O(cells x group_rows x dim) per k-means iteration; memory O(N x dim). ``group_rows`` shrinks
 (not below 256) so that cells x group_rows stays under 5 x 10^8, which bounds the k-means
 when the budget is a large share of a large pool. A pool of at most 10,000 samples is always
-one group, and then the selection is exactly TypiClust's with K = budget and the density over
-the whole pool.
+one group, and then the selection is TypiClust's with K = budget (its k-NN typicality, as a
+mean cosine similarity instead of an inverse mean distance).
 
 Arrays in, arrays out; no FiftyOne.
 """
@@ -30,7 +35,7 @@ import numpy as np
 
 from .coverage import _normalized, proportional_quota
 
-__all__ = ["TYPICAL_GROUP_ROWS", "neighbour_density", "typical_select"]
+__all__ = ["TYPICAL_GROUP_ROWS", "in_cell_density", "neighbour_density", "typical_select"]
 
 #: Above this many samples the pool is cut into coarse groups first (see the module docstring).
 TYPICAL_GROUP_ROWS = 10_000
@@ -88,6 +93,48 @@ def neighbour_density(Xn: np.ndarray, neighbours: int = _NEIGHBOURS) -> np.ndarr
     return density
 
 
+def in_cell_density(Xn: np.ndarray, cells: np.ndarray, neighbours: int = _NEIGHBOURS) -> np.ndarray:
+    """Mean cosine similarity of each unit row to its ``neighbours`` nearest other rows **of its
+    own cell** (TypiClust's typicality, computed inside each cluster; higher = more typical).
+
+    A cell of at most ``neighbours + 1`` rows has every other member as a neighbour, so its
+    rows' figures come from the cell's sum (no search); larger cells are searched exactly, one
+    at a time (cost: the squares of their sizes, at most that of the rows passed). A row alone
+    in its cell has density 0.
+    """
+    n = Xn.shape[0]
+    density = np.zeros(n, dtype=np.float32)
+    if n == 0:
+        return density
+    cells = np.asarray(cells, dtype=np.int64)
+    sizes = np.bincount(cells)
+    order = np.argsort(cells, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    small = (sizes >= 2) & (sizes <= int(neighbours) + 1)
+    rows = np.flatnonzero(small[cells])
+    if rows.size:
+        sums = np.zeros((sizes.size, Xn.shape[1]), dtype=np.float32)
+        nonempty = np.flatnonzero(sizes)
+        sums[nonempty] = np.add.reduceat(Xn[order], bounds[:-1][nonempty], axis=0)
+        Xr = Xn[rows]
+        own = np.einsum("ij,ij->i", Xr, Xr)
+        others = np.einsum("ij,ij->i", Xr, sums[cells[rows]]) - own
+        density[rows] = others / (sizes[cells[rows]] - 1)
+        # a pair: both members get the same figure (their cosine), computed once from the sum
+        # (|x + y|^2 - |x|^2 - |y|^2) / 2, so that the tie is exact and broken elsewhere
+        pairs = sizes[cells[rows]] == 2
+        if pairs.any():
+            pair_cells = cells[rows[pairs]]
+            own_sum = np.zeros(sizes.size, dtype=np.float32)
+            np.add.at(own_sum, pair_cells, own[pairs])
+            squared = np.einsum("ij,ij->i", sums[pair_cells], sums[pair_cells])
+            density[rows[pairs]] = (squared - own_sum[pair_cells]) / 2
+    for c in np.flatnonzero(sizes > int(neighbours) + 1):
+        members = order[bounds[c] : bounds[c + 1]]
+        density[members] = neighbour_density(Xn[members], neighbours)
+    return density
+
+
 def _coarse_groups(Xn: np.ndarray, group_rows: int, seed: int) -> np.ndarray:
     n = Xn.shape[0]
     n_groups = int(np.ceil(n / group_rows))
@@ -103,7 +150,7 @@ def typical_select(
     seed: int = 0,
     group_rows: int = TYPICAL_GROUP_ROWS,
 ) -> np.ndarray:
-    """Sorted indices of ``budget`` typical samples: the densest of each k-means cell.
+    """Sorted indices of ``budget`` typical samples: the most typical of each k-means cell.
 
     Args:
         X: embeddings [N, dim] (cosine geometry: rows are L2-normalised here).
@@ -147,21 +194,24 @@ def typical_select(
         if members.size == 0:
             continue
         Xg = Xn[members]
-        density[members] = neighbour_density(Xg)
         q = int(quota[g])
-        if q == 0:
+        pool_density = neighbour_density(Xg)  # breaks ties of the in-cell figure (pairs)
+        if q == 0:  # no cell here: the group's density, for the fill-up below
+            density[members] = pool_density
             continue
         seed_g = int(seed) + (1 + g if n_groups > 1 else 0)
         if q >= members.size:
             cells = np.arange(members.size)
         else:
             cells = _nearest_centre(_spherical_kmeans(Xg, q, seed_g, sample_all=True), Xg)
+        density[members] = in_cell_density(Xg, cells)
         covered = np.zeros(int(cells.max()) + 1, dtype=bool)
         covered[cells[taken[members]]] = True
         cell_sizes = np.bincount(cells, minlength=covered.size)
         open_rows = np.flatnonzero(~taken[members] & ~covered[cells])
         dens = density[members[open_rows]]
-        by_cell = open_rows[np.lexsort((-dens, cells[open_rows]))]  # by cell, densest first
+        # by cell, the most typical first (ties: the denser in the group)
+        by_cell = open_rows[np.lexsort((-pool_density[open_rows], -dens, cells[open_rows]))]
         first = np.ones(by_cell.size, dtype=bool)
         first[1:] = cells[by_cell][1:] != cells[by_cell][:-1]
         best = by_cell[first]

@@ -86,7 +86,7 @@ def _trust(X: np.ndarray, labels: np.ndarray, config: PseudoLabelsConfig) -> dic
         logger.warning(
             "%s. The embedding does not separate clear groups, so the difficulty ranking of "
             "these pseudo-labels is a weaker signal: the default selection rule (mode='auto') "
-            "then picks the densest sample of each of budget k-means cells of the embeddings "
+            "then picks the most typical sample of each of budget k-means cells of the embeddings "
             "(typical selection) rather than the narrow difficulty window, which measured below "
             "a random subset on such data (see the README's 'Benchmark' section).",
             trust.explain().capitalize(),

@@ -2,8 +2,8 @@
 
 On a difficulty score, the hardest beta share is cut (likely wrong pseudo-labels), then either
 the double-end window keeps the next budget in rank order, or CCS draws the budget evenly
-across the difficulty range left; or, with no score at all, typical selection takes the densest
-sample of each of budget k-means cells of the embeddings. ``mode="auto"`` picks by the
+across the difficulty range left; or, with no score at all, typical selection takes the most
+typical sample of each of budget k-means cells of the embeddings. ``mode="auto"`` picks by the
 pseudo-labels' recorded trust. Each round is a tag, a saved view and a run of the key.
 Algorithms: `fiftyone_elfs.selection.pruning` (budgets, window, CCS, label-free beta),
 `fiftyone_elfs.selection.typical` and `fiftyone_elfs.selection.modes` (the rule between them);
