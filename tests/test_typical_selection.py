@@ -42,6 +42,8 @@ def test_density_is_higher_inside_a_cluster_than_for_scattered_points():
     density = neighbour_density(_unit(X))
     assert density[groups >= 0].min() > density[groups < 0].max()
     assert neighbour_density(_unit(X[:1])).tolist() == [0.0]  # one row: no neighbours
+    some = np.array([130, 3, 77])  # a few rows' figures, still against every row
+    np.testing.assert_allclose(neighbour_density(_unit(X), rows=some), density[some], rtol=1e-5)
 
 
 def test_typicality_is_measured_inside_each_cell_not_across_the_pool():
@@ -58,13 +60,15 @@ def test_typicality_is_measured_inside_each_cell_not_across_the_pool():
     cells = _nearest_centre(_spherical_kmeans(Xn, budget, 0, sample_all=True), Xn)  # the same
     in_cell, pool = in_cell_density(Xn, cells), neighbour_density(Xn)
     assert np.unique(cells[chosen]).size == budget  # one pick per cell
-    disagree = 0
+    disagree = pairs = 0
     for c in np.unique(cells):
         members = np.flatnonzero(cells == c)
         typical = members[np.lexsort((-pool[members], -in_cell[members]))[0]]
         assert chosen[cells[chosen] == c][0] == typical
         disagree += int(typical != members[np.argmax(pool[members])])
+        pairs += int(members.size == 2)
     assert disagree >= 10  # the data tells the two rules apart
+    assert pairs >= 3  # and has pairs, whose tie only the pool's density breaks
 
 
 def test_in_cell_density_matches_a_search_inside_each_cell():

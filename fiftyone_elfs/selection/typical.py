@@ -75,20 +75,26 @@ def _nearest_centre(km: object, Xn: np.ndarray) -> np.ndarray:
     return cells
 
 
-def neighbour_density(Xn: np.ndarray, neighbours: int = _NEIGHBOURS) -> np.ndarray:
+def neighbour_density(
+    Xn: np.ndarray, neighbours: int = _NEIGHBOURS, rows: np.ndarray | None = None
+) -> np.ndarray:
     """Mean cosine similarity of each unit row to its ``neighbours`` nearest other rows (exact;
-    higher = denser = more typical). One row alone has density 0."""
+    higher = denser = more typical). One row alone has density 0.
+
+    ``rows``: only these rows' figures (still against all rows), in their order; all by default.
+    """
     import faiss
 
     n = Xn.shape[0]
+    queries = Xn if rows is None else Xn[np.asarray(rows, dtype=np.int64)]
     k = min(int(neighbours), n - 1)
     if k < 1:
-        return np.zeros(n, dtype=np.float32)
+        return np.zeros(queries.shape[0], dtype=np.float32)
     index = faiss.IndexFlatIP(Xn.shape[1])
     index.add(Xn)
-    density = np.empty(n, dtype=np.float32)
-    for start in range(0, n, _ASSIGN_BATCH):
-        sims, _ = index.search(Xn[start : start + _ASSIGN_BATCH], k + 1)
+    density = np.empty(queries.shape[0], dtype=np.float32)
+    for start in range(0, queries.shape[0], _ASSIGN_BATCH):
+        sims, _ = index.search(queries[start : start + _ASSIGN_BATCH], k + 1)
         density[start : start + _ASSIGN_BATCH] = sims[:, 1:].mean(axis=1)
     return density
 
@@ -133,6 +139,24 @@ def in_cell_density(Xn: np.ndarray, cells: np.ndarray, neighbours: int = _NEIGHB
         members = order[bounds[c] : bounds[c + 1]]
         density[members] = neighbour_density(Xn[members], neighbours)
     return density
+
+
+def _density_of_tied_tops(
+    Xg: np.ndarray, rows: np.ndarray, cells: np.ndarray, dens: np.ndarray
+) -> np.ndarray:
+    """The group-wide density of the ``rows`` tied for their cell's highest in-cell figure (the
+    two members of a pair, always), 0 for the others: only those ties need it, so the group's
+    search runs for a few rows instead of all of them."""
+    out = np.zeros(rows.size, dtype=np.float32)
+    if rows.size == 0:
+        return out
+    top = np.full(int(cells.max()) + 1, -np.inf, dtype=np.float32)
+    np.maximum.at(top, cells, dens)
+    at_top = dens == top[cells]
+    tied = at_top & (np.bincount(cells[at_top], minlength=top.size)[cells] > 1)
+    if tied.any():
+        out[tied] = neighbour_density(Xg, rows=rows[tied])
+    return out
 
 
 def _coarse_groups(Xn: np.ndarray, group_rows: int, seed: int) -> np.ndarray:
@@ -195,9 +219,8 @@ def typical_select(
             continue
         Xg = Xn[members]
         q = int(quota[g])
-        pool_density = neighbour_density(Xg)  # breaks ties of the in-cell figure (pairs)
         if q == 0:  # no cell here: the group's density, for the fill-up below
-            density[members] = pool_density
+            density[members] = neighbour_density(Xg)
             continue
         seed_g = int(seed) + (1 + g if n_groups > 1 else 0)
         if q >= members.size:
@@ -210,8 +233,9 @@ def typical_select(
         cell_sizes = np.bincount(cells, minlength=covered.size)
         open_rows = np.flatnonzero(~taken[members] & ~covered[cells])
         dens = density[members[open_rows]]
+        tie_break = _density_of_tied_tops(Xg, open_rows, cells[open_rows], dens)
         # by cell, the most typical first (ties: the denser in the group)
-        by_cell = open_rows[np.lexsort((-pool_density[open_rows], -dens, cells[open_rows]))]
+        by_cell = open_rows[np.lexsort((-tie_break, -dens, cells[open_rows]))]
         first = np.ones(by_cell.size, dtype=bool)
         first[1:] = cells[by_cell][1:] != cells[by_cell][:-1]
         best = by_cell[first]
