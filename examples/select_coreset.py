@@ -391,7 +391,9 @@ def print_summary(dataset, args, result, emb, brain_key, outputs, timings) -> No
     core = count_labels(result.view(dataset).values(f"{label_field}.label"))
     print("\n=== ELFS coreset summary ===")
     share = 100 * result.budget / max(result.n_pool, 1)
-    print(f"selected {result.budget} of {result.n_pool} samples ({share:.1f}%) by {result.score}")
+    # typical selection draws from the embeddings: the difficulty score is not what chose
+    how = "typical selection" if result.mode == "typical" else result.score
+    print(f"selected {result.budget} of {result.n_pool} samples ({share:.1f}%) by {how}")
     reason = result.beta_reason  # the label-free rule's reason starts with "beta = ..."
     if not reason.startswith("beta"):
         reason = f"beta = {result.beta:.4g}: {reason}"

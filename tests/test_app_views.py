@@ -180,6 +180,27 @@ def test_panel_loads_the_run_and_renders_its_charts(dataset):
     text = str(rendered)
     for name in ("difficulty_histogram", "cluster_balance", "open_embeddings", "export"):
         assert name in text
+    assert "Difficulty (aum): where the ranking was cut" in text  # the window cut it
+
+
+def test_panel_does_not_call_a_typical_selection_a_cut(dataset):
+    elfs.run_pipeline(
+        dataset,
+        budget_fraction=0.2,
+        n_clusters=10,
+        clustering="kmeans",
+        key="elfs",
+        embeddings_field="elfs_embedding",
+        epochs=5,
+        mode="typical",
+    )
+    panel = ElfsPanel()
+    ctx, _ = _panel_context(dataset, "on_load")
+    panel.on_load(ctx)
+    assert "Selection rule: **typical**" in ctx.panel.state.outcome
+    text = str(panel.render(ctx).to_json())
+    assert "typical selection does not choose by it" in text
+    assert "where the ranking was cut" not in text
 
 
 def test_panel_is_registered_and_its_events_run_through_the_operator_machinery(dataset):

@@ -81,6 +81,10 @@ def test_main_job_default_runs_offline_without_shared_data(tmp_path):
         out = done.stdout
         assert "Dataset 'elfs-demo-digits': 1797 images" in out
         assert "selected 180 of 1797 samples" in out
+        # the line says what chose the samples: the rule's name when it is typical selection
+        (rule,) = [line for line in out.splitlines() if line.startswith("selection rule: ")]
+        chose = "typical selection" if rule.startswith("selection rule: typical:") else "aum"
+        assert f"samples (10.0%) by {chose}" in out
         assert out.count("cluster_") >= 10
         assert "skipped images: 0" in out
         export = tmp_path / "work" / "export" / "elfs-demo-digits-elfs"

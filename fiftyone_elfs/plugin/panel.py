@@ -48,6 +48,14 @@ def histogram_traces(hist: run_summary.ScoreHistogram) -> list[dict[str, Any]]:
     return traces
 
 
+def histogram_title(score: str, mode: str | None) -> str:
+    """The difficulty chart's title: where the ranking was cut, or, for typical selection (which
+    does not rank by difficulty), only where its picks fell on that score."""
+    if mode == "typical":
+        return f"Difficulty ({score}) of the pool: typical selection does not choose by it"
+    return f"Difficulty ({score}): where the ranking was cut"
+
+
 def cluster_traces(clusters: list[tuple[str, int, int]]) -> list[dict[str, Any]]:
     """Share of each pseudo-label in the pool and in the coreset (over/under-representation).
 
@@ -250,6 +258,7 @@ class ElfsPanel(foo.Panel):
         ctx.panel.state.has_histogram = bool(summary and summary.histogram)
         ctx.panel.state.has_clusters = bool(summary and summary.clusters)
         ctx.panel.state.score = summary.histogram.score if summary and summary.histogram else ""
+        ctx.panel.state.mode = summary.mode if summary is not None else ""
         if summary is not None and summary.histogram is not None:
             ctx.panel.data.difficulty_histogram = histogram_traces(summary.histogram)
         if summary is not None and summary.clusters:
@@ -295,7 +304,7 @@ class ElfsPanel(foo.Panel):
         actions.btn("show_all", label="Show all samples", on_click=self.show_all)
         actions.btn("export", label="Export coreset...", on_click=self.export)
         if state.has_histogram:
-            title = f"Difficulty ({state.score}): where the ranking was cut"
+            title = histogram_title(state.score, state.mode)
             layout = _bar_layout(title, state.score, "samples", barmode="stack", bargap=0)
             panel.plot("difficulty_histogram", layout=layout, config={"displayModeBar": False})
         if state.has_clusters:
