@@ -188,6 +188,9 @@ def test_typical_mode_picks_dense_samples_of_every_cluster_without_a_cut(modes_d
         assert dist[members & (region == "coreset")].mean() < dist[members].mean()
     stored = modes_dataset.load_run_results("t_coreset")
     assert stored.mode == "typical" and stored.n_selected == 60
+    # the saved view names what chose its samples (not the difficulty score it did not use)
+    info = modes_dataset.get_saved_view_info(result.saved_view)
+    assert info["description"].endswith("60 of 300 samples by typical selection")
 
 
 def test_typical_rounds_never_reselect_and_keep_the_rule(modes_dataset):
@@ -196,6 +199,8 @@ def test_typical_rounds_never_reselect_and_keep_the_rule(modes_dataset):
     assert second.mode == "typical" and second.round == 2 and len(second.selected_ids) == 30
     assert not set(second.selected_ids) & set(first.selected_ids)
     assert modes_dataset.load_run_results("elfs_round2").mode == "typical"
+    info = modes_dataset.get_saved_view_info(second.saved_view)
+    assert info["description"].endswith("30 more of 300 samples by typical selection")
     with pytest.raises(elfs.ElfsInputError, match="which makes none"):
         elfs.select_more(modes_dataset, budget_count=10, beta=0.3)
     assert "elfs_round3" not in modes_dataset.list_runs()

@@ -225,6 +225,12 @@ def _results(result: CoresetResult, pruned: Any, **extra: Any) -> dict[str, Any]
     }
 
 
+def _chosen_by(score: str, mode: str) -> str:
+    """What chose the samples, for descriptions: the score and rule, or typical selection
+    (which draws from the embeddings and does not use the score)."""
+    return "typical selection" if mode == "typical" else f"{score} ({mode})"
+
+
 def _regions(pruned: Any, mode: str) -> np.ndarray:
     """Each scored sample's region (`runs.REGIONS`): cut at the hard end, selected, or left.
 
@@ -294,7 +300,8 @@ def select_coreset(
     )
     regions = _regions(pruned, mode)
     description = (
-        f"ELFS coreset '{config.key}': {result.budget} of {n} samples by {config.score} ({mode})"
+        f"ELFS coreset '{config.key}': {result.budget} of {n} samples by "
+        f"{_chosen_by(config.score, mode)}"
     )
     record.record(
         samples,
@@ -383,7 +390,7 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
     )
     description = (
         f"ELFS round {round_no} of '{config.key}': {result.budget} more of {n} samples by "
-        f"{config.score}"
+        f"{_chosen_by(config.score, mode)}"
     )
     record.record(
         samples,
