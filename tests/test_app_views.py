@@ -17,7 +17,7 @@ from fiftyone_elfs.plugin.panel import ElfsPanel, cluster_traces, histogram_trac
 PLUGIN = "@fiftyone-elfs/elfs"
 
 
-def _select(dataset, key="elfs", fraction=0.2, visualize=False):
+def _select(dataset, key="elfs", fraction=0.2, visualize=False, mode="window"):
     return elfs.run_pipeline(
         dataset,
         budget_fraction=fraction,
@@ -27,7 +27,7 @@ def _select(dataset, key="elfs", fraction=0.2, visualize=False):
         embeddings_field="elfs_embedding",
         epochs=5,
         visualize=visualize,
-        mode="window",  # these tests check the window's regions; CCS: test_selection_modes
+        mode=mode,  # most tests here check the window's regions; CCS: test_selection_modes
     )
 
 
@@ -184,16 +184,7 @@ def test_panel_loads_the_run_and_renders_its_charts(dataset):
 
 
 def test_panel_does_not_call_a_typical_selection_a_cut(dataset):
-    elfs.run_pipeline(
-        dataset,
-        budget_fraction=0.2,
-        n_clusters=10,
-        clustering="kmeans",
-        key="elfs",
-        embeddings_field="elfs_embedding",
-        epochs=5,
-        mode="typical",
-    )
+    _select(dataset, mode="typical")
     panel = ElfsPanel()
     ctx, _ = _panel_context(dataset, "on_load")
     panel.on_load(ctx)
