@@ -287,7 +287,7 @@ _register(
                 label="Encoder",
                 help=(
                     "'efficientnet-lite0' (offline), 'efficientnet-lite2' (offline, optional "
-                    "extra lite2; use image_size=260), 'timm:<name>' or 'zoo:<FiftyOne zoo model>'."
+                    "extra lite2), 'timm:<name>' or 'zoo:<FiftyOne zoo model>'."
                 ),
             ),
             dataclasses.replace(
@@ -298,10 +298,15 @@ _register(
             Param(
                 "image_size",
                 "int",
-                128,
+                None,
                 min=32,
-                label="Image size (px)",
-                help="Side the images are resized to for the encoder.",
+                optional=True,
+                label="Image size (px, optional)",
+                help=(
+                    "Side the images are resized to for the encoder. Unset: the encoder's own "
+                    "(128 for efficientnet-lite0, fast on a CPU; 260 for efficientnet-lite2; a "
+                    "timm model's pretrained size)."
+                ),
             ),
             Param("batch_size", "int", 64, min=1, label="Batch size", help="Images per batch."),
             NUM_WORKERS,

@@ -426,6 +426,22 @@ def test_timm_encoder_uses_the_model_data_config():
         TimmEncoder("vit_tiny_patch16_224", pretrained=False, device="cpu", image_size=128)
 
 
+def test_default_image_size_is_each_encoders_own():
+    """What an unset image_size means, without loading any weights: the offline encoders' sizes
+    and a timm model's pretrained size (a ViT that takes no other), None for the zoo."""
+    from fiftyone_elfs.embeddings.encoders import default_image_size
+
+    assert default_image_size("efficientnet-lite0") == 128
+    assert default_image_size("efficientnet-lite0-prehead") == 128
+    assert default_image_size("efficientnet-lite2") == 260
+    assert default_image_size("timm:vit_small_patch16_224.dino") == 224
+    assert default_image_size("timm:test_resnet") == 160
+    assert default_image_size("zoo:clip-vit-base32-torch") is None
+    size = default_image_size("timm:vit_tiny_patch16_224")
+    vit = TimmEncoder("vit_tiny_patch16_224", pretrained=False, device="cpu", image_size=size)
+    assert vit.embed([Image.new("RGB", (40, 30))]).shape == (1, vit.dim)
+
+
 def test_timm_encoder_offline_fails_fast_with_the_fix(monkeypatch):
     """Without network and cache: a clear error naming the problem and the fixes."""
     import huggingface_hub

@@ -239,6 +239,17 @@ def test_embeddings_resume_and_skip_unreadable_images(dataset, tmp_path):
     assert not skipped_ids & set(result.selected_ids)
 
 
+def test_an_unset_image_size_is_the_encoders_own_and_is_recorded(dataset):
+    # The dataset was embedded with image_size unset: Lite0's own 128 px is what the run
+    # recorded, so asking for 128 px explicitly reuses every vector, and another size does not.
+    assert dataset.get_run_info("elfs_embeddings").config.image_size == 128
+    report = elfs.compute_embeddings(dataset, key="elfs", image_size=128)
+    assert report["n_computed"] == 0 and report["n_reused"] == len(dataset)
+    other = elfs.compute_embeddings(dataset.limit(3), key="small", image_size=64)
+    assert other["n_computed"] == 3
+    assert dataset.get_run_info("small_embeddings").config.image_size == 64
+
+
 def test_existing_user_field_is_never_overwritten(dataset):
     dataset.clone_sample_field("elfs_embedding", "my_vectors")
     before = dataset.values("my_vectors")

@@ -556,6 +556,21 @@ class TimmEncoder(ImageEncoder):
         return self.model(batch)
 
 
+def default_image_size(name: str) -> int | None:
+    """The input side an encoder uses when none is given: 128 px for the Lite0 encoders (fast
+    on a CPU), 260 for Lite2, a timm model's pretrained size (from timm's registry, nothing
+    downloaded); None for a FiftyOne zoo model (it preprocesses itself) or an unknown name."""
+    key = name.strip() if isinstance(name, str) else name
+    if key in OFFLINE_ENCODERS:
+        return OFFLINE_ENCODERS[key].default_image_size
+    if isinstance(key, str) and key.startswith(TIMM_PREFIX):
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(key[len(TIMM_PREFIX) :].strip())
+        return int(cfg.input_size[-1]) if cfg is not None and cfg.input_size else None
+    return None
+
+
 def load_encoder(name: str = DEFAULT_ENCODER, **kwargs: Any) -> ImageEncoder:
     """Builds an encoder from its name: 'efficientnet-lite0', 'efficientnet-lite0-prehead',
     'efficientnet-lite2' (optional extra) or 'timm:<model_name>'."""

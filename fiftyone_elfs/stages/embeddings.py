@@ -11,10 +11,11 @@ Algorithm: `fiftyone_elfs.embeddings` (encoders, batched image embedding).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -40,7 +41,7 @@ class EmbeddingsConfig(StageConfig):
     key: str
     model: str
     embeddings_field: str | None
-    image_size: int
+    image_size: int | None  # None: the encoder's own (`encoders.default_image_size`)
     batch_size: int
     num_workers: int | None
     overwrite: bool
@@ -56,9 +57,22 @@ class ShardConfig(StageConfig):
     n_shards: int
     key: str
     model: str
-    image_size: int
+    image_size: int | None  # None: the encoder's own (`encoders.default_image_size`)
     batch_size: int
     num_workers: int | None
+
+
+C = TypeVar("C", EmbeddingsConfig, ShardConfig)
+
+
+def _with_image_size(config: C) -> C:
+    """The config with its image size resolved (unset: the encoder's own), so that the record,
+    the check for a changed model and the chunk store all see the size actually used."""
+    if config.image_size is not None:
+        return config
+    from fiftyone_elfs.embeddings.encoders import default_image_size
+
+    return dataclasses.replace(config, image_size=default_image_size(config.model))
 
 
 def run_shard(
@@ -67,6 +81,7 @@ def run_shard(
     """Embeds shard `config.shard` of the images without an embedding into the chunk store
     (nothing is written to the dataset), then marks it done; ``last`` in the result is True
     for the one shard that completed the set (see `fiftyone_elfs.sharding`)."""
+    config = _with_image_size(config)
     names = runs.PipelineNames(config.key)
     dataset_io.require_nonempty(samples)
     if config.model.startswith(ZOO_PREFIX):
@@ -114,6 +129,7 @@ def run(
     samples: SampleCollection, config: EmbeddingsConfig, progress: ProgressFn | None = None
 ) -> dict[str, Any]:
     """Embeds the images without an embedding from the same model; returns what was done."""
+    config = _with_image_size(config)
     names = runs.PipelineNames(config.key)
     dataset_io.require_nonempty(samples)
     field_name = config.embeddings_field or names.embeddings_field
