@@ -4,6 +4,7 @@ tasks through Label Studio's REST API as an annotator would, load back, select t
 
 from __future__ import annotations
 
+import json
 import socket
 
 import fiftyone as fo
@@ -278,3 +279,38 @@ def test_operators_send_and_load_through_fiftyone(dataset, creds):
     ElfsPanel().on_load(ctx)
     assert "round 1: 30, round 2: 20" in ctx.panel.state.labeling
     assert "| op_round | human | 30 | 1 | 0 | 29 |" in ctx.panel.state.labeling
+
+
+def test_the_exported_tasks_open_their_images_in_label_studio(dataset, tmp_path):
+    # The README's file hand-over, against a real server: a project with the exported config,
+    # the tasks imported from labelstudio_tasks.json, and a Local files source storage over
+    # <export_dir>/media (not synced). Without that storage the server refuses the images.
+    _pipeline(dataset)
+    export_dir = tmp_path / "to_label"
+    classes = sorted(set(dataset.values("ground_truth.label")))
+    elfs.export_coreset(dataset, str(export_dir), formats=("labelstudio",), classes=classes)
+    tasks = json.loads((export_dir / "labelstudio_tasks.json").read_text())
+    env = {
+        "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(export_dir),
+    }
+    server = start_label_studio(tmp_path / "label-studio", env=env)
+    try:
+        config = (export_dir / "labelstudio_config.xml").read_text()
+        project = _api(server, "POST", "/api/projects", json={"label_config": config})
+        _api(server, "POST", f"/api/projects/{project['id']}/import", json=tasks)
+        imported = _tasks(server, project["id"])
+        assert len(imported) == len(tasks) == len(dataset.match_tags("elfs_coreset"))
+        url = server.url + imported[0]["data"]["image"]
+        auth = {"Authorization": f"Token {server.api_key}"}
+        assert requests.get(url, headers=auth, timeout=30).status_code == 404  # no storage yet
+        storage = {"project": project["id"], "path": str(export_dir / "media"), "title": "media"}
+        _api(server, "POST", "/api/storages/localfiles", json=storage)
+        for task in imported[:3]:
+            image = requests.get(server.url + task["data"]["image"], headers=auth, timeout=30)
+            assert image.status_code == 200, (task["data"]["image"], image.status_code)
+            name = task["data"]["image"].rsplit("/", 1)[-1]
+            assert image.content == (export_dir / "media" / name).read_bytes()
+        assert len(_tasks(server, project["id"])) == len(tasks)  # the storage added no task
+    finally:
+        server.stop()
