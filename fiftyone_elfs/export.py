@@ -188,7 +188,9 @@ def export_coreset(
     "media": the images (names kept, collisions suffixed) plus `manifest.csv`;
     "fiftyone": a FiftyOne dataset folder (`fo.Dataset.from_dir(..., FiftyOneDataset)`);
     "labelstudio": a task JSON importable into a Label Studio project (images referenced through
-    Label Studio's local-files storage rooted at `export_dir`) and the matching labeling config:
+    Label Studio's local-file serving rooted at `export_dir`; the project needs a Local files
+    source storage over `export_dir/media`, not synced, for them to load) and the matching
+    labeling config:
     a single choice among `classes`, or a free-text answer when no classes are given. A task is
     pre-annotated with its cluster's class from `prelabel_map` ({cluster: class}); clusters
     without a class, and every task without a map, get no pre-annotation.
