@@ -36,9 +36,12 @@ from fiftyone_elfs.param_rows import (
     CLUSTERING,
     KEY,
     MODE,
+    MODEL,
     N_CLUSTERS,
+    OFFLINE_ENCODER_NAMES,
     SEED,
     Param,
+    is_encoder_name,
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,6 +58,7 @@ FLAGS = {
     "beta": "--beta",
     "key": "--key",
     "seed": "--seed",
+    "model": "--model",
 }
 
 
@@ -78,6 +82,17 @@ def in_flag_words(message: str) -> str:
             message = re.sub(rf"^{name} ", f"{flag} ", message)
     message = re.sub(r"leave (--[\w-]+)=None", r"leave out \1", message)
     return re.sub(r"(--[\w-]+)=None", r"no \1", message)
+
+
+def encoder_name(text: str) -> str:
+    """An argparse type: an encoder name of a form the library loads (whether it loads, e.g.
+    a timm model's weights offline, is checked when the embeddings start)."""
+    if is_encoder_name(text):
+        return text.strip()
+    raise argparse.ArgumentTypeError(
+        f"unknown encoder {text!r}. Fix: use {', '.join(OFFLINE_ENCODER_NAMES)} (offline), "
+        "'timm:<model name>' or 'zoo:<FiftyOne zoo model>' (these two download their weights)."
+    )
 
 
 def checked(row: Param, flag: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -152,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=MODE.choices,
         default=MODE.default,
         help=f"{MODE.help} (default {MODE.default})",
+    )
+    parser.add_argument(
+        "--model",
+        type=encoder_name,
+        default=MODEL.default,
+        help=f"the encoder of the embeddings: {MODEL.help} (default {MODEL.default})",
     )
     parser.add_argument(
         "--beta",
@@ -343,7 +364,7 @@ def run(dataset, args: argparse.Namespace) -> int:
         return value
 
     common = dict(key=args.key)
-    emb = timed("embeddings", elfs.compute_embeddings, dataset, **common)
+    emb = timed("embeddings", elfs.compute_embeddings, dataset, model=args.model, **common)
     timed(
         "pseudo-labels",
         elfs.compute_pseudo_labels,
@@ -414,6 +435,8 @@ def print_summary(dataset, args, result, emb, brain_key, outputs, timings) -> No
     print("per-cluster counts (pool -> coreset):")
     for label in sorted(pool, key=natural_key):
         print(f"  {label}: {pool[label]:6d} -> {core.get(label, 0)}")
+    size = dataset.get_run_info(f"{args.key}_embeddings").config.image_size
+    print(f"embeddings: {args.model}" + (f" at {size} px" if size else ""))
     print(f"skipped images: {emb['n_skipped']} (reused embeddings: {emb['n_reused']})")
     for item in emb["skipped"][:5]:
         print(f"  {item['filepath']}: {item['reason']}")

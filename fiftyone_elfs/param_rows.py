@@ -273,6 +273,34 @@ KEY = Param(
     help="Names this selection's fields, tag, saved view and runs (letters, digits, _).",
 )
 SEED = Param("seed", "int", 0, min=0, label="Random seed", help="Same seed, same result.")
+#: The encoders that ship with the package and work offline (= the keys of
+#: `embeddings.encoders.OFFLINE_ENCODERS`, tested); "timm:<name>" and "zoo:<name>" download.
+OFFLINE_ENCODER_NAMES = ("efficientnet-lite0", "efficientnet-lite0-prehead", "efficientnet-lite2")
+#: Prefixes of the encoders loaded by name from timm or FiftyOne's model zoo.
+ENCODER_PREFIXES = ("timm:", "zoo:")
+MODEL = Param(
+    "model",
+    "str",
+    OFFLINE_ENCODER_NAMES[0],  # = embeddings.encoders.DEFAULT_ENCODER (tested)
+    label="Encoder",
+    help=(
+        "'efficientnet-lite0' (offline), 'efficientnet-lite2' (offline, optional extra lite2), "
+        "'timm:<name>' or 'zoo:<FiftyOne zoo model>'."
+    ),
+)
+
+
+def is_encoder_name(name: object) -> bool:
+    """Whether `name` has a form `load_encoder` (or the zoo path) accepts: an offline encoder's
+    name or a non-empty name after 'timm:' / 'zoo:'. Whether it loads is checked when it does."""
+    if not isinstance(name, str):
+        return False
+    key = name.strip()
+    return key in OFFLINE_ENCODER_NAMES or any(
+        key.startswith(p) and key[len(p) :].strip() for p in ENCODER_PREFIXES
+    )
+
+
 EMBEDDINGS_FIELD = Param(
     "embeddings_field",
     "str",

@@ -34,7 +34,6 @@ from fiftyone_elfs.difficulty.contrastive import (
     train_contrastive_similarity,
 )
 from fiftyone_elfs.difficulty.training_dynamics import DEFAULT_PROXY_EPOCHS
-from fiftyone_elfs.embeddings.encoders import DEFAULT_ENCODER
 from fiftyone_elfs.errors import ElfsInputError, input_boundary
 from fiftyone_elfs.param_rows import (  # noqa: F401 - re-exported: the types and shared rows
     BETA,
@@ -46,6 +45,7 @@ from fiftyone_elfs.param_rows import (  # noqa: F401 - re-exported: the types an
     EMBEDDINGS_FIELD,
     KEY,
     MODE,
+    MODEL,
     N_CLUSTERS,
     NUM_WORKERS,
     PROXY,
@@ -280,16 +280,7 @@ _register(
         "compute_embeddings",
         (
             KEY,
-            Param(
-                "model",
-                "str",
-                DEFAULT_ENCODER,
-                label="Encoder",
-                help=(
-                    "'efficientnet-lite0' (offline), 'efficientnet-lite2' (offline, optional "
-                    "extra lite2), 'timm:<name>' or 'zoo:<FiftyOne zoo model>'."
-                ),
-            ),
+            MODEL,
             dataclasses.replace(
                 EMBEDDINGS_FIELD,
                 form=False,
@@ -527,16 +518,7 @@ _register(
             PROXY,
             CNN_PARAMS,
             PROXY_EPOCHS,
-            Param(
-                "model",
-                "str",
-                DEFAULT_ENCODER,
-                label="Encoder",
-                help=(
-                    "'efficientnet-lite0' (offline), 'efficientnet-lite2' (offline, optional "
-                    "extra lite2), 'timm:<name>' or 'zoo:<FiftyOne zoo model>'."
-                ),
-            ),
+            MODEL,
             dataclasses.replace(
                 EMBEDDINGS_FIELD,
                 label="Existing embeddings field (optional)",

@@ -55,6 +55,8 @@ def _run(*args: str, cwd: str | None = None) -> tuple[dict, str]:
         (["--beta", "1"], ["--beta: must be a number in [0, 1)", "leave out --beta"]),
         (["--key", "my-run"], ["--key: Invalid run key 'my-run'", "Fix: use letters"]),
         (["--clustering", "dbscan"], ["--clustering: invalid choice: 'dbscan'"]),
+        (["--model", "resnet50"], ["--model: unknown encoder 'resnet50'", "Fix:", "'timm:<"]),
+        (["--model", "timm: "], ["--model: unknown encoder 'timm: '", "efficientnet-lite2"]),
         (
             ["--budget-fraction", "0.2", "--budget-count", "10"],
             ["--budget-count: not allowed with argument --budget-fraction"],
@@ -169,3 +171,20 @@ def test_a_folder_whose_dataset_name_is_taken_gets_its_own_dataset_and_keeps_it(
         for n in (name, f"{name}-2", f"{name}-3"):
             if fo.dataset_exists(n):
                 fo.delete_dataset(n)
+
+
+def test_the_model_flag_takes_every_form_the_library_loads():
+    import runpy
+
+    from fiftyone_elfs.embeddings.encoders import DEFAULT_ENCODER, OFFLINE_ENCODERS
+    from fiftyone_elfs.param_rows import MODEL, OFFLINE_ENCODER_NAMES
+
+    assert OFFLINE_ENCODER_NAMES == tuple(OFFLINE_ENCODERS) and MODEL.default == DEFAULT_ENCODER
+    parser = runpy.run_path(MAIN_JOB)["build_parser"]()
+    assert parser.parse_args([]).model == DEFAULT_ENCODER
+    for name in (
+        *OFFLINE_ENCODER_NAMES,
+        "timm:vit_small_patch16_224.dino",
+        "zoo:clip-vit-base32-torch",
+    ):
+        assert parser.parse_args(["--model", name]).model == name

@@ -87,6 +87,7 @@ def test_main_job_default_runs_offline_without_shared_data(tmp_path):
         assert f"samples (10.0%) by {chose}" in out
         assert out.count("cluster_") >= 10
         assert "skipped images: 0" in out
+        assert "embeddings: efficientnet-lite0 at 128 px" in out  # the encoder's own size
         export = tmp_path / "work" / "export" / "elfs-demo-digits-elfs"
         assert len(os.listdir(export / "media")) == 180
         assert (export / "labelstudio_tasks.json").is_file()
