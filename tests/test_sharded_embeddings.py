@@ -173,3 +173,20 @@ def test_a_resumed_shard_reads_no_vector_back_and_counts_what_was_stored(images,
     finally:
         embedding_chunks.clear(ds_id, key)
         sharding.clear(ds_id, key)
+
+
+def test_the_planned_pipeline_is_stored_as_checked_plain_values(images):
+    # numpy scalars pass the library's checks; the plan must hold what MongoDB can store, and a
+    # deprecated keyword is stored under its current name, as run_pipeline itself would take it.
+    with pytest.warns(DeprecationWarning, match="proxy_epochs"):
+        queued = queue_sharded_pipeline(
+            images, 2, key=KEY, budget_fraction=np.float32(0.25), n_clusters=np.int64(3),
+            proxy_epochs=2, visualize=False,
+        )  # fmt: skip
+    assert len(queued) == 2
+    planned = sharding.planned_pipeline(dataset_io.dataset_id(images), KEY)
+    assert planned == dict(key=KEY, budget_fraction=0.25, n_clusters=3, epochs=2, visualize=False)
+    assert type(planned["budget_fraction"]) is float and type(planned["n_clusters"]) is int
+    service = DelegatedOperationService()  # the two queued shards are not run here
+    for op in service.get_queued_operations(dataset_name=images.name):
+        service.delete_operation(op.id)

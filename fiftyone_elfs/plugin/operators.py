@@ -156,7 +156,7 @@ def _embed_shard_then_queue_the_rest(samples: Any, shard: int, n_shards: int, **
     delegated operation (its embedding stage writes the field from the stored chunks)."""
     result = api.embed_shard(samples, shard, n_shards, **kwargs)
     if result["last"]:
-        key = kwargs.get("key", "elfs")
+        key = kwargs.get("key", params.KEY.default)
         planned = sharding.planned_pipeline(dataset_io.dataset_id(samples), key)
         if planned is not None:
             foo.get_operator(f"{PLUGIN}/{RunElfsPipeline.name}")(samples, delegate=True, **planned)
@@ -189,9 +189,11 @@ def queue_sharded_pipeline(samples: Any, n_shards: int, **pipeline_kwargs: Any) 
     (``FIFTYONE_DATABASE_URI``) and have the plugin (``FIFTYONE_PLUGINS_DIR``): they embed the
     shards in parallel, then one of them runs the pipeline. Returns the queued operations.
     """
-    checked = params.OPERATIONS["run_pipeline"].validate(pipeline_kwargs)
-    key = checked.get("key", "elfs")
-    sharding.plan(dataset_io.dataset_id(samples), key, n_shards, dict(pipeline_kwargs))
+    operation = params.OPERATIONS["run_pipeline"]
+    checked = operation.validate(operation.rename_deprecated(pipeline_kwargs))
+    key = checked.get("key", params.KEY.default)
+    # the checked values: plain Python (a numpy scalar is accepted, and MongoDB stores none)
+    sharding.plan(dataset_io.dataset_id(samples), key, n_shards, checked)
     embed = {name: checked[name] for name in ("key", "model") if name in checked}
     operator = foo.get_operator(f"{PLUGIN}/{EmbedShard.name}")
     return [operator(samples, shard, n_shards, delegate=True, **embed) for shard in range(n_shards)]
