@@ -301,6 +301,29 @@ def is_encoder_name(name: object) -> bool:
     )
 
 
+#: A Classification field of labels annotators returned (each operation says what it does with it).
+LABEL_FIELD = Param("label_field", "str", None, optional=True, label="Label field (optional)")
+#: The class names annotators choose from in Label Studio (export, send).
+CLASSES = Param(
+    "classes",
+    "str_list",
+    None,
+    optional=True,
+    label="Classes (optional)",
+    help="The class names annotators choose from in Label Studio (comma-separated in "
+    "the form); None: they type the class as free text.",
+    fix="Pass e.g. classes=['cat', 'dog'], or None for a free-text answer.",
+)
+#: {cluster: class}: each task's pre-annotation is its cluster's class (export, send).
+PRELABEL_MAP = Param(
+    "prelabel_map",
+    "dict",
+    None,
+    optional=True,
+    form=False,
+    help="{cluster: class}: pre-annotate each task with its cluster's class (needs "
+    "classes); clusters left out, and every task without a map, get none.",
+)
 EMBEDDINGS_FIELD = Param(
     "embeddings_field",
     "str",

@@ -41,13 +41,16 @@ from fiftyone_elfs.param_rows import (  # noqa: F401 - re-exported: the types an
     BUDGET,
     BUDGET_COUNT,
     BUDGET_FRACTION,
+    CLASSES,
     CLUSTERING,
     EMBEDDINGS_FIELD,
     KEY,
+    LABEL_FIELD,
     MODE,
     MODEL,
     N_CLUSTERS,
     NUM_WORKERS,
+    PRELABEL_MAP,
     PROXY,
     REQUIRED,
     SEED,
@@ -230,6 +233,15 @@ CNN_WIDTH = Param(
     label="Small CNN width",
     help="Channels of the small CNN's first layer (doubling twice).",
 )
+#: The side images are decoded to for training a network on them (the CNN proxy, SimCLR/MoCo).
+TRAIN_IMAGE_SIZE = Param(
+    "image_size",
+    "int",
+    _default(train_cnn_proxy, "image_size"),
+    min=8,
+    label="Training image size (px)",
+    help="Side the images are decoded to for training.",
+)
 CNN_PARAMS = Param(
     "cnn_params",
     "dict",
@@ -250,13 +262,7 @@ CNN_PARAMS = Param(
             help="'small' suits a CPU; 'resnet18' is the paper's, for a GPU.",
         ),
         CNN_WIDTH,
-        Param(
-            "image_size",
-            "int",
-            _default(train_cnn_proxy, "image_size"),
-            min=8,
-            label="Training image size (px)",
-        ),
+        TRAIN_IMAGE_SIZE,
         Param("batch_size", "int", _default(train_cnn_proxy, "batch_size"), min=1, form=False),
         Param("lr", "float", _default(train_cnn_proxy, "lr"), min=0, min_open=True, form=False),
         Param("num_threads", "int", None, min=1, optional=True, form=False),
@@ -359,11 +365,8 @@ _register(
             PROXY,
             CNN_PARAMS,
             PROXY_EPOCHS,
-            Param(
-                "label_field",
-                "str",
-                None,
-                optional=True,
+            dataclasses.replace(
+                LABEL_FIELD,
                 label="Returned labels field (optional)",
                 help="A Classification field of labels annotators returned: the proxy trains on "
                 "them where they exist and on a linear probe's predictions elsewhere.",
@@ -387,14 +390,7 @@ _register(
                 label="Epochs",
                 help="Contrastive training epochs.",
             ),
-            Param(
-                "image_size",
-                "int",
-                32,
-                min=8,
-                label="Training image size (px)",
-                help="Side the images are decoded to for training.",
-            ),
+            TRAIN_IMAGE_SIZE,
             dataclasses.replace(CNN_WIDTH, label="CNN width"),
             Param(
                 "contrastive_method",
@@ -448,13 +444,8 @@ _register(
         (
             KEY,
             BUDGET,
-            Param(
-                "label_field",
-                "str",
-                None,
-                optional=True,
-                label="Label field (optional)",
-                help="Samples already labeled here are never selected again.",
+            dataclasses.replace(
+                LABEL_FIELD, help="Samples already labeled here are never selected again."
             ),
             BETA_MODE,
             SCORE,
@@ -565,25 +556,8 @@ _register(
                 help="What to write: the images with a CSV manifest, a FiftyOne dataset, Label "
                 "Studio tasks.",
             ),
-            Param(
-                "classes",
-                "str_list",
-                None,
-                optional=True,
-                label="Classes (optional)",
-                help="The class names annotators choose from in Label Studio (comma-separated in "
-                "the form); None: they type the class as free text.",
-                fix="Pass e.g. classes=['cat', 'dog'], or None for a free-text answer.",
-            ),
-            Param(
-                "prelabel_map",
-                "dict",
-                None,
-                optional=True,
-                form=False,
-                help="{cluster: class}: pre-annotate each task with its cluster's class (needs "
-                "classes); clusters left out, and every task without a map, get none.",
-            ),
+            CLASSES,
+            PRELABEL_MAP,
             Param(
                 "include_pseudo_labels",
                 "bool",
@@ -641,18 +615,18 @@ _register(
         "send_to_label_studio",
         (
             ANNO_KEY,
-            Param(
-                "classes",
-                "str_list",
-                REQUIRED,
+            dataclasses.replace(
+                CLASSES,
+                default=REQUIRED,
+                optional=False,
                 label="Classes",
                 help="The class names annotators choose from (comma-separated in the form).",
                 fix="Pass e.g. classes=['cat', 'dog'].",
             ),
-            Param(
-                "label_field",
-                "str",
-                "ground_truth",
+            dataclasses.replace(
+                LABEL_FIELD,
+                default="ground_truth",
+                optional=False,
                 label="Label field",
                 help="Where the annotators' answers are loaded back.",
             ),
@@ -665,14 +639,7 @@ _register(
                 help="e.g. 'elfs_pseudo_label': each task offers the class its cluster maps to "
                 "(prelabel_map, or the class annotators gave its members in earlier rounds).",
             ),
-            Param(
-                "prelabel_map",
-                "dict",
-                None,
-                optional=True,
-                form=False,
-                help="{cluster: class} for the pre-annotations.",
-            ),
+            dataclasses.replace(PRELABEL_MAP, help="{cluster: class} for the pre-annotations."),
             _LS_URL,
             _LS_API_KEY,
             Param(
