@@ -61,6 +61,7 @@ class AnnotationSummary:
     project_url: str = ""
 
     def as_dict(self) -> dict[str, Any]:
+        """The counts and ids as a plain dict (operator results, run records)."""
         return asdict(self)
 
 

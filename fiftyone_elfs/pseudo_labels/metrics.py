@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
@@ -39,7 +41,7 @@ def cluster_accuracy(true: np.ndarray, pred: np.ndarray) -> float:
     return float(table[rows, cols].sum() / table.sum())
 
 
-def hungarian_match(true: np.ndarray, pred: np.ndarray) -> dict:
+def hungarian_match(true: np.ndarray, pred: np.ndarray) -> dict[Any, Any]:
     """The cluster -> class mapping behind `cluster_accuracy` (clusters left unmatched, when
     there are more clusters than classes, are absent)."""
     clusters, classes, _, rows, cols = _assignment(true, pred)

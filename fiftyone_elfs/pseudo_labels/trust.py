@@ -30,6 +30,7 @@ are clustered, so the cost does not grow with the pool beyond the sampling.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -70,7 +71,7 @@ class PseudoLabelTrust:
             "neighbours share a sample's pseudo-label"
         )
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         """JSON-able figures (for run records)."""
         return asdict(self)
 
