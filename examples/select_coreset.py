@@ -40,9 +40,9 @@ from fiftyone_elfs.param_rows import (
     N_CLUSTERS,
     OFFLINE_ENCODER_NAMES,
     SEED,
-    Param,
     is_encoder_name,
 )
+from fiftyone_elfs.param_types import Param
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_CIFAR = os.path.join(REPO, "..", "shared", "data", "cifar10-jpg.tar.gz")

@@ -52,13 +52,10 @@ from fiftyone_elfs.param_rows import (  # noqa: F401 - re-exported: the types an
     NUM_WORKERS,
     PRELABEL_MAP,
     PROXY,
-    REQUIRED,
     SEED,
     TEMI_PARAMS,
-    TYPES,
-    Param,
-    Switch,
 )
+from fiftyone_elfs.param_types import REQUIRED, TYPES, Param, Switch  # noqa: F401 - re-exported
 from fiftyone_elfs.runs import SCORE_NAMES, SELECTION_SCORES
 
 F = TypeVar("F", bound=Callable[..., Any])
