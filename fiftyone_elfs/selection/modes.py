@@ -66,7 +66,7 @@ _WEAK_TRUST_EXPECTATION = (
     "digit sets at 90% pruning, a few images per class); "
     "pseudo-labels closer to the real classes, e.g. from a "
     "self-supervised encoder (model='timm:vit_small_patch16_224.dino', which downloads its "
-    "weights once and runs at 224 px, about 20 times the default encoder's time per image on "
+    "weights once and runs at 224 px, about 18 times the default encoder's time per image on "
     "a CPU; a GPU is used when present), are what would let the difficulty ranking add to this"
 )
 
