@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="append one JSON line per encoder here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    rows = []
     for shown, build in ENCODERS.items():
         size = default_image_size(SIZE_OF[shown])
         per_image = seconds_per_image(build(), size, args.batch, args.repeats)
@@ -69,9 +70,10 @@ def main() -> None:
             machine=platform.processor() or platform.machine(),
         )
         print(json.dumps(row), flush=True)
-        if args.out:
-            with open(args.out, "a") as f:
-                f.write(json.dumps(row) + "\n")
+        rows.append(row)
+    if args.out:  # all rows at the end: a run cut short leaves none half-written
+        with open(args.out, "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
 
 
 if __name__ == "__main__":
