@@ -20,19 +20,19 @@ import torch
 
 from fiftyone_elfs.embeddings.encoders import TimmEncoder, default_image_size, load_encoder
 
-# (name shown, how to build it, the name default_image_size reads)
-ENCODERS = {
-    "efficientnet-lite0": lambda: load_encoder("efficientnet-lite0", device="cpu"),
-    "timm:vit_small_patch16_224 (random weights; = the .dino architecture)": lambda: TimmEncoder(
-        "vit_small_patch16_224", pretrained=False, device="cpu"
+#: (name shown, the name whose unset image size is used, how to build it)
+ENCODERS = (
+    (
+        "efficientnet-lite0",
+        "efficientnet-lite0",
+        lambda: load_encoder("efficientnet-lite0", device="cpu"),
     ),
-}
-SIZE_OF = {
-    "efficientnet-lite0": "efficientnet-lite0",
-    "timm:vit_small_patch16_224 (random weights; = the .dino architecture)": (
-        "timm:vit_small_patch16_224.dino"
+    (
+        "timm:vit_small_patch16_224 (random weights; = the .dino architecture)",
+        "timm:vit_small_patch16_224.dino",
+        lambda: TimmEncoder("vit_small_patch16_224", pretrained=False, device="cpu"),
     ),
-}
+)
 
 
 def seconds_per_image(encoder, size: int, batch: int, repeats: int) -> float:
@@ -57,8 +57,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
-    for shown, build in ENCODERS.items():
-        size = default_image_size(SIZE_OF[shown])
+    for shown, sized_as, build in ENCODERS:
+        size = default_image_size(sized_as)
         per_image = seconds_per_image(build(), size, args.batch, args.repeats)
         row = dict(
             encoder=shown,
