@@ -318,13 +318,16 @@ def _save_npy(path: str, array: np.ndarray) -> None:
 
 
 def load_pixels(paths: list[str], size: int = PIXEL_SIZE) -> np.ndarray:
-    """Decode images to uint8 RGB [N, size, size, 3], resizing (bilinear) those of another size."""
+    """Decode images to uint8 RGB [N, size, size, 3] (16-bit ones scaled: `image_modes.to_rgb`),
+    resizing (bilinear) those of another size."""
     from PIL import Image
+
+    from fiftyone_elfs.embeddings.image_modes import to_rgb
 
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     for i, path in enumerate(paths):
         with Image.open(path) as img:
-            rgb = img.convert("RGB")
+            rgb = to_rgb(img)
         if rgb.size != (size, size):
             rgb = rgb.resize((size, size), Image.BILINEAR)
         out[i] = np.asarray(rgb, dtype=np.uint8)

@@ -24,6 +24,7 @@ from PIL import Image
 from torch import nn
 
 from fiftyone_elfs.cpus import decode_workers
+from fiftyone_elfs.embeddings.image_modes import to_rgb
 from fiftyone_elfs.embeddings.jpeg import REDUCED_DECODE_MARGIN
 
 from .checkpoints import EpochCheckpoint
@@ -100,7 +101,7 @@ class _ImageFiles(torch.utils.data.Dataset):
                 # (PIL's draft: libjpeg's scaled decoding; other formats ignore it)
                 reduced = REDUCED_DECODE_MARGIN * self.size
                 im.draft("RGB", (reduced, reduced))
-                im = im.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
+                im = to_rgb(im).resize((self.size, self.size), Image.BILINEAR)
                 return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()), True
         except (OSError, ValueError):
             return torch.zeros(self.size, self.size, 3, dtype=torch.uint8), False

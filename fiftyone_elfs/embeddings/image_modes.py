@@ -1,0 +1,62 @@
+"""8-bit RGB from any PIL image, including 16-bit and floating-point ones.
+
+Why: PIL's ``convert("RGB")`` clips a 16-bit grayscale image (mode ``I;16``: 16-bit PNGs and
+TIFFs, common in microscopy, medical and depth data) to 0-255 instead of scaling it, so every
+pixel above 255 of 65,535 turns white and the image becomes a near-binary mask; a 32-bit
+integer (``I``) or float (``F``) image fares the same. The embeddings, and any model trained on
+the pixels, would then see masks and not the pictures the annotators see.
+
+So those modes are scaled into 0-255 first, by the range their values can take:
+
+- ``I;16`` (any byte order): the full 16-bit range, value / 257, as image viewers show it;
+- ``I`` and ``F``: the smallest of [0, 1] (``F`` only), [0, 255] and [0, 65,535] that holds
+  every finite value (a 16-bit PNG opened by an older PIL is ``I``); values outside all of
+  them are stretched from the image's own minimum to its maximum (a constant image becomes
+  0). NaN becomes 0.
+
+Every other mode goes through ``convert("RGB")`` as before (an RGB image is returned as is).
+Arrays in, arrays out; no FiftyOne.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["to_rgb"]
+
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+_HIGH_DEPTH_MODES = _SIXTEEN_BIT_MODES | {"I", "F"}
+_UINT16_MAX = 65_535.0
+
+
+def _high_depth_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
+    """The pixel values of a high-depth grayscale image scaled into uint8 (module docstring)."""
+    a = values.astype(np.float64)
+    finite = np.isfinite(a)
+    a[~finite] = 0.0
+    if mode in _SIXTEEN_BIT_MODES:
+        scaled = a / 257.0
+    else:
+        lo = float(a[finite].min()) if finite.any() else 0.0
+        hi = float(a[finite].max()) if finite.any() else 0.0
+        if lo >= 0.0 and hi <= 1.0 and mode == "F":
+            scaled = a * 255.0
+        elif lo >= 0.0 and hi <= 255.0:
+            scaled = a
+        elif lo >= 0.0 and hi <= _UINT16_MAX:
+            scaled = a / 257.0
+        else:  # a constant image becomes 0
+            scaled = (a - lo) * (255.0 / max(hi - lo, 1e-12))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """`img` as an 8-bit RGB image; 16-bit, 32-bit integer and float grayscale images are scaled,
+    not clipped (see the module docstring)."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in _HIGH_DEPTH_MODES:
+        gray = _high_depth_to_uint8(np.asarray(img), img.mode)
+        return Image.fromarray(gray).convert("RGB")
+    return img.convert("RGB")
