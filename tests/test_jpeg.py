@@ -12,6 +12,7 @@ from PIL import Image
 
 from fiftyone_elfs.embeddings import jpeg
 from fiftyone_elfs.embeddings.encoders import embed_image_files, load_encoder
+from fiftyone_elfs.embeddings.upright_rgb import upright_rgb
 
 
 def _jpeg_bytes(image: Image.Image, **options) -> bytes:
@@ -58,15 +59,28 @@ def test_decoded_pixels_are_pils_bit_for_bit(options):
         np.testing.assert_array_equal(pixels, _pil_rgb(data), err_msg=name)
 
 
-def test_exif_orientation_is_ignored_as_pil_does():
-    """PIL's Image.open does not rotate by the EXIF orientation; neither does the fast path."""
-    image = Image.fromarray(skimage.data.coffee()).resize((64, 40))
+def _with_orientation(image: Image.Image, orientation: int, **options) -> bytes:
     exif = Image.Exif()
-    exif[0x0112] = 6  # "rotate 90 clockwise to display"
-    data = _jpeg_bytes(image, exif=exif.tobytes())
+    exif[0x0112] = orientation
+    return _jpeg_bytes(image, exif=exif.tobytes(), **options)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_upright_rgb_applies_it(orientation):
+    """A camera's EXIF orientation turns the pixels (as the App shows them): the fast path gives
+    exactly PIL's pixels turned by `upright_rgb`, at full and at reduced size."""
+    image = Image.fromarray(skimage.data.coffee()).resize((64, 40))
+    data = _with_orientation(image, orientation)
     pixels = jpeg.decode_rgb(data)
-    assert pixels is not None and pixels.shape == (40, 64, 3)
-    np.testing.assert_array_equal(pixels, _pil_rgb(data))
+    turned = orientation >= 5  # 5-8 swap width and height
+    assert pixels is not None and pixels.shape == ((64, 40, 3) if turned else (40, 64, 3))
+    with Image.open(io.BytesIO(data)) as img:
+        upright = np.asarray(upright_rgb(img))
+    np.testing.assert_array_equal(pixels, upright)
+    if orientation != 1:
+        assert not np.array_equal(np.asarray(upright), _pil_rgb(data)[: upright.shape[0]])
+    reduced = jpeg.decode_rgb(data, at_least=(5, 5))  # 1/8: 40 x 64 -> 5 x 8
+    assert reduced is not None and reduced.shape == ((8, 5, 3) if turned else (5, 8, 3))
 
 
 def test_frame_header_reads_kind_size_and_components():
@@ -105,14 +119,18 @@ def test_files_pil_would_treat_differently_get_no_answer(monkeypatch):
 
 def test_embeddings_are_the_same_with_and_without_the_fast_path(tmp_path, monkeypatch):
     """The embedding loop gives identical vectors and failure reasons whether JPEGs are decoded
-    by OpenCV or by PIL, for JPEGs of every kind mixed with a PNG, a CMYK JPEG, a truncated
-    JPEG and a missing file, through the batched and the per-image preprocessing."""
+    by OpenCV or by PIL, for JPEGs of every kind mixed with EXIF-turned JPEGs, a PNG, a CMYK
+    JPEG, a truncated JPEG and a missing file, through the batched and the per-image
+    preprocessing."""
     paths = []
     for k, image in enumerate(_photos().values()):
         for kind, options in _OPTIONS.items():
             paths.append(str(tmp_path / f"{k}-{kind}.jpg"))
             image.save(paths[-1], "JPEG", **options)
     image = Image.fromarray(skimage.data.chelsea()).resize((40, 30))
+    for orientation in (3, 6):  # a phone photo stored upside down or sideways
+        paths.append(str(tmp_path / f"turned-{orientation}.jpg"))
+        (tmp_path / f"turned-{orientation}.jpg").write_bytes(_with_orientation(image, orientation))
     paths.append(str(tmp_path / "cmyk.jpg"))
     image.convert("CMYK").save(paths[-1], "JPEG")
     paths.append(str(tmp_path / "image.png"))
@@ -133,7 +151,7 @@ def test_embeddings_are_the_same_with_and_without_the_fast_path(tmp_path, monkey
     monkeypatch.setattr(jpeg, "decode_rgb", counting)
     encoder = load_encoder("efficientnet-lite0", image_size=64, device="cpu")
     fast, fast_failures = embed_image_files(paths, encoder, batch_size=7)
-    assert sum(decoded) == len(_photos()) * len(_OPTIONS)  # every ordinary JPEG, nothing else
+    assert sum(decoded) == len(_photos()) * len(_OPTIONS) + 2  # every ordinary JPEG, no other
     # the unsplit path: the per-image transform gets the fast path's pixels as PIL images
     monkeypatch.setattr(type(encoder), "batched_preprocessing", property(lambda self: None))
     fast_unsplit, unsplit_failures = embed_image_files(paths, encoder, batch_size=7)

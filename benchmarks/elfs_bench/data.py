@@ -318,19 +318,19 @@ def _save_npy(path: str, array: np.ndarray) -> None:
 
 
 def load_pixels(paths: list[str], size: int = PIXEL_SIZE) -> np.ndarray:
-    """Decode images to uint8 RGB [N, size, size, 3] (16-bit ones scaled: `image_modes.to_rgb`),
+    """Decode images to uint8 RGB [N, size, size, 3] (upright, 16-bit ones scaled: `upright_rgb`),
     resizing (bilinear) those of another size."""
     from PIL import Image
 
-    from fiftyone_elfs.embeddings.image_modes import to_rgb
+    from fiftyone_elfs.embeddings.upright_rgb import upright_rgb
 
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     for i, path in enumerate(paths):
-        with Image.open(path) as img:
-            rgb = to_rgb(img)
-        if rgb.size != (size, size):
-            rgb = rgb.resize((size, size), Image.BILINEAR)
-        out[i] = np.asarray(rgb, dtype=np.uint8)
+        with Image.open(path) as img:  # upright_rgb may return img itself: read it here
+            rgb = upright_rgb(img)
+            if rgb.size != (size, size):
+                rgb = rgb.resize((size, size), Image.BILINEAR)
+            out[i] = np.asarray(rgb, dtype=np.uint8)
     return out
 
 

@@ -74,7 +74,7 @@ def trunk_features(
     from PIL import Image
 
     from fiftyone_elfs.embeddings.efficientnet_lite import build_transform
-    from fiftyone_elfs.embeddings.image_modes import to_rgb
+    from fiftyone_elfs.embeddings.upright_rgb import upright_rgb
 
     model = _load_encoder()
     transform = build_transform(image_size)
@@ -85,7 +85,7 @@ def trunk_features(
             images = []
             for path in chunk:
                 with Image.open(path) as img:
-                    images.append(transform(to_rgb(img)))
+                    images.append(transform(upright_rgb(img)))
             x = torch.stack(images)
             x = torch.cat([x, x.flip(3)])
             h = model.bn1(model.conv_stem(x))

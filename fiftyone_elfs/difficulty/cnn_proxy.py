@@ -24,8 +24,8 @@ from PIL import Image
 from torch import nn
 
 from fiftyone_elfs.cpus import decode_workers
-from fiftyone_elfs.embeddings.image_modes import to_rgb
 from fiftyone_elfs.embeddings.jpeg import REDUCED_DECODE_MARGIN
+from fiftyone_elfs.embeddings.upright_rgb import upright_rgb
 
 from .checkpoints import EpochCheckpoint
 from .training_dynamics import (
@@ -101,7 +101,7 @@ class _ImageFiles(torch.utils.data.Dataset):
                 # (PIL's draft: libjpeg's scaled decoding; other formats ignore it)
                 reduced = REDUCED_DECODE_MARGIN * self.size
                 im.draft("RGB", (reduced, reduced))
-                im = to_rgb(im).resize((self.size, self.size), Image.BILINEAR)
+                im = upright_rgb(im).resize((self.size, self.size), Image.BILINEAR)
                 return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()), True
         except (OSError, ValueError):
             return torch.zeros(self.size, self.size, 3, dtype=torch.uint8), False

@@ -17,7 +17,8 @@ the rest, and the caller decodes them with PIL as before):
   grey rest, where PIL raises, so a truncated or padded file goes to PIL;
 - no larger than PIL's decompression-bomb limit, which PIL then enforces as before.
 
-The EXIF orientation is ignored, as PIL's `Image.open` does.
+The EXIF orientation is applied by OpenCV, as `upright_rgb` applies it to PIL's pixels
+(``ImageOps.exif_transpose``): the same pixels for all eight orientations (`tests/test_jpeg.py`).
 
 Large photos: a caller that shrinks every image to a fixed size can ask for a reduced decode
 (`decode_rgb(at_least=...)`): libjpeg then decodes directly at 1/2, 1/4 or 1/8 of the size,
@@ -102,9 +103,9 @@ def reduction(height: int, width: int, at_least: tuple[int, int] | None) -> int:
 
 
 def decode_rgb(data: bytes, at_least: tuple[int, int] | None = None) -> np.ndarray | None:
-    """The RGB pixels, uint8 [H, W, 3], of a JPEG file's bytes that OpenCV decodes exactly as
-    PIL's `Image.open(...).convert("RGB")` would (see the module docstring); None for any other
-    file, or where OpenCV is missing or fails, for the caller to decode with PIL.
+    """The RGB pixels, uint8 [H, W, 3], upright, of a JPEG file's bytes that OpenCV decodes
+    exactly as PIL's `Image.open(...)` and `upright_rgb` would (see the module docstring); None
+    for any other file, or where OpenCV is missing or fails, for the caller to decode with PIL.
 
     `at_least` (height, width): the caller will shrink the image to a fixed size anyway, so a
     photo that is at least twice that size on a side is decoded directly at 1/2, 1/4 or 1/8 of
@@ -127,8 +128,8 @@ def decode_rgb(data: bytes, at_least: tuple[int, int] | None = None) -> np.ndarr
         return None
     scale = reduction(height, width, at_least)
     colour = cv2.IMREAD_COLOR if scale == 1 else getattr(cv2, f"IMREAD_REDUCED_COLOR_{scale}")
-    flags = colour | cv2.IMREAD_IGNORE_ORIENTATION
-    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
-    if bgr is None or bgr.shape != (-(-height // scale), -(-width // scale), 3):
+    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), colour)  # EXIF orientation applied
+    rows, cols = -(-height // scale), -(-width // scale)
+    if bgr is None or bgr.shape not in ((rows, cols, 3), (cols, rows, 3)):  # turned a quarter
         return None
     return bgr[:, :, ::-1]

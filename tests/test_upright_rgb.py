@@ -1,4 +1,5 @@
-"""16-bit and floating-point images reach the encoder and the CNN proxy scaled, not clipped."""
+"""Images reach the encoder and the CNN proxy as people see them: 16-bit and floating-point ones
+scaled, not clipped; photos stored sideways turned by their EXIF orientation."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from PIL import Image
 
 from fiftyone_elfs.difficulty import load_images
 from fiftyone_elfs.embeddings import EfficientNetLite0Encoder, embed_image_files
-from fiftyone_elfs.embeddings.image_modes import to_rgb
+from fiftyone_elfs.embeddings.upright_rgb import upright_rgb
 
 
 def _camera_8bit() -> np.ndarray:
@@ -18,7 +19,7 @@ def _camera_8bit() -> np.ndarray:
 
 
 def _channels(img: Image.Image) -> np.ndarray:
-    rgb = to_rgb(img)
+    rgb = upright_rgb(img)
     assert rgb.mode == "RGB"
     a = np.asarray(rgb)
     assert (a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all()
@@ -59,33 +60,42 @@ def test_a_constant_image_outside_every_range_does_not_divide_by_zero():
 def test_eight_bit_modes_convert_as_pil_does_and_rgb_is_returned_as_is():
     gray = Image.fromarray(_camera_8bit())
     rgb = gray.convert("RGB")
-    assert to_rgb(rgb) is rgb
+    assert upright_rgb(rgb) is rgb
     for mode in ("L", "LA", "RGBA", "P", "1", "CMYK"):
         img = gray.convert(mode)
-        assert (np.asarray(to_rgb(img)) == np.asarray(img.convert("RGB"))).all(), mode
+        assert (np.asarray(upright_rgb(img)) == np.asarray(img.convert("RGB"))).all(), mode
 
 
 @pytest.fixture(scope="module")
-def pair_of_files(tmp_path_factory) -> tuple[str, str]:
-    """The same photo as an 8-bit and as a 16-bit PNG file."""
-    root = tmp_path_factory.mktemp("depth")
-    gray = _camera_8bit()
-    eight, sixteen = str(root / "eight.png"), str(root / "sixteen.png")
-    Image.fromarray(gray).save(eight)
-    Image.fromarray(gray.astype(np.uint16) * 257).save(sixteen)
-    with Image.open(sixteen) as check:
-        assert check.mode == "I;16"
-    return eight, sixteen
+def same_photo_files(tmp_path_factory) -> list[str]:
+    """The same photo as PNG files: 8-bit upright, 16-bit, and 8-bit stored sideways with the
+    EXIF orientation (6: turn 90 degrees clockwise to display) that turns it back."""
+    root = tmp_path_factory.mktemp("same-photo")
+    gray = _camera_8bit()[:, :48]  # not square, so a wrong turn changes the shape
+    paths = [str(root / name) for name in ("upright.png", "sixteen.png", "sideways.png")]
+    Image.fromarray(gray).save(paths[0])
+    Image.fromarray(gray.astype(np.uint16) * 257).save(paths[1])
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(gray).transpose(Image.Transpose.ROTATE_90).save(paths[2], exif=exif.tobytes())
+    with Image.open(paths[1]) as sixteen, Image.open(paths[2]) as sideways:
+        assert sixteen.mode == "I;16"
+        assert sideways.size == (64, 48) and sideways.getexif()[0x0112] == 6
+    return paths
 
 
-def test_a_sixteen_bit_file_embeds_like_its_eight_bit_copy(pair_of_files):
+def test_sixteen_bit_and_sideways_files_embed_like_the_upright_eight_bit_one(same_photo_files):
     encoder = EfficientNetLite0Encoder(image_size=128, device="cpu")
-    X, failures = embed_image_files(list(pair_of_files), encoder)
+    X, failures = embed_image_files(same_photo_files, encoder)
     assert failures == {}
     np.testing.assert_allclose(X[1], X[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(X[2], X[0], rtol=1e-5, atol=1e-5)
 
 
-def test_a_sixteen_bit_file_reaches_the_cnn_proxy_like_its_eight_bit_copy(pair_of_files):
-    pixels = load_images(list(pair_of_files), image_size=32, num_workers=0)
+def test_sixteen_bit_and_sideways_files_reach_the_cnn_proxy_like_the_upright_one(
+    same_photo_files,
+):
+    pixels = load_images(same_photo_files, image_size=32, num_workers=0)
     assert (pixels[1] == pixels[0]).all()
+    assert (pixels[2] == pixels[0]).all()
     assert len(np.unique(pixels[1])) > 16  # a picture, not a mask

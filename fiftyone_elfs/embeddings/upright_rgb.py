@@ -1,8 +1,15 @@
-"""8-bit RGB from any PIL image, including 16-bit and floating-point ones.
+"""Any PIL image as the 8-bit RGB picture a person sees: upright, and 16-bit or float ones scaled.
 
-Why: PIL's ``convert("RGB")`` clips a 16-bit grayscale image (mode ``I;16``: 16-bit PNGs and
-TIFFs, common in microscopy, medical and depth data) to 0-255 instead of scaling it, so every
-pixel above 255 of 65,535 turns white and the image becomes a near-binary mask; a 32-bit
+**Orientation.** A camera or phone often stores a photo sideways and says in its EXIF
+orientation tag how to turn it; the App (the browser), FiftyOne's own image reader (OpenCV) and
+the annotation tools show it turned, but PIL's ``Image.open`` does not turn it. Embedded
+sideways, the same scene in a portrait and a landscape shot lands in different clusters. So the
+tag is applied (``ImageOps.exif_transpose``; the fast JPEG path, `jpeg.decode_rgb`, lets
+OpenCV apply it, with the same pixels).
+
+**Bit depth.** PIL's ``convert("RGB")`` clips a 16-bit grayscale image (mode ``I;16``: 16-bit
+PNGs and TIFFs, common in microscopy, medical and depth data) to 0-255 instead of scaling it, so
+every pixel above 255 of 65,535 turns white and the image becomes a near-binary mask; a 32-bit
 integer (``I``) or float (``F``) image fares the same. The embeddings, and any model trained on
 the pixels, would then see masks and not the pictures the annotators see.
 
@@ -14,16 +21,19 @@ So those modes are scaled into 0-255 first, by the range their values can take:
   them are stretched from the image's own minimum to its maximum (a constant image becomes
   0). NaN becomes 0.
 
-Every other mode goes through ``convert("RGB")`` as before (an RGB image is returned as is).
-Arrays in, arrays out; no FiftyOne.
+Every other mode goes through ``convert("RGB")`` as before (an upright RGB image is returned as
+is). Arrays in, arrays out; no FiftyOne.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
-__all__ = ["to_rgb"]
+__all__ = ["upright_rgb"]
+
+#: The EXIF orientation tag; 1 (or none) means the pixels are stored upright.
+_ORIENTATION_TAG = 0x0112
 
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 _HIGH_DEPTH_MODES = _SIXTEEN_BIT_MODES | {"I", "F"}
@@ -51,9 +61,11 @@ def _high_depth_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """`img` as an 8-bit RGB image; 16-bit, 32-bit integer and float grayscale images are scaled,
-    not clipped (see the module docstring)."""
+def upright_rgb(img: Image.Image) -> Image.Image:
+    """`img` as an 8-bit RGB image, turned as its EXIF orientation says; 16-bit, 32-bit integer
+    and float grayscale images are scaled, not clipped (see the module docstring)."""
+    if img.getexif().get(_ORIENTATION_TAG, 1) != 1:
+        img = ImageOps.exif_transpose(img)
     if img.mode == "RGB":
         return img
     if img.mode in _HIGH_DEPTH_MODES:
