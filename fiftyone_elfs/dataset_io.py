@@ -115,6 +115,21 @@ def require_nonempty(samples: SampleCollection) -> int:
     return n
 
 
+def require_images(samples: SampleCollection) -> None:
+    """Raises a clear error unless the collection's media are images (for a grouped dataset: its
+    active slice), before any file is read."""
+    media = samples.media_type
+    if media == "group":
+        media = samples.group_media_types.get(samples.group_slice)
+    if media != "image":
+        raise ElfsInputError(
+            f"ELFS selects among images, and these samples are '{media}' samples. Fix: for "
+            "videos, select among their frames as images: "
+            "frames = dataset.to_frames(sample_frames=True), then pass `frames`; for a grouped "
+            "dataset, choose an image slice: dataset.select_group_slices('<slice>')."
+        )
+
+
 def count(samples: SampleCollection) -> int:
     """The number of samples of a collection."""
     return len(samples)

@@ -220,6 +220,79 @@ def test_contrastive_scores_skip_and_report_unreadable_images(ds, tmp_path, monk
     assert ds.load_run_results("c_contrastive", cache=False).n_skipped == 2
 
 
+def test_a_video_dataset_is_refused_naming_frames_as_the_fix():
+    import fiftyone as fo
+
+    videos = fo.Dataset(f"elfs-videos-{uuid.uuid4().hex[:6]}")
+    try:
+        videos.add_samples([fo.Sample(filepath=f"/videos/{i}.mp4") for i in range(4)])
+        assert videos.media_type == "video"
+        for function, operator, kwargs in (
+            (elfs.compute_embeddings, "compute_embeddings", {}),
+            (elfs.compute_contrastive_scores, "compute_contrastive_scores", {}),
+            (elfs.run_pipeline, "run_elfs_pipeline", dict(budget_count=2, n_clusters=2)),
+        ):
+            _refused_both_ways(
+                videos, function, operator, dict(key="v", **kwargs), "'video' samples.*to_frames"
+            )
+    finally:
+        videos.delete()
+
+
+def test_a_grouped_dataset_is_embedded_on_its_image_slice_and_refused_on_a_video_one(ds):
+    import fiftyone as fo
+
+    grouped = fo.Dataset(f"elfs-grouped-{uuid.uuid4().hex[:6]}")
+    try:
+        grouped.add_group_field("group", default="image")
+        samples = []
+        for path in ds.take(6, seed=0).values("filepath"):
+            group = fo.Group()
+            samples.append(fo.Sample(filepath=path, group=group.element("image")))
+            samples.append(fo.Sample(filepath="/videos/x.mp4", group=group.element("video")))
+        grouped.add_samples(samples)
+        report = elfs.compute_embeddings(grouped, key="g")
+        assert report["n_computed"] == 6 and report["n_skipped"] == 0
+        grouped.group_slice = "video"
+        with pytest.raises(ElfsInputError, match="'video' samples.*select_group_slices"):
+            elfs.compute_embeddings(grouped, key="g2")
+    finally:
+        grouped.delete()
+
+
+def test_a_dataset_whose_images_are_all_unreadable_is_refused_then_embedded_once_fixed(
+    ds, tmp_path
+):
+    """Every filepath missing (a dataset whose folder moved): one error naming the reasons and
+    the fix, nothing recorded; once the paths are fixed the images embed (the failures were not
+    remembered)."""
+    import fiftyone as fo
+
+    real = ds.take(5, seed=0).values("filepath")
+    moved = fo.Dataset(f"elfs-moved-{uuid.uuid4().hex[:6]}")
+    try:
+        corrupt = tmp_path / "corrupt.jpg"
+        corrupt.write_bytes(b"\xff\xd8 not a jpeg" * 10)
+        moved.add_samples(
+            [fo.Sample(filepath=f"/old/root/{os.path.basename(p)}") for p in real]
+            + [fo.Sample(filepath=str(corrupt))]
+        )
+        _refused_both_ways(
+            moved,
+            elfs.compute_embeddings,
+            "compute_embeddings",
+            dict(key="m"),
+            "None of the 6 images could be read.*file not found.*not a readable image",
+        )
+        assert moved.list_runs() == []
+        fixed = dict(zip(moved.values("id")[:5], real, strict=True))
+        moved.set_values("filepath", fixed, key_field="id")
+        report = elfs.compute_embeddings(moved, key="m")
+        assert report["n_computed"] == 5 and report["n_skipped"] == 1
+    finally:
+        moved.delete()
+
+
 # --------------------------------------------------------------------------- item 8
 
 

@@ -55,6 +55,7 @@ def run(
 
     names = runs.PipelineNames(config.key)
     n = dataset_io.require_nonempty(samples)
+    dataset_io.require_images(samples)
     if n < 2:
         raise ElfsInputError("Contrastive training needs at least 2 samples. Fix: widen the view.")
     field_name = names.score_field(STAGE)

@@ -127,6 +127,8 @@ def run(
 
     names = runs.PipelineNames(config.key)
     dataset_io.require_nonempty(samples)
+    if config.proxy == "cnn":  # it trains on the image files
+        dataset_io.require_images(samples)
     field_name = config.embeddings_field or names.embeddings_field
     made_from = record.check_input(
         samples, names, "pseudo_labels", names.pseudo_label_field, "pseudo-labels", held

@@ -84,6 +84,7 @@ def run_shard(
     config = _with_image_size(config)
     names = runs.PipelineNames(config.key)
     dataset_io.require_nonempty(samples)
+    dataset_io.require_images(samples)
     if config.model.startswith(ZOO_PREFIX):
         raise ElfsInputError(
             "Sharded embeddings need an encoder of this package (FiftyOne zoo models write "
@@ -132,6 +133,7 @@ def run(
     config = _with_image_size(config)
     names = runs.PipelineNames(config.key)
     dataset_io.require_nonempty(samples)
+    dataset_io.require_images(samples)
     field_name = config.embeddings_field or names.embeddings_field
     dataset = dataset_io.dataset_of(samples)
 
@@ -179,6 +181,8 @@ def run(
             if i in failures
         ]
     report(1.0, "done")
+    if skipped and len(skipped) == len(samples):
+        _refuse_all_unreadable(dataset, config.key, skipped)
     if skipped:
         logger.warning(
             "Skipped %d unreadable images (listed in run '%s' results), e.g. %s: %s",
@@ -211,6 +215,25 @@ def run(
     embedding_chunks.clear(dataset_io.dataset_id(dataset), config.key)  # now in the field
     sharding.clear(dataset_io.dataset_id(dataset), config.key)
     return results
+
+
+def _refuse_all_unreadable(
+    dataset: SampleCollection, key: str, skipped: list[dict[str, str]]
+) -> None:
+    """Not one image could be read: raises, naming the reasons, before anything is recorded
+    (the chunk store forgets the failures, so the files are tried again after a fix)."""
+    embedding_chunks.clear(dataset_io.dataset_id(dataset), key)
+    reasons: dict[str, str] = {}
+    for item in skipped:
+        reasons.setdefault(item["reason"], item["filepath"])
+    examples = "; ".join(f"{path}: {reason}" for reason, path in list(reasons.items())[:3])
+    raise ElfsInputError(
+        f"None of the {len(skipped)} images could be read (e.g. {examples}). Fix: check that "
+        "the samples' filepaths exist on this machine and are images (a dataset made on "
+        "another machine, or whose folder moved, points elsewhere: "
+        "dataset.set_field('filepath', F('filepath').replace('/old/root', '/new/root')).save() "
+        "rewrites the paths)."
+    )
 
 
 def _embed_in_stored_chunks(
