@@ -389,7 +389,13 @@ def run(dataset, args: argparse.Namespace) -> int:
     brain_key = timed(
         "embedding plot", elfs.compute_visualization, dataset, seed=args.seed, **common
     )
-    export_dir = os.path.join(args.workdir, "export", f"{dataset.name}-{args.key}")
+    base = os.path.join(args.workdir, "export", f"{dataset.name}-{args.key}")
+    export_dir = export_dir_for(base, set(result.selected_ids))
+    if export_dir != base:
+        print(
+            f"An earlier export of another selection stays as it was in {base} (an annotation "
+            f"tool may be serving it); this selection goes to {export_dir}."
+        )
     outputs = timed(
         "export",
         elfs.export_coreset,
@@ -401,6 +407,32 @@ def run(dataset, args: argparse.Namespace) -> int:
     )
     print_summary(dataset, args, result, emb, brain_key, outputs, timings)
     return 0
+
+
+def exported_sample_ids(folder: str) -> set[str] | None:
+    """The sample ids listed in an export folder's manifest, or None when it has none."""
+    import csv
+
+    try:
+        with open(os.path.join(folder, "manifest.csv"), newline="") as f:
+            return {row["sample_id"] for row in csv.DictReader(f)}
+    except (OSError, KeyError, csv.Error):
+        return None
+
+
+def export_dir_for(base: str, selected_ids: set[str]) -> str:
+    """``base``, or ``base-2``, ``base-3``, ...: the first folder that is free (absent or empty)
+    or holds an export of exactly this selection, which is then replaced (a re-run with the same
+    result, e.g. other --classes). An export of another selection may already be in annotators'
+    hands (a Label Studio storage serves its media), so it is never replaced."""
+    n = 1
+    while True:
+        folder = base if n == 1 else f"{base}-{n}"
+        if not os.path.isdir(folder) or not os.listdir(folder):
+            return folder
+        if exported_sample_ids(folder) == selected_ids:
+            return folder
+        n += 1
 
 
 def print_summary(dataset, args, result, emb, brain_key, outputs, timings) -> None:

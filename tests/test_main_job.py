@@ -135,3 +135,63 @@ def test_main_job_default_runs_offline_without_shared_data(tmp_path):
     finally:
         if fo.dataset_exists("elfs-demo-digits"):
             fo.delete_dataset("elfs-demo-digits")
+
+
+@pytest.mark.slow
+def test_a_rerun_with_another_selection_never_replaces_the_earlier_export(tmp_path):
+    """The first export may already be in annotators' hands (a Label Studio storage serves its
+    media): a re-run whose selection differs writes beside it; one with the same selection
+    (here: only other --classes) replaces its own export."""
+    import csv
+
+    import fiftyone as fo
+
+    from fiftyone_elfs.sample_data import write_digit_images
+
+    images = write_digit_images(str(tmp_path / "digits"), per_class=6)
+    env = dict(os.environ, FIFTYONE_DATABASE_DIR=str(tmp_path / "db"))
+    base = [
+        sys.executable,
+        os.path.join(REPO, "examples", "select_coreset.py"),
+        "--images-dir",
+        images,
+        "--workdir",
+        str(tmp_path / "work"),
+        "--clustering",
+        "kmeans",
+        "--clusters",
+        "4",
+    ]
+
+    def main_job(*flags: str) -> str:
+        done = subprocess.run([*base, *flags], env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return done.stdout
+
+    def manifest_ids(folder) -> list[str]:
+        with open(folder / "manifest.csv", newline="") as f:
+            return sorted(row["sample_id"] for row in csv.DictReader(f))
+
+    exports = tmp_path / "work" / "export"
+    try:
+        main_job("--budget-count", "10")
+        first = exports / "elfs-digits-elfs"
+        first_ids = manifest_ids(first)
+        first_media = sorted(os.listdir(first / "media"))
+        assert len(first_ids) == len(first_media) == 10
+
+        out = main_job("--budget-count", "14")
+        assert f"An earlier export of another selection stays as it was in {first}" in out
+        second = exports / "elfs-digits-elfs-2"
+        assert f"media: {second / 'media'}" in out
+        assert len(manifest_ids(second)) == 14
+        assert manifest_ids(first) == first_ids  # untouched
+        assert sorted(os.listdir(first / "media")) == first_media
+
+        out = main_job("--budget-count", "14", "--classes", "a,b,c")  # the same selection
+        assert "An earlier export" in out and f"media: {second / 'media'}" in out
+        assert 'value="a"' in (second / "labelstudio_config.xml").read_text()
+        assert sorted(os.listdir(exports)) == ["elfs-digits-elfs", "elfs-digits-elfs-2"]
+    finally:
+        if fo.dataset_exists("elfs-digits"):
+            fo.delete_dataset("elfs-digits")
