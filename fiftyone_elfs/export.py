@@ -28,6 +28,7 @@ import csv
 import json
 import os
 import shutil
+import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 from xml.sax.saxutils import quoteattr
@@ -302,7 +303,9 @@ def _label_studio_task(
 ) -> dict[str, Any]:
     task: dict[str, Any] = {
         "data": {
-            "image": prefix + row["filename"],
+            # quoted: '&', '#', '+', '%', '?' or a space in a file name would otherwise end or
+            # change the URL's query (Label Studio then answers 404)
+            "image": prefix + urllib.parse.quote(row["filename"]),
             "sample_id": row["sample_id"],
             "source_filepath": row["source_filepath"],
         }

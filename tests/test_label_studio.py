@@ -5,6 +5,7 @@ tasks through Label Studio's REST API as an annotator would, load back, select t
 from __future__ import annotations
 
 import json
+import os
 import socket
 
 import fiftyone as fo
@@ -286,6 +287,17 @@ def test_the_exported_tasks_open_their_images_in_label_studio(dataset, tmp_path)
     # the tasks imported from labelstudio_tasks.json, and a Local files source storage over
     # <export_dir>/media (not synced). Without that storage the server refuses the images.
     _pipeline(dataset)
+    # file names that mean something in a URL query: '&', '#', '+', '%', '?', spaces, accents
+    awkward = ["a&b #1.png", "c+d é.png", "50% off?.png"]
+    coreset = dataset.match_tags("elfs_coreset")
+    renamed = {}
+    ids, paths = coreset.values("id")[:3], coreset.values("filepath")[:3]
+    for sample_id, path, name in zip(ids, paths, awkward, strict=True):
+        copy = tmp_path / "sources" / name
+        copy.parent.mkdir(exist_ok=True)
+        copy.write_bytes(open(path, "rb").read())
+        renamed[sample_id] = str(copy)
+    dataset.set_values("filepath", renamed, key_field="id")
     export_dir = tmp_path / "to_label"
     classes = sorted(set(dataset.values("ground_truth.label")))
     elfs.export_coreset(dataset, str(export_dir), formats=("labelstudio",), classes=classes)
@@ -306,11 +318,15 @@ def test_the_exported_tasks_open_their_images_in_label_studio(dataset, tmp_path)
         assert requests.get(url, headers=auth, timeout=30).status_code == 404  # no storage yet
         storage = {"project": project["id"], "path": str(export_dir / "media"), "title": "media"}
         _api(server, "POST", "/api/storages/localfiles", json=storage)
-        for task in imported[:3]:
+        by_id = dict(zip(dataset.values("id"), dataset.values("filepath"), strict=True))
+        served = set()
+        for task in imported:
             image = requests.get(server.url + task["data"]["image"], headers=auth, timeout=30)
             assert image.status_code == 200, (task["data"]["image"], image.status_code)
-            name = task["data"]["image"].rsplit("/", 1)[-1]
-            assert image.content == (export_dir / "media" / name).read_bytes()
+            source = by_id[task["data"]["sample_id"]]
+            assert image.content == open(source, "rb").read(), task["data"]["image"]
+            served.add(os.path.basename(source))
+        assert set(awkward) <= served
         assert len(_tasks(server, project["id"])) == len(tasks)  # the storage added no task
     finally:
         server.stop()
