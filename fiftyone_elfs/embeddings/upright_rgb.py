@@ -22,7 +22,7 @@ So those modes are scaled into 0-255 first, by the range their values can take:
   0). NaN becomes 0.
 
 Every other mode goes through ``convert("RGB")`` as before (an upright RGB image is returned as
-is). Arrays in, arrays out; no FiftyOne.
+is). Images in, images out; no FiftyOne.
 """
 
 from __future__ import annotations
@@ -61,10 +61,19 @@ def _high_depth_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1 = upright); 1 as well where the EXIF block cannot be parsed, so a
+    damaged tag never costs an otherwise readable image."""
+    try:
+        return int(img.getexif().get(_ORIENTATION_TAG, 1))
+    except Exception:  # noqa: BLE001 - PIL raises several kinds on malformed EXIF
+        return 1
+
+
 def upright_rgb(img: Image.Image) -> Image.Image:
     """`img` as an 8-bit RGB image, turned as its EXIF orientation says; 16-bit, 32-bit integer
     and float grayscale images are scaled, not clipped (see the module docstring)."""
-    if img.getexif().get(_ORIENTATION_TAG, 1) != 1:
+    if _orientation(img) != 1:
         img = ImageOps.exif_transpose(img)
     if img.mode == "RGB":
         return img
