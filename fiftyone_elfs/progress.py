@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,36 +14,51 @@ from tqdm.auto import tqdm
 ProgressFn = Callable[[float, str], None]
 
 
+#: Seconds between redraws of a bar whose output is not a terminal (a log file, CI): tqdm
+#: appends every redraw there, and TEMI alone relabels its bar 500 times.
+LOG_REDRAW_SECONDS = 5.0
+_TERMINAL_REDRAW_SECONDS = 0.1  # tqdm's own default
+_DIGITS = re.compile(r"\d+")
+
+
 def terminal_progress(description: str) -> ProgressFn:
     """A callback that draws a tqdm bar in the terminal (the default for scripts).
 
     A call that does not advance the bar still redraws it with the new label (and elapsed
-    time), so a long step that only updates its label does not look stuck. A call that starts
-    a new stage (the label's text before its first ':' changes) always redraws, even within
-    tqdm's minimum redraw interval, so every stage that ran is shown at least once, however
-    fast it was.
+    time), so a long step that only updates its label does not look stuck; such redraws, like
+    tqdm's own, come at most every 0.1 s in a terminal and every `LOG_REDRAW_SECONDS` when the
+    output goes to a file. A call that starts a new stage (the label's text before its first
+    ':' changes other than in its numbers) always redraws, so every stage that ran is shown at
+    least once, however fast it was.
     """
+    interactive = sys.stderr.isatty()
+    every = _TERMINAL_REDRAW_SECONDS if interactive else LOG_REDRAW_SECONDS
     bar = tqdm(
         total=1000,
         desc=description,
         unit="",
         bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}",
+        mininterval=every,
     )
-    state: dict = {"done": 0, "stage": None}
+    state: dict = {"done": 0, "stage": None, "drawn": 0.0}
+
+    def redraw() -> None:
+        bar.refresh()
+        state["drawn"] = time.monotonic()
 
     def report(fraction: float, label: str) -> None:
         target = int(round(min(max(fraction, 0.0), 1.0) * 1000))
-        stage = label.split(":", 1)[0]
+        stage = _DIGITS.sub("#", label.split(":", 1)[0])  # "TEMI epoch 3/500" -> "TEMI epoch #/#"
         new_stage = stage != state["stage"]
         state["stage"] = stage
         bar.set_postfix_str(label, refresh=False)
         if target > state["done"]:
-            bar.update(target - state["done"])
+            bar.update(target - state["done"])  # tqdm redraws at most every `every` seconds
             state["done"] = target
             if new_stage:
-                bar.refresh()
-        else:
-            bar.refresh()
+                redraw()
+        elif new_stage or time.monotonic() - state["drawn"] >= every:
+            redraw()
         if target >= 1000:
             bar.close()
 

@@ -186,3 +186,17 @@ def test_cluster_colours_follow_the_natural_order_of_the_labels():
     colours = app_colors.cluster_colors([f"cluster_{i}" for i in (10, 2, 0, 1)])
     assert list(colours) == ["cluster_0", "cluster_1", "cluster_2", "cluster_10"]
     assert list(colours.values()) == list(app_colors.CLUSTER_PALETTE[:4])
+
+
+def test_a_bar_written_to_a_log_redraws_a_relabelled_step_seldom(capfd):
+    # capfd's stderr is not a terminal: 500 relabels of one step (TEMI's epochs) in a second
+    # must not become 500 lines of a log; a new stage and the end still show
+    report = terminal_progress("bar")
+    for epoch in range(500):
+        report(0.5, f"TEMI epoch {epoch + 1}/500: best head loss -0.{epoch:03d}")
+    report(0.6, "difficulty: training")
+    report(1.0, "done")
+    err = capfd.readouterr().err
+    assert err.count("TEMI epoch") <= 3
+    assert "TEMI epoch 1/500" in err and "difficulty: training" in err
+    assert "done" in err and "100%" in err
