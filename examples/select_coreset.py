@@ -414,7 +414,7 @@ def exported_sample_ids(folder: str) -> set[str] | None:
     import csv
 
     try:
-        with open(os.path.join(folder, "manifest.csv"), newline="") as f:
+        with open(os.path.join(folder, "manifest.csv"), newline="", encoding="utf-8") as f:
             return {row["sample_id"] for row in csv.DictReader(f)}
     except (OSError, KeyError, csv.Error):
         return None

@@ -266,7 +266,7 @@ def _write_outputs(
             row["filename"] = f"{MEDIA_DIR}/{name}"
             kill_point("export", "copy")
         columns = list(dict.fromkeys(["filename", *(c for r in rows for c in r)]))
-        with open(os.path.join(staging, MANIFEST), "w", newline="") as f:
+        with open(os.path.join(staging, MANIFEST), "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=columns, restval="")
             writer.writeheader()
             writer.writerows(rows)
@@ -274,9 +274,9 @@ def _write_outputs(
         dataset_io.export_dataset(view, os.path.join(staging, FIFTYONE_DIR))
     if "labelstudio" in formats:
         tasks = [_label_studio_task(r, key, include_pseudo_labels, prefix) for r in rows]
-        with open(os.path.join(staging, LABEL_STUDIO_TASKS), "w") as f:
+        with open(os.path.join(staging, LABEL_STUDIO_TASKS), "w", encoding="utf-8") as f:
             json.dump(tasks, f, indent=1)
-        with open(os.path.join(staging, LABEL_STUDIO_CONFIG), "w") as f:
+        with open(os.path.join(staging, LABEL_STUDIO_CONFIG), "w", encoding="utf-8") as f:
             f.write(label_studio_config(classes))
 
 

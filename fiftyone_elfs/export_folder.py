@@ -72,7 +72,7 @@ def check_export_dir(export_dir: str, overwrite: bool) -> str:
 
 def _read_json(path: str) -> dict[str, Any] | None:
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             return json.load(f)
     except (OSError, ValueError):
         return None
@@ -80,7 +80,7 @@ def _read_json(path: str) -> dict[str, Any] | None:
 
 def _write_json(path: str, content: dict[str, Any]) -> None:
     """Writes a small JSON file atomically (a reader sees the old or the new one, whole)."""
-    with open(path + ".tmp", "w") as f:
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
         json.dump(content, f, indent=1)
         f.flush()
         os.fsync(f.fileno())

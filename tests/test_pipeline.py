@@ -179,6 +179,36 @@ def test_three_exports_exist_and_agree(dataset, tmp_path):
         assert all("predictions" not in t for t in json.load(f))
 
 
+def test_export_writes_utf8_text_whatever_the_locale(dataset, tmp_path):
+    """Class names that are not ASCII, exported by a Python whose locale encoding is ASCII (C
+    locale with UTF-8 mode and locale coercion off; a Windows code page is the common case):
+    the manifest (with its pre-labels) and the Label Studio config are UTF-8, as the tools that
+    read them expect."""
+    import subprocess
+    import sys
+
+    _run(dataset, fraction=0.05)
+    clusters = sorted(set(dataset.values("elfs_pseudo_label.label")))
+    dataset.persistent = True  # loaded by name in the other process
+    out = tmp_path / "export"
+    script = (
+        "import fiftyone as fo, fiftyone_elfs as elfs; "
+        f"elfs.export_coreset(fo.load_dataset({dataset.name!r}), {str(out)!r}, "
+        "classes=['\\u00e9t\\u00e9', 'hiver'], "
+        f"prelabel_map={{c: '\\u00e9t\\u00e9' for c in {clusters!r}}})"
+    )
+    env = dict(os.environ, LC_ALL="C", PYTHONUTF8="0", PYTHONCOERCECLOCALE="0")
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open(out / "manifest.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(r["prelabel"] == "été" for r in rows)
+    config = (out / "labelstudio_config.xml").read_bytes().decode("utf-8")
+    assert 'value="été"' in config and 'value="hiver"' in config
+
+
 def test_keys_coexist_rerun_replaces_only_its_own_and_delete_cleans_up(dataset):
     a = _run(dataset, key="a", fraction=0.2)
     b = _run(dataset, key="b", fraction=0.1, seed=1)
