@@ -472,7 +472,7 @@ def print_summary(dataset, args, result, emb, brain_key, outputs, timings) -> No
     print(f"skipped images: {emb['n_skipped']} (reused embeddings: {emb['n_reused']})")
     for item in emb["skipped"][:5]:
         print(f"  {item['filepath']}: {item['reason']}")
-    if dataset.get_field("ground_truth") is not None:
+    if is_classification_field(dataset, "ground_truth"):
         view = dataset.exists(label_field).exists("ground_truth")
         truth, pred = view.values(["ground_truth.label", f"{label_field}.label"])
         accuracy = cluster_accuracy(codes(truth), codes(pred))
@@ -488,6 +488,15 @@ def print_summary(dataset, args, result, emb, brain_key, outputs, timings) -> No
     for kind, path in outputs.items():
         print(f"  {kind}: {path}")
     print(f"open it in the App (with the ELFS plugin):\n  {app_command(dataset.name)}")
+
+
+def is_classification_field(dataset, name: str) -> bool:
+    """Whether `name` holds one class label per sample (a Classification), the only kind the
+    cluster-accuracy report can compare with the pseudo-labels (not Detections, say)."""
+    import fiftyone as fo
+
+    field = dataset.get_field(name)
+    return getattr(field, "document_type", None) is fo.Classification
 
 
 def count_labels(values: list[str]) -> dict[str, int]:

@@ -195,3 +195,41 @@ def test_a_rerun_with_another_selection_never_replaces_the_earlier_export(tmp_pa
     finally:
         if fo.dataset_exists("elfs-digits"):
             fo.delete_dataset("elfs-digits")
+
+
+@pytest.mark.slow
+def test_a_named_dataset_whose_ground_truth_is_not_a_classification_runs_to_the_end(tmp_path):
+    """The cluster-accuracy line is a report for class-folder data: a dataset whose
+    `ground_truth` holds detections gets its coreset and summary without it (it crashed the
+    summary after all the work)."""
+    import glob
+
+    import fiftyone as fo
+
+    from fiftyone_elfs.sample_data import write_digit_images
+
+    images = sorted(glob.glob(os.path.join(write_digit_images(str(tmp_path / "d"), 4), "*", "*")))
+    name = f"elfs-detections-{os.getpid()}"
+    dataset = fo.Dataset(name, persistent=True)
+    box = fo.Detection(label="digit", bounding_box=[0.1, 0.1, 0.8, 0.8])
+    dataset.add_samples(
+        [fo.Sample(filepath=p, ground_truth=fo.Detections(detections=[box.copy()])) for p in images]
+    )
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                os.path.join(REPO, "examples", "select_coreset.py"),
+                *("--dataset", name, "--workdir", str(tmp_path / "work")),
+                *("--clusters", "3", "--clustering", "kmeans", "--budget-count", "6"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert f"selected 6 of {len(images)} samples" in done.stdout
+        assert "cluster accuracy" not in done.stdout
+        assert "Traceback" not in done.stderr
+    finally:
+        dataset.delete()
