@@ -20,6 +20,7 @@ A bad value exits with status 2 and a message naming the flag and the fix, witho
 from __future__ import annotations
 
 import argparse
+import mimetypes
 import os
 import re
 import subprocess
@@ -278,22 +279,65 @@ def load_source(args: argparse.Namespace):
     return dataset_from_folder(name, folder)
 
 
+def image_files(folder: str) -> list[tuple[str, str | None]]:
+    """Every image file under `folder` (an image by its extension's MIME type, as FiftyOne's
+    importers decide), sorted, with its class: the top-level subfolder it is in, or None for an
+    image directly in `folder`. Hidden files and folders (a name starting with '.', e.g.
+    .ipynb_checkpoints or macOS' ._ files) are left out."""
+    found: list[tuple[str, str | None]] = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            mime = mimetypes.guess_type(name)[0]
+            if name.startswith(".") or mime is None or not mime.startswith("image/"):
+                continue
+            path = os.path.join(root, name)
+            parts = os.path.relpath(path, folder).split(os.sep, 1)
+            found.append((path, parts[0] if len(parts) > 1 else None))
+    return found
+
+
+def add_image_files(dataset, files: list[tuple[str, str | None]]) -> int:
+    """Adds the files that are not samples of `dataset` yet (class subfolders become
+    `ground_truth`); returns how many."""
+    import fiftyone as fo
+
+    known = set(dataset.values("filepath"))
+    samples = [
+        fo.Sample(filepath=path, ground_truth=fo.Classification(label=label))
+        if label is not None
+        else fo.Sample(filepath=path)
+        for path, label in files
+        if path not in known
+    ]
+    if samples:
+        dataset.add_samples(samples)
+    return len(samples)
+
+
 def dataset_from_folder(name: str, folder: str):
     """Loads a folder as a persistent dataset, reusing the one made from it before (and its
-    embeddings).
+    embeddings) and adding the images that appeared in the folder since.
 
-    The dataset is called ``name``, or ``name-2``, ``name-3``, ... when that name belongs to a
-    dataset made from another folder (a second checkout's demo images, another folder with the
-    same base name) or by someone else: each folder gets its own dataset, found again on the
-    next run, and no other dataset is read for samples or changed.
+    Every image under the folder is a sample, at any depth, beside class subfolders or not
+    (`image_files`). The dataset is called ``name``, or ``name-2``, ``name-3``, ... when that
+    name belongs to a dataset made from another folder (a second checkout's demo images,
+    another folder with the same base name) or by someone else: each folder gets its own
+    dataset, found again on the next run, and no other dataset is read for samples or changed.
     """
     import fiftyone as fo
 
+    files = image_files(folder)
+    if not files:
+        raise UsageError(f"argument --images-dir: no images found in '{folder}'.")
     same_stem = re.compile(rf"{re.escape(name)}(-[0-9]+)?")
     taken = {n for n in fo.list_datasets() if same_stem.fullmatch(n)}
     for existing in sorted(taken, key=lambda n: (len(n), n)):
         dataset = fo.load_dataset(existing)
         if dataset.info.get("source_folder") == folder:
+            added = add_image_files(dataset, files)
+            if added:
+                print(f"{added} images new in {folder} since the last run were added.")
             return dataset
     free, number = name, 2
     while free in taken:
@@ -303,19 +347,8 @@ def dataset_from_folder(name: str, folder: str):
             f"Dataset '{name}' exists and was not made from {folder}; "
             f"this folder's images go into a new dataset, '{free}'."
         )
-    name = free
-    has_classes = any(os.path.isdir(os.path.join(folder, d)) for d in os.listdir(folder))
-    dataset = fo.Dataset.from_dir(
-        dataset_dir=folder,
-        dataset_type=(
-            fo.types.ImageClassificationDirectoryTree if has_classes else fo.types.ImageDirectory
-        ),
-        name=name,
-        label_field="ground_truth" if has_classes else None,
-    )
-    if len(dataset) == 0:
-        dataset.delete()
-        raise UsageError(f"argument --images-dir: no images found in '{folder}'.")
+    dataset = fo.Dataset(free)
+    add_image_files(dataset, files)
     dataset.info["source_folder"] = folder
     dataset.persistent = True
     dataset.save()

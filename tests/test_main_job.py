@@ -233,3 +233,58 @@ def test_a_named_dataset_whose_ground_truth_is_not_a_classification_runs_to_the_
         assert "Traceback" not in done.stderr
     finally:
         dataset.delete()
+
+
+def _main_job_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "select_coreset", os.path.join(REPO, "examples", "select_coreset.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _png(path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), (len(str(path)) % 256, 0, 0)).save(path)
+
+
+def test_a_folder_gives_every_image_at_any_depth_and_later_ones_on_the_next_run(tmp_path):
+    """Images beside class subfolders were dropped (only the subfolders were read); a folder
+    that gained images kept the dataset of its first run."""
+    import fiftyone as fo
+
+    main_job = _main_job_module()
+    root = tmp_path / "photos"
+    for rel in ["top.png", "cat/a.jpg", "cat/deeper/b.webp", "dog/c.png", "dog/C.JPEG"]:
+        _png(root / rel)
+    (root / "notes.txt").write_text("not an image")
+    _png(root / ".ipynb_checkpoints" / "top-checkpoint.png")
+    _png(root / "dog" / "._c.png")  # macOS metadata beside a copied file
+    found = main_job.image_files(str(root))
+    assert [(os.path.relpath(p, root), label) for p, label in found] == [
+        ("top.png", None),
+        ("cat/a.jpg", "cat"),
+        ("cat/deeper/b.webp", "cat"),
+        ("dog/C.JPEG", "dog"),
+        ("dog/c.png", "dog"),
+    ]
+    name = f"elfs-folder-{os.getpid()}"
+    dataset = main_job.dataset_from_folder(name, str(root))
+    try:
+        assert len(dataset) == 5
+        paths, labels = dataset.values(["filepath", "ground_truth.label"])
+        labels = dict(zip(paths, labels, strict=True))
+        assert labels[str(root / "top.png")] is None and labels[str(root / "cat/a.jpg")] == "cat"
+        _png(root / "dog" / "new.png")
+        again = main_job.dataset_from_folder(name, str(root))
+        assert again.name == name and len(again) == 6
+        third = main_job.dataset_from_folder(name, str(root))  # nothing new: nothing added
+        assert third.name == name and len(third) == 6
+    finally:
+        if fo.dataset_exists(name):
+            fo.delete_dataset(name)
