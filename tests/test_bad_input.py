@@ -19,6 +19,7 @@ from fiftyone.operators.executor import ExecutionError
 import fiftyone_elfs as elfs
 from fiftyone_elfs import label_studio
 from fiftyone_elfs.errors import ElfsInputError
+from fiftyone_elfs.plugin.operators import queue_sharded_pipeline
 
 PLUGIN = "@fiftyone-elfs/elfs"
 KEY = "k"
@@ -235,6 +236,10 @@ def test_a_video_dataset_is_refused_naming_frames_as_the_fix():
             _refused_both_ways(
                 videos, function, operator, dict(key="v", **kwargs), "'video' samples.*to_frames"
             )
+        before = snapshot(videos)
+        with pytest.raises(ElfsInputError, match="'video' samples"):
+            queue_sharded_pipeline(videos, 2, key="v", budget_count=2, n_clusters=2)
+        assert snapshot(videos) == before
     finally:
         videos.delete()
 

@@ -192,6 +192,8 @@ def queue_sharded_pipeline(samples: Any, n_shards: int, **pipeline_kwargs: Any) 
     operation = params.OPERATIONS["run_pipeline"]
     checked = operation.validate(operation.rename_deprecated(pipeline_kwargs))
     key = checked.get("key", params.KEY.default)
+    dataset_io.require_nonempty(samples)
+    dataset_io.require_images(samples)  # refused now, not by every worker later
     # the checked values: plain Python (a numpy scalar is accepted, and MongoDB stores none)
     sharding.plan(dataset_io.dataset_id(samples), key, n_shards, checked)
     embed = {name: checked[name] for name in ("key", "model") if name in checked}
