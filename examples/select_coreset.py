@@ -282,10 +282,17 @@ def load_source(args: argparse.Namespace):
 def image_files(folder: str) -> list[tuple[str, str | None]]:
     """Every image file under `folder` (an image by its extension's MIME type, as FiftyOne's
     importers decide), sorted, with its class: the top-level subfolder it is in, or None for an
-    image directly in `folder`. Hidden files and folders (a name starting with '.', e.g.
-    .ipynb_checkpoints or macOS' ._ files) are left out."""
+    image directly in `folder`. Linked folders are followed (each real folder once); hidden files
+    and folders (a name starting with '.', e.g. .ipynb_checkpoints or macOS' ._ files) are left
+    out."""
     found: list[tuple[str, str | None]] = []
-    for root, dirs, files in os.walk(folder):
+    seen: set[str] = set()  # real paths of the folders walked: a link loop is walked once
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             mime = mimetypes.guess_type(name)[0]

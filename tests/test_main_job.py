@@ -265,9 +265,13 @@ def test_a_folder_gives_every_image_at_any_depth_and_later_ones_on_the_next_run(
     (root / "notes.txt").write_text("not an image")
     _png(root / ".ipynb_checkpoints" / "top-checkpoint.png")
     _png(root / "dog" / "._c.png")  # macOS metadata beside a copied file
+    _png(tmp_path / "elsewhere" / "d.png")
+    os.symlink(tmp_path / "elsewhere", root / "bird")  # a class folder linked from another disk
+    os.symlink(root, root / "cat" / "loop")  # a link loop is walked once
     found = main_job.image_files(str(root))
     assert [(os.path.relpath(p, root), label) for p, label in found] == [
         ("top.png", None),
+        ("bird/d.png", "bird"),
         ("cat/a.jpg", "cat"),
         ("cat/deeper/b.webp", "cat"),
         ("dog/C.JPEG", "dog"),
@@ -276,15 +280,15 @@ def test_a_folder_gives_every_image_at_any_depth_and_later_ones_on_the_next_run(
     name = f"elfs-folder-{os.getpid()}"
     dataset = main_job.dataset_from_folder(name, str(root))
     try:
-        assert len(dataset) == 5
+        assert len(dataset) == 6
         paths, labels = dataset.values(["filepath", "ground_truth.label"])
         labels = dict(zip(paths, labels, strict=True))
         assert labels[str(root / "top.png")] is None and labels[str(root / "cat/a.jpg")] == "cat"
         _png(root / "dog" / "new.png")
         again = main_job.dataset_from_folder(name, str(root))
-        assert again.name == name and len(again) == 6
+        assert again.name == name and len(again) == 7
         third = main_job.dataset_from_folder(name, str(root))  # nothing new: nothing added
-        assert third.name == name and len(third) == 6
+        assert third.name == name and len(third) == 7
     finally:
         if fo.dataset_exists(name):
             fo.delete_dataset(name)
