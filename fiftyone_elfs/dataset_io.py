@@ -117,7 +117,18 @@ def require_nonempty(samples: SampleCollection) -> int:
 
 def require_images(samples: SampleCollection) -> None:
     """Raises a clear error unless the collection's media are images (for a grouped dataset: its
-    active slice), before any file is read."""
+    active slice) and its samples whole images (not object patches), before any file is read."""
+    from fiftyone.core.patches import EvaluationPatchesView, PatchesView
+
+    if isinstance(samples, (PatchesView, EvaluationPatchesView)):
+        raise ElfsInputError(
+            "This is a patches view: the encoder reads whole image files, so each object would "
+            "get its image's embedding. Fix: select among the images (the dataset, or a view of "
+            "it); to select among objects, pass embeddings_field=<the patches' own embeddings>, "
+            "or export the patches as images first (patches.export(export_dir, "
+            "dataset_type=fo.types.ImageClassificationDirectoryTree, label_field=...)) and use "
+            "that folder."
+        )
     media = samples.media_type
     if media == "group":
         media = samples.group_media_types.get(samples.group_slice)

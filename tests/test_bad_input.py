@@ -265,6 +265,25 @@ def test_a_grouped_dataset_is_embedded_on_its_image_slice_and_refused_on_a_video
         grouped.delete()
 
 
+def test_a_patches_view_is_refused_instead_of_embedding_whole_images_per_object(ds):
+    import fiftyone as fo
+
+    def box() -> fo.Detection:
+        return fo.Detection(label="thing", bounding_box=[0.1, 0.1, 0.5, 0.5])
+
+    ds.set_values("objects", [fo.Detections(detections=[box(), box()]) for _ in range(len(ds))])
+    patches = ds.to_patches("objects")
+    assert len(patches) == 2 * len(ds)
+    before = snapshot(ds)
+    for function, kwargs in (
+        (elfs.compute_embeddings, {}),
+        (elfs.run_pipeline, {"budget_count": 4}),
+    ):
+        with pytest.raises(ElfsInputError, match="patches view.*Fix: select among the images"):
+            function(patches, key="p", **kwargs)
+    assert snapshot(ds) == before
+
+
 def test_a_dataset_whose_images_are_all_unreadable_is_refused_then_embedded_once_fixed(
     ds, tmp_path
 ):
