@@ -453,8 +453,10 @@ def exported_sample_ids(folder: str) -> set[str] | None:
     """The sample ids listed in an export folder's manifest, or None when it has none."""
     import csv
 
+    from fiftyone_elfs.export import MANIFEST
+
     try:
-        with open(os.path.join(folder, "manifest.csv"), newline="", encoding="utf-8") as f:
+        with open(os.path.join(folder, MANIFEST), newline="", encoding="utf-8") as f:
             return {row["sample_id"] for row in csv.DictReader(f)}
     except (OSError, KeyError, csv.Error):
         return None
