@@ -197,6 +197,7 @@ def send_to_label_studio(
     Returns:
         n_sent, n_prelabeled and the project's URL.
     """
+    dataset_io.require_stored(samples)
     dataset = dataset_io.dataset_of(samples)
     check_anno_key(dataset, anno_key)
     n = dataset_io.require_nonempty(samples)

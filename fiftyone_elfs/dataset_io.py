@@ -115,20 +115,47 @@ def require_nonempty(samples: SampleCollection) -> int:
     return n
 
 
-def require_images(samples: SampleCollection) -> None:
-    """Raises a clear error unless the collection's media are images (for a grouped dataset: its
-    active slice) and its samples whole images (not object patches), before any file is read."""
+def require_stored(samples: SampleCollection) -> None:
+    """Raises a clear error for a view FiftyOne generates (patches, frames, clips), whose samples
+    live in a temporary dataset: fields, runs and saved views written there would not be kept
+    (FiftyOne refuses to save field definitions on it, after all the work). Changes nothing."""
+    if not samples._is_generated:
+        return
+    from fiftyone.core.clips import ClipsView
     from fiftyone.core.patches import EvaluationPatchesView, PatchesView
+    from fiftyone.core.video import FramesView
 
+    why = (
+        "its samples live in a temporary dataset FiftyOne generates, so ELFS's fields, runs and "
+        "saved view could not be kept there."
+    )
     if isinstance(samples, (PatchesView, EvaluationPatchesView)):
         raise ElfsInputError(
-            "This is a patches view: the encoder reads whole image files, so each object would "
-            "get its image's embedding. Fix: select among the images (the dataset, or a view of "
-            "it); to select among objects, pass embeddings_field=<the patches' own embeddings>, "
-            "or export the patches as images first (patches.export(export_dir, "
-            "dataset_type=fo.types.ImageClassificationDirectoryTree, label_field=...)) and use "
-            "that folder."
+            f"This is a patches view: {why} Fix: select among the images (the dataset, or a view "
+            "of it); to select among the objects, export them as images first "
+            "(patches.export(export_dir, dataset_type=fo.types.ImageClassificationDirectoryTree, "
+            "label_field=...)) and use that folder, or make them a dataset of their own "
+            "(objects = patches.clone('<name>')) and pass embeddings_field=<the objects' own "
+            "embeddings> (the encoder would read each object's whole image)."
         )
+    if isinstance(samples, FramesView):
+        raise ElfsInputError(
+            f"This is a frames view: {why} Fix: make the frames a dataset of their own, "
+            "frames = dataset.to_frames(sample_frames=True).clone('<name>'), and pass that."
+        )
+    kind = "clips view" if isinstance(samples, ClipsView) else "view FiftyOne generates"
+    raise ElfsInputError(
+        f"This is a {kind}: {why} Fix: make it a dataset of its own (view.clone('<name>')); "
+        "for videos, select among their frames: "
+        "dataset.to_frames(sample_frames=True).clone('<name>')."
+    )
+
+
+def require_images(samples: SampleCollection) -> None:
+    """Raises a clear error unless the collection's media are images (for a grouped dataset: its
+    active slice) held by a dataset (not a generated patches or frames view), before any file is
+    read."""
+    require_stored(samples)
     media = samples.media_type
     if media == "group":
         media = samples.group_media_types.get(samples.group_slice)
@@ -136,8 +163,8 @@ def require_images(samples: SampleCollection) -> None:
         raise ElfsInputError(
             f"ELFS selects among images, and these samples are '{media}' samples. Fix: for "
             "videos, select among their frames as images: "
-            "frames = dataset.to_frames(sample_frames=True), then pass `frames`; for a grouped "
-            "dataset, choose an image slice: dataset.select_group_slices('<slice>')."
+            "frames = dataset.to_frames(sample_frames=True).clone('<name>'), then pass `frames`; "
+            "for a grouped dataset, choose an image slice: dataset.select_group_slices('<slice>')."
         )
 
 

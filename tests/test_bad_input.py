@@ -234,7 +234,11 @@ def test_a_video_dataset_is_refused_naming_frames_as_the_fix():
             (elfs.run_pipeline, "run_elfs_pipeline", dict(budget_count=2, n_clusters=2)),
         ):
             _refused_both_ways(
-                videos, function, operator, dict(key="v", **kwargs), "'video' samples.*to_frames"
+                videos,
+                function,
+                operator,
+                dict(key="v", **kwargs),
+                r"'video' samples.*to_frames\(sample_frames=True\)\.clone\(",
             )
         before = snapshot(videos)
         with pytest.raises(ElfsInputError, match="'video' samples"):
@@ -265,23 +269,97 @@ def test_a_grouped_dataset_is_embedded_on_its_image_slice_and_refused_on_a_video
         grouped.delete()
 
 
-def test_a_patches_view_is_refused_instead_of_embedding_whole_images_per_object(ds):
+def test_a_patches_view_is_refused_even_with_embeddings_and_its_clone_is_selected_from(ds):
+    """A patches view lives in a temporary dataset: with the objects' own embeddings every stage
+    ran and then FiftyOne refused to save the field ("Cannot save fields on generated views"),
+    a traceback after all the work. Now refused first, naming the clone that works."""
     import fiftyone as fo
 
-    def box() -> fo.Detection:
-        return fo.Detection(label="thing", bounding_box=[0.1, 0.1, 0.5, 0.5])
+    rng = np.random.default_rng(0)
 
-    ds.set_values("objects", [fo.Detections(detections=[box(), box()]) for _ in range(len(ds))])
+    def box(i: int) -> fo.Detection:
+        return fo.Detection(
+            label="thing", bounding_box=[0.1 * i, 0.1, 0.4, 0.4], emb=rng.normal(size=8).tolist()
+        )
+
+    ds.set_values("objects", [fo.Detections(detections=[box(0), box(1)]) for _ in range(len(ds))])
+    ds.add_dynamic_sample_fields()
     patches = ds.to_patches("objects")
     assert len(patches) == 2 * len(ds)
     before = snapshot(ds)
-    for function, kwargs in (
-        (elfs.compute_embeddings, {}),
-        (elfs.run_pipeline, {"budget_count": 4}),
+    own = {"embeddings_field": "objects.emb"}
+    for function, operator, kwargs in (
+        (elfs.compute_embeddings, "compute_embeddings", {}),
+        (elfs.run_pipeline, "run_elfs_pipeline", dict(budget_count=4, **own)),
+        (elfs.compute_pseudo_labels, "compute_pseudo_labels", dict(n_clusters=2, **own)),
     ):
         with pytest.raises(ElfsInputError, match="patches view.*Fix: select among the images"):
             function(patches, key="p", **kwargs)
-    assert snapshot(ds) == before
+        shown = _operator_error(operator, patches, key="p", **kwargs)
+        assert "patches view" in str(shown) and "clone(" in str(shown)
+        assert snapshot(ds) == before
+    objects = patches.clone(f"elfs-objects-{uuid.uuid4().hex[:6]}")
+    try:
+        result = elfs.run_pipeline(
+            objects,
+            key="p",
+            budget_count=6,
+            n_clusters=2,
+            clustering="kmeans",
+            epochs=2,
+            visualize=False,
+            **own,
+        )
+        assert result.budget == 6 and len(objects.match_tags("p_coreset")) == 6
+        assert snapshot(ds) == before
+    finally:
+        objects.delete()
+
+
+def test_a_frames_view_is_refused_and_its_clone_is_selected_from(ds):
+    """The frames of videos, as the video refusal advises: a frames view embedded every frame
+    and then failed to save the field; its clone, an image dataset, is what to pass."""
+    import fiftyone as fo
+
+    videos = fo.Dataset(f"elfs-videos-{uuid.uuid4().hex[:6]}")
+    try:
+        paths = ds.take(8, seed=0).values("filepath")
+        for v in range(2):  # frames given as image files (FiftyOne samples them with ffmpeg)
+            video = fo.Sample(filepath=f"/videos/{v}.mp4")
+            video.metadata = fo.VideoMetadata(
+                total_frame_count=4, frame_rate=1.0, duration=4.0, frame_width=32, frame_height=32
+            )
+            for f in range(1, 5):
+                video.frames[f] = fo.Frame(filepath=paths[4 * v + f - 1])
+            videos.add_sample(video)
+        frames = videos.to_frames(sample_frames=False)
+        assert frames.media_type == "image" and len(frames) == 8
+        before = snapshot(videos)
+        for function, operator, kwargs in (
+            (elfs.compute_embeddings, "compute_embeddings", {}),
+            (elfs.run_pipeline, "run_elfs_pipeline", dict(budget_count=2, n_clusters=2)),
+        ):
+            with pytest.raises(ElfsInputError, match=r"frames view.*to_frames\(.*\)\.clone\("):
+                function(frames, key="f", **kwargs)
+            shown = _operator_error(operator, frames, key="f", **kwargs)
+            assert "frames view" in str(shown)
+            assert snapshot(videos) == before
+        clone = frames.clone(f"elfs-frames-{uuid.uuid4().hex[:6]}")
+        try:
+            result = elfs.run_pipeline(
+                clone,
+                key="f",
+                budget_count=3,
+                n_clusters=2,
+                clustering="kmeans",
+                epochs=2,
+                visualize=False,
+            )
+            assert result.budget == 3 and len(clone.match_tags("f_coreset")) == 3
+        finally:
+            clone.delete()
+    finally:
+        videos.delete()
 
 
 def test_a_dataset_whose_images_are_all_unreadable_is_refused_then_embedded_once_fixed(

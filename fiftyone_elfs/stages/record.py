@@ -195,8 +195,10 @@ def check_ownership(
 
     Raises:
         ElfsInputError: an output belongs to another key's run or stage, is left by an
-            unfinished run of another (key, stage), or exists without an ELFS record.
+            unfinished run of another (key, stage), or exists without an ELFS record; or
+            the samples are a generated (patches, frames) view, where nothing is kept.
     """
+    dataset_io.require_stored(samples)
     dataset = dataset_io.dataset_of(samples)
     wanted = {"fields": fields, "tags": tags, "views": views, "brain_runs": brain_runs}
     for kind, output_names in wanted.items():

@@ -337,6 +337,7 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
     from fiftyone_elfs.selection import ccs_prune, next_round_prune, resolve_budget
 
     names = runs.PipelineNames(config.key)
+    dataset_io.require_stored(samples)
     dataset = dataset_io.dataset_of(samples)
     rounds = runs.selection_rounds(dataset, names)
     if 1 not in rounds:
