@@ -1,4 +1,5 @@
-"""What one ELFS key did to a dataset, summarised for display (the App panel, reports, scripts).
+"""What one ELFS key did to a dataset, summarised for display (the App panel, reports, scripts):
+its stages and parameters, the selection, its labeling rounds and the Label Studio runs.
 
 Everything is computed with database aggregations (bounds, histograms, value counts), so a
 summary costs a handful of queries whatever the dataset size.
@@ -12,7 +13,7 @@ from typing import Any
 import fiftyone as fo
 from fiftyone import ViewField as F
 
-from fiftyone_elfs import runs
+from fiftyone_elfs import annotation, runs
 from fiftyone_elfs.errors import ElfsInputError
 
 _INTERNAL = {"method", "elfs_key", "stage", "owned_fields", "owned_tags", "owned_views",
@@ -51,6 +52,9 @@ class RunSummary:
     histogram: ScoreHistogram | None = None
     # (pseudo-label, samples in the scored pool, samples in the coreset), largest pool first
     clusters: list[tuple[str, int, int]] = field(default_factory=list)
+    rounds: dict[int, int] = field(default_factory=dict)  # selection round -> samples selected
+    # the dataset's Label Studio runs (annotation.annotation_summary), whichever key chose them
+    annotations: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _stage_params(config: Any) -> dict[str, Any]:
@@ -133,6 +137,10 @@ def summarize_run(dataset: fo.Dataset, key: str = "elfs", *, bins: int = 40) -> 
         summary.clusters = cluster_balance(dataset, names, config.tag)
     if "visualization" in stages:
         summary.brain_key = runs.stage_config(dataset, names, "visualization").brain_key
+    summary.rounds = {r: len(ids) for r, ids in runs.selection_rounds(dataset, names).items()}
+    summary.annotations = [
+        annotation.annotation_summary(dataset, k) for k in annotation.list_annotation_runs(dataset)
+    ]
     return summary
 
 

@@ -12,7 +12,12 @@ from fiftyone.operators.executor import ExecutionContext, Executor
 import fiftyone_elfs as elfs
 from fiftyone_elfs import run_summary, runs
 from fiftyone_elfs.embeddings import pca_reduce
-from fiftyone_elfs.plugin.panel import ElfsPanel, cluster_traces, histogram_traces
+from fiftyone_elfs.plugin.panel import (
+    ElfsPanel,
+    _labeling_markdown,
+    cluster_traces,
+    histogram_traces,
+)
 
 PLUGIN = "@fiftyone-elfs/elfs"
 
@@ -123,6 +128,19 @@ def test_summary_counts_agree_with_the_selection(dataset):
     assert [sum(t["y"]) for t in traces] == [sum(hist.counts[r]) for r in runs.REGIONS]
     shares = cluster_traces(summary.clusters)
     assert abs(sum(shares[0]["y"]) - 100) < 0.1 and abs(sum(shares[1]["y"]) - 100) < 0.1
+
+
+def test_summary_lists_the_labeling_rounds_of_its_key_only(dataset):
+    first = _select(dataset, fraction=0.1)
+    _select(dataset, key="other", fraction=0.3)
+    assert run_summary.summarize_run(dataset, "elfs").rounds == {1: first.budget}
+    more = elfs.select_more(dataset, budget_count=7)
+    summary = run_summary.summarize_run(dataset, "elfs")
+    assert summary.rounds == {1: first.budget, 2: 7} and more.budget == 7
+    assert summary.annotations == []  # nothing sent to Label Studio
+    assert f"round 1: {first.budget}, round 2: 7" in _labeling_markdown(summary)
+    assert "Nothing sent to Label Studio yet" in _labeling_markdown(summary)
+    assert run_summary.summarize_run(dataset, "other").rounds == {1: round(0.3 * len(dataset))}
 
 
 def test_summary_of_a_missing_key_says_which_keys_exist(dataset):

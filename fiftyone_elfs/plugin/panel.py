@@ -14,7 +14,7 @@ from typing import Any
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from fiftyone_elfs import annotation, run_summary, runs
+from fiftyone_elfs import run_summary, runs
 from fiftyone_elfs.app_colors import REGION_COLORS, cluster_colors
 
 PANEL_NAME = "elfs_panel"
@@ -152,13 +152,13 @@ def _delegated_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _labeling_markdown(rounds: dict[int, list[str]], annotations: list[dict[str, Any]]) -> str:
+def _labeling_markdown(summary: run_summary.RunSummary) -> str:
     """Selection rounds of the key and what came back from each annotation run."""
     lines = []
-    if rounds:
-        shown = ", ".join(f"round {r}: {len(ids)}" for r, ids in rounds.items())
+    if summary.rounds:
+        shown = ", ".join(f"round {r}: {n}" for r, n in summary.rounds.items())
         lines += [f"Selected per round: {shown}.", ""]
-    if not annotations:
+    if not summary.annotations:
         lines.append(
             "Nothing sent to Label Studio yet: run 'ELFS: send to Label Studio' on the coreset."
         )
@@ -167,7 +167,7 @@ def _labeling_markdown(rounds: dict[int, list[str]], annotations: list[dict[str,
         "| annotation run | label field | sent | labeled | skipped | unanswered |",
         "|---|---|---|---|---|---|",
     ]
-    for a in annotations:
+    for a in summary.annotations:
         counts = ["not loaded"] * 3
         if a["loaded"]:
             counts = [a["n_labeled"], a["n_skipped"], a["n_unanswered"]]
@@ -265,13 +265,8 @@ class ElfsPanel(foo.Panel):
             ctx.panel.data.cluster_balance = cluster_traces(summary.clusters)
         delegated = run_summary.delegated_runs(ctx.dataset) if ctx.dataset is not None else []
         ctx.panel.state.delegated = _delegated_markdown(delegated)
-        if ctx.dataset is not None and key is not None:
-            rounds = runs.selection_rounds(ctx.dataset, runs.PipelineNames(key))
-            sent = [
-                annotation.annotation_summary(ctx.dataset, k)
-                for k in annotation.list_annotation_runs(ctx.dataset)
-            ]
-            ctx.panel.state.labeling = _labeling_markdown(rounds, sent)
+        if summary is not None:
+            ctx.panel.state.labeling = _labeling_markdown(summary)
 
     # ------------------------------------------------------------------ layout
 
