@@ -40,6 +40,7 @@ _EXPORTS = {
     ),
     "fiftyone_elfs.errors": ("ElfsInputError",),
     "fiftyone_elfs.export": ("coreset_view", "export_coreset"),
+    "fiftyone_elfs.run_summary": ("RunSummary", "summarize_run"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 

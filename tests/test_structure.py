@@ -44,6 +44,19 @@ def test_the_package_root_and_torch_free_array_names_load_lazily():
     assert _loaded_after(code) == {"fiftyone": False, "torch": False}
 
 
+def test_every_name_the_readme_calls_on_the_package_root_exists():
+    """The README's snippets say `elfs.<name>` (import fiftyone_elfs as elfs): each must resolve,
+    else a user copying them gets an AttributeError."""
+    import re
+
+    import fiftyone_elfs as elfs
+
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        used = set(re.findall(r"\belfs\.([A-Za-z_]\w*)\b(?!\.)", f.read()))
+    assert {"run_pipeline", "summarize_run", "select_more"} <= used
+    assert sorted(name for name in used if not hasattr(elfs, name)) == []
+
+
 def _modules(*parts: str) -> list[str]:
     root = os.path.join(PACKAGE, *parts)
     return sorted(
