@@ -31,9 +31,10 @@ from fiftyone_elfs.stages import (
     record,
 )
 from fiftyone_elfs.stages import visualization as plot
-from fiftyone_elfs.stages.selection import CoresetConfig, CoresetResult, RoundConfig
+from fiftyone_elfs.stages.selection import CoresetConfig, CoresetResult
 from fiftyone_elfs.stages.selection import select_coreset as _select_coreset
-from fiftyone_elfs.stages.selection import select_more as _select_more
+from fiftyone_elfs.stages.selection_rounds import RoundConfig
+from fiftyone_elfs.stages.selection_rounds import select_more as _select_more
 
 __all__ = [
     "CoresetResult",
@@ -258,7 +259,7 @@ def select_more(
     key: str = "elfs",
     label_field: str | None = None,
     beta: float | None = None,
-    score: str = "aum",
+    score: str | None = None,
 ) -> CoresetResult:
     """The next labeling round: `budget` more samples, never one already selected or labeled.
 

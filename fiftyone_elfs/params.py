@@ -445,7 +445,14 @@ _register(
                 LABEL_FIELD, help="Samples already labeled here are never selected again."
             ),
             BETA_MODE,
-            SCORE,
+            dataclasses.replace(
+                SCORE,
+                default=None,
+                optional=True,
+                label="Difficulty score (optional)",
+                help=f"{SCORE.help} None: the score this key's coreset was selected by, so the "
+                "rounds continue its ranking.",
+            ),
         ),
     )
 )

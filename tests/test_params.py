@@ -27,6 +27,7 @@ from fiftyone_elfs.stages import (
     pipeline,
     pseudo_labels,
     selection,
+    selection_rounds,
     visualization,
 )
 
@@ -51,7 +52,7 @@ CONFIGS = {
     "compute_difficulty": difficulty.DifficultyConfig,
     "compute_contrastive_scores": contrastive.ContrastiveConfig,
     "select_coreset": selection.CoresetConfig,
-    "select_more": selection.RoundConfig,
+    "select_more": selection_rounds.RoundConfig,
     "compute_visualization": visualization.VisualizationConfig,
     "run_pipeline": pipeline.PipelineConfig,
 }

@@ -78,6 +78,24 @@ def test_select_more_skips_labeled_samples_and_errors_clearly(dataset):
     assert set(elfs.select_more(dataset, budget_count=99, key="elfs").selected_ids) == set(outside)
 
 
+def test_rounds_continue_the_ranking_of_the_coreset_score(dataset):
+    """select_more ranked by AUM whatever the coreset used: after an EL2N window, round 2 was a
+    window of another ranking, so the rounds no longer added up, and nothing said so."""
+    n = len(dataset)
+    _round1(dataset)
+    first = elfs.select_coreset(dataset, budget_count=20, score="el2n", mode="window")
+    second = elfs.select_more(dataset, budget_count=20)
+    assert second.score == "el2n" and not second.notices
+    ids, el2n = dataset.values(["id", "elfs_el2n"])
+    el2n = np.asarray(el2n, dtype=float)
+    once = double_end_prune(el2n, 40, label_free_beta(el2n, 40 / n)[0], hard_is_low=False)
+    union = set(first.selected_ids) | set(second.selected_ids)
+    assert len(union - {ids[i] for i in once.indices}) <= 2
+    third = elfs.select_more(dataset, budget_count=10, score="aum")  # asked for: said
+    assert third.score == "aum" and any("does not continue" in m for m in third.notices)
+    assert dataset.get_run_info("elfs_round3").config.score == "aum"
+
+
 def test_true_labels_correct_the_proxy_targets(dataset):
     _round1(dataset, fraction=0.3)
     coreset = dataset.match_tags("elfs_coreset")

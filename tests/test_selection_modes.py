@@ -206,6 +206,21 @@ def test_typical_rounds_never_reselect_and_keep_the_rule(modes_dataset):
     assert "elfs_round3" not in modes_dataset.list_runs()
 
 
+@pytest.mark.parametrize("mode", ["typical", "ccs", "window"])
+def test_a_round_with_nothing_left_is_refused_by_every_rule(modes_dataset, mode):
+    """A typical key recorded an empty round 3 (its run, tag and saved view, "all 0 are
+    selected") where window and CCS keys refused."""
+    _run(modes_dataset, "blob_embedding", 3, mode=mode)
+    rest = elfs.select_more(modes_dataset, budget_count=10_000)
+    assert len(rest.selected_ids) == len(modes_dataset) - 60
+    assert any("(10000)" in m and "all 240 are selected" in m for m in rest.notices)
+    runs_before = modes_dataset.list_runs()
+    with pytest.raises(elfs.ElfsInputError, match="nothing left to select.*Fix:"):
+        elfs.select_more(modes_dataset, budget_count=5)
+    assert modes_dataset.list_runs() == runs_before
+    assert "elfs-round3" not in modes_dataset.list_saved_views()
+
+
 def test_typical_mode_without_embeddings_is_refused_and_changes_nothing(modes_dataset):
     _run(modes_dataset, "blob_embedding", 3, mode="ccs")
     before = modes_dataset.count_values("elfs_coreset_region")

@@ -15,7 +15,7 @@ import fiftyone.operators.types as types
 from fiftyone_elfs import annotation, api
 from fiftyone_elfs.params import Param
 from fiftyone_elfs.plugin.base import ElfsOperator
-from fiftyone_elfs.stages import selection
+from fiftyone_elfs.stages import selection, selection_rounds
 
 
 class _LabelStudioOperator(ElfsOperator):
@@ -113,7 +113,7 @@ class SelectMore(ElfsOperator):
     description = "Tag N more samples to label, never one already selected or labeled"
     operation = "select_more"
     function = staticmethod(api.select_more)
-    checks = (selection.preflight,)
+    checks = (selection_rounds.preflight,)
     usage = (
         'foo.get_operator("@fiftyone-elfs/elfs/select_more")'
         '(dataset, budget_count=200, label_field="human")'

@@ -418,14 +418,15 @@ def next_round_prune(
             "select. Score more samples, or start a new selection with another key."
         )
     notices: list[str] = []
-    if budget > available:
+    if budget >= available:
         notices.append(
-            f"The budget ({budget}) is more than the {available} samples not yet selected or "
+            f"The budget ({budget}) is at least the {available} samples not yet selected or "
             f"labeled: all {available} are selected."
         )
         budget = available
     window = double_end_prune(s, int(mask.sum()) + budget, beta, hard_is_low)
-    notices.extend(window.notices)
+    if budget < available:  # else the window is every sample, said above in this round's terms
+        notices.extend(window.notices)  # a window shifted to end at the easiest sample
     order = rank_hardest_first(s, hard_is_low)
     in_window = order[window.start : window.stop]
     candidates = in_window[~mask[in_window]]  # at least `budget`: the window holds E + budget

@@ -1,10 +1,11 @@
-"""Selection stage: the coreset (labeling round 1) and the next labeling rounds.
+"""Selection stage: the coreset (labeling round 1); the next rounds:
+`fiftyone_elfs.stages.selection_rounds`.
 
 On a difficulty score, the hardest beta share is cut (likely wrong pseudo-labels), then either
 the double-end window keeps the next budget in rank order, or CCS draws the budget evenly
 across the difficulty range left; or, with no score at all, typical selection takes the most
 typical sample of each of budget k-means cells of the embeddings. ``mode="auto"`` picks by the
-pseudo-labels' recorded trust. Each round is a tag, a saved view and a run of the key.
+pseudo-labels' recorded trust. The coreset is a tag, a saved view and a run of the key.
 Algorithms: `fiftyone_elfs.selection.pruning` (budgets, window, CCS, label-free beta),
 `fiftyone_elfs.selection.typical` and `fiftyone_elfs.selection.modes` (the rule between them);
 typical selection's reading of the embeddings: `fiftyone_elfs.stages.typical_selection`.
@@ -72,29 +73,7 @@ class CoresetConfig(StageConfig):
     tag: str | None
 
 
-@dataclass(frozen=True)
-class RoundConfig(StageConfig):
-    """The parameters of `fiftyone_elfs.select_more` (documented there)."""
-
-    OPERATION = "select_more"
-
-    key: str
-    budget_count: int | None
-    budget_fraction: float | None
-    label_field: str | None
-    beta: float | None
-    score: str
-
-
-def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
-    """The cheap data checks an App form repeats as the user types (select_more)."""
-    if values.get("label_field"):
-        dataset_io.require_field(samples, values["label_field"], "label_field", "label field")
-        # any value would count as "labeled": only Classification labels are labels
-        dataset_io.require_classification_field(samples, values["label_field"], "label_field")
-
-
-def _read_scores(
+def read_scores(
     samples: SampleCollection,
     names: runs.PipelineNames,
     score: str,
@@ -120,7 +99,7 @@ def _read_scores(
     return ids, np.asarray(values, dtype=float)
 
 
-def _beta_for(
+def beta_for(
     samples: SampleCollection,
     names: runs.PipelineNames,
     ids: list[str],
@@ -176,7 +155,7 @@ def _mode_for(
     return used, reason, trust
 
 
-def _selection(
+def selection_result(
     names: runs.PipelineNames,
     ids: list[str],
     pruned: Any,
@@ -207,7 +186,7 @@ def _selection(
     )
 
 
-def _results(result: CoresetResult, pruned: Any, **extra: Any) -> dict[str, Any]:
+def results_record(result: CoresetResult, pruned: Any, **extra: Any) -> dict[str, Any]:
     """What a selection run stores: counts, the rule and why, beta and why, the range drawn
     from (the window; the cut to the end for CCS; the whole ranking for typical), the selected
     ids."""
@@ -225,7 +204,7 @@ def _results(result: CoresetResult, pruned: Any, **extra: Any) -> dict[str, Any]
     }
 
 
-def _chosen_by(score: str, mode: str) -> str:
+def chosen_by(score: str, mode: str) -> str:
     """What chose the samples, for descriptions: the score and rule, or typical selection
     (which draws from the embeddings and does not use the score)."""
     return "typical selection" if mode == "typical" else f"{score} ({mode})"
@@ -255,7 +234,7 @@ def select_coreset(
     from fiftyone_elfs.selection import ccs_prune, double_end_prune, resolve_budget
 
     names = runs.PipelineNames(config.key)
-    ids, values = _read_scores(samples, names, config.score, held)
+    ids, values = read_scores(samples, names, config.score, held)
     n = len(ids)
     budget = resolve_budget(
         n, budget_count=config.budget_count, budget_fraction=config.budget_fraction
@@ -284,7 +263,7 @@ def select_coreset(
     mode, mode_reason, trust = _mode_for(
         samples, names, config.mode, config.score, held, beta_set=config.beta is not None
     )
-    beta, beta_reason = _beta_for(
+    beta, beta_reason = beta_for(
         samples, names, ids, config.score, values, config.beta, min(budget / n, 1.0), mode
     )
     hard_is_low = HARD_IS_LOW[config.score]
@@ -295,13 +274,13 @@ def select_coreset(
     else:
         pruned = double_end_prune(values, budget, beta, hard_is_low=hard_is_low)
     logger.info("Selection rule: %s (%s).", mode, mode_reason)
-    result = _selection(
+    result = selection_result(
         names, ids, pruned, beta_reason, config.score, tag, names.saved_view, 1, mode, mode_reason
     )
     regions = _regions(pruned, mode)
     description = (
         f"ELFS coreset '{config.key}': {result.budget} of {n} samples by "
-        f"{_chosen_by(config.score, mode)}"
+        f"{chosen_by(config.score, mode)}"
     )
     record.record(
         samples,
@@ -317,7 +296,7 @@ def select_coreset(
             "tag": tag,
             "saved_view": names.saved_view,
         },
-        results=_results(result, pruned, trust=trust),
+        results=results_record(result, pruned, trust=trust),
         outputs=record.Outputs(
             tags={tag: result.selected_ids},
             values={names.region_field: (ids, regions.tolist())},
@@ -327,88 +306,4 @@ def select_coreset(
     )
     if held is None:
         apply_app_colors(dataset, config.key)  # regions in the ELFS panel's colours, App-wide
-    return result
-
-
-def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult:
-    """Round k >= 2, with the coreset's rule: the window of the cumulative budget minus what is
-    selected or labeled, a CCS draw from what is neither, or typical selection in the cells
-    none of them covers."""
-    from fiftyone_elfs.selection import ccs_prune, next_round_prune, resolve_budget
-
-    names = runs.PipelineNames(config.key)
-    dataset_io.require_stored(samples)
-    dataset = dataset_io.dataset_of(samples)
-    rounds = runs.selection_rounds(dataset, names)
-    if 1 not in rounds:
-        raise ElfsInputError(
-            f"Key '{config.key}' has no coreset yet, so there is nothing to continue. "
-            "Fix: run select_coreset first (it is round 1)."
-        )
-    preflight(samples, {"label_field": config.label_field})
-    ids, values = _read_scores(samples, names, config.score)
-    n = len(ids)
-    budget = resolve_budget(
-        n, budget_count=config.budget_count, budget_fraction=config.budget_fraction
-    )
-    round_no = max(rounds) + 1
-    stage = runs.round_stage(round_no)
-    tag, view_name = names.round_tag(round_no), names.round_view(round_no)
-    record.check_ownership(samples, names, stage, tags=[tag], views=[view_name])
-    excluded_ids = {i for selected in rounds.values() for i in selected}
-    if config.label_field is not None:
-        excluded_ids.update(dataset_io.ids_with_values(samples, config.label_field))
-    excluded = np.array([i in excluded_ids for i in ids], dtype=bool)
-    coreset = runs.stage_results(dataset, names, "coreset")
-    mode = getattr(coreset, "mode", None) or "window"  # coresets before modes were windows
-    mode_reason = f"the rule of this key's coreset ({mode})"
-    if mode == "typical" and config.beta is not None:
-        raise ElfsInputError(
-            f"beta={config.beta} sets a hard-end cut, and this key's coreset used "
-            "mode='typical', which makes none (its rounds select on the embeddings "
-            "alone). Fix: leave beta unset, or start a new key with mode='ccs' or "
-            "mode='window' to cut the hardest share.",
-            param="beta",
-        )
-    total_fraction = min((int(excluded.sum()) + budget) / n, 1.0)
-    beta, beta_reason = _beta_for(
-        samples, names, ids, config.score, values, config.beta, total_fraction, mode
-    )
-    hard_is_low = HARD_IS_LOW[config.score]
-    seed = int(getattr(runs.stage_config(dataset, names, "coreset"), "seed", 0) or 0)
-    if mode == "typical":
-        pruned = typical_prune(
-            samples, names, ids, values, budget, hard_is_low, seed + round_no, excluded=excluded
-        )
-    elif mode == "ccs":
-        pruned = ccs_prune(
-            values, budget, beta, hard_is_low=hard_is_low, excluded=excluded, seed=seed + round_no
-        )
-    else:
-        pruned = next_round_prune(values, excluded, budget, beta, hard_is_low=hard_is_low)
-    result = _selection(
-        names, ids, pruned, beta_reason, config.score, tag, view_name, round_no, mode, mode_reason
-    )
-    description = (
-        f"ELFS round {round_no} of '{config.key}': {result.budget} more of {n} samples by "
-        f"{_chosen_by(config.score, mode)}"
-    )
-    record.record(
-        samples,
-        names,
-        stage,
-        params={
-            "budget_count": config.budget_count,
-            "budget_fraction": config.budget_fraction,
-            "beta": config.beta,
-            "label_field": config.label_field,
-            "score": config.score,
-            "tag": tag,
-            "saved_view": view_name,
-        },
-        results=_results(result, pruned, n_excluded=int(excluded.sum())),
-        outputs=record.Outputs(
-            tags={tag: result.selected_ids}, views={view_name: (tag, description)}
-        ),
-    )
     return result

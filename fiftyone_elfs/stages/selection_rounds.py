@@ -1,0 +1,148 @@
+"""Selection stage, rounds 2 and later (`select_more`): the next labeling budget, never a sample
+already selected or labeled, with the rule of the key's coreset (`fiftyone_elfs.stages.selection`).
+Each round is a tag, a saved view and a run of the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fiftyone_elfs import dataset_io, runs
+from fiftyone_elfs.dataset_io import SampleCollection
+from fiftyone_elfs.errors import ElfsInputError
+from fiftyone_elfs.stages import StageConfig, record
+from fiftyone_elfs.stages.selection import (
+    HARD_IS_LOW,
+    CoresetResult,
+    beta_for,
+    chosen_by,
+    read_scores,
+    results_record,
+    selection_result,
+)
+from fiftyone_elfs.stages.typical_selection import typical_prune
+
+
+@dataclass(frozen=True)
+class RoundConfig(StageConfig):
+    """The parameters of `fiftyone_elfs.select_more` (documented there)."""
+
+    OPERATION = "select_more"
+
+    key: str
+    budget_count: int | None
+    budget_fraction: float | None
+    label_field: str | None
+    beta: float | None
+    score: str | None  # None: the score this key's coreset was selected by
+
+
+def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
+    """The cheap data checks an App form repeats as the user types (select_more)."""
+    if values.get("label_field"):
+        dataset_io.require_field(samples, values["label_field"], "label_field", "label field")
+        # any value would count as "labeled": only Classification labels are labels
+        dataset_io.require_classification_field(samples, values["label_field"], "label_field")
+
+
+def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult:
+    """Round k >= 2, with the coreset's rule: the window of the cumulative budget minus what is
+    selected or labeled, a CCS draw from what is neither, or typical selection in the cells
+    none of them covers."""
+    from fiftyone_elfs.selection import ccs_prune, next_round_prune, resolve_budget
+
+    names = runs.PipelineNames(config.key)
+    dataset_io.require_stored(samples)
+    dataset = dataset_io.dataset_of(samples)
+    rounds = runs.selection_rounds(dataset, names)
+    if 1 not in rounds:
+        raise ElfsInputError(
+            f"Key '{config.key}' has no coreset yet, so there is nothing to continue. "
+            "Fix: run select_coreset first (it is round 1)."
+        )
+    preflight(samples, {"label_field": config.label_field})
+    coreset_config = runs.stage_config(dataset, names, "coreset")
+    coreset_score = getattr(coreset_config, "score", None) or "aum"
+    score = config.score or coreset_score
+    ids, values = read_scores(samples, names, score)
+    n = len(ids)
+    budget = resolve_budget(
+        n, budget_count=config.budget_count, budget_fraction=config.budget_fraction
+    )
+    round_no = max(rounds) + 1
+    stage = runs.round_stage(round_no)
+    tag, view_name = names.round_tag(round_no), names.round_view(round_no)
+    record.check_ownership(samples, names, stage, tags=[tag], views=[view_name])
+    excluded_ids = {i for selected in rounds.values() for i in selected}
+    if config.label_field is not None:
+        excluded_ids.update(dataset_io.ids_with_values(samples, config.label_field))
+    excluded = np.array([i in excluded_ids for i in ids], dtype=bool)
+    if excluded.all():
+        raise ElfsInputError(
+            f"Every one of the {n} scored samples of key '{config.key}' is already selected or "
+            "labeled, so there is nothing left to select. Fix: score more samples (run the "
+            "pipeline on a larger pool with another key), or start a new selection with "
+            "another key."
+        )
+    coreset = runs.stage_results(dataset, names, "coreset")
+    mode = getattr(coreset, "mode", None) or "window"  # coresets before modes were windows
+    mode_reason = f"the rule of this key's coreset ({mode})"
+    if mode == "typical" and config.beta is not None:
+        raise ElfsInputError(
+            f"beta={config.beta} sets a hard-end cut, and this key's coreset used "
+            "mode='typical', which makes none (its rounds select on the embeddings "
+            "alone). Fix: leave beta unset, or start a new key with mode='ccs' or "
+            "mode='window' to cut the hardest share.",
+            param="beta",
+        )
+    total_fraction = min((int(excluded.sum()) + budget) / n, 1.0)
+    beta, beta_reason = beta_for(
+        samples, names, ids, score, values, config.beta, total_fraction, mode
+    )
+    hard_is_low = HARD_IS_LOW[score]
+    seed = int(getattr(coreset_config, "seed", 0) or 0)
+    if mode == "typical":
+        pruned = typical_prune(
+            samples, names, ids, values, budget, hard_is_low, seed + round_no, excluded=excluded
+        )
+    elif mode == "ccs":
+        pruned = ccs_prune(
+            values, budget, beta, hard_is_low=hard_is_low, excluded=excluded, seed=seed + round_no
+        )
+    else:
+        pruned = next_round_prune(values, excluded, budget, beta, hard_is_low=hard_is_low)
+    if score != coreset_score and mode != "typical":  # typical selection uses no score
+        pruned.notices.append(
+            f"This round ranks by {score}, and this key's coreset by {coreset_score}: it does "
+            "not continue the coreset's ranking, so the rounds do not add up to one selection. "
+            "Leave score unset to continue it."
+        )
+    result = selection_result(
+        names, ids, pruned, beta_reason, score, tag, view_name, round_no, mode, mode_reason
+    )
+    description = (
+        f"ELFS round {round_no} of '{config.key}': {result.budget} more of {n} samples by "
+        f"{chosen_by(score, mode)}"
+    )
+    record.record(
+        samples,
+        names,
+        stage,
+        params={
+            "budget_count": config.budget_count,
+            "budget_fraction": config.budget_fraction,
+            "beta": config.beta,
+            "label_field": config.label_field,
+            "score": score,
+            "tag": tag,
+            "saved_view": view_name,
+        },
+        results=results_record(result, pruned, n_excluded=int(excluded.sum())),
+        outputs=record.Outputs(
+            tags={tag: result.selected_ids}, views={view_name: (tag, description)}
+        ),
+    )
+    return result
