@@ -14,6 +14,12 @@ Exports never delete anything they did not write, and a user never sees half an 
   full disk ...) first restores the folder exactly as it was before the interrupted export:
   outputs already moved in are removed, the earlier ones moved back, the staging folder
   deleted. Until then the marker says the folder is incomplete.
+- **One export per folder at a time.** A running export holds a lock in the folder (released by
+  the system when its process ends, however it ends); a second export into that folder is
+  refused, naming the running one, instead of rolling back its work as an interrupted export.
+- **Outputs the new export does not write are kept** (and stay recorded), as long as they
+  describe the same coreset; otherwise the export is refused before anything changes
+  (`_check_kept` says why).
 
 This module decides what is written; `fiftyone_elfs.export_folder` is the folder transaction.
 
@@ -168,6 +174,83 @@ def _check_classes(
     return dict(prelabel_map)
 
 
+# --------------------------------------------------------------------------- kept outputs
+
+_FORMAT_OF = {
+    MEDIA_DIR: "media",
+    MANIFEST: "media",
+    FIFTYONE_DIR: "fiftyone",
+    LABEL_STUDIO_TASKS: "labelstudio",
+    LABEL_STUDIO_CONFIG: "labelstudio",
+}
+
+
+def _outputs(formats: Sequence[str]) -> list[str]:
+    """The output names an export of `formats` writes (Label Studio tasks need the media)."""
+    media = "media" in formats or "labelstudio" in formats
+    outputs = [MEDIA_DIR, MANIFEST] if media else []
+    outputs += [FIFTYONE_DIR] if "fiftyone" in formats else []
+    return outputs + ([LABEL_STUDIO_TASKS, LABEL_STUDIO_CONFIG] if "labelstudio" in formats else [])
+
+
+def _identity(key: str, rows: list[dict[str, Any]]) -> str:
+    """What an export describes: its key and, per sample, its id, media file name and source.
+    Outputs of two exports with the same identity refer to the same samples and files."""
+    names = _unique_names([r["source_filepath"] for r in rows])
+    samples = [
+        (r["sample_id"], f"{MEDIA_DIR}/{n}", r["source_filepath"])
+        for r, n in zip(rows, names, strict=True)
+    ]
+    return export_folder.identity(key, samples)
+
+
+def _check_kept(
+    export_dir: str,
+    earlier: dict[str, Any] | None,
+    formats: Sequence[str],
+    identity: str,
+    about: str,
+) -> None:
+    """Refuses, before anything changes, to keep an earlier export's outputs beside new ones
+    of another coreset.
+
+    `overwrite=True` replaces only what the new export writes; the earlier export's other
+    outputs stay, recorded as before. Why not delete them: an export may already be in
+    annotators' hands (a Label Studio storage serves its ``media/``, its tasks name those
+    files), and asking for, say, only a FiftyOne copy must not pull the images from under them.
+
+    Why refuse when the coreset changed (another key, a new selection, another view, samples
+    deleted): the kept outputs would then describe other samples than the new ones (a manifest
+    or tasks that do not match the media, a dataset of another coreset), and a folder mixing two
+    coresets misleads silently: annotators would label samples that are no longer the coreset.
+    Guessing which side the user wants is worse than asking, so the refusal names the outputs
+    and the formats that would replace them. Same coreset means the same key and, per sample,
+    the same id, source file and media name; pseudo-labels, scores and classes are not compared
+    (a kept Label Studio config keeps its classes).
+    """
+    if earlier is None:
+        return
+    kept = export_folder.kept_outputs(export_dir, earlier, _outputs(formats))
+    recorded = export_folder.recorded_identity(export_dir, earlier, MANIFEST)
+    if not kept or recorded == identity:
+        return
+    both = [f for f in FORMATS if f in formats or f in {_FORMAT_OF.get(n) for n in kept}]
+    then = f"key '{earlier.get('key')}', {earlier.get('n_samples')} samples"
+    why = (
+        "no record says which coreset they describe"
+        if recorded is None
+        else f"they describe another coreset ({then} then; {about} now)"
+    )
+    raise ElfsInputError(
+        f"export_dir '{export_dir}' holds {sorted(kept)} of an earlier export, which this export "
+        f"(formats {list(formats)}) would leave in place, and {why}: the folder would mix two "
+        "coresets (a Label Studio storage serving its media/ would keep serving the old images). "
+        f"Nothing was changed. Fix: export with formats={both} to replace them too, export into "
+        "another folder, or move those outputs out of the folder first.",
+        param="formats",
+    )
+
+
 # --------------------------------------------------------------------------- the export
 
 
@@ -197,8 +280,10 @@ def export_coreset(
     without a class, and every task without a map, get no pre-annotation.
 
     Everything is written beside the outputs and moved into place at the end; an export that
-    was interrupted is rolled back by the next one. `overwrite=True` replaces only what an
-    earlier export recorded as its own (``.elfs-export.json``).
+    was interrupted is rolled back by the next one, and one still running makes another export
+    into the folder be refused. `overwrite=True` replaces only what an earlier export recorded
+    as its own (``.elfs-export.json``) and this one writes; the earlier export's other outputs
+    are kept if they describe the same coreset, else the export is refused (`_check_kept`).
 
     Returns:
         the path of each output written, by kind.
@@ -218,24 +303,24 @@ def export_coreset(
     pseudo = _pseudo_label_field(view, names)
     all_clusters = dataset_io.distinct_values(samples, f"{pseudo}.label") if pseudo else []
     mapping = _check_classes(classes, prelabel_map, all_clusters)
-    if os.path.isdir(export_dir):
-        export_folder.recover(export_dir)
-    export_folder.check_export_dir(export_dir, overwrite)
-
-    media = "media" in formats or "labelstudio" in formats
-    outputs = [MEDIA_DIR, MANIFEST] if media else []
-    outputs += [FIFTYONE_DIR] if "fiftyone" in formats else []
-    outputs += [LABEL_STUDIO_TASKS, LABEL_STUDIO_CONFIG] if "labelstudio" in formats else []
-    earlier = export_folder.check_replaceable(export_dir, outputs)
-    staging = export_folder.begin(export_dir, outputs, had_record=earlier is not None)
     for row in rows:
         if mapping and row.get("pseudo_label") in mapping:
             row["prelabel"] = mapping[row["pseudo_label"]]
-    _write_outputs(
-        view, rows, staging, formats, key, classes, include_pseudo_labels, label_studio_prefix
-    )
-    kill_point("export", "before_commit")
-    export_folder.commit(export_dir, staging, outputs, earlier, key, len(rows))
+    about = {"key": key, "n_samples": len(rows), "identity": _identity(key, rows)}
+    outputs = _outputs(formats)
+    with export_folder.exclusive(export_dir):
+        export_folder.recover(export_dir)
+        export_folder.check_export_dir(export_dir, overwrite)
+        earlier = export_folder.check_replaceable(export_dir, outputs)
+        _check_kept(
+            export_dir, earlier, formats, about["identity"], f"key '{key}', {len(rows)} samples"
+        )
+        staging = export_folder.begin(export_dir, outputs, had_record=earlier is not None)
+        _write_outputs(
+            view, rows, staging, formats, key, classes, include_pseudo_labels, label_studio_prefix
+        )
+        kill_point("export", "before_commit")
+        export_folder.commit(export_dir, staging, outputs, earlier, about)
     paths = {
         "media": MEDIA_DIR,
         "manifest": MANIFEST,

@@ -3,36 +3,56 @@
 Plain file operations, no FiftyOne: `fiftyone_elfs.export` decides what to write, this module
 makes sure a user never sees half an export and never loses a file the exporter did not write.
 
-- ``.elfs-export.json`` (`RECORD`) lists every file a complete export wrote; only those are
-  ever replaced (`check_replaceable`).
+- ``.elfs-export.json`` (`RECORD`) lists every file a complete export wrote (and the earlier
+  export's outputs it kept); only those are ever replaced (`check_replaceable`).
 - ``.elfs-export-incomplete.json`` (`INCOMPLETE`) announces an export in progress and names
   its staging folder; removing it is the commit point (`commit`).
 - `recover` rolls an interrupted export back to the folder as it was before.
+- ``.elfs-export.lock`` (`LOCK`) is held by the export running in the folder (`exclusive`), so
+  a second export is refused instead of taking the first one's marker for an interrupted
+  export and deleting its staging folder.
+- An output of the earlier export that the new one does not write is kept, and stays recorded
+  (`kept_outputs`); `fiftyone_elfs.export` decides whether keeping it is consistent.
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import datetime
+import hashlib
 import json
+import logging
 import os
 import shutil
+import socket
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: only exports of this process are excluded (see `exclusive`)
+    fcntl = None  # type: ignore[assignment]
 
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.faults import kill_point
 
 RECORD = ".elfs-export.json"
 INCOMPLETE = ".elfs-export-incomplete.json"
+LOCK = ".elfs-export.lock"
 STAGING_PREFIX = ".elfs-export-staging-"
 _PREVIOUS = ".previous"  # inside the staging folder: the earlier export's outputs, moved aside
+_BOOKKEEPING = (RECORD, INCOMPLETE, RECORD + ".tmp", INCOMPLETE + ".tmp", LOCK)
+_logger = logging.getLogger(__name__)
+_running: dict[str, dict[str, Any]] = {}  # real folder -> holder, for the exports of this process
+_running_lock = threading.Lock()
 
 
 def _is_ours(entry: str) -> bool:
     """Whether a top-level name in an export folder is this exporter's bookkeeping."""
-    return entry in (RECORD, INCOMPLETE, RECORD + ".tmp", INCOMPLETE + ".tmp") or entry.startswith(
-        STAGING_PREFIX
-    )
+    return entry in _BOOKKEEPING or entry.startswith(STAGING_PREFIX)
 
 
 def check_export_dir(export_dir: str, overwrite: bool) -> str:
@@ -159,17 +179,43 @@ def check_replaceable(export_dir: str, names: Sequence[str]) -> dict[str, Any] |
                 "to another folder.",
                 param="export_dir",
             )
-    for name in own:  # replacing the earlier export: its other outputs are checked the same way
-        if name not in names and os.path.lexists(os.path.join(export_dir, name)):
-            foreign = sorted(set(_files_under(os.path.join(export_dir, name))) - set(own[name]))
-            if foreign:
-                raise ElfsInputError(
-                    f"'{os.path.join(export_dir, name)}' holds files that the earlier export "
-                    f"did not write (e.g. {foreign[:3]}). Fix: move them out, or export to "
-                    "another folder.",
-                    param="export_dir",
-                )
     return record
+
+
+def kept_outputs(
+    export_dir: str, earlier: dict[str, Any] | None, names: Sequence[str]
+) -> dict[str, list[str]]:
+    """The earlier export's outputs (with their recorded files) that are still in the folder
+    and that an export writing `names` leaves in place: they stay recorded as the folder's."""
+    own: dict[str, list[str]] = (earlier or {}).get("outputs", {})
+    return {
+        name: files
+        for name, files in own.items()
+        if name not in names and os.path.lexists(os.path.join(export_dir, name))
+    }
+
+
+def identity(key: str | None, samples: list[tuple[str, str, str]]) -> str:
+    """A digest of an export's key and its (sample id, media file, source file) triples."""
+    text = json.dumps([key, sorted(samples)], ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def recorded_identity(export_dir: str, record: dict[str, Any], manifest: str) -> str | None:
+    """The `identity` an earlier export recorded; for a record from before identities were
+    recorded, computed from its `manifest` (a CSV). None when neither says."""
+    if record.get("identity"):
+        return record["identity"]
+    path = os.path.join(export_dir, manifest)
+    if manifest not in record.get("outputs", {}) or not os.path.isfile(path):
+        return None
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        samples = [(r["sample_id"], r["filename"], r["source_filepath"]) for r in rows]
+    except (OSError, KeyError, ValueError):
+        return None
+    return identity(record.get("key"), samples)
 
 
 def commit(
@@ -177,15 +223,17 @@ def commit(
     staging: str,
     outputs: list[str],
     earlier: dict[str, Any] | None,
-    key: str,
-    n_samples: int,
+    about: dict[str, Any],
 ) -> None:
-    """Moves the earlier export aside and the new outputs into place, then records them."""
+    """Moves the earlier export's outputs that are replaced aside and the new outputs into
+    place, then records them with the kept ones and `about` (key, sample count, identity)."""
     marker_path = os.path.join(export_dir, INCOMPLETE)
     _write_json(marker_path, {**(_read_json(marker_path) or {}), "phase": "committing"})
+    kept = kept_outputs(export_dir, earlier, outputs)
     previous = os.path.join(staging, _PREVIOUS)
     os.makedirs(previous)
-    for name in [*(earlier or {}).get("outputs", {}), *([RECORD] if earlier else [])]:
+    replaced = [n for n in (earlier or {}).get("outputs", {}) if n in outputs]
+    for name in [*replaced, *([RECORD] if earlier else [])]:
         if os.path.lexists(os.path.join(export_dir, name)):
             os.rename(os.path.join(export_dir, name), os.path.join(previous, name))
             kill_point("export", "commit")
@@ -194,9 +242,12 @@ def commit(
         kill_point("export", "commit")
     record = {
         "written_by": "fiftyone-elfs export_coreset",
-        "key": key,
-        "n_samples": n_samples,
-        "outputs": {name: _files_under(os.path.join(export_dir, name)) for name in outputs},
+        **about,
+        "outputs": {
+            **kept,
+            **{name: _files_under(os.path.join(export_dir, name)) for name in outputs},
+        },
+        "kept_from_earlier_export": sorted(kept),
     }
     _write_json(os.path.join(export_dir, RECORD), record)
     kill_point("export", "before_marker_removal")
@@ -215,10 +266,136 @@ def begin(export_dir: str, outputs: list[str], had_record: bool) -> str:
             "outputs": outputs,
             "had_record": had_record,
             "phase": "writing",
-            "note": "An export by fiftyone-elfs was interrupted here; the next export rolls it "
-            "back. Outputs in this folder may be incomplete until then.",
+            "note": "An export by fiftyone-elfs is running here, or was interrupted (then "
+            "the next export rolls it back). Outputs in this folder may be incomplete until "
+            "then.",
         },
     )
     staging = os.path.join(export_dir, staging_name)
     os.makedirs(staging)
     return staging
+
+
+# --------------------------------------------------------------------------- one export at a time
+
+
+@contextlib.contextmanager
+def exclusive(export_dir: str) -> Iterator[None]:
+    """Holds the folder's export lock for the ``with`` block (creating the folder if needed).
+
+    The lock is ``fcntl.flock`` on `LOCK` inside the folder, taken without waiting. The kernel
+    (or the file server) drops it when its process ends, however it ends, so an export killed
+    by ``kill -9`` never blocks the next one: that one takes the lock and rolls the interrupted
+    export back (`recover`); there is no expiry to tune and no heartbeat. The lock file names
+    its holder (process, host, start time) for the refusal and is removed when the export ends.
+
+    Limits: on a shared disk the exclusion spans machines as far as the file system's locks do.
+    NFS (v4, or v3 with lockd: Linux maps ``flock`` onto NFS byte-range locks) excludes across
+    machines; there, a machine that dies while exporting holds the lock until
+    the server reclaims it (the NFSv4 lease, typically 90 s; for v3 when the client restarts),
+    and the refusal names that machine. An NFS mounted with ``nolock`` keeps locks per machine,
+    so exports from two machines are then not excluded. Where no lock can be taken (a file
+    system that refuses them, logged; Windows, which has no ``fcntl``), only the exports of one
+    process exclude each other.
+
+    Raises:
+        ElfsInputError: another export into the folder is running (in this process or another);
+            nothing is changed then.
+    """
+    os.makedirs(export_dir, exist_ok=True)
+    real = os.path.realpath(export_dir)
+    holder = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started_at": datetime.datetime.now(datetime.timezone.utc).strftime(
+            "%Y-%m-%d %H:%M:%S UTC"
+        ),
+        "thread": threading.current_thread().name,
+    }
+    with _running_lock:  # a flock emulated by POSIX locks (NFS) would not exclude two threads
+        if real in _running:
+            raise _busy_error(export_dir, _running[real])
+        _running[real] = holder
+    try:
+        fd = _lock(export_dir, holder)
+        try:
+            yield
+        finally:
+            _unlock(export_dir, fd)
+    finally:
+        with _running_lock:
+            del _running[real]
+
+
+def _lock(export_dir: str, holder: dict[str, Any]) -> int | None:
+    """Takes the lock file's ``flock`` and writes `holder` into it; None where no lock can be
+    taken. Retries when the file it locked was removed meanwhile by the ending holder."""
+    if fcntl is None:
+        return None
+    path = os.path.join(export_dir, LOCK)
+    while True:
+        fd, writable = _open_lock(path)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise _busy_error(export_dir, _read_json(path) or {}) from None
+        except OSError as e:
+            os.close(fd)
+            _logger.warning(
+                "no lock on %s (%s): other processes' exports are not excluded", path, e
+            )
+            return None
+        if _is_same_file(fd, path):
+            break
+        os.close(fd)
+    if writable:
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(holder).encode("utf-8"))
+    return fd
+
+
+def _open_lock(path: str) -> tuple[int, bool]:
+    """The lock file, open for writing the holder when allowed (a lock file left by another
+    user's killed export may be read-only to us: it is lockable all the same)."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666), True
+    except PermissionError:
+        return os.open(path, os.O_RDONLY), False
+
+
+def _is_same_file(fd: int, path: str) -> bool:
+    """Whether `path` still names the file open as `fd`."""
+    try:
+        on_disk = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (on_disk.st_dev, on_disk.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+def _unlock(export_dir: str, fd: int | None) -> None:
+    """Removes the lock file while still holding it (a waiting export re-creates it), then
+    releases the lock."""
+    if fd is None:
+        return
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(export_dir, LOCK))
+    os.close(fd)
+
+
+def _busy_error(export_dir: str, holder: dict[str, Any]) -> ElfsInputError:
+    """The refusal of a second export into a folder, naming the running one as far as known."""
+    if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+        who = f"this process (pid {holder['pid']}, thread {holder.get('thread', '?')})"
+    elif holder.get("pid"):
+        who = f"process {holder['pid']} on host {holder.get('host', '?')}"
+    else:
+        who = "another process (it has not yet said which)"
+    return ElfsInputError(
+        f"An export into '{export_dir}' is in progress (started "
+        f"{holder.get('started_at', 'just now')} by {who}); a second export into the same "
+        "folder would destroy its files, so nothing was changed. Fix: wait for it to finish and "
+        "export again, or export into another folder.",
+        param="export_dir",
+    )

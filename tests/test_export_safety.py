@@ -1,0 +1,261 @@
+"""Export folders that annotators may already use: an overwrite with fewer formats keeps the
+earlier export's other outputs (or is refused when they describe another coreset), and a second
+export into a folder is refused while the first runs (in this process or another), yet an
+export killed with ``kill -9`` is still rolled back by the next one."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+import fiftyone_elfs as elfs
+from fiftyone_elfs import export, export_folder
+from fiftyone_elfs.errors import ElfsInputError
+
+KEY = "k"
+BUDGET = 8
+CLASSES = ["airplane", "automobile", "bird", "cat"]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LABEL_STUDIO_SIDE = [
+    export.MEDIA_DIR,
+    export.MANIFEST,
+    export.LABEL_STUDIO_TASKS,
+    export.LABEL_STUDIO_CONFIG,
+]
+
+
+@pytest.fixture(scope="module")
+def scored(base_dataset):
+    """40 images with embeddings, k-means pseudo-labels, MLP scores and a coreset of key k."""
+    ds = base_dataset.take(40, seed=2).clone(name=f"elfs-export-safety-{uuid.uuid4().hex[:6]}")
+    elfs.run_pipeline(
+        ds,
+        key=KEY,
+        budget_count=BUDGET,
+        n_clusters=4,
+        clustering="kmeans",
+        embeddings_field="elfs_embedding",
+        epochs=2,
+        visualize=False,
+    )
+    yield ds
+    ds.delete()
+
+
+@pytest.fixture
+def ds(scored):
+    copy = scored.clone()
+    yield copy
+    copy.delete()
+
+
+def _files(folder: str) -> dict[str, bytes]:
+    """Every file under `folder` (hidden ones too) by relative path, with its bytes."""
+    out = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, folder)] = f.read()
+    return out
+
+
+def _side(folder: str) -> dict[str, bytes]:
+    """The files of the media + Label Studio outputs (what a Label Studio storage serves)."""
+    return {
+        rel: data
+        for rel, data in _files(folder).items()
+        if rel.split(os.sep)[0] in LABEL_STUDIO_SIDE
+    }
+
+
+def _record(folder: str) -> dict:
+    with open(os.path.join(folder, export_folder.RECORD)) as f:
+        return json.load(f)
+
+
+def _manifest_ids(folder: str) -> set[str]:
+    with open(os.path.join(folder, export.MANIFEST), newline="") as f:
+        return {r["sample_id"] for r in csv.DictReader(f)}
+
+
+def _assert_complete(folder: str, n: int) -> None:
+    """A committed export of `n` samples: no marker, staging folder or lock left behind."""
+    left = [e for e in os.listdir(folder) if e.startswith(".elfs") and e != export_folder.RECORD]
+    assert left == []
+    assert len(os.listdir(os.path.join(folder, export.MEDIA_DIR))) == n
+    assert len(_manifest_ids(folder)) == n
+
+
+# --------------------------------------------------------------------------- finding 2
+
+
+def test_an_overwrite_with_fewer_formats_keeps_and_records_what_it_does_not_write(ds, tmp_path):
+    """The Label Studio side of an earlier export (media a storage serves, tasks, manifest) is
+    neither deleted nor rewritten by an overwrite that asks only for a FiftyOne copy of the same
+    coreset, and stays recorded, so a later full overwrite still replaces it."""
+    out = str(tmp_path / "export")
+    elfs.export_coreset(ds, out, key=KEY, classes=CLASSES)
+    served = _side(out)
+    media_inode = os.stat(os.path.join(out, export.MEDIA_DIR)).st_ino
+
+    paths = elfs.export_coreset(ds, out, key=KEY, formats=["fiftyone"], overwrite=True)
+
+    assert set(paths) == {"fiftyone"}
+    assert _side(out) == served
+    assert os.stat(os.path.join(out, export.MEDIA_DIR)).st_ino == media_inode
+    record = _record(out)
+    assert set(record["outputs"]) == {*LABEL_STUDIO_SIDE, export.FIFTYONE_DIR}
+    assert sorted(record["kept_from_earlier_export"]) == sorted(LABEL_STUDIO_SIDE)
+    assert record["outputs"][export.MEDIA_DIR] == sorted(os.listdir(os.path.join(out, "media")))
+    _assert_complete(out, BUDGET)
+
+    # recorded as the folder's: a full overwrite replaces them (no "not recorded" refusal)
+    (tmp_path / "export" / "notes.txt").write_text("mine")
+    elfs.export_coreset(ds, out, key=KEY, overwrite=True)
+    assert set(_record(out)["outputs"]) == {*LABEL_STUDIO_SIDE, export.FIFTYONE_DIR}
+    assert _record(out)["kept_from_earlier_export"] == []
+    assert (tmp_path / "export" / "notes.txt").read_text() == "mine"
+
+
+def test_an_overwrite_that_would_mix_two_coresets_is_refused_before_anything_changes(ds, tmp_path):
+    """After the coreset changed, keeping the earlier media and tasks beside a dataset of the
+    new coreset would mix two coresets: refused, naming them and the formats that fix it."""
+    out = str(tmp_path / "export")
+    elfs.export_coreset(ds, out, key=KEY, classes=CLASSES)
+    before = _files(out)
+    elfs.select_coreset(ds, key=KEY, budget_count=BUDGET - 3)  # a new selection, same key
+
+    with pytest.raises(ElfsInputError) as refused:
+        elfs.export_coreset(ds, out, key=KEY, formats=["fiftyone"], overwrite=True)
+
+    message = str(refused.value)
+    for name in LABEL_STUDIO_SIDE:
+        assert name in message
+    assert f"{BUDGET} samples then" in message and f"{BUDGET - 3} samples now" in message
+    assert "Fix: export with formats=['media', 'fiftyone', 'labelstudio']" in message
+    assert _files(out) == before  # nothing changed, no lock or marker left behind
+
+    elfs.export_coreset(ds, out, key=KEY, overwrite=True)  # the fix it names
+    assert _manifest_ids(out) == set(ds.match_tags(f"{KEY}_coreset").values("id"))
+    _assert_complete(out, BUDGET - 3)
+
+
+def _as_before_identities(folder: str) -> None:
+    """Rewrites the record as an earlier version wrote it: no coreset identity, no kept list."""
+    old = {
+        k: v
+        for k, v in _record(folder).items()
+        if k not in ("identity", "kept_from_earlier_export")
+    }
+    with open(os.path.join(folder, export_folder.RECORD), "w") as f:
+        json.dump(old, f)
+
+
+def test_a_record_from_before_identities_is_matched_through_its_manifest(ds, tmp_path):
+    """An export folder written by an earlier version (its record names no coreset identity):
+    the same coreset is recognised from the manifest and its outputs kept; another is refused."""
+    out = str(tmp_path / "export")
+    elfs.export_coreset(ds, out, key=KEY, classes=CLASSES)
+    _as_before_identities(out)
+    served = _side(out)
+
+    elfs.export_coreset(ds, out, key=KEY, formats=["fiftyone"], overwrite=True)
+    assert _side(out) == served
+
+    _as_before_identities(out)
+    elfs.select_coreset(ds, key=KEY, budget_count=BUDGET - 2)
+    with pytest.raises(ElfsInputError, match="another coreset.*Fix:"):
+        elfs.export_coreset(ds, out, key=KEY, formats=["fiftyone"], overwrite=True)
+    assert _side(out) == served
+
+
+# --------------------------------------------------------------------------- finding 6
+
+
+def test_a_second_export_while_one_runs_in_this_process_is_refused(ds, tmp_path, monkeypatch):
+    """Export A (another thread, e.g. the App's form run twice) is stalled in its copy; export
+    B into the same folder, without and with overwrite, is refused naming A, and A then
+    finishes whole (before, B deleted A's staging folder and A died with FileNotFoundError)."""
+    out = str(tmp_path / "export")
+    copying, go_on = threading.Event(), threading.Event()
+    copy2 = export.shutil.copy2
+
+    def stalled_copy(*args, **kwargs):
+        if threading.current_thread().name == "export-A" and not copying.is_set():
+            copying.set()
+            go_on.wait(120)
+        return copy2(*args, **kwargs)
+
+    monkeypatch.setattr(export.shutil, "copy2", stalled_copy)
+    errors: list[BaseException] = []
+
+    def run_a():
+        try:
+            elfs.export_coreset(ds, out, key=KEY, classes=CLASSES)
+        except BaseException as e:  # reported by the test, not lost in the thread
+            errors.append(e)
+
+    a = threading.Thread(target=run_a, name="export-A")
+    a.start()
+    try:
+        assert copying.wait(120), "export A never started copying"
+        for overwrite in (False, True):
+            with pytest.raises(ElfsInputError, match="in progress") as refused:
+                elfs.export_coreset(ds, out, key=KEY, overwrite=overwrite)
+            assert f"pid {os.getpid()}" in str(refused.value) and "Fix:" in str(refused.value)
+        assert os.path.exists(os.path.join(out, export_folder.INCOMPLETE))
+    finally:
+        go_on.set()
+        a.join(300)
+    assert errors == []
+    _assert_complete(out, BUDGET)
+    assert _record(out)["n_samples"] == BUDGET
+
+
+def test_an_export_in_another_process_is_refused_until_killed_then_rolled_back(ds, tmp_path):
+    """A real second process exports into the folder and stalls in its copy: an export here is
+    refused naming that process; after ``kill -9`` the next export rolls the interrupted one
+    back and completes (the lock dies with its process: no waiting, no expiry)."""
+    out = str(tmp_path / "export")
+    ready = tmp_path / "copying"
+    ds.persistent = True  # loaded by name in the other process
+    code = (
+        "import time, fiftyone as fo, fiftyone_elfs as elfs\n"
+        "from fiftyone_elfs import export\n"
+        "def stalled(*args, **kwargs):\n"
+        f"    open({str(ready)!r}, 'w').close()\n"
+        "    time.sleep(600)\n"
+        "export.shutil.copy2 = stalled\n"
+        f"elfs.export_coreset(fo.load_dataset({ds.name!r}), {out!r}, key={KEY!r})\n"
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    with open(tmp_path / "child.log", "w") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-c", code], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.time() + 300
+        while not ready.exists():
+            assert child.poll() is None, (tmp_path / "child.log").read_text()[-3000:]
+            assert time.time() < deadline, "the other export never started copying"
+            time.sleep(0.2)
+        with pytest.raises(ElfsInputError, match="in progress") as refused:
+            elfs.export_coreset(ds, out, key=KEY, overwrite=True)
+        assert f"process {child.pid} on host" in str(refused.value)
+        assert os.path.exists(os.path.join(out, export_folder.INCOMPLETE))  # its work untouched
+    finally:
+        child.kill()  # SIGKILL: no cleanup in the child
+        child.wait(60)
+    assert os.path.exists(os.path.join(out, export_folder.INCOMPLETE))
+
+    elfs.export_coreset(ds, out, key=KEY)  # the folder is empty again once rolled back
+    _assert_complete(out, BUDGET)
