@@ -52,6 +52,13 @@ def test_select_more_extends_the_window_and_records_each_round(dataset):
     with pytest.raises(elfs.ElfsInputError, match="labeling rounds"):
         elfs.select_coreset(dataset, budget_count=5, key="elfs")
     assert len(dataset.match_tags("elfs_coreset")) == len(first.selected_ids)
+    # ... and so is a whole pipeline, before its first stage: three images without embeddings
+    # stay without (the refusal came after embedding them, training the proxy and all)
+    unembedded = dataset.take(3, seed=0)
+    unembedded.set_values("elfs_embedding", [None] * 3)
+    with pytest.raises(elfs.ElfsInputError, match="labeling rounds"):
+        elfs.run_pipeline(dataset, budget_count=5, key="elfs", visualize=False)
+    assert len(dataset.exists("elfs_embedding", False)) == 3
     deleted = elfs.delete_key(dataset, "elfs")
     assert "round3" in deleted and "round2" in deleted
     assert not dataset.match_tags(["elfs_round2", "elfs_round3"]) and not dataset.list_runs()

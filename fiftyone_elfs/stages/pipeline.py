@@ -75,8 +75,10 @@ def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
 
 def _check_outputs(samples: SampleCollection, config: PipelineConfig) -> None:
     """Every stage's ownership check up front, so that a name the key may not write (the
-    user's own field, tag or view of that name) stops the pipeline before its first write."""
+    user's own field, tag or view of that name) stops the pipeline before its first write; so
+    does a coreset with labeling rounds built on it."""
     names = runs.PipelineNames(config.key)
+    selection.require_no_later_rounds(dataset_io.dataset_of(samples), names)
     record.check_ownership(samples, names, pseudo_labels.STAGE, fields=[names.pseudo_label_field])
     scores = [names.score_field(s) for s in runs.SCORE_NAMES]
     record.check_ownership(samples, names, difficulty.STAGE, fields=scores)

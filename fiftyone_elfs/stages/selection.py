@@ -204,6 +204,17 @@ def results_record(result: CoresetResult, pruned: Any, **extra: Any) -> dict[str
     }
 
 
+def require_no_later_rounds(dataset: fo.Dataset, names: runs.PipelineNames) -> None:
+    """Refuses to replace a coreset that later labeling rounds are built on."""
+    later = [r for r in runs.selection_rounds(dataset, names) if r > 1]
+    if later:
+        raise ElfsInputError(
+            f"Key '{names.key}' already has labeling rounds {later} built on its coreset; "
+            "replacing the coreset would orphan them. Fix: use another key, or "
+            "delete_key(dataset, key) first."
+        )
+
+
 def chosen_by(score: str, mode: str) -> str:
     """What chose the samples, for descriptions: the score and rule, or typical selection
     (which draws from the embeddings and does not use the score)."""
@@ -246,13 +257,7 @@ def select_coreset(
             samples, names, stage, fields=[names.region_field], tags=[tag], views=[names.saved_view]
         )
     dataset = dataset_io.dataset_of(samples)
-    later = [r for r in runs.selection_rounds(dataset, names) if r > 1]
-    if later:
-        raise ElfsInputError(
-            f"Key '{config.key}' already has labeling rounds {later} built on its coreset; "
-            "replacing the coreset would orphan them. Fix: use another key, or "
-            "delete_key(dataset, key) first."
-        )
+    require_no_later_rounds(dataset, names)
     if config.mode == "typical" and config.beta is not None:
         raise ElfsInputError(
             f"beta={config.beta} sets a hard-end cut of the difficulty ranking, and "
