@@ -220,6 +220,11 @@ def ids_and_paths_without(samples: SampleCollection, field: str) -> tuple[list[s
     return sample_ids_and_paths(todo)
 
 
+def ids_with_tags(samples: SampleCollection, tags: Sequence[str]) -> list[str]:
+    """Ids of the samples that carry any of `tags`."""
+    return list(samples.match_tags(list(tags)).values("id"))
+
+
 def ids_with_values(samples: SampleCollection, field: str) -> list[str]:
     """Ids of the samples whose `field` is set (not None)."""
     if not has_field(samples, field):

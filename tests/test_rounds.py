@@ -103,6 +103,33 @@ def test_rounds_continue_the_ranking_of_the_coreset_score(dataset):
     assert dataset.get_run_info("elfs_round3").config.score == "aum"
 
 
+def test_rounds_skip_samples_tagged_by_the_key_and_say_which_are_unscored(dataset):
+    """Samples merged in from a dataset that ran the same key carry its coreset tag without
+    this dataset's run listing them: they were handed out there and were selected again. Samples
+    added since the scores were computed cannot be selected: now said."""
+    first = _round1(dataset)
+    merged = [i for i in dataset.values("id") if i not in set(first.selected_ids)][:6]
+    dataset.select(merged).tag_samples("elfs_coreset")  # as add_collection / merge_samples do
+    dataset.add_samples([fo.Sample(filepath=p) for p in dataset.take(4, seed=1).values("filepath")])
+    n = len(dataset)
+    more = elfs.select_more(dataset, budget_count=n)  # everything that is left
+    assert not set(more.selected_ids) & (set(merged) | set(first.selected_ids))
+    assert len(more.selected_ids) == n - 4 - 6 - len(first.selected_ids)
+    assert any(m.startswith(f"4 of the {n} samples have no 'aum' score") for m in more.notices)
+
+
+def test_a_score_field_renamed_or_left_out_is_named_with_the_fix(dataset):
+    _round1(dataset)
+    hidden = dataset.exclude_fields("elfs_aum")
+    for samples in (hidden, dataset):
+        if samples is dataset:
+            dataset.rename_sample_field("elfs_aum", "my_aum")
+        for call in (elfs.select_coreset, elfs.select_more):
+            with pytest.raises(elfs.ElfsInputError, match="'elfs_aum'.*not on this.*Fix: run"):
+                call(samples, budget_count=5)
+    assert "my_aum" in dataset.get_field_schema()
+
+
 def test_true_labels_correct_the_proxy_targets(dataset):
     _round1(dataset, fraction=0.3)
     coreset = dataset.match_tags("elfs_coreset")

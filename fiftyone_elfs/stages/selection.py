@@ -91,12 +91,33 @@ def read_scores(
         ids, values = held_run.outputs.values[score_field]
         ids, values = list(ids), list(values)
     else:
+        if not dataset_io.has_field(samples, score_field):
+            raise ElfsInputError(
+                f"The field '{score_field}' that key '{names.key}' wrote its '{score}' scores "
+                "to is not on this dataset or view (renamed, deleted, or left out by "
+                f"select_fields / exclude_fields). Fix: run {stage} again with key "
+                f"'{names.key}', or pass a view that keeps the field."
+            )
         ids, values = dataset_io.read_values(samples, score_field)
     if not ids:
         raise ElfsInputError(
             f"No sample of this view has a '{score}' score. Fix: run {stage} on it."
         )
     return ids, np.asarray(values, dtype=float)
+
+
+def unscored_notice(samples: SampleCollection, n_scored: int, score: str) -> list[str]:
+    """A notice when samples of the collection have no score, so are not candidates: samples
+    added since the scores were computed (or whose images could not be read)."""
+    n = dataset_io.count(samples)
+    if n_scored >= n:
+        return []
+    return [
+        f"{n - n_scored} of the {n} samples have no '{score}' score, so none of them can be "
+        "selected: samples added since the scores were computed, or whose images could not be "
+        "read. To include added samples, run the pipeline (or compute_embeddings, "
+        "compute_pseudo_labels and compute_difficulty) again with this key."
+    ]
 
 
 def beta_for(
@@ -278,6 +299,8 @@ def select_coreset(
         pruned = ccs_prune(values, budget, beta, hard_is_low=hard_is_low, seed=config.seed)
     else:
         pruned = double_end_prune(values, budget, beta, hard_is_low=hard_is_low)
+    if held is None:  # a pipeline's unscored samples are its unreadable images, listed already
+        pruned.notices.extend(unscored_notice(samples, n, config.score))
     logger.info("Selection rule: %s (%s).", mode, mode_reason)
     result = selection_result(
         names, ids, pruned, beta_reason, config.score, tag, names.saved_view, 1, mode, mode_reason

@@ -22,6 +22,7 @@ from fiftyone_elfs.stages.selection import (
     read_scores,
     results_record,
     selection_result,
+    unscored_notice,
 )
 from fiftyone_elfs.stages.typical_selection import typical_prune
 
@@ -77,6 +78,11 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
     tag, view_name = names.round_tag(round_no), names.round_view(round_no)
     record.check_ownership(samples, names, stage, tags=[tag], views=[view_name])
     excluded_ids = {i for selected in rounds.values() for i in selected}
+    # samples tagged by this key's rounds that its runs did not select (merged in from another
+    # dataset that ran the same key: add_collection, merge_samples) were handed out there
+    coreset_tag = getattr(coreset_config, "tag", None) or names.tag
+    tags = [coreset_tag, *(names.round_tag(r) for r in rounds if r > 1)]
+    excluded_ids.update(dataset_io.ids_with_tags(samples, tags))
     if config.label_field is not None:
         excluded_ids.update(dataset_io.ids_with_values(samples, config.label_field))
     excluded = np.array([i in excluded_ids for i in ids], dtype=bool)
@@ -114,6 +120,7 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
         )
     else:
         pruned = next_round_prune(values, excluded, budget, beta, hard_is_low=hard_is_low)
+    pruned.notices.extend(unscored_notice(samples, n, score))
     if score != coreset_score and mode != "typical":  # typical selection uses no score
         pruned.notices.append(
             f"This round ranks by {score}, and this key's coreset by {coreset_score}: it does "
