@@ -1,16 +1,18 @@
 """Hand a view to Label Studio through FiftyOne's annotation API, and take back only human answers.
 
-FiftyOne's Label Studio importer returns a task's pre-annotation when nobody answered it, so an
-unanswered task would look labeled. `load_from_label_studio` therefore loads into a scratch field
-and copies a label into the user's field only for tasks that Label Studio reports as answered
-(`total_annotations > 0`; skipped tasks do not count; `fiftyone_elfs.label_studio` asks the
-server). The parameters are checked against their tables in `fiftyone_elfs.params`.
+FiftyOne uploads the tasks and remembers which sample each task holds. The answers are read from
+Label Studio's tasks directly (`fiftyone_elfs.label_studio`), not through FiftyOne's importer,
+which returns a task's pre-annotation when nobody answered it and its latest annotation even
+when that is a skip. `fiftyone_elfs.label_studio_answers` decides what a (re)load writes: the
+run's record keeps, per sample, the answer loaded and the label written, so a reload writes only
+new or changed answers, never overwrites a label changed in FiftyOne since, and removes a label
+whose answer was withdrawn. The parameters are checked against their tables in
+`fiftyone_elfs.params`.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import fiftyone as fo
@@ -22,10 +24,12 @@ from fiftyone_elfs.label_studio import (
     API_KEY_ENV,
     URL_ENV,
     check_label_studio,
+    delete_project_by_id,
     redact,
     resolve_credentials,
     task_states,
 )
+from fiftyone_elfs.label_studio_answers import AnnotationSummary, LoadPlan, TaskState, plan_load
 from fiftyone_elfs.params import public
 
 __all__ = [
@@ -47,24 +51,6 @@ logger = logging.getLogger(__name__)
 _RUN_METHOD = "fiftyone_elfs_annotation"  # not "fiftyone_elfs.<stage>": not a pipeline stage
 
 
-@dataclass
-class AnnotationSummary:
-    """What came back from one annotation run: counts and the samples that got a human label."""
-
-    anno_key: str
-    label_field: str
-    n_sent: int
-    n_labeled: int
-    n_skipped: int
-    n_unanswered: int
-    labeled_ids: list[str] = field(default_factory=list)
-    project_url: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        """The counts and ids as a plain dict (operator results, run records)."""
-        return asdict(self)
-
-
 def annotation_run_key(anno_key: str) -> str:
     """The FiftyOne run that records what ELFS sent under `anno_key` and what came back."""
     return f"elfs_annotation_{anno_key}"
@@ -75,27 +61,31 @@ def prelabel_field_for(anno_key: str) -> str:
     return f"{anno_key}_prelabel"
 
 
-def _scratch_field_for(anno_key: str) -> str:
-    return f"{anno_key}_download"
-
-
 def check_anno_key(samples: foc.SampleCollection, anno_key: str) -> None:
     """Refuses an annotation key already used on the dataset, or whose fields are taken."""
     dataset = dataset_io.dataset_of(samples)
-    if anno_key in dataset.list_annotation_runs():
+    if annotation_run_key(anno_key) in dataset.list_runs():
         raise ElfsInputError(
-            f"The annotation key '{anno_key}' is already used on this dataset. Fix: choose "
-            f"another key (e.g. '{anno_key}_2'), or remove the old run with "
-            f"dataset.delete_annotation_run('{anno_key}').",
+            f"The annotation key '{anno_key}' is already used by a Label Studio run sent from "
+            f"this dataset. Fix: choose another key (e.g. '{anno_key}_2'), or remove the old run "
+            f"with elfs.delete_label_studio_run(dataset, '{anno_key}') (loaded labels stay; "
+            "delete_project=True also deletes its Label Studio project).",
             param="anno_key",
         )
-    for taken in (prelabel_field_for(anno_key), _scratch_field_for(anno_key)):
-        if dataset_io.has_field(dataset, taken):
-            raise ElfsInputError(
-                f"The field '{taken}' already exists and annotation key '{anno_key}' would use "
-                "it. Fix: choose another annotation key.",
-                param="anno_key",
-            )
+    if anno_key in dataset.list_annotation_runs():
+        raise ElfsInputError(
+            f"The annotation key '{anno_key}' is already used by a FiftyOne annotation run of "
+            f"this dataset. Fix: choose another key (e.g. '{anno_key}_2'), or remove that run "
+            f"with dataset.delete_annotation_run('{anno_key}').",
+            param="anno_key",
+        )
+    taken = prelabel_field_for(anno_key)
+    if dataset_io.has_field(dataset, taken):
+        raise ElfsInputError(
+            f"The field '{taken}' already exists and annotation key '{anno_key}' would use "
+            "it. Fix: choose another annotation key.",
+            param="anno_key",
+        )
 
 
 def preflight(samples: foc.SampleCollection, values: dict[str, Any]) -> None:
@@ -247,6 +237,7 @@ def send_to_label_studio(
         classes=classes,
         url=redact(url),  # never stored with a password: loading then needs url= or the env
         project_id=results.project_id,
+        overwrite=overwrite,  # whether a first answer may replace a label ELFS did not write
     )
     run_key = annotation_run_key(anno_key)
     dataset.register_run(run_key, config, overwrite=True)
@@ -254,6 +245,48 @@ def send_to_label_studio(
     dataset.save_run_results(run_key, dataset.init_run_results(run_key, **sent))
     logger.info("Sent %d samples to Label Studio: %s", n, project_url)
     return sent
+
+
+def _run_config(dataset: fo.Dataset, anno_key: str) -> Any:
+    """The record of ELFS run `anno_key`, refused with a fix if it is unknown or if FiftyOne's
+    own annotation run (which maps tasks to samples) was deleted."""
+    if annotation_run_key(anno_key) not in dataset.list_runs():
+        raise ElfsInputError(
+            f"No annotation run '{anno_key}' sent by fiftyone-elfs on this dataset (known: "
+            f"{sorted(list_annotation_runs(dataset))}). Fix: check the key; for runs started "
+            "with view.annotate use dataset.load_annotations.",
+            param="anno_key",
+        )
+    if anno_key not in dataset.list_annotation_runs():
+        raise ElfsInputError(
+            f"FiftyOne's annotation run '{anno_key}' was deleted from this dataset (e.g. with "
+            "dataset.delete_annotation_run), and with it which sample each Label Studio task "
+            f"holds, so its answers cannot be loaded. Fix: remove what is left with "
+            f"elfs.delete_label_studio_run(dataset, '{anno_key}') (delete_project=True also "
+            "deletes the Label Studio project), then send the samples again.",
+            param="anno_key",
+        )
+    return dataset.get_run_info(annotation_run_key(anno_key)).config
+
+
+def _current_labels(dataset: fo.Dataset, label_field: str, ids: list[str]) -> dict[str, Any]:
+    """The label each of `ids` still in the dataset holds in `label_field` (None: none), one
+    bulk read."""
+    if dataset_io.has_field(dataset, label_field):
+        found, labels = dataset_io.read_values(dataset, f"{label_field}.label", ids)
+        return dict(zip(found, labels, strict=True))
+    found, _ = dataset_io.read_values(dataset, "id", ids)
+    return dict.fromkeys(found)
+
+
+def _apply(dataset: fo.Dataset, label_field: str, plan: LoadPlan) -> None:
+    """Writes the planned answers and removes the withdrawn ones' labels (bulk updates)."""
+    if plan.writes:
+        ids = list(plan.writes)
+        labels = dataset_io.classifications([plan.writes[i] for i in ids])
+        dataset_io.write_values(dataset, label_field, ids, labels)
+    if plan.removals:
+        dataset_io.write_values(dataset, label_field, plan.removals, [None] * len(plan.removals))
 
 
 @public("load_from_label_studio")
@@ -267,67 +300,33 @@ def load_from_label_studio(
     """Loads the answers of `anno_key` into its label field: only tasks a person answered.
 
     Skipped and never-opened tasks leave the sample unlabeled, even when they carried a
-    pre-annotation. Loading again picks up answers given since (each task's latest answer
-    wins). The counts are stored with the run (see `annotation_summary`).
+    pre-annotation; a task's latest answer wins (a later skip is no answer). Loading again
+    writes only answers that are new or changed since the last load: a label changed in
+    FiftyOne since is kept and reported (`n_kept`, `kept_ids`, `notices`), and a label whose
+    answer was withdrawn in Label Studio is removed if it is still what was loaded. Answers on
+    samples deleted from the dataset count as `n_deleted`. The counts are stored with the run
+    (see `annotation_summary`).
 
     Returns:
         an `AnnotationSummary`.
     """
-    run_key = annotation_run_key(anno_key)
-    if run_key not in dataset.list_runs():
-        raise ElfsInputError(
-            f"No annotation run '{anno_key}' sent by fiftyone-elfs on this dataset (known: "
-            f"{sorted(list_annotation_runs(dataset))}). Fix: check the key; for runs started "
-            "with view.annotate use dataset.load_annotations.",
-            param="anno_key",
-        )
-    config = dataset.get_run_info(run_key).config
+    config = _run_config(dataset, anno_key)
     stored_url = None if "***@" in config.url else config.url  # redacted: not usable
     url, api_key = check_label_studio(url or stored_url, api_key)
     results = dataset.load_annotation_results(anno_key, url=url, api_key=api_key)
-    states = task_states(url, api_key, results.project_id)
-    task_to_sample = {int(t): s for t, s in results.uploaded_tasks.items()}
-    answers = {s: states.get(t, (0, 0)) for t, s in task_to_sample.items()}
-    answered = [s for s, (n_answers, _) in answers.items() if n_answers > 0]
-    skipped = [s for s, (n_answers, n_skips) in answers.items() if n_answers == 0 and n_skips > 0]
-
-    scratch = _scratch_field_for(anno_key)
-    try:
-        dataset.load_annotations(
-            anno_key, dest_field=scratch, unexpected="ignore", url=url, api_key=api_key
-        )
-        labeled: list[str] = []
-        if answered and dataset_io.has_field(dataset, scratch):
-            labeled, labels = dataset_io.read_values(dataset.select(answered), scratch)
-            if labeled:
-                dataset_io.write_values(dataset, config.label_field, labeled, labels)
-    finally:
-        dataset_io.delete_fields(dataset, [scratch])
-    summary = AnnotationSummary(
-        anno_key=anno_key,
-        label_field=config.label_field,
-        n_sent=len(task_to_sample),
-        n_labeled=len(labeled),
-        n_skipped=len(skipped),
-        n_unanswered=len(task_to_sample) - len(labeled) - len(skipped),
-        labeled_ids=list(labeled),
-        project_url=f"{redact(url)}/projects/{results.project_id}",
-    )
+    states = task_states(url, api_key, results.project_id, config.upload_field)
+    by_sample = {s: states.get(int(t), TaskState()) for t, s in results.uploaded_tasks.items()}
+    run_key = annotation_run_key(anno_key)
     previous = dataset.load_run_results(run_key, load_view=False)
-    dataset.save_run_results(
-        run_key,
-        dataset.init_run_results(
-            run_key,
-            n_sent=summary.n_sent,
-            n_prelabeled=getattr(previous, "n_prelabeled", 0),
-            project_url=summary.project_url,
-            n_labeled=summary.n_labeled,
-            n_skipped=summary.n_skipped,
-            n_unanswered=summary.n_unanswered,
-            labeled_ids=summary.labeled_ids,
-        ),
-        overwrite=True,
-    )
+    current = _current_labels(dataset, config.label_field, list(by_sample))
+    overwrite = getattr(config, "overwrite", True)  # runs sent before it was recorded: True
+    plan = plan_load(by_sample, getattr(previous, "loaded", None) or {}, current, overwrite)
+    _apply(dataset, config.label_field, plan)
+    project_url = f"{redact(url)}/projects/{results.project_id}"
+    summary = plan.summary(anno_key, config.label_field, project_url)
+    _save_summary(dataset, run_key, summary, plan, getattr(previous, "n_prelabeled", 0))
+    for notice in summary.notices:
+        logger.warning(notice)
     logger.info(
         "Loaded %d labels into '%s' (%d skipped, %d unanswered)",
         summary.n_labeled,
@@ -336,6 +335,21 @@ def load_from_label_studio(
         summary.n_unanswered,
     )
     return summary
+
+
+def _save_summary(
+    dataset: fo.Dataset, run_key: str, summary: AnnotationSummary, plan: LoadPlan, prelabeled: int
+) -> None:
+    """Stores the counts, ids and notices with the run, and per sample what was loaded (the
+    next load's reference)."""
+    record = summary.as_dict()
+    for name in ("anno_key", "label_field"):
+        record.pop(name)
+    dataset.save_run_results(
+        run_key,
+        dataset.init_run_results(run_key, n_prelabeled=prelabeled, loaded=plan.loaded, **record),
+        overwrite=True,
+    )
 
 
 def list_annotation_runs(dataset: fo.Dataset) -> list[str]:
@@ -364,8 +378,9 @@ def annotation_summary(dataset: fo.Dataset, anno_key: str) -> dict[str, Any]:
         "project_url": results.project_url,
         "loaded": hasattr(results, "n_labeled"),
     }
-    for name in ("n_labeled", "n_skipped", "n_unanswered"):
+    for name in ("n_labeled", "n_skipped", "n_unanswered", "n_kept", "n_deleted"):
         out[name] = getattr(results, name, None)
+    out["notices"] = list(getattr(results, "notices", []))
     return out
 
 
@@ -380,17 +395,22 @@ def delete_label_studio_run(
     """Forgets annotation run `anno_key` (its pre-annotation field too); loaded labels stay.
 
     `delete_project=True` also deletes the Label Studio project and its tasks (FiftyOne's
-    cleanup), which needs the server.
+    cleanup, or by the project id ELFS recorded if FiftyOne's run was deleted), which needs the
+    server.
     """
     run_key = annotation_run_key(anno_key)
     if run_key not in dataset.list_runs():
         raise ElfsInputError(f"No annotation run '{anno_key}' sent by fiftyone-elfs.")
     config = dataset.get_run_info(run_key).config
-    if anno_key in dataset.list_annotation_runs():
-        if delete_project:
-            stored_url = None if "***@" in config.url else config.url
-            url, api_key = check_label_studio(url or stored_url, api_key)
+    has_fiftyone_run = anno_key in dataset.list_annotation_runs()
+    if delete_project:
+        stored_url = None if "***@" in config.url else config.url
+        url, api_key = check_label_studio(url or stored_url, api_key)
+        if has_fiftyone_run:
             dataset.load_annotation_results(anno_key, url=url, api_key=api_key).cleanup()
+        else:  # FiftyOne's run was deleted by hand: the project id is in ELFS's record
+            delete_project_by_id(url, api_key, config.project_id)
+    if has_fiftyone_run:
         dataset.delete_annotation_run(anno_key)
     dataset_io.delete_fields(dataset, [config.upload_field])
     dataset.delete_run(run_key)

@@ -1,5 +1,8 @@
 """Label Studio's REST API, for what FiftyOne's annotation backend does not tell: credentials,
-whether the server is reachable and accepts the key, and which tasks a person answered.
+whether the server is reachable and accepts the key, and each task's answers (read here, not
+through FiftyOne's importer: that one takes a task's latest annotation even when it is a skip,
+and a task's pre-annotation when nobody answered; `fiftyone_elfs.label_studio_answers` says
+which annotation counts).
 
 Credentials never appear in messages: URLs are shown without their ``user:password@`` part
 (`redact`), an authentication failure's response body is not shown at all (a server can echo
@@ -18,6 +21,7 @@ import fiftyone as fo
 import requests
 
 from fiftyone_elfs.errors import ElfsInputError
+from fiftyone_elfs.label_studio_answers import TaskState, task_state
 
 URL_ENV = "FIFTYONE_LABELSTUDIO_URL"
 API_KEY_ENV = "FIFTYONE_LABELSTUDIO_API_KEY"
@@ -63,12 +67,14 @@ def resolve_credentials(url: str | None = None, api_key: str | None = None) -> t
     return url.rstrip("/"), api_key
 
 
-def get(url: str, api_key: str, path: str, **params: Any) -> requests.Response:
-    """One authenticated GET, turning connection and auth failures into errors with a fix
-    (credentials masked: see the module docstring)."""
+def _request(
+    method: str, url: str, api_key: str, path: str, params: dict[str, Any], ok: tuple = (200,)
+) -> requests.Response:
+    """One authenticated request; a status outside `ok` raises an `ElfsInputError`."""
     shown = redact(url)
     try:
-        response = requests.get(
+        response = requests.request(
+            method,
             url + path,
             params=params,
             headers={"Authorization": f"Token {api_key}"},
@@ -87,12 +93,24 @@ def get(url: str, api_key: str, path: str, **params: Any) -> requests.Response:
             "tokens (Organization > API Tokens Settings), because FiftyOne authenticates with "
             "a 'Token' header."
         )
-    if response.status_code != 200:
+    if response.status_code not in ok:
         body = redact(response.text[:200], [api_key, *_url_secrets(url)])
         raise ElfsInputError(
-            f"Label Studio at {shown} answered HTTP {response.status_code} to GET {path}: {body}"
+            f"Label Studio at {shown} answered HTTP {response.status_code} to {method} {path}: "
+            f"{body}"
         )
     return response
+
+
+def get(url: str, api_key: str, path: str, **params: Any) -> requests.Response:
+    """One authenticated GET, turning connection and auth failures into errors with a fix
+    (credentials masked: see the module docstring)."""
+    return _request("GET", url, api_key, path, params)
+
+
+def delete_project_by_id(url: str, api_key: str, project_id: int) -> None:
+    """Deletes a Label Studio project and its tasks (already gone: nothing to do)."""
+    _request("DELETE", url, api_key, f"/api/projects/{project_id}/", {}, ok=(200, 204, 404))
 
 
 def check_label_studio(url: str | None = None, api_key: str | None = None) -> tuple[str, str]:
@@ -110,9 +128,10 @@ def check_label_studio(url: str | None = None, api_key: str | None = None) -> tu
     return url, api_key
 
 
-def task_states(url: str, api_key: str, project_id: int) -> dict[int, tuple[int, int]]:
-    """Maps each task id of a project to (answers, skips), reading Label Studio page by page."""
-    states: dict[int, tuple[int, int]] = {}
+def task_states(url: str, api_key: str, project_id: int, from_name: str) -> dict[int, TaskState]:
+    """Maps each task id of a project to its latest answer in the Choices control `from_name`
+    and whether it was skipped (`label_studio_answers.task_state`), reading page by page."""
+    states: dict[int, TaskState] = {}
     page = 1
     while True:
         body = get(
@@ -126,10 +145,7 @@ def task_states(url: str, api_key: str, project_id: int) -> dict[int, tuple[int,
         ).json()
         tasks = body["tasks"] if isinstance(body, dict) else body
         for task in tasks:
-            states[int(task["id"])] = (
-                int(task.get("total_annotations") or 0),
-                int(task.get("cancelled_annotations") or 0),
-            )
+            states[int(task["id"])] = task_state(task, from_name)
         total = body.get("total") if isinstance(body, dict) else None
         if not tasks or len(tasks) < _PAGE_SIZE or (total is not None and len(states) >= total):
             return states

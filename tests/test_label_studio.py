@@ -17,6 +17,7 @@ from label_studio_server import start_label_studio
 
 import fiftyone_elfs as elfs
 from fiftyone_elfs import annotation
+from fiftyone_elfs.label_studio_answers import Answer, TaskState, plan_load
 from fiftyone_elfs.plugin.panel import ElfsPanel
 
 pytestmark = pytest.mark.slow
@@ -56,23 +57,23 @@ def _tasks(server, project_id):
     return body["tasks"] if isinstance(body, dict) else body
 
 
-def _answer(server, task_id, field, choice=None):
-    """Posts an annotation like the labeling UI does; no choice means 'skip'."""
-    result = []
-    if choice is not None:
-        result = [
-            {
-                "from_name": field,
-                "to_name": "image",
-                "type": "choices",
-                "value": {"choices": [choice]},
-            }
-        ]
-    _api(
+def _result(field, choice):
+    """An annotation's result picking `choice` in the Choices control `field` (None: nothing)."""
+    if choice is None:
+        return []
+    return [
+        {"from_name": field, "to_name": "image", "type": "choices", "value": {"choices": [choice]}}
+    ]
+
+
+def _answer(server, task_id, field, choice=None, **extra):
+    """Posts an annotation like the labeling UI does; no choice means 'skip'. `extra`: e.g.
+    completed_by (another annotator). Returns the annotation (its "id")."""
+    return _api(
         server,
         "POST",
         f"/api/tasks/{task_id}/annotations",
-        json={"result": result, "was_cancelled": choice is None},
+        json={"result": _result(field, choice), "was_cancelled": choice is None, **extra},
     )
 
 
@@ -330,3 +331,158 @@ def test_the_exported_tasks_open_their_images_in_label_studio(dataset, tmp_path)
         assert len(_tasks(server, project["id"])) == len(tasks)  # the storage added no task
     finally:
         server.stop()
+
+
+def _send_first(dataset, anno_key, n):
+    """Sends the first `n` samples under `anno_key` (label field "human", no pre-annotations);
+    returns the classes and the sent sample ids in task order with their task ids."""
+    classes = sorted(set(dataset.values("ground_truth.label")))
+    elfs.send_to_label_studio(dataset.limit(n), anno_key, classes, label_field="human")
+    sample_of = {
+        int(t): s for t, s in dataset.load_annotation_results(anno_key).uploaded_tasks.items()
+    }
+    tasks = sorted(sample_of)
+    return classes, tasks, [sample_of[t] for t in tasks]
+
+
+def _human(dataset, ids):
+    """The "human" label of each sample id, in order (None: no label)."""
+    by_id = dict(zip(*dataset.values(["id", "human.label"]), strict=True))
+    return [by_id[i] for i in ids]
+
+
+def test_a_reload_keeps_fiftyone_edits_and_removes_withdrawn_answers(dataset, creds):
+    classes, tasks, ids = _send_first(dataset, "r1", 8)
+    a, b, c = classes[:3]
+    field = "r1_prelabel"
+    first = [_answer(creds, tasks[i], field, choice) for i, choice in enumerate([a, b, a, a, b])]
+    loaded = elfs.load_from_label_studio(dataset, "r1")
+    assert (loaded.n_labeled, loaded.n_unanswered) == (5, 3)
+    assert _human(dataset, ids[:5]) == [a, b, a, a, b]
+
+    # A reviewer fixes three labels in FiftyOne: in place (as the App does) or by a new label.
+    sample = dataset[ids[0]]
+    sample.human.label = c
+    sample.save()
+    dataset.set_values(
+        "human", {i: fo.Classification(label=c) for i in (ids[2], ids[4])}, key_field="id"
+    )
+    # Meanwhile in Label Studio: two answers are deleted (task 1: label untouched in FiftyOne;
+    # task 4: edited there), two are changed (task 2: edited in FiftyOne; task 3: not), and
+    # task 5 gets its first answer.
+    for i in (1, 4):
+        _api(creds, "DELETE", f"/api/annotations/{first[i]['id']}")
+    for i in (2, 3):
+        _api(
+            creds, "PATCH", f"/api/annotations/{first[i]['id']}", json={"result": _result(field, b)}
+        )
+    _answer(creds, tasks[5], field, c)
+
+    summary = elfs.load_from_label_studio(dataset, "r1")
+    # Edits made in FiftyOne stay; the withdrawn answer's untouched label goes; the changed and
+    # the new answer come in.
+    assert _human(dataset, ids) == [c, None, c, b, c, c, None, None]
+    assert (summary.n_labeled, summary.n_kept, summary.n_skipped) == (2, 3, 0)
+    assert (summary.n_unanswered, summary.n_deleted) == (3, 0)
+    assert set(summary.labeled_ids) == {ids[3], ids[5]}
+    assert set(summary.kept_ids) == {ids[0], ids[2], ids[4]}
+    kept, removed = summary.notices
+    assert kept.startswith("3 label(s) in 'human' were changed in FiftyOne") and ids[0] in kept
+    assert removed.startswith("1 label(s) loaded earlier were removed")
+    # The stored counts match what the field holds.
+    stored = elfs.annotation_summary(dataset, "r1")
+    assert (stored["n_labeled"], stored["n_kept"], stored["n_unanswered"]) == (2, 3, 3)
+    assert len(dataset.select(ids).exists("human")) == stored["n_labeled"] + stored["n_kept"]
+
+    # Loading again with nothing new changes nothing and removes nothing.
+    again = elfs.load_from_label_studio(dataset, "r1")
+    assert _human(dataset, ids) == [c, None, c, b, c, c, None, None]
+    assert (again.n_labeled, again.n_kept, again.n_unanswered) == (2, 3, 3)
+    assert len(again.notices) == 1 and again.notices[0].startswith("3 label(s)")
+
+
+def test_an_answer_followed_by_another_annotators_skip_is_loaded(dataset, creds):
+    classes, tasks, ids = _send_first(dataset, "r1", 6)
+    a, b, c = classes[:3]
+    field = "r1_prelabel"
+    email = f"annotator-{dataset.name}@example.com".replace(" ", "-")
+    other = _api(creds, "POST", "/api/users", json={"email": email, "username": email})["id"]
+    # Task 0: answered, then skipped by a second annotator: the answer counts.
+    _answer(creds, tasks[0], field, a)
+    _answer(creds, tasks[0], field, None, completed_by=other)
+    # Task 1: two annotators answer, then the first edits theirs: the last changed answer wins.
+    early = _answer(creds, tasks[1], field, a)
+    _answer(creds, tasks[1], field, b, completed_by=other)
+    _api(creds, "PATCH", f"/api/annotations/{early['id']}", json={"result": _result(field, c)})
+    # Task 2: only a skip; task 3: an answer its annotator then turned into a skip.
+    _answer(creds, tasks[2], field, None)
+    mind_changed = _answer(creds, tasks[3], field, b)
+    _api(
+        creds,
+        "PATCH",
+        f"/api/annotations/{mind_changed['id']}",
+        json={"result": [], "was_cancelled": True},
+    )
+
+    summary = elfs.load_from_label_studio(dataset, "r1")
+    assert _human(dataset, ids) == [a, c, None, None, None, None]
+    assert (summary.n_labeled, summary.n_skipped, summary.n_unanswered) == (2, 2, 2)
+    assert set(summary.labeled_ids) == {ids[0], ids[1]}
+
+
+def test_a_reused_key_names_the_fix_that_works_and_a_lost_fiftyone_run_is_refused(dataset, creds):
+    classes, _, _ = _send_first(dataset, "r1", 4)
+    project_id = dataset.load_annotation_results("r1").project_id
+    fix = r"elfs\.delete_label_studio_run\(dataset, 'r1'\)"
+    with pytest.raises(elfs.ElfsInputError, match=fix):
+        elfs.send_to_label_studio(dataset.limit(4), "r1", classes, label_field="human")
+    # FiftyOne's own annotation run deleted by hand: a clear error naming the fix.
+    dataset.delete_annotation_run("r1")
+    with pytest.raises(elfs.ElfsInputError, match=f"was deleted from this dataset.*{fix}"):
+        elfs.load_from_label_studio(dataset, "r1")
+    with pytest.raises(elfs.ElfsInputError, match=fix):
+        elfs.send_to_label_studio(dataset.limit(4), "r1", classes, label_field="human")
+    # The named fix works, the Label Studio project included, and frees the key.
+    elfs.delete_label_studio_run(dataset, "r1", delete_project=True)
+    gone = requests.get(
+        f"{creds.url}/api/projects/{project_id}",
+        headers={"Authorization": f"Token {creds.api_key}"},
+        timeout=30,
+    )
+    assert gone.status_code == 404
+    assert elfs.list_annotation_runs(dataset) == [] and dataset.get_field("r1_prelabel") is None
+    assert (
+        elfs.send_to_label_studio(dataset.limit(4), "r1", classes, label_field="human")["n_sent"]
+        == 4
+    )
+
+
+def test_answers_on_samples_deleted_after_sending_count_as_deleted(dataset, creds):
+    classes, tasks, ids = _send_first(dataset, "r1", 6)
+    for task in tasks[:3]:
+        _answer(creds, task, "r1_prelabel", classes[0])
+    dataset.delete_samples([ids[0], ids[1], ids[5]])  # two answered, one never opened
+
+    summary = elfs.load_from_label_studio(dataset, "r1")
+    assert (summary.n_sent, summary.n_labeled, summary.n_deleted) == (6, 1, 3)
+    assert (summary.n_skipped, summary.n_unanswered) == (0, 2)
+    assert summary.notices == [
+        "3 sent sample(s) are no longer in the dataset (2 of them answered in Label Studio); "
+        "their answers were not loaded."
+    ]
+    assert elfs.annotation_summary(dataset, "r1")["n_deleted"] == 3
+
+
+def test_a_first_answer_replaces_an_existing_label_only_for_a_run_sent_with_overwrite():
+    """The rule for labels ELFS did not write (no server: `plan_load` is pure)."""
+    answer = TaskState(Answer(7, "2025-01-01T00:00:00Z", "cat"))
+    states = {"s1": answer, "s2": answer}
+    current = {"s1": "dog", "s2": None}
+    kept = plan_load(states, {}, current, overwrite=False)
+    assert kept.writes == {"s2": "cat"} and kept.kept == [("s1", "dog", "cat")]
+    assert plan_load(states, {}, current, overwrite=True).writes == {"s1": "cat", "s2": "cat"}
+    # Once kept, the label stays on later loads, until the user clears it.
+    later = plan_load(states, kept.loaded, {"s1": "dog", "s2": "cat"}, overwrite=False)
+    assert later.writes == {} and [k[0] for k in later.kept] == ["s1"]
+    cleared = plan_load(states, kept.loaded, {"s1": None, "s2": "cat"}, overwrite=False)
+    assert cleared.writes == {"s1": "cat"} and cleared.labeled == ["s1", "s2"]

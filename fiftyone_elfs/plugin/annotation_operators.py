@@ -101,9 +101,15 @@ class LoadFromLabelStudio(_LabelStudioOperator):
         )
 
     def done_label(self, result: annotation.AnnotationSummary, kwargs: dict[str, Any]) -> str:
+        extra = "".join(
+            f", {n} {what}"
+            for n, what in ((result.n_kept, "kept as edited"), (result.n_deleted, "deleted"))
+            if n
+        )
+        notes = "".join(f" {notice}" for notice in result.notices)
         return (
             f"'{result.label_field}': {result.n_labeled} of {result.n_sent} labeled, "
-            f"{result.n_skipped} skipped, {result.n_unanswered} unanswered"
+            f"{result.n_skipped} skipped, {result.n_unanswered} unanswered{extra}.{notes}"
         )
 
 
