@@ -20,7 +20,19 @@ KEY = Param(
     label="Run key",
     help="Names this selection's fields, tag, saved view and runs (letters, digits, _).",
 )
-SEED = Param("seed", "int", 0, min=0, label="Random seed", help="Same seed, same result.")
+#: The largest seed: faiss takes a signed 32-bit seed, and the stages derive seeds a little
+#: above the one given (the labeling round, the trust diagnostic's restarts).
+MAX_SEED = 2**31 - 2**16
+SEED = Param(
+    "seed",
+    "int",
+    0,
+    min=0,
+    max=MAX_SEED,
+    label="Random seed",
+    help="Same seed, same result.",
+    fix="pass a seed in that range, e.g. 0 or a date such as 20241205",
+)
 #: The encoders that ship with the package and work offline (= the keys of
 #: `embeddings.encoders.OFFLINE_ENCODERS`, tested); "timm:<name>" and "zoo:<name>" download.
 OFFLINE_ENCODER_NAMES = ("efficientnet-lite0", "efficientnet-lite0-prehead", "efficientnet-lite2")

@@ -92,6 +92,18 @@ def _refused_both_ways(ds, function, operator, kwargs, match, positional=()):
 # --------------------------------------------------------------------------- item 6
 
 
+def test_a_seed_beyond_what_the_libraries_take_is_refused_before_anything_changes(ds):
+    """seed=2**64 failed when the run was recorded, after the key's coreset had been removed."""
+    _refused_both_ways(
+        ds,
+        elfs.select_coreset,
+        "select_coreset",
+        dict(key=KEY, budget_count=5, mode="ccs", seed=2**64),
+        r"seed.*2147418112",
+    )
+    assert len(ds.match_tags(f"{KEY}_coreset")) == 8
+
+
 def test_both_budgets_are_refused(ds):
     _refused_both_ways(
         ds,

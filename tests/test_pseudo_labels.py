@@ -559,3 +559,17 @@ def test_spectral_validates_inputs():
     bad[0, 0] = np.nan
     with pytest.raises(ValueError):
         spectral_pseudo_labels(bad, 2)
+
+
+def test_kmeans_takes_any_seed_the_api_accepts():
+    """A date-style seed (20241205) made scikit-learn's k-means++ refuse its derived
+    random_state (above 2**32 - 1) after TEMI had trained for a minute."""
+    from fiftyone_elfs.param_rows import MAX_SEED
+    from fiftyone_elfs.pseudo_labels.trust import pseudo_label_trust
+
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(c, 0.1, (30, 4)) for c in (0.0, 3.0, 6.0)]).astype(np.float32)
+    for seed in (20241205, MAX_SEED):
+        labels, _ = kmeans_pseudo_labels(X, 3, seed=seed)
+        assert len(set(labels.tolist())) == 3
+        assert pseudo_label_trust(X, labels, seed=seed).n_samples == len(X)

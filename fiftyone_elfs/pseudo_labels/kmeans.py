@@ -105,7 +105,7 @@ def _faiss_kmeans(
 
     best: tuple[np.ndarray, float] | None = None
     for r in range(int(n_init)):
-        seeds, _ = kmeans_plusplus(rows, n_clusters, random_state=int(seed) * 1009 + r)
+        seeds, _ = kmeans_plusplus(rows, n_clusters, random_state=(int(seed) * 1009 + r) % 2**32)
         centroids, objective = run(np.ascontiguousarray(seeds, dtype=np.float32), 1)
         if best is None or objective < best[1]:  # faiss minimises squared L2 distance
             best = (centroids, objective)
