@@ -94,6 +94,37 @@ def _values_of_ids(
 # --------------------------------------------------------------------------- collections
 
 
+def with_every_field(samples: Any, param: str = "samples") -> SampleCollection:
+    """The collection a public function runs on: the same samples in the same order, with any
+    field selection (``select_fields`` / ``exclude_fields``, often used to slim the App's
+    sidebar) lifted, so that ELFS sees the fields its earlier runs wrote instead of taking them
+    for absent (re-embedding every image, or failing after the work).
+
+    Raises:
+        ElfsInputError: `samples` is not a FiftyOne dataset or view (e.g. a dataset's name).
+    """
+    import fiftyone.core.collections as foc
+    import fiftyone.core.stages as fos
+
+    if not isinstance(samples, foc.SampleCollection):
+        shown = f"the name {samples!r}" if isinstance(samples, str) else type(samples).__name__
+        raise ElfsInputError(
+            f"{param} must be a FiftyOne dataset or view, and {shown} was passed. Fix: pass "
+            "the dataset itself, e.g. fo.load_dataset('<name>'), or a view of it.",
+            param=param,
+        )
+    selections = (fos.SelectFields, fos.ExcludeFields)
+    if not isinstance(samples, fo.DatasetView) or samples._is_generated:
+        return samples
+    if not any(isinstance(stage, selections) for stage in samples._stages):
+        return samples
+    view = samples._dataset.view()
+    for stage in samples._stages:
+        if not isinstance(stage, selections):
+            view = view.add_stage(stage)
+    return view
+
+
 def dataset_of(samples: SampleCollection) -> fo.Dataset:
     """The dataset a view (or dataset) belongs to: where fields, tags and runs live."""
     return samples._dataset

@@ -157,7 +157,8 @@ def public(operation_name: str) -> Callable[[F], F]:
     """Decorates a public function with its parameter table.
 
     The wrapper renames deprecated keywords (warning), checks every table parameter before the
-    function body runs (`Operation.validate`), passes the converted values on, and turns the
+    function body runs (`Operation.validate`), passes the converted values on (and `samples`
+    through `dataset_io.with_every_field`), and turns the
     array modules' ``ValueError`` into `ElfsInputError` (`errors.input_boundary`). The Args
     section of the docstring is generated from the table.
     """
@@ -173,6 +174,10 @@ def public(operation_name: str) -> Callable[[F], F]:
             bound.apply_defaults()
             given = {n: v for n, v in bound.arguments.items() if n in operation.names}
             bound.arguments.update(operation.validate(given))
+            if "samples" in bound.arguments:
+                from fiftyone_elfs.dataset_io import with_every_field
+
+                bound.arguments["samples"] = with_every_field(bound.arguments["samples"])
             with input_boundary():
                 return fn(*bound.args, **bound.kwargs)
 

@@ -118,16 +118,33 @@ def test_rounds_skip_samples_tagged_by_the_key_and_say_which_are_unscored(datase
     assert any(m.startswith(f"4 of the {n} samples have no 'aum' score") for m in more.notices)
 
 
-def test_a_score_field_renamed_or_left_out_is_named_with_the_fix(dataset):
-    _round1(dataset)
-    hidden = dataset.exclude_fields("elfs_aum")
-    for samples in (hidden, dataset):
-        if samples is dataset:
-            dataset.rename_sample_field("elfs_aum", "my_aum")
-        for call in (elfs.select_coreset, elfs.select_more):
-            with pytest.raises(elfs.ElfsInputError, match="'elfs_aum'.*not on this.*Fix: run"):
-                call(samples, budget_count=5)
+def test_a_view_hiding_the_fields_selects_and_a_renamed_score_field_is_named(dataset):
+    """A view that hides ELFS's fields (select_fields / exclude_fields, to slim the App's
+    sidebar) made stages take them for absent: every image embedded again, FiftyOne's
+    ValueError on selection. Now the stages see the fields of the view's samples."""
+    first = _round1(dataset)
+    slim = dataset.select_fields("ground_truth")
+    assert elfs.compute_embeddings(slim, key="elfs")["n_computed"] == 0
+    more = elfs.select_more(dataset.exclude_fields(["elfs_aum", "elfs_embedding"]), budget_count=5)
+    assert len(more.selected_ids) == 5 and not set(more.selected_ids) & set(first.selected_ids)
+    again = elfs.run_pipeline(
+        slim,
+        key="slim",
+        budget_count=6,
+        n_clusters=4,
+        clustering="kmeans",
+        embeddings_field="elfs_embedding",
+        epochs=2,
+        visualize=False,
+    )
+    assert again.budget == 6 and len(dataset.match_tags("slim_coreset")) == 6
+    dataset.rename_sample_field("elfs_aum", "my_aum")
+    for call in (elfs.select_coreset, elfs.select_more):
+        with pytest.raises(elfs.ElfsInputError, match="'elfs_aum'.*renamed or deleted.*Fix: run"):
+            call(dataset, budget_count=5)
     assert "my_aum" in dataset.get_field_schema()
+    with pytest.raises(elfs.ElfsInputError, match=r"the name 'x'.*fo.load_dataset"):
+        elfs.select_coreset("x", budget_count=5)
 
 
 def test_true_labels_correct_the_proxy_targets(dataset):

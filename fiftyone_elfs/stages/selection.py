@@ -94,9 +94,8 @@ def read_scores(
         if not dataset_io.has_field(samples, score_field):
             raise ElfsInputError(
                 f"The field '{score_field}' that key '{names.key}' wrote its '{score}' scores "
-                "to is not on this dataset or view (renamed, deleted, or left out by "
-                f"select_fields / exclude_fields). Fix: run {stage} again with key "
-                f"'{names.key}', or pass a view that keeps the field."
+                f"to is not on this dataset (renamed or deleted). Fix: run {stage} again with "
+                f"key '{names.key}'."
             )
         ids, values = dataset_io.read_values(samples, score_field)
     if not ids:
