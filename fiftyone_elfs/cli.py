@@ -48,7 +48,10 @@ def install_plugin(plugins_dir: str | None = None) -> tuple[str, str]:
     if not os.path.isfile(os.path.join(source, "fiftyone.yml")):
         raise SystemExit(f"error: {source} has no fiftyone.yml: reinstall fiftyone-elfs")
     link = os.path.join(plugins_dir, LINK_NAME)
-    os.makedirs(plugins_dir, exist_ok=True)
+    try:
+        os.makedirs(plugins_dir, exist_ok=True)
+    except OSError as e:
+        raise SystemExit(_plugins_dir_error(plugins_dir, e)) from None
     if os.path.islink(link):
         if os.path.realpath(link) == source:
             return link, "already installed"
@@ -61,8 +64,41 @@ def install_plugin(plugins_dir: str | None = None) -> tuple[str, str]:
         )
     else:
         action = "installed"
-    os.symlink(source, link, target_is_directory=True)
+    try:
+        os.symlink(source, link, target_is_directory=True)
+    except OSError as e:
+        raise SystemExit(_plugins_dir_error(plugins_dir, e)) from None
     return link, action
+
+
+def _plugins_dir_error(plugins_dir: str, error: OSError) -> str:
+    """The one-line message for a plugins directory that cannot be made or written."""
+    why = error.strerror or str(error)
+    path = plugins_dir
+    while path != os.path.dirname(path):  # the part of the path that is a file, if any
+        if os.path.exists(path) and not os.path.isdir(path):
+            why = "it is a file" if path == plugins_dir else f"{path} is a file"
+            break
+        path = os.path.dirname(path)
+    return (
+        f"error: cannot use {plugins_dir} as the plugins directory: {why}. Fix: pass "
+        "--plugins-dir a folder you can write (it is created if missing), or set "
+        "FIFTYONE_PLUGINS_DIR to one."
+    )
+
+
+def port_number(text: str) -> int:
+    """An ``--port`` value: a TCP port, 1-65535 (checked before the App starts)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"must be a port number in 1-65535; got {text!r}. Fix: pass e.g. --port 5151, or "
+            "leave it out for FiftyOne's default."
+        )
+    return port
 
 
 def find_plugin() -> str | None:
@@ -115,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--plugins-dir", help="default: FiftyOne's plugins_dir setting")
     app = commands.add_parser("app", help="open the App on a dataset, with the plugin")
     app.add_argument("dataset", help="the FiftyOne dataset's name")
-    app.add_argument("--port", type=int, help="default: FiftyOne's (5151)")
+    app.add_argument("--port", type=port_number, help="1-65535; default: FiftyOne's (5151)")
     app.add_argument("--address", help="default: localhost; 0.0.0.0 to serve other machines")
     return parser
 

@@ -4,7 +4,7 @@ with status 2, no traceback, and a message naming the flag (not the API argument
 Each case runs examples/select_coreset.py in a fresh interpreter and reports which heavy
 libraries it had imported when it stopped: syntax and range errors must stop before FiftyOne or
 torch is imported, data errors (a missing dataset, more clusters than images) before anything
-is computed.
+is computed. The `fiftyone-elfs` command refuses bad options the same way (last section).
 """
 
 from __future__ import annotations
@@ -188,3 +188,42 @@ def test_the_model_flag_takes_every_form_the_library_loads():
         "zoo:clip-vit-base32-torch",
     ):
         assert parser.parse_args(["--model", name]).model == name
+
+
+# --------------------------------------------------------------------------- fiftyone-elfs
+
+
+def _elfs_command(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "fiftyone_elfs.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+
+
+@pytest.mark.parametrize("port", ["70000", "0", "-1", "http"])
+def test_the_app_command_refuses_a_port_out_of_range_at_once(port):
+    done = _elfs_command("app", "any-dataset", "--port", port)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    error = done.stderr.strip().splitlines()[-1]  # argparse's usage line, then the error
+    assert error.startswith("fiftyone-elfs app: error: argument --port: must be a port number")
+    assert "1-65535" in error and "Fix:" in error
+
+
+def test_install_plugin_refuses_a_plugins_dir_it_cannot_use_in_one_line(tmp_path):
+    afile = tmp_path / "plugins"
+    afile.write_text("not a folder")
+    for where, why in ((afile, "it is a file"), (afile / "sub", f"{afile} is a file")):
+        done = _elfs_command("install-plugin", "--plugins-dir", str(where))
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, done.stderr
+        assert lines[0].startswith(f"error: cannot use {where} as the plugins directory: {why}.")
+        assert "Fix: pass --plugins-dir a folder you can write" in lines[0]
+    assert afile.read_text() == "not a folder"
+    done = _elfs_command("install-plugin", "--plugins-dir", str(tmp_path / "new"))
+    assert done.returncode == 0 and os.path.islink(tmp_path / "new" / "fiftyone-elfs")

@@ -6,12 +6,15 @@ library call, with progress reported one way: `report_progress`) and its ``__cal
 table parameter under the API's names, checked as the API does). A ``__call__`` from a script
 draws the progress as a bar in the terminal and returns FiftyOne's ``ExecutionResult`` with the
 library function's return value as its ``.result`` (for a generator operator FiftyOne itself
-keeps nothing there).
+keeps nothing there), blocking even where an event loop runs (a notebook cell), and raises the
+library's `ElfsInputError` when the run refused its data.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import os
 import queue
 import threading
 import time
@@ -22,8 +25,9 @@ from typing import Any
 
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
-from fiftyone.operators.executor import ExecutionResult
+from fiftyone.operators.executor import ExecutionError, ExecutionResult
 
+from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.params import OPERATIONS, Operation, Param
 from fiftyone_elfs.plugin.forms import (
     Check,
@@ -31,6 +35,7 @@ from fiftyone_elfs.plugin.forms import (
     call_to_params,
     form_names,
     form_to_kwargs,
+    plain,
 )
 from fiftyone_elfs.progress import ProgressFn, terminal_progress
 
@@ -53,10 +58,15 @@ SCRIPT_CALL_PARAM = "elfs_script_call"
 
 @dataclass
 class _ScriptCall:
-    """A ``__call__`` in progress in this process: its terminal bar and, once done, its result."""
+    """A ``__call__`` in progress in this process: its terminal bar and, once done, its result
+    or the `ElfsInputError` its form checks or its run refused the data with."""
 
     progress: ProgressFn
     result: Any = None
+    error: ElfsInputError | None = None
+
+    def refuse(self, error: ElfsInputError) -> None:
+        self.error = error
 
 
 _SCRIPT_CALLS: dict[str, _ScriptCall] = {}
@@ -136,6 +146,54 @@ def execution_options(name: str, ctx: Any) -> foo.ExecutionOptions:
     )
 
 
+def execute_blocking(uri: str, ctx: dict[str, Any], **kwargs: Any) -> ExecutionResult:
+    """`foo.execute_operator`, returning its ``ExecutionResult`` (raising its ``ExecutionError``)
+    even where an event loop runs in this thread, as in a notebook cell: there FiftyOne would only
+    schedule the run as a task, so it runs in a worker thread with a loop of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return foo.execute_operator(uri, ctx, **kwargs)
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = foo.execute_operator(uri, ctx, **kwargs)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            outcome["error"] = e
+
+    worker = threading.Thread(target=target, name="fiftyone-elfs-call", daemon=True)
+    worker.start()
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+#: Folder parameters: a relative path is resolved where the run is asked for (the caller's
+#: working directory), not in a delegated worker's.
+FOLDER_PARAMS = ("export_dir",)
+
+
+def refuse_stored_credentials(values: dict[str, Any]) -> None:
+    """Refuses Label Studio credentials (``api_key``, a ``user:password@`` URL) in a run to be
+    queued: the queued operation keeps its parameters in plain text in the database, where
+    every user of it can read them (``fiftyone delegated info``)."""
+    url = values.get("url")
+    netloc = url.split("://", 1)[-1].split("/", 1)[0] if isinstance(url, str) else ""
+    given = (["api_key"] if values.get("api_key") else []) + (["url"] if "@" in netloc else [])
+    if given:
+        what = " and ".join("a url with user:password@" if n == "url" else n for n in given)
+        raise ElfsInputError(
+            f"delegate=True with {what}: the queued operation would keep the credentials in "
+            "plain text in the database, readable by anyone who can list delegated operations. "
+            "Fix: leave them out and set the plugin secrets FIFTYONE_LABELSTUDIO_URL / "
+            "FIFTYONE_LABELSTUDIO_API_KEY (or those environment variables on the workers), or "
+            "run without delegate=True.",
+            param=given[0],
+        )
+
+
 # --------------------------------------------------------------------------- the base class
 
 
@@ -190,13 +248,39 @@ class ElfsOperator(foo.Operator):
     def resolve_execution_options(self, ctx: Any) -> foo.ExecutionOptions:
         return execution_options(self.name, ctx)
 
+    def resolve_delegation(self, ctx: Any) -> None:
+        """Not forced either way; as the run is asked for (immediate or to be queued, before
+        its parameters are stored), resolves relative folders in this process's directory."""
+        if ctx.delegated:
+            return None
+        for name in FOLDER_PARAMS:
+            value = ctx.params.get(name)
+            if name in self.table.names and isinstance(value, str) and value.strip():
+                ctx.params[name] = os.path.abspath(os.path.expanduser(value))
+        if ctx.requesting_delegated_execution:  # a script's call has no business in the queue
+            ctx.request_params.pop(SCRIPT_CALL_PARAM, None)
+        return None
+
     def resolve_input(self, ctx: Any) -> types.Property:
-        inputs = build_form(ctx, self.table, self.checks, self.custom_input, self.on_view)
+        call = _script_call(ctx)
+        refused = call.refuse if call is not None else None
+        inputs = build_form(
+            ctx, self.table, self.checks, self.custom_input, self.on_view, refused=refused
+        )
         self.extra_inputs(ctx, inputs)
         return types.Property(inputs, view=types.View(label=self.form_title or self.label))
 
     def execute(self, ctx: Any) -> Generator[Any, None, Any]:
         """Reads ``ctx.params``, calls the library, reports progress, reloads the App."""
+        try:
+            return (yield from self._execute(ctx))
+        except ElfsInputError as e:
+            call = _script_call(ctx)
+            if call is not None:
+                call.refuse(e)  # raised as it is by the script's __call__
+            raise
+
+    def _execute(self, ctx: Any) -> Generator[Any, None, Any]:
         kwargs = form_to_kwargs(self.table, ctx.params, self.context_values(ctx))
         samples = ctx.target_view() if self.on_view else ctx.dataset
         options = dict(kwargs)
@@ -235,19 +319,31 @@ class ElfsOperator(foo.Operator):
 
     def _call(self, samples: Any, arguments: dict[str, Any]) -> Any:
         delegate = bool(arguments.pop("delegate", False))
-        params = call_to_params(self.table, self.table.validate(arguments))
-        ctx = {"view": samples.view()}
+        values = self.table.validate(arguments)
         if delegate:
-            return foo.execute_operator(self.uri, ctx, params=params, request_delegation=True)
+            refuse_stored_credentials(values)
+        # plain Python values: a queued run's parameters are stored in MongoDB
+        params = plain(call_to_params(self.table, values))
         token = uuid.uuid4().hex
-        _SCRIPT_CALLS[token] = call = _ScriptCall(terminal_progress(self.label))
+        progress = (lambda fraction, label: None) if delegate else terminal_progress(self.label)
+        _SCRIPT_CALLS[token] = call = _ScriptCall(progress)
+        refusal = None
         try:
-            execution = foo.execute_operator(
-                self.uri, {**ctx, SCRIPT_CALL_PARAM: token}, params=params
+            execution = execute_blocking(
+                self.uri,
+                {"view": samples.view(), SCRIPT_CALL_PARAM: token},
+                params=params,
+                request_delegation=delegate,
             )
+        except ExecutionError:
+            if call.error is None:
+                raise
+            refusal = call.error  # the library's refusal of the data, as the API raises it
         finally:
             _SCRIPT_CALLS.pop(token, None)
-        if isinstance(execution, ExecutionResult):
+        if refusal is not None:
+            raise refusal
+        if not delegate:
             execution.result = call.result
         return execution
 
@@ -300,9 +396,12 @@ def _make_call(cls: type[ElfsOperator]) -> Callable[..., Any]:
         f"Runs '{cls.label}' on a dataset or view from a script, as the App would.\n\n"
         f"Example::\n\n    {cls.usage}\n\n"
         "Checks the arguments like the library function does (raising ElfsInputError), runs\n"
-        "the operator through FiftyOne's operator machinery with a progress bar in the terminal,\n"
-        "and returns FiftyOne's ExecutionResult whose ``.result`` is what the library function\n"
-        f"returned ({cls.returns}). ``delegate=True`` queues the run for a delegated worker\n"
-        "instead (``.result`` then describes the queued operation).\n\n" + operation.args_doc()
+        "the operator through FiftyOne's operator machinery with a progress bar in the terminal\n"
+        "(blocking, also in a notebook cell), and returns FiftyOne's ExecutionResult whose\n"
+        f"``.result`` is what the library function returned ({cls.returns}). A refusal of the\n"
+        "data raises the library's ElfsInputError too, other failures FiftyOne's ExecutionError.\n"
+        "``delegate=True`` queues the run for a delegated worker instead (``.result`` then\n"
+        "describes the queued operation; Label Studio credentials are refused there: the\n"
+        "workers take them from the plugin secrets).\n\n" + operation.args_doc()
     )
     return __call__

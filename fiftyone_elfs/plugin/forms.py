@@ -5,7 +5,7 @@
   value checked with the API's own check and message, plus cheap data checks on the target;
 - `form_to_kwargs`: an operator's ``ctx.params`` -> the library's keyword arguments;
 - `call_to_params`: the library's keyword arguments -> ``ctx.params`` (an operator's
-  ``__call__`` from a script).
+  ``__call__`` from a script: lists stay lists, where the form takes comma-separated text).
 
 `fiftyone_elfs.plugin.base.ElfsOperator` puts them together for every operator.
 """
@@ -112,7 +112,10 @@ def form_to_kwargs(
 
 
 def call_to_params(operation: Operation, kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """An operator's ``ctx.params`` from checked library keyword arguments (`__call__`)."""
+    """An operator's ``ctx.params`` from checked library keyword arguments (`__call__`).
+
+    A list (``classes``) is passed as the list, not as the form's comma-separated text: a
+    name may hold a comma (``"tabby, cat"``)."""
     params: dict[str, Any] = {}
     for switch in operation.switches:
         params[switch.name] = switch.selected(kwargs)
@@ -125,10 +128,22 @@ def call_to_params(operation: Operation, kwargs: Mapping[str, Any]) -> dict[str,
         elif param.type == "subset":
             params.update({name: c in value for name, _, c in form_names(param)})
         elif param.type == "str_list":
-            params[param.name] = ", ".join(value)
+            params[param.name] = list(value)
         else:
             params[param.name] = value
     return params
+
+
+def plain(value: Any) -> Any:
+    """`value` with numpy values, also inside dicts and lists, as plain Python ones (MongoDB,
+    which stores a queued run's parameters, takes no numpy values)."""
+    if isinstance(value, Mapping):
+        return {plain(k): plain(v) for k, v in value.items()}
+    if type(value) in (list, tuple):
+        return type(value)(plain(v) for v in value)
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+        return value.tolist()
+    return value
 
 
 # --------------------------------------------------------------------------- the form
@@ -143,11 +158,14 @@ def _invalid(prop: Any, message: str) -> None:
     prop.error_message = message
 
 
-def _add_input(inputs: types.Object, name: str, param: Param, required: bool = False) -> Any:
+def _add_input(
+    inputs: types.Object, name: str, param: Param, required: bool = False, listed: bool = False
+) -> Any:
     """One form input for a scalar parameter (or one key of a dict parameter).
 
     Required: parameters without a default and the chosen option of a required switch; the
-    others fall back to their default when left out (`form_to_kwargs`).
+    others fall back to their default when left out (`form_to_kwargs`). `listed`: a list
+    parameter given as a list (a script's call), not as the form's comma-separated text.
     """
     default = param.suggestion if param.suggestion is not None else param.default
     default = None if param.required else default
@@ -162,6 +180,8 @@ def _add_input(inputs: types.Object, name: str, param: Param, required: bool = F
         return inputs.int(name, default=default, required=required, **options)
     if param.type == "float":
         return inputs.float(name, default=default, required=required, **options)
+    if param.type == "str_list" and listed:
+        return inputs.list(name, types.String(), required=required, **options)
     if param.type == "str_list" and isinstance(default, (list, tuple)):
         default = ", ".join(default)
     return inputs.str(name, default=default, required=required, **options)
@@ -173,6 +193,7 @@ def build_form(
     checks: tuple[Check, ...] = (),
     custom: Callable[[Any, types.Object, Param], Any] | None = None,
     on_view: bool = True,
+    refused: Callable[[ElfsInputError], None] | None = None,
 ) -> types.Object:
     """The form of an operation: every `form` parameter of its table, in table order.
 
@@ -181,7 +202,7 @@ def build_form(
     valid, `checks` (cheap data checks such as "more clusters than samples") run on the target
     with the form's values. `custom(ctx, inputs, param)` may draw a parameter itself (return
     its property) or return None for the default input. `on_view=False`: the operator works on
-    the whole dataset.
+    the whole dataset. `refused(error)` hears of a data check's refusal shown on the form.
     """
     # Calling ctx.target_view() while resolving the input is what makes the App offer the
     # "Dataset / Current view / Selected samples" choice above the form (FiftyOne 1.22): it is
@@ -219,7 +240,8 @@ def build_form(
                 props[name] = inputs.bool(name, default=choice in param.default, label=label)
             props[param.name] = props[name]
         else:
-            props[param.name] = _add_input(inputs, param.name, param, required)
+            listed = isinstance(params.get(param.name), (list, tuple))
+            props[param.name] = _add_input(inputs, param.name, param, required, listed)
         value = values.get(param.name)
         if value is not None or (param.type == "subset"):
             try:
@@ -254,5 +276,7 @@ def build_form(
                 prop = props.get(e.param or "") or next(iter(props.values()), None)
                 if prop is not None:
                     _invalid(prop, str(e))
+                    if refused is not None:
+                        refused(e)
                 break
     return inputs
