@@ -72,7 +72,10 @@ def coreset_view(samples: foc.SampleCollection, *, key: str = "elfs") -> fo.Data
 
 
 def preflight(samples: foc.SampleCollection, values: dict[str, Any]) -> None:
-    """The cheap check an App form repeats as the user types: a usable export folder."""
+    """The cheap checks an App form repeats as the user types: a key with a coreset and a
+    usable export folder."""
+    if values.get("key"):
+        coreset_view(samples, key=values["key"])
     if values.get("export_dir"):
         export_folder.check_export_dir(values["export_dir"], bool(values.get("overwrite")))
 

@@ -135,6 +135,16 @@ def test_form_validation_stops_bad_runs_and_changes_nothing(dataset):
             ctx=dict(dataset=dataset),
             params=dict(n_clusters=len(dataset) + 1),
         ).raise_exceptions()
+    # a mistyped key is flagged by the form, not after the run started
+    for operator, params in (
+        ("select_coreset", dict(budget_mode="fraction", budget_fraction=0.1, key="typo")),
+        ("export_coreset", dict(export_dir="/tmp/elfs-never-written", key="typo")),
+    ):
+        with pytest.raises(Exception, match="Validation error.*'typo'"):
+            foo.execute_operator(
+                uri(operator), ctx=dict(dataset=dataset), params=params
+            ).raise_exceptions()
+    assert not os.path.exists("/tmp/elfs-never-written")
     after = (sorted(dataset.get_field_schema()), dataset.count_sample_tags(), dataset.list_runs())
     assert after == before
 

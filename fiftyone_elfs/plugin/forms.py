@@ -187,6 +187,16 @@ def _add_input(
     return inputs.str(name, default=default, required=required, **options)
 
 
+def _values_valid(operation: Operation, values: dict[str, Any]) -> bool:
+    """Whether every given value passes the API's checks, those of parameters the form does not
+    show included (a script's call): the data checks come after them, as in the API."""
+    try:
+        operation.validate({k: v for k, v in values.items() if k in operation.names})
+    except (ElfsInputError, TypeError):
+        return False
+    return True
+
+
 def build_form(
     ctx: Any,
     operation: Operation,
@@ -268,7 +278,7 @@ def build_form(
         else:
             add(item)
 
-    if not errors and target is not None:
+    if not errors and target is not None and _values_valid(operation, values):
         for check in checks:
             try:
                 check(target, values)

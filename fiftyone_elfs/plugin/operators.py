@@ -107,6 +107,7 @@ class SelectCoreset(ElfsOperator):
     description = "Double-end pruning on difficulty: tag the samples worth labeling"
     operation = "select_coreset"
     function = staticmethod(api.select_coreset)
+    checks = (selection.preflight,)
     returns = "a CoresetResult: selected_ids, budget, beta, beta_reason, ..."
     usage = 'foo.get_operator("@fiftyone-elfs/elfs/select_coreset")(dataset, budget_fraction=0.1)'
 

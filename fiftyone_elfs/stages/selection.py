@@ -73,6 +73,22 @@ class CoresetConfig(StageConfig):
     tag: str | None
 
 
+def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
+    """The cheap check an App form repeats as the user types (select_coreset): the key has
+    run on this dataset (a mistyped key would only fail once the run starts)."""
+    key = values.get("key")
+    if not key:
+        return
+    dataset = dataset_io.dataset_of(samples)
+    keys = runs.list_pipelines(dataset)
+    if not keys.get(key):
+        raise ElfsInputError(
+            f"Key '{key}' has no ELFS run on this dataset, so there is nothing to select from. "
+            f"Fix: choose one of {sorted(keys)}, or run the pipeline with key '{key}' first.",
+            param="key",
+        )
+
+
 def read_scores(
     samples: SampleCollection,
     names: runs.PipelineNames,
