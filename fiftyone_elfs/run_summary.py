@@ -17,7 +17,8 @@ from fiftyone_elfs import annotation, runs
 from fiftyone_elfs.errors import ElfsInputError
 
 _INTERNAL = {"method", "elfs_key", "stage", "owned_fields", "owned_tags", "owned_views",
-             "owned_brain_runs", "type", "cls"}  # fmt: skip
+             "owned_brain_runs", "type", "cls", "vectors_version", "embeddings_version",
+             "labels_version", "pseudo_labels_version"}  # fmt: skip
 OPERATOR_PREFIX = "@fiftyone-elfs/elfs/"
 
 

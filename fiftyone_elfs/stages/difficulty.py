@@ -3,6 +3,11 @@
 Algorithm: `fiftyone_elfs.difficulty` (MLP proxy on the embeddings, CNN proxy on the images,
 training dynamics recorded online); `fiftyone_elfs.pseudo_labels.label_merge` for labels that
 annotators returned.
+
+Provenance: the proxy trains only on the pseudo-labels of the embeddings now in the field (the
+pseudo-labels run's ``embeddings_version``, `embeddings.vectors_version`), and the run records
+the ``labels_version`` of the pseudo-labels it learned (``pseudo_labels_version``), which
+`require_current_scores` compares when a selection reads the scores.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from fiftyone_elfs import dataset_io, runs
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.progress import ProgressFn, terminal_progress
-from fiftyone_elfs.stages import StageConfig, record
+from fiftyone_elfs.stages import StageConfig, embeddings, record
 
 STAGE = "difficulty"
 
@@ -113,6 +118,54 @@ def _check_same_embeddings(
         )
 
 
+def _check_embeddings_version(
+    samples: SampleCollection, made_from: Any, field_name: str, key: str
+) -> None:
+    """Refuses to train on embeddings that replaced those the pseudo-labels were clustered from
+    (same field and dimension, other vectors: another model, image size or overwrite=True).
+    An unknown version (a run recorded before versions, the user's own field) is no refusal."""
+    source = getattr(made_from, "embeddings_version", None)
+    current = embeddings.vectors_version(samples, field_name)
+    if source is None or current is None or source == current:
+        return
+    raise ElfsInputError(
+        f"The embeddings in '{field_name}' were recomputed (another model, image size or "
+        f"overwrite=True) after the pseudo-labels of key '{key}' were computed from them: the "
+        "pseudo-labels (and their trust) describe vectors that are gone, and a proxy trained on "
+        "the new ones to learn the old clusters would measure nothing. Fix: re-run "
+        f"compute_pseudo_labels with key='{key}' first, then compute_difficulty (or "
+        "run_pipeline).",
+        param="embeddings_field",
+    )
+
+
+def require_current_scores(
+    samples: SampleCollection,
+    names: runs.PipelineNames,
+    score: str,
+    held: record.HeldRuns | None = None,
+) -> None:
+    """Refuses difficulty scores (`score`: aum, forgetting or el2n; others pass) from a proxy
+    trained on pseudo-labels that a later compute_pseudo_labels replaced with other ones.
+    Unknown versions (runs recorded before versions) are no refusal; changes nothing."""
+    if score not in runs.SCORE_NAMES:
+        return
+    scored = record.held_config(held, samples, names, STAGE)
+    labels = record.held_config(held, samples, names, "pseudo_labels")
+    trained_on = getattr(scored, "pseudo_labels_version", None)
+    current = getattr(labels, "labels_version", None)
+    if trained_on is None or current is None or trained_on == current:
+        return
+    raise ElfsInputError(
+        f"The '{score}' scores of key '{names.key}' come from a proxy trained on earlier "
+        "pseudo-labels: compute_pseudo_labels has run again with this key since and replaced "
+        "them, so a ranking by these scores would follow clusters that are gone. Fix: re-run "
+        f"compute_difficulty with key='{names.key}' (on the samples to select from), then "
+        "select again; or run_pipeline.",
+        param="score",
+    )
+
+
 def run(
     samples: SampleCollection,
     config: DifficultyConfig,
@@ -135,6 +188,8 @@ def run(
     )
     if config.proxy == "mlp" or config.label_field is not None:
         _check_same_embeddings(made_from, field_name, config.key)
+    if config.proxy == "mlp" and config.label_field is None:  # before reading anything
+        _check_embeddings_version(samples, made_from, field_name, config.key)
     if config.label_field is not None:
         dataset_io.require_classification_field(samples, config.label_field, "label_field")
     score_fields = [names.score_field(s) for s in runs.SCORE_NAMES]
@@ -143,6 +198,8 @@ def run(
     ids, paths, X, label_names, n_true, targets = _targets(samples, config, names, field_name, held)
     if X is not None:
         _check_same_embeddings(made_from, field_name, config.key, X.shape[1])
+    if config.proxy == "mlp" and targets == "labels + clusters":  # the pseudo-labels learned
+        _check_embeddings_version(samples, made_from, field_name, config.key)
     classes = sorted(set(label_names))
     if len(classes) < 2:
         raise ElfsInputError(
@@ -203,6 +260,10 @@ def run(
             "label_field": names.pseudo_label_field,
             "true_label_field": config.label_field,
             "score_fields": score_fields,
+            # what the scores were learned from (None: not the pseudo-labels, or unknown)
+            "pseudo_labels_version": None
+            if targets == "labels + probe"
+            else getattr(made_from, "labels_version", None),
         },
         results=results,
         outputs=record.Outputs(

@@ -6,6 +6,11 @@ computed (`fiftyone_elfs.embedding_chunks`, in the database), so a rerun after a
 (an exception, ``kill -9``, a lost machine) embeds only what no chunk holds. The user's field
 is filled only when the stage completes, through the record step.
 
+Provenance: the run records a ``vectors_version``, new whenever vectors already in the field are
+replaced (another model or image size, ``overwrite=True``) and kept when a rerun only adds the
+missing ones; the pseudo-labels record the version they were clustered from
+(`vectors_version`), so the later stages can tell that the embeddings changed under them.
+
 Algorithm: `fiftyone_elfs.embeddings` (encoders, batched image embedding).
 """
 
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -152,7 +158,11 @@ def run(
         config.model,
         config.image_size,
     )
-    if owned_before and (config.overwrite or not same_model):
+    replaced = owned_before and (config.overwrite or not same_model)
+    # kept only while the vectors already there stay (a rerun that adds the missing ones)
+    kept_version = getattr(previous, "vectors_version", None) if owned_before else None
+    version = (None if replaced else kept_version) or uuid.uuid4().hex
+    if replaced:
         if not same_model:
             logger.info(
                 "Model changed (%s -> %s): recomputing all embeddings", previous.model, config.model
@@ -207,6 +217,7 @@ def run(
             "model": config.model,
             "image_size": config.image_size,
             "embeddings_field": field_name,
+            "vectors_version": version,
         },
         results=results,
         outputs=outputs,
@@ -215,6 +226,20 @@ def run(
     embedding_chunks.clear(dataset_io.dataset_id(dataset), config.key)  # now in the field
     sharding.clear(dataset_io.dataset_id(dataset), config.key)
     return results
+
+
+def vectors_version(samples: SampleCollection, field_name: str) -> str | None:
+    """The version of the vectors in `field_name`: the ``vectors_version`` of the ELFS embeddings
+    run (of any key) that wrote the field; None when unknown (a field of the user's, a field
+    re-created since, or a run recorded before versions were), which no check refuses."""
+    dataset = dataset_io.dataset_of(samples)
+    owner = runs.owner_of(dataset, "owned_fields", field_name)
+    if owner is None or owner[1] != STAGE:
+        return None
+    config = runs.stage_config(dataset, runs.PipelineNames(owner[0]), STAGE)
+    if config is None or not runs.still_owned(dataset, config, "owned_fields", field_name):
+        return None
+    return getattr(config, "vectors_version", None)
 
 
 def _refuse_all_unreadable(

@@ -9,6 +9,11 @@ the previous one's outputs from memory) and written together once the coreset is
 pass over the samples instead of three (at 1.28M samples each pass is about two minutes). A
 failure or interruption before that write leaves none of the three; the embeddings (first) and
 the plot (last) are written on their own.
+
+Provenance: every stage is computed afresh from the one before, so the held runs record
+consistent versions (the pseudo-labels the embeddings version they clustered, the difficulty
+the pseudo-labels version it learned); before writing them, the pipeline checks that the
+embeddings were not replaced meanwhile by another run (`_require_unchanged_embeddings`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 
 from fiftyone_elfs import dataset_io, runs
 from fiftyone_elfs.dataset_io import SampleCollection
+from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.progress import ProgressFn, sub_progress
 from fiftyone_elfs.stages import (
     StageConfig,
@@ -106,6 +112,25 @@ def run(
         return _run(samples, config, progress)
 
 
+def _require_unchanged_embeddings(samples: SampleCollection, held: record.HeldRuns) -> None:
+    """Refuses to write the held runs if the embeddings they were computed from were replaced
+    while the pipeline ran (another key's compute_embeddings on the field it reads, which this
+    run's leases do not cover); nothing of them is written then."""
+    pseudo = held.get(pseudo_labels.STAGE)
+    if pseudo is None:
+        return
+    field_name = pseudo.params.get("embeddings_field")
+    made_from = pseudo.params.get("embeddings_version")
+    current = embeddings.vectors_version(samples, field_name)
+    if made_from is None or current is None or made_from == current:
+        return
+    raise ElfsInputError(
+        f"The embeddings in '{field_name}' were recomputed by another run while this pipeline "
+        "computed its pseudo-labels, scores and coreset from them; none of those was written. "
+        "Fix: run run_pipeline again once that run has finished."
+    )
+
+
 def _write_held_and_plot(
     samples: SampleCollection,
     config: PipelineConfig,
@@ -120,6 +145,7 @@ def _write_held_and_plot(
     from fiftyone_elfs.app_colors import apply_app_colors
 
     names = runs.PipelineNames(config.key)
+    _require_unchanged_embeddings(samples, held)
     plot_config = plot.VisualizationConfig.with_defaults(
         key=config.key, seed=config.seed, embeddings_field=config.embeddings_field
     )

@@ -1,11 +1,19 @@
 """Pseudo-labels stage: the embeddings clustered (TEMI or k-means) into a Classification field.
 
 Algorithm: `fiftyone_elfs.pseudo_labels` (TEMI deep clustering, spherical k-means).
+
+Provenance: the run records the version of the embeddings it clustered
+(``embeddings_version``, `embeddings.vectors_version`) and its own ``labels_version``, a digest
+of what the later stages use (each sample's label, the trust level: `labels_version`). The
+difficulty stage records the ``labels_version`` it trained on; `require_current_trust` refuses
+a selection rule chosen by the trust of embeddings that were replaced since.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import logging
 import re
 import warnings
@@ -18,7 +26,7 @@ from fiftyone_elfs import dataset_io, runs
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.progress import ProgressFn, terminal_progress
-from fiftyone_elfs.stages import StageConfig, record
+from fiftyone_elfs.stages import StageConfig, embeddings, record
 
 STAGE = "pseudo_labels"
 
@@ -108,6 +116,47 @@ def _fallback_reason(mean_confidence: float, n_clusters: int) -> str:
     )
 
 
+def labels_version(ids: list[str], label_names: list[str], trust: dict[str, Any]) -> str:
+    """The version of a pseudo-labels run: a digest of each sample's label (in id order, so the
+    samples' order does not matter) and of the trust level (which picks the selection rule);
+    not of the confidences or the trust figures, which no later stage decides by. A rerun that
+    gives the same labels keeps the version, so it makes no scores stale."""
+    rows = sorted(zip(ids, label_names, strict=True))
+    digest = hashlib.sha256(json.dumps(trust.get("level")).encode())
+    digest.update("\n".join(f"{i}\t{n}" for i, n in rows).encode())
+    return digest.hexdigest()[:32]
+
+
+def require_current_trust(
+    samples: SampleCollection,
+    names: runs.PipelineNames,
+    requested: str,
+    used: str,
+    held: record.HeldRuns | None = None,
+) -> None:
+    """Refuses a typical selection that ``mode="auto"`` chose from the pseudo-labels' trust when
+    the embeddings it selects on were replaced after that trust was measured (the trust
+    described other vectors). `requested`: the mode asked for; `used`: the rule chosen."""
+    if requested != "auto" or used != "typical":
+        return  # an explicit rule does not rest on the trust
+    config = record.held_config(held, samples, names, STAGE)
+    field_name = getattr(config, "embeddings_field", None) or names.embeddings_field
+    made_from = getattr(config, "embeddings_version", None)
+    current = embeddings.vectors_version(samples, field_name)
+    if made_from is None or current is None or made_from == current:
+        return
+    raise ElfsInputError(
+        f"mode='auto' chose typical selection from the trust of the pseudo-labels of key "
+        f"'{names.key}', but the embeddings in '{field_name}' were recomputed after those "
+        "pseudo-labels (another model, image size or overwrite=True), so that trust describes "
+        "vectors that are gone and typical selection would run on the new ones. Fix: re-run "
+        f"the stale stages with key='{names.key}': compute_pseudo_labels, then "
+        "compute_difficulty (or run_pipeline); or pass mode='window', 'ccs' or 'typical' "
+        "explicitly.",
+        param="mode",
+    )
+
+
 def run(
     samples: SampleCollection,
     config: PseudoLabelsConfig,
@@ -127,6 +176,7 @@ def run(
     dataset_io.require_nonempty(samples)
     field_name = config.embeddings_field or names.embeddings_field
     ids, X = dataset_io.read_embeddings(samples, field_name)
+    embeddings_version = embeddings.vectors_version(samples, field_name)
     check_n_clusters(config.n_clusters, len(ids))
     temi_params = check_temi_params(config.temi_params)
     record.check_ownership(samples, names, STAGE, fields=[names.pseudo_label_field])
@@ -174,6 +224,7 @@ def run(
     label_names = [f"cluster_{int(k):0{width}d}" for k in labels]
     sizes = np.bincount(labels, minlength=config.n_clusters)
     results = {"n_samples": len(ids), "cluster_sizes": [int(s) for s in sizes], **extra}
+    version = labels_version(ids, label_names, extra["trust"])
     record.record(
         samples,
         names,
@@ -184,6 +235,8 @@ def run(
             "seed": config.seed,
             "embeddings_field": field_name,
             "embeddings_dim": int(X.shape[1]),  # what the difficulty stage checks it trains on
+            "embeddings_version": embeddings_version,  # (None: unknown) and this
+            "labels_version": version,  # what the difficulty run records it trained on
             "label_field": names.pseudo_label_field,
             "temi_params": temi_params,
             "checkpoint_dir": checkpoint_dir,

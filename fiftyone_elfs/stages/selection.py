@@ -25,7 +25,7 @@ from fiftyone_elfs.app_colors import apply_app_colors
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.difficulty.training_dynamics import HARD_IS_LOW as _PROXY_HARD_IS_LOW
 from fiftyone_elfs.errors import ElfsInputError
-from fiftyone_elfs.stages import StageConfig, record
+from fiftyone_elfs.stages import StageConfig, difficulty, pseudo_labels, record
 from fiftyone_elfs.stages.typical_selection import NO_CUT_REASON, typical_prune
 
 logger = logging.getLogger(__name__)
@@ -102,6 +102,7 @@ def read_scores(
     scoring = "contrastive" if score == "contrastive" else "difficulty"
     stage = "compute_contrastive_scores" if score == "contrastive" else "compute_difficulty"
     record.check_input(samples, names, scoring, score_field, f"'{score}' scores", held)
+    difficulty.require_current_scores(samples, names, score, held)
     held_run = record.held_run(held, scoring)
     if held_run is not None:
         ids, values = held_run.outputs.values[score_field]
@@ -304,6 +305,7 @@ def select_coreset(
     mode, mode_reason, trust = _mode_for(
         samples, names, config.mode, config.score, held, beta_set=config.beta is not None
     )
+    pseudo_labels.require_current_trust(samples, names, config.mode, mode, held)
     beta, beta_reason = beta_for(
         samples, names, ids, config.score, values, config.beta, min(budget / n, 1.0), mode
     )
