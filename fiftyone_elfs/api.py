@@ -350,22 +350,44 @@ def run_pipeline(
 
 
 def list_keys(dataset: fo.Dataset) -> dict[str, list[str]]:
-    """Maps each ELFS key on the dataset to the stages it has run, in pipeline order."""
+    """Maps each ELFS key on the dataset to the stages it has run, in pipeline order.
+
+    A stage's run counts under its run key ``<key>_<stage>`` only: one renamed with
+    FiftyOne's ``dataset.rename_run`` is your record, listed by ``dataset.list_runs()``."""
     return runs.list_pipelines(dataset)
 
 
 def delete_key(dataset: fo.Dataset, key: str) -> list[str]:
     """Deletes every stage run of `key` with the fields, tags, saved views and brain runs it
-    created, and what interrupted runs of the key left behind (embedding chunks stored by an
-    interrupted or sharded embedding run included); returns the stages deleted.
-    Nothing a run did not record is touched. (FiftyOne's ``dataset.delete_run(run_key)``
-    deletes one run record; this removes a whole key.)"""
+    created, and what the key left elsewhere; returns the stages whose runs or leftovers were
+    deleted, in pipeline order.
+
+    Also removed: what interrupted runs of the key left behind (journaled names, embedding
+    chunks stored by an interrupted or sharded embedding run, the checkpoints of interrupted
+    TEMI, CNN-proxy and contrastive trainings); and the key's leftovers, outputs of its stages
+    that no run of the key records any more: copied by ``view.clone()`` (which copies fields
+    and tags but no runs), or left by FiftyOne's ``dataset.delete_run()`` /
+    ``dataset.rename_run()`` on one of its runs. Of those, only what ELFS can prove it wrote:
+    fields of the key's names (or that a renamed run lists) that still carry its stage's mark,
+    the key's saved views with the description and tag ELFS saved, the key's tags such a view
+    shows (or the coreset's tag on exactly the samples the leftover region field puts in the
+    coreset), and the layout a renamed run lists if it predates that run. A run renamed with
+    ``dataset.rename_run`` is kept (your record). Until then, a rerun of a stage takes over
+    that stage's leftover fields (replacing them) but refuses its leftover tags and views,
+    naming this fix. Nothing else is touched: a field you re-created or renamed, a tag or view
+    of yours (one named like the key's that ELFS cannot prove is its own is kept, with a
+    warning naming it). (FiftyOne's ``dataset.delete_run(run_key)`` deletes one run record;
+    this removes a whole key.)"""
+    from fiftyone_elfs.difficulty.checkpoints import remove_key_checkpoints
+
     names = runs.validate_key(key)
     stages = [*runs.list_pipelines(dataset).get(names.key, []), *runs.STAGES]
     with record.guard(dataset, names.key, stages):
         embedding_chunks.clear(dataset_io.dataset_id(dataset), names.key)
         sharding.clear(dataset_io.dataset_id(dataset), names.key)
-        return runs.delete_pipeline(dataset, names.key)
+        remove_key_checkpoints(lambda name: checkpoint_dir_for(dataset, name), names.key)
+        deleted = runs.delete_pipeline(dataset, names.key)
+        return runs.sort_stages([*deleted, *record.delete_leftovers(dataset, names)])
 
 
 delete_run = params.deprecated_alias(delete_key, "delete_run")

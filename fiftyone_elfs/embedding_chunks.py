@@ -13,7 +13,10 @@ another's chunks too; the user never sees them (no sample field, no dataset chan
      failures: [[sample id, reason], ...]}
 
 A chunk is one document written by one insert, so it is whole or absent after a ``kill -9``.
-`clear` removes a key's chunks once its run is recorded (or when it must start over).
+`clear` removes a key's chunks once its run is recorded (or when it must start over, or the key
+is deleted). Chunks of a dataset deleted meanwhile can be reached by no API any more: each
+embedding run removes them as it starts (`forget_deleted_datasets`: two index-only queries),
+with the shard plans of such datasets (`fiftyone_elfs.sharding`).
 """
 
 from __future__ import annotations
@@ -33,12 +36,38 @@ COLLECTION = "elfs_embedding_chunks"
 CHUNK_ROWS = 1024
 CHUNK_ENV = "ELFS_EMBED_CHUNK_ROWS"
 _MAX_CHUNK_BYTES = 8 * 1024 * 1024
+_indexed: set[int] = set()  # ids of the database connections the "run" index was ensured on
 
 
 def _collection():
     import fiftyone.core.odm as foo
 
-    return foo.get_db_conn()[COLLECTION]
+    db = foo.get_db_conn()
+    if id(db.client) not in _indexed:  # the lookups by run, and its distinct values, use it
+        db[COLLECTION].create_index("run")
+        _indexed.add(id(db.client))
+    return db[COLLECTION]
+
+
+def existing_dataset_ids() -> set[str]:
+    """The ids of the datasets in FiftyOne's database (an index-only query)."""
+    import fiftyone.core.odm as foo
+
+    return {str(i) for i in foo.get_db_conn()["datasets"].distinct("_id")}
+
+
+def forget_deleted_datasets() -> int:
+    """Removes the chunks (and shard plans) of datasets that no longer exist; returns how many
+    chunks. The chunks' runs are read before the datasets, so a dataset created meanwhile is
+    never taken for a deleted one."""
+    from fiftyone_elfs import sharding
+
+    stored = _collection().distinct("run")
+    plans = sharding.planned_keys()
+    existing = existing_dataset_ids()
+    sharding.forget([p for p in plans if p.split(":", 1)[0] not in existing])
+    gone = [r for r in stored if r.split(":", 1)[0] not in existing]
+    return _collection().delete_many({"run": {"$in": gone}}).deleted_count if gone else 0
 
 
 def chunk_rows(dim: int) -> int:
@@ -79,7 +108,9 @@ def store(run: str, ids: Sequence[str], vectors: np.ndarray, failures: dict[str,
 
 def load(run: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """The vectors (by sample id) and failure reasons (by sample id) every stored chunk of
-    `run` holds."""
+    `run` holds. An embedding run starts with this (or `stored_ids`): it first removes the
+    chunks of deleted datasets (`forget_deleted_datasets`)."""
+    forget_deleted_datasets()
     vectors: dict[str, np.ndarray] = {}
     failures: dict[str, str] = {}
     for doc in _collection().find({"run": run}):
@@ -93,7 +124,9 @@ def load(run: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
 def stored_ids(run: str) -> tuple[set[str], dict[str, str]]:
     """The sample ids whose vectors the stored chunks of `run` hold, and the failure reasons
     by sample id: what `load` returns without reading a single vector (a shard worker only
-    needs to know what is done, so its memory stays one chunk's, not its shard's)."""
+    needs to know what is done, so its memory stays one chunk's, not its shard's). Removes the
+    chunks of deleted datasets first, as `load` does."""
+    forget_deleted_datasets()
     done: set[str] = set()
     failures: dict[str, str] = {}
     for doc in _collection().find({"run": run}, {"ids": 1, "failures": 1}):

@@ -14,6 +14,9 @@ protocol):
   (key, stage) writes or deletes anything, it lists every name it may leave behind; an entry
   left by a killed run is what `recover` cleans up, and it is how ownership checks tell such
   leftovers from the user's own fields, tags and views.
+
+A run is a stage of a key only under its run key ``<key>_<stage>``: one renamed with FiftyOne's
+``rename_run`` is the user's record (`renamed_runs`), and every lookup here agrees on that.
 """
 
 from __future__ import annotations
@@ -106,6 +109,11 @@ def _stage_order(stage: str) -> tuple[int, int]:
     return (len(STAGES), int(stage[len("round") :]))
 
 
+def sort_stages(stages: Sequence[str]) -> list[str]:
+    """`stages` without repeats, in pipeline order (labeling rounds last, by number)."""
+    return sorted(set(stages), key=_stage_order)
+
+
 def selection_rounds(dataset: fo.Dataset, names: PipelineNames) -> dict[int, list[str]]:
     """Maps each labeling round of a key (1 = the coreset) to the sample ids it selected."""
     rounds: dict[int, list[str]] = {}
@@ -194,7 +202,7 @@ def _register_with_results(
 
     dataset = samples._root_dataset
     previous = dataset._doc.runs.get(run_key)
-    if previous is not None and not _is_elfs_run(dataset, run_key):
+    if previous is not None and _elfs_config(dataset, run_key) is None:
         raise ValueError(f"run key {run_key!r} belongs to a run that ELFS did not record")
     config.build().validate_run(samples, run_key, overwrite=True)
     run_results = fors.RunResults(samples, config, run_key, **results)
@@ -224,17 +232,55 @@ def _register_with_results(
         previous.delete()
 
 
-def _is_elfs_run(dataset: fo.Dataset, run_key: str) -> bool:
-    method = getattr(dataset.get_run_info(run_key).config, "method", None) or ""
-    return method.startswith(_METHOD_PREFIX)
+def _elfs_config(dataset: fo.Dataset, run_key: str) -> Any | None:
+    """The config of an ELFS run (None: another method's run)."""
+    config = dataset.get_run_info(run_key).config
+    method = getattr(config, "method", None) or ""
+    return config if method.startswith(_METHOD_PREFIX) else None
+
+
+def _stage_run_config(dataset: fo.Dataset, run_key: str) -> Any | None:
+    """The config of the run under `run_key` if it is a stage of a key: an ELFS run under its
+    own run key ``<key>_<stage>``. One renamed with FiftyOne's ``rename_run`` is not (it is
+    the user's record now: `renamed_runs`), nor another method's run."""
+    config = _elfs_config(dataset, run_key)
+    key, stage = getattr(config, "elfs_key", None), getattr(config, "stage", None)
+    return config if config is not None and run_key == f"{key}_{stage}" else None
+
+
+def renamed_runs(dataset: fo.Dataset, key: str) -> list[tuple[str, Any]]:
+    """(run key, config) of the ELFS runs of `key` kept under another run key than
+    ``<key>_<stage>`` (``dataset.rename_run``): no stage of the key, the user's records."""
+    found = []
+    for run_key in dataset.list_runs():
+        config = _elfs_config(dataset, run_key)
+        if getattr(config, "elfs_key", None) == key and not _stage_run_config(dataset, run_key):
+            found.append((run_key, config))
+    return found
+
+
+def run_key_taken(dataset: fo.Dataset, names: PipelineNames, stage: str) -> bool:
+    """Whether the run key of (key, stage) holds a run that is not that stage: another tool's
+    run, or an ELFS run renamed to it (recording the stage would replace it)."""
+    run_key = names.run_key(stage)
+    if run_key not in dataset.list_runs():
+        return False
+    config = _stage_run_config(dataset, run_key)
+    return config is None or (config.elfs_key, config.stage) != (names.key, stage)
 
 
 def stage_config(dataset: fo.Dataset, names: PipelineNames, stage: str) -> Any | None:
-    """The recorded config of one stage of a key, or None if that stage has not run."""
+    """The recorded config of one stage of a key, or None if that stage has not run.
+
+    Found by its run key ``<key>_<stage>`` alone, as `list_pipelines` and `owner_of` find it.
+    """
     run_key = names.run_key(stage)
-    if run_key not in dataset.list_runs() or not _is_elfs_run(dataset, run_key):
+    if run_key not in dataset.list_runs():
         return None
-    return dataset.get_run_info(run_key).config
+    config = _stage_run_config(dataset, run_key)
+    if config is None or (config.elfs_key, config.stage) != (names.key, stage):
+        return None
+    return config
 
 
 def stage_results(dataset: fo.Dataset, names: PipelineNames, stage: str) -> Any | None:
@@ -251,10 +297,8 @@ def owner_of(dataset: fo.Dataset, attribute: str, name: str) -> tuple[str, str] 
     "owned_brain_runs".
     """
     for run_key in dataset.list_runs():
-        if not _is_elfs_run(dataset, run_key):
-            continue
-        config = dataset.get_run_info(run_key).config
-        if name in (getattr(config, attribute, None) or []):
+        config = _stage_run_config(dataset, run_key)
+        if config is not None and name in (getattr(config, attribute, None) or []):
             return config.elfs_key, config.stage
     return None
 
@@ -266,13 +310,13 @@ def brain_run_owner(dataset: fo.Dataset, brain_key: str) -> str | None:
 
 
 def list_pipelines(dataset: fo.Dataset) -> dict[str, list[str]]:
-    """Maps each pipeline key on the dataset to the stages it has run."""
+    """Maps each pipeline key on the dataset to the stages it has run (runs under their own run
+    keys: a renamed run is the user's record, see `renamed_runs`)."""
     keys: dict[str, list[str]] = {}
     for run_key in dataset.list_runs():
-        if not _is_elfs_run(dataset, run_key):
-            continue
-        config = dataset.get_run_info(run_key).config
-        keys.setdefault(config.elfs_key, []).append(config.stage)
+        config = _stage_run_config(dataset, run_key)
+        if config is not None:
+            keys.setdefault(config.elfs_key, []).append(config.stage)
     return {k: sorted(v, key=_stage_order) for k, v in keys.items()}
 
 
@@ -289,7 +333,7 @@ def delete_stage(dataset: fo.Dataset, names: PipelineNames, stage: str) -> bool:
     owned = {k: [n for n in v if still_owned(dataset, config, k, n)] for k, v in owned.items()}
     journal.add(dataset, names.key, stage, owned)
     dataset.delete_run(names.run_key(stage))
-    _delete_names(dataset, owned)
+    delete_names(dataset, owned)
     return True
 
 
@@ -309,7 +353,7 @@ def still_owned(dataset: fo.Dataset, config: Any, kind: str, name: str) -> bool:
     return dataset_io.field_mark(dataset, name) == {"key": config.elfs_key, "stage": config.stage}
 
 
-def _delete_names(dataset: fo.Dataset, owned: dict[str, Sequence[str]]) -> None:
+def delete_names(dataset: fo.Dataset, owned: dict[str, Sequence[str]]) -> None:
     """Deletes the given fields, tags, saved views and brain runs (absent ones are skipped)."""
     dataset_io.delete_fields(dataset, list(owned.get("owned_fields", [])))
     for tag in owned.get("owned_tags", []):
@@ -324,7 +368,8 @@ def delete_pipeline(
     dataset: fo.Dataset, key: str, busy: Callable[[str, str], bool] | None = None
 ) -> list[str]:
     """Deletes every stage of a pipeline key with what it owns, and what killed runs of the key
-    left behind; returns the stages deleted. `busy(key, stage)`: a live run is writing it."""
+    left behind; returns the stages deleted. `busy(key, stage)`: a live run is writing it.
+    (Outputs whose run is gone or renamed: `stages.record.delete_leftovers`, after this.)"""
     names = validate_key(key)
     recover(dataset, key, busy)
     stages = list_pipelines(dataset).get(key, [])
@@ -362,7 +407,7 @@ def recover(
         for kind in OWNED_KINDS:
             leftovers[kind] = [n for n in entry.get(kind, []) if owner_of(dataset, kind, n) is None]
         leftovers["owned_fields"] += list(entry.get("staging_fields", []))
-        _delete_names(dataset, leftovers)
+        delete_names(dataset, leftovers)
         for collection in entry.get("staging_collections", []):
             dataset_io.drop_staging(collection)
         deleted += [n for names in leftovers.values() for n in names]

@@ -77,3 +77,15 @@ def mark_done(dataset_id: str, key: str, shard: int, n_shards: int) -> bool:
 def clear(dataset_id: str, key: str) -> None:
     """Removes the plan of `key` (its embeddings are recorded, or it is abandoned)."""
     _collection().delete_one({"_id": f"{dataset_id}:{key}"})
+
+
+def planned_keys() -> list[str]:
+    """The ``<dataset id>:<key>`` of every plan (a small collection: one document per run)."""
+    return [str(i) for i in _collection().distinct("_id")]
+
+
+def forget(plan_ids: list[str]) -> None:
+    """Removes the plans of these ``<dataset id>:<key>`` (e.g. of datasets deleted since:
+    `embedding_chunks.forget_deleted_datasets`)."""
+    if plan_ids:
+        _collection().delete_many({"_id": {"$in": list(plan_ids)}})

@@ -1,13 +1,22 @@
 """Per-epoch checkpoints that make long trainings resumable (model, optimiser, schedule, RNG and
-whatever the loop accumulates), tied to the run's settings by a digest."""
+whatever the loop accumulates), tied to the run's settings by a digest; and their removal when
+the key that trained them is deleted (`remove_key_checkpoints`: torch is not loaded for it)."""
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+#: The folder of a key's contrastive training is named "<key><CONTRASTIVE_SUFFIX>"
+#: (`stages.contrastive`), its file `CONTRASTIVE_FILE` (`difficulty.contrastive`); TEMI's and
+#: the CNN proxy's files are in the key's own folder.
+CONTRASTIVE_SUFFIX = "_contrastive"
+CONTRASTIVE_FILE = "simclr.pt"
 
 
 class EpochCheckpoint:
@@ -30,6 +39,8 @@ class EpochCheckpoint:
         generator: torch.Generator,
         device: torch.device,
     ) -> tuple[int, dict[str, Any]]:
+        import torch
+
         if not self.path or not os.path.exists(self.path):
             return 0, {}
         state = torch.load(self.path, map_location=device, weights_only=False)
@@ -50,6 +61,8 @@ class EpochCheckpoint:
         generator: torch.Generator,
         extra: dict[str, Any],
     ) -> None:
+        import torch
+
         if not self.path:
             return
         os.makedirs(self.folder, exist_ok=True)
@@ -68,3 +81,38 @@ class EpochCheckpoint:
     def finish(self) -> None:
         if self.path and os.path.exists(self.path):
             os.remove(self.path)
+
+
+def remove_files(folder: str, wanted: Callable[[str], bool]) -> list[str]:
+    """Removes the files of `folder` whose names `wanted` accepts (with the folder, and its
+    parent, once empty); returns their paths."""
+    if not os.path.isdir(folder):
+        return []
+    removed = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path) and wanted(name):
+            os.remove(path)
+            removed.append(path)
+    for empty in (folder, os.path.dirname(folder)):
+        if os.path.isdir(empty) and not os.listdir(empty):
+            os.rmdir(empty)
+    return removed
+
+
+def remove_key_checkpoints(folder_of: Callable[[str], str], key: str) -> list[str]:
+    """Removes what interrupted trainings of `key` left (a finished training removes its own);
+    returns the files removed. `folder_of(name)`: the checkpoint folder of trainings named
+    `name` on the dataset (`runs.checkpoint_dir_for`).
+
+    The key's folder loses every file, except the contrastive file when that folder is also
+    another key's contrastive folder (keys ``a`` and ``a_contrastive``); the key's contrastive
+    folder loses only the contrastive file (it may be a key's own folder too).
+    """
+
+    def own(name: str) -> bool:
+        return not (key.endswith(CONTRASTIVE_SUFFIX) and name.startswith(CONTRASTIVE_FILE))
+
+    removed = remove_files(folder_of(key), own)
+    contrastive = folder_of(key + CONTRASTIVE_SUFFIX)
+    return removed + remove_files(contrastive, lambda name: name.startswith(CONTRASTIVE_FILE))
