@@ -152,7 +152,10 @@ def execute_blocking(uri: str, ctx: dict[str, Any], **kwargs: Any) -> ExecutionR
     schedule the run as a task, so it runs in a worker thread with a loop of its own."""
     try:
         asyncio.get_running_loop()
+        loop_running = True
     except RuntimeError:
+        loop_running = False
+    if not loop_running:  # outside the except block: its errors carry no RuntimeError context
         return foo.execute_operator(uri, ctx, **kwargs)
     outcome: dict[str, Any] = {}
 
