@@ -26,6 +26,7 @@ from fiftyone_elfs.stages import (
     contrastive,
     difficulty,
     embeddings,
+    leftovers,
     pipeline,
     pseudo_labels,
     record,
@@ -387,7 +388,7 @@ def delete_key(dataset: fo.Dataset, key: str) -> list[str]:
         sharding.clear(dataset_io.dataset_id(dataset), names.key)
         remove_key_checkpoints(lambda name: checkpoint_dir_for(dataset, name), names.key)
         deleted = runs.delete_pipeline(dataset, names.key)
-        return runs.sort_stages([*deleted, *record.delete_leftovers(dataset, names)])
+        return runs.sort_stages([*deleted, *leftovers.delete_leftovers(dataset, names)])
 
 
 delete_run = params.deprecated_alias(delete_key, "delete_run")

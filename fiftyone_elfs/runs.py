@@ -369,7 +369,7 @@ def delete_pipeline(
 ) -> list[str]:
     """Deletes every stage of a pipeline key with what it owns, and what killed runs of the key
     left behind; returns the stages deleted. `busy(key, stage)`: a live run is writing it.
-    (Outputs whose run is gone or renamed: `stages.record.delete_leftovers`, after this.)"""
+    (Outputs whose run is gone or renamed: `stages.leftovers.delete_leftovers`, after this.)"""
     names = validate_key(key)
     recover(dataset, key, busy)
     stages = list_pipelines(dataset).get(key, [])
