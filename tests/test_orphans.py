@@ -263,3 +263,25 @@ def test_chunks_and_shard_plans_of_a_deleted_dataset_go_when_an_embedding_run_st
         assert sharding.planned_pipeline(alive_id, "other") is None
     finally:
         alive.delete()
+
+
+def test_a_view_clones_embeddings_are_named_as_the_keys_leftover(ds):
+    """The embedding stage refused them as values "this run did not compute", without saying
+    where they came from or that delete_key removes them."""
+    small = ds.take(6, seed=0).clone(name=f"elfs-orphans-emb-{uuid.uuid4().hex[:6]}")
+    clone = None
+    try:
+        elfs.compute_embeddings(small, key="e")
+        clone = small.limit(6).clone(name=f"elfs-orphans-emb2-{uuid.uuid4().hex[:6]}")
+        with pytest.raises(
+            ElfsInputError,
+            match=r"did not compute.*'e_embedding' was written by the 'embeddings' stage of key "
+            r"'e'.*view\.clone\(\).*delete_key\(dataset, 'e'\) removes it",
+        ):
+            elfs.compute_embeddings(clone, key="e")
+        assert elfs.delete_key(clone, "e") == ["embeddings"]
+        assert elfs.compute_embeddings(clone, key="e")["n_computed"] == 6
+    finally:
+        small.delete()
+        if clone is not None:
+            clone.delete()

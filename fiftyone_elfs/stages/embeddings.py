@@ -30,7 +30,7 @@ from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.faults import kill_point
 from fiftyone_elfs.progress import ProgressFn, terminal_progress
-from fiftyone_elfs.stages import StageConfig, record
+from fiftyone_elfs.stages import StageConfig, leftovers, record
 
 logger = logging.getLogger(__name__)
 
@@ -146,9 +146,17 @@ def run(
     previous = runs.stage_config(dataset, names, STAGE)
     owned_before = previous is not None and field_name in previous.owned_fields
     if not owned_before and dataset_io.ids_with_values(dataset, field_name):
+        found = leftovers.leftovers(dataset, names, fields_only=True)["owned_fields"]
+        leftover = found.get(field_name)
+        where = (  # a view's clone, delete_run or rename_run left the key's own embeddings
+            f" ({leftovers.origin(names, 'field', field_name, leftover)} "
+            f"delete_key(dataset, '{names.key}') removes it.)"
+            if leftover is not None and leftover.stage == STAGE
+            else ""
+        )
         raise ElfsInputError(
             f"The field '{field_name}' already holds values that this run did not compute; "
-            "refusing to overwrite or mix them. Fix: to use those embeddings, pass "
+            f"refusing to overwrite or mix them.{where} Fix: to use those embeddings, pass "
             f"embeddings_field='{field_name}' to the later stages (or run_pipeline) instead; "
             "to compute new ones, choose another key or embeddings_field.",
             param="embeddings_field",
