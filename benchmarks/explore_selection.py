@@ -1,7 +1,8 @@
 """Exploration on VALIDATION data only: which label-free selection beats random on protocols B/C?
 
 Draws a tuning pool and a disjoint validation split from the TRAIN images of a class tree
-(CIFAR-10 by default, data seed 101, so not the benchmark tables' pool), runs candidate
+(``DIR/train/<class>/*``, or ``DIR/<class>/*`` when there is no ``train/``; CIFAR-10 by default,
+data seed 101, so not the benchmark tables' pool), runs candidate
 selections at several pruning rates and scores protocols A, B and C on the validation split.
 The test split is never read. Results are appended to a JSON-lines file (resumable).
 """
@@ -29,21 +30,30 @@ from elfs_bench.data import (  # noqa: E402
 )
 
 
+def val_quota(labels: np.ndarray, val_per_class: int) -> dict[int, int]:
+    """Validation images per class for ``--val-per-class N``: N, but at most half of a class's
+    images (rounded down), so that no class leaves the pool entirely."""
+    classes, counts = np.unique(labels, return_counts=True)
+    return {int(c): min(val_per_class, int(n) // 2) for c, n in zip(classes, counts, strict=True)}
+
+
 def draw(
     labels: np.ndarray, pool: int, val: int, seed: int, val_per_class: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Disjoint pool and validation indices drawn uniformly (the data's own class proportions).
 
     With ``val_per_class`` the validation split takes that many images of every class instead
-    (balanced, as a long-tailed set's test split is) and the pool is drawn from the rest.
+    (balanced, as a long-tailed set's test split is), at most half of a class's images
+    (``val_quota``), and the pool is drawn from the rest.
     """
     rng = np.random.default_rng(seed)
     if not val_per_class:
         perm = rng.permutation(labels.size)
         return np.sort(perm[:pool]), np.sort(perm[pool : pool + val])
+    quota = val_quota(labels, val_per_class)
     val_idx = np.concatenate(
-        [rng.permutation(np.flatnonzero(labels == c))[:val_per_class] for c in np.unique(labels)]
-    )
+        [rng.permutation(np.flatnonzero(labels == c))[: quota[int(c)]] for c in np.unique(labels)]
+    ).astype(np.int64)
     rest = rng.permutation(np.setdiff1d(np.arange(labels.size), val_idx))
     return np.sort(rest[:pool]), np.sort(val_idx)
 
@@ -336,6 +346,45 @@ def select(name: str, art: Artefacts, budget: int, seed: int) -> np.ndarray:
     raise ValueError(name)
 
 
+#: ``select``'s method names: exact ones, and prefixes followed by a number (``True``: the number
+#: is required; ``False``: optional, the method has a default) or by anything (``None``)
+EXACT_METHODS = (
+    "random", "kcenter", "d2", "d2_aum", "cut_kcenter", "cut_kcenter_strat", "elfs_auto",
+    "elfs_auto_ramp", "elfs_de", "elfs_de_ramp", "elfs_ccs", "elfs_ccs_ramp", "ccs_knn",
+    "ccs_mix", "strat_random", "cell_incell", "cell_centroid", "cell_random", "cell_incellg",
+)  # fmt: skip
+PREFIX_METHODS = (  # in the order ``select`` tries them
+    ("elfs_auto_ramp_floor", False), ("elfs_ccs_b", True), ("elfs_ccs_h", True),
+    ("pc_cut_ccs", False), ("strat_ccs_lf", False), ("trim_random", True), ("typiclust", None),
+    ("typical_h", None), ("strat_ccs", False),
+)  # fmt: skip
+
+
+def method_problem(method: str) -> str | None:
+    """Why ``method`` ("<name>" or "<name>@<variant>") is not one ``select`` runs, or None."""
+    base, _, variant = method.partition("@")
+    if variant not in VARIANTS:
+        names = ", ".join(v for v in VARIANTS if v)
+        return f"{method!r}: unknown variant {variant!r} after '@' (one of: {names})"
+    if base in EXACT_METHODS:
+        return None
+    for prefix, number in PREFIX_METHODS:
+        if base.startswith(prefix):
+            rest = base[len(prefix) :]
+            if number is None or (not rest and not number):
+                return None
+            try:
+                float(rest)
+            except ValueError:
+                return f"{method!r}: {prefix} takes a number after its name (e.g. {prefix}0.5)"
+            return None
+    return (
+        f"{method!r}: unknown method (exact names: {', '.join(EXACT_METHODS)}; with a number: "
+        f"{', '.join(p + '<x>' for p, n in PREFIX_METHODS if n is not None)}; any suffix: "
+        "typiclust*, typical_h*)"
+    )
+
+
 def _one_per_cell(X: np.ndarray, budget: int, seed: int, how: str) -> np.ndarray:
     """One member of each of ``budget`` spherical k-means cells (typical selection's cells for
     a pool of at most 10,000 rows), chosen by ``how``: "incell", "centroid" or "random"."""
@@ -473,9 +522,12 @@ VARIANTS = {
 
 
 def _tail_coverage(y_pool: np.ndarray, idx: np.ndarray) -> float:
-    """The smallest pool class's share of the selection over its share of the pool (1 = fair)."""
+    """The smallest class of the pool (among the classes the pool holds): its share of the
+    selection over its share of the pool (1 = fair, 0 = left out). A class absent from the pool
+    has no share to cover; the row's ``pool_classes`` says how many classes the pool holds."""
     counts = np.bincount(y_pool)
-    tail = int(np.argmin(np.where(counts > 0, counts, counts.max() + 1)))
+    present = np.flatnonzero(counts)
+    tail = int(present[np.argmin(counts[present])])
     return float(np.mean(y_pool[idx] == tail) / np.mean(y_pool == tail))
 
 
@@ -527,37 +579,99 @@ def _finished_runs(path: str) -> set[tuple[str, float, int, str]]:
     return {(r["method"], r["rate"], r["seed"], r["protocol"]) for r in rows}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--methods", default="random,elfs_de,elfs_ccs,strat_random,typiclust")
-    p.add_argument("--rates", default="90,70,50")
-    p.add_argument("--seeds", default="0")
-    p.add_argument("--protocols", default="B,C")
-    p.add_argument("--pool", type=int, default=10000)
-    p.add_argument("--val", type=int, default=5000)
+def _comma(parse, what: str, check=None, rule: str = ""):
+    """An argparse type: a non-empty comma list of ``parse``d values, each passing ``check``."""
+
+    def convert(text: str) -> list:
+        try:
+            values = [parse(v.strip()) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma list of {what}; got {text!r}"
+            ) from None
+        bad = [v for v in values if check is not None and not check(v)]
+        if not values or bad:
+            raise argparse.ArgumentTypeError(f"expected a comma list of {what}{rule}; got {text!r}")
+        return values
+
+    return convert
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number; got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0; got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options (every list checked here, before any image is read)."""
+    p = argparse.ArgumentParser(
+        prog="explore_selection.py",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--methods",
+        type=_comma(str, "method names"),
+        default="random,elfs_de,elfs_ccs,strat_random,typiclust",
+        help="comma list of <method> or <method>@<variant> (see select() and VARIANTS)",
+    )
+    p.add_argument(
+        "--rates",
+        type=_comma(float, "pruning rates in percent", lambda r: 0 <= r < 100, " in [0, 100)"),
+        default="90,70,50",
+    )
+    p.add_argument("--seeds", type=_comma(int, "whole-number seeds"), default="0")
+    p.add_argument(
+        "--protocols",
+        type=_comma(str.upper, "protocols", lambda x: x in ("A", "B", "C"), " (A, B, C)"),
+        default="B,C",
+    )
+    p.add_argument("--pool", type=_non_negative, default=10000)
+    p.add_argument("--val", type=_non_negative, default=5000)
     p.add_argument("--data-seed", type=int, default=101)
     p.add_argument(
         "--val-per-class",
-        type=int,
+        type=_non_negative,
         default=0,
-        help="a balanced validation split of this many images per class (--val is then ignored)",
+        help="a balanced validation split of this many images per class (--val is then "
+        "ignored); at most half of a class's images, so that no class leaves the pool",
     )
     p.add_argument(
         "--data-dir",
         help="a class tree (e.g. from make_class_tree.py): pool and validation are drawn from "
-        "its train/ folder only (default: CIFAR-10's train images)",
+        "its train/ folder only, or, without train/, from DIR/<class>/* itself (default: "
+        "CIFAR-10's train images); the test split is never read",
     )
-    p.add_argument("--steps-b", type=int, default=1500)
+    p.add_argument("--steps-b", type=_non_negative, default=1500)
     p.add_argument(
         "--out", default=os.path.join(HERE, "results", "selection-rule-tuning", "explore.jsonl")
     )
     p.add_argument("--cache-dir", default=os.path.join(HERE, "cache"))
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--threads", type=_non_negative, default=0)
     p.add_argument("--report", action="store_true", help="print the table of --out and stop")
-    a = p.parse_args()
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = build_parser()
+    a = p.parse_args(argv)
     if a.report:
         print(report(a.out))
         return
+    problems = [m for m in map(method_problem, a.methods) if m]
+    if problems:
+        p.error("argument --methods: " + "; ".join(problems))
+    empty = [r for r in a.rates if int(round((1 - r / 100) * a.pool)) < 1]
+    if empty:
+        p.error(
+            f"argument --rates: {', '.join(f'{r:g}' for r in empty)}% pruning keeps no image of "
+            f"the {a.pool}-image pool (budget 0); use a lower rate or a larger --pool"
+        )
 
     if a.data_dir:
         root = a.data_dir
@@ -565,18 +679,36 @@ def main() -> None:
         root = prepare_cifar10(
             os.path.join(HERE, "..", "..", "shared", "data", "cifar10-jpg.tar.gz"), a.cache_dir
         )
-    paths, names = list_class_tree(os.path.join(root, "train"))
+    train_dir = os.path.join(root, "train")
+    if not os.path.isdir(train_dir) and os.path.isdir(root):
+        print(f"{root} has no train/: pool and validation are drawn from its class folders")
+        train_dir = root  # one labelled folder DIR/<class>/*: only train images are needed
+    paths, names = list_class_tree(train_dir)
     classes = sorted(set(names))
     y = np.array([classes.index(c) for c in names])
-    n_val = a.val_per_class * len(classes) if a.val_per_class else a.val
+    if a.val_per_class:
+        quota = val_quota(y, a.val_per_class)
+        for c, q in quota.items():
+            if q < a.val_per_class:
+                print(
+                    f"notice: class {classes[c]!r} has {int((y == c).sum())} images: {q} go to "
+                    f"validation instead of {a.val_per_class} (at most half of a class), the "
+                    "rest stays for the pool"
+                )
+        n_val = sum(quota.values())
+    else:
+        n_val = a.val
     if a.pool + n_val > y.size:
         sys.exit(f"--pool {a.pool} + {n_val} validation images is more than the {y.size} images")
     pool_idx, val_idx = draw(y, a.pool, a.val, a.data_seed, a.val_per_class)
     pool_paths = [paths[i] for i in pool_idx]
     val_paths = [paths[i] for i in val_idx]
     y_pool, y_val = y[pool_idx], y[val_idx]
+    missing = [classes[c] for c in range(len(classes)) if not (y_pool == c).any()]
+    if missing:
+        print(f"notice: the pool holds no image of {missing} (too few images to draw from)")
     X = cached_embeddings(pool_paths, a.cache_dir)
-    protocols = a.protocols.split(",")
+    protocols = a.protocols
     if "A" in protocols:
         X_val = cached_embeddings(val_paths, a.cache_dir)
     if "B" in protocols:
@@ -606,23 +738,23 @@ def main() -> None:
     # "<method>@<variant>": the selection sees other pseudo-labels / features (VARIANTS);
     # the protocols always train on the default features and pixels.
     selection_features = {"": X}
-    if any("prehead" in m for m in a.methods.split(",")):
+    if any("prehead" in m for m in a.methods):
         selection_features["prehead"] = cached_embeddings(
             pool_paths, a.cache_dir, "efficientnet-lite0-prehead"
         )
-    if any("lite2" in m for m in a.methods.split(",")):
+    if any("lite2" in m for m in a.methods):
         selection_features["lite2"] = cached_embeddings(
             pool_paths, a.cache_dir, "efficientnet-lite2", image_size=260
         )
-    for seed in [int(s) for s in a.seeds.split(",")]:
+    for seed in a.seeds:
         arts = {
             v: Artefacts(selection_features[feat], len(classes), seed, clustering, y_pool)
             for v, (clustering, feat) in VARIANTS.items()
             if feat in selection_features
         }
-        for rate in [float(r) for r in a.rates.split(",")]:
+        for rate in a.rates:
             budget = int(round((1 - rate / 100) * n))
-            for method in a.methods.split(","):
+            for method in a.methods:
                 # Read afresh each time: another process may be appending to the same file.
                 done = _finished_runs(a.out)
                 todo = [pr for pr in protocols if (method, rate, seed, pr) not in done]
@@ -673,6 +805,7 @@ def main() -> None:
                         ),
                         # the smallest pool class: its share of the selection / of the pool
                         tail_coverage=_tail_coverage(y_pool, idx),
+                        pool_classes=int(np.unique(y_pool).size),
                     )
                     if arts[variant].has("pseudo"):  # report only: never used to select
                         row.update(

@@ -7,7 +7,7 @@ script derives class trees (``OUT/train/<class>/*.png``, ``OUT/test/<class>/*.pn
 - ``--source digits``: scikit-learn's handwritten digits (8 x 8 grayscale, ships with the
   package), split 70/30 per class;
 - ``--source cifar10``: CIFAR-10's JPEG tree (extracted by the benchmark into its cache);
-- ``--classes K``: keep K classes, chosen by ``--seed``;
+- ``--classes K``: keep K classes (2 to the source's number), chosen by ``--seed``;
 - ``--imbalance R``: long-tailed train split, class i keeps ``n_max * R ** (-i / (K - 1))``
   images (the first class the most, the last ``R`` times fewer); the test split stays as drawn;
 - ``--grayscale``: store single-channel images.
@@ -75,16 +75,27 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--source", choices=("digits", "cifar10"), required=True)
     p.add_argument("--cifar10-dir", default=os.path.join(HERE, "cache", "cifar10"))
     p.add_argument("--cache-dir", default=os.path.join(HERE, "cache"), help="digits PNGs go here")
-    p.add_argument("--classes", type=int, help="keep this many classes (default all)")
+    p.add_argument("--classes", type=int, help="keep this many classes, 2..all (default all)")
     p.add_argument("--imbalance", type=float, default=1.0, help="largest / smallest class")
     p.add_argument(
         "--per-class", type=int, help="train images of the largest class (default: fewest any has)"
     )
-    p.add_argument("--test-per-class", type=int, default=10**9)
+    p.add_argument(
+        "--test-per-class",
+        type=int,
+        default=10**9,
+        help="test images per class, >= 1 (default all)",
+    )
     p.add_argument("--grayscale", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
+    if a.classes is not None and a.classes < 2:
+        p.error(f"argument --classes: keep at least 2 classes; got {a.classes}")
+    if a.test_per_class < 1:
+        p.error(f"argument --test-per-class: must be >= 1; got {a.test_per_class}")
+    if a.per_class is not None and a.per_class < 1:
+        p.error(f"argument --per-class: must be >= 1; got {a.per_class}")
     if os.path.exists(a.out):
         sys.exit(f"{a.out} already exists: pass another --out, or delete it to write it anew.")
     rng = np.random.default_rng(a.seed)
@@ -101,6 +112,11 @@ def main(argv: list[str] | None = None) -> str:
         te_paths, te_y, _ = _labelled(*list_class_tree(os.path.join(a.cifar10_dir, "test")))
 
     n_classes = len(names)
+    if a.classes is not None and a.classes > n_classes:
+        sys.exit(
+            f"--classes {a.classes}: the {a.source} source has {n_classes} classes; keep "
+            f"2..{n_classes}."
+        )
     kept = np.sort(rng.permutation(n_classes)[: a.classes or n_classes])
     order = rng.permutation(kept)  # which kept class is the head of the long tail
     available = np.array([(tr_y == c).sum() for c in order])

@@ -87,9 +87,11 @@ def main(argv: list[str] | None = None) -> None:
     pool, val = data.pool, data.val
     n = len(pool)
     params = MethodParams()
+    artefacts = ArtefactCache(
+        bdata.artefact_folder(args.cache_dir, data, "efficientnet-lite0", 128)
+    )
     inputs = LabelFreeInputs(pool.embeddings, pool.pixels, pool.paths, len(data.classes),
-                             ArtefactCache(os.path.join(args.cache_dir, "artefacts", data.key)),
-                             params)  # fmt: skip
+                             artefacts, params)  # fmt: skip
     emb_stats = feature_stats(pool.embeddings)
     pix_stats = pixel_stats(pool.pixels) if pool.pixels is not None else None
     no_eval = lambda idx: float("nan")  # noqa: E731 - never called: beta is given here

@@ -111,9 +111,10 @@ class MethodParams:
 class ArtefactCache:
     """Rate-independent arrays of one (method family, seed) on disk as ``.npz`` + ``.json``.
 
-    The key holds the data identity, the artefact name, its parameters and the seed. The
-    json keeps how long the computation took and its peak memory, so a later rate reports the
-    cost it reused.
+    The folder is the data's and the embeddings' (``data.artefact_folder``: data key, encoder,
+    image size, digest of the pool's embeddings); the file name holds the artefact name, its
+    parameters and the seed. The json keeps how long the computation took and its peak memory,
+    so a later rate reports the cost it reused.
     """
 
     def __init__(self, folder: str) -> None:
@@ -821,7 +822,8 @@ METHODS: dict[str, MethodSpec] = dict(
             "elfs_default",
             _elfs(CLUSTERING.default, rule=MODE.default),
             f"the package default: {CLUSTERING.default} pseudo-labels, AUM, mode="
-            f"'{MODE.default}' (window or CCS by pseudo-label trust; recorded per result)",
+            f"'{MODE.default}' (by pseudo-label trust: the double-end window where it is "
+            "strong, typical selection where it is weak; the rule used is recorded per result)",
         ),
         _spec(
             "elfs_default_lite2",

@@ -195,20 +195,48 @@ def _settings(cfg: RunConfig, data_key: str) -> dict:
     }
 
 
-def _check_settings(cfg: RunConfig, settings: dict) -> None:
-    """Record the run's settings, or refuse to mix results made with different ones."""
+def _holds_results(run_dir: str) -> bool:
+    """True when the run folder holds a result or a selection (anything made with its settings)."""
+    for sub in ("raw", "selections"):
+        folder = os.path.join(run_dir, sub)
+        if os.path.isdir(folder) and any(n.endswith(".json") for n in os.listdir(folder)):
+            return True
+    return False
+
+
+def _check_settings(cfg: RunConfig, settings: dict, quiet: bool = False) -> None:
+    """Refuse to mix results made with different settings in one run folder.
+
+    ``config.json`` is written only once the data is embedded (``_record_settings``), so a run
+    stopped before (an unreadable image, Ctrl-C during the embeddings) leaves none; a folder
+    whose ``config.json`` differs but holds no result or selection (a run stopped before its
+    first one) is not a conflict: its settings are replaced.
+    """
     path = os.path.join(cfg.run_dir, "config.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
-        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-        if diff:
-            raise SystemExit(
-                f"{cfg.run_dir} holds results made with other settings ({', '.join(diff)}). "
-                "Use another --run-name, or delete that folder to start over."
-            )
+    if not os.path.exists(path):
         return
-    _write_json(path, settings)
+    with open(path) as f:
+        old = json.load(f)
+    diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+    if not diff:
+        return
+    if _holds_results(cfg.run_dir):
+        raise SystemExit(
+            f"{cfg.run_dir} holds results made with other settings ({', '.join(diff)}). "
+            "Use another --run-name, or delete that folder to start over."
+        )
+    if not quiet:
+        _log(
+            f"{cfg.run_dir}: its config.json has other settings ({', '.join(diff)}) but the "
+            "folder holds no results (an earlier run stopped before its first): they are replaced"
+        )
+
+
+def _record_settings(cfg: RunConfig, settings: dict) -> None:
+    """Write ``config.json`` before the first selection or result (checked again: another
+    process may have filled the folder meanwhile)."""
+    _check_settings(cfg, settings, quiet=True)
+    _write_json(os.path.join(cfg.run_dir, "config.json"), settings)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -323,9 +351,12 @@ def run_benchmark(cfg: RunConfig) -> dict:
 
     Returns ``{"computed": int, "reused": int, "errors": int, "run_dir": str}``.
     """
-    for p in cfg.protocols:
+    for p in cfg.protocols:  # the command line refuses these before; checked for API callers
         if p not in PROTOCOLS:
             raise ValueError(f"Unknown protocol {p!r}; choose from {PROTOCOLS}")
+    for rate in cfg.rates:
+        if not 0 <= rate < 100:
+            raise ValueError(f"pruning rates are percentages in [0, 100); got {rate}")
     threads = cfg.threads or available_cpus()
     os.makedirs(cfg.run_dir, exist_ok=True)
     data = bdata.load_bench_data(**cfg.source, cache_dir=cfg.cache_dir)
@@ -376,7 +407,10 @@ def _run_missing(
     pool, val, test = data.pool, data.val, data.test
     emb_stats = feature_stats(pool.embeddings)
     pix_stats = pixel_stats(pool.pixels) if pool.pixels is not None else None
-    artefacts = ArtefactCache(os.path.join(cfg.cache_dir, "artefacts", data.key))
+    # keyed by the data, the encoder, its input size and the pool's embeddings themselves
+    artefacts = ArtefactCache(
+        bdata.artefact_folder(cfg.cache_dir, data, cfg.encoder, cfg.image_size)
+    )
     inputs = LabelFreeInputs(
         X=pool.embeddings,
         pixels=pool.pixels,
@@ -399,9 +433,10 @@ def _run_missing(
         test_accuracy=lambda idx: probe(idx, test),
     )
     prov = provenance(cfg.command)
+    settings = _settings(cfg, data.key)
+    _record_settings(cfg, settings)  # the embeddings are done: results follow
     with open(os.path.join(cfg.run_dir, "pool_paths.txt"), "w") as f:
         f.write("\n".join(pool.paths) + "\n")  # selections/ hold indices into this list
-    settings = _settings(cfg, data.key)
     n = len(pool)
     total = len(missing)
     selections: dict[tuple, tuple[np.ndarray | None, dict]] = {}
