@@ -63,6 +63,31 @@ FLAGS = {
 }
 
 
+#: Fixes in library messages that name API parameters the main job has no flag for, in words a
+#: command-line user can act on (applied before the flag names are put in, see `in_flag_words`).
+CLI_FIXES = [
+    (
+        re.compile(
+            r"Fix: to use those embeddings, pass embeddings_field='([^']*)' to the later stages "
+            r"\(or run_pipeline\) instead; to compute new ones, choose another key or "
+            r"embeddings_field\."
+        ),
+        r"Fix: to compute new embeddings, use another --key (e.g. --key=elfs2); to use those "
+        r"embeddings, run fiftyone_elfs.run_pipeline(dataset, embeddings_field='\1') from "
+        r"Python (the main job has no flag for existing embeddings).",
+    ),
+    (re.compile(r"pass another tag \(tag=\.\.\.\) or another key"), "use another key"),
+    (
+        re.compile(r"choose another tag, or leave tag=None to derive it from the key"),
+        "use another --key (the tag is derived from it)",
+    ),
+    (
+        re.compile(r"pass another brain_key(?=[,.])"),
+        "use another --key (the embedding plot's brain key is '<key>_umap')",
+    ),
+]
+
+
 class UsageError(Exception):
     """A flag that does not fit the data, found after parsing: reported like argparse's."""
 
@@ -75,6 +100,8 @@ def in_flag_words(message: str) -> str:
     start ("beta must be ..."), since they are also ordinary words.
     """
     message = message.replace(" (or None)", "")
+    for pattern, replacement in CLI_FIXES:
+        message = pattern.sub(replacement, message)
     for name, flag in FLAGS.items():
         if "_" in name:
             message = re.sub(rf"(?<![\w-]){name}(?!\w)", flag, message)
@@ -210,7 +237,8 @@ def parse_args(
     if args.budget_fraction is None and args.budget_count is None:
         args.budget_fraction = DEFAULT_BUDGET_FRACTION
     if args.images_dir is not None:
-        args.images_dir = os.path.abspath(args.images_dir)
+        # the real folder: the same folder reached through a link finds its dataset again
+        args.images_dir = os.path.realpath(args.images_dir)
         if not os.path.isdir(args.images_dir):
             parser.error(
                 f"argument --images-dir: '{args.images_dir}' is not a folder. "
@@ -231,8 +259,32 @@ def parse_args(
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
         parser.error(f"argument --workdir: cannot create or write '{workdir}'.")
+    builtin = args.dataset is None and args.images_dir is None
+    for sub in ["export", *(["data"] if builtin else [])]:
+        problem = folder_problem(os.path.join(workdir, sub))
+        if problem:
+            parser.error(
+                f"argument --workdir: {problem}. Fix: pass another --workdir, or move that "
+                "file away."
+            )
     args.workdir = workdir
     return args
+
+
+def folder_problem(path: str) -> str | None:
+    """Why `path` is not, and cannot be made as, a writable folder (None when it is or can).
+
+    Made here, before anything slow, so that a path the checks above accept but the system
+    refuses (e.g. under /proc, even as root) is found now and not after the whole run."""
+    if os.path.lexists(path) and not os.path.isdir(path):
+        return f"'{path}' is a file, not a folder"
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        return f"'{path}' cannot be made as a folder ({error.strerror or error})"
+    if not os.access(path, os.W_OK):
+        return f"'{path}' is not writable"
+    return None
 
 
 def resolve_source(source: str, shared_data: str) -> str:
@@ -263,7 +315,9 @@ def load_source(args: argparse.Namespace):
                 f"argument --dataset: no FiftyOne dataset named '{args.dataset}'. "
                 f"Fix: use one of {fo.list_datasets()}, or --images-dir PATH."
             )
-        return fo.load_dataset(args.dataset)
+        dataset = fo.load_dataset(args.dataset)
+        refuse_grouped(dataset)
+        return dataset
     if args.images_dir:
         folder = args.images_dir
         name = "elfs-" + os.path.basename(folder.rstrip("/"))
@@ -277,6 +331,35 @@ def load_source(args: argparse.Namespace):
         folder = write_digit_images(os.path.join(args.workdir, "data", "digits"))
         name = "elfs-demo-digits"
     return dataset_from_folder(name, folder)
+
+
+def refuse_grouped(dataset) -> None:
+    """A grouped dataset is refused with the fix: the pipeline would see only its default slice
+    (the other slices' images never candidates, and nothing said so), and which slice, or all
+    of them as separate images, is the user's choice, made once in a dataset of its own."""
+    if dataset.media_type != "group":
+        return
+    slices = sorted(dataset.group_slices)
+    default = dataset.default_group_slice or slices[0]
+    raise UsageError(
+        f"argument --dataset: '{dataset.name}' is a grouped dataset (slices {slices}); the main "
+        f"job would select from its default slice '{default}' only and leave out the others. "
+        "Fix: make a dataset of the images to select from and pass that, e.g. in Python "
+        f"fo.load_dataset('{dataset.name}').select_group_slices('{default}')"
+        f".clone('{dataset.name}-{default}', persistent=True) (or select_group_slices("
+        "media_type='image') for every slice's images)."
+    )
+
+
+def on_disk(dataset, folder_based: bool):
+    """The samples to run on, and how many were left out: for a dataset made from a folder,
+    those whose file is still there (an image deleted from the folder would be selected again on
+    every run and then refused by the export); the dataset itself is never changed."""
+    if not folder_based:
+        return dataset, 0
+    ids, paths = dataset.values(["id", "filepath"])
+    gone = [i for i, p in zip(ids, paths, strict=True) if not os.path.exists(p)]
+    return (dataset.exclude(gone) if gone else dataset), len(gone)
 
 
 def image_files(folder: str) -> list[tuple[str, str | None]]:
@@ -332,11 +415,30 @@ def dataset_from_folder(name: str, folder: str):
     another folder with the same base name) or by someone else: each folder gets its own
     dataset, found again on the next run, and no other dataset is read for samples or changed.
     """
-    import fiftyone as fo
+    from fiftyone_elfs import leases
 
     files = image_files(folder)
     if not files:
         raise UsageError(f"argument --images-dir: no images found in '{folder}'.")
+    # one run at a time finds or makes the folder's dataset (a second one started together
+    # would make it twice, or add its images twice)
+    try:
+        with leases.hold(f"folder:{folder}", "elfs", ["dataset_from_folder"]):
+            return _dataset_from_files(name, folder, files)
+    except ElfsInputError as error:
+        if "dataset_from_folder" not in str(error):
+            raise
+        raise UsageError(
+            f"Another run is making or updating the dataset of {folder} right now; two would "
+            "add its images twice. Fix: wait for that run to finish its dataset (a few seconds "
+            "to minutes), then run this command again."
+        ) from None
+
+
+def _dataset_from_files(name: str, folder: str, files: list[tuple[str, str | None]]):
+    """`dataset_from_folder`'s work, under its lease."""
+    import fiftyone as fo
+
     same_stem = re.compile(rf"{re.escape(name)}(-[0-9]+)?")
     taken = {n for n in fo.list_datasets() if same_stem.fullmatch(n)}
     for existing in sorted(taken, key=lambda n: (len(n), n)):
@@ -354,22 +456,31 @@ def dataset_from_folder(name: str, folder: str):
             f"Dataset '{name}' exists and was not made from {folder}; "
             f"this folder's images go into a new dataset, '{free}'."
         )
-    dataset = fo.Dataset(free)
+    try:
+        dataset = fo.Dataset(free)  # not persistent until complete: an interrupted run leaves none
+    except Exception as error:  # made meanwhile by a run on another folder of the same name
+        if not fo.dataset_exists(free):
+            raise
+        raise UsageError(
+            f"Another run made a dataset named '{free}' (from another folder) just now. Fix: run "
+            "this command again; it will pick the next free name."
+        ) from error
+    dataset.info["source_folder"] = folder  # first: another run sees whose dataset it is
+    dataset.save()
     add_image_files(dataset, files)
-    dataset.info["source_folder"] = folder
     dataset.persistent = True
     dataset.save()
     return dataset
 
 
-def check_data(dataset, args: argparse.Namespace) -> None:
+def check_data(samples, args: argparse.Namespace, name: str | None = None) -> None:
     """The checks that need the data, before anything is computed."""
     from fiftyone_elfs.selection import resolve_budget
     from fiftyone_elfs.stages.pseudo_labels import check_n_clusters
 
-    n = len(dataset)
+    n = len(samples)
     if n == 0:
-        raise UsageError(f"dataset '{dataset.name}' has no samples.")
+        raise UsageError(f"dataset '{name or samples.name}' has no samples (in its folder).")
     resolve_budget(n, budget_count=args.budget_count, budget_fraction=args.budget_fraction)
     check_n_clusters(args.clusters, n)
 
@@ -391,61 +502,115 @@ def app_command(dataset_name: str) -> str:
     return f"{exe} app {dataset_name}"
 
 
-def run(dataset, args: argparse.Namespace) -> int:
-    """Runs the stages, then prints the summary."""
+class StageClock:
+    """Wall time of each pipeline stage, from the labels of its progress reports ("embeddings:
+    ...", "pseudo-labels: ...", ...): a stage runs from its first report to the next stage's."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._stage: str | None = None
+        self._since = time.perf_counter()
+
+    def mark(self, label: str) -> None:
+        if ":" not in label:  # the closing "selected N samples"
+            return
+        stage = label.split(":", 1)[0]
+        if stage == "coreset":
+            stage = "selection"
+        elif stage == "writing":
+            stage = "writing (with the embedding plot)"
+        if stage != self._stage:
+            self.stop()
+            self._stage, self._since = stage, time.perf_counter()
+
+    def stop(self) -> None:
+        if self._stage is not None:
+            now = time.perf_counter()
+            self.timings[self._stage] = self.timings.get(self._stage, 0.0) + now - self._since
+            self._stage = None
+
+
+def export_base(workdir: str, dataset_name: str, key: str) -> str:
+    """The export folder of a dataset and key: always a folder directly in <workdir>/export,
+    named from the dataset's name with path separators and '..' replaced (FiftyOne accepts
+    'team/digits' or '../x' as names)."""
+    safe = re.sub(r"[/\\\x00]", "_", dataset_name).replace("..", "__")
+    return os.path.join(workdir, "export", f"{safe}-{key}")
+
+
+def run(dataset, args: argparse.Namespace, samples=None, n_gone: int = 0) -> int:
+    """Runs the pipeline and the export under one lease of the main job, then prints the
+    summary. `samples`: the samples to select from (default: the whole dataset)."""
+    from fiftyone_elfs import leases
+    from fiftyone_elfs.dataset_io import dataset_id
+
+    samples = dataset if samples is None else samples
+    try:
+        with leases.hold(dataset_id(dataset), args.key, ["main_job"]):
+            return _run(dataset, samples, args, n_gone)
+    except ElfsInputError as error:
+        if "'main_job' stage" not in str(error):
+            raise
+        raise UsageError(
+            f"Another main job on dataset '{dataset.name}' with key '{args.key}' is running; two "
+            "would overwrite each other's coreset and export. Fix: wait for it to finish, or use "
+            f"another --key (e.g. --key={args.key}2). If that run was killed, rerun in a minute."
+        ) from None
+
+
+def _run(dataset, samples, args: argparse.Namespace, n_gone: int) -> int:
     import fiftyone_elfs as elfs
+    from fiftyone_elfs.progress import terminal_progress
+    from fiftyone_elfs.stages import visualization as plot
 
-    timings: dict[str, float] = {}
+    bar = terminal_progress("ELFS")
+    clock = StageClock()
 
-    def timed(stage: str, fn: Callable[..., Any], *a: Any, **kw: Any) -> Any:
-        start = time.perf_counter()
-        value = fn(*a, **kw)
-        timings[stage] = time.perf_counter() - start
-        return value
+    def progress(fraction: float, label: str) -> None:
+        clock.mark(label)
+        bar(fraction, label)
 
-    common = dict(key=args.key)
-    emb = timed("embeddings", elfs.compute_embeddings, dataset, model=args.model, **common)
-    timed(
-        "pseudo-labels",
-        elfs.compute_pseudo_labels,
-        dataset,
-        n_clusters=args.clusters,
-        clustering=args.clustering,
-        seed=args.seed,
-        **common,
-    )
-    timed("difficulty", elfs.compute_difficulty, dataset, seed=args.seed, **common)
-    result = timed(
-        "selection",
-        elfs.select_coreset,
-        dataset,
+    start = time.perf_counter()
+    # every flag, ownership and the mode/beta pair are checked before the first write
+    result = elfs.run_pipeline(
+        samples,
         budget_count=args.budget_count,
         budget_fraction=args.budget_fraction,
+        n_clusters=args.clusters,
+        clustering=args.clustering,
+        key=args.key,
+        model=args.model,
         mode=args.mode,
         beta=args.beta,
         seed=args.seed,
-        **common,
+        progress=progress,
     )
-    brain_key = timed(
-        "embedding plot", elfs.compute_visualization, dataset, seed=args.seed, **common
-    )
-    base = os.path.join(args.workdir, "export", f"{dataset.name}-{args.key}")
-    export_dir = export_dir_for(base, set(result.selected_ids))
+    clock.stop()
+    timings = dict(clock.timings)
+    pipeline_s = time.perf_counter() - start
+    timings["other"] = max(pipeline_s - sum(timings.values()), 0.0)
+    emb = dataset.load_run_results(f"{args.key}_embeddings")
+    brain_key = plot.brain_key_for(args.key, "umap", None)
+    selected = list(result.selected_ids)
+    own = dataset.select(selected)  # this run's coreset, whatever the tag says meanwhile
+    if len(own.match_tags(result.tag)) != len(selected):
+        raise UsageError(
+            f"The coreset tag '{result.tag}' was moved by another run while this one ran; "
+            "nothing was exported. Fix: run this command again once that run has finished."
+        )
+    base = export_base(args.workdir, dataset.name, args.key)
+    export_dir = export_dir_for(base, set(selected))
     if export_dir != base:
         print(
             f"An earlier export of another selection stays as it was in {base} (an annotation "
             f"tool may be serving it); this selection goes to {export_dir}."
         )
-    outputs = timed(
-        "export",
-        elfs.export_coreset,
-        dataset,
-        export_dir,
-        classes=args.classes,
-        overwrite=True,
-        **common,
+    start = time.perf_counter()
+    outputs = elfs.export_coreset(
+        own, export_dir, classes=args.classes, overwrite=True, key=args.key
     )
-    print_summary(dataset, args, result, emb, brain_key, outputs, timings)
+    timings["export"] = time.perf_counter() - start
+    print_summary(dataset, args, result, emb, brain_key, outputs, timings, n_gone, samples)
     return 0
 
 
@@ -462,27 +627,70 @@ def exported_sample_ids(folder: str) -> set[str] | None:
         return None
 
 
+def after_recovery(folder: str) -> tuple[set[str], str | None]:
+    """The entries `folder` holds once an interrupted export there is rolled back (as
+    `export_coreset` does first), the exporter's bookkeeping left out, and the manifest that
+    will then be there (None when none)."""
+    import json
+
+    from fiftyone_elfs.export import MANIFEST
+    from fiftyone_elfs.export_folder import INCOMPLETE, LOCK, RECORD, STAGING_PREFIX
+
+    bookkeeping = {RECORD, INCOMPLETE, RECORD + ".tmp", INCOMPLETE + ".tmp", LOCK}
+    entries = {
+        e for e in os.listdir(folder) if e not in bookkeeping and not e.startswith(STAGING_PREFIX)
+    }
+    manifest = os.path.join(folder, MANIFEST)
+    try:
+        with open(os.path.join(folder, INCOMPLETE), encoding="utf-8") as f:
+            marker = json.load(f)
+    except (OSError, ValueError):
+        marker = None
+    if isinstance(marker, dict) and marker.get("phase") == "committing":
+        staging = os.path.join(folder, str(marker.get("staging", "")))
+        for name in marker.get("outputs", []):  # moved into place: removed by the rollback
+            if not os.path.lexists(os.path.join(staging, name)):
+                entries.discard(name)
+        previous = os.path.join(staging, ".previous")  # the earlier export's: moved back
+        for name in os.listdir(previous) if os.path.isdir(previous) else []:
+            entries.add(name)
+            if name == MANIFEST:
+                manifest = os.path.join(previous, MANIFEST)
+    return entries, (manifest if MANIFEST in entries else None)
+
+
 def export_dir_for(base: str, selected_ids: set[str]) -> str:
     """``base``, or ``base-2``, ``base-3``, ...: the first folder that is free (absent or empty)
     or holds an export of exactly this selection, which is then replaced (a re-run with the same
     result, e.g. other --classes). An export of another selection may already be in annotators'
-    hands (a Label Studio storage serves its media), so it is never replaced."""
+    hands (a Label Studio storage serves its media), so it is never replaced. A folder is judged
+    as it will be once an interrupted export there is rolled back: one holding only an
+    interrupted first export's marker and staging is free (the export recovers it)."""
     n = 1
     while True:
         folder = base if n == 1 else f"{base}-{n}"
-        if not os.path.isdir(folder) or not os.listdir(folder):
+        if not os.path.isdir(folder):
             return folder
-        if exported_sample_ids(folder) == selected_ids:
+        entries, manifest = after_recovery(folder)
+        if not entries:
+            return folder
+        if manifest is not None and exported_sample_ids(os.path.dirname(manifest)) == set(
+            selected_ids
+        ):
             return folder
         n += 1
 
 
-def print_summary(dataset, args, result, emb, brain_key, outputs, timings) -> None:
-    """What was selected and why, where it went, and how to look at it."""
+def print_summary(
+    dataset, args, result, emb, brain_key, outputs, timings, n_gone=0, samples=None
+) -> None:
+    """What was selected and why, where it went, and how to look at it. `samples`: the samples
+    the run selected from (default: the dataset)."""
     from fiftyone_elfs.pseudo_labels import cluster_accuracy
 
+    pool_samples = dataset if samples is None else samples
     label_field = f"{args.key}_pseudo_label"
-    pool = count_labels(dataset.exists(label_field).values(f"{label_field}.label"))
+    pool = count_labels(pool_samples.exists(label_field).values(f"{label_field}.label"))
     core = count_labels(result.view(dataset).values(f"{label_field}.label"))
     print("\n=== ELFS coreset summary ===")
     share = 100 * result.budget / max(result.n_pool, 1)
@@ -511,14 +719,23 @@ def print_summary(dataset, args, result, emb, brain_key, outputs, timings) -> No
         print(f"  {label}: {pool[label]:6d} -> {core.get(label, 0)}")
     size = dataset.get_run_info(f"{args.key}_embeddings").config.image_size
     print(f"embeddings: {args.model}" + (f" at {size} px" if size else ""))
-    print(f"skipped images: {emb['n_skipped']} (reused embeddings: {emb['n_reused']})")
-    for item in emb["skipped"][:5]:
+    print(f"skipped images: {emb.n_skipped} (reused embeddings: {emb.n_reused})")
+    for item in list(emb.skipped)[:5]:
         print(f"  {item['filepath']}: {item['reason']}")
+    if n_gone:
+        print(
+            f"{n_gone} images of this dataset are no longer in the folder: left out, kept in "
+            "the dataset"
+        )
     if is_classification_field(dataset, "ground_truth"):
-        view = dataset.exists(label_field).exists("ground_truth")
+        # only samples with a usable label: a cleared field or None labels give no line
+        view = pool_samples.exists(label_field).exists("ground_truth.label")
         truth, pred = view.values(["ground_truth.label", f"{label_field}.label"])
-        accuracy = cluster_accuracy(codes(truth), codes(pred))
-        print(f"cluster accuracy vs ground_truth (Hungarian, report only): {accuracy:.3f}")
+        pairs = [(t, p) for t, p in zip(truth, pred, strict=True) if t is not None and p]
+        if pairs:
+            truth, pred = (list(x) for x in zip(*pairs, strict=True))
+            accuracy = cluster_accuracy(codes(truth), codes(pred))
+            print(f"cluster accuracy vs ground_truth (Hungarian, report only): {accuracy:.3f}")
     total = sum(timings.values())
     print(
         "stage wall times: "
@@ -566,9 +783,15 @@ def main(argv: list[str] | None = None) -> int:
     quiet_logging()
     try:
         dataset = load_source(args)
-        check_data(dataset, args)
-        print(f"\nDataset '{dataset.name}': {len(dataset)} images")
-        return run(dataset, args)
+        samples, n_gone = on_disk(dataset, folder_based=args.dataset is None)
+        check_data(samples, args, dataset.name)
+        print(f"\nDataset '{dataset.name}': {len(samples)} images")
+        if n_gone:
+            print(
+                f"{n_gone} images of this dataset are no longer in the folder: left out, kept "
+                "in the dataset."
+            )
+        return run(dataset, args, samples, n_gone)
     except (UsageError, ElfsInputError) as error:
         parser.exit(2, f"{parser.prog}: error: {in_flag_words(str(error))}\n")
     return 2

@@ -292,3 +292,223 @@ def test_a_folder_gives_every_image_at_any_depth_and_later_ones_on_the_next_run(
     finally:
         if fo.dataset_exists(name):
             fo.delete_dataset(name)
+
+
+def test_library_fixes_are_given_in_the_command_lines_words():
+    """Refusals named API parameters the main job has no flag for (embeddings_field=, tag=,
+    brain_key=)."""
+    main_job = _main_job_module()
+    messages = [
+        "The field 'elfs_embedding' already holds values that this run did not compute; "
+        "refusing to overwrite or mix them. Fix: to use those embeddings, pass "
+        "embeddings_field='elfs_embedding' to the later stages (or run_pipeline) instead; to "
+        "compute new ones, choose another key or embeddings_field.",
+        "The tag 'elfs_coreset' is already on samples and was not set by ELFS key 'elfs'; "
+        "refusing to move or remove it. Fix: pass another tag (tag=...) or another key "
+        "(e.g. key='elfs2'), or rename your tag.",
+        "The brain key 'elfs_umap' already exists and does not belong to ELFS key 'elfs'. Fix: "
+        "pass another brain_key, or delete it with dataset.delete_brain_run('elfs_umap').",
+        "The tag 'x' belongs to the coreset of key 'a'. Fix: choose another tag, or leave "
+        "tag=None to derive it from the key.",
+    ]
+    for message in messages:
+        words = main_job.in_flag_words(message)
+        for api in ("pass embeddings_field", "tag=", "another brain_key", "(tag"):
+            assert api not in words, words
+        assert "--key" in words, words
+
+
+def test_an_interrupted_first_export_folder_is_reused(tmp_path):
+    """Only an interrupted export's marker and staging: the export recovers the folder, so the
+    same command goes back to it (it wrote -2 and said an earlier export was there)."""
+    from fiftyone_elfs.export_folder import INCOMPLETE, STAGING_PREFIX
+
+    main_job = _main_job_module()
+    base = tmp_path / "export" / "d-elfs"
+    (base / f"{STAGING_PREFIX}1234abcd" / "media").mkdir(parents=True)
+    (base / f"{STAGING_PREFIX}1234abcd" / "media" / "a.png").write_bytes(b"x")
+    (base / INCOMPLETE).write_text(
+        json.dumps({"phase": "writing", "staging": f"{STAGING_PREFIX}1234abcd", "outputs": []})
+    )
+    assert main_job.export_dir_for(str(base), {"a", "b"}) == str(base)
+    # an interrupted replacement of this same selection: reused too; of another: kept
+    (base / "manifest.csv").write_text("sample_id,filepath\na,x\nb,y\n")
+    (base / "media").mkdir()
+    assert main_job.export_dir_for(str(base), {"a", "b"}) == str(base)
+    assert main_job.export_dir_for(str(base), {"a", "c"}) == f"{base}-2"
+
+
+def test_export_folder_stays_inside_workdir_export(tmp_path):
+    main_job = _main_job_module()
+    export = os.path.join(str(tmp_path), "export")
+    for name in ["team/digits", "../escaped", "..", "a\\b"]:
+        folder = main_job.export_base(str(tmp_path), name, "elfs")
+        assert os.path.dirname(folder) == export, folder
+        assert os.path.basename(folder) not in (".", "..")
+
+
+def test_workdir_export_and_data_are_checked_before_anything_runs(tmp_path, capsys):
+    main_job = _main_job_module()
+    for sub, flags in [("export", ["--dataset", "any"]), ("data", ["--source", "digits"])]:
+        work = tmp_path / f"wd_{sub}"
+        work.mkdir()
+        (work / sub).write_text("a file")
+        with pytest.raises(SystemExit) as stop:
+            main_job.parse_args([*flags, "--workdir", str(work)])
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert "argument --workdir" in err and os.path.join(str(work), sub) in err
+
+
+def test_images_dir_through_a_link_is_the_real_folder(tmp_path):
+    main_job = _main_job_module()
+    _png(tmp_path / "disk1" / "photos" / "a.png")
+    os.symlink(tmp_path / "disk1", tmp_path / "data")
+    args = main_job.parse_args(
+        ["--images-dir", str(tmp_path / "data" / "photos"), "--workdir", str(tmp_path / "w")]
+    )
+    assert args.images_dir == os.path.realpath(tmp_path / "disk1" / "photos")
+
+
+def test_a_grouped_dataset_is_refused_with_the_fix():
+    import fiftyone as fo
+
+    main_job = _main_job_module()
+    dataset = fo.Dataset()
+    dataset.add_group_field("group", default="left")
+    group = fo.Group()
+    dataset.add_samples(
+        [fo.Sample(filepath=f"/x/{s}.png", group=group.element(s)) for s in ("left", "right")]
+    )
+    try:
+        with pytest.raises(main_job.UsageError) as refused:
+            main_job.refuse_grouped(dataset)
+        message = str(refused.value)
+        assert "select_group_slices('left')" in message and "'right'" in message
+        main_job.refuse_grouped(fo.Dataset())  # an ungrouped one passes
+    finally:
+        dataset.delete()
+
+
+def test_a_second_run_making_the_same_folders_dataset_is_refused_clearly(tmp_path):
+    """Two first runs at once: a raw DuplicateKeyError, or a second dataset of the same
+    images."""
+    import threading
+
+    import fiftyone as fo
+
+    from fiftyone_elfs import leases
+
+    main_job = _main_job_module()
+    root = tmp_path / "photos"
+    _png(root / "a.png")
+    folder = os.path.realpath(root)
+    name = f"elfs-race-{os.getpid()}"
+    holding, release = threading.Event(), threading.Event()
+
+    def other_run() -> None:  # another run, busy making the dataset
+        with leases.hold(f"folder:{folder}", "elfs", ["dataset_from_folder"]):
+            holding.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=other_run)
+    thread.start()
+    try:
+        assert holding.wait(30)
+        with pytest.raises(main_job.UsageError, match="Another run is making or updating"):
+            main_job.dataset_from_folder(name, folder)
+        assert not fo.dataset_exists(name)
+    finally:
+        release.set()
+        thread.join()
+    dataset = main_job.dataset_from_folder(name, folder)  # once it is done: made, found again
+    try:
+        assert dataset.info["source_folder"] == folder and len(dataset) == 1
+    finally:
+        dataset.delete()
+
+
+def test_images_gone_from_the_folder_are_left_out_and_kept(tmp_path):
+    import fiftyone as fo
+
+    main_job = _main_job_module()
+    root = tmp_path / "photos"
+    for rel in ["a/1.png", "a/2.png", "b/3.png"]:
+        _png(root / rel)
+    name = f"elfs-gone-{os.getpid()}"
+    dataset = main_job.dataset_from_folder(name, str(root))
+    try:
+        os.remove(root / "a" / "2.png")
+        samples, gone = main_job.on_disk(dataset, folder_based=True)
+        assert gone == 1 and len(samples) == 2 and len(dataset) == 3
+        assert str(root / "a" / "2.png") not in samples.values("filepath")
+        assert main_job.on_disk(dataset, folder_based=False) == (dataset, 0)
+    finally:
+        if fo.dataset_exists(name):
+            fo.delete_dataset(name)
+
+
+@pytest.mark.slow
+def test_rerun_after_images_were_deleted_and_labels_cleared_and_one_job_at_a_time(tmp_path):
+    """Images deleted from the folder were selected again and refused by the export on every
+    rerun; a None ground_truth label crashed the summary; a second main job on the same
+    dataset and key ran into the first one's export; --mode typical --beta 0.2 was refused
+    only after three stages had written."""
+    import fiftyone as fo
+
+    from fiftyone_elfs import leases
+    from fiftyone_elfs.dataset_io import dataset_id
+    from fiftyone_elfs.sample_data import write_digit_images
+
+    images = write_digit_images(str(tmp_path / "digits"), per_class=6)
+    env = dict(os.environ, FIFTYONE_DATABASE_DIR=str(tmp_path / "db"))
+    base = [
+        sys.executable,
+        os.path.join(REPO, "examples", "select_coreset.py"),
+        *("--images-dir", images, "--workdir", str(tmp_path / "work")),
+        *("--clustering", "kmeans", "--clusters", "4", "--budget-count", "10"),
+    ]
+
+    def main_job(*flags: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*base, *flags], env=env, capture_output=True, text=True, timeout=900)
+
+    try:
+        first = main_job()
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+        assert "stage wall times: embeddings " in first.stdout
+        assert "export " in first.stdout
+        dataset = fo.load_dataset("elfs-digits")
+        n = len(dataset)
+        gone = sorted(dataset.match_tags("elfs_coreset").values("filepath"))[:2]
+        for path in gone:
+            os.remove(path)
+        sample = dataset.exists("ground_truth").first()
+        sample["ground_truth"] = None
+        sample.save()
+        again = main_job()
+        assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+        assert f"Dataset 'elfs-digits': {n - 2} images" in again.stdout
+        assert (
+            "2 images of this dataset are no longer in the folder: left out, kept in the dataset"
+        ) in again.stdout
+        assert f"selected 10 of {n - 2} samples" in again.stdout
+        assert "cluster accuracy vs ground_truth" in again.stdout
+        dataset.reload()  # the run records another process wrote
+        assert len(dataset) == n
+        assert not set(gone) & set(dataset.match_tags("elfs_coreset").values("filepath"))
+
+        before = dataset.get_run_info("elfs_pseudo_labels").timestamp
+        contradictory = main_job("--mode", "typical", "--beta", "0.2")
+        assert contradictory.returncode == 2 and "--beta" in contradictory.stderr
+        assert "Traceback" not in contradictory.stderr
+        dataset.reload()
+        assert dataset.get_run_info("elfs_pseudo_labels").timestamp == before
+
+        with leases.hold(dataset_id(dataset), "elfs", ["main_job"]):  # another main job
+            busy = main_job()
+        assert busy.returncode == 2, busy.stdout[-3000:] + busy.stderr[-3000:]
+        assert "Another main job on dataset 'elfs-digits' with key 'elfs'" in busy.stderr
+        assert "embeddings" not in busy.stdout
+    finally:
+        if fo.dataset_exists("elfs-digits"):
+            fo.delete_dataset("elfs-digits")
