@@ -246,3 +246,10 @@ def test_numpy_values_inside_dict_parameters_can_be_queued(ds, tmp_path):
         delegate=True,
     )
     assert _stored_params(queued)["prelabel_map"] == {cluster: "cat"}
+
+
+def test_a_dataset_name_instead_of_a_dataset_is_a_clear_error():
+    """op("my-dataset") failed with "'str' object has no attribute 'view'"."""
+    operator = foo.get_operator(f"{PLUGIN}/compute_pseudo_labels")
+    with pytest.raises(ElfsInputError, match=r"the name 'my-dataset'.*fo.load_dataset"):
+        operator("my-dataset", n_clusters=2)

@@ -27,6 +27,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 from fiftyone.operators.executor import ExecutionError, ExecutionResult
 
+from fiftyone_elfs import dataset_io
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.params import OPERATIONS, Operation, Param
 from fiftyone_elfs.plugin.forms import (
@@ -392,7 +393,7 @@ def _make_call(cls: type[ElfsOperator]) -> Callable[..., Any]:
             value = arguments.pop(name, None)
             if value is not None:
                 arguments[dict_name] = {**(arguments.get(dict_name) or {}), key: value}
-        return self._call(samples, arguments)
+        return self._call(dataset_io.with_every_field(samples), arguments)
 
     __call__.__signature__ = signature  # type: ignore[attr-defined]
     __call__.__doc__ = (
