@@ -41,7 +41,7 @@ def redact(text: str, secrets: Sequence[str | None] = ()) -> str:
     return text
 
 
-def _url_secrets(url: str) -> list[str]:
+def url_secrets(url: str) -> list[str]:
     """The user name and password a URL carries (to mask them wherever they appear)."""
     parts = urllib.parse.urlsplit(url)
     return [s for s in (parts.password, parts.username) if s]
@@ -94,7 +94,7 @@ def _request(
             "a 'Token' header."
         )
     if response.status_code not in ok:
-        body = redact(response.text[:200], [api_key, *_url_secrets(url)])
+        body = redact(response.text[:200], [api_key, *url_secrets(url)])
         raise ElfsInputError(
             f"Label Studio at {shown} answered HTTP {response.status_code} to {method} {path}: "
             f"{body}"

@@ -29,6 +29,7 @@ from fiftyone.operators.executor import ExecutionError, ExecutionResult
 
 from fiftyone_elfs import dataset_io
 from fiftyone_elfs.errors import ElfsInputError
+from fiftyone_elfs.label_studio import url_secrets
 from fiftyone_elfs.params import OPERATIONS, Operation, Param
 from fiftyone_elfs.plugin.forms import (
     Check,
@@ -184,8 +185,8 @@ def refuse_stored_credentials(values: dict[str, Any]) -> None:
     queued: the queued operation keeps its parameters in plain text in the database, where
     every user of it can read them (``fiftyone delegated info``)."""
     url = values.get("url")
-    netloc = url.split("://", 1)[-1].split("/", 1)[0] if isinstance(url, str) else ""
-    given = (["api_key"] if values.get("api_key") else []) + (["url"] if "@" in netloc else [])
+    in_url = isinstance(url, str) and bool(url_secrets(url))
+    given = (["api_key"] if values.get("api_key") else []) + (["url"] if in_url else [])
     if given:
         what = " and ".join("a url with user:password@" if n == "url" else n for n in given)
         raise ElfsInputError(
