@@ -38,8 +38,9 @@ _EXPORTS = {
         "select_coreset",
         "select_more",
     ),
+    "fiftyone_elfs.coreset_tag": ("coreset_view", "not_selected_ids"),
     "fiftyone_elfs.errors": ("ElfsInputError",),
-    "fiftyone_elfs.export": ("coreset_view", "export_coreset"),
+    "fiftyone_elfs.export": ("export_coreset",),
     "fiftyone_elfs.run_summary": ("RunSummary", "summarize_run"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import shutil
 import urllib.parse
@@ -43,6 +44,7 @@ import fiftyone as fo
 import fiftyone.core.collections as foc
 
 from fiftyone_elfs import dataset_io, export_folder, params, runs
+from fiftyone_elfs.coreset_tag import coreset_view, not_selected_notice
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.faults import kill_point
 from fiftyone_elfs.params import public
@@ -53,22 +55,8 @@ MANIFEST = "manifest.csv"
 FIFTYONE_DIR = "fiftyone_dataset"
 LABEL_STUDIO_TASKS = "labelstudio_tasks.json"
 LABEL_STUDIO_CONFIG = "labelstudio_config.xml"
+_logger = logging.getLogger(__name__)
 LABEL_STUDIO_PREFIX: str = params.OPERATIONS["export_coreset"].param("label_studio_prefix").default
-
-
-def coreset_view(samples: foc.SampleCollection, *, key: str = "elfs") -> fo.DatasetView:
-    """The samples of `samples` that the coreset of `key` selected."""
-    names = runs.validate_key(key)
-    dataset = dataset_io.dataset_of(samples)
-    config = runs.stage_config(dataset, names, "coreset")
-    if config is None:
-        raise ElfsInputError(
-            f"No coreset has been selected with key '{key}'. Fix: run select_coreset "
-            f"(or run_pipeline) with key='{key}' first; existing keys: "
-            f"{sorted(runs.list_pipelines(dataset))}.",
-            param="key",
-        )
-    return samples.match_tags(config.tag)
 
 
 def preflight(samples: foc.SampleCollection, values: dict[str, Any]) -> None:
@@ -303,6 +291,9 @@ def export_coreset(
     export_folder.check_export_dir(export_dir, overwrite=True)
     rows = _rows(view, names)
     _check_sources(rows)
+    notice = not_selected_notice(samples, key=key)
+    if notice:
+        _logger.warning(notice)
     pseudo = _pseudo_label_field(view, names)
     all_clusters = dataset_io.distinct_values(samples, f"{pseudo}.label") if pseudo else []
     mapping = _check_classes(classes, prelabel_map, all_clusters)

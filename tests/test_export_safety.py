@@ -259,3 +259,35 @@ def test_an_export_in_another_process_is_refused_until_killed_then_rolled_back(d
 
     elfs.export_coreset(ds, out, key=KEY)  # the folder is empty again once rolled back
     _assert_complete(out, BUDGET)
+
+
+def test_tagged_samples_the_run_did_not_choose_are_named_before_and_at_export(ds, tmp_path, caplog):
+    """Samples merged in with the key's coreset tag (or tagged by hand) go with the coreset, as
+    the tag is what users curate, but the export form and the export itself say how many, and
+    `not_selected_ids` gives them to leave out."""
+    from fiftyone.operators.executor import ExecutionContext
+
+    from fiftyone_elfs.plugin.operators import ExportCoreset
+
+    def form_warning():
+        ctx = ExecutionContext(request_params={"dataset_name": ds.name, "params": {"key": KEY}})
+        props = ExportCoreset().resolve_input(ctx).to_json()["type"]["properties"]
+        return props.get("not_selected", {}).get("view", {}).get("label")
+
+    assert elfs.not_selected_ids(ds, key=KEY) == []
+    assert form_warning() is None
+    selected = set(ds.load_run_results(f"{KEY}_coreset").selected_ids)
+    merged = [i for i in ds.values("id") if i not in selected][:3]
+    ds.select(merged).tag_samples(f"{KEY}_coreset")  # as merge_samples / add_collection do
+
+    assert sorted(elfs.not_selected_ids(ds, key=KEY)) == sorted(merged)
+    assert "3 of the samples tagged 'k_coreset' were not chosen" in form_warning()
+    with caplog.at_level("WARNING", logger="fiftyone_elfs.export"):
+        export.export_coreset(ds, str(tmp_path / "out"), key=KEY, formats=["media"])
+    assert any("3 of the samples tagged" in r.getMessage() for r in caplog.records)
+    with open(tmp_path / "out" / export.MANIFEST) as f:
+        exported = {row["sample_id"] for row in csv.DictReader(f)}
+    assert exported == selected | set(merged)  # the tag decides, as before
+
+    ds.select(elfs.not_selected_ids(ds, key=KEY)).untag_samples(f"{KEY}_coreset")  # the fix named
+    assert elfs.not_selected_ids(ds, key=KEY) == [] and form_warning() is None

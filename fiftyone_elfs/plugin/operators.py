@@ -11,8 +11,10 @@ import functools
 from typing import Any
 
 import fiftyone.operators as foo
+import fiftyone.operators.types as types
 
-from fiftyone_elfs import api, dataset_io, export, params, sharding
+from fiftyone_elfs import api, coreset_tag, dataset_io, export, params, sharding
+from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.plugin.base import CNN_DELEGATE_ABOVE, DELEGATE_ABOVE, ElfsOperator
 from fiftyone_elfs.stages import pipeline, pseudo_labels, selection, visualization
 
@@ -125,6 +127,18 @@ class ExportCoreset(ElfsOperator):
     checks = (export.preflight,)
     returns = "a dict: output kind -> path"
     usage = 'foo.get_operator("@fiftyone-elfs/elfs/export_coreset")(dataset, "/tmp/to_label")'
+
+    def extra_inputs(self, ctx: Any, inputs: types.Object) -> None:
+        """Says so when the coreset's tag is on samples its run did not choose."""
+        samples = ctx.target_view() if self.on_view else ctx.dataset
+        try:
+            notice = coreset_tag.not_selected_notice(
+                samples, key=ctx.params.get("key") or params.KEY.default
+            )
+        except ElfsInputError:  # no coreset under that key: the form's check says so
+            return
+        if notice:
+            inputs.view("not_selected", types.Warning(label=notice))
 
     def done_label(self, result: dict[str, str], kwargs: dict[str, Any]) -> str:
         return f"exported to {kwargs['export_dir']}"
