@@ -56,6 +56,7 @@ from fiftyone_elfs.param_rows import (  # noqa: F401 - re-exported: the types an
     TEMI_PARAMS,
 )
 from fiftyone_elfs.param_types import REQUIRED, TYPES, Param, Switch  # noqa: F401 - re-exported
+from fiftyone_elfs.progress import failed_bars_closed
 from fiftyone_elfs.runs import SCORE_NAMES, SELECTION_SCORES
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -178,7 +179,7 @@ def public(operation_name: str) -> Callable[[F], F]:
                 from fiftyone_elfs.dataset_io import with_every_field
 
                 bound.arguments["samples"] = with_every_field(bound.arguments["samples"])
-            with input_boundary():
+            with input_boundary(), failed_bars_closed():
                 return fn(*bound.args, **bound.kwargs)
 
         wrapper.__doc__ = _document(fn.__doc__ or "", operation)

@@ -40,7 +40,7 @@ def terminal_progress(description: str) -> ProgressFn:
         bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}",
         mininterval=every,
     )
-    state: dict = {"done": 0, "stage": None, "drawn": 0.0}
+    state: dict = {"done": 0, "stage": None, "drawn": 0.0, "label": ""}
 
     def redraw() -> None:
         bar.refresh()
@@ -50,7 +50,7 @@ def terminal_progress(description: str) -> ProgressFn:
         target = int(round(min(max(fraction, 0.0), 1.0) * 1000))
         stage = _DIGITS.sub("#", label.split(":", 1)[0])  # "TEMI epoch 3/500" -> "TEMI epoch #/#"
         new_stage = stage != state["stage"]
-        state["stage"] = stage
+        state["stage"], state["label"] = stage, label
         bar.set_postfix_str(label, refresh=False)
         if target > state["done"]:
             bar.update(target - state["done"])  # tqdm redraws at most every `every` seconds
@@ -62,7 +62,46 @@ def terminal_progress(description: str) -> ProgressFn:
         if target >= 1000:
             bar.close()
 
+    def stop(why: str) -> None:
+        if not bar.disable:  # not closed yet: the work ended before its last report
+            bar.set_postfix_str(f"{state['label']} {why}".strip(), refresh=False)
+            bar.close()
+
+    report.stop = stop  # type: ignore[attr-defined]
+    opened = getattr(_open_bars, "stops", None)
+    if opened is not None:
+        opened.append(stop)
     return report
+
+
+_open_bars = threading.local()
+
+
+@contextmanager
+def failed_bars_closed() -> Iterator[None]:
+    """Closes, marked failed, the terminal bars opened inside the block if it raises (a stage
+    that fails leaves no bar open at the fraction it reached, as if still running)."""
+    outer = getattr(_open_bars, "stops", None)
+    _open_bars.stops = []
+    try:
+        yield
+    except BaseException:
+        for stop in _open_bars.stops:
+            stop("(failed)")
+        raise
+    finally:
+        if outer is not None:
+            outer.extend(_open_bars.stops)
+        _open_bars.stops = outer
+
+
+def stop_progress(progress: ProgressFn, why: str) -> None:
+    """Closes a terminal bar (`terminal_progress`) whose work ended early, where it stopped and
+    labelled `why`, instead of leaving it open as if still running; other callbacks are left
+    as they are."""
+    stop = getattr(progress, "stop", None)
+    if stop is not None:
+        stop(why)
 
 
 def sub_progress(

@@ -19,6 +19,7 @@ import warnings
 
 import fiftyone as fo
 import fiftyone.operators as foo
+import pytest
 
 import fiftyone_elfs as elfs
 from fiftyone_elfs import app_colors
@@ -78,6 +79,28 @@ def test_terminal_bar_draws_every_stage_even_when_stages_are_faster_than_its_red
     report(1.0, "done")
     err = capfd.readouterr().err
     assert all(f"{stage}: step 0" in err for stage in stages)
+
+
+def test_a_failed_library_call_closes_its_bar_marked_failed(dataset, monkeypatch, capfd):
+    """A stage that fails part way leaves no bar open at the fraction it reached."""
+    import fiftyone_elfs.pseudo_labels as pseudo_labels
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # as a user's Ctrl+C inside k-means
+
+    monkeypatch.setattr(pseudo_labels, "kmeans_pseudo_labels", interrupted)
+    capfd.readouterr()
+    with pytest.raises(KeyboardInterrupt):
+        elfs.compute_pseudo_labels(
+            dataset,
+            key="fails",
+            n_clusters=3,
+            clustering="kmeans",
+            embeddings_field="elfs_embedding",
+        )
+    err = capfd.readouterr().err
+    bars = [line for line in re.split(r"[\r\n]", err) if "pseudo-labels (kmeans)" in line]
+    assert bars and bars[-1].rstrip().endswith("k-means (failed)"), err[-2000:]
 
 
 def test_operator_call_returns_each_stage_result(dataset):

@@ -194,6 +194,20 @@ def test_other_failures_stay_fiftyones_execution_error(ds, monkeypatch):
         op("compute_visualization")(ds, key=KEY, layout_method="pca")
 
 
+def test_a_failed_call_closes_its_progress_bar_where_it_stopped(ds, capfd):
+    """The script's bar is closed and marked failed, not left open at 0% under the error."""
+    with pytest.raises(ElfsInputError):
+        op("compute_pseudo_labels")(ds, n_clusters=3, clustering="kmeans", key="nokey")
+    err = capfd.readouterr().err
+    bars = [line for line in re.split(r"[\r\n]", err) if "ELFS: compute pseudo-labels" in line]
+    assert bars and bars[-1].rstrip().endswith("(failed)"), err[-2000:]
+    op("compute_pseudo_labels")(
+        ds, n_clusters=3, clustering="kmeans", key="bar", embeddings_field="elfs_embedding"
+    )
+    bars = [line for line in re.split(r"[\r\n]", capfd.readouterr().err) if "100%" in line]
+    assert bars and "(failed)" not in bars[-1]  # a finished call keeps its last label
+
+
 # --------------------------------------------------------------------------- queued values
 
 

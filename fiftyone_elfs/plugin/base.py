@@ -39,7 +39,7 @@ from fiftyone_elfs.plugin.forms import (
     form_to_kwargs,
     plain,
 )
-from fiftyone_elfs.progress import ProgressFn, terminal_progress
+from fiftyone_elfs.progress import ProgressFn, stop_progress, terminal_progress
 
 # Work above this many samples defaults to delegated execution (immediate runs time out at 600 s).
 CNN_DELEGATE_ABOVE = 2000  # training on pixels: minutes per thousand images on a CPU
@@ -332,7 +332,7 @@ class ElfsOperator(foo.Operator):
         token = uuid.uuid4().hex
         progress = (lambda fraction, label: None) if delegate else terminal_progress(self.label)
         _SCRIPT_CALLS[token] = call = _ScriptCall(progress)
-        refusal = None
+        refusal, finished = None, False
         try:
             execution = execute_blocking(
                 self.uri,
@@ -340,12 +340,15 @@ class ElfsOperator(foo.Operator):
                 params=params,
                 request_delegation=delegate,
             )
+            finished = True
         except ExecutionError:
             if call.error is None:
                 raise
             refusal = call.error  # the library's refusal of the data, as the API raises it
         finally:
             _SCRIPT_CALLS.pop(token, None)
+            if not finished:
+                stop_progress(progress, "(failed)")
         if refusal is not None:
             raise refusal
         if not delegate:
