@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_CIFAR = os.path.join(REPO, "..", "shared", "data", "cifar10-jpg.tar.gz")
@@ -137,5 +138,37 @@ def base_dataset(image_dir):
 def dataset(base_dataset):
     """A fresh copy of the base dataset (embeddings included) for one test."""
     copy = base_dataset.clone()
+    yield copy
+    copy.delete()
+
+
+@pytest.fixture(scope="module")
+def scored(base_dataset, request):
+    """40 of the images with embeddings, k-means pseudo-labels, MLP scores and a coreset under
+    the test module's ``KEY`` (of ``BUDGET`` samples, 8 if the module sets none), built once
+    per module; tests change a copy (`ds`)."""
+    import fiftyone_elfs as elfs
+
+    module = request.module
+    name = f"elfs-{module.__name__.rsplit('.', 1)[-1]}-{uuid.uuid4().hex[:6]}"
+    ds = base_dataset.take(40, seed=2).clone(name=name)
+    elfs.run_pipeline(
+        ds,
+        key=module.KEY,
+        budget_count=getattr(module, "BUDGET", 8),
+        n_clusters=4,
+        clustering="kmeans",
+        embeddings_field="elfs_embedding",
+        epochs=2,
+        visualize=False,
+    )
+    yield ds
+    ds.delete()
+
+
+@pytest.fixture
+def ds(scored):
+    """A copy of the module's `scored` dataset for one test (modules may define their own)."""
+    copy = scored.clone()
     yield copy
     copy.delete()

@@ -25,31 +25,6 @@ PLUGIN = "@fiftyone-elfs/elfs"
 KEY = "k"
 
 
-@pytest.fixture(scope="module")
-def scored(base_dataset):
-    """40 images with embeddings, k-means pseudo-labels, MLP scores and a coreset of key k."""
-    ds = base_dataset.take(40, seed=1).clone(name=f"elfs-bad-input-{uuid.uuid4().hex[:6]}")
-    elfs.run_pipeline(
-        ds,
-        key=KEY,
-        budget_count=8,
-        n_clusters=4,
-        clustering="kmeans",
-        embeddings_field="elfs_embedding",
-        epochs=2,
-        visualize=False,
-    )
-    yield ds
-    ds.delete()
-
-
-@pytest.fixture
-def ds(scored):
-    copy = scored.clone()
-    yield copy
-    copy.delete()
-
-
 def _operator_error(name: str, ds, **kwargs) -> Exception:
     """The error of the operator called from a script (`__call__`), as the App would run it:
     the ElfsInputError itself when the arguments are refused, the form's message when its

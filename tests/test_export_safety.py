@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 
 import pytest
 
@@ -30,31 +29,6 @@ LABEL_STUDIO_SIDE = [
     export.LABEL_STUDIO_TASKS,
     export.LABEL_STUDIO_CONFIG,
 ]
-
-
-@pytest.fixture(scope="module")
-def scored(base_dataset):
-    """40 images with embeddings, k-means pseudo-labels, MLP scores and a coreset of key k."""
-    ds = base_dataset.take(40, seed=2).clone(name=f"elfs-export-safety-{uuid.uuid4().hex[:6]}")
-    elfs.run_pipeline(
-        ds,
-        key=KEY,
-        budget_count=BUDGET,
-        n_clusters=4,
-        clustering="kmeans",
-        embeddings_field="elfs_embedding",
-        epochs=2,
-        visualize=False,
-    )
-    yield ds
-    ds.delete()
-
-
-@pytest.fixture
-def ds(scored):
-    copy = scored.clone()
-    yield copy
-    copy.delete()
 
 
 def _files(folder: str) -> dict[str, bytes]:

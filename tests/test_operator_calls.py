@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import uuid
 
 import fiftyone.operators as foo
 import numpy as np
@@ -19,35 +18,11 @@ from fiftyone_elfs.errors import ElfsInputError
 
 PLUGIN = "@fiftyone-elfs/elfs"
 KEY = "c"
+BUDGET = 6
 
 
 def op(name: str):
     return foo.get_operator(f"{PLUGIN}/{name}")
-
-
-@pytest.fixture(scope="module")
-def scored(base_dataset):
-    """40 images with embeddings, k-means pseudo-labels, MLP scores and a coreset of key c."""
-    ds = base_dataset.take(40, seed=2).clone(name=f"elfs-calls-{uuid.uuid4().hex[:6]}")
-    elfs.run_pipeline(
-        ds,
-        key=KEY,
-        budget_count=6,
-        n_clusters=4,
-        clustering="kmeans",
-        embeddings_field="elfs_embedding",
-        epochs=2,
-        visualize=False,
-    )
-    yield ds
-    ds.delete()
-
-
-@pytest.fixture
-def ds(scored):
-    copy = scored.clone()
-    yield copy
-    copy.delete()
 
 
 def _queued(ds) -> list:
