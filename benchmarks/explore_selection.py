@@ -21,6 +21,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
 import numpy as np  # noqa: E402
+from elfs_bench.cli import at_least, protocol_letters, pruning_rates  # noqa: E402
 from elfs_bench.data import (  # noqa: E402
     cached_embeddings,
     cached_pixels,
@@ -579,32 +580,19 @@ def _finished_runs(path: str) -> set[tuple[str, float, int, str]]:
     return {(r["method"], r["rate"], r["seed"], r["protocol"]) for r in rows}
 
 
-def _comma(parse, what: str, check=None, rule: str = ""):
-    """An argparse type: a non-empty comma list of ``parse``d values, each passing ``check``."""
+def _comma(parse, what: str):
+    """An argparse type: a non-empty comma list of ``parse``d values."""
 
     def convert(text: str) -> list:
         try:
             values = [parse(v.strip()) for v in text.split(",") if v.strip()]
         except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected a comma list of {what}; got {text!r}"
-            ) from None
-        bad = [v for v in values if check is not None and not check(v)]
-        if not values or bad:
-            raise argparse.ArgumentTypeError(f"expected a comma list of {what}{rule}; got {text!r}")
+            values = []
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected a comma list of {what}; got {text!r}")
         return values
 
     return convert
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number; got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0; got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -622,21 +610,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--rates",
-        type=_comma(float, "pruning rates in percent", lambda r: 0 <= r < 100, " in [0, 100)"),
+        type=pruning_rates,
         default="90,70,50",
     )
     p.add_argument("--seeds", type=_comma(int, "whole-number seeds"), default="0")
     p.add_argument(
         "--protocols",
-        type=_comma(str.upper, "protocols", lambda x: x in ("A", "B", "C"), " (A, B, C)"),
+        type=protocol_letters,
         default="B,C",
     )
-    p.add_argument("--pool", type=_non_negative, default=10000)
-    p.add_argument("--val", type=_non_negative, default=5000)
+    p.add_argument("--pool", type=at_least(0), default=10000)
+    p.add_argument("--val", type=at_least(0), default=5000)
     p.add_argument("--data-seed", type=int, default=101)
     p.add_argument(
         "--val-per-class",
-        type=_non_negative,
+        type=at_least(0),
         default=0,
         help="a balanced validation split of this many images per class (--val is then "
         "ignored); at most half of a class's images, so that no class leaves the pool",
@@ -647,12 +635,12 @@ def build_parser() -> argparse.ArgumentParser:
         "its train/ folder only, or, without train/, from DIR/<class>/* itself (default: "
         "CIFAR-10's train images); the test split is never read",
     )
-    p.add_argument("--steps-b", type=_non_negative, default=1500)
+    p.add_argument("--steps-b", type=at_least(0), default=1500)
     p.add_argument(
         "--out", default=os.path.join(HERE, "results", "selection-rule-tuning", "explore.jsonl")
     )
     p.add_argument("--cache-dir", default=os.path.join(HERE, "cache"))
-    p.add_argument("--threads", type=_non_negative, default=0)
+    p.add_argument("--threads", type=at_least(0), default=0)
     p.add_argument("--report", action="store_true", help="print the table of --out and stop")
     return p
 

@@ -248,7 +248,7 @@ def test_run_benchmark_refuses_bad_options_before_reading_data(
         ("--methods", "random,nosuch", "'nosuch': unknown method"),
         ("--methods", "elfs_auto@nosuch", "unknown variant 'nosuch'"),
         ("--methods", "elfs_ccs_bx", "takes a number"),
-        ("--protocols", "A,D", "(A, B, C)"),
+        ("--protocols", "A,D", "comma list of A, B, C"),
     ],
 )
 def test_explore_refuses_bad_options_before_reading_data(tmp_path, capsys, option, value, says):

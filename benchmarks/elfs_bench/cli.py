@@ -13,7 +13,7 @@ from .protocols import ProbeConfig, TrainConfig
 from .report import write_report
 from .runner import PROTOCOLS, REPO, RunConfig, default_command, run_benchmark
 
-__all__ = ["build_parser", "main"]
+__all__ = ["at_least", "build_parser", "main", "protocol_letters", "pruning_rates"]
 
 BENCH_DIR = os.path.join(REPO, "benchmarks")
 
@@ -47,7 +47,7 @@ def _comma_list(parse, what: str):
     return convert
 
 
-def _rates(text: str) -> list[float]:
+def pruning_rates(text: str) -> list[float]:
     """Pruning rates in percent, each in [0, 100) (70 keeps 30% of the pool)."""
     rates = _comma_list(_floats, "pruning rates in percent")(text)
     bad = [r for r in rates if not 0 <= r < 100]  # also NaN
@@ -59,7 +59,7 @@ def _rates(text: str) -> list[float]:
     return rates
 
 
-def _protocols(text: str) -> list[str]:
+def protocol_letters(text: str) -> list[str]:
     """Protocol letters, each one of PROTOCOLS (case-insensitive)."""
     chosen = [s.strip().upper() for s in text.split(",") if s.strip()]
     if not chosen or any(p not in PROTOCOLS for p in chosen):
@@ -76,7 +76,7 @@ def _betas(text: str) -> list[float]:
     return betas
 
 
-def _at_least(low: int):
+def at_least(low: int):
     """A whole number >= ``low``."""
 
     def convert(text: str) -> int:
@@ -160,10 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     src.add_argument(
         "--pool-size",
-        type=_at_least(1),
+        type=at_least(1),
         help="train images drawn (class proportions kept); default all",
     )
-    src.add_argument("--test-size", type=_at_least(1), help="test images drawn; default all")
+    src.add_argument("--test-size", type=at_least(1), help="test images drawn; default all")
     src.add_argument(
         "--balanced",
         action="store_true",
@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     grid = p.add_argument_group("grid")
     grid.add_argument(
         "--rates",
-        type=_rates,
+        type=pruning_rates,
         default=[30, 50, 70, 80, 90],
         help="pruning rates in %%, each in [0, 100) (70 keeps 30%% of the pool)",
     )
@@ -186,15 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--methods", default="all", help="comma list: " + ",".join(METHODS))
     grid.add_argument(
         "--protocols",
-        type=_protocols,
+        type=protocol_letters,
         default="A,B",
         help="A (linear probe), B (small CNN from scratch), C (fine-tuned encoder stages)",
     )
 
     prot = p.add_argument_group("protocols")
-    prot.add_argument("--steps", type=_at_least(1), default=TrainConfig.steps, help="B: SGD steps")
-    prot.add_argument("--width", type=_at_least(1), default=TrainConfig.width, help="B: CNN width")
-    prot.add_argument("--batch-size", type=_at_least(1), default=TrainConfig.batch_size, help="B")
+    prot.add_argument("--steps", type=at_least(1), default=TrainConfig.steps, help="B: SGD steps")
+    prot.add_argument("--width", type=at_least(1), default=TrainConfig.width, help="B: CNN width")
+    prot.add_argument("--batch-size", type=at_least(1), default=TrainConfig.batch_size, help="B")
     prot.add_argument(
         "--lr", type=_positive_float, default=TrainConfig.lr, help="B: one-cycle peak LR"
     )
@@ -204,22 +204,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="B and C: no mirror augmentation (for classes whose meaning is left vs right)",
     )
     prot.add_argument(
-        "--finetune-steps", type=_at_least(1), default=FinetuneConfig.steps, help="C: SGD steps"
+        "--finetune-steps", type=at_least(1), default=FinetuneConfig.steps, help="C: SGD steps"
     )
     prot.add_argument(
         "--probe-l2", type=_non_negative_float, default=ProbeConfig.l2, help="A: L2 penalty"
     )
-    prot.add_argument(
-        "--threads", type=_at_least(0), default=0, help="torch threads; 0 = all cores"
-    )
+    prot.add_argument("--threads", type=at_least(0), default=0, help="torch threads; 0 = all cores")
 
     meth = p.add_argument_group("methods")
     meth.add_argument("--encoder", default="efficientnet-lite0")
-    meth.add_argument("--image-size", type=_at_least(1), default=128, help="encoder input size")
-    meth.add_argument("--proxy-epochs", type=_at_least(1), default=MethodParams.proxy_epochs)
-    meth.add_argument("--temi-epochs", type=_at_least(1), default=MethodParams.temi_epochs)
-    meth.add_argument("--temi-heads", type=_at_least(1), default=MethodParams.temi_heads)
-    meth.add_argument("--zcore-draws", type=_at_least(1), default=MethodParams.zcore_draws)
+    meth.add_argument("--image-size", type=at_least(1), default=128, help="encoder input size")
+    meth.add_argument("--proxy-epochs", type=at_least(1), default=MethodParams.proxy_epochs)
+    meth.add_argument("--temi-epochs", type=at_least(1), default=MethodParams.temi_epochs)
+    meth.add_argument("--temi-heads", type=at_least(1), default=MethodParams.temi_heads)
+    meth.add_argument("--zcore-draws", type=at_least(1), default=MethodParams.zcore_draws)
     meth.add_argument(
         "--beta-grid",
         type=_betas,
