@@ -72,14 +72,19 @@ def preflight(samples: foc.SampleCollection, values: dict[str, Any]) -> None:
 
 
 def _unique_names(paths: list[str]) -> list[str]:
-    """Output file names that keep each image's base name and never collide."""
+    """Output file names that keep each image's base name and never collide (case-insensitive):
+    the second ``img.png`` becomes ``img-1.png``; linear in the number of paths, however many
+    share a name (the next suffix to try is kept per name)."""
     used: set[str] = set()
+    next_suffix: dict[str, int] = {}
     names = []
     for path in paths:
         stem, ext = os.path.splitext(os.path.basename(path))
-        name, count = stem + ext, 1
+        name, base = stem + ext, (stem + ext).lower()
+        count = next_suffix.get(base, 1)
         while name.lower() in used:
             name, count = f"{stem}-{count}{ext}", count + 1
+        next_suffix[base] = count
         used.add(name.lower())
         names.append(name)
     return names

@@ -300,9 +300,16 @@ def exclusive(export_dir: str) -> Iterator[None]:
 
     Raises:
         ElfsInputError: another export into the folder is running (in this process or another);
-            nothing is changed then.
+            nothing is changed then; or the folder cannot be created.
     """
-    os.makedirs(export_dir, exist_ok=True)
+    try:
+        os.makedirs(export_dir, exist_ok=True)
+    except OSError as e:  # a read-only mount, a file system that refuses folders there
+        raise ElfsInputError(
+            f"export_dir '{export_dir}' cannot be created: {e.strerror or e}. Fix: pass a "
+            "folder you can write to.",
+            param="export_dir",
+        ) from None
     real = os.path.realpath(export_dir)
     holder = {
         "pid": os.getpid(),

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -265,3 +266,42 @@ def test_tagged_samples_the_run_did_not_choose_are_named_before_and_at_export(ds
 
     ds.select(elfs.not_selected_ids(ds, key=KEY)).untag_samples(f"{KEY}_coreset")  # the fix named
     assert elfs.not_selected_ids(ds, key=KEY) == [] and form_warning() is None
+
+
+def _unique_names_reference(paths):
+    """The plain rule: each name takes the first free suffix, trying 1, 2, ... in turn."""
+    used, names = set(), []
+    for path in paths:
+        stem, ext = os.path.splitext(os.path.basename(path))
+        name, count = stem + ext, 1
+        while name.lower() in used:
+            name, count = f"{stem}-{count}{ext}", count + 1
+        used.add(name.lower())
+        names.append(name)
+    return names
+
+
+def test_output_names_are_those_of_the_plain_rule_and_never_collide():
+    """Names shared by many images (one folder per sample, video frames) get the same suffixes
+    as before, now without retrying every taken suffix for each image."""
+    import random
+
+    rng = random.Random(0)
+    stems = ["img", "IMG", "img-1", "img-2", "a", "frame"]
+    for _ in range(200):
+        paths = [
+            f"/d/{i}/{rng.choice(stems)}{rng.choice(['.png', '.PNG', '.jpg'])}"
+            for i in range(rng.randint(1, 60))
+        ]
+        names = export._unique_names(paths)
+        assert names == _unique_names_reference(paths)
+        assert len({n.lower() for n in names}) == len(names)
+    shared = [f"/d/{i}/img.png" for i in range(20000)]
+    names = export._unique_names(shared)
+    assert names[0] == "img.png" and names[-1] == "img-19999.png"
+
+
+def test_an_export_folder_that_cannot_be_created_is_a_clear_error(ds):
+    """A folder the system refuses (a read-only or virtual file system) is named, with the fix."""
+    with pytest.raises(ElfsInputError, match=r"export_dir '/proc/elfs-export-.*Fix: pass a folder"):
+        export.export_coreset(ds, f"/proc/elfs-export-{uuid.uuid4().hex[:6]}", key=KEY)
