@@ -1,13 +1,13 @@
 """Hand a view to Label Studio through FiftyOne's annotation API, and take back only human answers.
 
-FiftyOne uploads the tasks and remembers which sample each task holds. The answers are read from
-Label Studio's tasks directly (`fiftyone_elfs.label_studio`), not through FiftyOne's importer,
-which returns a task's pre-annotation when nobody answered it and its latest annotation even
-when that is a skip. `fiftyone_elfs.label_studio_answers` decides what a (re)load writes: the
-run's record keeps, per sample, the answer loaded and the label written, so a reload writes only
-new or changed answers, never overwrites a label changed in FiftyOne since, and removes a label
-whose answer was withdrawn. The parameters are checked against their tables in
-`fiftyone_elfs.params`.
+FiftyOne uploads the tasks (the images in batches: `fiftyone_elfs.label_studio_upload`) and
+remembers which sample each task holds. The answers are read from Label Studio's tasks directly
+(`fiftyone_elfs.label_studio`), not through FiftyOne's importer, which returns a task's
+pre-annotation when nobody answered it and its latest annotation even when that is a skip.
+`fiftyone_elfs.label_studio_answers` decides what a (re)load writes: the run's record keeps, per
+sample, the answer loaded and the label written, so a reload writes only new or changed answers,
+never overwrites a label changed in FiftyOne since, and removes a label whose answer was
+withdrawn. The parameters are checked against their tables in `fiftyone_elfs.params`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from fiftyone_elfs.label_studio import (
     task_states,
 )
 from fiftyone_elfs.label_studio_answers import AnnotationSummary, LoadPlan, TaskState, plan_load
+from fiftyone_elfs.label_studio_upload import BatchedLabelStudioBackendConfig
 from fiftyone_elfs.params import public
 
 __all__ = [
@@ -212,10 +213,12 @@ def send_to_label_studio(
                     [i for i, _ in pairs],
                     dataset_io.classifications([c for _, c in pairs]),
                 )
-        # An existing field makes FiftyOne send its values as Label Studio predictions.
+        # An existing field makes FiftyOne send its values as Label Studio predictions; the
+        # config uploads the images in batches and deletes the project of a failed send.
         results = samples.annotate(
             anno_key,
             backend="labelstudio",
+            config_cls=BatchedLabelStudioBackendConfig,
             label_field=upload_field,
             classes=classes,
             url=url,
@@ -394,8 +397,8 @@ def delete_label_studio_run(
 ) -> None:
     """Forgets annotation run `anno_key` (its pre-annotation field too); loaded labels stay.
 
-    `delete_project=True` also deletes the Label Studio project and its tasks (FiftyOne's
-    cleanup, or by the project id ELFS recorded if FiftyOne's run was deleted), which needs the
+    `delete_project=True` also deletes the Label Studio project, and with it its tasks, in one
+    request (not FiftyOne's cleanup, which deletes the tasks one request each), which needs the
     server.
     """
     run_key = annotation_run_key(anno_key)
@@ -406,10 +409,7 @@ def delete_label_studio_run(
     if delete_project:
         stored_url = None if "***@" in config.url else config.url
         url, api_key = check_label_studio(url or stored_url, api_key)
-        if has_fiftyone_run:
-            dataset.load_annotation_results(anno_key, url=url, api_key=api_key).cleanup()
-        else:  # FiftyOne's run was deleted by hand: the project id is in ELFS's record
-            delete_project_by_id(url, api_key, config.project_id)
+        delete_project_by_id(url, api_key, config.project_id)
     if has_fiftyone_run:
         dataset.delete_annotation_run(anno_key)
     dataset_io.delete_fields(dataset, [config.upload_field])

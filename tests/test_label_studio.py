@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 import os
 import socket
+import urllib.parse
+from collections import Counter
 
 import fiftyone as fo
 import fiftyone.operators as foo
 import pytest
 import requests
 from fiftyone.operators.executor import ExecutionContext, Executor
+from fiftyone.utils.labelstudio import LabelStudioBackendConfig
 from label_studio_server import start_label_studio
 
 import fiftyone_elfs as elfs
@@ -487,3 +490,149 @@ def test_a_first_answer_replaces_an_existing_label_only_for_a_run_sent_with_over
     assert later.writes == {} and [k[0] for k in later.kept] == ["s1"]
     cleared = plan_load(states, kept.loaded, {"s1": None, "s2": "cat"}, overwrite=False)
     assert cleared.writes == {"s1": "cat"} and cleared.labeled == ["s1", "s2"]
+
+
+def _count_requests(monkeypatch):
+    """Records (method, path) of every HTTP request sent from now on (FiftyOne's SDK client and
+    ELFS's own calls both go through requests.Session.send)."""
+    sent = []
+    send = requests.Session.send
+
+    def counting(session, request, **kwargs):
+        sent.append((request.method, urllib.parse.urlsplit(request.url).path))
+        return send(session, request, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "send", counting)
+    return sent
+
+
+def _projects(server):
+    body = _api(server, "GET", "/api/projects", params=dict(page_size=1000))
+    return [p["id"] for p in (body["results"] if isinstance(body, dict) else body)]
+
+
+def _gone(server, project_id):
+    auth = {"Authorization": f"Token {server.api_key}"}
+    response = requests.get(f"{server.url}/api/projects/{project_id}", headers=auth, timeout=30)
+    return response.status_code == 404
+
+
+def test_a_send_of_more_than_100_images_is_uploaded_in_batches_and_loads_back(
+    dataset, creds, monkeypatch
+):
+    # Label Studio takes at most 100 files per request (DATA_UPLOAD_MAX_NUMBER_FILES) and
+    # FiftyOne's backend posts all of them in one: more than 100 failed with HTTP 500.
+    n = 150
+    view = dataset.limit(n)
+    classes = sorted(set(dataset.values("ground_truth.label")))
+    dataset.clone_sample_field("ground_truth", "guess")  # pre-annotations: the true class
+    sent = elfs.send_to_label_studio(
+        view, "big", classes, label_field="human", prelabel_field="guess"
+    )
+    assert (sent["n_sent"], sent["n_prelabeled"]) == (n, n)
+    # The run FiftyOne records is its own Label Studio run, loadable without ELFS's upload code.
+    config = dataset.get_annotation_info("big").config
+    assert type(config) is LabelStudioBackendConfig and not hasattr(config, "config_cls")
+    results = dataset.load_annotation_results("big")
+    sample_of = {int(t): s for t, s in results.uploaded_tasks.items()}
+    tasks = _api(
+        creds,
+        "GET",
+        "/api/tasks",
+        params=dict(project=results.project_id, page_size=1000, fields="all"),
+    )["tasks"]
+    assert sorted(t["id"] for t in tasks) == sorted(sample_of)
+    assert sorted(sample_of.values()) == sorted(view.values("id"))
+    # Each task shows its own sample's image and pre-annotates that sample's class.
+    path = dict(zip(*view.values(["id", "filepath"]), strict=True))
+    truth = dict(zip(*view.values(["id", "ground_truth.label"]), strict=True))
+    auth = {"Authorization": f"Token {creds.api_key}"}
+    for task in tasks:
+        sample_id = sample_of[task["id"]]
+        image = requests.get(creds.url + task["data"]["image"], headers=auth, timeout=30)
+        assert image.content == open(path[sample_id], "rb").read()
+        [prediction] = task["predictions"]
+        assert prediction["result"][0]["value"]["choices"] == [truth[sample_id]]
+
+    # Answers on both sides of the first batch's end come back.
+    order = sorted(sample_of)
+    answered = [order[0], order[99], order[100], order[-1]]
+    for task_id in answered:
+        _answer(creds, task_id, "big_prelabel", truth[sample_of[task_id]])
+    summary = elfs.load_from_label_studio(dataset, "big")
+    assert (summary.n_labeled, summary.n_unanswered) == (4, n - 4)
+    ids = [sample_of[t] for t in answered]
+    assert _human(dataset, ids) == [truth[i] for i in ids]
+
+    # Deleting the run with its project: one DELETE for the project, none per task.
+    requests_sent = _count_requests(monkeypatch)
+    elfs.delete_label_studio_run(dataset, "big", delete_project=True)
+    assert len(requests_sent) <= 3, Counter(requests_sent)
+    assert ("DELETE", f"/api/projects/{results.project_id}/") in requests_sent
+    assert _gone(creds, results.project_id)
+    assert "big" not in dataset.list_annotation_runs() and elfs.list_annotation_runs(dataset) == []
+    assert _human(dataset, ids) == [truth[i] for i in ids]  # loaded labels stay
+
+
+def test_deleting_a_run_with_its_project_takes_the_same_few_requests_at_any_size(
+    dataset, creds, monkeypatch
+):
+    # FiftyOne's cleanup sends one DELETE per task first (1,000 tasks: about 3 minutes).
+    classes = sorted(set(dataset.values("ground_truth.label")))
+    counts = {}
+    for key, n in (("small", 3), ("large", 100)):
+        elfs.send_to_label_studio(dataset.limit(n), key, classes, label_field=key)
+        project_id = dataset.load_annotation_results(key).project_id
+        with monkeypatch.context() as patch:
+            requests_sent = _count_requests(patch)
+            elfs.delete_label_studio_run(dataset, key, delete_project=True)
+        counts[n] = Counter(method for method, _ in requests_sent)
+        assert _gone(creds, project_id)
+        assert key not in dataset.list_annotation_runs()
+    assert counts[3] == counts[100] and sum(counts[100].values()) <= 3, counts
+
+
+def test_a_server_refusing_the_upload_gets_a_clear_error_and_keeps_no_project(
+    dataset, image_dir, tmp_path, monkeypatch
+):
+    # A server whose limit on files per request is below the batch size: the send fails with
+    # the limit and the fixes named, and the project it created is deleted.
+    root = os.path.dirname(image_dir)
+    env = {
+        "DATA_UPLOAD_MAX_NUMBER_FILES": "2",
+        "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": root,
+    }
+    server = start_label_studio(tmp_path / "label-studio", env=env)
+    try:
+        ok = dict(url=server.url, api_key=server.api_key)
+        classes = sorted(set(dataset.values("ground_truth.label")))
+        dataset.clone_sample_field("ground_truth", "guess")
+        view = dataset.limit(5)
+        before = _snapshot(dataset), dataset.list_annotation_runs(), dataset.list_runs()
+        with pytest.raises(elfs.ElfsInputError) as refused:
+            elfs.send_to_label_studio(
+                view, "r1", classes, label_field="human", prelabel_field="guess", **ok
+            )
+        message = str(refused.value)
+        assert "DATA_UPLOAD_MAX_NUMBER_FILES" in message
+        assert "the project this send created was deleted" in message
+        assert "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true" in message
+        assert _projects(server) == []
+        assert (_snapshot(dataset), dataset.list_annotation_runs(), dataset.list_runs()) == before
+
+        # The second fix named: with local-files serving the images are not uploaded at all.
+        monkeypatch.setenv("LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED", "true")
+        monkeypatch.setenv("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", root)
+        sent = elfs.send_to_label_studio(
+            view, "r1", classes, label_field="human", prelabel_field="guess", **ok
+        )
+        assert (sent["n_sent"], sent["n_prelabeled"]) == (5, 5)
+        results = dataset.load_annotation_results("r1")
+        assert len(_tasks(server, results.project_id)) == 5
+        task_id, sample_id = next(iter(results.uploaded_tasks.items()))
+        _answer(server, int(task_id), "r1_prelabel", classes[1])
+        assert elfs.load_from_label_studio(dataset, "r1", **ok).n_labeled == 1
+        assert dataset[sample_id]["human"].label == classes[1]
+    finally:
+        server.stop()
