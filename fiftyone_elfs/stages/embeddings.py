@@ -6,10 +6,16 @@ computed (`fiftyone_elfs.embedding_chunks`, in the database), so a rerun after a
 (an exception, ``kill -9``, a lost machine) embeds only what no chunk holds. The user's field
 is filled only when the stage completes, through the record step.
 
+Replacing (another model or image size, ``overwrite=True``): every image is embedded anew while
+the old vectors and their run stay as they are; the record step replaces them only once all the
+new vectors are computed (as other stages replace their previous run), so a refusal (no image
+readable), an error or a Ctrl-C before that leaves them exactly as they were. (A FiftyOne zoo
+model writes its field itself: the old vectors go once the model is loaded, just before.)
+
 Provenance: the run records a ``vectors_version``, new whenever vectors already in the field are
-replaced (another model or image size, ``overwrite=True``) and kept when a rerun only adds the
-missing ones; the pseudo-labels record the version they were clustered from
-(`vectors_version`), so the later stages can tell that the embeddings changed under them.
+replaced and kept when a rerun only adds the missing ones; the pseudo-labels record the version
+they were clustered from (`vectors_version`), so the later stages can tell that the embeddings
+changed under them.
 
 Algorithm: `fiftyone_elfs.embeddings` (encoders, batched image embedding).
 """
@@ -81,6 +87,16 @@ def _with_image_size(config: C) -> C:
     return dataclasses.replace(config, image_size=default_image_size(config.model))
 
 
+def _replacing(previous: Any, field_name: str, config: EmbeddingsConfig | ShardConfig) -> bool:
+    """Whether a run of `config` replaces the vectors the key's previous run (`previous`, its
+    recorded config or None) holds in `field_name`: another model or image size."""
+    return (
+        previous is not None
+        and field_name in (previous.owned_fields or [])
+        and (previous.model, previous.image_size) != (config.model, config.image_size)
+    )
+
+
 def run_shard(
     samples: SampleCollection, config: ShardConfig, progress: ProgressFn | None = None
 ) -> dict[str, Any]:
@@ -99,7 +115,11 @@ def run_shard(
         )
     dataset = dataset_io.dataset_of(samples)
     record.check_ownership(samples, names, STAGE, fields=[names.embeddings_field])
-    ids, paths = dataset_io.ids_and_paths_without(samples, names.embeddings_field)
+    previous = runs.stage_config(dataset, names, STAGE)
+    if _replacing(previous, names.embeddings_field, config):  # all, for the replacing run
+        ids, paths = dataset_io.sample_ids_and_paths(samples)
+    else:
+        ids, paths = dataset_io.ids_and_paths_without(samples, names.embeddings_field)
     start, stop = sharding.shard_bounds(len(ids), config.shard, config.n_shards)
     full = EmbeddingsConfig.with_defaults(
         key=config.key,
@@ -162,31 +182,34 @@ def run(
             param="embeddings_field",
         )
     record.check_ownership(samples, names, STAGE, fields=[field_name])
-    same_model = owned_before and (previous.model, previous.image_size) == (
-        config.model,
-        config.image_size,
-    )
-    replaced = owned_before and (config.overwrite or not same_model)
+    other_model = _replacing(previous, field_name, config)
+    replaced = owned_before and (config.overwrite or other_model)
     # kept only while the vectors already there stay (a rerun that adds the missing ones)
     kept_version = getattr(previous, "vectors_version", None) if owned_before else None
     version = (None if replaced else kept_version) or uuid.uuid4().hex
-    if replaced:
-        if not same_model:
-            logger.info(
-                "Model changed (%s -> %s): recomputing all embeddings", previous.model, config.model
-            )
-        record.delete_previous(samples, names, STAGE)  # one field holds one model's vectors
+    if other_model:
+        logger.info(
+            "Model changed (%s -> %s): recomputing all embeddings", previous.model, config.model
+        )
 
     if config.overwrite:
         embedding_chunks.clear(dataset_io.dataset_id(dataset), config.key)
-    ids, paths = dataset_io.ids_and_paths_without(samples, field_name)
+    # replacing: every image anew; the old vectors and run stay until the record step below
+    # replaces them (one field holds one model's vectors)
+    if replaced:
+        ids, paths = dataset_io.sample_ids_and_paths(samples)
+    else:
+        ids, paths = dataset_io.ids_and_paths_without(samples, field_name)
     n_reused = len(samples) - len(ids)
     report = progress or terminal_progress("embeddings")
     skipped: list[dict[str, str]] = []
     outputs = record.Outputs(written_fields=(field_name,))
     n_resumed = 0
     if ids and config.model.startswith(ZOO_PREFIX):
-        skipped = _embed_with_zoo_model(samples, ids, config, field_name)
+        zoo_model = _load_zoo_model(config)  # may refuse: before anything changes
+        if replaced:  # FiftyOne writes the field itself: the old vectors must go first
+            record.delete_previous(samples, names, STAGE)
+        skipped = _embed_with_zoo_model(samples, zoo_model, ids, config, field_name)
     elif ids:
         vectors, failures, n_resumed = _embed_in_stored_chunks(
             dataset_io.dataset_id(dataset), ids, paths, config, report
@@ -229,7 +252,9 @@ def run(
         },
         results=results,
         outputs=outputs,
-        replace=False,  # resumable: the embeddings computed before are kept
+        # replacing: the previous run and its field go now, the new vectors in their place;
+        # else resumable: the embeddings computed before are kept, the new ones merged in
+        replace=replaced,
     )
     embedding_chunks.clear(dataset_io.dataset_id(dataset), config.key)  # now in the field
     sharding.clear(dataset_io.dataset_id(dataset), config.key)
@@ -343,10 +368,12 @@ def _embed_in_stored_chunks(
     return vectors, failures, n_resumed
 
 
-def _embed_with_zoo_model(
-    samples: SampleCollection, ids: list[str], config: EmbeddingsConfig, field_name: str
-) -> list[dict[str, str]]:
-    """Embeds with a FiftyOne zoo model (downloads it where a network exists)."""
+def _load_zoo_model(config: EmbeddingsConfig) -> Any:
+    """The FiftyOne zoo model `config.model` names (downloaded where a network exists).
+
+    Raises:
+        ElfsInputError: it cannot be loaded, or exposes no embeddings.
+    """
     import fiftyone.zoo as foz
 
     from fiftyone_elfs.embeddings import DEFAULT_ENCODER
@@ -365,8 +392,16 @@ def _embed_with_zoo_model(
         raise ElfsInputError(
             f"Zoo model '{zoo_name}' does not expose embeddings; pick another.", param="model"
         )
-    dataset_io.write_zoo_embeddings(samples, model, field_name, ids, config.batch_size)
+    return model
+
+
+def _embed_with_zoo_model(
+    samples: SampleCollection, model: Any, ids: list[str], config: EmbeddingsConfig, field: str
+) -> list[dict[str, str]]:
+    """Embeds the samples `ids` with a loaded FiftyOne zoo model into `field` (written by
+    FiftyOne); returns the samples it could not embed."""
+    dataset_io.write_zoo_embeddings(samples, model, field, ids, config.batch_size)
     return [
         {"id": i, "filepath": p, "reason": "the zoo model could not embed this image"}
-        for i, p in dataset_io.missing_ids_and_paths(samples, field_name)
+        for i, p in dataset_io.missing_ids_and_paths(samples, field)
     ]
