@@ -335,6 +335,30 @@ def _forget_read(field: str) -> None:
             del read[key]
 
 
+#: Fields of one number (or id) per sample: not embeddings, though each reads as a 1-d "vector".
+_SCALAR_FIELDS_NOT_VECTORS = (fo.FloatField, fo.IntField, fo.BooleanField, fo.ObjectIdField)
+#: Embedding values of larger magnitude are refused: no encoder comes near (unit-norm or ReLU
+#: features are below 1e3), and above about 1e18 a 1,280-d vector's squared norm overflows
+#: float32 (k-means then put every sample in one cluster, the plot failed inside numpy); at
+#: 1e15 squared norms stay below 1e35 for up to 100,000 dimensions.
+MAX_EMBEDDING_MAGNITUDE = 1e15
+
+
+def _require_vector_field(samples: SampleCollection, field: str) -> None:
+    """Refuses a field of one number or id per sample (a FloatField, 'id') as embeddings."""
+    schema_field = samples.get_field(field)
+    if isinstance(schema_field, _SCALAR_FIELDS_NOT_VECTORS):
+        kind = "id" if isinstance(schema_field, fo.ObjectIdField) else "value"
+        name = type(schema_field).__name__
+        article = "an" if name[0] in "AEIOU" else "a"
+        raise ElfsInputError(
+            f"'{field}' is {article} {name} (one {kind} per sample), not a "
+            "vector field, so it cannot be used as embeddings. Fix: pass a vector field, e.g. "
+            "'<key>_embedding' from compute_embeddings or a field of one array per sample.",
+            param="embeddings_field",
+        )
+
+
 def read_embeddings(
     samples: SampleCollection,
     field: str,
@@ -359,6 +383,7 @@ def read_embeddings(
             "field>.",
             param="embeddings_field",
         )
+    _require_vector_field(samples, field)
     read = _EMBEDDINGS_READ.get()
     cached = None if read is None else read.get((id(samples), field))
     if cached is not None:
@@ -517,6 +542,8 @@ def _read_vector_rows(
     kinds: set[str] = set()
     not_finite: list[int] = []
     n_not_finite = 0
+    huge: list[int] = []  # rows with a value beyond MAX_EMBEDDING_MAGNITUDE (the first 5)
+    n_huge, largest = 0, 0.0
     row = 0
     kept: list[str] = []  # the ids read, in order (an id not in `view` is left out)
     for chunk in [ids] if whole else id_chunks(ids):
@@ -537,7 +564,7 @@ def _read_vector_rows(
         )
         del vectors
         dims.update(a.size for a in arrays)
-        if kinds or len(dims) != 1:
+        if kinds or len(dims) != 1 or 0 in dims:
             row += len(arrays)
             continue  # counted for the error below; nothing more to store
         if X is None:
@@ -545,9 +572,17 @@ def _read_vector_rows(
         block = X[row : row + len(arrays)]
         for k, a in enumerate(arrays):
             block[k] = a.ravel()
-        bad = np.flatnonzero(~np.isfinite(block).all(axis=1))
+        # each row's extremes (reductions: no [rows, dim] temporary); NaN propagates into them
+        high, low = block.max(axis=1), block.min(axis=1)
+        finite = np.isfinite(high) & np.isfinite(low)
+        bad = np.flatnonzero(~finite)
         n_not_finite += bad.size
         not_finite += [row + int(b) for b in bad[: max(0, 5 - len(not_finite))]]
+        magnitude = np.maximum(high, -low, where=finite, out=np.zeros_like(high))
+        too_large = np.flatnonzero(magnitude > MAX_EMBEDDING_MAGNITUDE)
+        n_huge += too_large.size
+        huge += [row + int(b) for b in too_large[: max(0, 5 - len(huge))]]
+        largest = max(largest, float(magnitude.max(initial=0.0)))
         row += len(arrays)
     if not kept:
         raise ElfsInputError(
@@ -569,6 +604,14 @@ def _read_vector_rows(
             "compute_embeddings(..., overwrite=True).",
             param="embeddings_field",
         )
+    if 0 in dims:
+        raise ElfsInputError(
+            f"The embeddings in '{field}' are empty (0 values each), so there is nothing to "
+            f"cluster or plot. Fix: recompute them (compute_embeddings(..., overwrite=True), "
+            "into this field or the key's own), or pass embeddings_field=<a field of "
+            "non-empty vectors>.",
+            param="embeddings_field",
+        )
     if n_not_finite:
         first = [kept[i] for i in not_finite]
         raise ElfsInputError(
@@ -576,6 +619,17 @@ def _read_vector_rows(
             f"(e.g. samples {first}). Fix: recompute them "
             "(compute_embeddings(..., overwrite=True)) "
             "or exclude those samples from the view.",
+            param="embeddings_field",
+        )
+    if n_huge:
+        first = [kept[i] for i in huge]
+        raise ElfsInputError(
+            f"{n_huge} embeddings in '{field}' have values of magnitude above "
+            f"{MAX_EMBEDDING_MAGNITUDE:.0e} (largest {largest:.1e}; e.g. samples {first}), far "
+            "beyond any encoder's output: squared norms of such vectors reach float32's limit, "
+            "where clustering and the plot fail or collapse. Fix: recompute them "
+            "(compute_embeddings(..., overwrite=True)), rescale the field (e.g. divide each "
+            "vector by its norm), or exclude those samples from the view.",
             param="embeddings_field",
         )
     assert X is not None

@@ -123,9 +123,22 @@ class Param:
         else:
             optional = " (or None)" if self.optional else ""
             message = f"{name} must be {self.range_text()}{optional}; got {value!r}."
-            if self.fix:
-                message += f" Fix: {self.fix}"
+            message += f" Fix: {self.fix or self.default_fix()}"
         return ElfsInputError(message, param=self.name)
+
+    def default_fix(self) -> str:
+        """The fix of a bad value when the row names none: the allowed values, an example (the
+        default, when it is one) and None where None is allowed ("pass an integer >= 1, e.g.
+        256 (the default)")."""
+        if self.type == "bool":
+            return f"pass {self.name}=True or {self.name}=False (a bool, not a string)."
+        fix = f"pass {self.range_text()}"
+        number = isinstance(self.default, numbers.Real) and not isinstance(self.default, bool)
+        if self.type in ("int", "float") and number and self._in_range(self.default):
+            fix += f", e.g. {self.default!r} (the default)"
+        if self.optional:
+            fix += ", or None for the default"
+        return fix + "."
 
     def check(self, value: Any, shown_name: str | None = None) -> Any:
         """Returns `value` as the plain Python value the library uses, or raises `error`.

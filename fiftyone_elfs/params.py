@@ -236,12 +236,19 @@ CNN_WIDTH = Param(
     label="Small CNN width",
     help="Channels of the small CNN's first layer (doubling twice).",
 )
+#: The largest image sides accepted: an encoder's input (room above timm's largest pretrained
+#: sizes, such as SAM's image encoders' 1,024) and the images a network trains on (kept decoded
+#: in memory, N x S x S x 3 bytes: 3 MB each at 1,024; the paper trains at 32 to 224). Without
+#: a bound, image_size=100000 asked numpy or torch for terabytes: a raw allocation error.
+MAX_EMBEDDING_IMAGE_SIZE = 2048
+MAX_TRAIN_IMAGE_SIZE = 1024
 #: The side images are decoded to for training a network on them (the CNN proxy, SimCLR/MoCo).
 TRAIN_IMAGE_SIZE = Param(
     "image_size",
     "int",
     _default(train_cnn_proxy, "image_size"),
     min=8,
+    max=MAX_TRAIN_IMAGE_SIZE,
     label="Training image size (px)",
     help="Side the images are decoded to for training.",
 )
@@ -300,6 +307,7 @@ _register(
                 "int",
                 None,
                 min=32,
+                max=MAX_EMBEDDING_IMAGE_SIZE,
                 optional=True,
                 label="Image size (px, optional)",
                 help=(

@@ -453,3 +453,234 @@ def test_label_studio_credentials_never_reach_a_message():
         label_studio.get(closed, "tok-123456", "/api/projects")
     assert "hunter22" not in str(unreachable.value) and "Fix:" in str(unreachable.value)
     assert unreachable.value.__cause__ is None  # the cause's text would repeat the URL
+
+
+# --------------------------------------------------------------------------- audit (bad input)
+
+
+def _images(ds, n):
+    """A fresh dataset of `n` of `ds`'s images, no fields of ELFS."""
+    import fiftyone as fo
+
+    small = fo.Dataset(f"elfs-small-{uuid.uuid4().hex[:6]}")
+    small.add_samples([fo.Sample(filepath=p) for p in ds.take(n, seed=0).values("filepath")])
+    return small
+
+
+def _set_vectors(ds, field, vectors):
+    ids = ds.values("id")
+    ds.set_values(field, dict(zip(ids, vectors, strict=True)), key_field="id")
+
+
+def test_a_pipeline_too_small_for_its_plot_is_refused_up_front_naming_visualize_false(ds):
+    """Finding 2: 3 images with the default visualize=True were refused only after the
+    embeddings, pseudo-labels and difficulty had run (the embeddings written), with a fix that
+    did not help. Now refused before anything, naming visualize=False; which then works."""
+    small = _images(ds, 3)
+    try:
+        _refused_both_ways(
+            small,
+            elfs.run_pipeline,
+            "run_elfs_pipeline",
+            dict(key="p", budget_count=1, n_clusters=2, clustering="kmeans"),
+            r"3 samples.*at least 4.*Fix: pass visualize=False",
+        )
+        assert small.list_runs() == [] and small.get_field("p_embedding") is None
+    finally:
+        small.delete()
+
+
+@pytest.mark.parametrize(
+    "vectors, n_clusters, match",
+    [
+        (lambda n: [np.ones(16, np.float32)] * n, 3, r"all point the same way"),
+        (lambda n: [np.zeros(16, np.float32)] * n, 3, r"all zero"),
+        (
+            lambda n: [np.eye(16, dtype=np.float32)[i % 2] for i in range(n)],
+            3,
+            r"only 2 distinct directions, fewer than n_clusters=3",
+        ),
+        (
+            lambda n: [
+                np.ones(16, np.float32) + 1e-4 * np.eye(16, dtype=np.float32)[i % 16]
+                for i in range(n)
+            ],  # fmt: skip
+            3,
+            r"nearly the same direction",
+        ),
+    ],
+    ids=["identical", "zero", "two-distinct", "nearly-constant"],
+)
+def test_constant_embeddings_are_refused_before_pseudo_labels_naming_the_encoder(
+    ds, vectors, n_clusters, match
+):
+    """Finding 3: identical (or all-zero) vectors gave one non-empty cluster of 3, written with
+    a self-contradictory trust sentence, and the next stage's fix was n_clusters >= 2."""
+    _set_vectors(ds, "flat", vectors(len(ds)))
+    _refused_both_ways(
+        ds,
+        elfs.compute_pseudo_labels,
+        "compute_pseudo_labels",
+        dict(key="c", n_clusters=n_clusters, clustering="kmeans", embeddings_field="flat"),
+        rf"'flat'.*{match}.*Fix:.*encoder",
+    )
+    before = snapshot(ds)
+    with pytest.raises(ElfsInputError, match=rf"'flat'.*{match}"):
+        elfs.run_pipeline(
+            ds, key="c", budget_count=5, n_clusters=n_clusters, clustering="kmeans",
+            embeddings_field="flat", visualize=False,
+        )  # fmt: skip
+    assert snapshot(ds) == before
+
+
+def test_a_scalar_field_is_refused_as_not_a_vector_field(ds):
+    """Finding 3 (and 8b): a FloatField was clustered as 1-d "vectors"; 'id' was said to have no
+    value on any sample."""
+    _set_vectors(ds, "brightness", [float(i) for i in range(len(ds))])
+    for field, kind in (("brightness", "FloatField"), ("id", "ObjectIdField")):
+        _refused_both_ways(
+            ds,
+            elfs.compute_pseudo_labels,
+            "compute_pseudo_labels",
+            dict(key="s", n_clusters=3, clustering="kmeans", embeddings_field=field),
+            rf"'{field}' is an? {kind}.*not a vector field.*Fix: pass a vector field",
+        )
+
+
+def test_image_size_has_an_upper_bound(ds, tmp_path, monkeypatch):
+    """Finding 5: image_size=100000 ended in a raw allocation error (numpy or torch)."""
+    monkeypatch.setenv("ELFS_CACHE_DIR", str(tmp_path))
+    _refused_both_ways(
+        ds,
+        elfs.compute_embeddings,
+        "compute_embeddings",
+        dict(key="big", image_size=100_000),
+        r"image_size must be an integer in \[32, 2048\].*got 100000.*Fix:",
+    )
+    _refused_both_ways(
+        ds,
+        elfs.compute_contrastive_scores,
+        "compute_contrastive_scores",
+        dict(key="big", image_size=100_000, epochs=1),
+        r"image_size must be an integer in \[8, 1024\].*Fix:",
+    )
+
+
+def test_huge_finite_embeddings_are_refused_naming_the_field(ds):
+    """Finding 6: values near 1e20 (their squares overflow float32) passed the NaN/inf check;
+    the plot died in numpy and k-means put every sample in one cluster."""
+    rng = np.random.default_rng(0)
+    _set_vectors(ds, "huge", [(rng.normal(size=32) * 1e20).astype(np.float32) for _ in ds])
+    match = r"embeddings in 'huge' have values of magnitude above 1e\+15.*Fix:"
+    _refused_both_ways(
+        ds,
+        elfs.compute_pseudo_labels,
+        "compute_pseudo_labels",
+        dict(key="h", n_clusters=4, clustering="kmeans", embeddings_field="huge"),
+        match,
+    )
+    _refused_both_ways(
+        ds,
+        elfs.compute_visualization,
+        "compute_visualization",
+        dict(key="h", embeddings_field="huge"),
+        match,
+    )
+
+
+def test_the_cnn_proxy_skips_and_lists_images_unreadable_since_embedding(ds, tmp_path, monkeypatch):
+    """Finding 7: an image deleted after its embedding made the CNN proxy refuse the whole run,
+    saying their embeddings were skipped too (they were not). It now skips and lists them, as
+    the contrastive stage does; with fewer than 2 readable the refusal says what is true."""
+    monkeypatch.setenv("ELFS_CACHE_DIR", str(tmp_path / "cache"))
+    gone = ds.take(1, seed=1).values("id")[0]
+    ds.set_values("filepath", {gone: str(tmp_path / "deleted.jpg")}, key_field="id")
+    cnn = dict(key=KEY, proxy="cnn", epochs=1, num_workers=0,
+               cnn_params={"width": 4, "image_size": 16})  # fmt: skip
+    report = elfs.compute_difficulty(ds, **cnn)
+    assert report["n_skipped"] == 1 and report["n_samples"] == len(ds) - 1
+    assert [s["id"] for s in report["skipped"]] == [gone]
+    assert set(ds.exists(f"{KEY}_aum", False).values("id")) == {gone}
+    assert ds.load_run_results(f"{KEY}_difficulty").n_skipped == 1
+
+    keep = ds.take(1, seed=2).values("id")[0]
+    moved = {i: str(tmp_path / f"moved-{i}.jpg") for i in ds.values("id") if i != keep}
+    ds.set_values("filepath", moved, key_field="id")
+    before = snapshot(ds)
+    with pytest.raises(ElfsInputError) as refused:
+        elfs.compute_difficulty(ds, **cnn)
+    text = str(refused.value)
+    assert "could be read" in text and "Fix:" in text and "moved-" in text
+    assert "embeddings were skipped" not in text
+    assert snapshot(ds) == before
+
+
+def test_too_few_samples_to_cluster_says_two_are_needed(ds):
+    """Finding 8a: a 1-sample view with n_clusters=2 said "Fix: pass n_clusters <= 1"."""
+    one = ds.limit(1)
+    before = snapshot(ds)
+    with pytest.raises(ElfsInputError, match=r"at least 2 samples.*Fix:") as api:
+        elfs.compute_pseudo_labels(
+            one, key="a", n_clusters=2, clustering="kmeans", embeddings_field="elfs_embedding"
+        )
+    assert "n_clusters <= 1" not in str(api.value)
+    shown = _operator_error(
+        "compute_pseudo_labels", one, key="a", n_clusters=2, clustering="kmeans",
+        embeddings_field="elfs_embedding",
+    )  # fmt: skip
+    assert str(shown) == str(api.value)
+    assert snapshot(ds) == before
+
+
+def test_empty_vectors_are_refused_naming_the_field_and_a_fix(ds):
+    """Finding 8c: zero-length vectors said "X is empty (shape (40, 0)); pass at least one
+    sample and feature", naming an internal variable and no fix."""
+    _set_vectors(ds, "emb0", [np.zeros(0, np.float32)] * len(ds))
+    match = r"'emb0' are empty \(0 values each\).*Fix:"
+    _refused_both_ways(
+        ds,
+        elfs.compute_pseudo_labels,
+        "compute_pseudo_labels",
+        dict(key="e", n_clusters=2, clustering="kmeans", embeddings_field="emb0"),
+        match,
+    )
+    _refused_both_ways(
+        ds,
+        elfs.compute_visualization,
+        "compute_visualization",
+        dict(key="e", embeddings_field="emb0"),
+        match,
+    )
+
+
+@pytest.mark.parametrize(
+    "function, operator, kwargs, match",
+    [
+        (elfs.select_coreset, "select_coreset", dict(budget_count=1, tag=""), "tag must be"),
+        (elfs.compute_difficulty, "compute_difficulty", dict(epochs=0), "epochs must be"),
+        (
+            elfs.compute_pseudo_labels,
+            "compute_pseudo_labels",
+            dict(n_clusters=4, embeddings_field="elfs_embedding", temi_params={"epochs": -1}),
+            r"temi_params\['epochs'\] must be",
+        ),
+        (
+            elfs.compute_contrastive_scores,
+            "compute_contrastive_scores",
+            dict(batch_size=1),
+            "batch_size must be",
+        ),
+        (
+            elfs.compute_contrastive_scores,
+            "compute_contrastive_scores",
+            dict(image_size=1),
+            "image_size must be",
+        ),
+        (elfs.compute_embeddings, "compute_embeddings", dict(num_workers=-1), "num_workers must"),
+        (elfs.compute_embeddings, "compute_embeddings", dict(overwrite="yes"), "overwrite must"),
+    ],
+    ids=["tag", "epochs", "temi_params", "batch_size", "image_size", "num_workers", "overwrite"],
+)
+def test_range_messages_name_a_fix(ds, function, operator, kwargs, match):
+    """Finding 8d: these named the problem but no fix."""
+    _refused_both_ways(ds, function, operator, dict(key=KEY, **kwargs), rf"{match}.*Fix: ")

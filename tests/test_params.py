@@ -199,6 +199,7 @@ def test_a_bad_value_gets_the_same_message_from_the_api_and_the_operator(tiny, n
         FUNCTIONS[name](tiny, **_api_kwargs(name, row, sub, bad))
     message = str(api_error.value)
     assert row in message or (sub and sub in message) or "Invalid" in message
+    assert "Fix: " in message  # every range message names the fix
 
     # the operator's __call__ (a script) raises the same error ...
     operator = foo.get_operator(f"{PLUGIN}/{OPERATOR_OF[name].name}")
@@ -279,9 +280,14 @@ def test_cnn_width_and_image_size_ranges_are_the_same_in_the_api_and_the_form(ti
     with pytest.raises(ElfsInputError, match=r"cnn_params\['width'\] must be an integer >= 4"):
         elfs.compute_difficulty(tiny, proxy="cnn", cnn_params={"width": 3})
     uri = f"{PLUGIN}/compute_difficulty"
-    message = "cnn_params['width'] must be an integer >= 4; got 3."
+    message = (
+        "cnn_params['width'] must be an integer >= 4; got 3. "
+        "Fix: pass an integer >= 4, e.g. 16 (the default)."
+    )
     assert _operator_error(uri, tiny, dict(proxy="cnn", cnn_width=3)) == message
-    with pytest.raises(ElfsInputError, match=r"image_size must be an integer >= 32 \(or None\)"):
+    with pytest.raises(
+        ElfsInputError, match=r"image_size must be an integer in \[32, 2048\] \(or None\)"
+    ):
         elfs.compute_embeddings(tiny, image_size=16)
 
 

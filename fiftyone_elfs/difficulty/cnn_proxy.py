@@ -116,14 +116,16 @@ def load_images(
 ) -> np.ndarray:
     """Decodes and resizes every image into one uint8 [N, S, S, 3] array, through a DataLoader.
 
-    Raises ValueError naming the unreadable files (skip them before training on pseudo-labels).
+    Raises ValueError naming the unreadable files (`decode_images` reports them instead, for
+    skipping them, as the difficulty stage does).
     """
     out, ok = decode_images(paths, image_size, num_workers, batch_size, progress)
     bad = [paths[i] for i in np.flatnonzero(~ok)]
     if bad:
         raise ValueError(
-            f"{len(bad)} images could not be read (e.g. {bad[:3]}). Fix: leave them out of the "
-            "samples given to the CNN proxy (their embeddings were skipped too)."
+            f"{len(bad)} images could not be read (e.g. {bad[:3]}): missing or not readable "
+            "images. Fix: correct those paths, or leave those images out (decode_images "
+            "reports which cannot be read instead of raising)."
         )
     return out
 

@@ -390,6 +390,11 @@ class TEMIClustering:
     def _check_params(self, n: int) -> None:
         """Validate hyper-parameters against N samples; raise ValueError naming the fix."""
         check_n_clusters(self.n_clusters, n)
+        self.check_hyperparameters()
+
+    def check_hyperparameters(self) -> None:
+        """Validate the hyper-parameters other than ``n_clusters`` (which needs the data) before
+        any data is read; raise ValueError starting with the parameter's name."""
 
         def positive_int(name: str, minimum: int = 1) -> None:
             value = getattr(self, name)

@@ -12,6 +12,8 @@ the ``labels_version`` of the pseudo-labels it learned (``pseudo_labels_version`
 
 from __future__ import annotations
 
+import inspect
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,8 @@ from fiftyone_elfs.progress import ProgressFn, terminal_progress
 from fiftyone_elfs.stages import StageConfig, embeddings, record
 
 STAGE = "difficulty"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,71 @@ def _targets(
         else:
             label_names, targets = merge_true_labels(label_names, true), "labels + clusters"
     return ids, paths, X, label_names, n_true, targets
+
+
+@dataclass(frozen=True)
+class _Readable:
+    """The CNN proxy's inputs once unreadable images are left out (`_decode_for_cnn`)."""
+
+    ids: list[str]
+    paths: list[str]
+    X: np.ndarray | None
+    label_names: list[str]
+    images: np.ndarray
+    skipped: list[dict[str, str]]
+
+
+def _decode_for_cnn(
+    config: DifficultyConfig,
+    names: runs.PipelineNames,
+    ids: list[str],
+    paths: list[str],
+    X: np.ndarray | None,
+    label_names: list[str],
+) -> _Readable:
+    """Decodes the CNN proxy's images; those that cannot be read (deleted or moved since their
+    embeddings were computed, corrupt) are skipped, listed in the run's results and logged, as
+    the contrastive stage does: they get no score, so they are not candidates of a selection.
+    Refuses when the readable images show fewer than 2 pseudo-classes. Decoding reports no
+    progress: the stage's reports stay one per training epoch (the fault tests count them)."""
+    from fiftyone_elfs.difficulty import decode_images, train_cnn_proxy
+
+    default_size = inspect.signature(train_cnn_proxy).parameters["image_size"].default
+    size = (config.cnn_params or {}).get("image_size", default_size)
+    images, readable = decode_images(paths, size, num_workers=config.num_workers)
+    bad = np.flatnonzero(~readable)
+    skipped = [
+        {"id": ids[i], "filepath": paths[i], "reason": "unreadable or missing image"} for i in bad
+    ]
+    if not skipped:
+        return _Readable(ids, paths, X, label_names, images, [])
+    keep = np.flatnonzero(readable)
+    kept_labels = [label_names[i] for i in keep]
+    if len(set(kept_labels)) < 2:
+        shown = [s["filepath"] for s in skipped[:3]]
+        raise ElfsInputError(
+            f"Only {keep.size} of the {len(ids)} images could be read for the CNN proxy (the "
+            f"others are missing or not readable, e.g. {shown}: moved or deleted since their "
+            f"embeddings were computed?), and they show {len(set(kept_labels))} pseudo-label "
+            "class; the proxy needs at least 2. Fix: correct the samples' filepaths (or "
+            "exclude the unreadable samples from the view), or pass proxy='mlp', which trains "
+            "on the embeddings.",
+            param="proxy",
+        )
+    logger.warning(
+        "Skipped %d unreadable images (listed in run '%s' results), e.g. %s",
+        len(skipped),
+        names.run_key(STAGE),
+        skipped[0]["filepath"],
+    )
+    return _Readable(
+        [ids[i] for i in keep],
+        [paths[i] for i in keep],
+        None if X is None else X[keep],
+        kept_labels,
+        images[keep],
+        skipped,
+    )
 
 
 def _check_same_embeddings(
@@ -200,15 +269,20 @@ def run(
         _check_same_embeddings(made_from, field_name, config.key, X.shape[1])
     if config.proxy == "mlp" and targets == "labels + clusters":  # the pseudo-labels learned
         _check_embeddings_version(samples, made_from, field_name, config.key)
-    classes = sorted(set(label_names))
-    if len(classes) < 2:
+    if len(set(label_names)) < 2:
         raise ElfsInputError(
             "The pseudo-labels contain fewer than 2 clusters, so there is no difficulty to learn. "
             "Fix: recompute them with n_clusters >= 2."
         )
+    report = progress or terminal_progress(f"difficulty ({config.proxy} proxy)")
+    images, skipped = None, []
+    if config.proxy == "cnn":  # unreadable images skipped and listed
+        got = _decode_for_cnn(config, names, ids, paths, X, label_names)
+        ids, paths, X, label_names = got.ids, got.paths, got.X, got.label_names
+        images, skipped = got.images, got.skipped
+    classes = sorted(set(label_names))
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[c] for c in label_names], dtype=np.int64)
-    report = progress or terminal_progress(f"difficulty ({config.proxy} proxy)")
     report(0.0, f"training the {config.proxy} proxy")
     epochs = {"epochs": config.epochs} if config.epochs is not None else {}
     checkpoint_dir = None
@@ -222,6 +296,7 @@ def run(
             num_workers=config.num_workers,
             checkpoint_dir=checkpoint_dir,
             progress=report,
+            images=images,
             **epochs,
             **(config.cnn_params or {}),
         )
@@ -242,6 +317,8 @@ def run(
         "targets": targets,
         "n_classes": len(classes),
         "means": {s: float(np.mean(getattr(scores, s))) for s in runs.SCORE_NAMES},
+        "n_skipped": len(skipped),  # images the CNN proxy could not read: no score
+        "skipped": skipped,
     }
     cnn_recorded = ("arch", "width", "image_size", "batch_size")
     record.record(

@@ -77,6 +77,8 @@ def stages_of(config: PipelineConfig) -> list[str]:
 def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
     """The cheap data checks an App form repeats as the user types."""
     pseudo_labels.preflight(samples, values)
+    if values.get("visualize", True):
+        plot.check_pipeline_plot(dataset_io.count(samples))
 
 
 def _check_outputs(samples: SampleCollection, config: PipelineConfig) -> None:
@@ -149,7 +151,7 @@ def _write_held_and_plot(
     plot_config = plot.VisualizationConfig.with_defaults(
         key=config.key, seed=config.seed, embeddings_field=config.embeddings_field
     )
-    plot_input = plot.prepare(samples, plot_config) if config.visualize else None
+    plot_input = plot.prepare(samples, plot_config, in_pipeline=True) if config.visualize else None
     points: list[Any] = []
     if progress is not None:
         also = "; the embedding plot alongside" if config.visualize else ""
@@ -182,8 +184,13 @@ def _run(
     resolve_budget(n, budget_count=config.budget_count, budget_fraction=config.budget_fraction)
     pseudo_labels.check_n_clusters(config.n_clusters, n)
     pseudo_labels.check_temi_params(config.temi_params)
-    if config.embeddings_field is not None:
-        dataset_io.read_embeddings(samples, config.embeddings_field)  # usable, before any write
+    if config.embeddings_field is not None:  # usable, before any write
+        ids, _ = dataset_io.read_embeddings(samples, config.embeddings_field)
+        if config.visualize:
+            field = config.embeddings_field
+            plot.check_pipeline_plot(len(ids), f"samples have embeddings in '{field}'")
+    elif config.visualize:
+        plot.check_pipeline_plot(n)
     _check_outputs(samples, config)
 
     common = dict(key=config.key, seed=config.seed)

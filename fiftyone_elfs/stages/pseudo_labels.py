@@ -52,8 +52,23 @@ class PseudoLabelsConfig(StageConfig):
     temi_params: dict[str, Any] | None
 
 
+#: Below this spread of the unit embeddings (`direction_spread`: the mean squared distance of
+#: the L2-normalised vectors to their mean; 0 when all point the same way; EfficientNet-Lite0's
+#: embeddings of 60 look-alike digit scans: 0.33, its pre-head features 0.27) they are refused
+#: as nearly constant: a root-mean-square deviation under 1e-4 is float32 noise around one
+#: vector (a broken encoder), not groups to find.
+MIN_DIRECTION_SPREAD = 1e-8
+
+
 def check_n_clusters(n_clusters: int, n: int) -> None:
-    """Refuses more clusters than samples to cluster."""
+    """Refuses more clusters than samples to cluster (and fewer than 2 samples)."""
+    if n < 2:
+        raise ElfsInputError(
+            f"There is only {n} sample to cluster; pseudo-labels need at least 2 samples (at "
+            "least 2 clusters of at least one sample each). Fix: pass a dataset or view with "
+            "at least 2 samples that have embeddings, typically many more than n_clusters.",
+            param="n_clusters",
+        )
     if n_clusters > n:
         raise ElfsInputError(
             f"n_clusters={n_clusters} is larger than the {n} samples to cluster. "
@@ -74,13 +89,68 @@ def check_temi_params(temi_params: dict[str, Any] | None) -> dict[str, Any]:
 
     temi_params = dict(temi_params or {})
     fixed = {"self", "n_clusters", "seed", "progress", "checkpoint_dir"}
-    allowed = [n for n in inspect.signature(TEMIClustering).parameters if n not in fixed]
+    signature = inspect.signature(TEMIClustering).parameters
+    allowed = [n for n in signature if n not in fixed]
     unknown = sorted(set(temi_params) - set(allowed))
     if unknown:
         raise ElfsInputError(
             f"Unknown temi_params {unknown}. Fix: use only {allowed}.", param="temi_params"
         )
+    try:  # the values, before any data is read (TEMI checks them again when it fits)
+        TEMIClustering(2, **temi_params).check_hyperparameters()
+    except (TypeError, ValueError) as e:
+        name = next((n for n in temi_params if str(e).startswith(f"{n} ")), None)
+        if name is None:
+            raise ElfsInputError(
+                f"temi_params {temi_params} cannot be used ({e}). Fix: pass values of the "
+                "types TEMIClustering documents, or leave temi_params out.",
+                param="temi_params",
+            ) from None
+        default = signature[name].default
+        raise ElfsInputError(
+            f"temi_params['{name}']{str(e)[len(name) :]} Fix: pass a valid "
+            f"temi_params['{name}'] (TEMI's default: {default!r}), or leave that key out.",
+            param="temi_params",
+        ) from None
     return temi_params
+
+
+def check_spread(X: np.ndarray, field_name: str, n_clusters: int) -> None:
+    """Refuses embeddings that cannot give `n_clusters` clusters because they (nearly) all point
+    the same way: all zero, identical up to scale, fewer distinct directions than clusters, or
+    a spread below `MIN_DIRECTION_SPREAD` (a broken encoder or the wrong field; clustered, they
+    gave one non-empty cluster and a trust sentence contradicting itself). O(N x dim)."""
+    from fiftyone_elfs.pseudo_labels.neighbors import direction_spread
+
+    n_distinct, n_zero, spread = direction_spread(X)
+    n = X.shape[0]
+    where = f"The {n} embeddings in '{field_name}'"
+    cause = "such (nearly) constant embeddings come from"
+    if n_zero == n:
+        problem = f"{where} are all zero"
+    elif n_distinct == 1:
+        problem = f"{where} all point the same way (identical up to scale)"
+    elif n_distinct < n_clusters:
+        problem = (
+            f"{where} have only {n_distinct} distinct directions, fewer than "
+            f"n_clusters={n_clusters}"
+        )
+        cause = "so few distinct embeddings come from copies of the same images,"
+    elif spread < MIN_DIRECTION_SPREAD:
+        problem = f"{where} point in nearly the same direction (spread {spread:.1e})"
+    else:
+        return
+    also = f"; if these duplicates are expected, pass n_clusters <= {n_distinct}" * (
+        1 < n_distinct < n_clusters
+    )
+    raise ElfsInputError(
+        f"{problem}, so clustering them cannot find {n_clusters} clusters: {cause} a broken "
+        "encoder or a field that does not hold embeddings. Fix: check the encoder and the "
+        f"field (look at a few vectors of '{field_name}'); recompute them, e.g. "
+        "compute_embeddings(..., overwrite=True) or another model, or pass "
+        f"embeddings_field=<a field of real embeddings>{also}.",
+        param="embeddings_field",
+    )
 
 
 def _trust(X: np.ndarray, labels: np.ndarray, config: PseudoLabelsConfig) -> dict[str, Any]:
@@ -179,6 +249,7 @@ def run(
     embeddings_version = embeddings.vectors_version(samples, field_name)
     check_n_clusters(config.n_clusters, len(ids))
     temi_params = check_temi_params(config.temi_params)
+    check_spread(X, field_name, config.n_clusters)
     record.check_ownership(samples, names, STAGE, fields=[names.pseudo_label_field])
     report = progress or terminal_progress(f"pseudo-labels ({config.clustering})")
 

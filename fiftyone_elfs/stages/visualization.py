@@ -22,6 +22,9 @@ from fiftyone_elfs.stages import StageConfig, record
 
 STAGE = "visualization"
 
+#: The fewest samples a 2-D layout is computed for (UMAP's neighbour graph needs a few).
+MIN_LAYOUT_SAMPLES = 4
+
 
 @dataclass(frozen=True)
 class VisualizationConfig(StageConfig):
@@ -64,16 +67,34 @@ class PlotInput:
     X: np.ndarray
 
 
-def prepare(samples: SampleCollection, config: VisualizationConfig) -> PlotInput:
-    """Reads the embeddings and checks the layout can be computed and registered."""
+def check_pipeline_plot(n: int, what: str = "samples") -> None:
+    """Refuses run_pipeline's plot (visualize=True) for fewer than `MIN_LAYOUT_SAMPLES` samples,
+    naming visualize=False: checked before the pipeline's first write. `what`: the samples
+    counted ("samples", "samples with embeddings in 'f'")."""
+    if n < MIN_LAYOUT_SAMPLES:
+        raise ElfsInputError(
+            f"Only {n} {what}: the embedding plot (visualize=True, the default) needs at least "
+            f"{MIN_LAYOUT_SAMPLES}. Fix: pass visualize=False (the selection needs no plot), or "
+            f"run on at least {MIN_LAYOUT_SAMPLES} samples.",
+            param="visualize",
+        )
+
+
+def prepare(
+    samples: SampleCollection, config: VisualizationConfig, in_pipeline: bool = False
+) -> PlotInput:
+    """Reads the embeddings and checks the layout can be computed and registered
+    (`in_pipeline`: for run_pipeline, whose refusal names visualize=False)."""
     names = runs.PipelineNames(config.key)
     brain_key = brain_key_for(config.key, config.layout_method, config.brain_key)
     field_name = config.embeddings_field or names.embeddings_field
     ids, X = dataset_io.read_embeddings(samples, field_name)
-    if len(ids) < 4:
+    if in_pipeline:
+        check_pipeline_plot(len(ids), f"samples have embeddings in '{field_name}'")
+    if len(ids) < MIN_LAYOUT_SAMPLES:
         raise ElfsInputError(
             f"Only {len(ids)} samples have embeddings in '{field_name}'; a 2-D layout needs at "
-            "least 4. Fix: compute embeddings on a larger view."
+            f"least {MIN_LAYOUT_SAMPLES}. Fix: compute embeddings on a larger view."
         )
     record.check_ownership(samples, names, STAGE, brain_runs=[brain_key])
     return PlotInput(brain_key, field_name, list(ids), X)
