@@ -560,7 +560,7 @@ def run(dataset, args: argparse.Namespace, samples=None, n_gone: int = 0) -> int
 
 def _run(dataset, samples, args: argparse.Namespace, n_gone: int) -> int:
     import fiftyone_elfs as elfs
-    from fiftyone_elfs.progress import terminal_progress
+    from fiftyone_elfs.progress import stop_progress, terminal_progress
     from fiftyone_elfs.stages import visualization as plot
 
     bar = terminal_progress("ELFS")
@@ -572,19 +572,23 @@ def _run(dataset, samples, args: argparse.Namespace, n_gone: int) -> int:
 
     start = time.perf_counter()
     # every flag, ownership and the mode/beta pair are checked before the first write
-    result = elfs.run_pipeline(
-        samples,
-        budget_count=args.budget_count,
-        budget_fraction=args.budget_fraction,
-        n_clusters=args.clusters,
-        clustering=args.clustering,
-        key=args.key,
-        model=args.model,
-        mode=args.mode,
-        beta=args.beta,
-        seed=args.seed,
-        progress=progress,
-    )
+    try:
+        result = elfs.run_pipeline(
+            samples,
+            budget_count=args.budget_count,
+            budget_fraction=args.budget_fraction,
+            n_clusters=args.clusters,
+            clustering=args.clustering,
+            key=args.key,
+            model=args.model,
+            mode=args.mode,
+            beta=args.beta,
+            seed=args.seed,
+            progress=progress,
+        )
+    except BaseException:
+        stop_progress(bar, "(failed)")  # the error goes on a line of its own
+        raise
     clock.stop()
     timings = dict(clock.timings)
     pipeline_s = time.perf_counter() - start

@@ -24,6 +24,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
             "ImageEncoder",
             "LITE2_ENCODER",
             "TimmEncoder",
+            "check_encoder_name",
             "embed_image_files",
             "iter_embedded_chunks",
             "load_encoder",

@@ -572,6 +572,30 @@ def default_image_size(name: str) -> int | None:
     return None
 
 
+def check_encoder_name(name: str) -> None:
+    """Refuses, without loading or downloading anything, a name `load_encoder` can never build:
+    an unknown form, or a timm model timm does not know."""
+    key = name.strip() if isinstance(name, str) else name
+    if isinstance(key, str) and key in OFFLINE_ENCODERS:
+        return
+    if isinstance(key, str) and key.startswith(TIMM_PREFIX) and key[len(TIMM_PREFIX) :].strip():
+        import timm
+
+        model_name = key[len(TIMM_PREFIX) :].strip()
+        if timm.is_model(model_name):
+            return
+        raise ElfsInputError(
+            f"timm has no model named '{model_name}'. Fix: pick a name from "
+            "timm.list_models(pretrained=True), e.g. "
+            f"'{TIMM_PREFIX}vit_small_patch16_224.dino', or one of: " + "; ".join(ACCEPTED_FORMS),
+            param="model",
+        )
+    raise ElfsInputError(
+        f"Unknown encoder {name!r}. Accepted forms: " + "; ".join(ACCEPTED_FORMS) + ".",
+        param="model",
+    )
+
+
 def load_encoder(name: str = DEFAULT_ENCODER, **kwargs: Any) -> ImageEncoder:
     """Builds an encoder from its name: 'efficientnet-lite0', 'efficientnet-lite0-prehead',
     'efficientnet-lite2' (optional extra) or 'timm:<model_name>'."""

@@ -207,8 +207,10 @@ def queue_sharded_pipeline(samples: Any, n_shards: int, **pipeline_kwargs: Any) 
     operation = params.OPERATIONS["run_pipeline"]
     checked = operation.validate(operation.rename_deprecated(pipeline_kwargs))
     key = checked.get("key", params.KEY.default)
-    dataset_io.require_nonempty(samples)
-    dataset_io.require_images(samples)  # refused now, not by every worker later
+    samples = dataset_io.with_every_field(samples)
+    # refused now, not by the last worker after every shard has embedded
+    dataset_io.require_images(samples)
+    pipeline.check_before_writing(samples, pipeline.PipelineConfig.with_defaults(**checked))
     # the checked values: plain Python (a numpy scalar is accepted, and MongoDB stores none)
     sharding.plan(dataset_io.dataset_id(samples), key, n_shards, checked)
     embed = {name: checked[name] for name in ("key", "model") if name in checked}

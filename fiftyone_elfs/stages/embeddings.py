@@ -87,6 +87,15 @@ def _with_image_size(config: C) -> C:
     return dataclasses.replace(config, image_size=default_image_size(config.model))
 
 
+def check_model_name(model: str) -> None:
+    """Refuses an encoder name that can never load, before anything is computed (a zoo name,
+    'zoo:<name>', is FiftyOne's to check when the stage runs)."""
+    from fiftyone_elfs.embeddings import check_encoder_name
+
+    if not model.startswith(ZOO_PREFIX):
+        check_encoder_name(model)
+
+
 def _replacing(previous: Any, field_name: str, config: EmbeddingsConfig | ShardConfig) -> bool:
     """Whether a run of `config` replaces the vectors the key's previous run (`previous`, its
     recorded config or None) holds in `field_name`: another model or image size."""

@@ -76,6 +76,7 @@ def stages_of(config: PipelineConfig) -> list[str]:
 
 def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
     """The cheap data checks an App form repeats as the user types."""
+    selection.check_mode_and_beta(values.get("mode"), values.get("beta"))
     pseudo_labels.preflight(samples, values)
     if values.get("visualize", True):
         plot.check_pipeline_plot(dataset_io.count(samples))
@@ -174,25 +175,34 @@ def _write_held_and_plot(
         plot.record_layout(samples, plot_config, plot_input, points[0], report)
 
 
-def _run(
-    samples: SampleCollection, config: PipelineConfig, progress: ProgressFn | None
-) -> selection.CoresetResult:
-    """`run`'s stages, in order."""
+def check_before_writing(samples: SampleCollection, config: PipelineConfig) -> None:
+    """Everything about the arguments and the data that can be checked before the first stage
+    writes (also where a sharded run is queued): the budget, the clusters, the mode and beta,
+    the plot's minimum, given embeddings, and every name the key will write."""
     from fiftyone_elfs.selection import resolve_budget
 
     n = dataset_io.require_nonempty(samples)
     resolve_budget(n, budget_count=config.budget_count, budget_fraction=config.budget_fraction)
     pseudo_labels.check_n_clusters(config.n_clusters, n)
     pseudo_labels.check_temi_params(config.temi_params)
+    selection.check_mode_and_beta(config.mode, config.beta)
     if config.embeddings_field is not None:  # usable, before any write
         ids, _ = dataset_io.read_embeddings(samples, config.embeddings_field)
         if config.visualize:
             field = config.embeddings_field
             plot.check_pipeline_plot(len(ids), f"samples have embeddings in '{field}'")
-    elif config.visualize:
-        plot.check_pipeline_plot(n)
+    else:
+        embeddings.check_model_name(config.model)
+        if config.visualize:
+            plot.check_pipeline_plot(n)
     _check_outputs(samples, config)
 
+
+def _run(
+    samples: SampleCollection, config: PipelineConfig, progress: ProgressFn | None
+) -> selection.CoresetResult:
+    """`run`'s stages, in order."""
+    check_before_writing(samples, config)
     common = dict(key=config.key, seed=config.seed)
     # the pseudo-labels, scores and regions are held and written together, in one pass
     held = record.HeldRuns()

@@ -73,9 +73,23 @@ class CoresetConfig(StageConfig):
     tag: str | None
 
 
+def check_mode_and_beta(mode: str | None, beta: float | None) -> None:
+    """Refuses a beta with typical selection, which makes no cut (checked with the other
+    parameters, before a pipeline computes anything)."""
+    if mode == "typical" and beta is not None:
+        raise ElfsInputError(
+            f"beta={beta} sets a hard-end cut of the difficulty ranking, and "
+            "mode='typical' makes no cut (it selects on the embeddings alone). Fix: leave "
+            "beta unset, or choose mode='window' or mode='ccs' to cut the hardest share.",
+            param="beta",
+        )
+
+
 def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
-    """The cheap check an App form repeats as the user types (select_coreset): the key has
-    run on this dataset (a mistyped key would only fail once the run starts)."""
+    """The cheap checks an App form repeats as the user types (select_coreset): the mode and
+    beta go together, and the key has run on this dataset (a mistyped key would only fail
+    once the run starts)."""
+    check_mode_and_beta(values.get("mode"), values.get("beta"))
     key = values.get("key")
     if not key:
         return
@@ -295,13 +309,7 @@ def select_coreset(
         )
     dataset = dataset_io.dataset_of(samples)
     require_no_later_rounds(dataset, names)
-    if config.mode == "typical" and config.beta is not None:
-        raise ElfsInputError(
-            f"beta={config.beta} sets a hard-end cut of the difficulty ranking, and "
-            "mode='typical' makes no cut (it selects on the embeddings alone). Fix: leave "
-            "beta unset, or choose mode='window' or mode='ccs' to cut the hardest share.",
-            param="beta",
-        )
+    check_mode_and_beta(config.mode, config.beta)
     mode, mode_reason, trust = _mode_for(
         samples, names, config.mode, config.score, held, beta_set=config.beta is not None
     )
