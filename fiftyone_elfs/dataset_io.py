@@ -226,6 +226,18 @@ def require_classification_field(samples: SampleCollection, field: str, param: s
         )
 
 
+def require_labels(samples: SampleCollection, field: str, param: str) -> None:
+    """Refuses a Classification field that holds no label in `samples` (the answers were
+    loaded into another field, or not yet): a run "with labels" would have none."""
+    if samples.exists(f"{field}.label").limit(1).count() == 0:
+        raise ElfsInputError(
+            f"'{field}' holds no labels in these samples. Fix: load the annotations first "
+            f"(load_from_label_studio(..., label_field='{field}')), or pass the field they were "
+            "loaded into.",
+            param=param,
+        )
+
+
 def require_field(samples: SampleCollection, field: str, param: str, what: str) -> None:
     """Refuses a field name the dataset does not have; `what` says what it should hold."""
     if not has_field(samples, field):

@@ -684,3 +684,68 @@ def test_empty_vectors_are_refused_naming_the_field_and_a_fix(ds):
 def test_range_messages_name_a_fix(ds, function, operator, kwargs, match):
     """Finding 8d: these named the problem but no fix."""
     _refused_both_ways(ds, function, operator, dict(key=KEY, **kwargs), rf"{match}.*Fix: ")
+
+
+# --------------------------------------------------------------------------- checked up front
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(mode="typical", beta=0.2), r"beta=0.2 sets a hard-end cut.*'typical' makes no cut"),
+        (dict(model="timm:no_such_model_xyz"), r"timm has no model named 'no_such_model_xyz'"),
+    ],
+)
+def test_pipeline_arguments_that_can_never_run_are_refused_before_the_embeddings(ds, kwargs, match):
+    """The mode/beta pair and the encoder's name were refused only once the embeddings had
+    been computed and written (and the models trained, for the pair)."""
+    _refused_both_ways(
+        ds,
+        elfs.run_pipeline,
+        "run_elfs_pipeline",
+        dict(key="fresh", budget_count=5, n_clusters=3, clustering="kmeans", **kwargs),
+        match,
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(n_clusters=1000), r"n_clusters=1000 is larger than the 40 samples"),
+        (dict(mode="typical", beta=0.2), "'typical' makes no cut"),
+        (dict(model="timm:no_such_model_xyz"), "timm has no model"),
+        (dict(key="mine"), "mine_aum"),
+    ],
+)
+def test_a_sharded_run_is_refused_when_queued_not_by_its_last_worker(ds, kwargs, match):
+    """`queue_sharded_pipeline` checks the pipeline's arguments against the data now; they
+    were refused by the last worker, after every shard had embedded."""
+    import fiftyone as fo
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    ds.add_sample_field("mine_aum", fo.FloatField)  # the user's field, as key 'mine' would write
+    before = snapshot(ds)
+    with pytest.raises(ElfsInputError, match=match):
+        queue_sharded_pipeline(ds, 2, **{"key": "sh", "budget_count": 5, "n_clusters": 3, **kwargs})
+    assert snapshot(ds) == before
+    assert DelegatedOperationService().list_operations(dataset_name=ds.name) == []
+
+
+@pytest.mark.parametrize(
+    "function, operator",
+    [("compute_difficulty", "compute_difficulty"), ("select_more", "select_more")],
+)
+def test_a_label_field_holding_no_labels_is_refused(ds, function, operator):
+    """An empty Classification field (the answers loaded into another field, or not yet) was
+    taken as "labels + clusters" with 0 labels, without a word."""
+    import fiftyone as fo
+
+    ds.add_sample_field("human", fo.EmbeddedDocumentField, embedded_doc_type=fo.Classification)
+    kwargs = dict(key=KEY, label_field="human")
+    if function == "select_more":
+        kwargs["budget_count"] = 3
+    else:
+        kwargs["embeddings_field"] = "elfs_embedding"
+    _refused_both_ways(
+        ds, getattr(elfs, function), operator, kwargs, r"'human' holds no labels.*Fix: load"
+    )

@@ -261,6 +261,7 @@ def run(
         _check_embeddings_version(samples, made_from, field_name, config.key)
     if config.label_field is not None:
         dataset_io.require_classification_field(samples, config.label_field, "label_field")
+        dataset_io.require_labels(samples, config.label_field, "label_field")
     score_fields = [names.score_field(s) for s in runs.SCORE_NAMES]
     record.check_ownership(samples, names, STAGE, fields=score_fields)
 
