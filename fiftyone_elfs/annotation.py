@@ -399,7 +399,7 @@ def delete_label_studio_run(
 
     `delete_project=True` also deletes the Label Studio project, and with it its tasks, in one
     request (not FiftyOne's cleanup, which deletes the tasks one request each), which needs the
-    server.
+    server at `url` with `api_key` (default: those the run was sent with, or the environment).
     """
     run_key = annotation_run_key(anno_key)
     if run_key not in dataset.list_runs():

@@ -134,11 +134,19 @@ class Operation:
             switch.check(values)
         return values
 
-    def args_doc(self) -> str:
-        """The Args section of the function's docstring."""
-        lines = ["Args:", "    samples: a FiftyOne dataset or view."]
+    def args_doc(self, signature: inspect.Signature | None = None) -> str:
+        """The Args section of the function's docstring (of `signature`'s function: its first
+        argument and its ``progress`` callback, if it takes them, are described too)."""
+        first = next(iter(signature.parameters), "samples") if signature else "samples"
+        what = "a FiftyOne dataset." if first == "dataset" else "a FiftyOne dataset or view."
+        lines = ["Args:", f"    {first}: {what}"]
         for p in self.params:
             lines.append(f"    {p.doc_line()}")
+        if signature is not None and "progress" in signature.parameters:
+            lines.append(
+                "    progress: a callback (fraction in [0, 1], label) told as the work "
+                "advances; None (default) draws a progress bar in the terminal."
+            )
         for switch in (s for s in self.switches if len(s.params) > 1):
             names = " and ".join(p.name for p in switch.params)
             rule = "exactly one" if switch.required else "at most one"
@@ -182,17 +190,18 @@ def public(operation_name: str) -> Callable[[F], F]:
             with input_boundary(), failed_bars_closed():
                 return fn(*bound.args, **bound.kwargs)
 
-        wrapper.__doc__ = _document(fn.__doc__ or "", operation)
+        wrapper.__doc__ = _document(fn.__doc__ or "", operation, signature)
         return wrapper  # type: ignore[return-value]
 
     return decorate
 
 
-def _document(doc: str, operation: Operation) -> str:
+def _document(doc: str, operation: Operation, signature: inspect.Signature) -> str:
     """Inserts the table's Args section before "Returns:" (or at the end)."""
     doc = inspect.cleandoc(doc)
     head, sep, tail = doc.partition("\nReturns:")
-    return f"{head.rstrip()}\n\n{operation.args_doc()}\n" + (f"\nReturns:{tail}" if sep else "")
+    args = operation.args_doc(signature)
+    return f"{head.rstrip()}\n\n{args}\n" + (f"\nReturns:{tail}" if sep else "")
 
 
 def deprecated_alias(fn: F, old_name: str) -> F:

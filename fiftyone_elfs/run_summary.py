@@ -106,7 +106,8 @@ def cluster_balance(dataset: fo.Dataset, names: runs.PipelineNames, tag: str) ->
 
 
 def summarize_run(dataset: fo.Dataset, key: str = "elfs", *, bins: int = 40) -> RunSummary:
-    """Summarises every stage an ELFS key has run on `dataset`."""
+    """Summarises every stage an ELFS key has run on `dataset` (default key 'elfs'), with each
+    score's histogram in `bins` bars (default 40), as the ELFS panel draws it."""
     names = runs.validate_key(key)
     stages = runs.list_pipelines(dataset).get(key)
     if not stages:

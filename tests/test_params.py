@@ -414,3 +414,21 @@ def test_the_pipeline_checks_temi_params_before_computing_anything(dataset):
     with pytest.raises(ElfsInputError, match=r"Unknown temi_params \['nope'\]. Fix: use only"):
         elfs.run_pipeline(dataset, budget_fraction=0.1, key="t", temi_params={"nope": 1})
     assert dataset.get_field("t_embedding") is None and "t" not in elfs.list_keys(dataset)
+
+
+def test_each_public_docstring_names_its_own_first_argument_and_the_progress_callback():
+    """load_from_label_studio's Args listed a `samples` it does not take; `progress` was in no
+    docstring."""
+    import inspect
+
+    import fiftyone_elfs as elfs
+
+    for name in elfs.__all__:
+        fn = getattr(elfs, name)
+        if not callable(fn) or "Args:" not in (fn.__doc__ or ""):
+            continue
+        parameters = inspect.signature(fn).parameters
+        args = fn.__doc__.split("Args:", 1)[1]
+        first = next(iter(parameters))
+        assert args.lstrip().startswith(f"{first}:"), name
+        assert ("progress:" in args) == ("progress" in parameters), name
