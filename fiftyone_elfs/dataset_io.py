@@ -938,6 +938,23 @@ def has_saved_view(dataset: fo.Dataset, name: str) -> bool:
     return dataset.has_saved_view(name)
 
 
+def saved_view_sharing_slug(dataset: fo.Dataset, name: str) -> str | None:
+    """Another saved view that saving `name` would replace: FiftyOne identifies saved views by
+    their URL slug, so 'ELFS-coreset' replaces 'elfs-coreset' and 'my_set-coreset' replaces
+    'my set-coreset'; None if there is none."""
+    import fiftyone.core.utils as fou
+
+    slug = fou.to_slug(name)
+    return next(
+        (
+            other
+            for other in dataset.list_saved_views()
+            if other != name and fou.to_slug(other) == slug
+        ),
+        None,
+    )
+
+
 def delete_saved_view(dataset: fo.Dataset, name: str) -> None:
     """Deletes a saved view if it exists."""
     if dataset.has_saved_view(name):

@@ -749,3 +749,35 @@ def test_a_label_field_holding_no_labels_is_refused(ds, function, operator):
     _refused_both_ways(
         ds, getattr(elfs, function), operator, kwargs, r"'human' holds no labels.*Fix: load"
     )
+
+
+@pytest.mark.parametrize(
+    "key, existing, whose",
+    [
+        ("K", "k-coreset", "the coreset view of ELFS key 'k'"),  # the scored key's own view
+        ("my_set", "my set-coreset", "a saved view of yours"),
+        ("中文", "日本語-coreset", "a saved view of yours"),  # both slugs are 'coreset'
+    ],
+)
+def test_a_key_whose_view_would_replace_another_view_by_its_slug_is_refused(
+    ds, key, existing, whose
+):
+    """FiftyOne replaces a saved view of the same slug: key 'K' silently replaced key 'k''s
+    coreset view, key 'my_set' the user's 'my set-coreset'."""
+    if not ds.has_saved_view(existing):
+        ds.save_view(existing, ds.limit(3))
+    _refused_both_ways(
+        ds,
+        elfs.run_pipeline,
+        "run_elfs_pipeline",
+        dict(
+            key=key,
+            budget_count=5,
+            n_clusters=3,
+            clustering="kmeans",
+            embeddings_field="elfs_embedding",
+            visualize=False,
+        ),
+        rf"would replace '{existing}', {whose}",
+    )
+    assert existing in ds.list_saved_views()

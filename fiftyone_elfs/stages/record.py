@@ -191,6 +191,23 @@ def _not_ours_error(kind: str, name: str, key: str) -> ElfsInputError:
     )
 
 
+def _refuse_a_view_sharing_its_slug(dataset: Any, name: str, key: str) -> None:
+    """Refuses a saved view name that would replace another view under another name (the
+    user's, or another key's: FiftyOne replaces by slug)."""
+    other = dataset_io.saved_view_sharing_slug(dataset, name)
+    if other is None:
+        return
+    owner = runs.owner_of(dataset, "owned_views", other)
+    whose = f"the coreset view of ELFS key '{owner[0]}'" if owner else "a saved view of yours"
+    raise ElfsInputError(
+        f"Saving the view '{name}' of key '{key}' would replace '{other}', {whose}: FiftyOne "
+        "tells saved views apart by their URL slug, and the two names have the same one. Fix: "
+        "use a key that differs from the other by more than case, spaces or punctuation "
+        f"(e.g. key='{key}2'), or rename that view.",
+        param="key",
+    )
+
+
 def check_ownership(
     samples: SampleCollection,
     names: runs.PipelineNames,
@@ -222,6 +239,8 @@ def check_ownership(
             f"'<new name>')), or use another key (e.g. key='{names.key}2').",
             param="key",
         )
+    for name in views:
+        _refuse_a_view_sharing_its_slug(dataset, name, names.key)
     wanted = {"fields": fields, "tags": tags, "views": views, "brain_runs": brain_runs}
     left: dict[str, dict[str, Leftover]] | None = None  # the key's leftovers, once needed
     fields_left: dict[str, dict[str, Leftover]] | None = None
