@@ -287,6 +287,14 @@ def export_coreset(
     names = runs.PipelineNames(key)
     view = coreset_view(samples, key=key)
     if len(view) == 0:
+        tag = runs.stage_config(dataset_io.dataset_of(samples), names, "coreset").tag
+        if not dataset_io.has_tag(dataset_io.dataset_of(samples), tag):
+            raise ElfsInputError(
+                f"No sample of the dataset carries the coreset tag '{tag}' of key '{key}' (removed "
+                "since the selection?). Fix: tag the run's selection again, dataset.select("
+                f"dataset.load_run_results('{names.run_key('coreset')}').selected_ids)"
+                f".tag_samples('{tag}'), or run select_coreset again."
+            )
         raise ElfsInputError(
             f"The coreset of key '{key}' has no sample in this view. Fix: export from the dataset "
             "or a view that contains the selected samples."

@@ -305,3 +305,16 @@ def test_an_export_folder_that_cannot_be_created_is_a_clear_error(ds):
     """A folder the system refuses (a read-only or virtual file system) is named, with the fix."""
     with pytest.raises(ElfsInputError, match=r"export_dir '/proc/elfs-export-.*Fix: pass a folder"):
         export.export_coreset(ds, f"/proc/elfs-export-{uuid.uuid4().hex[:6]}", key=KEY)
+
+
+def test_a_coreset_whose_tag_was_removed_names_the_tag_and_how_to_put_it_back(ds, tmp_path):
+    """The refusal said to export from the dataset, which is what the user had just done."""
+    ds.untag_samples(f"{KEY}_coreset")
+    with pytest.raises(
+        ElfsInputError, match="No sample of the dataset carries the coreset tag"
+    ) as e:
+        export.export_coreset(ds, str(tmp_path / "out"), key=KEY)
+    fix = str(e.value).split("Fix: tag the run's selection again, ", 1)[1].split(", or run")[0]
+    eval(fix, {"dataset": ds})  # the fix as printed
+    export.export_coreset(ds, str(tmp_path / "out"), key=KEY, formats=["media"])
+    assert len(os.listdir(tmp_path / "out" / export.MEDIA_DIR)) == BUDGET
