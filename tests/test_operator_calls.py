@@ -166,7 +166,9 @@ def test_other_failures_stay_fiftyones_execution_error(ds, monkeypatch):
 
     monkeypatch.setattr(operators.ComputeVisualization, "function", staticmethod(broken))
     with pytest.raises(ExecutionError, match="RuntimeError: a bug, not bad input"):
-        op("compute_visualization")(ds, key=KEY, layout_method="pca")
+        op("compute_visualization")(
+            ds, key=KEY, layout_method="pca", embeddings_field="elfs_embedding"
+        )
 
 
 def test_a_failed_call_closes_its_progress_bar_where_it_stopped(ds, capfd):

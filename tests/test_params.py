@@ -277,12 +277,12 @@ def test_pipeline_form_offers_only_the_scores_the_pipeline_accepts(tiny):
 
 
 def test_cnn_width_and_image_size_ranges_are_the_same_in_the_api_and_the_form(tiny):
-    with pytest.raises(ElfsInputError, match=r"cnn_params\['width'\] must be an integer >= 4"):
+    with pytest.raises(ElfsInputError, match=r"cnn_params\['width'\] must be an integer in \[4,"):
         elfs.compute_difficulty(tiny, proxy="cnn", cnn_params={"width": 3})
     uri = f"{PLUGIN}/compute_difficulty"
     message = (
-        "cnn_params['width'] must be an integer >= 4; got 3. "
-        "Fix: pass an integer >= 4, e.g. 16 (the default)."
+        "cnn_params['width'] must be an integer in [4, 256]; got 3. "
+        "Fix: pass an integer in [4, 256], e.g. 16 (the default)."
     )
     assert _operator_error(uri, tiny, dict(proxy="cnn", cnn_width=3)) == message
     with pytest.raises(

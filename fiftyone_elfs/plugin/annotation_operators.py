@@ -12,10 +12,22 @@ from typing import Any
 
 import fiftyone.operators.types as types
 
-from fiftyone_elfs import annotation, api
+from fiftyone_elfs import annotation, api, dataset_io
 from fiftyone_elfs.params import Param
 from fiftyone_elfs.plugin.base import ElfsOperator
 from fiftyone_elfs.stages import selection, selection_rounds
+
+
+def send_preflight(samples: Any, values: dict[str, Any]) -> None:
+    """The form's cheap checks of send_to_label_studio: a new annotation key, a label field
+    that can take the answers (the default 'ground_truth' of a class-folder import holds labels
+    already), a pre-label field that exists."""
+    annotation.preflight(samples, values)
+    if values.get("label_field"):
+        annotation._check_label_field(samples, values["label_field"], bool(values.get("overwrite")))
+    if values.get("prelabel_field"):
+        field = values["prelabel_field"]
+        dataset_io.require_field(samples, field, "prelabel_field", "pre-label field")
 
 
 class _LabelStudioOperator(ElfsOperator):
@@ -39,7 +51,7 @@ class SendToLabelStudio(_LabelStudioOperator):
     )
     operation = "send_to_label_studio"
     function = staticmethod(annotation.send_to_label_studio)
-    checks = (annotation.preflight,)
+    checks = (send_preflight,)
     usage = (
         'foo.get_operator("@fiftyone-elfs/elfs/send_to_label_studio")'
         '(coreset_view, "round1", ["cat", "dog"], label_field="human")'
@@ -126,7 +138,9 @@ class SelectMore(ElfsOperator):
     )
 
     def done_label(self, result: selection.CoresetResult, kwargs: dict[str, Any]) -> str:
-        return f"round {result.round}: selected {result.budget} more (tag '{result.tag}')"
+        notes = "".join(f" {notice}" for notice in result.notices)
+        notes = f".{notes}" if notes else ""
+        return f"round {result.round}: selected {result.budget} more (tag '{result.tag}'){notes}"
 
 
 ANNOTATION_OPERATORS = (SendToLabelStudio, LoadFromLabelStudio, SelectMore)

@@ -35,9 +35,11 @@ from fiftyone_elfs.plugin.forms import (
     Check,
     build_form,
     call_to_params,
+    dataset_gone,
     form_names,
     form_to_kwargs,
     plain,
+    target_preflight,
 )
 from fiftyone_elfs.progress import ProgressFn, stop_progress, terminal_progress
 
@@ -140,7 +142,8 @@ def execution_options(name: str, ctx: Any) -> foo.ExecutionOptions:
     threshold = DELEGATE_ABOVE.get(name)
     if ctx.params.get("proxy") == "cnn":
         threshold = min(threshold or CNN_DELEGATE_ABOVE, CNN_DELEGATE_ABOVE)
-    large = threshold is not None and ctx.view is not None and len(ctx.view) > threshold
+    target = None if threshold is None or dataset_gone(ctx) else ctx.target_view()  # what runs
+    large = target is not None and len(target) > threshold
     return foo.ExecutionOptions(
         allow_immediate_execution=True,
         allow_delegated_execution=True,
@@ -209,7 +212,8 @@ class ElfsOperator(foo.Operator):
         name, label, description, form_title: the operator's URI name and App texts;
         operation: the name of its table in `fiftyone_elfs.params.OPERATIONS`;
         function: the library function `execute` calls with the form's values;
-        checks: cheap data checks the form runs on the target, ``check(samples, values)``;
+        checks: cheap data checks the form runs on the target, ``check(samples, values)``,
+            after `target_preflight` (unless check_target is False);
         on_view: False for operators that work on the whole dataset (no view choice);
         notify: also show the final message as a notification in the App;
         usage: a usage example, the start of ``__call__``'s docstring;
@@ -224,6 +228,7 @@ class ElfsOperator(foo.Operator):
     operation = ""
     function: Callable[..., Any] = staticmethod(lambda **kwargs: None)
     checks: tuple[Check, ...] = ()
+    check_target = True  # the form refuses an empty target or one of other media (the stages)
     on_view = True
     notify = False  # also show the final message as a notification in the App
     usage = ""
@@ -269,10 +274,10 @@ class ElfsOperator(foo.Operator):
     def resolve_input(self, ctx: Any) -> types.Property:
         call = _script_call(ctx)
         refused = call.refuse if call is not None else None
-        inputs = build_form(
-            ctx, self.table, self.checks, self.custom_input, self.on_view, refused=refused
-        )
-        self.extra_inputs(ctx, inputs)
+        checks = ((target_preflight,) if self.on_view and self.check_target else ()) + self.checks
+        inputs = build_form(ctx, self.table, checks, self.custom_input, self.on_view, refused)
+        if "dataset_gone" not in inputs.properties:
+            self.extra_inputs(ctx, inputs)
         return types.Property(inputs, view=types.View(label=self.form_title or self.label))
 
     def execute(self, ctx: Any) -> Generator[Any, None, Any]:

@@ -16,7 +16,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import fiftyone.operators.types as types
+from fiftyone.core.dataset import DatasetNotFoundError
 
+from fiftyone_elfs import dataset_io
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.params import Operation, Param, Switch
 
@@ -197,6 +199,22 @@ def _values_valid(operation: Operation, values: dict[str, Any]) -> bool:
     return True
 
 
+def target_preflight(samples: Any, values: dict[str, Any]) -> None:
+    """The data check every stage's form runs first: images, and at least one of them."""
+    dataset_io.require_nonempty(samples)
+    dataset_io.require_images(samples)
+
+
+def dataset_gone(ctx: Any) -> str | None:
+    """A notice when the App's dataset was deleted while its tab was open, else None."""
+    try:
+        ctx.dataset  # noqa: B018 - loads it
+    except DatasetNotFoundError:
+        name = ctx.request_params.get("dataset_name")
+        return f"The dataset '{name}' no longer exists. Fix: open another dataset in the App."
+    return None
+
+
 def build_form(
     ctx: Any,
     operation: Operation,
@@ -214,11 +232,15 @@ def build_form(
     its property) or return None for the default input. `on_view=False`: the operator works on
     the whole dataset. `refused(error)` hears of a data check's refusal shown on the form.
     """
+    inputs = types.Object()
+    gone = dataset_gone(ctx)
+    if gone is not None:  # deleted while its tab was open: the notice, and no Execute
+        _invalid(inputs.view("dataset_gone", types.Error(label=gone)), gone)
+        return inputs
     # Calling ctx.target_view() while resolving the input is what makes the App offer the
     # "Dataset / Current view / Selected samples" choice above the form (FiftyOne 1.22): it is
     # not dead code. Operators on the whole dataset skip it.
     target = ctx.target_view() if on_view else ctx.dataset
-    inputs = types.Object()
     params = ctx.params
     values = form_to_kwargs(operation, params)
     props: dict[str, Any] = {}
@@ -283,10 +305,11 @@ def build_form(
             try:
                 check(target, values)
             except ElfsInputError as e:
-                prop = props.get(e.param or "") or next(iter(props.values()), None)
-                if prop is not None:
-                    _invalid(prop, str(e))
-                    if refused is not None:
-                        refused(e)
+                prop = props.get(e.param or "")
+                if prop is None:  # the target itself (empty, not images): no field to blame
+                    prop = inputs.view("target_error", types.Error(label=str(e)))
+                _invalid(prop, str(e))
+                if refused is not None:
+                    refused(e)
                 break
     return inputs

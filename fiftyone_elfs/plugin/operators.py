@@ -13,12 +13,53 @@ from typing import Any
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from fiftyone_elfs import api, coreset_tag, dataset_io, export, params, sharding
+from fiftyone_elfs import api, coreset_tag, dataset_io, export, params, runs, sharding
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.plugin.base import CNN_DELEGATE_ABOVE, DELEGATE_ABOVE, ElfsOperator
-from fiftyone_elfs.stages import pipeline, pseudo_labels, selection, visualization
+from fiftyone_elfs.stages import (
+    difficulty,
+    pipeline,
+    pseudo_labels,
+    record,
+    selection,
+    visualization,
+)
+from fiftyone_elfs.stages import embeddings as embedding_stage
 
 __all__ = ["CNN_DELEGATE_ABOVE", "DELEGATE_ABOVE", "OPERATORS"]
+
+
+def embeddings_preflight(samples: Any, values: dict[str, Any]) -> None:
+    """The form's cheap checks of compute_embeddings and embed_shard: the shard, an encoder
+    name that can load, an embeddings field the key may write."""
+    shard, n_shards = values.get("shard"), values.get("n_shards")
+    if shard is not None and n_shards is not None and shard >= n_shards:
+        raise ElfsInputError(
+            f"shard={shard} is not one of the {n_shards} shards. Fix: pass a shard in "
+            f"0 .. {n_shards - 1} (shard must be in 0 .. n_shards - 1).",
+            param="shard",
+        )
+    try:
+        if values.get("model"):
+            embedding_stage.check_model_name(values["model"])
+    except ElfsInputError as e:  # its list of names is the fix
+        raise ElfsInputError(f"{e} Fix: pass one of these forms.", param="model") from None
+    if values.get("key") and "n_shards" not in values:  # compute_embeddings writes the field
+        names = runs.PipelineNames(values["key"])
+        given = values.get("embeddings_field")
+        try:
+            record.check_ownership(
+                samples, names, embedding_stage.STAGE, fields=[given or names.embeddings_field]
+            )
+        except ElfsInputError as e:
+            blame = e.param or ("embeddings_field" if given else "key")
+            raise ElfsInputError(str(e), param=blame) from None
+
+
+def _notes(result: selection.CoresetResult) -> str:
+    """The result's notices after a final label (an App user sees nothing else of them)."""
+    notes = "".join(f" {notice}" for notice in result.notices)
+    return f".{notes}" if notes else ""
 
 
 class ComputeEmbeddings(ElfsOperator):
@@ -27,6 +68,7 @@ class ComputeEmbeddings(ElfsOperator):
     description = "Embed every image with a frozen pretrained encoder"
     operation = "compute_embeddings"
     function = staticmethod(api.compute_embeddings)
+    checks = (embeddings_preflight,)
     returns = "a dict: n_computed, n_reused, n_skipped, skipped"
     usage = 'foo.get_operator("@fiftyone-elfs/elfs/compute_embeddings")(dataset, key="elfs")'
 
@@ -57,6 +99,7 @@ class ComputeDifficulty(ElfsOperator):
     description = "Train a proxy on the pseudo-labels; store AUM, forgetting and EL2N"
     operation = "compute_difficulty"
     function = staticmethod(api.compute_difficulty)
+    checks = (difficulty.preflight,)
     returns = "a dict: n_samples, n_epochs, ..."
     usage = (
         'foo.get_operator("@fiftyone-elfs/elfs/compute_difficulty")'
@@ -114,7 +157,7 @@ class SelectCoreset(ElfsOperator):
     usage = 'foo.get_operator("@fiftyone-elfs/elfs/select_coreset")(dataset, budget_fraction=0.1)'
 
     def done_label(self, result: selection.CoresetResult, kwargs: dict[str, Any]) -> str:
-        return f"selected {result.budget} samples"
+        return f"selected {result.budget} samples{_notes(result)}"
 
 
 class ExportCoreset(ElfsOperator):
@@ -125,6 +168,7 @@ class ExportCoreset(ElfsOperator):
     operation = "export_coreset"
     function = staticmethod(export.export_coreset)
     checks = (export.preflight,)
+    check_target = False  # its own check names the coreset missing from the view
     returns = "a dict: output kind -> path"
     usage = 'foo.get_operator("@fiftyone-elfs/elfs/export_coreset")(dataset, "/tmp/to_label")'
 
@@ -159,7 +203,7 @@ class RunElfsPipeline(ElfsOperator):
     )
 
     def done_label(self, result: selection.CoresetResult, kwargs: dict[str, Any]) -> str:
-        return f"selected {result.budget} samples"
+        return f"selected {result.budget} samples{_notes(result)}"
 
 
 PLUGIN = "@fiftyone-elfs/elfs"
@@ -185,6 +229,7 @@ class EmbedShard(ElfsOperator):
     description = "Embed one part of the images (a sharded run on several delegated workers)"
     operation = "embed_shard"
     function = staticmethod(_embed_shard_then_queue_the_rest)
+    checks = (embeddings_preflight,)
     returns = "a dict: shard, n_shards, n_computed, n_resumed, n_skipped, last"
     usage = (
         'foo.get_operator("@fiftyone-elfs/elfs/embed_shard")(dataset, 0, 4, delegate=True)'

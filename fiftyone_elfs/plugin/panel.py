@@ -16,6 +16,7 @@ import fiftyone.operators.types as types
 
 from fiftyone_elfs import run_summary, runs
 from fiftyone_elfs.app_colors import REGION_COLORS, cluster_colors
+from fiftyone_elfs.plugin.forms import dataset_gone
 
 PANEL_NAME = "elfs_panel"
 REGION_LEGEND = {
@@ -238,6 +239,8 @@ class ElfsPanel(foo.Panel):
     # ------------------------------------------------------------------ state
 
     def _key(self, ctx: Any) -> str | None:
+        if dataset_gone(ctx) is not None:  # deleted while its tab was open
+            return None
         keys = sorted(runs.list_pipelines(ctx.dataset)) if ctx.dataset is not None else []
         key = ctx.panel.state.key
         if key not in keys:
@@ -249,6 +252,11 @@ class ElfsPanel(foo.Panel):
         return None if key is None else run_summary.summarize_run(ctx.dataset, key)
 
     def _load(self, ctx: Any) -> None:
+        gone = dataset_gone(ctx)
+        ctx.panel.state.gone = gone or ""
+        if gone is not None:
+            ctx.panel.state.key, ctx.panel.state.keys = None, []
+            return
         key = self._key(ctx)
         ctx.panel.state.key = key
         ctx.panel.state.keys = sorted(runs.list_pipelines(ctx.dataset)) if ctx.dataset else []
@@ -273,6 +281,9 @@ class ElfsPanel(foo.Panel):
     def render(self, ctx: Any) -> types.Property:
         panel = types.Object()
         state = ctx.panel.state
+        if state.gone:
+            panel.md(f"**ELFS**: {state.gone}", name="gone")
+            return types.Property(panel, view=types.GridView(orientation="vertical"))
         if not state.keys:
             panel.md(
                 "**ELFS**: no ELFS run on this dataset yet. Run the pipeline to pick the samples "

@@ -235,6 +235,33 @@ def require_current_scores(
     )
 
 
+def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
+    """The cheap data checks an App form repeats as the user types: the key's pseudo-labels,
+    the embeddings an MLP reads, the label field, free score fields (schema and run records)."""
+    from fiftyone_elfs.stages.pseudo_labels import require_embeddings
+
+    key = values.get("key")
+    if not key:
+        return
+    names = runs.PipelineNames(key)
+    try:
+        record.check_input(
+            samples, names, "pseudo_labels", names.pseudo_label_field, "pseudo-labels"
+        )
+    except ElfsInputError as e:
+        raise ElfsInputError(str(e), param="key") from None
+    if values.get("proxy") != "cnn" or values.get("label_field"):
+        require_embeddings(samples, values)
+    if values.get("label_field"):
+        dataset_io.require_classification_field(samples, values["label_field"], "label_field")
+        dataset_io.require_labels(samples, values["label_field"], "label_field")
+    try:
+        fields = [names.score_field(s) for s in runs.SCORE_NAMES]
+        record.check_ownership(samples, names, STAGE, fields=fields)
+    except ElfsInputError as e:
+        raise ElfsInputError(str(e), param=e.param or "key") from None
+
+
 def run(
     samples: SampleCollection,
     config: DifficultyConfig,

@@ -75,11 +75,26 @@ def stages_of(config: PipelineConfig) -> list[str]:
 
 
 def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
-    """The cheap data checks an App form repeats as the user types."""
+    """The cheap data checks an App form repeats as the user types: the arguments, the
+    embeddings field or model, and every name the key will write (`_check_outputs`)."""
     selection.check_mode_and_beta(values.get("mode"), values.get("beta"))
-    pseudo_labels.preflight(samples, values)
+    n = dataset_io.count(samples)
+    if values.get("n_clusters") is not None:
+        pseudo_labels.check_n_clusters(values["n_clusters"], n)
     if values.get("visualize", True):
-        plot.check_pipeline_plot(dataset_io.count(samples))
+        plot.check_pipeline_plot(n)
+    if values.get("embeddings_field"):
+        field = values["embeddings_field"]
+        dataset_io.require_field(samples, field, "embeddings_field", "embeddings field")
+    elif values.get("model"):
+        embeddings.check_model_name(values["model"])
+    if values.get("key"):
+        visualize = bool(values.get("visualize", True))
+        config = PipelineConfig.with_defaults(key=values["key"], visualize=visualize)
+        try:
+            _check_outputs(samples, config)
+        except ElfsInputError as e:
+            raise ElfsInputError(str(e), param=e.param or "key") from None
 
 
 def _check_outputs(samples: SampleCollection, config: PipelineConfig) -> None:

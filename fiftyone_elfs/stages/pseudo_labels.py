@@ -81,6 +81,31 @@ def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
     """The cheap data checks an App form repeats as the user types."""
     if values.get("n_clusters") is not None:
         check_n_clusters(values["n_clusters"], dataset_io.count(samples))
+    require_embeddings(samples, values)
+    if values.get("key"):
+        names = runs.PipelineNames(values["key"])
+        try:
+            record.check_ownership(samples, names, STAGE, fields=[names.pseudo_label_field])
+        except ElfsInputError as e:
+            raise ElfsInputError(str(e), param=e.param or "key") from None
+
+
+def require_embeddings(samples: SampleCollection, values: dict[str, Any]) -> None:
+    """The cheap check (the schema) of the embeddings a stage reads: the given field, else the
+    key's; for the App forms of the stages that read them."""
+    if values.get("embeddings_field"):
+        field = values["embeddings_field"]
+        dataset_io.require_field(samples, field, "embeddings_field", "embeddings field")
+        return
+    key = values.get("key")
+    field = runs.PipelineNames(key).embeddings_field if key else None
+    if field and not dataset_io.has_field(samples, field):
+        raise ElfsInputError(  # the words execution refuses with (`read_embeddings`)
+            f"The embeddings field '{field}' does not exist on this dataset. "
+            "Fix: run compute_embeddings first, or pass embeddings_field=<an existing vector "
+            "field>.",
+            param="key",
+        )
 
 
 def check_temi_params(temi_params: dict[str, Any] | None) -> dict[str, Any]:

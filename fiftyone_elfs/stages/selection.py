@@ -101,6 +101,21 @@ def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
             f"Fix: choose one of {sorted(keys)}, or run the pipeline with key '{key}' first.",
             param="key",
         )
+    names = runs.PipelineNames(key)
+    score = values.get("score") or "aum"
+    scoring = "contrastive" if score == "contrastive" else "difficulty"
+    try:
+        record.check_input(samples, names, scoring, names.score_field(score), f"'{score}' scores")
+    except ElfsInputError as e:
+        raise ElfsInputError(str(e), param="score" if scoring == "contrastive" else "key") from None
+    try:
+        require_no_later_rounds(dataset, names)
+        tags, views = [values.get("tag") or names.tag], [names.saved_view]
+        record.check_ownership(
+            samples, names, "coreset", fields=[names.region_field], tags=tags, views=views
+        )
+    except ElfsInputError as e:
+        raise ElfsInputError(str(e), param=e.param or "key") from None
 
 
 def read_scores(

@@ -42,7 +42,15 @@ class RoundConfig(StageConfig):
 
 
 def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
-    """The cheap data checks an App form repeats as the user types (select_more)."""
+    """The cheap data checks an App form repeats as the user types (select_more): the key has
+    a coreset to continue (run records), the label field holds labels."""
+    key = values.get("key")
+    if key and "coreset" not in runs.list_pipelines(dataset_io.dataset_of(samples)).get(key, []):
+        raise ElfsInputError(
+            f"Key '{key}' has no coreset yet, so there is nothing to continue. Fix: run "
+            "select_coreset with this key first (it is round 1), or choose a key that has one.",
+            param="key",
+        )
     if values.get("label_field"):
         dataset_io.require_field(samples, values["label_field"], "label_field", "label field")
         # any value would count as "labeled": only Classification labels are labels

@@ -50,7 +50,11 @@ def brain_key_for(key: str, layout_method: str, brain_key: str | None) -> str:
 
 
 def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
-    """The cheap data checks an App form repeats as the user types: a free brain key."""
+    """The cheap data checks an App form repeats as the user types: embeddings, a free brain
+    key."""
+    from fiftyone_elfs.stages.pseudo_labels import require_embeddings
+
+    require_embeddings(samples, values)
     if values.get("brain_key") and values.get("key"):
         names = runs.PipelineNames(values["key"])
         record.check_ownership(samples, names, STAGE, brain_runs=[values["brain_key"]])
