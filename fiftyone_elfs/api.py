@@ -355,6 +355,7 @@ def list_keys(dataset: fo.Dataset) -> dict[str, list[str]]:
 
     A stage's run counts under its run key ``<key>_<stage>`` only: one renamed with
     FiftyOne's ``dataset.rename_run`` is your record, listed by ``dataset.list_runs()``."""
+    dataset_io.refresh_records(dataset)
     return runs.list_pipelines(dataset)
 
 
@@ -382,6 +383,7 @@ def delete_key(dataset: fo.Dataset, key: str) -> list[str]:
     from fiftyone_elfs.difficulty.checkpoints import remove_key_checkpoints
 
     names = runs.validate_key(key)
+    dataset_io.refresh_records(dataset)  # runs a delegated worker recorded since loading
     stages = [*runs.list_pipelines(dataset).get(names.key, []), *runs.STAGES]
     with record.guard(dataset, names.key, stages):
         embedding_chunks.clear(dataset_io.dataset_id(dataset), names.key)

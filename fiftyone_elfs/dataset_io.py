@@ -125,6 +125,44 @@ def with_every_field(samples: Any, param: str = "samples") -> SampleCollection:
     return view
 
 
+#: The parts of a dataset's record that ELFS reads: its runs, layouts, annotation runs, saved
+#: views (ids of their documents) and fields (names).
+_RECORD_PARTS = ("runs", "brain_methods", "annotation_runs", "saved_views", "sample_fields")
+
+
+def _record_parts(document: dict[str, Any]) -> dict[str, Any]:
+    parts = {part: document.get(part) for part in _RECORD_PARTS}
+    parts["sample_fields"] = sorted(f["name"] for f in parts["sample_fields"] or [])
+    return parts
+
+
+def refresh_records(samples: SampleCollection) -> None:
+    """Reloads the dataset's record (its runs, fields and saved views) if the stored one
+    differs from this process's copy: a delegated worker's run, another script. Without it a
+    script that queued a run and went on with its loaded dataset read the old runs (it
+    selected from scores of replaced pseudo-labels, or sent the user to recompute what the
+    worker had just computed). One lookup of the dataset's document.
+
+    Raises:
+        ElfsInputError: the record changed and this process has unsaved changes to it (e.g.
+            `dataset.info` edited without `dataset.save()`); nothing is changed then.
+    """
+    dataset = dataset_of(samples)
+    doc = dataset._doc
+    stored = _database()["datasets"].find_one({"_id": doc.id}, dict.fromkeys(_RECORD_PARTS, 1))
+    if stored is None or _record_parts(stored) == _record_parts(doc.to_dict()):
+        return  # deleted (the next read says so), or the same
+    if doc._get_changed_fields():
+        raise ElfsInputError(
+            f"The dataset '{dataset.name}' was changed in the database (by a delegated run or "
+            "another script) and this process has unsaved changes to it. Fix: "
+            "dataset.save() to store yours, then run again; or dataset.reload() to drop them."
+        )
+    dataset._reload(hard=True)
+    for cache in (dataset._run_cache, dataset._brain_cache, dataset._annotation_cache):
+        cache.clear()
+
+
 def dataset_of(samples: SampleCollection) -> fo.Dataset:
     """The dataset a view (or dataset) belongs to: where fields, tags and runs live."""
     return samples._dataset

@@ -183,10 +183,12 @@ def public(operation_name: str) -> Callable[[F], F]:
             bound.apply_defaults()
             given = {n: v for n, v in bound.arguments.items() if n in operation.names}
             bound.arguments.update(operation.validate(given))
-            if "samples" in bound.arguments:
-                from fiftyone_elfs.dataset_io import with_every_field
+            first = next(iter(bound.arguments))  # samples, or a dataset
+            if first in ("samples", "dataset"):
+                from fiftyone_elfs.dataset_io import refresh_records, with_every_field
 
-                bound.arguments["samples"] = with_every_field(bound.arguments["samples"])
+                bound.arguments[first] = with_every_field(bound.arguments[first], first)
+                refresh_records(bound.arguments[first])
             with input_boundary(), failed_bars_closed():
                 return fn(*bound.args, **bound.kwargs)
 
@@ -237,11 +239,16 @@ PROXY_EPOCHS = Param(
     "on pools so large that they would exceed its work budget, see scaled_proxy_epochs; "
     f"CNN {DEFAULT_CNN_EPOCHS}).",
 )
+#: The widest small CNN accepted (channels of its first layer; its last has 4x as many): the
+#: paper's proxies are 16 to 64 wide. Without a bound, width=10**9 asked torch for 100 GB: a
+#: raw allocation error, and widths a large machine could allocate would run for days.
+MAX_CNN_WIDTH = 256
 CNN_WIDTH = Param(
     "width",
     "int",
     _default(train_cnn_proxy, "width"),
     min=4,
+    max=MAX_CNN_WIDTH,
     label="Small CNN width",
     help="Channels of the small CNN's first layer (doubling twice).",
 )

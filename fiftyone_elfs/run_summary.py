@@ -13,7 +13,7 @@ from typing import Any
 import fiftyone as fo
 from fiftyone import ViewField as F
 
-from fiftyone_elfs import annotation, runs
+from fiftyone_elfs import annotation, dataset_io, runs
 from fiftyone_elfs.errors import ElfsInputError
 
 _INTERNAL = {"method", "elfs_key", "stage", "owned_fields", "owned_tags", "owned_views",
@@ -109,6 +109,7 @@ def summarize_run(dataset: fo.Dataset, key: str = "elfs", *, bins: int = 40) -> 
     """Summarises every stage an ELFS key has run on `dataset` (default key 'elfs'), with each
     score's histogram in `bins` bars (default 40), as the ELFS panel draws it."""
     names = runs.validate_key(key)
+    dataset_io.refresh_records(dataset)
     stages = runs.list_pipelines(dataset).get(key)
     if not stages:
         raise ElfsInputError(
