@@ -406,7 +406,7 @@ def test_load_encoder_names():
     assert prehead.dim == 320 and prehead.name == "efficientnet-lite0-prehead"
     for name in ("nonsense", "timm:", "zoo:clip-vit-base32-torch"):
         with pytest.raises(
-            ValueError, match="Accepted forms.*efficientnet-lite0.*efficientnet-lite2.*timm:<"
+            ValueError, match="Fix: pass one of.*efficientnet-lite0.*efficientnet-lite2.*timm:<"
         ):
             load_encoder(name)
     with pytest.raises(ValueError, match="Unknown timm model 'resnet_nonexistent'"):

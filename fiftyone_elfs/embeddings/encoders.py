@@ -591,7 +591,7 @@ def check_encoder_name(name: str) -> None:
             param="model",
         )
     raise ElfsInputError(
-        f"Unknown encoder {name!r}. Accepted forms: " + "; ".join(ACCEPTED_FORMS) + ".",
+        f"Unknown encoder {name!r}. Fix: pass one of: " + "; ".join(ACCEPTED_FORMS) + ".",
         param="model",
     )
 
@@ -609,7 +609,7 @@ def load_encoder(name: str = DEFAULT_ENCODER, **kwargs: Any) -> ImageEncoder:
     if isinstance(key, str) and key.startswith(TIMM_PREFIX) and key[len(TIMM_PREFIX) :].strip():
         return TimmEncoder(key[len(TIMM_PREFIX) :].strip(), **kwargs)
     raise ElfsInputError(
-        f"Unknown encoder {name!r}. Accepted forms: " + "; ".join(ACCEPTED_FORMS) + ". "
+        f"Unknown encoder {name!r}. Fix: pass one of: " + "; ".join(ACCEPTED_FORMS) + ". "
         "(FiftyOne zoo models, 'zoo:<name>', are handled by compute_embeddings.)"
     )
 

@@ -39,11 +39,8 @@ def embeddings_preflight(samples: Any, values: dict[str, Any]) -> None:
             f"0 .. {n_shards - 1} (shard must be in 0 .. n_shards - 1).",
             param="shard",
         )
-    try:
-        if values.get("model"):
-            embedding_stage.check_model_name(values["model"])
-    except ElfsInputError as e:  # its list of names is the fix
-        raise ElfsInputError(f"{e} Fix: pass one of these forms.", param="model") from None
+    if values.get("model"):
+        embedding_stage.check_model_name(values["model"])
     if values.get("key") and "n_shards" not in values:  # compute_embeddings writes the field
         names = runs.PipelineNames(values["key"])
         given = values.get("embeddings_field")
