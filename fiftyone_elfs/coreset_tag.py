@@ -35,18 +35,29 @@ def coreset_view(samples: foc.SampleCollection, *, key: str = "elfs") -> fo.Data
 def not_selected_ids(samples: foc.SampleCollection, *, key: str = "elfs") -> list[str]:
     """Ids of the samples in the coreset view of `key` that its selection run did not choose
     (tagged by hand, or merged in with the tag from another dataset)."""
+    (ids,) = dataset_io.read_columns(coreset_view(samples, key=key), ["id"])
+    return _not_chosen(samples, key, ids)
+
+
+def _not_chosen(samples: foc.SampleCollection, key: str, tagged_ids: list[str]) -> list[str]:
+    """Those of `tagged_ids` that the coreset run of `key` did not choose."""
     names = runs.validate_key(key)
-    view = coreset_view(samples, key=key)
     results = runs.stage_results(dataset_io.dataset_of(samples), names, "coreset")
     selected = set(results.selected_ids)
-    (ids,) = dataset_io.read_columns(view, ["id"])
-    return [i for i in ids if i not in selected]
+    return [i for i in tagged_ids if i not in selected]
 
 
-def not_selected_notice(samples: foc.SampleCollection, *, key: str = "elfs") -> str | None:
+def not_selected_notice(
+    samples: foc.SampleCollection, *, key: str = "elfs", tagged_ids: list[str] | None = None
+) -> str | None:
     """What to tell a user about to export or send the coreset of `key`: how many tagged
-    samples the run did not choose, and how to leave them out; None when there are none."""
-    extra = not_selected_ids(samples, key=key)
+    samples the run did not choose, and how to leave them out; None when there are none.
+    `tagged_ids`: the ids of the coreset view, if the caller has read them already."""
+    extra = (
+        not_selected_ids(samples, key=key)
+        if tagged_ids is None
+        else _not_chosen(samples, key, tagged_ids)
+    )
     if not extra:
         return None
     tag = runs.stage_config(dataset_io.dataset_of(samples), runs.PipelineNames(key), "coreset").tag

@@ -304,7 +304,7 @@ def export_coreset(
     export_folder.check_export_dir(export_dir, overwrite=True)
     rows = _rows(view, names)
     _check_sources(rows)
-    notice = not_selected_notice(samples, key=key)
+    notice = not_selected_notice(samples, key=key, tagged_ids=[r["sample_id"] for r in rows])
     if notice:
         _logger.warning(notice)
     pseudo = _pseudo_label_field(view, names)

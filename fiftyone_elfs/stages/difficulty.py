@@ -255,11 +255,8 @@ def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
     if values.get("label_field"):
         dataset_io.require_classification_field(samples, values["label_field"], "label_field")
         dataset_io.require_labels(samples, values["label_field"], "label_field")
-    try:
-        fields = [names.score_field(s) for s in runs.SCORE_NAMES]
-        record.check_ownership(samples, names, STAGE, fields=fields)
-    except ElfsInputError as e:
-        raise ElfsInputError(str(e), param=e.param or "key") from None
+    fields = [names.score_field(s) for s in runs.SCORE_NAMES]
+    record.check_ownership(samples, names, STAGE, fields=fields)
 
 
 def run(

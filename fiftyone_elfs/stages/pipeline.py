@@ -91,10 +91,7 @@ def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
     if values.get("key"):
         visualize = bool(values.get("visualize", True))
         config = PipelineConfig.with_defaults(key=values["key"], visualize=visualize)
-        try:
-            _check_outputs(samples, config)
-        except ElfsInputError as e:
-            raise ElfsInputError(str(e), param=e.param or "key") from None
+        _check_outputs(samples, config)
 
 
 def _check_outputs(samples: SampleCollection, config: PipelineConfig) -> None:

@@ -84,10 +84,7 @@ def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
     require_embeddings(samples, values)
     if values.get("key"):
         names = runs.PipelineNames(values["key"])
-        try:
-            record.check_ownership(samples, names, STAGE, fields=[names.pseudo_label_field])
-        except ElfsInputError as e:
-            raise ElfsInputError(str(e), param=e.param or "key") from None
+        record.check_ownership(samples, names, STAGE, fields=[names.pseudo_label_field])
 
 
 def require_embeddings(samples: SampleCollection, values: dict[str, Any]) -> None:

@@ -208,6 +208,10 @@ def _refuse_a_view_sharing_its_slug(dataset: Any, name: str, key: str) -> None:
     )
 
 
+#: The parameter to fix when an output of that kind is taken (the rest follow the key).
+_PARAM_OF = {"tag": "tag", "brain key": "brain_key"}
+
+
 def check_ownership(
     samples: SampleCollection,
     names: runs.PipelineNames,
@@ -258,7 +262,8 @@ def check_ownership(
                 }.get(word, f"use another key, or delete key '{other}' first")
                 raise ElfsInputError(
                     f"The {word} '{name}' belongs to the {stage_words(other_stage)} of key "
-                    f"'{other}'. Fix: {fix}."
+                    f"'{other}'. Fix: {fix}.",
+                    param=_PARAM_OF.get(word, "key"),
                 )
             if owner is not None or name in written or not _exists(dataset, kind, name):
                 continue
@@ -269,7 +274,8 @@ def check_ownership(
                 raise ElfsInputError(
                     f"The {word} '{name}' was left by an interrupted run of the "
                     f"{stage_words(pending[1])} of key '{pending[0]}'. Fix: rerun that stage "
-                    f"(it cleans up first), or delete_key(dataset, '{pending[0]}')."
+                    f"(it cleans up first), or delete_key(dataset, '{pending[0]}').",
+                    param=_PARAM_OF.get(word, "key"),
                 )
             if kind == "fields":  # (the fields alone need no query of the samples)
                 fields_left = fields_left or leftovers(dataset, names, fields_only=True)

@@ -108,14 +108,11 @@ def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
         record.check_input(samples, names, scoring, names.score_field(score), f"'{score}' scores")
     except ElfsInputError as e:
         raise ElfsInputError(str(e), param="score" if scoring == "contrastive" else "key") from None
-    try:
-        require_no_later_rounds(dataset, names)
-        tags, views = [values.get("tag") or names.tag], [names.saved_view]
-        record.check_ownership(
-            samples, names, "coreset", fields=[names.region_field], tags=tags, views=views
-        )
-    except ElfsInputError as e:
-        raise ElfsInputError(str(e), param=e.param or "key") from None
+    require_no_later_rounds(dataset, names)
+    tags, views = [values.get("tag") or names.tag], [names.saved_view]
+    record.check_ownership(
+        samples, names, "coreset", fields=[names.region_field], tags=tags, views=views
+    )
 
 
 def read_scores(
@@ -277,7 +274,8 @@ def require_no_later_rounds(dataset: fo.Dataset, names: runs.PipelineNames) -> N
         raise ElfsInputError(
             f"Key '{names.key}' already has labeling rounds {later} built on its coreset; "
             "replacing the coreset would orphan them. Fix: use another key, or "
-            "delete_key(dataset, key) first."
+            "delete_key(dataset, key) first.",
+            param="key",
         )
 
 
