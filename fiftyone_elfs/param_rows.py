@@ -133,7 +133,8 @@ TEMI_PARAMS = Param(
     None,
     optional=True,
     form=False,
-    help="Extra arguments of TEMIClustering, e.g. {'n_heads': 4, 'epochs': 30}.",
+    help="Extra arguments of TEMIClustering, e.g. {'n_heads': 4, 'epochs': 30}; only with "
+    "clustering='temi'.",
 )
 PROXY = Param(
     "proxy",

@@ -416,6 +416,20 @@ def test_the_pipeline_checks_temi_params_before_computing_anything(dataset):
     assert dataset.get_field("t_embedding") is None and "t" not in elfs.list_keys(dataset)
 
 
+def test_temi_params_with_another_clustering_are_refused_not_ignored(dataset):
+    """They were dropped without a word with clustering='kmeans' or 'spectral'."""
+    for clustering in ("kmeans", "spectral"):
+        with pytest.raises(ElfsInputError, match=rf"clustering='{clustering}', which does not"):
+            elfs.run_pipeline(
+                dataset,
+                budget_fraction=0.1,
+                key="t",
+                clustering=clustering,
+                temi_params={"epochs": 3},
+            )
+    assert dataset.get_field("t_embedding") is None and "t" not in elfs.list_keys(dataset)
+
+
 def test_each_public_docstring_names_its_own_first_argument_and_the_progress_callback():
     """load_from_label_studio's Args listed a `samples` it does not take; `progress` was in no
     docstring."""

@@ -105,11 +105,18 @@ def require_embeddings(samples: SampleCollection, values: dict[str, Any]) -> Non
         )
 
 
-def check_temi_params(temi_params: dict[str, Any] | None) -> dict[str, Any]:
-    """The extra TEMIClustering arguments, refusing names it does not take."""
+def check_temi_params(temi_params: dict[str, Any] | None, clustering: str) -> dict[str, Any]:
+    """The extra TEMIClustering arguments, refusing names it does not take, and any at all
+    where `clustering` is not TEMI (they would be ignored without a word)."""
     from fiftyone_elfs.pseudo_labels import TEMIClustering
 
     temi_params = dict(temi_params or {})
+    if temi_params and clustering != "temi":
+        raise ElfsInputError(
+            f"temi_params {sorted(temi_params)} were given with clustering='{clustering}', "
+            "which does not use them. Fix: pass clustering='temi', or leave temi_params out.",
+            param="temi_params",
+        )
     fixed = {"self", "n_clusters", "seed", "progress", "checkpoint_dir"}
     signature = inspect.signature(TEMIClustering).parameters
     allowed = [n for n in signature if n not in fixed]
@@ -270,7 +277,7 @@ def run(
     ids, X = dataset_io.read_embeddings(samples, field_name)
     embeddings_version = embeddings.vectors_version(samples, field_name)
     check_n_clusters(config.n_clusters, len(ids))
-    temi_params = check_temi_params(config.temi_params)
+    temi_params = check_temi_params(config.temi_params, config.clustering)
     check_spread(X, field_name, config.n_clusters)
     record.check_ownership(samples, names, STAGE, fields=[names.pseudo_label_field])
     report = progress or terminal_progress(f"pseudo-labels ({config.clustering})")
