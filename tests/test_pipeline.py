@@ -267,6 +267,19 @@ def test_embeddings_resume_and_skip_unreadable_images(dataset, tmp_path):
     skipped_ids = {s["id"] for s in report["skipped"]}
     assert result.n_pool == len(dataset) - 2
     assert not skipped_ids & set(result.selected_ids)
+    # the run's result says so (the App shows its notices; before, only the log did)
+    n = len(dataset)
+    assert f"2 of the {n} samples have no vector in 'elfs_embedding'" in " ".join(result.notices)
+
+    result = elfs.run_pipeline(
+        dataset, budget_fraction=0.5, n_clusters=10, clustering="kmeans", epochs=5, visualize=False
+    )
+    notice = " ".join(result.notices)
+    assert f"2 of the {n} samples have no embeddings" in notice
+    assert "dataset.load_run_results('elfs_embeddings').skipped" in notice
+    assert {s["id"] for s in dataset.load_run_results("elfs_embeddings").skipped} == skipped_ids
+    full = _run(dataset.exclude(list(skipped_ids)), fraction=0.5)
+    assert not any("could be selected" in notice for notice in full.notices)
 
 
 def test_an_unset_image_size_is_the_encoders_own_and_is_recorded(dataset):

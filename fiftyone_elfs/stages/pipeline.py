@@ -210,6 +210,28 @@ def check_before_writing(samples: SampleCollection, config: PipelineConfig) -> N
     _check_outputs(samples, config)
 
 
+def _not_candidates_notice(
+    samples: SampleCollection, config: PipelineConfig, n_pool: int
+) -> list[str]:
+    """A notice when samples of the run had no embeddings, so could not be selected (images
+    that could not be read): the App and the run's result show it, not only the log."""
+    n = dataset_io.count(samples)
+    if n_pool >= n:
+        return []
+    if config.embeddings_field is not None:
+        where = f"have no vector in '{config.embeddings_field}'"
+    else:
+        run_key = runs.PipelineNames(config.key).run_key(embeddings.STAGE)
+        where = (
+            f"have no embeddings: their images could not be read (listed in "
+            f"dataset.load_run_results('{run_key}').skipped)"
+        )
+    return [
+        f"{n - n_pool} of the {n} samples {where}, so none of them could be selected. Fix the "
+        "files and run the pipeline again with this key to include them (only they are embedded)."
+    ]
+
+
 def _run(
     samples: SampleCollection, config: PipelineConfig, progress: ProgressFn | None
 ) -> selection.CoresetResult:
@@ -267,6 +289,7 @@ def _run(
         held,
     )
     _write_held_and_plot(samples, config, held, progress)
+    result.notices.extend(_not_candidates_notice(samples, config, result.n_pool))
     if progress is not None:
         progress(1.0, f"selected {len(result.selected_ids)} samples")
     logger.info("Pipeline '%s' done: %d of %d selected", config.key, result.budget, result.n_pool)
