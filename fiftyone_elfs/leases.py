@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import re
 import socket
 import threading
 import uuid
@@ -249,3 +250,19 @@ def verify(dataset_id: str, key: str, stage: str) -> None:
             f"{EXPIRY_S:.0f} s) and another run took over; its results were not written. Fix: "
             "rerun when the other run has finished."
         )
+
+
+def live_keys(dataset_id: str) -> set[str]:
+    """The run keys of the dataset that a live run holds a lease of (its heartbeat younger than
+    `EXPIRY_S`, its process not gone from this host): one query for the whole dataset."""
+    docs = _collection().aggregate(
+        [
+            {"$match": {"_id": {"$regex": f"^{re.escape(dataset_id)}:"}}},
+            {"$addFields": {"age": {"$subtract": ["$$NOW", "$heartbeat_at"]}}},
+        ]
+    )
+    return {
+        doc["_id"][len(dataset_id) + 1 :].rsplit(":", 1)[0]
+        for doc in docs
+        if doc.get("age") is not None and doc["age"] < EXPIRY_S * 1000 and not _holder_is_gone(doc)
+    }

@@ -7,19 +7,28 @@ summary costs a handful of queries whatever the dataset size.
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
 import fiftyone as fo
 from fiftyone import ViewField as F
 
-from fiftyone_elfs import annotation, dataset_io, runs
+from fiftyone_elfs import annotation, dataset_io, leases, runs
 from fiftyone_elfs.errors import ElfsInputError
 
 _INTERNAL = {"method", "elfs_key", "stage", "owned_fields", "owned_tags", "owned_views",
              "owned_brain_runs", "type", "cls", "vectors_version", "embeddings_version",
              "labels_version", "pseudo_labels_version"}  # fmt: skip
 OPERATOR_PREFIX = "@fiftyone-elfs/elfs/"
+#: Operators whose runs hold a lease of their key for as long as they compute (`leases`).
+LEASED_OPERATORS = frozenset(
+    {"compute_embeddings", "compute_pseudo_labels", "compute_difficulty", "compute_visualization",
+     "compute_contrastive_scores", "select_coreset", "select_more", "run_elfs_pipeline",
+     "embed_shard"}
+)  # fmt: skip
+#: A running operation younger than this may not have taken its lease yet (seconds).
+STALL_GRACE_S = 60.0
 
 
 @dataclass
@@ -156,7 +165,10 @@ def _status_value(status: Any, name: str) -> Any:
 
 
 def delegated_runs(dataset: fo.Dataset, limit: int = 20) -> list[dict[str, Any]]:
-    """The dataset's queued, running and finished delegated ELFS operations, newest first."""
+    """The dataset's queued, running and finished delegated ELFS operations, newest first.
+
+    A running one is `stalled` when no live run holds its key's lease past the first minute:
+    its worker was killed or crashed, and FiftyOne still says "running" (it cannot know)."""
     from fiftyone.operators.delegated import DelegatedOperationService
 
     ops = [
@@ -166,16 +178,42 @@ def delegated_runs(dataset: fo.Dataset, limit: int = 20) -> list[dict[str, Any]]
     ]
     ops.sort(key=lambda op: op.queued_at or op.scheduled_at or op.updated_at, reverse=True)
     rows = []
+    live: set[str] | None = None
     for op in ops[:limit]:
         progress = _status_value(op.status, "progress")
+        operator = str(op.operator).removeprefix(OPERATOR_PREFIX)
+        stalled = False
+        if str(op.run_state) == "running" and _past_grace(op.started_at):
+            if operator in LEASED_OPERATORS:
+                if live is None:  # one query, only when a run is said to be running
+                    live = leases.live_keys(dataset_io.dataset_id(dataset))
+                stalled = _op_key(op) not in live
         rows.append(
             {
                 "id": str(op.id),
-                "operator": str(op.operator).removeprefix(OPERATOR_PREFIX),
+                "operator": operator,
                 "state": str(op.run_state),
+                "stalled": stalled,
                 "progress": None if progress is None else float(progress),
                 "label": _status_value(op.status, "label") or "",
                 "queued_at": str(op.queued_at or op.scheduled_at or ""),
             }
         )
     return rows
+
+
+def _past_grace(started_at: Any) -> bool:
+    if not isinstance(started_at, datetime.datetime):
+        return False
+    if started_at.tzinfo is not None:
+        started_at = started_at.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    return (now - started_at).total_seconds() > STALL_GRACE_S
+
+
+def _op_key(op: Any) -> str:
+    """The run key a delegated ELFS operation works on (the parameter's default if not given)."""
+    from fiftyone_elfs.param_rows import KEY
+
+    params = (getattr(op.context, "request_params", None) or {}).get("params") or {}
+    return str(params.get("key") or KEY.default)

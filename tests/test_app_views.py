@@ -3,6 +3,11 @@ the ELFS panel, and the panel itself executed through FiftyOne's operator machin
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+
 import fiftyone as fo
 import fiftyone.operators as foo
 import numpy as np
@@ -10,10 +15,11 @@ import pytest
 from fiftyone.operators.executor import ExecutionContext, Executor
 
 import fiftyone_elfs as elfs
-from fiftyone_elfs import run_summary, runs
+from fiftyone_elfs import dataset_io, leases, run_summary, runs
 from fiftyone_elfs.embeddings import pca_reduce
 from fiftyone_elfs.plugin.panel import (
     ElfsPanel,
+    _delegated_markdown,
     _labeling_markdown,
     cluster_traces,
     histogram_traces,
@@ -163,6 +169,40 @@ def test_delegated_runs_are_listed_with_their_state_and_progress(dataset):
     assert rows[0]["state"] == "completed"
     assert rows[0]["progress"] == 1.0 and rows[0]["label"]  # what the ELFS panel shows
     assert dataset.get_run_info("elfs_difficulty").config.epochs == 3
+
+
+def test_a_running_delegated_run_whose_worker_was_killed_is_marked_stalled(dataset, monkeypatch):
+    """FiftyOne keeps a killed worker's operation "running"; the panel showed its last progress
+    as live. A worker process runs the queued operation and is SIGKILLed part way."""
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    _select(dataset)
+    op = foo.get_operator(f"{PLUGIN}/compute_difficulty")
+    op(dataset, embeddings_field="elfs_embedding", epochs=20, seed=2, delegate=True)
+    worker = (
+        "from fiftyone.operators.delegated import DelegatedOperationService as S\n"
+        f"S().execute_queued_operations(dataset_name={dataset.name!r}, log=False)"
+    )
+    env = dict(os.environ, ELFS_KILL_AT="difficulty:progress:3")
+    done = subprocess.run([sys.executable, "-c", worker], env=env, capture_output=True, text=True)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
+    rows = run_summary.delegated_runs(dataset)
+    try:
+        monkeypatch.setattr(run_summary, "STALL_GRACE_S", 0.0)
+        rows = run_summary.delegated_runs(dataset)
+        assert (rows[0]["operator"], rows[0]["state"]) == ("compute_difficulty", "running")
+        assert rows[0]["stalled"]
+        markdown = _delegated_markdown(rows)
+        assert "**stalled**" in markdown and f"`{rows[0]['id']}`" in markdown
+        assert "fiftyone delegated rerun <id>" in markdown
+        # a run holding the key's lease is computing: not stalled; nor one just started
+        with leases.hold(dataset_io.dataset_id(dataset), "elfs", ["difficulty"]):
+            assert not run_summary.delegated_runs(dataset)[0]["stalled"]
+        assert "stalled" not in _delegated_markdown(run_summary.delegated_runs(dataset)[1:])
+        monkeypatch.setattr(run_summary, "STALL_GRACE_S", 3600.0)
+        assert not run_summary.delegated_runs(dataset)[0]["stalled"]
+    finally:
+        DelegatedOperationService().delete_operation(rows[0]["id"])
 
 
 def _panel_context(dataset, method):

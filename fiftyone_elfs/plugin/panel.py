@@ -149,7 +149,18 @@ def _delegated_markdown(rows: list[dict[str, Any]]) -> str:
     lines = ["| operator | state | progress | queued |", "|---|---|---|---|"]
     for r in rows:
         pct = "" if r["progress"] is None else f"{100 * r['progress']:.0f}% {r['label']}"
-        lines.append(f"| {r['operator']} | {r['state']} | {pct} | {r['queued_at'][:19]} |")
+        state = "**stalled**: its worker stopped" if r.get("stalled") else r["state"]
+        lines.append(f"| {r['operator']} | {state} | {pct} | {r['queued_at'][:19]} |")
+    stalled = [r["id"] for r in rows if r.get("stalled")]
+    if stalled:
+        lines += [
+            "",
+            "A stalled run is marked running but no worker is computing it (killed or crashed; "
+            "the progress shown is its last). Resume it with `fiftyone delegated rerun <id>` or "
+            "clear it with `fiftyone delegated fail <id>`; ids: "
+            + ", ".join(f"`{i}`" for i in stalled)
+            + ".",
+        ]
     return "\n".join(lines)
 
 
