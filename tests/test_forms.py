@@ -12,7 +12,7 @@ from fiftyone.operators.executor import ExecutionContext, Executor
 
 import fiftyone_elfs as elfs
 from fiftyone_elfs.errors import ElfsInputError
-from fiftyone_elfs.plugin import base
+from fiftyone_elfs.plugin import delegation
 from fiftyone_elfs.plugin.annotation_operators import ANNOTATION_OPERATORS
 from fiftyone_elfs.plugin.operators import OPERATORS
 from fiftyone_elfs.plugin.panel import ElfsPanel
@@ -143,7 +143,7 @@ def test_the_final_label_of_an_app_run_carries_the_result_notices(ds):
 
 
 def test_the_delegation_default_is_judged_on_the_target_not_the_app_view(ds, monkeypatch):
-    monkeypatch.setitem(base.DELEGATE_ABOVE, "run_elfs_pipeline", 20)  # ds has 40 samples
+    monkeypatch.setitem(delegation.DELEGATE_ABOVE, "run_elfs_pipeline", 20)  # ds has 40 samples
     small = ds.limit(5)._serialize()
     op = OPERATOR["run_elfs_pipeline"]()
 

@@ -208,3 +208,50 @@ def test_operators_without_a_progress_callback_report_progress_the_same_way(data
     assert op.run_state == ExecutionRunState.COMPLETED
     assert (op.status.progress, op.status.label) == (1.0, "selected 20 samples")
     assert len(dataset.match_tags("elfs_coreset")) == 20
+
+
+_WORKER = """
+import sys
+from fiftyone.operators.delegated import DelegatedOperationService
+from fiftyone_elfs.plugin import delegation
+
+delegation.STOP_CHECK_S = 0.0  # read the operation's state at every report, not every 10 s
+DelegatedOperationService().execute_queued_operations(dataset_name=sys.argv[1], log=False)
+"""
+
+
+def test_a_queued_run_marked_failed_while_a_worker_runs_it_stops_and_writes_nothing(dataset):
+    """`fiftyone delegated fail <id>` only changed the record: the worker computed on and wrote
+    its scores. A real worker process runs the operation; this process marks it failed."""
+    import subprocess
+    import sys
+    import time
+
+    common = dict(key="stop", embeddings_field="elfs_embedding")
+    elfs.compute_pseudo_labels(dataset, n_clusters=5, clustering="kmeans", **common)
+    name = uri("compute_difficulty")
+    foo.get_operator(name)(dataset, epochs=100_000, delegate=True, **common)  # hours if not stopped
+    service = DelegatedOperationService()
+    op_id = service.list_operations(operator=name, dataset_name=dataset.name)[-1].id
+    worker = subprocess.Popen(
+        [sys.executable, "-c", _WORKER, dataset.name], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:  # until it computes (its progress is recorded)
+            op = service.get(op_id)
+            if op.run_state == ExecutionRunState.RUNNING and op.status and op.status.progress:
+                break
+            assert worker.poll() is None, worker.stderr.read()[-3000:]
+            time.sleep(0.5)
+        else:
+            pytest.fail("the worker never started computing")
+        service.set_failed(op_id)  # what `fiftyone delegated fail <id>` does
+        worker.wait(timeout=120)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 0
+    assert service.get(op_id).run_state == ExecutionRunState.FAILED
+    assert elfs.list_keys(dataset)["stop"] == ["pseudo_labels"]  # no difficulty recorded
+    assert dataset.get_field("stop_aum") is None

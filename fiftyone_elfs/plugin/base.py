@@ -31,28 +31,17 @@ from fiftyone_elfs import dataset_io
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.label_studio import url_secrets
 from fiftyone_elfs.params import OPERATIONS, Operation, Param
+from fiftyone_elfs.plugin.delegation import StopWatch, execution_options
 from fiftyone_elfs.plugin.forms import (
     Check,
     build_form,
     call_to_params,
-    dataset_gone,
     form_names,
     form_to_kwargs,
     plain,
     target_preflight,
 )
 from fiftyone_elfs.progress import ProgressFn, stop_progress, terminal_progress
-
-# Work above this many samples defaults to delegated execution (immediate runs time out at 600 s).
-CNN_DELEGATE_ABOVE = 2000  # training on pixels: minutes per thousand images on a CPU
-DELEGATE_ABOVE = {
-    "compute_embeddings": 5000,
-    "compute_pseudo_labels": 20000,
-    "compute_difficulty": 20000,
-    "compute_contrastive_scores": CNN_DELEGATE_ABOVE,
-    "run_elfs_pipeline": 3000,
-}
-
 
 # --------------------------------------------------------------------------- execution
 
@@ -106,10 +95,11 @@ def run_with_progress(ctx: Any, fn: Callable[..., Any], **kwargs: Any) -> Genera
         return fn(**kwargs)
     updates: queue.Queue = queue.Queue()
     outcome: dict[str, Any] = {}
+    watch = StopWatch(ctx)  # `fiftyone delegated fail` stops a worker's run at its next report
 
     def target() -> None:
         try:
-            outcome["result"] = fn(progress=lambda f, label: updates.put((f, label)), **kwargs)
+            outcome["result"] = fn(progress=watch.reporter(updates.put), **kwargs)
         except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
             outcome["error"] = e
         finally:
@@ -120,6 +110,7 @@ def run_with_progress(ctx: Any, fn: Callable[..., Any], **kwargs: Any) -> Genera
     last, last_time = -1.0, 0.0
     while (item := updates.get()) is not None:
         fraction, label = item
+        watch.check()
         now = time.monotonic()  # a new label passes once a second even if the bar stays put
         if fraction - last < 0.01 and fraction < 1.0 and now - last_time < 1.0:
             continue
@@ -135,20 +126,6 @@ def reload_dataset(ctx: Any) -> Generator[Any, None, None]:
     """Asks the App to show what a run wrote (only an App session, not a delegated run)."""
     if not ctx.delegated:
         yield ctx.trigger("reload_dataset")
-
-
-def execution_options(name: str, ctx: Any) -> foo.ExecutionOptions:
-    """Allows both modes; defaults to delegated when the target is large enough to be slow."""
-    threshold = DELEGATE_ABOVE.get(name)
-    if ctx.params.get("proxy") == "cnn":
-        threshold = min(threshold or CNN_DELEGATE_ABOVE, CNN_DELEGATE_ABOVE)
-    target = None if threshold is None or dataset_gone(ctx) else ctx.target_view()  # what runs
-    large = target is not None and len(target) > threshold
-    return foo.ExecutionOptions(
-        allow_immediate_execution=True,
-        allow_delegated_execution=True,
-        default_choice_to_delegated=large,
-    )
 
 
 def execute_blocking(uri: str, ctx: dict[str, Any], **kwargs: Any) -> ExecutionResult:

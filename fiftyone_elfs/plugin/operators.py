@@ -15,7 +15,8 @@ import fiftyone.operators.types as types
 
 from fiftyone_elfs import api, coreset_tag, dataset_io, export, params, runs, sharding
 from fiftyone_elfs.errors import ElfsInputError
-from fiftyone_elfs.plugin.base import CNN_DELEGATE_ABOVE, DELEGATE_ABOVE, ElfsOperator
+from fiftyone_elfs.plugin.base import ElfsOperator
+from fiftyone_elfs.plugin.delegation import CNN_DELEGATE_ABOVE, DELEGATE_ABOVE
 from fiftyone_elfs.stages import (
     difficulty,
     pipeline,
