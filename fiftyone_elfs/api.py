@@ -359,7 +359,7 @@ def list_keys(dataset: fo.Dataset) -> dict[str, list[str]]:
     return runs.list_pipelines(dataset)
 
 
-def delete_key(dataset: fo.Dataset, key: str) -> list[str]:
+def delete_key(dataset: SampleCollection, key: str) -> list[str]:
     """Deletes every stage run of `key` with the fields, tags, saved views and brain runs it
     created, and what the key left elsewhere; returns the stages whose runs or leftovers were
     deleted, in pipeline order.
@@ -379,10 +379,12 @@ def delete_key(dataset: fo.Dataset, key: str) -> list[str]:
     naming this fix. Nothing else is touched: a field you re-created or renamed, a tag or view
     of yours (one named like the key's that ELFS cannot prove is its own is kept, with a
     warning naming it). (FiftyOne's ``dataset.delete_run(run_key)`` deletes one run record;
-    this removes a whole key.)"""
+    this removes a whole key.) Given a view, the key is deleted from the view's whole dataset."""
     from fiftyone_elfs.difficulty.checkpoints import remove_key_checkpoints
 
     names = runs.validate_key(key)
+    # a view names its dataset: the key's runs, fields and tags are the dataset's
+    dataset = dataset_io.dataset_of(dataset_io.with_every_field(dataset, "dataset"))
     dataset_io.refresh_records(dataset)  # runs a delegated worker recorded since loading
     stages = [*runs.list_pipelines(dataset).get(names.key, []), *runs.STAGES]
     with record.guard(dataset, names.key, stages):

@@ -29,7 +29,7 @@ def coreset_view(samples: foc.SampleCollection, *, key: str = "elfs") -> fo.Data
             f"{sorted(runs.list_pipelines(dataset))}.",
             param="key",
         )
-    return samples.match_tags(config.tag)
+    return dataset_io.tagged(samples, config.tag)
 
 
 def not_selected_ids(samples: foc.SampleCollection, *, key: str = "elfs") -> list[str]:

@@ -78,7 +78,7 @@ def score_histogram(
     field_name, region = names.score_field(score), names.region_field
     if dataset.get_field(field_name) is None or dataset.get_field(region) is None:
         return None
-    scored = dataset.exists(region).exists(field_name)
+    scored = dataset_io.every_slice(dataset).exists(region).exists(field_name)
     low, high = scored.bounds(field_name)
     if low is None:
         return None
@@ -103,9 +103,11 @@ def cluster_balance(dataset: fo.Dataset, names: runs.PipelineNames, tag: str) ->
     label_path = f"{names.pseudo_label_field}.label"
     if dataset.get_field(names.pseudo_label_field) is None:
         return []
-    pool = dataset.exists(names.region_field) if dataset.get_field(names.region_field) else dataset
+    pool = dataset_io.every_slice(dataset)
+    if dataset.get_field(names.region_field) is not None:
+        pool = pool.exists(names.region_field)
     pool_counts = pool.count_values(label_path)
-    core_counts = dataset.match_tags(tag).count_values(label_path)
+    core_counts = dataset_io.tagged(dataset, tag).count_values(label_path)
     rows = [
         (str(label), int(count), int(core_counts.get(label, 0)))
         for label, count in pool_counts.items()

@@ -73,12 +73,15 @@ def _named_stage(names: runs.PipelineNames, kind: str, name: str) -> str | None:
 
 def _saved_by_stage(dataset: Any, names: runs.PipelineNames, stage: str, view: str) -> str | None:
     """The tag a saved view shows if it is the one (key, stage) saved: ELFS's description of
-    it and a single match of one tag (`selection`, `selection_rounds`); else None."""
+    it and a single match of one tag (`selection`, `selection_rounds`), after the image slices
+    of a grouped dataset (`dataset_io.save_tagged_view`); else None."""
     info = next((i for i in dataset.list_saved_views(info=True) if i["name"] == view), {})
     words = "coreset" if stage == "coreset" else f"round {stage[len('round') :]} of"
     if not (info.get("description") or "").startswith(f"ELFS {words} '{names.key}':"):
         return None
     stages = dataset.load_saved_view(view)._serialize(include_uuids=False)
+    if len(stages) == 2 and stages[0].get("_cls", "").endswith(".SelectGroupSlices"):
+        stages = stages[1:]
     if len(stages) != 1 or not stages[0].get("_cls", "").endswith(".MatchTags"):
         return None
     tags = dict(stages[0].get("kwargs") or []).get("tags")
@@ -87,8 +90,8 @@ def _saved_by_stage(dataset: Any, names: runs.PipelineNames, stage: str, view: s
 
 def _coreset_by_regions(dataset: Any, region_field: str, tag: str) -> bool:
     """Whether a tag is on exactly the samples a leftover region field puts in the coreset."""
-    n_coreset = dataset.count_values(region_field).get("coreset", 0)
-    counts = dataset.match_tags(tag).count_values(region_field)
+    n_coreset = dataset_io.every_slice(dataset).count_values(region_field).get("coreset", 0)
+    counts = dataset_io.tagged(dataset, tag).count_values(region_field)
     return n_coreset > 0 and counts == {"coreset": n_coreset}
 
 
@@ -150,7 +153,7 @@ def leftovers(
 
 def _tags(dataset: Any) -> list[str]:
     """The tags on the dataset's samples."""
-    return list(dataset_io.distinct_values(dataset, "tags"))
+    return list(dataset_io.distinct_values(dataset_io.every_slice(dataset), "tags"))
 
 
 def _brain_run_before(dataset: Any, brain_key: str, run_key: str) -> bool:

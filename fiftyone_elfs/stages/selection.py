@@ -54,7 +54,7 @@ class CoresetResult:
 
     def view(self, dataset: fo.Dataset) -> fo.DatasetView:
         """The selected samples as a view of `dataset`."""
-        return dataset.match_tags(self.tag)
+        return dataset_io.tagged(dataset, self.tag)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,118 @@
+"""Grouped datasets: a coreset drawn from any image slice (or several) is tagged, saved, exported
+and deleted on exactly the selected samples. FiftyOne's select, match and tag reach only a grouped
+dataset's active slice: the coreset of `select_group_slices('right')` was tagged nowhere."""
+
+from __future__ import annotations
+
+import os
+
+import fiftyone as fo
+import pytest
+
+import fiftyone_elfs as elfs
+
+FAST = dict(clustering="kmeans", n_clusters=4, embeddings_field="vec", epochs=2, visualize=False)
+
+
+@pytest.fixture
+def grouped(base_dataset):
+    """40 groups of two image slices, 'left' (the default) and 'right', with the embeddings."""
+    paths, vectors = base_dataset.take(80, seed=3).values(["filepath", "elfs_embedding"])
+    dataset = fo.Dataset()
+    dataset.add_group_field("group", default="left")
+    samples = []
+    for i in range(40):
+        group = fo.Group()
+        for j, slice_name in ((2 * i, "left"), (2 * i + 1, "right")):
+            samples.append(
+                fo.Sample(filepath=paths[j], vec=vectors[j], group=group.element(slice_name))
+            )
+    dataset.add_samples(samples)
+    yield dataset
+    dataset.delete()
+
+
+def _tagged_by_slice(dataset, tag):
+    return dataset.select_group_slices().match_tags(tag).count_values("group.name")
+
+
+def test_a_coreset_of_another_slice_is_tagged_saved_and_exported(grouped, tmp_path):
+    result = elfs.run_pipeline(
+        grouped.select_group_slices("right"), budget_count=8, key="r", **FAST
+    )
+    every = grouped.select_group_slices()
+    assert set(every.match_tags("r_coreset").values("id")) == set(result.selected_ids)
+    assert _tagged_by_slice(grouped, "r_coreset") == {"right": 8}
+    assert set(grouped.load_saved_view("r-coreset").values("id")) == set(result.selected_ids)
+    assert len(elfs.coreset_view(grouped, key="r")) == 8
+    written = elfs.export_coreset(grouped, str(tmp_path / "r"), key="r", formats=["media"])
+    assert len(os.listdir(written["media"])) == 8
+
+
+def test_a_coreset_of_every_slice_is_tagged_whole_and_deleted_whole(grouped):
+    result = elfs.run_pipeline(grouped.select_group_slices(), budget_count=8, key="a", **FAST)
+    assert result.n_pool == 80
+    assert sum(_tagged_by_slice(grouped, "a_coreset").values()) == 8
+    assert elfs.summarize_run(grouped, "a").n_selected == 8
+    elfs.delete_key(grouped, "a")
+    assert _tagged_by_slice(grouped, "a_coreset") == {}
+    assert "a-coreset" not in grouped.list_saved_views()
+
+
+def test_a_rerun_on_another_active_slice_moves_the_tag_from_the_old_one(grouped):
+    elfs.run_pipeline(grouped, budget_count=8, key="k", **FAST)
+    assert _tagged_by_slice(grouped, "k_coreset") == {"left": 8}
+    grouped.group_slice = "right"
+    result = elfs.run_pipeline(grouped, budget_count=8, key="k", **FAST)
+    assert _tagged_by_slice(grouped, "k_coreset") == {"right": 8}
+    tagged = grouped.select_group_slices().match_tags("k_coreset").values("id")
+    assert set(tagged) == set(result.selected_ids)
+
+
+def test_an_image_slice_of_a_group_with_a_video_slice(base_dataset, tmp_path):
+    """The refusal of a video active slice says to pick an image slice: that works to the end."""
+    paths, vectors = base_dataset.take(30, seed=4).values(["filepath", "elfs_embedding"])
+    dataset = fo.Dataset()
+    dataset.add_group_field("group", default="clip")
+    samples = []
+    for i, (path, vector) in enumerate(zip(paths, vectors, strict=True)):
+        group = fo.Group()
+        video = str(tmp_path / f"clip{i}.mp4")  # never read: ELFS refuses the video slice
+        samples.append(fo.Sample(filepath=video, group=group.element("clip")))
+        samples.append(fo.Sample(filepath=path, vec=vector, group=group.element("img")))
+    dataset.add_samples(samples)
+    with pytest.raises(elfs.ElfsInputError, match=r"select_group_slices\('<slice>'\)"):
+        elfs.compute_embeddings(dataset, key="v")
+    result = elfs.run_pipeline(dataset.select_group_slices("img"), budget_count=6, key="v", **FAST)
+    assert len(elfs.coreset_view(dataset, key="v")) == 6
+    written = elfs.export_coreset(dataset, str(tmp_path / "v"), key="v", formats=["media"])
+    assert len(os.listdir(written["media"])) == 6  # same-named images get suffixes
+    assert len(dataset.select_group_slices("img").select(result.selected_ids)) == 6
+    dataset.delete()
+
+
+def test_a_view_of_dynamic_groups_is_refused_naming_the_flat_view(grouped):
+    """`group_by` views: run_pipeline crashed (AttributeError) and select_coreset took each group
+    for one sample, replacing a coreset of 8 with one of as many samples as groups."""
+    elfs.run_pipeline(grouped, budget_count=8, key="k", **FAST)
+    before = set(elfs.coreset_view(grouped, key="k").values("id"))
+    by_group = grouped.group_by("group.id")
+    for call in (
+        lambda: elfs.run_pipeline(by_group, budget_count=8, key="k", **FAST),
+        lambda: elfs.compute_embeddings(by_group, key="k"),
+        lambda: elfs.select_coreset(by_group, budget_count=8, key="k"),
+    ):
+        with pytest.raises(elfs.ElfsInputError, match=r"dynamic groups.*flat=True"):
+            call()
+    assert set(elfs.coreset_view(grouped, key="k").values("id")) == before
+
+
+def test_delete_key_given_a_view_deletes_the_key_from_its_dataset(grouped):
+    """It crashed (AttributeError) after deleting the coreset's run record, leaving the tag,
+    the saved view and the fields."""
+    elfs.run_pipeline(grouped, budget_count=8, key="k", **FAST)
+    deleted = elfs.delete_key(grouped.limit(5), "k")
+    assert "coreset" in deleted and "k" not in elfs.list_keys(grouped)
+    assert _tagged_by_slice(grouped, "k_coreset") == {}
+    assert "k-coreset" not in grouped.list_saved_views()
+    assert not [f for f in grouped.get_field_schema() if f.startswith("k_")]
