@@ -160,7 +160,7 @@ def refresh_records(samples: SampleCollection) -> None:
     stored = _database()["datasets"].find_one({"_id": doc.id}, dict.fromkeys(_RECORD_PARTS, 1))
     if stored is None or _record_parts(stored) == _record_parts(doc.to_dict()):
         return  # deleted (the next read says so), or the same
-    if doc._get_changed_fields():
+    if _unsaved_edits(doc):
         raise ElfsInputError(
             f"The dataset '{dataset.name}' was changed in the database (by a delegated run or "
             "another script) and this process has unsaved changes to it. Fix: "
@@ -169,6 +169,38 @@ def refresh_records(samples: SampleCollection) -> None:
     dataset._reload(hard=True)
     for cache in (dataset._run_cache, dataset._brain_cache, dataset._annotation_cache):
         cache.clear()
+
+
+#: Parts of a dataset's document that FiftyOne stores as soon as they change (the schema):
+#: never a user's unsaved edit. FiftyOne marks the `metadata` entry changed when it loads a
+#: dataset with samples (its `created_at` set anew), which is no edit of the user's.
+_SAVED_AT_ONCE = ("sample_fields", "frame_fields")
+
+
+def _unsaved_edits(doc: Any) -> list[str]:
+    """The paths of the dataset's document changed in this process and not stored: mongoengine's
+    changed fields, but the schema (`_SAVED_AT_ONCE`) and values equal to the stored ones."""
+    changed = [p for p in doc._get_changed_fields() if p.split(".", 1)[0] not in _SAVED_AT_ONCE]
+    if not changed:
+        return []
+    tops = {path.split(".", 1)[0] for path in changed}
+    stored = _database()["datasets"].find_one({"_id": doc.id}, dict.fromkeys(tops, 1)) or {}
+    mine = doc.to_mongo()
+    return [path for path in changed if _value_at(mine, path) != _value_at(stored, path)]
+
+
+def _value_at(document: Any, path: str) -> Any:
+    """The value at a dotted path of a stored document (list positions as numbers); None if
+    the path is not there."""
+    value = document
+    for part in path.split("."):
+        if isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        elif isinstance(value, dict) and part in value:
+            value = value[part]
+        else:
+            return None
+    return value
 
 
 def dataset_of(samples: SampleCollection) -> fo.Dataset:

@@ -60,3 +60,17 @@ def test_unsaved_changes_meeting_changes_from_elsewhere_are_a_clear_error(ds):
     assert ds.info["note"] == "mine, not saved yet"
     ds.save()
     assert elfs.select_coreset(ds, key="w", budget_count=5, mode="window").budget == 5
+
+
+def test_a_freshly_loaded_handle_that_changed_nothing_is_refreshed_not_refused(ds):
+    """FiftyOne marks a schema entry changed when it loads a dataset with samples; every ELFS
+    call on a handle loaded before another process recorded a run was refused as "unsaved
+    changes" (a notebook that changed nothing, a script that had just started)."""
+    import fiftyone as fo
+
+    fo.Dataset._instances.pop(ds.name)  # a new process's handle: loaded from the database
+    handle = fo.load_dataset(ds.name)
+    assert handle is not ds and handle._doc._get_changed_fields()  # FiftyOne's own marks
+    _run_elsewhere(handle)
+    assert elfs.list_keys(handle)["w"] == ["pseudo_labels", "difficulty"]
+    assert elfs.select_coreset(handle, key="w", budget_count=5, mode="window").budget == 5
