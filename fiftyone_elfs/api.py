@@ -391,8 +391,10 @@ def delete_key(dataset: SampleCollection, key: str) -> list[str]:
         embedding_chunks.clear(dataset_io.dataset_id(dataset), names.key)
         sharding.clear(dataset_io.dataset_id(dataset), names.key)
         remove_key_checkpoints(lambda name: checkpoint_dir_for(dataset, name), names.key)
-        deleted = runs.delete_pipeline(dataset, names.key)
-        return runs.sort_stages([*deleted, *leftovers.delete_leftovers(dataset, names)])
+        with leases.commit_turn(dataset_io.dataset_id(dataset)):  # the schema, as a commit
+            dataset_io.refresh_records(dataset)
+            deleted = runs.delete_pipeline(dataset, names.key)
+            return runs.sort_stages([*deleted, *leftovers.delete_leftovers(dataset, names)])
 
 
 delete_run = params.deprecated_alias(delete_key, "delete_run")

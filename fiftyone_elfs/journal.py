@@ -56,6 +56,12 @@ def add(
     )
 
 
+def forget(dataset: fo.Dataset, key: str, stage: str, attribute: str, name: str) -> None:
+    """Takes `name` off the entry of (key, stage): it is not the operation's to leave behind
+    (someone else created it meanwhile), so cleaning up after the operation must keep it."""
+    _journal().update_one({"_id": _journal_id(dataset, key, stage)}, {"$pull": {attribute: name}})
+
+
 def end(dataset: fo.Dataset, key: str, stage: str) -> None:
     """Closes the journal entry of (key, stage): what it listed is now recorded or gone."""
     _journal().delete_one({"_id": _journal_id(dataset, key, stage)})

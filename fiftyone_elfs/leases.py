@@ -31,6 +31,7 @@ import os
 import re
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -266,3 +267,25 @@ def live_keys(dataset_id: str) -> set[str]:
         for doc in docs
         if doc.get("age") is not None and doc["age"] < EXPIRY_S * 1000 and not _holder_is_gone(doc)
     }
+
+
+#: The lease of a dataset's commits (any key; "*" is no valid key): FiftyOne rewrites a
+#: dataset's field list from the process's copy of it, so two keys' commits at once lost each
+#: other's fields or their ELFS marks, or failed on a field the other had just removed.
+COMMIT_KEY, COMMIT_STAGE = "*", "commit"
+
+
+@contextlib.contextmanager
+def commit_turn(dataset_id: str, poll_s: float = 0.25) -> Iterator[None]:
+    """Holds the dataset's commit lease for the block, waiting while another live run holds it
+    (a commit takes seconds, minutes at a million samples; a killed holder's lease expires
+    after `EXPIRY_S`). Re-entrant in a thread, like every lease. Taken last, after the key's
+    stage leases, and only for the commit: waiting on it cannot deadlock."""
+    with contextlib.ExitStack() as stack:
+        while True:
+            try:
+                stack.enter_context(hold(dataset_id, COMMIT_KEY, [COMMIT_STAGE]))
+                break
+            except ElfsInputError:  # another run is committing on this dataset
+                time.sleep(poll_s)
+        yield

@@ -176,6 +176,7 @@ def _write_held_and_plot(
         alongside=None
         if plot_input is None
         else lambda: points.append(plot.layout(plot_input, plot_config)),
+        before_commit=lambda: _require_unchanged_embeddings(samples, held),  # as stored then
     )
     pseudo = held.get(pseudo_labels.STAGE)
     labels = pseudo.outputs.labels[names.pseudo_label_field][1] if pseudo is not None else None

@@ -363,7 +363,10 @@ def guard(samples: SampleCollection, key: str, stages: Sequence[str]) -> Iterato
     dataset = dataset_io.dataset_of(samples)
     dataset_id = dataset_io.dataset_id(dataset)
     with leases.hold(dataset_id, key, stages):
-        runs.recover(dataset, key, busy=lambda k, s: leases.is_held_elsewhere(dataset_id, k, s))
+        with leases.commit_turn(dataset_id):  # recover deletes fields: a commit's schema write
+            dataset_io.refresh_records(dataset)
+            busy = lambda k, s: leases.is_held_elsewhere(dataset_id, k, s)  # noqa: E731
+            runs.recover(dataset, key, busy=busy)
         yield
 
 
@@ -511,11 +514,49 @@ def _check_run(samples: SampleCollection, names: runs.PipelineNames, run: StageR
     )
 
 
+def _existing_outputs(dataset: Any, run: StageRun) -> set[tuple[str, str]]:
+    """The (kind, name) of the run's outputs that exist (checked by `check_ownership`)."""
+    outputs = run.outputs
+    wanted = {
+        "fields": outputs.fields,
+        "tags": list(outputs.tags),
+        "views": list(outputs.views),
+        "brain_runs": list(outputs.layouts),
+    }
+    return {(k, n) for k, names in wanted.items() for n in names if _exists(dataset, k, n)}
+
+
+def _refuse_outputs_created_meanwhile(
+    dataset: Any, names: runs.PipelineNames, run: StageRun, existed: set[tuple[str, str]]
+) -> None:
+    """Refuses an output name that did not exist when the run was checked and exists now (a
+    teammate's field or saved view, another key's tag): it is not the run's to replace, and
+    it is taken off the run's journal entry first, so the cleanup after the refusal keeps it."""
+    created = [
+        (kind, name)
+        for kind, name in sorted(_existing_outputs(dataset, run) - existed)
+        if not (kind == "fields" and name in run.outputs.written_fields)  # the stage's own
+    ]
+    for kind, name in created:
+        journal.forget(dataset, names.key, run.stage, _KINDS[kind][0], name)
+    for kind, name in created:
+        owner = runs.owner_of(dataset, _KINDS[kind][0], name)
+        if owner is not None and owner[0] != names.key:
+            raise ElfsInputError(
+                f"The {_KINDS[kind][1]} '{name}' was created by key '{owner[0]}' while this run "
+                f"of key '{names.key}' computed; nothing of this run was written. Fix: use "
+                "another key, or delete that key first.",
+                param="key",
+            )
+        raise _not_ours_error(kind, name, names.key)
+
+
 def write_runs(
     samples: SampleCollection,
     names: runs.PipelineNames,
     stage_runs: Sequence[StageRun],
     alongside: Callable[[], Any] | None = None,
+    before_commit: Callable[[], None] | None = None,
 ) -> list[str]:
     """Writes and records stage runs (in order), their fields in one pass over the samples
     (one staging collection and one ``$merge`` per set of sample ids); returns the run keys.
@@ -526,17 +567,28 @@ def write_runs(
     `alongside`: a computation that touches no database (arrays only), run in a background
     thread while the database merges the staged values, which is server-side work (at 1.28M
     samples about two minutes); its exception, if any, is raised once the runs are recorded.
+    `before_commit`: a check run in the commit's turn (`_commit_staged_runs`), on the record as
+    stored then; its error stops the runs before anything of them is in place.
     """
+    dataset = dataset_io.dataset_of(samples)
+    existed = {}
     for run in stage_runs:
         _check_run(samples, names, run)
-    dataset = dataset_io.dataset_of(samples)
+        existed[run.stage] = _existing_outputs(dataset, run)
+
+    def in_turn() -> None:  # the checks on the record as stored when the commit's turn comes
+        for run in stage_runs:
+            _refuse_outputs_created_meanwhile(dataset, names, run, existed[run.stage])
+        if before_commit is not None:
+            before_commit()
+
     plan = _plan_staging(dataset, stage_runs)
     collections = [staged.collection for staged in plan]
     for run in stage_runs:
         owned = run.outputs.owned()
         journal.add(dataset, names.key, run.stage, owned, staging_collections=collections)
     try:
-        return _commit(samples, names, stage_runs, plan, alongside)
+        return _commit(samples, names, stage_runs, plan, alongside, in_turn)
     except Exception:
         for run in stage_runs:  # a failure is no interruption: clean now
             runs.recover(dataset, names.key, stage=run.stage)
@@ -549,6 +601,7 @@ def _commit(
     stage_runs: Sequence[StageRun],
     plan: list[_Staged],
     alongside: Callable[[], Any] | None = None,
+    before_commit: Callable[[], None] | None = None,
 ) -> list[str]:
     """Steps 2-5 of the protocol (module docstring), once the journal lists every name."""
     for staged in plan:  # in chunks, each chunk boundary a kill point of each stage in it
@@ -559,12 +612,12 @@ def _commit(
             for stage in dict.fromkeys(staged.stages.values()):
                 kill_point(stage, "chunk")
     if alongside is None:
-        return _commit_staged_runs(samples, names, stage_runs, plan)
+        return _commit_staged_runs(samples, names, stage_runs, plan, before_commit)
     # started after the staging (Python work here) so that the two threads rarely want the GIL
     # at once; the context is copied so the thread sees what this one has read
     with ThreadPoolExecutor(1, thread_name_prefix="elfs-alongside") as pool:
         computed = pool.submit(contextvars.copy_context().run, alongside)
-        run_keys = _commit_staged_runs(samples, names, stage_runs, plan)
+        run_keys = _commit_staged_runs(samples, names, stage_runs, plan, before_commit)
     computed.result()
     return run_keys
 
@@ -574,8 +627,25 @@ def _commit_staged_runs(
     names: runs.PipelineNames,
     stage_runs: Sequence[StageRun],
     plan: list[_Staged],
+    before_commit: Callable[[], None] | None = None,
 ) -> list[str]:
-    """Steps 3-5 of the protocol, once every value is staged."""
+    """Steps 3-5 of the protocol, once every value is staged, in the dataset's commit turn
+    (`leases.commit_turn`) and on its record as stored then: `before_commit` (`write_runs`: a
+    name another run or a teammate created while this one computed is refused), the writes."""
+    dataset = dataset_io.dataset_of(samples)
+    with leases.commit_turn(dataset_io.dataset_id(dataset)):
+        dataset_io.refresh_records(dataset)
+        if before_commit is not None:
+            before_commit()
+        return _commit_in_turn(samples, names, stage_runs, plan)
+
+
+def _commit_in_turn(
+    samples: SampleCollection,
+    names: runs.PipelineNames,
+    stage_runs: Sequence[StageRun],
+    plan: list[_Staged],
+) -> list[str]:
     dataset = dataset_io.dataset_of(samples)
     replace = {run.stage: run.replace for run in stage_runs}
     for run in stage_runs:
