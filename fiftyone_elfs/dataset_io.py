@@ -95,10 +95,13 @@ def _values_of_ids(
 
 
 def with_every_field(samples: Any, param: str = "samples") -> SampleCollection:
-    """The collection a public function runs on: the same samples in the same order, with any
-    field selection (``select_fields`` / ``exclude_fields``, often used to slim the App's
-    sidebar) lifted, so that ELFS sees the fields its earlier runs wrote instead of taking them
-    for absent (re-embedding every image, or failing after the work).
+    """The collection a public function runs on: the same samples, with any field selection
+    (``select_fields`` / ``exclude_fields``, often used to slim the App's sidebar) lifted, so
+    that ELFS sees the fields its earlier runs wrote instead of taking them for absent
+    (re-embedding every image, or failing after the work); and a view that orders its samples
+    (``sort_by``, ``shuffle``, ``take`` ...) sorted by sample id, since clustering starts,
+    training batches and seeded draws follow the order of the arrays: the same samples and seed
+    give the same result whatever order a view lists them in.
 
     Raises:
         ElfsInputError: `samples` is not a FiftyOne dataset or view (e.g. a dataset's name), or
@@ -124,13 +127,26 @@ def with_every_field(samples: Any, param: str = "samples") -> SampleCollection:
     selections = (fos.SelectFields, fos.ExcludeFields)
     if not isinstance(samples, fo.DatasetView) or samples._is_generated:
         return samples
-    if not any(isinstance(stage, selections) for stage in samples._stages):
-        return samples
-    view = samples._dataset.view()
-    for stage in samples._stages:
-        if not isinstance(stage, selections):
-            view = view.add_stage(stage)
+    view = samples
+    if any(isinstance(stage, selections) for stage in samples._stages):
+        view = samples._dataset.view()
+        for stage in samples._stages:
+            if not isinstance(stage, selections):
+                view = view.add_stage(stage)
+    if any(_orders(stage) for stage in view._stages):
+        view = view.sort_by("_id")
     return view
+
+
+def _orders(stage: Any) -> bool:
+    """Whether a view stage lists the samples in an order of its own (not the dataset's)."""
+    import fiftyone.core.stages as fos
+
+    ordering = (fos.SortBy, fos.SortBySimilarity, fos.Shuffle, fos.Take, fos.GroupBy, fos.Mongo)
+    ordering += (fos.Concat, fos._GeoStage)
+    if isinstance(stage, (fos.Select, fos.SelectBy)):
+        return bool(getattr(stage, "_ordered", False))
+    return isinstance(stage, ordering)
 
 
 #: The parts of a dataset's record that ELFS reads: its runs, layouts, annotation runs, saved

@@ -30,7 +30,8 @@ SEED = Param(
     min=0,
     max=MAX_SEED,
     label="Random seed",
-    help="Same seed, same result.",
+    help="Same samples and seed, same result (a view that reorders the samples is read in "
+    "sample-id order, so its order does not matter).",
     fix="pass a seed in that range, e.g. 0 or a date such as 20241205",
 )
 #: The encoders that ship with the package and work offline (= the keys of
