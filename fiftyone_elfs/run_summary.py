@@ -19,7 +19,7 @@ from fiftyone_elfs.errors import ElfsInputError
 
 _INTERNAL = {"method", "elfs_key", "stage", "owned_fields", "owned_tags", "owned_views",
              "owned_brain_runs", "type", "cls", "vectors_version", "embeddings_version",
-             "labels_version", "pseudo_labels_version"}  # fmt: skip
+             "labels_version", "pseudo_labels_version", "elfs_version"}  # fmt: skip
 OPERATOR_PREFIX = "@fiftyone-elfs/elfs/"
 #: Operators whose runs hold a lease of their key for as long as they compute (`leases`).
 LEASED_OPERATORS = frozenset(

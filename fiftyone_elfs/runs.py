@@ -147,6 +147,12 @@ def checkpoint_dir_for(samples: foc.SampleCollection, key: str) -> str:
     )
 
 
+def _package_version() -> str:
+    from fiftyone_elfs import __version__
+
+    return __version__
+
+
 def record_run(
     samples: foc.SampleCollection,
     names: PipelineNames,
@@ -164,7 +170,7 @@ def record_run(
     document), never without them; an earlier run of the stage is replaced in the same update.
     """
     run_key = names.run_key(stage)
-    reserved = {"method", "elfs_key", "stage", "marks_fields", *OWNED_KINDS}
+    reserved = {"method", "elfs_key", "stage", "marks_fields", "elfs_version", *OWNED_KINDS}
     if reserved & params.keys():
         raise ValueError(f"run parameters may not be named {sorted(reserved & params.keys())}")
     config = samples.init_run(
@@ -176,6 +182,7 @@ def record_run(
         owned_views=list(owned_views or []),
         owned_brain_runs=list(owned_brain_runs or []),
         marks_fields=True,  # its fields carry `field_mark` (runs recorded before did not)
+        elfs_version=_package_version(),  # defaults and rules change between versions
         **params,
     )
     _register_with_results(samples, run_key, config, results)

@@ -77,6 +77,11 @@ def test_full_pipeline_with_temi_writes_fields_tag_view_and_runs(dataset, tmp_pa
     assert (pl.method, pl.n_clusters) == ("fiftyone_elfs.pseudo_labels", 10)
     pl_results = dataset.load_run_results("elfs_pseudo_labels")
     assert pl_results.best_head == int(np.argmin(pl_results.head_losses))
+    # the schedule that ran (TEMI lengthens small data's: 300 images, batch 128, 500 steps)
+    assert pl_results.epochs > FAST_TEMI["epochs"]
+    assert 1 <= pl_results.n_neighbors
+    for stage in pipeline_stages:  # which fiftyone-elfs made each run (defaults change)
+        assert dataset.get_run_info(f"elfs_{stage}").config.elfs_version == elfs.__version__
     trust = pl_results.trust  # the label-free diagnostic, measured on the stored labels
     assert trust["level"] in ("strong", "weak") and 0.0 <= trust["stability"] <= 1.0
     assert (trust["level"] == "strong") == (trust["stability"] >= trust["threshold"])

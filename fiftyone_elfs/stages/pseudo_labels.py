@@ -309,6 +309,9 @@ def run(
             "resumed_from_epoch": int(temi.resumed_from_epoch_),
             "head_losses": [float(v) for v in temi.head_losses_],
             "mean_confidence": float(temi.mean_confidence_),
+            # what ran: TEMI lengthens the schedule of small data and caps the neighbours
+            "epochs": int(temi.epochs_),
+            "n_neighbors": int(temi.n_neighbors_),
         }
         if temi.near_uniform_:
             extra["fallback"] = _fallback_reason(temi.mean_confidence_, config.n_clusters)
