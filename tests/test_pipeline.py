@@ -565,3 +565,30 @@ def test_temi_that_learns_keeps_its_own_labels(dataset):
     assert results["clustering_used"] == "temi" and "fallback" not in results
     assert results["mean_confidence"] >= 0.19
     assert summarize_run(dataset).clustering_fallback is None
+
+
+def test_images_deleted_since_they_were_scored_are_left_out_with_a_notice(dataset, tmp_path):
+    """They were selected again on every run (their embeddings and scores are stored) and the
+    export then refused the coreset."""
+    import shutil
+
+    moved = dataset.take(3, seed=1)
+    copies = []
+    for number, path in enumerate(moved.values("filepath")):
+        copies.append(str(tmp_path / f"{number}_{os.path.basename(path)}"))
+        shutil.copy(path, copies[-1])
+    moved.set_values("filepath", copies)
+    gone_ids = set(moved.values("id"))
+    _run(dataset, fraction=0.5)
+    for path in copies:
+        os.remove(path)
+
+    for result in (
+        _run(dataset, fraction=0.5),
+        elfs.select_coreset(dataset, budget_fraction=0.5, mode="ccs"),
+        elfs.select_more(dataset, budget_count=5),
+    ):
+        assert not gone_ids & set(result.selected_ids)
+        assert result.n_pool == len(dataset) - 3 or result.round == 2
+        assert any("3 of the" in n and "have no image file any more" in n for n in result.notices)
+    elfs.export_coreset(dataset, str(tmp_path / "out"), formats=["media"])  # nothing missing

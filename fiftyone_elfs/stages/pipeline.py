@@ -212,12 +212,12 @@ def check_before_writing(samples: SampleCollection, config: PipelineConfig) -> N
 
 
 def _not_candidates_notice(
-    samples: SampleCollection, config: PipelineConfig, n_pool: int
+    samples: SampleCollection, config: PipelineConfig, n_embedded: int
 ) -> list[str]:
     """A notice when samples of the run had no embeddings, so could not be selected (images
     that could not be read): the App and the run's result show it, not only the log."""
     n = dataset_io.count(samples)
-    if n_pool >= n:
+    if n_embedded >= n:
         return []
     if config.embeddings_field is not None:
         where = f"have no vector in '{config.embeddings_field}'"
@@ -228,7 +228,7 @@ def _not_candidates_notice(
             f"dataset.load_run_results('{run_key}').skipped)"
         )
     return [
-        f"{n - n_pool} of the {n} samples {where}, so none of them could be selected. Fix the "
+        f"{n - n_embedded} of the {n} samples {where}, so none of them could be selected. Fix the "
         "files and run the pipeline again with this key to include them (only they are embedded)."
     ]
 
@@ -290,7 +290,8 @@ def _run(
         held,
     )
     _write_held_and_plot(samples, config, held, progress)
-    result.notices.extend(_not_candidates_notice(samples, config, result.n_pool))
+    n_embedded = held.get(pseudo_labels.STAGE).results["n_samples"]  # clustered: embedded
+    result.notices.extend(_not_candidates_notice(samples, config, n_embedded))
     if progress is not None:
         progress(1.0, f"selected {len(result.selected_ids)} samples")
     logger.info("Pipeline '%s' done: %d of %d selected", config.key, result.budget, result.n_pool)

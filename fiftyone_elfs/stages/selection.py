@@ -115,6 +115,34 @@ def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
     )
 
 
+def without_missing_media(
+    samples: SampleCollection, ids: list[str], values: np.ndarray
+) -> tuple[list[str], np.ndarray, list[str]]:
+    """The scored samples whose image file still exists (local paths; a URL is kept), with a
+    notice naming how many were left out: images deleted since they were embedded would be
+    selected again on every run and then refused by the export."""
+    import os
+
+    _, paths = dataset_io.read_values(samples, "filepath", ids)
+    gone = [i for i, path in enumerate(paths) if "://" not in path and not os.path.exists(path)]
+    if not gone:
+        return ids, values, []
+    example = paths[gone[0]]
+    if len(gone) == len(ids):
+        raise ElfsInputError(
+            f"None of the {len(ids)} scored samples has its image file any more (e.g. "
+            f"{example}). Fix: restore the files, or point the samples at where they moved."
+        )
+    keep = np.ones(len(ids), dtype=bool)
+    keep[gone] = False
+    notice = (
+        f"{len(gone)} of the {len(ids)} scored samples have no image file any more (e.g. "
+        f"{example}), so none of them was selected. Restore the files to include them, or "
+        "delete those samples from the dataset."
+    )
+    return [i for i, k in zip(ids, keep, strict=True) if k], values[keep], [notice]
+
+
 def read_scores(
     samples: SampleCollection,
     names: runs.PipelineNames,
@@ -310,6 +338,8 @@ def select_coreset(
 
     names = runs.PipelineNames(config.key)
     ids, values = read_scores(samples, names, config.score, held)
+    n_scored = len(ids)
+    ids, values, gone = without_missing_media(samples, ids, values)
     n = len(ids)
     budget = resolve_budget(
         n, budget_count=config.budget_count, budget_fraction=config.budget_fraction
@@ -338,7 +368,8 @@ def select_coreset(
     else:
         pruned = double_end_prune(values, budget, beta, hard_is_low=hard_is_low)
     if held is None:  # a pipeline's unscored samples are its unreadable images, listed already
-        pruned.notices.extend(unscored_notice(samples, n, config.score))
+        pruned.notices.extend(unscored_notice(samples, n_scored, config.score))
+    pruned.notices.extend(gone)
     logger.info("Selection rule: %s (%s).", mode, mode_reason)
     result = selection_result(
         names, ids, pruned, beta_reason, config.score, tag, names.saved_view, 1, mode, mode_reason

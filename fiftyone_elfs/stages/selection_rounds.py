@@ -23,6 +23,7 @@ from fiftyone_elfs.stages.selection import (
     results_record,
     selection_result,
     unscored_notice,
+    without_missing_media,
 )
 from fiftyone_elfs.stages.typical_selection import typical_prune
 
@@ -80,6 +81,8 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
     coreset_score = getattr(coreset_config, "score", None) or "aum"
     score = config.score or coreset_score
     ids, values = read_scores(samples, names, score)
+    n_scored = len(ids)
+    ids, values, gone = without_missing_media(samples, ids, values)
     n = len(ids)
     budget = resolve_budget(
         n, budget_count=config.budget_count, budget_fraction=config.budget_fraction
@@ -131,7 +134,8 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
         )
     else:
         pruned = next_round_prune(values, excluded, budget, beta, hard_is_low=hard_is_low)
-    pruned.notices.extend(unscored_notice(samples, n, score))
+    pruned.notices.extend(unscored_notice(samples, n_scored, score))
+    pruned.notices.extend(gone)
     if score != coreset_score and mode != "typical":  # typical selection uses no score
         pruned.notices.append(
             f"This round ranks by {score}, and this key's coreset by {coreset_score}: it does "
