@@ -592,3 +592,22 @@ def test_images_deleted_since_they_were_scored_are_left_out_with_a_notice(datase
         assert result.n_pool == len(dataset) - 3 or result.round == 2
         assert any("3 of the" in n and "have no image file any more" in n for n in result.notices)
     elfs.export_coreset(dataset, str(tmp_path / "out"), formats=["media"])  # nothing missing
+
+
+def test_scores_merged_in_from_a_dataset_that_ran_the_same_key_are_refused(dataset):
+    """select_coreset ranked the union by scores of two unrelated trainings (other proxies on
+    other pseudo-labels) without a word."""
+    ours, theirs = dataset.take(40, seed=1).clone(), dataset.take(40, seed=2).clone()
+    _run(ours, fraction=0.2)
+    _run(theirs, fraction=0.2, seed=7)
+    ours.add_collection(theirs)
+    for select in (
+        lambda: elfs.select_coreset(ours, budget_count=5),
+        lambda: elfs.select_more(ours, budget_count=5),
+    ):
+        with pytest.raises(elfs.ElfsInputError, match=rf"{len(ours)} samples .* scored 40.*merged"):
+            select()
+    _run(ours, fraction=0.2)  # the fix it names: score the merged dataset again
+    assert len(ours) > 40 and elfs.select_coreset(ours, budget_count=5).n_pool == len(ours)
+    ours.delete()
+    theirs.delete()

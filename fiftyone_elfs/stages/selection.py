@@ -25,7 +25,8 @@ from fiftyone_elfs.app_colors import apply_app_colors
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.difficulty.training_dynamics import HARD_IS_LOW as _PROXY_HARD_IS_LOW
 from fiftyone_elfs.errors import ElfsInputError
-from fiftyone_elfs.stages import StageConfig, difficulty, pseudo_labels, record
+from fiftyone_elfs.stages import StageConfig, pseudo_labels, record
+from fiftyone_elfs.stages.candidates import read_scores, unscored_notice, without_missing_media
 from fiftyone_elfs.stages.typical_selection import NO_CUT_REASON, typical_prune
 
 logger = logging.getLogger(__name__)
@@ -113,81 +114,6 @@ def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
     record.check_ownership(
         samples, names, "coreset", fields=[names.region_field], tags=tags, views=views
     )
-
-
-def without_missing_media(
-    samples: SampleCollection, ids: list[str], values: np.ndarray
-) -> tuple[list[str], np.ndarray, list[str]]:
-    """The scored samples whose image file still exists (local paths; a URL is kept), with a
-    notice naming how many were left out: images deleted since they were embedded would be
-    selected again on every run and then refused by the export."""
-    import os
-
-    _, paths = dataset_io.read_values(samples, "filepath", ids)
-    gone = [i for i, path in enumerate(paths) if "://" not in path and not os.path.exists(path)]
-    if not gone:
-        return ids, values, []
-    example = paths[gone[0]]
-    if len(gone) == len(ids):
-        raise ElfsInputError(
-            f"None of the {len(ids)} scored samples has its image file any more (e.g. "
-            f"{example}). Fix: restore the files, or point the samples at where they moved."
-        )
-    keep = np.ones(len(ids), dtype=bool)
-    keep[gone] = False
-    notice = (
-        f"{len(gone)} of the {len(ids)} scored samples have no image file any more (e.g. "
-        f"{example}), so none of them was selected. Restore the files to include them, or "
-        "delete those samples from the dataset."
-    )
-    return [i for i, k in zip(ids, keep, strict=True) if k], values[keep], [notice]
-
-
-def read_scores(
-    samples: SampleCollection,
-    names: runs.PipelineNames,
-    score: str,
-    held: record.HeldRuns | None = None,
-) -> tuple[list[str], np.ndarray]:
-    """The ids and `score` values of the scored samples of a view (those of the held run if
-    `held` holds the scoring stage), or a clear error."""
-    dataset_io.require_nonempty(samples)
-    score_field = names.score_field(score)
-    scoring = "contrastive" if score == "contrastive" else "difficulty"
-    stage = "compute_contrastive_scores" if score == "contrastive" else "compute_difficulty"
-    record.check_input(samples, names, scoring, score_field, f"'{score}' scores", held)
-    difficulty.require_current_scores(samples, names, score, held)
-    held_run = record.held_run(held, scoring)
-    if held_run is not None:
-        ids, values = held_run.outputs.values[score_field]
-        ids, values = list(ids), list(values)
-    else:
-        if not dataset_io.has_field(samples, score_field):
-            raise ElfsInputError(
-                f"The field '{score_field}' that key '{names.key}' wrote its '{score}' scores "
-                f"to is not on this dataset (renamed or deleted). Fix: run {stage} again with "
-                f"key '{names.key}'."
-            )
-        ids, values = dataset_io.read_values(samples, score_field)
-    if not ids:
-        raise ElfsInputError(
-            f"No sample of this view has a '{score}' score. Fix: run {stage} on it."
-        )
-    return ids, np.asarray(values, dtype=float)
-
-
-def unscored_notice(samples: SampleCollection, n_scored: int, score: str) -> list[str]:
-    """A notice when samples of the collection have no score, so are not candidates: samples
-    added since the scores were computed (or whose images could not be read)."""
-    n = dataset_io.count(samples)
-    if n_scored >= n:
-        return []
-    return [
-        f"{n - n_scored} of the {n} samples have no '{score}' score, so none of them can be "
-        "selected: samples added since the scores were computed, or whose images could not be "
-        "read. To include added samples, run the pipeline (or compute_embeddings, "
-        "compute_pseudo_labels and compute_difficulty) again with this key."
-    ]
 
 
 def beta_for(

@@ -14,16 +14,14 @@ from fiftyone_elfs import dataset_io, runs
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.stages import StageConfig, record
+from fiftyone_elfs.stages.candidates import read_scores, unscored_notice, without_missing_media
 from fiftyone_elfs.stages.selection import (
     HARD_IS_LOW,
     CoresetResult,
     beta_for,
     chosen_by,
-    read_scores,
     results_record,
     selection_result,
-    unscored_notice,
-    without_missing_media,
 )
 from fiftyone_elfs.stages.typical_selection import typical_prune
 

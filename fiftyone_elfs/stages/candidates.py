@@ -1,0 +1,113 @@
+"""The candidates of a selection: the samples of a view that the key's run scored, with their
+scores, less those whose image file is gone.
+
+Refused: scores on more samples than the key's run scored (merged in from a dataset that ran
+the same key). Left out with a notice: samples without a score (added since the scores were
+computed) and samples whose image was deleted after it was embedded.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from fiftyone_elfs import dataset_io, runs
+from fiftyone_elfs.dataset_io import SampleCollection
+from fiftyone_elfs.errors import ElfsInputError
+from fiftyone_elfs.stages import difficulty, record
+
+
+def without_missing_media(
+    samples: SampleCollection, ids: list[str], values: np.ndarray
+) -> tuple[list[str], np.ndarray, list[str]]:
+    """The scored samples whose image file still exists (local paths; a URL is kept), with a
+    notice naming how many were left out: images deleted since they were embedded would be
+    selected again on every run and then refused by the export."""
+    _, paths = dataset_io.read_values(samples, "filepath", ids)
+    gone = [i for i, path in enumerate(paths) if "://" not in path and not os.path.exists(path)]
+    if not gone:
+        return ids, values, []
+    example = paths[gone[0]]
+    if len(gone) == len(ids):
+        raise ElfsInputError(
+            f"None of the {len(ids)} scored samples has its image file any more (e.g. "
+            f"{example}). Fix: restore the files, or point the samples at where they moved."
+        )
+    keep = np.ones(len(ids), dtype=bool)
+    keep[gone] = False
+    notice = (
+        f"{len(gone)} of the {len(ids)} scored samples have no image file any more (e.g. "
+        f"{example}), so none of them was selected. Restore the files to include them, or "
+        "delete those samples from the dataset."
+    )
+    return [i for i, k in zip(ids, keep, strict=True) if k], values[keep], [notice]
+
+
+def read_scores(
+    samples: SampleCollection,
+    names: runs.PipelineNames,
+    score: str,
+    held: record.HeldRuns | None = None,
+) -> tuple[list[str], np.ndarray]:
+    """The ids and `score` values of the scored samples of a view (those of the held run if
+    `held` holds the scoring stage), or a clear error."""
+    dataset_io.require_nonempty(samples)
+    score_field = names.score_field(score)
+    scoring = "contrastive" if score == "contrastive" else "difficulty"
+    stage = "compute_contrastive_scores" if score == "contrastive" else "compute_difficulty"
+    record.check_input(samples, names, scoring, score_field, f"'{score}' scores", held)
+    difficulty.require_current_scores(samples, names, score, held)
+    held_run = record.held_run(held, scoring)
+    if held_run is not None:
+        ids, values = held_run.outputs.values[score_field]
+        ids, values = list(ids), list(values)
+    else:
+        if not dataset_io.has_field(samples, score_field):
+            raise ElfsInputError(
+                f"The field '{score_field}' that key '{names.key}' wrote its '{score}' scores "
+                f"to is not on this dataset (renamed or deleted). Fix: run {stage} again with "
+                f"key '{names.key}'."
+            )
+        ids, values = dataset_io.read_values(samples, score_field)
+        _refuse_scores_from_elsewhere(samples, names, scoring, score_field, stage)
+    if not ids:
+        raise ElfsInputError(
+            f"No sample of this view has a '{score}' score. Fix: run {stage} on it."
+        )
+    return ids, np.asarray(values, dtype=float)
+
+
+def _refuse_scores_from_elsewhere(
+    samples: SampleCollection, names: runs.PipelineNames, scoring: str, field: str, stage: str
+) -> None:
+    """Refuses scores on more samples of the dataset than the key's run scored: the others came
+    from elsewhere (``merge_samples`` / ``add_collection`` of a dataset that ran the same key),
+    from another proxy over other pseudo-labels, and ranking them together means nothing."""
+    dataset = dataset_io.dataset_of(samples)
+    recorded = getattr(runs.stage_results(dataset, names, scoring), "n_samples", None)
+    if recorded is None:
+        return
+    n = dataset_io.count(dataset_io.every_slice(dataset).exists(field))
+    if n > recorded:
+        raise ElfsInputError(
+            f"{n} samples of the dataset carry '{field}' values, and the {scoring} run of key "
+            f"'{names.key}' scored {recorded}: the others came from elsewhere (merged in from a "
+            "dataset that ran the same key?), from another training on other pseudo-labels. "
+            f"Fix: run {stage} (or run_pipeline) again with key '{names.key}' on this dataset, "
+            "or use another key."
+        )
+
+
+def unscored_notice(samples: SampleCollection, n_scored: int, score: str) -> list[str]:
+    """A notice when samples of the collection have no score, so are not candidates: samples
+    added since the scores were computed (or whose images could not be read)."""
+    n = dataset_io.count(samples)
+    if n_scored >= n:
+        return []
+    return [
+        f"{n - n_scored} of the {n} samples have no '{score}' score, so none of them can be "
+        "selected: samples added since the scores were computed, or whose images could not be "
+        "read. To include added samples, run the pipeline (or compute_embeddings, "
+        "compute_pseudo_labels and compute_difficulty) again with this key."
+    ]
