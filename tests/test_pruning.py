@@ -13,6 +13,7 @@ from fiftyone_elfs.selection import (
     double_end_prune,
     label_free_beta,
     next_round_prune,
+    rank_hardest_first,
     resolve_budget,
     resolve_mode,
 )
@@ -113,13 +114,43 @@ def test_hard_is_low_false_reverses_the_ranking():
     assert result.ranks[4] == 0 and result.ranks[1] == 9
 
 
-def test_ties_are_broken_by_index():
+def test_ties_are_ordered_by_the_seed_not_by_index():
+    """A window inside a tie group (forgetting counts: most samples 0) was a block of the
+    stored order, e.g. one or two classes of a dataset imported class by class."""
     tied = np.array([1.0, 0.0, 1.0, 0.0, 1.0])
-    assert double_end_prune(tied, budget=5, beta=0.0).indices.tolist() == [1, 3, 0, 2, 4]
+    result = double_end_prune(tied, budget=5, beta=0.0)
+    assert sorted(result.indices[:2].tolist()) == [1, 3]  # the scores still decide first
+    assert sorted(result.indices[2:].tolist()) == [0, 2, 4]
     high = double_end_prune(tied, budget=5, beta=0.0, hard_is_low=False)
-    assert high.indices.tolist() == [0, 2, 4, 1, 3]
-    ints = double_end_prune(np.array([2, 2, 1, 1]), budget=2, beta=0.5, hard_is_low=False)
-    assert ints.indices.tolist() == [2, 3]
+    assert sorted(high.indices[:3].tolist()) == [0, 2, 4]
+    # 3,000 samples stored by class, 2,500 of them tied: the window is spread over the classes
+    classes = np.repeat(np.arange(10), 300)
+    forgetting = np.zeros(3000)
+    forgetting[np.random.default_rng(0).choice(3000, 500, replace=False)] = 3.0
+    window = double_end_prune(forgetting, budget=300, beta=0.45, hard_is_low=False, seed=4)
+    assert (forgetting[window.indices] == 0).all()
+    assert np.bincount(classes[window.indices], minlength=10).min() >= 15  # a block: 0 in 8
+    again = double_end_prune(forgetting, budget=300, beta=0.45, hard_is_low=False, seed=4)
+    other = double_end_prune(forgetting, budget=300, beta=0.45, hard_is_low=False, seed=5)
+    assert np.array_equal(window.indices, again.indices)
+    assert not np.array_equal(np.sort(window.indices), np.sort(other.indices))
+    rounds = next_round_prune(forgetting, np.isin(np.arange(3000), window.indices), 300, 0.45,
+                              hard_is_low=False, seed=4)  # fmt: skip
+    assert np.bincount(classes[rounds.indices], minlength=10).min() >= 15
+    distinct = np.random.default_rng(1).normal(size=50)  # no ties: the order of the scores
+    assert np.array_equal(rank_hardest_first(distinct, seed=9), np.argsort(distinct))
+
+
+def test_infinite_scores_are_refused_like_nan():
+    """CCS put every sample in one stratum (a plain random draw) when one score was inf."""
+    scores = np.linspace(0.0, 1.0, 100)
+    scores[7] = np.inf
+    for prune in (
+        lambda: ccs_prune(scores, 10, 0.1, seed=0),
+        lambda: double_end_prune(scores, 10, 0.1),
+    ):
+        with pytest.raises(ValueError, match="NaN or infinite values for 1 sample"):
+            prune()
 
 
 @pytest.mark.parametrize(

@@ -151,6 +151,23 @@ def test_kmeans_recovers_well_separated_blobs():
     np.testing.assert_array_equal(labels, again)
 
 
+def _twelve_blobs(data_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(data_seed)
+    centres = rng.normal(size=(12, 16)) * 3
+    y = rng.integers(0, 12, 3000)
+    return (centres[y] + rng.normal(size=(3000, 16))).astype(np.float32), y
+
+
+def test_kmeans_keeps_its_best_restart():
+    """Spherical faiss k-means reports the summed cosine (higher is better) and the restart
+    with the lowest was kept: 12 separable blobs came out 0.88 right in 4 of 6 data sets, and
+    five restarts did worse than one."""
+    for data_seed in range(4):
+        X, y = _twelve_blobs(data_seed)
+        labels, _ = kmeans_pseudo_labels(X, 12, seed=0)
+        assert cluster_accuracy(y, labels) == 1.0, data_seed
+
+
 @pytest.mark.parametrize(
     ("X", "k", "match"),
     [

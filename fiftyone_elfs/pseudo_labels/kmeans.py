@@ -107,7 +107,9 @@ def _faiss_kmeans(
     for r in range(int(n_init)):
         seeds, _ = kmeans_plusplus(rows, n_clusters, random_state=(int(seed) * 1009 + r) % 2**32)
         centroids, objective = run(np.ascontiguousarray(seeds, dtype=np.float32), 1)
-        if best is None or objective < best[1]:  # faiss minimises squared L2 distance
+        # spherical faiss k-means maximises the summed cosine to the assigned centroids (its
+        # index is an inner-product one): the highest objective is the best restart
+        if best is None or objective > best[1]:
             best = (centroids, objective)
     return best[0]
 

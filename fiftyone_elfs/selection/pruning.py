@@ -85,7 +85,8 @@ def resolve_budget(
 
 
 def _check_scores(scores: np.ndarray) -> np.ndarray:
-    """Return scores as a 1-D float64 array without NaN, or raise a ValueError saying why."""
+    """Return scores as a 1-D float64 array of finite values, or raise a ValueError saying why
+    (an infinite score made CCS's strata all one: a plain random draw without a word)."""
     s = np.asarray(scores)
     if s.ndim != 1 or s.size == 0:
         raise ValueError(
@@ -94,11 +95,12 @@ def _check_scores(scores: np.ndarray) -> np.ndarray:
     if s.dtype == bool or not np.issubdtype(s.dtype, np.number) or np.iscomplexobj(s):
         raise ValueError(f"scores must be real numbers; got dtype {s.dtype}.")
     s = s.astype(np.float64)
-    if np.isnan(s).any():
-        bad = np.flatnonzero(np.isnan(s))
+    if not np.isfinite(s).all():
+        bad = np.flatnonzero(~np.isfinite(s))
         raise ValueError(
-            f"scores contain NaN for {bad.size} sample(s) (first: {bad[:5].tolist()}). "
-            "Recompute the difficulty scores, or drop those samples before pruning."
+            f"scores contain NaN or infinite values for {bad.size} sample(s) (first: "
+            f"{bad[:5].tolist()}). Recompute the difficulty scores, or drop those samples "
+            "before pruning."
         )
     return s
 
@@ -123,14 +125,18 @@ def _check_budget(budget: int) -> int:
     return int(budget)
 
 
-def rank_hardest_first(scores: np.ndarray, hard_is_low: bool = True) -> np.ndarray:
-    """Return sample indices ordered hardest first; ties keep index order (stable, reproducible)."""
+def rank_hardest_first(scores: np.ndarray, hard_is_low: bool = True, seed: int = 0) -> np.ndarray:
+    """Return sample indices ordered hardest first; tied scores in a random order drawn with
+    `seed` (reproducible). Why not the index order: a window inside a large tie group (most
+    samples are never forgotten, so have a forgetting count of 0) would then be a block of the
+    stored order, e.g. one or two classes of a dataset imported class by class."""
     s = _check_scores(scores)
-    return np.argsort(s if hard_is_low else -s, kind="stable")
+    tie_order = np.random.default_rng([int(seed), 7]).permutation(s.size)
+    return np.lexsort((tie_order, s if hard_is_low else -s))
 
 
 def double_end_prune(
-    scores: np.ndarray, budget: int, beta: float, hard_is_low: bool = True
+    scores: np.ndarray, budget: int, beta: float, hard_is_low: bool = True, seed: int = 0
 ) -> PruneResult:
     """ELFS double-end pruning: drop the floor(beta*N) hardest, keep the next ``budget``, drop rest.
 
@@ -141,7 +147,7 @@ def double_end_prune(
     budget = _check_budget(budget)
     beta = _check_beta(beta)
     n = s.size
-    order = rank_hardest_first(s, hard_is_low)
+    order = rank_hardest_first(s, hard_is_low, seed)
     ranks = np.empty(n, dtype=np.int64)
     ranks[order] = np.arange(n)
     notices: list[str] = []
@@ -342,7 +348,7 @@ def ccs_prune(
             "Every scored sample is already selected or labeled, so there is nothing left to "
             "select. Score more samples, or start a new selection with another key."
         )
-    order = rank_hardest_first(s, hard_is_low)
+    order = rank_hardest_first(s, hard_is_low, seed)
     ranks = np.empty(n, dtype=np.int64)
     ranks[order] = np.arange(n)
     notices: list[str] = []
@@ -389,6 +395,7 @@ def next_round_prune(
     budget: int,
     beta: float,
     hard_is_low: bool = True,
+    seed: int = 0,
 ) -> PruneResult:
     """The next labeling round: ``budget`` new samples, never one of ``excluded``.
 
@@ -424,10 +431,10 @@ def next_round_prune(
             f"labeled: all {available} are selected."
         )
         budget = available
-    window = double_end_prune(s, int(mask.sum()) + budget, beta, hard_is_low)
+    window = double_end_prune(s, int(mask.sum()) + budget, beta, hard_is_low, seed)
     if budget < available:  # else the window is every sample, said above in this round's terms
         notices.extend(window.notices)  # a window shifted to end at the easiest sample
-    order = rank_hardest_first(s, hard_is_low)
+    order = rank_hardest_first(s, hard_is_low, seed)
     in_window = order[window.start : window.stop]
     candidates = in_window[~mask[in_window]]  # at least `budget`: the window holds E + budget
     centre = (window.start + window.stop - 1) / 2.0

@@ -292,7 +292,7 @@ def select_coreset(
     elif mode == "ccs":
         pruned = ccs_prune(values, budget, beta, hard_is_low=hard_is_low, seed=config.seed)
     else:
-        pruned = double_end_prune(values, budget, beta, hard_is_low=hard_is_low)
+        pruned = double_end_prune(values, budget, beta, hard_is_low=hard_is_low, seed=config.seed)
     if held is None:  # a pipeline's unscored samples are its unreadable images, listed already
         pruned.notices.extend(unscored_notice(samples, n_scored, config.score))
     pruned.notices.extend(gone)

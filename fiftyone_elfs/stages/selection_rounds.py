@@ -131,7 +131,9 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
             values, budget, beta, hard_is_low=hard_is_low, excluded=excluded, seed=seed + round_no
         )
     else:
-        pruned = next_round_prune(values, excluded, budget, beta, hard_is_low=hard_is_low)
+        pruned = next_round_prune(  # the coreset's seed: its ties in its order (nested windows)
+            values, excluded, budget, beta, hard_is_low=hard_is_low, seed=seed
+        )
     pruned.notices.extend(unscored_notice(samples, n_scored, score))
     pruned.notices.extend(gone)
     if score != coreset_score and mode != "typical":  # typical selection uses no score
