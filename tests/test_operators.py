@@ -255,3 +255,26 @@ def test_a_queued_run_marked_failed_while_a_worker_runs_it_stops_and_writes_noth
     assert service.get(op_id).run_state == ExecutionRunState.FAILED
     assert elfs.list_keys(dataset)["stop"] == ["pseudo_labels"]  # no difficulty recorded
     assert dataset.get_field("stop_aum") is None
+
+
+def test_the_report_that_finds_its_operation_failed_stops_the_run(dataset, monkeypatch):
+    """The stop came one report late (the operator's thread read the state, the next report
+    raised): with the CNN proxy, one epoch late. The context is a stand-in carrying what a
+    worker's has (delegated, the operation's id); the operation is a real queued one."""
+    from types import SimpleNamespace
+
+    from fiftyone_elfs.plugin import delegation
+
+    foo.get_operator(uri("compute_embeddings"))(dataset, key="stopme", delegate=True)
+    service = DelegatedOperationService()
+    op_id = service.list_operations(operator=uri("compute_embeddings"), dataset_name=dataset.name)
+    ctx = SimpleNamespace(delegated=True, _delegated_operation_id=op_id[-1].id)
+    monkeypatch.setattr(delegation, "STOP_CHECK_S", 0.0)
+    sent = []
+    report = delegation.StopWatch(ctx).reporter(sent.append)
+    report(0.1, "running")
+    service.set_failed(op_id[-1].id)
+    with pytest.raises(delegation.RunStopped, match="marked failed"):
+        report(0.2, "still running")
+    assert sent == [(0.1, "running")]
+    service.delete_operation(op_id[-1].id)

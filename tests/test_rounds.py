@@ -116,6 +116,10 @@ def test_rounds_skip_samples_tagged_by_the_key_and_say_which_are_unscored(datase
     assert not set(more.selected_ids) & (set(merged) | set(first.selected_ids))
     assert len(more.selected_ids) == n - 4 - 6 - len(first.selected_ids)
     assert any(m.startswith(f"4 of the {n} samples have no 'aum' score") for m in more.notices)
+    # the fix it names is one the key takes: with rounds, run_pipeline is refused
+    (notice,) = [m for m in more.notices if "have no 'aum' score" in m]
+    assert "run compute_embeddings, compute_pseudo_labels and compute_difficulty" in notice
+    assert "the pipeline" not in notice
 
 
 def test_a_view_hiding_the_fields_selects_and_a_renamed_score_field_is_named(dataset):

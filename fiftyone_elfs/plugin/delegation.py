@@ -4,7 +4,7 @@ queued run stops when it is marked failed while a worker runs it (`StopWatch`).
 FiftyOne's ``fiftyone delegated fail <id>`` (and ``delete``) only changes the operation's record;
 the worker goes on computing and writes its results anyway. An ELFS operator run by a worker
 reads its operation's state at most every `STOP_CHECK_S` seconds, as its progress comes in, and
-once the operation is failed or gone the library's next progress report raises `RunStopped`:
+the progress report that finds the operation failed or gone raises `RunStopped`:
 the run stops there like an interrupted one (what it had started to write is rolled back by the
 key's next run, as after Ctrl-C).
 """
@@ -63,7 +63,7 @@ class StopWatch:
         self.stopped = False
 
     def check(self) -> None:
-        """Reads the operation's state if `STOP_CHECK_S` has passed (the operator's thread)."""
+        """Reads the operation's state if `STOP_CHECK_S` has passed since the last read."""
         if self._id is None or self.stopped or time.monotonic() - self._last < STOP_CHECK_S:
             return
         from fiftyone.operators.delegated import DelegatedOperationService
@@ -80,6 +80,7 @@ class StopWatch:
         `RunStopped` once the operation was failed or deleted (the library's thread)."""
 
         def report(fraction: float, label: str) -> None:
+            self.check()  # here, in the library's thread: this very report stops it
             self.raise_if_stopped()
             put((fraction, label))
 

@@ -99,15 +99,19 @@ def _refuse_scores_from_elsewhere(
         )
 
 
-def unscored_notice(samples: SampleCollection, n_scored: int, score: str) -> list[str]:
+def unscored_notice(
+    samples: SampleCollection, n_scored: int, score: str, rounds: bool = False
+) -> list[str]:
     """A notice when samples of the collection have no score, so are not candidates: samples
-    added since the scores were computed (or whose images could not be read)."""
+    added since the scores were computed (or whose images could not be read). With `rounds`
+    (the key has labeling rounds, which run_pipeline refuses to redo) the stages are named."""
     n = dataset_io.count(samples)
     if n_scored >= n:
         return []
+    stages = "compute_embeddings, compute_pseudo_labels and compute_difficulty"
+    fix = stages if rounds else f"the pipeline (or {stages})"
     return [
         f"{n - n_scored} of the {n} samples have no '{score}' score, so none of them can be "
         "selected: samples added since the scores were computed, or whose images could not be "
-        "read. To include added samples, run the pipeline (or compute_embeddings, "
-        "compute_pseudo_labels and compute_difficulty) again with this key."
+        f"read. To include added samples, run {fix} again with this key."
     ]

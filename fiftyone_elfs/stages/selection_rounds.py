@@ -134,7 +134,7 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
         pruned = next_round_prune(  # the coreset's seed: its ties in its order (nested windows)
             values, excluded, budget, beta, hard_is_low=hard_is_low, seed=seed
         )
-    pruned.notices.extend(unscored_notice(samples, n_scored, score))
+    pruned.notices.extend(unscored_notice(samples, n_scored, score, rounds=True))
     pruned.notices.extend(gone)
     if score != coreset_score and mode != "typical":  # typical selection uses no score
         pruned.notices.append(
