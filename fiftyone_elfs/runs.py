@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 from collections.abc import Callable, Sequence
 from copy import deepcopy
 from dataclasses import dataclass
@@ -147,12 +148,6 @@ def checkpoint_dir_for(samples: foc.SampleCollection, key: str) -> str:
     )
 
 
-def _package_version() -> str:
-    from fiftyone_elfs import __version__
-
-    return __version__
-
-
 def record_run(
     samples: foc.SampleCollection,
     names: PipelineNames,
@@ -182,7 +177,7 @@ def record_run(
         owned_views=list(owned_views or []),
         owned_brain_runs=list(owned_brain_runs or []),
         marks_fields=True,  # its fields carry `field_mark` (runs recorded before did not)
-        elfs_version=_package_version(),  # defaults and rules change between versions
+        elfs_version=sys.modules["fiftyone_elfs"].__version__,  # defaults change by version
         **params,
     )
     _register_with_results(samples, run_key, config, results)
