@@ -593,6 +593,13 @@ def test_images_deleted_since_they_were_scored_are_left_out_with_a_notice(datase
         assert any("3 of the" in n and "have no image file any more" in n for n in result.notices)
     elfs.export_coreset(dataset, str(tmp_path / "out"), formats=["media"])  # nothing missing
 
+    # no file reachable at all (media on another machine; the scale benchmark's dummy paths):
+    # selected among all, said
+    dataset.set_values("filepath", [f"/elsewhere/{i}.jpg" for i in range(len(dataset))])
+    result = elfs.select_more(dataset, budget_count=5)
+    assert result.n_pool == len(dataset) and len(result.selected_ids) == 5
+    assert any("is reachable from here" in n for n in result.notices)
+
 
 def test_scores_merged_in_from_a_dataset_that_ran_the_same_key_are_refused(dataset):
     """select_coreset ranked the union by scores of two unrelated trainings (other proxies on

@@ -23,16 +23,23 @@ def without_missing_media(
 ) -> tuple[list[str], np.ndarray, list[str]]:
     """The scored samples whose image file still exists (local paths; a URL is kept), with a
     notice naming how many were left out: images deleted since they were embedded would be
-    selected again on every run and then refused by the export."""
+    selected again on every run and then refused by the export. When no file at all is
+    reachable from this process (media on another machine, embeddings brought in with
+    `embeddings_field`), none is left out: the notice says so."""
     _, paths = dataset_io.read_values(samples, "filepath", ids)
     gone = [i for i, path in enumerate(paths) if "://" not in path and not os.path.exists(path)]
     if not gone:
         return ids, values, []
     example = paths[gone[0]]
     if len(gone) == len(ids):
-        raise ElfsInputError(
-            f"None of the {len(ids)} scored samples has its image file any more (e.g. "
-            f"{example}). Fix: restore the files, or point the samples at where they moved."
+        return (
+            ids,
+            values,
+            [
+                f"None of the {len(ids)} scored samples' image files is reachable from here (e.g. "
+                f"{example}), so the selection is made among all of them; exporting the coreset "
+                "needs the files."
+            ],
         )
     keep = np.ones(len(ids), dtype=bool)
     keep[gone] = False
