@@ -516,14 +516,13 @@ def _check_run(samples: SampleCollection, names: runs.PipelineNames, run: StageR
 
 def _existing_outputs(dataset: Any, run: StageRun) -> set[tuple[str, str]]:
     """The (kind, name) of the run's outputs that exist (checked by `check_ownership`)."""
-    outputs = run.outputs
-    wanted = {
-        "fields": outputs.fields,
-        "tags": list(outputs.tags),
-        "views": list(outputs.views),
-        "brain_runs": list(outputs.layouts),
+    owned = run.outputs.owned()
+    return {
+        (kind, name)
+        for kind, (attribute, _) in _KINDS.items()
+        for name in owned[attribute]
+        if _exists(dataset, kind, name)
     }
-    return {(k, n) for k, names in wanted.items() for n in names if _exists(dataset, k, n)}
 
 
 def _refuse_outputs_created_meanwhile(
