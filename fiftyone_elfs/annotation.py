@@ -19,6 +19,16 @@ import fiftyone as fo
 import fiftyone.core.collections as foc
 
 from fiftyone_elfs import dataset_io
+from fiftyone_elfs.annotation_inputs import (
+    RUN_METHOD,
+    annotation_run_key,
+    check_anno_key,
+    check_label_field,
+    list_annotation_runs,
+    preflight,
+    prelabel_field_for,
+)
+from fiftyone_elfs.annotation_inputs import prelabels as prelabels_for
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.label_studio import (
     API_KEY_ENV,
@@ -39,126 +49,17 @@ __all__ = [
     "AnnotationSummary",
     "annotation_summary",
     "check_anno_key",
+    "check_label_field",
     "check_label_studio",
     "delete_label_studio_run",
     "list_annotation_runs",
     "load_from_label_studio",
+    "preflight",
     "resolve_credentials",
     "send_to_label_studio",
 ]
 
 logger = logging.getLogger(__name__)
-
-_RUN_METHOD = "fiftyone_elfs_annotation"  # not "fiftyone_elfs.<stage>": not a pipeline stage
-
-
-def annotation_run_key(anno_key: str) -> str:
-    """The FiftyOne run that records what ELFS sent under `anno_key` and what came back."""
-    return f"elfs_annotation_{anno_key}"
-
-
-def prelabel_field_for(anno_key: str) -> str:
-    """The field holding the pre-annotations sent with `anno_key` (Label Studio predictions)."""
-    return f"{anno_key}_prelabel"
-
-
-def check_anno_key(samples: foc.SampleCollection, anno_key: str) -> None:
-    """Refuses an annotation key already used on the dataset, or whose fields are taken."""
-    dataset = dataset_io.dataset_of(samples)
-    if annotation_run_key(anno_key) in dataset.list_runs():
-        raise ElfsInputError(
-            f"The annotation key '{anno_key}' is already used by a Label Studio run sent from "
-            f"this dataset. Fix: choose another key (e.g. '{anno_key}_2'), or remove the old run "
-            f"with elfs.delete_label_studio_run(dataset, '{anno_key}') (loaded labels stay; "
-            "delete_project=True also deletes its Label Studio project).",
-            param="anno_key",
-        )
-    if anno_key in dataset.list_annotation_runs():
-        raise ElfsInputError(
-            f"The annotation key '{anno_key}' is already used by a FiftyOne annotation run of "
-            f"this dataset. Fix: choose another key (e.g. '{anno_key}_2'), or remove that run "
-            f"with dataset.delete_annotation_run('{anno_key}').",
-            param="anno_key",
-        )
-    taken = prelabel_field_for(anno_key)
-    if dataset_io.has_field(dataset, taken):
-        raise ElfsInputError(
-            f"The field '{taken}' already exists and annotation key '{anno_key}' would use "
-            "it. Fix: choose another annotation key.",
-            param="anno_key",
-        )
-
-
-def preflight(samples: foc.SampleCollection, values: dict[str, Any]) -> None:
-    """The cheap check an App form repeats as the user types: a new annotation key."""
-    if values.get("anno_key"):
-        check_anno_key(samples, values["anno_key"])
-
-
-def _check_label_field(samples: foc.SampleCollection, label_field: str, overwrite: bool) -> None:
-    if not label_field.isidentifier():
-        raise ElfsInputError(
-            f"Invalid label field name {label_field!r}; use e.g. 'ground_truth'.",
-            param="label_field",
-        )
-    existing = samples.get_field(label_field)
-    if existing is None:
-        return
-    if not dataset_io.is_classification_field(existing):
-        raise ElfsInputError(
-            f"The field '{label_field}' exists and does not hold fo.Classification labels. "
-            "Fix: choose a new label field name.",
-            param="label_field",
-        )
-    already = len(dataset_io.ids_with_values(samples, label_field))
-    if already and not overwrite:
-        raise ElfsInputError(
-            f"{already} of these samples already have a label in '{label_field}'. Fix: send only "
-            f"the unlabeled ones (view.exists('{label_field}', False)), or pass overwrite=True to "
-            "let the annotators' answers replace them.",
-            param="label_field",
-        )
-
-
-def _prelabels(
-    samples: foc.SampleCollection,
-    prelabel_field: str,
-    prelabel_map: dict[str, str] | None,
-    label_field: str,
-    classes: list[str],
-) -> tuple[list[str], list[str | None]]:
-    """Per sample, the class to pre-annotate (or None): mapped pseudo-labels that are classes."""
-    from fiftyone_elfs.pseudo_labels import majority_class_map
-
-    if not dataset_io.has_field(samples, prelabel_field):
-        raise ElfsInputError(
-            f"The pre-annotation field '{prelabel_field}' does not exist. Fix: run "
-            "compute_pseudo_labels, or pass prelabel_field=None.",
-            param="prelabel_field",
-        )
-    ids, values = dataset_io.read_columns(samples, ["id", f"{prelabel_field}.label"])
-    if prelabel_map is None:
-        # Clusters get the majority class that annotators already gave their members, if any.
-        dataset = dataset_io.dataset_of(samples)
-        prelabel_map = {}
-        if dataset_io.has_field(dataset, label_field):
-            pseudo, true = dataset_io.read_columns(
-                dataset,
-                [f"{prelabel_field}.label", f"{label_field}.label"],
-                having=(label_field, prelabel_field),
-            )
-            prelabel_map = majority_class_map(pseudo, true)
-    unknown = sorted({v for v in prelabel_map.values() if v not in classes})
-    if unknown:
-        raise ElfsInputError(
-            f"prelabel_map maps to {unknown}, which are not in classes {classes}. Fix: map every "
-            "cluster to one of the classes, or leave it out.",
-            param="prelabel_map",
-        )
-    out = [
-        prelabel_map.get(v, v if v in classes else None) if v is not None else None for v in values
-    ]
-    return ids, [v if v in classes else None for v in out]
 
 
 @public("send_to_label_studio")
@@ -192,10 +93,10 @@ def send_to_label_studio(
     dataset = dataset_io.dataset_of(samples)
     check_anno_key(dataset, anno_key)
     n = dataset_io.require_nonempty(samples)
-    _check_label_field(samples, label_field, overwrite)
+    check_label_field(samples, label_field, overwrite, anno_key)
     prelabels = None
     if prelabel_field is not None:
-        prelabels = _prelabels(samples, prelabel_field, prelabel_map, label_field, classes)
+        prelabels = prelabels_for(samples, prelabel_field, prelabel_map, label_field, classes)
     url, api_key = check_label_studio(url, api_key)
 
     upload_field = prelabel_field_for(anno_key)
@@ -232,7 +133,7 @@ def send_to_label_studio(
         raise
     project_url = f"{redact(url)}/projects/{results.project_id}"
     config = dataset.init_run(
-        method=_RUN_METHOD,
+        method=RUN_METHOD,
         anno_key=anno_key,
         label_field=label_field,
         upload_field=upload_field,
@@ -307,8 +208,10 @@ def load_from_label_studio(
     writes only answers that are new or changed since the last load: a label changed in
     FiftyOne since is kept and reported (`n_kept`, `kept_ids`, `notices`), and a label whose
     answer was withdrawn in Label Studio is removed if it is still what was loaded. Answers on
-    samples deleted from the dataset count as `n_deleted`. The counts are stored with the run
-    (see `annotation_summary`).
+    samples deleted from the dataset count as `n_deleted`; tasks submitted without one of the
+    run's classes (none or several picked, or a choice outside `classes`) as `n_unusable`, with
+    a notice, and are not loaded. The counts are stored with the run (see
+    `annotation_summary`).
 
     Returns:
         an `AnnotationSummary`.
@@ -323,7 +226,8 @@ def load_from_label_studio(
     previous = dataset.load_run_results(run_key, load_view=False)
     current = _current_labels(dataset, config.label_field, list(by_sample))
     overwrite = getattr(config, "overwrite", True)  # runs sent before it was recorded: True
-    plan = plan_load(by_sample, getattr(previous, "loaded", None) or {}, current, overwrite)
+    loaded = getattr(previous, "loaded", None) or {}
+    plan = plan_load(by_sample, loaded, current, overwrite, classes=config.classes)
     _apply(dataset, config.label_field, plan)
     project_url = f"{redact(url)}/projects/{results.project_id}"
     summary = plan.summary(anno_key, config.label_field, project_url)
@@ -355,16 +259,6 @@ def _save_summary(
     )
 
 
-def list_annotation_runs(dataset: fo.Dataset) -> list[str]:
-    """The annotation keys that fiftyone-elfs sent from this dataset."""
-    keys = []
-    for run_key in dataset.list_runs():
-        config = dataset.get_run_info(run_key).config
-        if getattr(config, "method", None) == _RUN_METHOD:
-            keys.append(config.anno_key)
-    return keys
-
-
 def annotation_summary(dataset: fo.Dataset, anno_key: str) -> dict[str, Any]:
     """What was sent under `anno_key` and, once loaded, how many answers came back."""
     run_key = annotation_run_key(anno_key)
@@ -381,7 +275,7 @@ def annotation_summary(dataset: fo.Dataset, anno_key: str) -> dict[str, Any]:
         "project_url": results.project_url,
         "loaded": hasattr(results, "n_labeled"),
     }
-    for name in ("n_labeled", "n_skipped", "n_unanswered", "n_kept", "n_deleted"):
+    for name in ("n_labeled", "n_skipped", "n_unanswered", "n_kept", "n_deleted", "n_unusable"):
         out[name] = getattr(results, name, None)
     out["notices"] = list(getattr(results, "notices", []))
     return out

@@ -68,3 +68,34 @@ def not_selected_notice(
         f"dataset.select(elfs.not_selected_ids(dataset, key='{key}'))"
         f".untag_samples('{tag}')."
     )
+
+
+def empty_coreset_error(samples: foc.SampleCollection, key: str) -> ElfsInputError:
+    """Why `samples` holds no sample of the coreset of `key`, and the fix: the tag was removed
+    from every sample, or the view holds another round's selection (which `export_coreset`
+    does not take: a round after the first goes to annotators through Label Studio, or as
+    FiftyOne's own export of its saved view)."""
+    names = runs.PipelineNames(key)
+    dataset = dataset_io.dataset_of(samples)
+    tag = runs.stage_config(dataset, names, "coreset").tag
+    if not dataset_io.has_tag(dataset, tag):
+        return ElfsInputError(
+            f"No sample of the dataset carries the coreset tag '{tag}' of key '{key}' (removed "
+            "since the selection?). Fix: tag the run's selection again, dataset.select("
+            f"dataset.load_run_results('{names.run_key('coreset')}').selected_ids)"
+            f".tag_samples('{tag}'), or run select_coreset again."
+        )
+    prefix = names.round_tag(0)[:-1]  # every round's tag: "<key>_round<n>"
+    rounds = sorted(t for t in dataset_io.distinct_values(samples, "tags") if t.startswith(prefix))
+    if rounds:
+        return ElfsInputError(
+            f"This view holds the selection of a later round of key '{key}' (tags {rounds}), "
+            "and export_coreset exports the coreset only (round 1, tag "
+            f"'{tag}'). Fix: send that round with elfs.send_to_label_studio(view, ...), or "
+            "export its images with FiftyOne: view.export(export_dir, "
+            "dataset_type=fo.types.ImageDirectory)."
+        )
+    return ElfsInputError(
+        f"The coreset of key '{key}' has no sample in this view. Fix: export from the dataset "
+        f"or a view that contains the samples tagged '{tag}'."
+    )

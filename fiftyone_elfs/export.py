@@ -44,7 +44,7 @@ import fiftyone as fo
 import fiftyone.core.collections as foc
 
 from fiftyone_elfs import dataset_io, export_folder, params, runs
-from fiftyone_elfs.coreset_tag import coreset_view, not_selected_notice
+from fiftyone_elfs.coreset_tag import coreset_view, empty_coreset_error, not_selected_notice
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.faults import kill_point
 from fiftyone_elfs.params import public
@@ -287,18 +287,7 @@ def export_coreset(
     names = runs.PipelineNames(key)
     view = coreset_view(samples, key=key)
     if len(view) == 0:
-        tag = runs.stage_config(dataset_io.dataset_of(samples), names, "coreset").tag
-        if not dataset_io.has_tag(dataset_io.dataset_of(samples), tag):
-            raise ElfsInputError(
-                f"No sample of the dataset carries the coreset tag '{tag}' of key '{key}' (removed "
-                "since the selection?). Fix: tag the run's selection again, dataset.select("
-                f"dataset.load_run_results('{names.run_key('coreset')}').selected_ids)"
-                f".tag_samples('{tag}'), or run select_coreset again."
-            )
-        raise ElfsInputError(
-            f"The coreset of key '{key}' has no sample in this view. Fix: export from the dataset "
-            "or a view that contains the selected samples."
-        )
+        raise empty_coreset_error(samples, key)
     export_dir = os.path.abspath(os.path.expanduser(export_dir))
     # a usable folder; whether it is empty is checked after an interrupted export is recovered
     export_folder.check_export_dir(export_dir, overwrite=True)

@@ -130,23 +130,31 @@ def check_label_studio(url: str | None = None, api_key: str | None = None) -> tu
 
 def task_states(url: str, api_key: str, project_id: int, from_name: str) -> dict[int, TaskState]:
     """Maps each task id of a project to its latest answer in the Choices control `from_name`
-    and whether it was skipped (`label_studio_answers.task_state`), reading page by page."""
+    and whether it was skipped (`label_studio_answers.task_state`), reading page by page.
+
+    A page shorter than asked for is not the last one: a server may cap the page size
+    (Label Studio's TASK_API_PAGE_SIZE_MAX), and stopping there would read every later task
+    as unanswered, which a reload takes for answers withdrawn. So pages are read until the
+    `total` the server reports is reached, or, from a server that reports none, until a page
+    comes back empty, shorter than the first one, or out of range (HTTP 404).
+    """
     states: dict[int, TaskState] = {}
-    page = 1
+    page, first_page_len = 1, None
     while True:
-        body = get(
-            url,
-            api_key,
-            "/api/tasks",
-            project=project_id,
-            page=page,
-            page_size=_PAGE_SIZE,
-            fields="all",
-        ).json()
+        params = dict(project=project_id, page=page, page_size=_PAGE_SIZE, fields="all")
+        # A 404 on the first page is an error (the project is gone); later, the end of the list.
+        ok = (200,) if page == 1 else (200, 404)
+        response = _request("GET", url, api_key, "/api/tasks", params, ok=ok)
+        if response.status_code == 404:
+            return states
+        body = response.json()
         tasks = body["tasks"] if isinstance(body, dict) else body
         for task in tasks:
             states[int(task["id"])] = task_state(task, from_name)
         total = body.get("total") if isinstance(body, dict) else None
-        if not tasks or len(tasks) < _PAGE_SIZE or (total is not None and len(states) >= total):
+        first_page_len = len(tasks) if first_page_len is None else first_page_len
+        if not tasks or (total is not None and len(states) >= total):
+            return states
+        if total is None and len(tasks) < first_page_len:
             return states
         page += 1

@@ -14,7 +14,11 @@ id, when it last changed, and the label ELFS wrote) and with what the label fiel
 - an unchanged answer writes nothing, so an edit made in FiftyOne since the last load stays;
 - a loaded label whose answer was withdrawn (deleted or turned into a skip) is removed if the
   field still holds what ELFS wrote, else kept and reported (on every load, until cleared);
-- answers on samples deleted from the dataset are counted apart.
+- answers on samples deleted from the dataset are counted apart;
+- a task submitted without a usable class (no class or several picked, or a choice that is not
+  one of the run's classes, which Label Studio's API and an edited labeling config allow) is
+  counted apart and reported: Label Studio counts it as completed and will not show it again,
+  so "unanswered" would send the user waiting for it. Its answer is not loaded.
 
 Pure Python on plain values (no FiftyOne, no server), so every rule is testable alone.
 """
@@ -33,7 +37,8 @@ _N_EXAMPLES = 3
 class AnnotationSummary:
     """What came back from one annotation run: each sent task counts once, as labeled (the field
     holds its answer), kept (the field holds a label changed in FiftyOne instead), skipped,
-    unanswered, or deleted (its sample is no longer in the dataset)."""
+    unanswered, unusable (submitted without one of the run's classes) or deleted (its sample is
+    no longer in the dataset)."""
 
     anno_key: str
     label_field: str
@@ -43,6 +48,7 @@ class AnnotationSummary:
     n_unanswered: int
     n_kept: int = 0
     n_deleted: int = 0
+    n_unusable: int = 0
     labeled_ids: list[str] = field(default_factory=list)
     kept_ids: list[str] = field(default_factory=list)
     project_url: str = ""
@@ -68,10 +74,12 @@ class Answer:
 
 @dataclass(frozen=True)
 class TaskState:
-    """A task's latest answer (None if it has none) and whether anyone skipped it."""
+    """A task's latest answer (None if it has none), whether anyone skipped it, and whether it
+    was submitted without picking exactly one choice (`unclear`; only when it has no answer)."""
 
     answer: Answer | None = None
     skipped: bool = False
+    unclear: bool = False
 
 
 def _sort_key(annotation: Mapping[str, Any]) -> tuple[float, int]:
@@ -104,7 +112,8 @@ def task_state(task: Mapping[str, Any], from_name: str) -> TaskState:
     ]
     skipped = any(a.get("was_cancelled") for a in annotations)
     if not answers:
-        return TaskState(None, skipped)
+        submitted = any(not a.get("was_cancelled") for a in annotations)
+        return TaskState(None, skipped, unclear=submitted)
     latest = max(answers, key=_sort_key)
     label = choice_of(latest, from_name)
     assert label is not None  # answers were filtered on having a choice
@@ -128,6 +137,8 @@ class LoadPlan:
     unanswered: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     n_deleted_answered: int = 0
+    # (sample id, the choice it picked, or None when none or several were picked)
+    unusable: list[tuple[str, str | None]] = field(default_factory=list)
 
     def summary(self, anno_key: str, label_field: str, project_url: str) -> AnnotationSummary:
         """The counts, ids and notices of this load (each sent task counted once)."""
@@ -135,13 +146,24 @@ class LoadPlan:
             anno_key=anno_key,
             label_field=label_field,
             n_sent=sum(
-                map(len, (self.labeled, self.kept, self.skipped, self.unanswered, self.deleted))
+                map(
+                    len,
+                    (
+                        self.labeled,
+                        self.kept,
+                        self.skipped,
+                        self.unanswered,
+                        self.unusable,
+                        self.deleted,
+                    ),
+                )
             ),
             n_labeled=len(self.labeled),
             n_skipped=len(self.skipped),
             n_unanswered=len(self.unanswered),
             n_kept=len(self.kept),
             n_deleted=len(self.deleted),
+            n_unusable=len(self.unusable),
             labeled_ids=list(self.labeled),
             kept_ids=[s for s, _, _ in self.kept],
             project_url=project_url,
@@ -168,6 +190,22 @@ class LoadPlan:
             out.append(
                 f"{len(self.removals)} label(s) loaded earlier were removed from '{label_field}' "
                 "because their answer was deleted or skipped in Label Studio since."
+            )
+        if self.unusable:
+            picked = sorted({c for _, c in self.unusable if c is not None})
+            n_blank = sum(c is None for _, c in self.unusable)
+            parts = [f"{n_blank} without exactly one class picked"] if n_blank else []
+            if picked:
+                n_other = len(self.unusable) - n_blank
+                parts.append(f"{n_other} picking a choice that is not a class of the run {picked}")
+            examples = ", ".join(s for s, _ in self.unusable[:_N_EXAMPLES])
+            more = ", ..." if len(self.unusable) > _N_EXAMPLES else ""
+            out.append(
+                f"{len(self.unusable)} task(s) were submitted in Label Studio without a usable "
+                f"answer ({'; '.join(parts)}); their answers were not loaded, and Label Studio "
+                f"counts them as completed, so annotators will not see them again: {examples}"
+                f"{more}. Fix: open them in Label Studio, pick one of the run's classes, and load "
+                "again."
             )
         if self.deleted:
             out.append(
@@ -209,16 +247,22 @@ def _plan_no_answer(
     state: TaskState,
     previous: Sequence[Any] | None,
     current: str | None,
+    classes: Sequence[str] | None = None,
 ) -> None:
-    """A task without an answer: a label ELFS loaded for a withdrawn answer goes if unchanged,
-    else it is kept (and so is the record, so it stays kept until it is cleared)."""
+    """A task without a usable answer: a label ELFS loaded for a withdrawn answer goes if
+    unchanged, else it is kept (and so is the record, so it stays kept until it is cleared)."""
     if previous and previous[2] is not None and current is not None:
         if current != previous[2]:
             plan.loaded[sample_id] = list(previous)
             plan.kept.append((sample_id, current, None))
             return
         plan.removals.append(sample_id)
-    (plan.skipped if state.skipped else plan.unanswered).append(sample_id)
+    if state.answer is not None:  # an answer that is not one of `classes`
+        plan.unusable.append((sample_id, state.answer.label))
+    elif state.unclear:
+        plan.unusable.append((sample_id, None))
+    else:
+        (plan.skipped if state.skipped else plan.unanswered).append(sample_id)
 
 
 def plan_load(
@@ -226,19 +270,22 @@ def plan_load(
     previous: Mapping[str, Sequence[Any]],
     current: Mapping[str, str | None],
     overwrite: bool,
+    classes: Sequence[str] | None = None,
 ) -> LoadPlan:
     """Plans a load from each sent sample's task state (`states`), the previous load's record
     (`previous`) and the label each sample still in the dataset holds now (`current`).
 
     `overwrite` (the run was sent allowing answers to replace existing labels) lets a first
-    answer replace a label that ELFS did not write. One pass, no I/O.
+    answer replace a label that ELFS did not write. `classes` (the run's): an answer outside
+    them is not loaded but counted as unusable. One pass, no I/O.
     """
+    known = None if classes is None else set(classes)
     plan = LoadPlan()
     for sample_id, state in states.items():
         if sample_id not in current:
             plan.deleted.append(sample_id)
             plan.n_deleted_answered += state.answer is not None
-        elif state.answer is not None:
+        elif state.answer is not None and (known is None or state.answer.label in known):
             _plan_answer(
                 plan,
                 sample_id,

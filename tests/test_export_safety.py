@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 
+import fiftyone as fo
 import pytest
 
 import fiftyone_elfs as elfs
@@ -318,3 +319,17 @@ def test_a_coreset_whose_tag_was_removed_names_the_tag_and_how_to_put_it_back(ds
     eval(fix, {"dataset": ds})  # the fix as printed
     export.export_coreset(ds, str(tmp_path / "out"), key=KEY, formats=["media"])
     assert len(os.listdir(tmp_path / "out" / export.MEDIA_DIR)) == BUDGET
+
+
+def test_a_later_round_is_named_as_such_with_the_ways_to_hand_it_over(ds, tmp_path):
+    """Round 2's view was refused as lacking "the selected samples", which it held."""
+    more = elfs.select_more(ds, key=KEY, budget_count=4)
+    view = ds.match_tags(more.tag)
+    with pytest.raises(
+        ElfsInputError, match=rf"later round of key '{KEY}' \(tags \['{more.tag}'\]\)"
+    ):
+        export.export_coreset(view, str(tmp_path / "out"), key=KEY)
+    assert not os.path.exists(tmp_path / "out")
+    # The second fix as printed exports exactly that round's images.
+    view.export(str(tmp_path / "out"), dataset_type=fo.types.ImageDirectory)
+    assert len(os.listdir(tmp_path / "out")) == len(view) == 4

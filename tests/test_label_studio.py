@@ -27,10 +27,19 @@ pytestmark = pytest.mark.slow
 PLUGIN = "@fiftyone-elfs/elfs"
 
 
+# The server caps a page of tasks as an admin may (Label Studio's TASK_API_PAGE_SIZE_MAX), below
+# the 150 tasks of the batched-upload test, so reading answers must follow the pages: stopping at
+# the first short page took every later answer for one withdrawn.
+PAGE_SIZE_MAX = 100
+
+
 @pytest.fixture(scope="module")
 def label_studio(tmp_path_factory):
     """A fresh Label Studio server (a copy of the cached, migrated template data dir)."""
-    server = start_label_studio(tmp_path_factory.mktemp("label-studio"))
+    server = start_label_studio(
+        tmp_path_factory.mktemp("label-studio"),
+        env={"TASK_API_PAGE_SIZE_MAX": str(PAGE_SIZE_MAX)},
+    )
     yield server
     server.stop()
 
@@ -56,8 +65,15 @@ def _api(server, method, path, **kwargs):
 
 
 def _tasks(server, project_id):
-    body = _api(server, "GET", "/api/tasks", params=dict(project=project_id, page_size=1000))
-    return body["tasks"] if isinstance(body, dict) else body
+    """Every task of a project, page by page (the server caps a page at PAGE_SIZE_MAX)."""
+    tasks, page = [], 1
+    while True:
+        params = dict(project=project_id, page=page, page_size=PAGE_SIZE_MAX, fields="all")
+        body = _api(server, "GET", "/api/tasks", params=params)
+        tasks += body["tasks"]
+        if len(tasks) >= body["total"]:
+            return tasks
+        page += 1
 
 
 def _result(field, choice):
@@ -535,12 +551,7 @@ def test_a_send_of_more_than_100_images_is_uploaded_in_batches_and_loads_back(
     assert type(config) is LabelStudioBackendConfig and not hasattr(config, "config_cls")
     results = dataset.load_annotation_results("big")
     sample_of = {int(t): s for t, s in results.uploaded_tasks.items()}
-    tasks = _api(
-        creds,
-        "GET",
-        "/api/tasks",
-        params=dict(project=results.project_id, page_size=1000, fields="all"),
-    )["tasks"]
+    tasks = _tasks(creds, results.project_id)
     assert sorted(t["id"] for t in tasks) == sorted(sample_of)
     assert sorted(sample_of.values()) == sorted(view.values("id"))
     # Each task shows its own sample's image and pre-annotates that sample's class.
@@ -636,3 +647,90 @@ def test_a_server_refusing_the_upload_gets_a_clear_error_and_keeps_no_project(
         assert dataset[sample_id]["human"].label == classes[1]
     finally:
         server.stop()
+
+
+def test_a_field_elfs_writes_is_refused_as_the_answers_field(dataset, creds):
+    # The answers went into the run's own pre-annotation field (deleted with the run) or the
+    # pipeline's pseudo-labels (read by the next stages as their input), and the refusal of the
+    # latter suggested overwrite=True.
+    _pipeline(dataset)
+    classes = sorted(set(dataset.values("ground_truth.label")))
+    fields_before = sorted(dataset.get_field_schema())
+    cases = [
+        ("elfs_pseudo_label", "r1", r"written by the pseudo_labels stage of ELFS key 'elfs'"),
+        ("r1_prelabel", "r1", r"the pre-annotation field of annotation key 'r1'"),
+    ]
+    for label_field, anno_key, what in cases:
+        for overwrite in (False, True):
+            with pytest.raises(elfs.ElfsInputError, match=what) as e:
+                elfs.send_to_label_studio(
+                    dataset.limit(4),
+                    anno_key,
+                    classes,
+                    label_field=label_field,
+                    overwrite=overwrite,
+                )
+            assert "overwrite=True" not in str(e.value)
+    # Another run's pre-annotation field: that run's delete would take the answers with it.
+    _send_first(dataset, "r1", 2)
+    with pytest.raises(elfs.ElfsInputError, match=r"pre-annotation field of annotation key 'r1'"):
+        elfs.send_to_label_studio(dataset.limit(4), "r2", classes, label_field="r1_prelabel")
+    assert sorted(dataset.get_field_schema()) == sorted([*fields_before, "r1_prelabel"])
+    assert elfs.list_annotation_runs(dataset) == ["r1"]
+
+
+def test_submissions_without_a_class_of_the_run_are_counted_apart_and_not_loaded(dataset, creds):
+    # A choice outside the run's classes (Label Studio's API and an edited labeling config allow
+    # it) was loaded as a label; a task submitted with no class picked counted as "unanswered",
+    # though Label Studio calls it completed and shows it to no annotator again.
+    classes, tasks, ids = _send_first(dataset, "r1", 5)
+    field = "r1_prelabel"
+    outside = _answer(creds, tasks[0], field, "not-a-class")
+    _api(creds, "POST", f"/api/tasks/{tasks[1]}/annotations", json={"result": []})
+    two = {"from_name": field, "to_name": "image", "type": "choices"}
+    two["value"] = {"choices": classes[:2]}
+    _api(creds, "POST", f"/api/tasks/{tasks[2]}/annotations", json={"result": [two]})
+    _answer(creds, tasks[3], field, classes[0])
+    summary = elfs.load_from_label_studio(dataset, "r1")
+    assert _human(dataset, ids) == [None, None, None, classes[0], None]
+    assert (summary.n_labeled, summary.n_unusable, summary.n_unanswered) == (1, 3, 1)
+    assert summary.n_sent == 5 and summary.n_skipped == 0
+    [notice] = summary.notices
+    assert notice.startswith("3 task(s) were submitted in Label Studio without a usable answer")
+    assert "2 without exactly one class picked" in notice
+    assert "1 picking a choice that is not a class of the run ['not-a-class']" in notice
+    assert elfs.annotation_summary(dataset, "r1")["n_unusable"] == 3
+    # Corrected in Label Studio, the answer loads.
+    patch = {"result": _result(field, classes[1])}
+    _api(creds, "PATCH", f"/api/annotations/{outside['id']}", json=patch)
+    again = elfs.load_from_label_studio(dataset, "r1")
+    assert _human(dataset, ids) == [classes[1], None, None, classes[0], None]
+    assert (again.n_labeled, again.n_unusable) == (2, 2)
+
+
+def test_clusters_whose_earlier_answers_are_not_classes_get_no_pre_annotation(dataset, creds):
+    # The default map (each cluster's majority answer) was checked like a map the user gave:
+    # one label such as "unsure" set in FiftyOne refused the whole send, naming prelabel_map.
+    _pipeline(dataset)
+    classes = sorted(set(dataset.values("ground_truth.label")))
+    ids, clusters = dataset.values(["id", "elfs_pseudo_label.label"])
+    unsure, known = sorted(set(clusters))[:2]
+    answered, per_cluster = {}, Counter()
+    for sample_id, cluster in zip(ids, clusters, strict=True):
+        if cluster in (unsure, known) and per_cluster[cluster] < 5:
+            per_cluster[cluster] += 1
+            label = "unsure" if cluster == unsure else classes[0]
+            answered[sample_id] = fo.Classification(label=label)
+    dataset.set_values("human", answered, key_field="id")
+    rest = dataset.exists("human", False)
+    sent = elfs.send_to_label_studio(
+        rest, "r2", classes, label_field="human", prelabel_field="elfs_pseudo_label"
+    )
+    in_known = len(rest.match(fo.ViewField("elfs_pseudo_label.label") == known))
+    assert sent["n_sent"] == len(rest) and sent["n_prelabeled"] == in_known > 0
+    prelabels = dataset.values("r2_prelabel.label")
+    assert set(prelabels) == {classes[0], None}
+    # A field without labels as the pre-annotation source is refused before anything is sent.
+    with pytest.raises(elfs.ElfsInputError, match=r"'elfs_aum' does not hold fo.Classification"):
+        elfs.send_to_label_studio(rest, "r3", classes, label_field="h3", prelabel_field="elfs_aum")
+    assert "r3" not in elfs.list_annotation_runs(dataset) and dataset.get_field("h3") is None

@@ -24,7 +24,8 @@ def send_preflight(samples: Any, values: dict[str, Any]) -> None:
     already), a pre-label field that exists."""
     annotation.preflight(samples, values)
     if values.get("label_field"):
-        annotation._check_label_field(samples, values["label_field"], bool(values.get("overwrite")))
+        overwrite, anno_key = bool(values.get("overwrite")), values.get("anno_key") or ""
+        annotation.check_label_field(samples, values["label_field"], overwrite, anno_key)
     if values.get("prelabel_field"):
         field = values["prelabel_field"]
         dataset_io.require_field(samples, field, "prelabel_field", "pre-label field")
@@ -115,7 +116,11 @@ class LoadFromLabelStudio(_LabelStudioOperator):
     def done_label(self, result: annotation.AnnotationSummary, kwargs: dict[str, Any]) -> str:
         extra = "".join(
             f", {n} {what}"
-            for n, what in ((result.n_kept, "kept as edited"), (result.n_deleted, "deleted"))
+            for n, what in (
+                (result.n_kept, "kept as edited"),
+                (result.n_unusable, "submitted without a class"),
+                (result.n_deleted, "deleted"),
+            )
             if n
         )
         notes = "".join(f" {notice}" for notice in result.notices)
