@@ -90,20 +90,27 @@ def run_name(dataset_id: str, key: str, model_signature: str) -> str:
 
 def store(run: str, ids: Sequence[str], vectors: np.ndarray, failures: dict[str, str]) -> None:
     """Stores one chunk: `vectors` [len(ids), dim] (rows of failed ids are ignored) and the
-    failure reasons by sample id."""
+    failure reasons by sample id, as documents of at most `chunk_rows(dim)` rows each (a chunk
+    of whole encoder batches can be larger: MongoDB refuses a document over 16 MB)."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.shape[0] != len(ids):
         raise ValueError(f"got {len(ids)} ids but {vectors.shape[0]} vectors")
-    _collection().insert_one(
-        {
-            "_id": uuid.uuid4().hex,
-            "run": run,
-            "ids": list(ids),
-            "vectors": vectors.tobytes(),
-            "dim": int(vectors.shape[1]),
-            "failures": [[i, r] for i, r in failures.items()],
-        }
-    )
+    rows = chunk_rows(vectors.shape[1])
+    documents = []
+    for start in range(0, len(ids), rows):
+        part = list(ids[start : start + rows])
+        documents.append(
+            {
+                "_id": uuid.uuid4().hex,
+                "run": run,
+                "ids": part,
+                "vectors": vectors[start : start + rows].tobytes(),
+                "dim": int(vectors.shape[1]),
+                "failures": [[i, failures[i]] for i in part if i in failures],
+            }
+        )
+    if documents:
+        _collection().insert_many(documents)
 
 
 def load(run: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -118,7 +125,7 @@ def load(run: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         failed = dict(doc["failures"])
         failures.update(failed)
         vectors.update((i, x) for i, x in zip(doc["ids"], X, strict=True) if i not in failed)
-    return vectors, failures
+    return vectors, {i: r for i, r in failures.items() if i not in vectors}
 
 
 def stored_ids(run: str) -> tuple[set[str], dict[str, str]]:
@@ -133,7 +140,7 @@ def stored_ids(run: str) -> tuple[set[str], dict[str, str]]:
         failed = dict(doc["failures"])
         failures.update(failed)
         done.update(i for i in doc["ids"] if i not in failed)
-    return done, failures
+    return done, {i: r for i, r in failures.items() if i not in done}
 
 
 def count(dataset_id: str, key: str) -> int:

@@ -581,3 +581,21 @@ def test_decoding_processes_default_to_none_on_a_cpu_and_to_spare_cores_on_a_gpu
     with pytest.raises(Stop):
         embed_image_files([path], on_gpu, num_workers=0)  # the user's choice stands
     assert built[-1]["num_workers"] == 0
+
+
+def test_an_image_over_pils_pixel_limit_is_skipped_with_the_fix_by_every_decoder(
+    tmp_path, encoder, monkeypatch
+):
+    # The embedding stage skipped it without naming the fix; the CNN proxy's and the
+    # contrastive scores' decoder stopped the whole run with PIL's DecompressionBombError.
+    from fiftyone_elfs.difficulty.cnn_proxy import decode_images
+
+    small, big = str(tmp_path / "small.png"), str(tmp_path / "big.png")
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(small)
+    Image.new("RGB", (200, 200), (30, 200, 30)).save(big)  # 40,000 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # over twice the limit: an error
+    X, failures = embed_image_files([small, big], encoder, batch_size=2)
+    assert list(failures) == [1] and "PIL.Image.MAX_IMAGE_PIXELS" in failures[1]
+    assert np.isfinite(X[0]).all()
+    images, readable = decode_images([small, big], image_size=16, num_workers=0)
+    assert readable.tolist() == [True, False] and images[0].any() and not images[1].any()

@@ -145,3 +145,51 @@ def test_a_failed_chunk_insert_stops_the_stage_and_keeps_the_chunks_before_it(
     got = dict(zip(*fresh.values(["filepath", FIELD]), strict=True))
     for path, vector in want.items():
         np.testing.assert_allclose(got[path], vector, rtol=0, atol=1e-6)
+
+
+def _stored_rows(ds) -> list[int]:
+    run = {"$regex": f"^{dataset_io.dataset_id(ds)}:{KEY}:"}
+    return [len(doc["ids"]) for doc in embedding_chunks._collection().find({"run": run})]
+
+
+def test_batches_larger_than_a_chunk_are_stored_as_several_documents(fresh, embedded_rows):
+    # A chunk is rounded up to whole batches; a batch over the chunk cap made one document over
+    # MongoDB's 16 MB limit (batch_size above about 3,276 for 1,280-d vectors): DocumentTooLarge
+    # on every run. Here the cap is CHUNK rows and a batch 12.
+    want = _uninterrupted(fresh)
+
+    def progress(fraction, label):
+        if fraction * N >= 12:  # the first batch (one chunk of 12 rows) was embedded
+            raise Interrupted(label)
+
+    with pytest.raises(Interrupted):
+        elfs.compute_embeddings(fresh, progress=progress, **{**OPTIONS, "batch_size": 12})
+    assert _stored_rows(fresh) == [CHUNK, 12 - CHUNK]
+    results = elfs.compute_embeddings(fresh, **{**OPTIONS, "batch_size": 12})
+    assert results["n_resumed"] == 12
+    got = dict(zip(*fresh.values(["filepath", FIELD]), strict=True))
+    for path, vector in want.items():
+        np.testing.assert_allclose(got[path], vector, rtol=0, atol=1e-6)
+
+
+def test_an_image_an_interrupted_run_could_not_read_is_tried_again(fresh, tmp_path):
+    # The resume reused the stored failure: a file back in place was still "file not found".
+    first = fresh.first()
+    copy = tmp_path / "moved.png"
+    copy.write_bytes(open(first.filepath, "rb").read())
+    first.filepath = str(copy)
+    first.save()
+    hidden = tmp_path / "hidden.png"
+    copy.rename(hidden)
+
+    def progress(fraction, label):
+        if fraction * N > 2 * CHUNK:
+            raise Interrupted(label)
+
+    with pytest.raises(Interrupted):
+        elfs.compute_embeddings(fresh, progress=progress, **OPTIONS)
+    assert sum(_stored_rows(fresh)) == 2 * CHUNK
+    hidden.rename(copy)  # the file is back (a remounted share, a restored backup)
+    results = elfs.compute_embeddings(fresh, **OPTIONS)
+    assert (results["n_skipped"], results["n_resumed"]) == (0, 2 * CHUNK - 1)
+    assert fresh[first.id][FIELD].shape == (1280,)

@@ -103,7 +103,7 @@ class _ImageFiles(torch.utils.data.Dataset):
                 im.draft("RGB", (reduced, reduced))
                 im = upright_rgb(im).resize((self.size, self.size), Image.BILINEAR)
                 return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()), True
-        except (OSError, ValueError):
+        except Exception:  # noqa: BLE001 - any bad image (e.g. over PIL's pixel limit) is skipped
             return torch.zeros(self.size, self.size, 3, dtype=torch.uint8), False
 
 

@@ -651,6 +651,11 @@ def _read_image(
         return None, "path is a directory, not an image file"
     except UnidentifiedImageError:
         return None, "not a readable image (corrupt file or unsupported format)"
+    except Image.DecompressionBombError as e:
+        return None, (
+            f"{e} Fix: if you trust the file, raise PIL.Image.MAX_IMAGE_PIXELS in the process "
+            "that embeds (or downscale the image) and run again"
+        )
     except Exception as e:  # noqa: BLE001 - a bad image must never stop the run
         return None, f"could not decode image ({type(e).__name__}: {e})"
 

@@ -333,11 +333,15 @@ def _embed_in_stored_chunks(
         vectors = {}
         done, failures = embedding_chunks.stored_ids(run)
         done &= wanted
-    failures = {i: r for i, r in failures.items() if i in wanted}
-    n_resumed = len(done) + len(failures)
-    todo = [(i, p) for i, p in zip(ids, paths, strict=True) if i not in done and i not in failures]
-    if n_resumed:
-        logger.info("Resuming: %d of %d embeddings were stored before", n_resumed, len(ids))
+    # Images an interrupted run could not read are tried again (a file may be back, a mount
+    # remounted): cheap, and a stale "file not found" for a file that is there misleads.
+    n_retried = sum(i in wanted for i in failures)
+    failures = {}
+    n_resumed = len(done)
+    todo = [(i, p) for i, p in zip(ids, paths, strict=True) if i not in done]
+    if n_resumed or n_retried:
+        message = "Resuming: %d of %d embeddings stored before, %d unreadable images tried again"
+        logger.info(message, n_resumed, len(ids), n_retried)
     if not todo:
         return vectors, failures, n_resumed
     encoder = load_encoder(config.model, image_size=config.image_size)
