@@ -694,6 +694,8 @@ def test_range_messages_name_a_fix(ds, function, operator, kwargs, match):
     [
         (dict(mode="typical", beta=0.2), r"beta=0.2 sets a hard-end cut.*'typical' makes no cut"),
         (dict(model="timm:no_such_model_xyz"), r"timm has no model named 'no_such_model_xyz'"),
+        # recorded as given, the same encoder read as another one: its vectors as recomputed
+        (dict(model="efficientnet-lite0 "), r"spaces around it. Fix: model='efficientnet-lite0'"),
     ],
 )
 def test_pipeline_arguments_that_can_never_run_are_refused_before_the_embeddings(ds, kwargs, match):
@@ -781,3 +783,20 @@ def test_a_key_whose_view_would_replace_another_view_by_its_slug_is_refused(
         rf"would replace '{existing}', {whose}",
     )
     assert existing in ds.list_saved_views()
+
+
+def test_a_dotted_embeddings_field_is_refused_before_any_image_is_embedded(ds, monkeypatch):
+    """'emb.vec' embedded every image, then failed with FiftyOne's raw ValueError at the write."""
+    from fiftyone_elfs.embeddings import encoders
+
+    def never(self, batch):
+        raise AssertionError("an image was embedded")
+
+    monkeypatch.setattr(encoders.ImageEncoder, "embed_batch", never)
+    _refused_both_ways(
+        ds,
+        elfs.compute_embeddings,
+        "compute_embeddings",
+        dict(key="d", embeddings_field="emb.vec"),
+        r"'emb.vec' is a path inside the field 'emb'.*Fix: name one without dots, e.g. 'emb_vec'",
+    )

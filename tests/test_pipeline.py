@@ -275,6 +275,8 @@ def test_embeddings_resume_and_skip_unreadable_images(dataset, tmp_path):
     # the run's result says so (the App shows its notices; before, only the log did)
     n = len(dataset)
     assert f"2 of the {n} samples have no vector in 'elfs_embedding'" in " ".join(result.notices)
+    # the fix for vectors given in a field: fill it in (it said to fix the image files)
+    assert "Fix: give them vectors in 'elfs_embedding'" in " ".join(result.notices)
 
     result = elfs.run_pipeline(
         dataset, budget_fraction=0.5, n_clusters=10, clustering="kmeans", epochs=5, visualize=False

@@ -574,8 +574,14 @@ def default_image_size(name: str) -> int | None:
 
 def check_encoder_name(name: str) -> None:
     """Refuses, without loading or downloading anything, a name `load_encoder` can never build:
-    an unknown form, or a timm model timm does not know."""
+    an unknown form, or a timm model timm does not know; and spaces around a name (the run
+    records the name as given: the same encoder would read as another one, and its vectors as
+    recomputed)."""
     key = name.strip() if isinstance(name, str) else name
+    if isinstance(name, str) and key != name and key:
+        raise ElfsInputError(
+            f"The encoder name {name!r} has spaces around it. Fix: model={key!r}.", param="model"
+        )
     if isinstance(key, str) and key in OFFLINE_ENCODERS:
         return
     if isinstance(key, str) and key.startswith(TIMM_PREFIX) and key[len(TIMM_PREFIX) :].strip():

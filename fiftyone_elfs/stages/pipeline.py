@@ -219,17 +219,22 @@ def _not_candidates_notice(
     n = dataset_io.count(samples)
     if n_embedded >= n:
         return []
-    if config.embeddings_field is not None:
-        where = f"have no vector in '{config.embeddings_field}'"
+    if config.embeddings_field is not None:  # the user's vectors: ELFS never writes there
+        field = config.embeddings_field
+        where = f"have no vector in '{field}'"
+        fix = f"Fix: give them vectors in '{field}', then run the pipeline again."
     else:
         run_key = runs.PipelineNames(config.key).run_key(embeddings.STAGE)
         where = (
             f"have no embeddings: their images could not be read (listed in "
             f"dataset.load_run_results('{run_key}').skipped)"
         )
+        fix = (
+            "Fix the files and run the pipeline again with this key to include them (only they "
+            "are embedded)."
+        )
     return [
-        f"{n - n_embedded} of the {n} samples {where}, so none of them could be selected. Fix the "
-        "files and run the pipeline again with this key to include them (only they are embedded)."
+        f"{n - n_embedded} of the {n} samples {where}, so none of them could be selected. {fix}"
     ]
 
 

@@ -234,6 +234,13 @@ def check_ownership(
     """
     dataset_io.require_stored(samples)
     dataset = dataset_io.dataset_of(samples)
+    for name in fields:
+        if "." in name:  # FiftyOne would refuse it at the write, after all the work
+            raise ElfsInputError(
+                f"'{name}' is a path inside the field '{name.split('.')[0]}'; ELFS writes "
+                f"top-level fields. Fix: name one without dots, e.g. '{name.replace('.', '_')}'.",
+                param="embeddings_field",
+            )
     if runs.run_key_taken(dataset, names, stage):
         run_key = names.run_key(stage)
         raise ElfsInputError(
