@@ -43,7 +43,7 @@ from xml.sax.saxutils import quoteattr
 import fiftyone as fo
 import fiftyone.core.collections as foc
 
-from fiftyone_elfs import dataset_io, export_folder, params, runs
+from fiftyone_elfs import dataset_io, export_folder, export_lock, params, runs
 from fiftyone_elfs.coreset_tag import coreset_view, empty_coreset_error, not_selected_notice
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.faults import kill_point
@@ -304,7 +304,7 @@ def export_coreset(
             row["prelabel"] = mapping[row["pseudo_label"]]
     about = {"key": key, "n_samples": len(rows), "identity": _identity(key, rows)}
     outputs = _outputs(formats)
-    with export_folder.exclusive(export_dir):
+    with export_lock.exclusive(export_dir):
         export_folder.recover(export_dir)
         export_folder.check_export_dir(export_dir, overwrite)
         earlier = export_folder.check_replaceable(export_dir, outputs)

@@ -333,3 +333,26 @@ def test_a_later_round_is_named_as_such_with_the_ways_to_hand_it_over(ds, tmp_pa
     # The second fix as printed exports exactly that round's images.
     view.export(str(tmp_path / "out"), dataset_type=fo.types.ImageDirectory)
     assert len(os.listdir(tmp_path / "out")) == len(view) == 4
+
+
+def test_an_exported_file_edited_since_is_the_users_and_is_not_replaced(ds, tmp_path):
+    """A reviewer's column added to manifest.csv was silently replaced by overwrite=True: the
+    record listed names only, so an edited output still counted as the exporter's."""
+    out = str(tmp_path / "export")
+    elfs.export_coreset(ds, out, key=KEY, classes=CLASSES)
+    manifest = os.path.join(out, export.MANIFEST)
+    with open(manifest, "a", encoding="utf-8") as f:
+        f.write("reviewed by ana\n")
+    edited, files_before = open(manifest).read(), _files(out)
+    with pytest.raises(ElfsInputError, match=r"manifest.csv' was changed since the earlier export"):
+        elfs.export_coreset(ds, out, key=KEY, classes=CLASSES, overwrite=True)
+    assert open(manifest).read() == edited and _files(out) == files_before
+    # Kept (not rewritten) by an export that does not write it, it stays protected.
+    elfs.export_coreset(ds, out, key=KEY, formats=["fiftyone"], overwrite=True)
+    assert open(manifest).read() == edited
+    with pytest.raises(ElfsInputError, match="was changed since"):
+        elfs.export_coreset(ds, out, key=KEY, classes=CLASSES, overwrite=True)
+    # Moved away, as the fix says: the export goes through.
+    os.rename(manifest, str(tmp_path / "my-manifest.csv"))
+    elfs.export_coreset(ds, out, key=KEY, classes=CLASSES, overwrite=True)
+    _assert_complete(out, BUDGET)
