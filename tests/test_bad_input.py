@@ -754,6 +754,29 @@ def test_a_label_field_holding_no_labels_is_refused(ds, function, operator):
 
 
 @pytest.mark.parametrize(
+    "function, operator",
+    [("compute_difficulty", "compute_difficulty"), ("select_more", "select_more")],
+)
+def test_a_field_elfs_wrote_is_refused_as_the_annotators_labels(ds, function, operator):
+    """The key's own pseudo-labels were taken as annotator labels: the proxy learned them as
+    truth, the stale-score refusal was off after new pseudo-labels, and mode 'auto' switched to
+    the window (selection audit)."""
+    kwargs = dict(key=KEY, label_field=f"{KEY}_pseudo_label")
+    if function == "select_more":
+        kwargs["budget_count"] = 3
+    else:
+        kwargs["embeddings_field"] = "elfs_embedding"
+    _refused_both_ways(
+        ds,
+        getattr(elfs, function),
+        operator,
+        kwargs,
+        rf"label_field '{KEY}_pseudo_label' is written by the 'pseudo_labels' stage of ELFS key "
+        rf"'{KEY}'.*Fix: pass the field of your annotators' labels",
+    )
+
+
+@pytest.mark.parametrize(
     "key, existing, whose",
     [
         ("K", "k-coreset", "the coreset view of ELFS key 'k'"),  # the scored key's own view

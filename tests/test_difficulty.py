@@ -118,6 +118,11 @@ def test_forgetting_counts_exactly_the_correct_to_incorrect_transitions():
         rec.end_epoch()
     np.testing.assert_array_equal(rec.forgetting, [2, 2, 0, 0, 4])
     np.testing.assert_array_equal(rec.epochs_seen, [8, 5, 8, 8, 8])
+    # The score ranks the never-learned sample as the most forgotten (Toneva et al.), one event
+    # per presentation: with no event it had ranked among the easiest (selection audit).
+    scores = rec.scores()
+    np.testing.assert_array_equal(scores.forgetting, [2, 2, 8, 0, 4])
+    assert np.argmax(scores.forgetting) == 2
 
 
 def test_repeated_indices_in_a_batch_are_presentations_in_order():

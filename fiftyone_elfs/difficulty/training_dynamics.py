@@ -54,7 +54,13 @@ _CHUNK_ROWS = 16_384  # rows per chunk of a temporary in input checks and prepro
 
 @dataclass
 class DifficultyScores:
-    """Per-sample difficulty from a proxy run: AUM (low = hard); forgetting, EL2N (high = hard)."""
+    """Per-sample difficulty from a proxy run: AUM (low = hard); forgetting, EL2N (high = hard).
+
+    ``forgetting`` is the forgetting score, not the raw count: a sample the proxy never got
+    right counts one event per presentation (Toneva et al. rank never-learned samples as the
+    most forgotten; a learned sample seen as often has at most half as many events). Without
+    that it had no event and ranked with the easiest samples.
+    """
 
     aum: np.ndarray
     forgetting: np.ndarray
@@ -93,9 +99,9 @@ class TrainingDynamicsRecorder:
       (Paul et al.; high = hard).
 
     It also counts ``presentations`` and ``n_correct`` (presentations with argmax == y): a sample
-    with ``n_correct == 0`` was never learned, so it has no forgetting event although it is hard
-    (Toneva et al. rank such samples as the most forgotten). A sample presented several times in
-    one epoch contributes once per presentation.
+    with ``n_correct == 0`` was never learned, so it has no forgetting event although it is hard;
+    `scores` ranks it as the most forgotten, as Toneva et al. do. A sample presented several
+    times in one epoch contributes once per presentation.
     """
 
     def __init__(self, n_samples: int, n_classes: int, el2n_epochs: int = 10) -> None:
@@ -222,9 +228,10 @@ class TrainingDynamicsRecorder:
 
     def scores(self, **info: object) -> DifficultyScores:
         """Snapshot the current statistics as ``DifficultyScores`` (copies; recording can go on)."""
+        never_learned = (self.n_correct == 0) & (self.presentations > 0)
         return DifficultyScores(
             aum=self.aum,
-            forgetting=self.forgetting.copy(),
+            forgetting=np.where(never_learned, self.presentations, self.forgetting),
             el2n=self.el2n,
             n_epochs=self.n_epochs,
             epochs_seen=self.epochs_seen.copy(),
@@ -393,8 +400,8 @@ def train_mlp_proxy(
     10k-20k x 128-1280 embeddings within ~10 epochs, so no sample kept a negative AUM and the
     label-free beta (fraction with AUM < 0) was 0; with these defaults that fraction tracked the
     planted rate (0.0 / 0.10 / 0.28 for 0 / 10 / 30%) while AUM still ranked flipped samples
-    hardest (ROC AUC 0.98-1.0). Forgetting suffers: never-learned samples have no forgetting
-    event (see ``DifficultyScores.n_correct``).
+    hardest (ROC AUC 0.98-1.0). Never-learned samples have no forgetting event; the forgetting
+    score ranks them as the most forgotten (``DifficultyScores``).
 
     Cost, measured on this project's 2-core machine with 50,000 x 1280 float32 embeddings:
     about 2.6 s per epoch with 2 idle cores (K = 10 or 100), 3.3-4 s with 1 thread, so the

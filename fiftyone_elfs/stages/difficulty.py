@@ -253,8 +253,7 @@ def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
     if values.get("proxy") != "cnn" or values.get("label_field"):
         require_embeddings(samples, values)
     if values.get("label_field"):
-        dataset_io.require_classification_field(samples, values["label_field"], "label_field")
-        dataset_io.require_labels(samples, values["label_field"], "label_field")
+        record.require_annotator_labels(samples, values["label_field"])
     fields = [names.score_field(s) for s in runs.SCORE_NAMES]
     record.check_ownership(samples, names, STAGE, fields=fields)
 
@@ -284,8 +283,7 @@ def run(
     if config.proxy == "mlp" and config.label_field is None:  # before reading anything
         _check_embeddings_version(samples, made_from, field_name, config.key)
     if config.label_field is not None:
-        dataset_io.require_classification_field(samples, config.label_field, "label_field")
-        dataset_io.require_labels(samples, config.label_field, "label_field")
+        record.require_annotator_labels(samples, config.label_field)
     score_fields = [names.score_field(s) for s in runs.SCORE_NAMES]
     record.check_ownership(samples, names, STAGE, fields=score_fields)
 

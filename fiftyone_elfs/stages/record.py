@@ -212,6 +212,24 @@ def _refuse_a_view_sharing_its_slug(dataset: Any, name: str, key: str) -> None:
 _PARAM_OF = {"tag": "tag", "brain key": "brain_key"}
 
 
+def require_annotator_labels(samples: SampleCollection, label_field: str) -> None:
+    """Refuses, as the field of labels annotators gave, a field an ELFS run wrote (the
+    pseudo-labels, a score): the proxy would learn ELFS's own guesses as truth, and a round
+    would take every pseudo-labelled sample for labeled. Then the usual checks: Classification
+    labels, and at least one in `samples`."""
+    owner = runs.owner_of(dataset_io.dataset_of(samples), "owned_fields", label_field)
+    if owner is not None:
+        raise ElfsInputError(
+            f"label_field '{label_field}' is written by the {stage_words(owner[1])} of ELFS key "
+            f"'{owner[0]}': it holds ELFS's own guesses, not labels annotators gave. Fix: pass "
+            "the field of your annotators' labels (e.g. the one load_from_label_studio wrote), "
+            "or leave label_field out.",
+            param="label_field",
+        )
+    dataset_io.require_classification_field(samples, label_field, "label_field")
+    dataset_io.require_labels(samples, label_field, "label_field")
+
+
 def check_ownership(
     samples: SampleCollection,
     names: runs.PipelineNames,

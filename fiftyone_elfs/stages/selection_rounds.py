@@ -53,10 +53,7 @@ def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
     if values.get("label_field"):
         dataset_io.require_field(samples, values["label_field"], "label_field", "label field")
         # any value would count as "labeled": only Classification labels are labels
-        dataset_io.require_classification_field(samples, values["label_field"], "label_field")
-        dataset_io.require_labels(
-            dataset_io.dataset_of(samples), values["label_field"], "label_field"
-        )
+        record.require_annotator_labels(dataset_io.dataset_of(samples), values["label_field"])
 
 
 def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult:
