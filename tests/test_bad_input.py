@@ -823,3 +823,14 @@ def test_a_dotted_embeddings_field_is_refused_before_any_image_is_embedded(ds, m
         dict(key="d", embeddings_field="emb.vec"),
         r"'emb.vec' is a path inside the field 'emb'.*Fix: name one without dots, e.g. 'emb_vec'",
     )
+
+
+@pytest.mark.parametrize("function", [elfs.run_pipeline, elfs.compute_difficulty])
+def test_cnn_settings_with_the_mlp_proxy_are_refused(ds, function):
+    """They were ignored without a word (the App form hides them unless proxy='cnn', and its
+    operators pass hidden fields as unset)."""
+    before = snapshot(ds)
+    budget = {"budget_count": 5} if function is elfs.run_pipeline else {}
+    with pytest.raises(ElfsInputError, match=r"cnn_params \['lr'\] were given with proxy='mlp'"):
+        function(ds, key=KEY, cnn_params={"lr": 0.01}, embeddings_field="elfs_embedding", **budget)
+    assert snapshot(ds) == before

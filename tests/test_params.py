@@ -302,13 +302,15 @@ def test_pipeline_operator_passes_the_cnn_options_its_form_offers(dataset, tmp_p
         embeddings_field="elfs_embedding",
         proxy="cnn",
         epochs=1,
-        cnn_params={"width": 4, "image_size": 16},
+        cnn_params={"width": 4, "image_size": 16, "lr": 0.05},
         visualize=False,
     )
     result.raise_exceptions()
     config = dataset.get_run_info("elfs_difficulty").config
     assert config.proxy == "cnn" and config.epochs == 1
     assert (config.cnn_params["width"], config.cnn_params["image_size"]) == (4, 16)
+    # every setting that changes the scores is recorded (two learning rates read the same)
+    assert (config.cnn_params["lr"], config.cnn_params["num_threads"]) == (0.05, None)
     assert len(dataset.match_tags("elfs_coreset")) == 8
 
 

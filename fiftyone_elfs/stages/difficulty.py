@@ -235,6 +235,16 @@ def require_current_scores(
     )
 
 
+def check_cnn_params(cnn_params: dict[str, Any] | None, proxy: str) -> None:
+    """Refuses CNN settings given with a proxy that trains no CNN (ignored without a word)."""
+    if cnn_params and proxy != "cnn":
+        raise ElfsInputError(
+            f"cnn_params {sorted(cnn_params)} were given with proxy='{proxy}', which trains no "
+            "CNN. Fix: pass proxy='cnn', or leave cnn_params out.",
+            param="cnn_params",
+        )
+
+
 def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
     """The cheap data checks an App form repeats as the user types: the key's pseudo-labels,
     the embeddings an MLP reads, the label field, free score fields (schema and run records)."""
@@ -271,6 +281,7 @@ def run(
     from fiftyone_elfs.difficulty import scaled_proxy_epochs, train_cnn_proxy, train_mlp_proxy
 
     names = runs.PipelineNames(config.key)
+    check_cnn_params(config.cnn_params, config.proxy)
     dataset_io.require_nonempty(samples)
     if config.proxy == "cnn":  # it trains on the image files
         dataset_io.require_images(samples)
@@ -343,7 +354,7 @@ def run(
         "n_skipped": len(skipped),  # images the CNN proxy could not read: no score
         "skipped": skipped,
     }
-    cnn_recorded = ("arch", "width", "image_size", "batch_size")
+    cnn_recorded = ("arch", "width", "image_size", "batch_size", "lr")
     record.record(
         samples,
         names,
@@ -351,7 +362,10 @@ def run(
         params={
             "proxy": config.proxy,
             "epochs": int(scores.n_epochs),
-            "cnn_params": {k: scores.info[k] for k in cnn_recorded}
+            "cnn_params": {
+                **{k: scores.info[k] for k in cnn_recorded},
+                "num_threads": (config.cnn_params or {}).get("num_threads"),
+            }
             if config.proxy == "cnn"
             else {},
             "checkpoint_dir": checkpoint_dir,

@@ -198,6 +198,7 @@ def check_before_writing(samples: SampleCollection, config: PipelineConfig) -> N
     resolve_budget(n, budget_count=config.budget_count, budget_fraction=config.budget_fraction)
     pseudo_labels.check_n_clusters(config.n_clusters, n)
     pseudo_labels.check_temi_params(config.temi_params, config.clustering)
+    difficulty.check_cnn_params(config.cnn_params, config.proxy)
     selection.check_mode_and_beta(config.mode, config.beta)
     if config.embeddings_field is not None:  # usable, before any write
         ids, _ = dataset_io.read_embeddings(samples, config.embeddings_field)
