@@ -65,6 +65,8 @@ class RunSummary:
     rounds: dict[int, int] = field(default_factory=dict)  # selection round -> samples selected
     # the dataset's Label Studio runs (annotation.annotation_summary), whichever key chose them
     annotations: list[dict[str, Any]] = field(default_factory=list)
+    # where the figures above no longer describe the data as it is (`coreset_notices`)
+    notices: list[str] = field(default_factory=list)
 
 
 def _stage_params(config: Any) -> dict[str, Any]:
@@ -116,6 +118,31 @@ def cluster_balance(dataset: fo.Dataset, names: runs.PipelineNames, tag: str) ->
     return sorted(rows, key=lambda r: (-r[1], r[0]))
 
 
+def coreset_notices(dataset: fo.Dataset, names: runs.PipelineNames, config: Any) -> list[str]:
+    """What has changed since the coreset was selected that its figures do not show: samples
+    tagged or untagged by hand (exports and sends follow the tag), scores recomputed since
+    (the histogram then draws the old regions over the new scores)."""
+    out = []
+    n_selected = runs.stage_results(dataset, names, "coreset").n_selected
+    n_tagged = dataset_io.count(dataset_io.tagged(dataset, config.tag))
+    if n_tagged != n_selected:
+        out.append(
+            f"{n_tagged} samples carry the coreset tag '{config.tag}' now, and {n_selected} were "
+            "selected: the tag was added or removed since (by hand, or merged in). Exports and "
+            "sends to Label Studio follow the tag."
+        )
+    stage = "contrastive" if config.score == "contrastive" else "difficulty"
+    scored, selected = (names.run_key(s) for s in (stage, "coreset"))
+    if scored in dataset.list_runs():
+        if dataset.get_run_info(scored).timestamp > dataset.get_run_info(selected).timestamp:
+            out.append(
+                f"The '{config.score}' scores were computed again after this coreset was "
+                "selected, so the histogram draws its regions over the new scores (later "
+                "rounds, select_more, rank by them; the coreset itself is unchanged)."
+            )
+    return out
+
+
 def summarize_run(dataset: fo.Dataset, key: str = "elfs", *, bins: int = 40) -> RunSummary:
     """Summarises every stage an ELFS key has run on `dataset` (default key 'elfs'), with each
     score's histogram in `bins` bars (default 40), as the ELFS panel draws it."""
@@ -149,6 +176,7 @@ def summarize_run(dataset: fo.Dataset, key: str = "elfs", *, bins: int = 40) -> 
         summary.saved_view = config.saved_view
         summary.histogram = score_histogram(dataset, names, config.score, bins=bins)
         summary.clusters = cluster_balance(dataset, names, config.tag)
+        summary.notices = coreset_notices(dataset, names, config)
     if "visualization" in stages:
         summary.brain_key = runs.stage_config(dataset, names, "visualization").brain_key
     summary.rounds = {r: len(ids) for r, ids in runs.selection_rounds(dataset, names).items()}

@@ -21,6 +21,7 @@ from fiftyone_elfs.plugin.panel import (
     ElfsPanel,
     _delegated_markdown,
     _labeling_markdown,
+    _outcome_markdown,
     cluster_traces,
     histogram_traces,
 )
@@ -134,6 +135,24 @@ def test_summary_counts_agree_with_the_selection(dataset):
     assert [sum(t["y"]) for t in traces] == [sum(hist.counts[r]) for r in runs.REGIONS]
     shares = cluster_traces(summary.clusters)
     assert abs(sum(shares[0]["y"]) - 100) < 0.1 and abs(sum(shares[1]["y"]) - 100) < 0.1
+
+
+def test_summary_says_when_the_tag_or_the_scores_changed_since_the_selection(dataset):
+    # Its n_selected and histogram kept describing the selection after samples were untagged,
+    # and drew the coreset's regions over scores computed again since, without a word.
+    result = _select(dataset, fraction=0.2)
+    assert run_summary.summarize_run(dataset, "elfs").notices == []
+    dataset.select(result.selected_ids[:3]).untag_samples("elfs_coreset")
+    summary = run_summary.summarize_run(dataset, "elfs")
+    [tag] = summary.notices
+    assert tag.startswith(f"{result.budget - 3} samples carry the coreset tag 'elfs_coreset' now")
+    elfs.compute_difficulty(dataset, embeddings_field="elfs_embedding", epochs=2)
+    summary = run_summary.summarize_run(dataset, "elfs")
+    assert summary.notices[0] == tag
+    assert summary.notices[1].startswith("The 'aum' scores were computed again after this")
+    assert "**Note**: The 'aum' scores were computed again" in _outcome_markdown(summary)
+    elfs.select_coreset(dataset, budget_fraction=0.2)
+    assert run_summary.summarize_run(dataset, "elfs").notices == []
 
 
 def test_summary_lists_the_labeling_rounds_of_its_key_only(dataset):

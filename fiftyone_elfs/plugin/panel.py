@@ -132,10 +132,12 @@ def _outcome_markdown(summary: run_summary.RunSummary) -> str:
         )
     rule = f"\n\nSelection rule: **{summary.mode}**"
     rule += f": {summary.mode_reason}." if summary.mode_reason else "."
+    notices = "".join(f"\n\n**Note**: {notice}" for notice in summary.notices)
     return (
         f"Key **{summary.key}**: **{summary.n_selected}** of {summary.n_pool} samples selected "
         f"(tag `{summary.tag}`, saved view `{summary.saved_view}`). {summary.beta_reason}"
         + rule
+        + notices
         + trust
     )
 
