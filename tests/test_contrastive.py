@@ -138,6 +138,9 @@ def test_contrastive_operator_then_keep_lowest_selection(dataset, tmp_path, monk
     assert chosen == lowest
     info = dataset.load_run_results("elfs_coreset", cache=False)
     assert info.beta == 0.0 and "keep-lowest" in info.beta_reason
+    # a CCS draw spreads over the whole range: its reason said "keep-lowest" too
+    ccs = elfs.select_coreset(dataset, budget_count=30, score="contrastive", mode="ccs")
+    assert ccs.beta == 0.0 and ccs.beta_reason.startswith("no cut") and ccs.mode == "ccs"
 
     with pytest.raises(elfs.ElfsInputError, match="run compute_contrastive_scores"):
         elfs.select_coreset(dataset, budget_count=3, score="contrastive", key="other")

@@ -137,6 +137,8 @@ def beta_for(
     if beta is not None:
         return float(beta), "set by the user"
     if score == "contrastive":
+        if mode == "ccs":  # CCS draws across the whole range: no hard-end cut either
+            return 0.0, "no cut: the contrastive view similarity has no hard end to drop"
         return 0.0, "keep-lowest: the least similar views are the most informative (no cut)"
     if score == "aum":
         return label_free_beta(values, budget_fraction)
