@@ -834,3 +834,16 @@ def test_cnn_settings_with_the_mlp_proxy_are_refused(ds, function):
     with pytest.raises(ElfsInputError, match=r"cnn_params \['lr'\] were given with proxy='mlp'"):
         function(ds, key=KEY, cnn_params={"lr": 0.01}, embeddings_field="elfs_embedding", **budget)
     assert snapshot(ds) == before
+
+
+def test_samples_outside_the_scored_view_are_named_as_such(ds):
+    """Scores computed on a view, selection on the dataset: the notice blamed samples added
+    since or unreadable images (neither was the case) and said to rerun everything."""
+    elfs.compute_difficulty(
+        ds.take(20, seed=0), key=KEY, embeddings_field="elfs_embedding", epochs=1
+    )
+    result = elfs.select_coreset(ds, key=KEY, budget_count=5)
+    [notice] = [n for n in result.notices if "have no 'aum' score" in n]
+    assert notice.startswith(f"{len(ds) - 20} of the {len(ds)} samples have no 'aum' score")
+    assert "the scores were computed on a view without them" in notice
+    assert "on all the samples to select from" in notice

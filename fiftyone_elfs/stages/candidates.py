@@ -119,6 +119,7 @@ def unscored_notice(
     fix = stages if rounds else f"the pipeline (or {stages})"
     return [
         f"{n - n_scored} of the {n} samples have no '{score}' score, so none of them can be "
-        "selected: samples added since the scores were computed, or whose images could not be "
-        f"read. To include added samples, run {fix} again with this key."
+        "selected: the scores were computed on a view without them, or they were added since, "
+        f"or their images could not be read. To include them, run {fix} again with this key "
+        "on all the samples to select from."
     ]
