@@ -847,3 +847,15 @@ def test_samples_outside_the_scored_view_are_named_as_such(ds):
     assert notice.startswith(f"{len(ds) - 20} of the {len(ds)} samples have no 'aum' score")
     assert "the scores were computed on a view without them" in notice
     assert "on all the samples to select from" in notice
+
+
+def test_difficulty_on_a_view_of_one_cluster_names_the_view(ds):
+    """It said to recompute the pseudo-labels with n_clusters >= 2, which they had."""
+    from fiftyone import ViewField as F
+
+    label = ds.first()[f"{KEY}_pseudo_label"].label
+    one = ds.match(F(f"{KEY}_pseudo_label.label") == label)
+    before = snapshot(ds)
+    with pytest.raises(ElfsInputError, match=r"fewer than 2 clusters.*a view of one cluster"):
+        elfs.compute_difficulty(one, key=KEY, embeddings_field="elfs_embedding", epochs=1)
+    assert snapshot(ds) == before

@@ -305,8 +305,10 @@ def run(
         _check_embeddings_version(samples, made_from, field_name, config.key)
     if len(set(label_names)) < 2:
         raise ElfsInputError(
-            "The pseudo-labels contain fewer than 2 clusters, so there is no difficulty to learn. "
-            "Fix: recompute them with n_clusters >= 2."
+            f"The pseudo-labels of these {len(label_names)} samples hold fewer than 2 clusters, "
+            "so there is no difficulty to learn. Fix: compute the difficulty on samples of "
+            "several clusters (a view of one cluster has one), or recompute the pseudo-labels "
+            "with n_clusters >= 2."
         )
     report = progress or terminal_progress(f"difficulty ({config.proxy} proxy)")
     images, skipped = None, []
