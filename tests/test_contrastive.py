@@ -129,7 +129,10 @@ def test_contrastive_operator_then_keep_lowest_selection(dataset, tmp_path, monk
     sim = dict(zip(*dataset.values(["id", "elfs_contrastive"]), strict=True))
     assert len(sim) == len(dataset) and all(np.isfinite(v) for v in sim.values())
     assert "contrastive" in elfs.list_keys(dataset)["elfs"]
-    assert dataset.get_run_info("elfs_contrastive").config.contrastive_method == "simclr"
+    config = dataset.get_run_info("elfs_contrastive").config
+    assert config.contrastive_method == "simclr"
+    # the batch that ran (the default 256, cut to the pool), not the one asked for
+    assert config.batch_size == min(256, len(dataset))
 
     select = foo.get_operator("@fiftyone-elfs/elfs/select_coreset")
     select(dataset, budget_count=30, score="contrastive")

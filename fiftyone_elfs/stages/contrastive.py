@@ -112,7 +112,7 @@ def run(
             "epochs": config.epochs,
             "image_size": config.image_size,
             "width": config.width,
-            "batch_size": config.batch_size,
+            "batch_size": scores.info["batch_size"],  # at most the pool: what ran
             "contrastive_method": config.contrastive_method,
             "min_crop_scale": scores.info["min_crop_scale"],
             "seed": config.seed,
