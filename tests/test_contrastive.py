@@ -125,14 +125,14 @@ def test_interrupted_then_resumed_equals_uninterrupted(corrupted_digits, tmp_pat
 def test_contrastive_operator_then_keep_lowest_selection(dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("ELFS_CACHE_DIR", str(tmp_path))
     op = foo.get_operator("@fiftyone-elfs/elfs/compute_contrastive_scores")
-    op(dataset, epochs=2, width=8)
+    op(dataset, epochs=2, width=8, batch_size=100_000)
     sim = dict(zip(*dataset.values(["id", "elfs_contrastive"]), strict=True))
     assert len(sim) == len(dataset) and all(np.isfinite(v) for v in sim.values())
     assert "contrastive" in elfs.list_keys(dataset)["elfs"]
     config = dataset.get_run_info("elfs_contrastive").config
     assert config.contrastive_method == "simclr"
-    # the batch that ran (the default 256, cut to the pool), not the one asked for
-    assert config.batch_size == min(256, len(dataset))
+    # the batch that ran (cut to the pool), not the one asked for
+    assert config.batch_size == len(dataset)
 
     select = foo.get_operator("@fiftyone-elfs/elfs/select_coreset")
     select(dataset, budget_count=30, score="contrastive")
