@@ -22,6 +22,7 @@ __all__ = [
     "annotation_run_key",
     "check_anno_key",
     "check_label_field",
+    "check_map_to_classes",
     "list_annotation_runs",
     "prelabel_field_for",
     "prelabels",
@@ -119,6 +120,17 @@ def check_label_field(
         )
 
 
+def check_map_to_classes(prelabel_map: dict[str, str], classes: list[str]) -> None:
+    """Refuses a {cluster: class} map with a value that is not one of `classes`."""
+    unknown = sorted({v for v in prelabel_map.values() if v not in classes})
+    if unknown:
+        raise ElfsInputError(
+            f"prelabel_map maps to {unknown}, which are not in classes {classes}. Fix: map every "
+            "cluster to one of the classes, or leave it out.",
+            param="prelabel_map",
+        )
+
+
 def prelabels(
     samples: foc.SampleCollection,
     prelabel_field: str,
@@ -159,13 +171,7 @@ def prelabels(
         # A cluster whose majority answer is not a class (a label set in FiftyOne, a choice
         # outside the labeling config) gets no pre-annotation, as the docstring promises.
         prelabel_map = {k: v for k, v in prelabel_map.items() if v in classes}
-    unknown = sorted({v for v in prelabel_map.values() if v not in classes})
-    if unknown:
-        raise ElfsInputError(
-            f"prelabel_map maps to {unknown}, which are not in classes {classes}. Fix: map every "
-            "cluster to one of the classes, or leave it out.",
-            param="prelabel_map",
-        )
+    check_map_to_classes(prelabel_map, classes)
     out = [
         prelabel_map.get(v, v if v in classes else None) if v is not None else None for v in values
     ]

@@ -44,6 +44,7 @@ import fiftyone as fo
 import fiftyone.core.collections as foc
 
 from fiftyone_elfs import dataset_io, export_folder, export_lock, params, runs
+from fiftyone_elfs.annotation_inputs import check_map_to_classes
 from fiftyone_elfs.coreset_tag import coreset_view, empty_coreset_error, not_selected_notice
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.faults import kill_point
@@ -152,13 +153,7 @@ def _check_classes(
             "classes=[...] (the names annotators choose from) together with prelabel_map.",
             param="classes",
         )
-    unknown_classes = sorted({v for v in prelabel_map.values() if v not in classes})
-    if unknown_classes:
-        raise ElfsInputError(
-            f"prelabel_map maps to {unknown_classes}, which are not in classes {classes}. Fix: "
-            "map every cluster to one of the classes, or leave it out.",
-            param="prelabel_map",
-        )
+    check_map_to_classes(prelabel_map, classes)
     unknown_clusters = sorted(set(prelabel_map) - set(all_clusters))
     if unknown_clusters:
         raise ElfsInputError(
