@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         return protocol_b(pool.pixels[idx], pool.labels[idx], val.pixels, val.labels,
                           len(data.classes), seed, pix_stats, cfg).accuracy  # fmt: skip
 
+    computed = 0
     jobs = []
     for seed in args.seeds:
         for rate in args.rates:
@@ -145,11 +146,18 @@ def main(argv: list[str] | None = None) -> None:
             results[key] = {"protocol": protocol, "method": name, "mode": mode, "c": c,
                             "beta": beta, "rate": rate, "seed": seed, "val_accuracy": acc,
                             "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+            computed += 1
             _log(f"{key}: val accuracy {acc:.4f} ({results[key]['seconds']} s)")
             with open(path + ".tmp", "w") as f:
                 json.dump({"meta": meta, "results": results}, f, indent=1)
             os.replace(path + ".tmp", path)
-    _write_table(results, os.path.join(out_dir, "tuning.md"), meta)
+    table = os.path.join(out_dir, "tuning.md")
+    if computed == 0 and os.path.exists(table):
+        # its header names the command that computed the rows; a rerun that reused them all
+        # would put its own command there
+        _log(f"every row was on disk already: {table} left as it is")
+        return
+    _write_table(results, table, meta)
 
 
 def _write_table(results: dict, path: str, meta: dict) -> None:

@@ -136,7 +136,10 @@ def open_app(dataset_name: str, port: int | None, address: str | None) -> None:
     url = session.url.replace("//0.0.0.0:", "//localhost:")  # served on all interfaces
     print(f"Dataset '{dataset_name}' at {url}: the ELFS panel is under '+' beside Samples.")
     print("Press Ctrl+C to stop the App.")
-    session.wait()
+    try:
+        session.wait()
+    except KeyboardInterrupt:  # the way to stop it, not an error: no traceback
+        print("\nApp stopped.")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -227,3 +227,42 @@ def test_install_plugin_refuses_a_plugins_dir_it_cannot_use_in_one_line(tmp_path
     assert afile.read_text() == "not a folder"
     done = _elfs_command("install-plugin", "--plugins-dir", str(tmp_path / "new"))
     assert done.returncode == 0 and os.path.islink(tmp_path / "new" / "fiftyone-elfs")
+
+
+def test_ctrl_c_stops_the_app_without_a_traceback(base_dataset):
+    """The command says "Press Ctrl+C to stop the App"; doing so ended in a KeyboardInterrupt
+    traceback from FiftyOne's session.wait()."""
+    import signal
+    import socket
+    import threading
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    app = subprocess.Popen(
+        [sys.executable, "-m", "fiftyone_elfs.cli", "app", base_dataset.name, "--port", port],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},  # each line as it is printed
+    )
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.extend(app.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not any("Press Ctrl+C" in line for line in out) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert any("Press Ctrl+C" in line for line in out), "".join(out)
+        os.killpg(app.pid, signal.SIGINT)  # what Ctrl+C in the terminal sends
+        app.wait(timeout=60)
+        reader.join(timeout=10)
+    finally:
+        if app.poll() is None:
+            os.killpg(app.pid, signal.SIGKILL)
+    text = "".join(out)
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
+    assert text.rstrip().endswith("App stopped.") and app.returncode == 0, text
