@@ -173,5 +173,8 @@ def test_true_labels_correct_the_proxy_targets(dataset):
     auto = elfs.select_more(dataset, budget_count=10, key="elfs")  # the coreset's rule (window)
     assert auto.mode == "window"
     assert len(dataset.match_tags("elfs_round2")) == 10
+    dataset.set_values("user_score", [0.5] * len(dataset))  # a field of the user's, not labels
     with pytest.raises(elfs.ElfsInputError, match="fo.Classification"):
+        elfs.compute_difficulty(dataset, key="elfs", epochs=1, label_field="user_score")
+    with pytest.raises(elfs.ElfsInputError, match="written by the 'difficulty' stage"):
         elfs.compute_difficulty(dataset, key="elfs", epochs=1, label_field="elfs_aum")
