@@ -248,6 +248,9 @@ def test_ctrl_c_stops_the_app_without_a_traceback(base_dataset):
         cwd=REPO,
         start_new_session=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},  # each line as it is printed
+        # as in a terminal: a background job (CI's) inherits SIGINT ignored, and Python then
+        # installs no KeyboardInterrupt handler
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     out: list[str] = []
     reader = threading.Thread(target=lambda: out.extend(app.stdout), daemon=True)
