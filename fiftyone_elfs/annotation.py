@@ -27,8 +27,8 @@ from fiftyone_elfs.annotation_inputs import (
     list_annotation_runs,
     preflight,
     prelabel_field_for,
+    prelabels_for,
 )
-from fiftyone_elfs.annotation_inputs import prelabels as prelabels_for
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.label_studio import (
     API_KEY_ENV,

@@ -25,7 +25,7 @@ __all__ = [
     "check_map_to_classes",
     "list_annotation_runs",
     "prelabel_field_for",
-    "prelabels",
+    "prelabels_for",
     "preflight",
 ]
 
@@ -131,7 +131,7 @@ def check_map_to_classes(prelabel_map: dict[str, str], classes: list[str]) -> No
         )
 
 
-def prelabels(
+def prelabels_for(
     samples: foc.SampleCollection,
     prelabel_field: str,
     prelabel_map: dict[str, str] | None,

@@ -118,12 +118,13 @@ def cluster_balance(dataset: fo.Dataset, names: runs.PipelineNames, tag: str) ->
     return sorted(rows, key=lambda r: (-r[1], r[0]))
 
 
-def coreset_notices(dataset: fo.Dataset, names: runs.PipelineNames, config: Any) -> list[str]:
+def coreset_notices(
+    dataset: fo.Dataset, names: runs.PipelineNames, config: Any, n_selected: int
+) -> list[str]:
     """What has changed since the coreset was selected that its figures do not show: samples
     tagged or untagged by hand (exports and sends follow the tag), scores recomputed since
     (the histogram then draws the old regions over the new scores)."""
     out = []
-    n_selected = runs.stage_results(dataset, names, "coreset").n_selected
     n_tagged = dataset_io.count(dataset_io.tagged(dataset, config.tag))
     if n_tagged != n_selected:
         out.append(
@@ -176,7 +177,7 @@ def summarize_run(dataset: fo.Dataset, key: str = "elfs", *, bins: int = 40) -> 
         summary.saved_view = config.saved_view
         summary.histogram = score_histogram(dataset, names, config.score, bins=bins)
         summary.clusters = cluster_balance(dataset, names, config.tag)
-        summary.notices = coreset_notices(dataset, names, config)
+        summary.notices = coreset_notices(dataset, names, config, results.n_selected)
     if "visualization" in stages:
         summary.brain_key = runs.stage_config(dataset, names, "visualization").brain_key
     summary.rounds = {r: len(ids) for r, ids in runs.selection_rounds(dataset, names).items()}
