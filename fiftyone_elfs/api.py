@@ -83,7 +83,9 @@ def compute_embeddings(
     refused.
 
     Returns:
-        n_samples, n_computed, n_reused, n_skipped and the skipped images (id, path, reason).
+        n_samples; n_computed (embedded by this call), n_resumed (read back from the chunks an
+        interrupted call or the shards stored), n_reused (already in the field) and n_skipped
+        (unreadable), which add up to n_samples; and the skipped images (id, path, reason).
     """
     config = embeddings.EmbeddingsConfig.from_arguments(locals())
     with record.guard(samples, key, [embeddings.STAGE]):
@@ -112,7 +114,8 @@ def embed_shard(
     same key, model and image size then writes the field from the stored chunks at once.
 
     Returns:
-        shard, n_shards, n_samples, n_computed, n_resumed, n_skipped, and last: True for the
+        shard, n_shards, n_samples (the shard's), n_computed (embedded by this call), n_resumed
+        (stored before), n_skipped (unreadable), and last: True for the
         one shard whose completion finished the set.
     """
     config = embeddings.ShardConfig.from_arguments(locals())

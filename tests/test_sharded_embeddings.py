@@ -190,3 +190,24 @@ def test_the_planned_pipeline_is_stored_as_checked_plain_values(images):
     service = DelegatedOperationService()  # the two queued shards are not run here
     for op in service.get_queued_operations(dataset_name=images.name):
         service.delete_operation(op.id)
+
+
+def test_a_shard_counts_each_image_once_computed_resumed_or_skipped(images, tmp_path):
+    """n_computed + n_resumed + n_skipped is the shard's n_samples: an unreadable image is
+    skipped, not counted as embedded, and a rerun counts the stored ones as resumed."""
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    sample = images.first()
+    sample.filepath = str(broken)
+    sample.save()
+    ds_id, key = dataset_io.dataset_id(images), "counts"
+    try:
+        first = elfs.embed_shard(images, 0, 1, key=key, batch_size=4, image_size=32)
+        assert (first["n_samples"], first["n_computed"], first["n_skipped"]) == (N, N - 1, 1)
+        assert first["n_resumed"] == 0
+        again = elfs.embed_shard(images, 0, 1, key=key, batch_size=4, image_size=32)
+        # the unreadable image is tried again (a file may be back); the rest are stored
+        assert (again["n_computed"], again["n_resumed"], again["n_skipped"]) == (0, N - 1, 1)
+    finally:
+        embedding_chunks.clear(ds_id, key)
+        sharding.clear(ds_id, key)

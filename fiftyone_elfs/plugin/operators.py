@@ -60,6 +60,16 @@ def _notes(result: selection.CoresetResult) -> str:
     return f".{notes}" if notes else ""
 
 
+def _embedding_counts(result: dict[str, Any]) -> str:
+    """The other counts of an embedding result, those that are not zero: "(12 resumed, ...)"."""
+    counts = [
+        f"{result[f'n_{what}']} {what}"
+        for what in ("resumed", "reused", "skipped")
+        if result.get(f"n_{what}")
+    ]
+    return f" ({', '.join(counts)})" if counts else ""
+
+
 class ComputeEmbeddings(ElfsOperator):
     name = "compute_embeddings"
     label = "ELFS: compute embeddings"
@@ -67,11 +77,11 @@ class ComputeEmbeddings(ElfsOperator):
     operation = "compute_embeddings"
     function = staticmethod(api.compute_embeddings)
     checks = (embeddings_preflight,)
-    returns = "a dict: n_computed, n_reused, n_skipped, skipped"
+    returns = "a dict: n_samples, n_computed, n_resumed, n_reused, n_skipped, skipped"
     usage = 'foo.get_operator("@fiftyone-elfs/elfs/compute_embeddings")(dataset, key="elfs")'
 
     def done_label(self, result: dict[str, Any], kwargs: dict[str, Any]) -> str:
-        return f"embedded {result['n_computed']} images ({result['n_skipped']} skipped)"
+        return f"embedded {result['n_computed']} images{_embedding_counts(result)}"
 
 
 class ComputePseudoLabels(ElfsOperator):
@@ -236,7 +246,8 @@ class EmbedShard(ElfsOperator):
 
     def done_label(self, result: dict[str, Any], kwargs: dict[str, Any]) -> str:
         then = ", then queued the pipeline" if result.get("queued") else ""
-        return f"shard {result['shard']}: embedded {result['n_computed']} images{then}"
+        counts = _embedding_counts(result)
+        return f"shard {result['shard']}: embedded {result['n_computed']} images{counts}{then}"
 
 
 def queue_sharded_pipeline(samples: Any, n_shards: int, **pipeline_kwargs: Any) -> list[Any]:

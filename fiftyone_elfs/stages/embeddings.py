@@ -154,7 +154,7 @@ def run_shard(
         "shard": config.shard,
         "n_shards": config.n_shards,
         "n_samples": stop - start,
-        "n_computed": stop - start - n_resumed,
+        "n_computed": stop - start - n_resumed - len(failures),
         "n_resumed": n_resumed,
         "n_skipped": len(failures),
         "last": last,
@@ -243,7 +243,7 @@ def run(
         )
     results = {
         "n_samples": len(samples),
-        "n_computed": len(ids) - len(skipped),
+        "n_computed": len(ids) - n_resumed - len(skipped),
         "n_reused": n_reused,
         "n_resumed": n_resumed,
         "n_skipped": len(skipped),
