@@ -860,7 +860,7 @@ def new_staging_collection(dataset: fo.Dataset) -> str:
 
 def staging_collections(dataset: fo.Dataset | None = None) -> list[str]:
     """The staging collections that exist (of `dataset`, or of every dataset)."""
-    prefix = STAGING_COLLECTION_PREFIX + (f"{dataset_id(dataset)}_" if dataset else "")
+    prefix = STAGING_COLLECTION_PREFIX + (f"{dataset_id(dataset)}_" if dataset is not None else "")
     return sorted(c for c in _database().list_collection_names() if c.startswith(prefix))
 
 

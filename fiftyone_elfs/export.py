@@ -358,18 +358,21 @@ def _write_outputs(
 
 def label_studio_config(classes: Sequence[str] | None) -> str:
     """A Label Studio labeling config: one image and a single choice among `classes`, or, with
-    no classes, the class typed as free text."""
+    no classes, the class typed as free text; either is required (Label Studio refuses to
+    submit a task without it)."""
     if not classes:
         return (
             '<View>\n  <Image name="image" value="$image"/>\n'
             '  <Header value="The class of this image"/>\n'
-            '  <TextArea name="label" toName="image" maxSubmissions="1" editable="true"/>\n'
+            '  <TextArea name="label" toName="image" maxSubmissions="1" editable="true"'
+            ' required="true"/>\n'
             "</View>\n"
         )
     choices = "\n".join(f"    <Choice value={quoteattr(c)}/>" for c in classes)
     return (
         '<View>\n  <Image name="image" value="$image"/>\n'
-        '  <Choices name="label" toName="image" choice="single" showInLine="true">\n'
+        '  <Choices name="label" toName="image" choice="single" showInLine="true"'
+        ' required="true">\n'
         f"{choices}\n  </Choices>\n</View>\n"
     )
 

@@ -11,6 +11,9 @@ FiftyOne's backend with two changes:
   the pre-annotations and the results are then FiftyOne's own. With local-files serving set up
   (``LABEL_STUDIO_LOCAL_FILES_*``: tasks are imported as URLs, not files), FiftyOne's upload runs
   unchanged;
+- the class choice is required (``required="true"`` on every ``Choices`` control): FiftyOne's
+  config lets an annotator submit a task with no class picked, which Label Studio then shows to
+  no one again and ELFS can only count as unusable;
 - when the send fails after the project was created, the project is deleted (no empty project
   is left behind), and an HTTP failure is an `ElfsInputError` with the fix.
 
@@ -25,6 +28,7 @@ import logging
 import os
 import urllib.parse
 from typing import Any
+from xml.etree import ElementTree
 
 import fiftyone.utils.labelstudio as fouls
 import requests
@@ -78,6 +82,8 @@ class BatchedLabelStudioAPI(fouls.LabelStudioAnnotationAPI):
     def _init_project(self, config: Any, samples: Any) -> Any:
         project = super()._init_project(config, samples)
         self._project_id = project.id
+        # inside upload_samples' clean-up: a refused change deletes the new project
+        project.set_params(label_config=require_choices(project.params["label_config"]))
         return project
 
     def upload_samples(self, samples: Any, anno_key: str, backend: Any) -> Any:
@@ -154,6 +160,15 @@ class BatchedLabelStudioAPI(fouls.LabelStudioAnnotationAPI):
                 "files_as_tasks_list": False,
             },
         )
+
+
+def require_choices(label_config: str) -> str:
+    """The labeling config with every ``Choices`` control marked ``required="true"`` (Label
+    Studio then refuses to submit a task without a choice)."""
+    root = ElementTree.fromstring(label_config)
+    for choices in root.iter("Choices"):
+        choices.set("required", "true")
+    return ElementTree.tostring(root, encoding="unicode")
 
 
 def _serves_local_files(tasks: list[dict]) -> bool:

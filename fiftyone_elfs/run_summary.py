@@ -8,6 +8,7 @@ summary costs a handful of queries whatever the dataset size.
 from __future__ import annotations
 
 import datetime
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,11 +77,17 @@ def _stage_params(config: Any) -> dict[str, Any]:
 def score_histogram(
     dataset: fo.Dataset, names: runs.PipelineNames, score: str, bins: int = 40
 ) -> ScoreHistogram | None:
-    """Histogram of `score` over the scored samples, split by coreset region (None if unscored)."""
+    """Histogram of `score` over the scored samples, split by coreset region (None if unscored).
+
+    Only samples with one of the four regions and a finite score count: values written into
+    those fields by hand (a review status, a NaN) are left out, not a failure of the summary.
+    """
     field_name, region = names.score_field(score), names.region_field
     if dataset.get_field(field_name) is None or dataset.get_field(region) is None:
         return None
-    scored = dataset_io.every_slice(dataset).exists(region).exists(field_name)
+    # MongoDB orders NaN below every number: the two bounds leave out NaN and +-inf
+    finite = (F(field_name) > -math.inf) & (F(field_name) < math.inf)
+    scored = dataset_io.every_slice(dataset).match(F(region).is_in(runs.REGIONS) & finite)
     low, high = scored.bounds(field_name)
     if low is None:
         return None

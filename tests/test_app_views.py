@@ -3,6 +3,7 @@ the ELFS panel, and the panel itself executed through FiftyOne's operator machin
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -280,3 +281,38 @@ def test_panel_is_registered_and_its_events_run_through_the_operator_machinery(d
     )
     assert result.error is None
     assert isinstance(dataset, fo.Dataset) and dataset.list_brain_runs() == ["elfs_umap"]
+
+
+@pytest.mark.parametrize("edit", ["region reused for a review status", "NaN and inf scores"])
+def test_hand_written_region_or_score_values_leave_the_summary_and_panel_working(dataset, edit):
+    # Both raised from summarize_run, so the panel failed to open on the dataset: a region
+    # field holding none of the four regions left the histogram without edges, and a NaN score
+    # made MongoDB's $bucket refuse the bin edges.
+    result = _select(dataset, fraction=0.2)
+    if edit.startswith("region"):
+        dataset.set_values("elfs_coreset_region", ["reviewed"] * len(dataset))
+    else:
+        ids = dataset.values("id")[:3]
+        bad = dict(zip(ids, [float("nan"), math.inf, -math.inf], strict=True))
+        dataset.set_values("elfs_aum", bad, key_field="id")
+    summary = run_summary.summarize_run(dataset, "elfs")
+    assert summary.n_selected == result.budget
+    if edit.startswith("region"):
+        assert summary.histogram is None
+    else:  # the three hand-written values are left out, the rest are drawn
+        assert sum(sum(c) for c in summary.histogram.counts.values()) == result.n_pool - 3
+        assert all(np.isfinite(summary.histogram.edges))
+    panel = ElfsPanel()
+    ctx, _ = _panel_context(dataset, "on_load")
+    panel.on_load(ctx)
+    assert f"**{result.budget}** of 300 samples selected" in ctx.panel.state.outcome
+
+
+def test_the_panel_lists_the_runs_of_a_dataset_whose_samples_were_all_deleted(dataset):
+    # An empty dataset is falsy: the panel listed no key and showed the first-run intro.
+    _select(dataset)
+    dataset.clear()
+    panel = ElfsPanel()
+    ctx, _ = _panel_context(dataset, "on_load")
+    panel.on_load(ctx)
+    assert ctx.panel.state.key == "elfs" and ctx.panel.state.keys == ["elfs"]

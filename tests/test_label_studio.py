@@ -9,6 +9,7 @@ import os
 import socket
 import urllib.parse
 from collections import Counter
+from xml.etree import ElementTree
 
 import fiftyone as fo
 import fiftyone.operators as foo
@@ -144,6 +145,11 @@ def test_round_trip_counts_only_human_answers_then_selects_the_next_budget(datas
     tasks = _tasks(creds, results.project_id)
     assert len(tasks) == 30
     assert all(t["total_predictions"] == 1 for t in tasks)  # every task pre-annotated
+    # the class is required: Label Studio refuses to submit a task without one
+    config = _api(creds, "GET", f"/api/projects/{results.project_id}")["label_config"]
+    controls = list(ElementTree.fromstring(config).iter("Choices"))
+    assert [c.get("name") for c in controls] == ["round1_prelabel"]
+    assert all(c.get("required") == "true" for c in controls)
     sample_of = {int(t): s for t, s in results.uploaded_tasks.items()}
     truth = dict(zip(*dataset.values(["id", "ground_truth.label"]), strict=True))
     prelabel = dict(zip(*dataset.values(["id", "round1_prelabel.label"]), strict=True))

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import warnings
+from xml.etree import ElementTree
 
 import fiftyone as fo
 import numpy as np
@@ -138,6 +139,7 @@ def test_three_exports_exist_and_agree(dataset, tmp_path):
     with open(paths["labelstudio_config"]) as f:
         config = f.read()
     assert "<TextArea" in config and "cluster_" not in config  # free text without classes
+    assert ElementTree.fromstring(config).find("TextArea").get("required") == "true"
 
     # Issue 17: the real classes, and pre-annotations only through a cluster -> class map.
     clusters = sorted({r["pseudo_label"] for r in rows})
@@ -149,6 +151,7 @@ def test_three_exports_exist_and_agree(dataset, tmp_path):
     with open(mapped["labelstudio_config"]) as f:
         config = f.read()
     assert all(f'<Choice value="{c}"/>' in config for c in classes) and "cluster_" not in config
+    assert ElementTree.fromstring(config).find("Choices").get("required") == "true"
     with open(mapped["labelstudio"]) as f:
         tasks = json.load(f)
     for t in tasks:

@@ -272,7 +272,8 @@ class ElfsPanel(foo.Panel):
             return
         key = self._key(ctx)
         ctx.panel.state.key = key
-        ctx.panel.state.keys = sorted(runs.list_pipelines(ctx.dataset)) if ctx.dataset else []
+        dataset = ctx.dataset  # an empty dataset is falsy (len 0) and may hold runs
+        ctx.panel.state.keys = sorted(runs.list_pipelines(dataset)) if dataset is not None else []
         summary = None if key is None else run_summary.summarize_run(ctx.dataset, key)
         ctx.panel.state.outcome = "" if summary is None else _outcome_markdown(summary)
         ctx.panel.state.params = "" if summary is None else _params_markdown(summary)
