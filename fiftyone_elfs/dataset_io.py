@@ -22,7 +22,9 @@ import contextvars
 import dataclasses
 import datetime
 import io
+import json
 import os
+import re
 import uuid
 import zlib
 from collections.abc import Iterator, Sequence
@@ -127,6 +129,7 @@ def with_every_field(samples: Any, param: str = "samples") -> SampleCollection:
     selections = (fos.SelectFields, fos.ExcludeFields)
     if not isinstance(samples, fo.DatasetView) or samples._is_generated:
         return samples
+    _refuse_repeated_samples(samples, param)
     view = samples
     if any(isinstance(stage, selections) for stage in samples._stages):
         view = samples._dataset.view()
@@ -136,6 +139,25 @@ def with_every_field(samples: Any, param: str = "samples") -> SampleCollection:
     if any(_orders(stage) for stage in view._stages):
         view = view.sort_by("_id")
     return view
+
+
+def _refuse_repeated_samples(view: fo.DatasetView, param: str) -> None:
+    """Refuses a view that lists a sample more than once (``concat`` of overlapping views, a
+    ``mongo`` stage): each sample holds one value per field, so the writes would fail after the
+    work, and a layout would plot the sample twice. Only such views are read."""
+    import fiftyone.core.stages as fos
+
+    if not any(isinstance(stage, (fos.Concat, fos.Mongo)) for stage in view._stages):
+        return
+    ids = view.values("id")
+    n_distinct = len(set(ids))
+    if n_distinct < len(ids):
+        raise ElfsInputError(
+            f"{param} lists {len(ids)} entries for {n_distinct} distinct samples (a concat of "
+            "overlapping views?): ELFS writes one value per sample. Fix: pass each sample "
+            "once: dataset.select(view.distinct('id')).",
+            param=param,
+        )
 
 
 def _orders(stage: Any) -> bool:
@@ -1093,17 +1115,19 @@ def write_layout(
     ids: Sequence[str],
     embeddings: np.ndarray,
     method: str,
+    owned_prefix: str | None = None,
     **kwargs: Any,
 ) -> None:
     """Registers a 2-D layout of `embeddings` (rows = `ids`) as a FiftyOne Brain run.
 
     FiftyOne Brain computes the layout (`method` "umap" or "pca") and the App's Embeddings panel
-    plots it. A failed run is removed (FiftyOne leaves it registered).
+    plots it. A failed run is removed (FiftyOne leaves it registered). The run's view is
+    `layout_base` (`owned_prefix`: the start of every field and tag name the run's key writes).
     """
     import fiftyone.brain as fob
 
     dataset = dataset_of(samples)
-    view, order = _layout_view(samples, ids)
+    view, order = _layout_view(layout_base(samples, owned_prefix), ids)
     if order is not None:  # rows follow the view's own order
         embeddings = embeddings[order]
         kwargs = {k: v[order] if k == "points" else v for k, v in kwargs.items()}
@@ -1119,6 +1143,48 @@ def write_layout(
     except Exception:
         delete_brain_run(dataset, brain_key)
         raise
+
+
+def reads_owned_names(samples: SampleCollection, owned_prefix: str) -> bool:
+    """Whether the view stages of `samples` read a field or tag whose name starts with
+    `owned_prefix` (e.g. ``match_tags("elfs_coreset", bool=False)``, ``exists("elfs_aum")``)."""
+    if isinstance(samples, fo.Dataset):
+        return False
+    stages = json.dumps(samples._serialize())
+    # a name appears as a quoted value ("elfs_aum") or in an expression path ("$elfs_aum.x")
+    return re.search(r'["$]' + re.escape(owned_prefix), stages) is not None
+
+
+def layout_base(samples: SampleCollection, owned_prefix: str | None) -> SampleCollection:
+    """The collection a layout's brain run is stored on: `samples`, or the whole dataset (every
+    group slice) where the view reads names the key writes (`reads_owned_names`).
+
+    A brain run stores its view's stages and evaluates them again on every load: a view such
+    as "the samples not in the coreset yet" selects other samples once the run has tagged its
+    coreset, and the plot would lose exactly the samples just selected. The layout's own
+    select/exclude of ids (`_layout_view`) on the dataset does not change with the key's runs.
+    """
+    if owned_prefix and reads_owned_names(samples, owned_prefix):
+        return every_slice(dataset_of(samples))
+    return samples
+
+
+def check_layout(samples: SampleCollection, ids: Sequence[str], owned_prefix: str) -> None:
+    """Refuses, before anything changes, a layout `write_layout` could not store."""
+    base = layout_base(samples, owned_prefix)
+    if base is samples:
+        return  # its layout is the view itself, less at most a few of its samples
+    try:
+        _layout_view(base, ids)
+    except ValueError as e:
+        raise ElfsInputError(
+            f"This view selects its samples by fields or tags of the key ({owned_prefix}...), "
+            "which the run changes, so the embedding plot is stored on the dataset by sample "
+            f"ids, and {e}. Fix: run on a view that does not read the key's fields or tags (e.g. "
+            "tag its samples with a tag of your own and use match_tags(<that tag>)), or pass "
+            "visualize=False.",
+            param="visualize",
+        ) from None
 
 
 def _layout_view(

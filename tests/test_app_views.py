@@ -316,3 +316,44 @@ def test_the_panel_lists_the_runs_of_a_dataset_whose_samples_were_all_deleted(da
     ctx, _ = _panel_context(dataset, "on_load")
     panel.on_load(ctx)
     assert ctx.panel.state.key == "elfs" and ctx.panel.state.keys == ["elfs"]
+
+
+@pytest.mark.parametrize(
+    "pool",
+    [
+        lambda ds: ds.match_tags("elfs_coreset", bool=False),  # select more among the rest
+        lambda ds: ds.exists("elfs_aum", False),  # the samples not scored yet
+    ],
+)
+def test_the_plot_of_a_view_reading_the_keys_own_fields_covers_the_pool_it_laid_out(dataset, pool):
+    # The brain run stored the view and evaluated it again after the run had tagged and
+    # scored: the plot left out the samples just selected, or every sample.
+    first = _select(dataset, fraction=0.1)
+    if "aum" in str(pool(dataset)._serialize()):
+        dataset.select(first.selected_ids[:10]).set_field("elfs_aum", None).save()
+    view = pool(dataset)
+    pool_ids = set(view.values("id"))
+    again = elfs.run_pipeline(
+        view, budget_count=10, n_clusters=10, clustering="kmeans", epochs=2, mode="window"
+    )
+    assert set(again.selected_ids) <= pool_ids
+    plot = dataset.load_brain_results("elfs_umap")
+    assert set(plot.current_sample_ids) == pool_ids
+    assert dataset.get_brain_info("elfs_umap").config.num_dims == 2
+    assert elfs.summarize_run(dataset).n_selected == 10
+
+
+def test_a_plot_of_such_a_view_that_ids_cannot_store_is_refused_before_anything_changes(
+    dataset, monkeypatch
+):
+    from dataset_state import snapshot
+
+    _select(dataset, fraction=0.1)
+    monkeypatch.setenv(dataset_io.ID_CHUNK_ENV, "5")  # 270 ids to lay out, 30 left out
+    before = snapshot(dataset)
+    with pytest.raises(elfs.ElfsInputError, match="visualize=False"):
+        elfs.run_pipeline(
+            dataset.match_tags("elfs_coreset", bool=False),
+            budget_count=10, n_clusters=10, clustering="kmeans", epochs=2, mode="window",
+        )  # fmt: skip
+    assert snapshot(dataset) == before

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import re
 import threading
 import uuid
 
@@ -859,3 +860,29 @@ def test_difficulty_on_a_view_of_one_cluster_names_the_view(ds):
     with pytest.raises(ElfsInputError, match=r"fewer than 2 clusters.*a view of one cluster"):
         elfs.compute_difficulty(one, key=KEY, embeddings_field="elfs_embedding", epochs=1)
     assert snapshot(ds) == before
+
+
+@pytest.mark.parametrize(
+    "function, operator, kwargs",
+    [
+        (elfs.run_pipeline, "run_elfs_pipeline", dict(key="n", budget_count=5, n_clusters=3)),
+        (elfs.compute_embeddings, "compute_embeddings", dict(key="n")),
+        (elfs.select_coreset, "select_coreset", dict(key=KEY, budget_count=5)),
+        (elfs.compute_visualization, "compute_visualization", dict(key=KEY)),
+    ],
+)
+def test_a_view_listing_samples_twice_is_refused_before_anything_changes(
+    ds, function, operator, kwargs
+):
+    """A concat of overlapping views failed with pymongo's BulkWriteError after the work (every
+    image embedded first), and the plot stored a point per entry, so some samples twice."""
+    twice = ds.limit(20).concat(ds.skip(10).limit(20))  # samples 10-19 listed twice
+    before = snapshot(ds)
+    match = r"lists 40 entries for 30 distinct samples.*Fix: .*select\(view.distinct\('id'\)\)"
+    with pytest.raises(ElfsInputError, match=match):
+        function(twice, **kwargs)
+    shown = _operator_error(operator, twice, **kwargs)
+    assert re.search(match, str(shown)), shown
+    assert snapshot(ds) == before
+    once = ds.limit(20).concat(ds.skip(20).limit(10))  # no overlap: accepted
+    assert len(elfs.select_coreset(once, key=KEY, budget_count=5).selected_ids) == 5

@@ -720,7 +720,13 @@ def _commit_tags_views_layouts(
     for brain_key, layout in outputs.layouts.items():
         dataset_io.delete_brain_run(dataset, brain_key)  # an unowned leftover, journaled
         dataset_io.write_layout(
-            samples, brain_key, layout.ids, layout.embeddings, layout.method, **layout.options
+            samples,
+            brain_key,
+            layout.ids,
+            layout.embeddings,
+            layout.method,
+            owned_prefix=f"{names.key}_",
+            **layout.options,
         )
     for field_name in outputs.written_fields:
         if dataset_io.has_field(dataset, field_name):

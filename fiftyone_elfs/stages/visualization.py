@@ -101,6 +101,7 @@ def prepare(
             f"least {MIN_LAYOUT_SAMPLES}. Fix: compute embeddings on a larger view."
         )
     record.check_ownership(samples, names, STAGE, brain_runs=[brain_key])
+    dataset_io.check_layout(samples, ids, f"{names.key}_")
     return PlotInput(brain_key, field_name, list(ids), X)
 
 
