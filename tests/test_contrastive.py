@@ -202,3 +202,21 @@ def test_moco_scores_every_sample_and_is_selectable_through_the_operator(
     with pytest.raises(elfs.ElfsInputError, match="Fix: use one of simclr, moco"):
         elfs.compute_contrastive_scores(dataset, key="other", epochs=1, contrastive_method="byol")
     assert "other_contrastive" not in dataset.get_field_schema()
+
+
+def test_the_fixes_for_missing_or_foreign_contrastive_scores_name_the_stage_computing_them(
+    dataset, tmp_path, monkeypatch
+):
+    # Both named run_pipeline, which never computes contrastive scores: the same notice came
+    # back after following it.
+    monkeypatch.setenv("ELFS_CACHE_DIR", str(tmp_path))
+    elfs.compute_contrastive_scores(dataset.limit(200), epochs=1, width=8)
+    result = elfs.select_coreset(dataset, budget_count=20, score="contrastive")
+    [notice] = [n for n in result.notices if "have no 'contrastive' score" in n]
+    assert "run compute_contrastive_scores again" in notice and "pipeline" not in notice
+    extra = dataset.skip(200).limit(5)  # scores the run did not compute (merged in, say)
+    extra.set_values("elfs_contrastive", [0.5] * 5)
+    with pytest.raises(elfs.ElfsInputError, match="scored 200") as refused:
+        elfs.select_coreset(dataset, budget_count=20, score="contrastive")
+    assert "Fix: run compute_contrastive_scores again" in str(refused.value)
+    assert "run_pipeline" not in str(refused.value)

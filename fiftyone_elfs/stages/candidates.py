@@ -101,8 +101,8 @@ def _refuse_scores_from_elsewhere(
             f"{n} samples of the dataset carry '{field}' values, and the {scoring} run of key "
             f"'{names.key}' scored {recorded}: the others came from elsewhere (merged in from a "
             "dataset that ran the same key?), from another training on other pseudo-labels. "
-            f"Fix: run {stage} (or run_pipeline) again with key '{names.key}' on this dataset, "
-            "or use another key."
+            f"Fix: run {stage}{'' if scoring == 'contrastive' else ' (or run_pipeline)'} "
+            f"again with key '{names.key}' on this dataset, or use another key."
         )
 
 
@@ -115,8 +115,11 @@ def unscored_notice(
     n = dataset_io.count(samples)
     if n_scored >= n:
         return []
-    stages = "compute_embeddings, compute_pseudo_labels and compute_difficulty"
-    fix = stages if rounds else f"the pipeline (or {stages})"
+    if score == "contrastive":  # the pipeline does not compute these
+        fix = "compute_contrastive_scores"
+    else:
+        stages = "compute_embeddings, compute_pseudo_labels and compute_difficulty"
+        fix = stages if rounds else f"the pipeline (or {stages})"
     return [
         f"{n - n_scored} of the {n} samples have no '{score}' score, so none of them can be "
         "selected: the scores were computed on a view without them, or they were added since, "
