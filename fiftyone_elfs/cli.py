@@ -16,7 +16,9 @@ fiftyone_elfs.cli``.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import socket
 import sys
 
 PLUGIN_NAME = "@fiftyone-elfs/elfs"
@@ -121,6 +123,89 @@ def ensure_plugin(plugins_dir: str | None = None) -> str:
     return link
 
 
+def app_address(address: str | None) -> str:
+    """The address the App will be served on: `address`, else what ``fo.launch_app`` uses."""
+    if address:
+        return address
+    import fiftyone as fo
+    import fiftyone.core.context as focx
+    import fiftyone.core.utils as fou
+
+    if fou.is_container() or focx.is_databricks_context():
+        return "0.0.0.0"
+    return fo.config.default_app_address or "localhost"
+
+
+def _bind_error(host: str, port: int) -> OSError | None:
+    """Binds a TCP socket to (host, port) as the App's server does, then closes it; returns the
+    error, or None when the server could bind there now.
+
+    Like the server (hypercorn), SO_REUSEADDR is on where it only lets a port left in TIME_WAIT
+    by a just-stopped App be reused (a listener still refuses); on Windows, where it would let
+    a second listener in, the socket asks for the port exclusively instead.
+    """
+    host = host.replace("[", "").replace("]", "")
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            if os.name == "nt":
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
+            else:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as e:  # socket.gaierror (an unknown host name) included
+        return e
+    return None
+
+
+def _serves_fiftyone(host: str, port: int) -> bool:
+    """Whether a FiftyOne App server answers on (host, port), as ``fo.launch_app`` asks."""
+    import json
+    import urllib.request
+
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host.strip("[]")
+    host = f"[{host}]" if ":" in host else host
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/fiftyone", timeout=2) as answer:
+            return "version" in json.loads(answer.read())
+    except Exception:  # not HTTP, not FiftyOne, not answering: not an App server
+        return False
+
+
+def check_app_port(port: int, address: str) -> None:
+    """Refuses, in one line, a port the App's server could not bind on `address` (in use,
+    privileged, or an address not of this machine), before anything is started: FiftyOne would
+    otherwise print server tracebacks and retry for about a minute before failing."""
+    error = _bind_error(address, port)
+    if error is None:
+        return
+    in_use = error.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", errno.EADDRINUSE))
+    if in_use and _serves_fiftyone(address, port):
+        print(
+            f"A FiftyOne App already serves port {port}: connecting to it (it shows the ELFS "
+            "panel if its plugins directory holds the plugin; else pass --port <another>)."
+        )
+        return  # FiftyOne's launch_app connects to a running App server of its own
+    if in_use:
+        spare = next(
+            (p for p in range(port + 1, min(port + 50, 65536)) if not _bind_error(address, p)), None
+        )
+        example = f", e.g. --port {spare}" if spare is not None else ""
+        raise SystemExit(
+            f"error: port {port} is already in use on {address} (another FiftyOne App may be "
+            f"running there). Fix: pass --port <another>{example}, or stop what uses port {port}."
+        )
+    if error.errno == errno.EACCES:
+        raise SystemExit(
+            f"error: not allowed to serve on port {port} of {address}: {error.strerror}. Fix: pass "
+            "--port 1024 or above (e.g. leave it out for FiftyOne's default)."
+        )
+    why = error.strerror or str(error)
+    raise SystemExit(
+        f"error: cannot serve the App on {address}:{port}: {why}. Fix: pass --address localhost, "
+        "or 0.0.0.0 to serve other machines."
+    )
+
+
 def open_app(dataset_name: str, port: int | None, address: str | None) -> None:
     """Serves the App on a dataset with the plugin available, until interrupted."""
     import fiftyone as fo
@@ -129,10 +214,17 @@ def open_app(dataset_name: str, port: int | None, address: str | None) -> None:
         raise SystemExit(
             f"error: no FiftyOne dataset named '{dataset_name}'. Existing: {fo.list_datasets()}"
         )
+    # before the plugin is installed or the server started; the port stays free for the moment
+    # until the server binds it (another program taking it in between is not guarded against)
+    check_app_port(port or fo.config.default_app_port, app_address(address))
     where = ensure_plugin()
     print(f"ELFS plugin: {where}")
     kwargs = {k: v for k, v in (("port", port), ("address", address)) if v is not None}
-    session = fo.launch_app(fo.load_dataset(dataset_name), auto=False, **kwargs)
+    try:  # Ctrl+C while the server starts (it can take a while) is a stop too, not an error
+        session = fo.launch_app(fo.load_dataset(dataset_name), auto=False, **kwargs)
+    except KeyboardInterrupt:
+        print("\nApp stopped.")
+        return
     url = session.url.replace("//0.0.0.0:", "//localhost:")  # served on all interfaces
     print(f"Dataset '{dataset_name}' at {url}: the ELFS panel is under '+' beside Samples.")
     print("Press Ctrl+C to stop the App.")

@@ -193,13 +193,16 @@ def test_the_model_flag_takes_every_form_the_library_loads():
 # --------------------------------------------------------------------------- fiftyone-elfs
 
 
-def _elfs_command(*args: str) -> subprocess.CompletedProcess:
+def _elfs_command(
+    *args: str, env: dict | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "fiftyone_elfs.cli", *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         cwd=REPO,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -271,3 +274,106 @@ def test_ctrl_c_stops_the_app_without_a_traceback(base_dataset):
     text = "".join(out)
     assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
     assert "App stopped." in text, text
+
+
+@pytest.fixture(scope="module")
+def small_dataset():
+    """An empty dataset in the tests' private database, for commands that need one by name."""
+    import uuid
+
+    import fiftyone as fo
+
+    dataset = fo.Dataset(f"elfs-cli-{uuid.uuid4().hex[:6]}")
+    dataset.persistent = True  # seen by the command's own process
+    yield dataset.name
+    if fo.dataset_exists(dataset.name):
+        fo.delete_dataset(dataset.name)
+
+
+@pytest.mark.parametrize("given", ["--port", "--port and --address", "default port"])
+def test_the_app_command_refuses_a_busy_port_at_once(small_dataset, given):
+    """A port already taken gave FiftyOne's server tracebacks, a minute of "Could not connect
+    session, trying again", then a ServiceListenTimeout traceback."""
+    import socket
+
+    with socket.socket() as taken:  # another program's server, listening
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        args, env = ["app", small_dataset, "--port", port], None
+        if given == "--port and --address":
+            args += ["--address", "0.0.0.0"]
+        elif given == "default port":
+            args, env = ["app", small_dataset], {"FIFTYONE_DEFAULT_APP_PORT": port}
+        # FiftyOne alone took over a minute to give up; the refusal needs only the imports
+        done = _elfs_command(*args, env=env, timeout=60)
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert "Traceback" not in output and "Could not connect" not in output, output
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, output
+    assert f"port {port} is already in use" in errors[0], errors[0]
+    assert "another FiftyOne App may be running there" in errors[0]
+    assert "Fix: pass --port <another>" in errors[0]
+    assert "ELFS plugin" not in done.stdout  # refused before installing or starting anything
+
+
+def test_ctrl_c_while_the_app_starts_stops_it_without_a_traceback(
+    small_dataset, monkeypatch, capsys
+):
+    """Only session.wait() caught the KeyboardInterrupt; Ctrl+C during fo.launch_app (its
+    server start can take a minute) ended in a traceback."""
+    import socket
+
+    import fiftyone as fo
+
+    from fiftyone_elfs import cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fo, "launch_app", interrupted)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    outcome = {}
+    try:
+        outcome["status"] = cli.main(["app", small_dataset, "--port", port])
+    except KeyboardInterrupt:
+        outcome["status"] = "KeyboardInterrupt"
+    out = capsys.readouterr().out
+    assert outcome["status"] == 0, out
+    assert out.rstrip().endswith("App stopped."), out
+    assert "Press Ctrl+C" not in out  # no session was made
+
+
+def test_a_port_serving_a_fiftyone_app_is_left_to_fiftyone_to_connect_to(capsys):
+    """fo.launch_app connects to a FiftyOne App server already on the port: not refused."""
+    import http.server
+    import json
+    import threading
+
+    from fiftyone_elfs import cli
+
+    class FiftyOneAnswer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({"version": "1.0"}).encode()
+            self.send_response(200 if self.path == "/fiftyone" else 404)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), FiftyOneAnswer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        cli.check_app_port(port, "127.0.0.1")
+        assert f"A FiftyOne App already serves port {port}" in capsys.readouterr().out
+        FiftyOneAnswer.do_GET = lambda self: self.send_error(404)  # another web server
+        with pytest.raises(SystemExit, match=f"port {port} is already in use"):
+            cli.check_app_port(port, "127.0.0.1")
+    finally:
+        server.shutdown()
+        server.server_close()
