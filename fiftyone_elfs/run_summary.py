@@ -129,8 +129,8 @@ def coreset_notices(
     dataset: fo.Dataset, names: runs.PipelineNames, config: Any, n_selected: int
 ) -> list[str]:
     """What has changed since the coreset was selected that its figures do not show: samples
-    tagged or untagged by hand (exports and sends follow the tag), scores recomputed since
-    (the histogram then draws the old regions over the new scores)."""
+    tagged or untagged by hand (exports and sends follow the tag), its saved view deleted,
+    scores recomputed since (the histogram then draws the old regions over the new scores)."""
     out = []
     n_tagged = dataset_io.count(dataset_io.tagged(dataset, config.tag))
     if n_tagged != n_selected:
@@ -138,6 +138,12 @@ def coreset_notices(
             f"{n_tagged} samples carry the coreset tag '{config.tag}' now, and {n_selected} were "
             "selected: the tag was added or removed since (by hand, or merged in). Exports and "
             "sends to Label Studio follow the tag."
+        )
+    if config.saved_view and not dataset.has_saved_view(config.saved_view):
+        out.append(
+            f"The saved view '{config.saved_view}' was deleted since; the coreset is the "
+            f"samples tagged '{config.tag}' (what 'Show coreset' shows now). Selecting again "
+            "saves the view anew."
         )
     stage = "contrastive" if config.score == "contrastive" else "difficulty"
     scored, selected = (names.run_key(s) for s in (stage, "coreset"))
@@ -151,9 +157,16 @@ def coreset_notices(
     return out
 
 
-def summarize_run(dataset: fo.Dataset, key: str = "elfs", *, bins: int = 40) -> RunSummary:
+def summarize_run(
+    dataset: fo.Dataset | fo.DatasetView, key: str = "elfs", *, bins: int = 40
+) -> RunSummary:
     """Summarises every stage an ELFS key has run on `dataset` (default key 'elfs'), with each
-    score's histogram in `bins` bars (default 40), as the ELFS panel draws it."""
+    score's histogram in `bins` bars (default 40), as the ELFS panel draws it.
+
+    Runs belong to the dataset: given a view, the summary is its dataset's, so that the counts
+    a run recorded and the histogram and cluster balance read now describe the same samples.
+    """
+    dataset = dataset_io.dataset_of(dataset_io.with_every_field(dataset, "dataset"))
     names = runs.validate_key(key)
     dataset_io.refresh_records(dataset)
     stages = runs.list_pipelines(dataset).get(key)
@@ -181,7 +194,9 @@ def summarize_run(dataset: fo.Dataset, key: str = "elfs", *, bins: int = 40) -> 
         summary.mode = getattr(results, "mode", None) or "window"  # runs before modes: windows
         summary.mode_reason = getattr(results, "mode_reason", None)
         summary.tag = config.tag
-        summary.saved_view = config.saved_view
+        # None once the user deleted it (the panel then shows the tagged samples instead)
+        saved = config.saved_view
+        summary.saved_view = saved if dataset.has_saved_view(saved) else None
         summary.histogram = score_histogram(dataset, names, config.score, bins=bins)
         summary.clusters = cluster_balance(dataset, names, config.tag)
         summary.notices = coreset_notices(dataset, names, config, results.n_selected)

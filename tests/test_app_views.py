@@ -175,6 +175,18 @@ def test_summary_of_a_missing_key_says_which_keys_exist(dataset):
         run_summary.summarize_run(dataset, "nope")
 
 
+def test_the_summary_of_a_view_is_its_datasets(dataset):
+    # A view was named 'None' in the message, and its histogram counted the view's samples
+    # next to the run's pool and coreset counts.
+    result = _select(dataset, fraction=0.2)
+    view = dataset.limit(100)
+    with pytest.raises(elfs.ElfsInputError, match=f"The dataset '{dataset.name}' has no"):
+        run_summary.summarize_run(view, "nope")
+    summary = run_summary.summarize_run(view)
+    assert sum(sum(c) for c in summary.histogram.counts.values()) == result.n_pool
+    assert sum(summary.histogram.counts["coreset"]) == summary.n_selected == result.budget
+
+
 def test_delegated_runs_are_listed_with_their_state_and_progress(dataset):
     _select(dataset)
     op = foo.get_operator(f"{PLUGIN}/compute_difficulty")
@@ -357,3 +369,25 @@ def test_a_plot_of_such_a_view_that_ids_cannot_store_is_refused_before_anything_
             budget_count=10, n_clusters=10, clustering="kmeans", epochs=2, mode="window",
         )  # fmt: skip
     assert snapshot(dataset) == before
+
+
+def test_a_deleted_coreset_view_is_noted_and_show_coreset_shows_the_tagged_samples(dataset):
+    # The panel kept naming the deleted view, and "Show coreset" asked the App for it by name
+    # (FiftyOne then shows the whole dataset).
+    result = _select(dataset, fraction=0.1)
+    dataset.delete_saved_view("elfs-coreset")
+    summary = run_summary.summarize_run(dataset)
+    assert summary.saved_view is None and summary.tag == "elfs_coreset"
+    [notice] = summary.notices
+    assert notice.startswith("The saved view 'elfs-coreset' was deleted since")
+    panel = ElfsPanel()
+    ctx, executor = _panel_context(dataset, "show_coreset")
+    panel.on_load(ctx)
+    assert "saved view" not in ctx.panel.state.outcome.split("\n")[0]
+    panel.show_coreset(ctx)
+    [shown] = [r for r in executor._requests if r.operator_uri == "set_view"]
+    assert "name" not in shown.params
+    stages = fo.DatasetView._build(dataset, shown.params["view"])
+    assert set(stages.values("id")) == set(result.selected_ids)
+    elfs.select_coreset(dataset, budget_fraction=0.1)
+    assert run_summary.summarize_run(dataset).saved_view == "elfs-coreset"

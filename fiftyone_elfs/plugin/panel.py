@@ -133,12 +133,10 @@ def _outcome_markdown(summary: run_summary.RunSummary) -> str:
     rule = f"\n\nSelection rule: **{summary.mode}**"
     rule += f": {summary.mode_reason}." if summary.mode_reason else "."
     notices = "".join(f"\n\n**Note**: {notice}" for notice in summary.notices)
+    saved = f", saved view `{summary.saved_view}`" if summary.saved_view else ""
     return (
         f"Key **{summary.key}**: **{summary.n_selected}** of {summary.n_pool} samples selected "
-        f"(tag `{summary.tag}`, saved view `{summary.saved_view}`). {summary.beta_reason}"
-        + rule
-        + notices
-        + trust
+        f"(tag `{summary.tag}`{saved}). {summary.beta_reason}" + rule + notices + trust
     )
 
 
@@ -235,8 +233,11 @@ class ElfsPanel(foo.Panel):
 
     def show_coreset(self, ctx: Any) -> None:
         summary = self._summary(ctx)
-        if summary is None or summary.saved_view is None:
+        if summary is None or summary.tag is None:
             ctx.ops.notify("This key has no coreset yet: run 'ELFS: select coreset'")
+            return
+        if summary.saved_view is None:  # deleted by the user: the tag still marks the coreset
+            ctx.ops.set_view(view=ctx.dataset.match_tags(summary.tag))
             return
         ctx.ops.set_view(name=summary.saved_view)
 

@@ -195,6 +195,8 @@ def check_before_writing(samples: SampleCollection, config: PipelineConfig) -> N
     from fiftyone_elfs.selection import resolve_budget
 
     n = dataset_io.require_nonempty(samples)
+    if config.embeddings_field is None:  # the images are embedded: videos etc. are refused first
+        dataset_io.require_images(samples)
     resolve_budget(n, budget_count=config.budget_count, budget_fraction=config.budget_fraction)
     pseudo_labels.check_n_clusters(config.n_clusters, n)
     pseudo_labels.check_temi_params(config.temi_params, config.clustering)
