@@ -238,3 +238,30 @@ def test_typical_mode_refuses_a_beta_it_would_ignore(modes_dataset):
     with pytest.raises(elfs.ElfsInputError, match="mode='typical' makes no cut"):
         elfs.select_coreset(modes_dataset, budget_count=30, mode="typical", beta=0.2)
     assert modes_dataset.count_values("elfs_coreset_region") == before
+
+
+def test_selected_samples_sharing_an_image_file_are_noted(base_dataset):
+    # A folder imported twice: each image's two samples score alike, the window kept both, and
+    # the export sent the same image to be labelled twice, without a word.
+    ds = base_dataset.take(40, seed=3).clone()
+    try:
+        ds.add_samples([sample.copy() for sample in ds])  # the same files, fields included
+        result = elfs.run_pipeline(
+            ds, key="d", embeddings_field="elfs_embedding", budget_count=20, n_clusters=4,
+            clustering="kmeans", epochs=3, mode="window", visualize=False,
+        )  # fmt: skip
+        paths = ds.select(result.selected_ids).values("filepath")
+        n_extra = len(paths) - len(set(paths))
+        assert n_extra > 0  # the premise: identical inputs score identically, side by side
+        [notice] = [n for n in result.notices if "repeat the image file" in n]
+        assert notice.startswith(f"{n_extra} of the 20 selected samples repeat")
+        assert "compute_exact_duplicates" in notice
+        distinct = elfs.select_coreset(ds.limit(40), key="d", budget_count=10, mode="window")
+        assert not any("repeat the image file" in n for n in distinct.notices)
+        more = elfs.select_more(ds, key="d", budget_count=20)
+        paths = ds.select(more.selected_ids).values("filepath")
+        assert any("repeat the image file" in n for n in more.notices) == (
+            len(set(paths)) < len(paths)
+        )
+    finally:
+        ds.delete()

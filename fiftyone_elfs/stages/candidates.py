@@ -3,12 +3,14 @@ scores, less those whose image file is gone.
 
 Refused: scores on more samples than the key's run scored (merged in from a dataset that ran
 the same key). Left out with a notice: samples without a score (added since the scores were
-computed) and samples whose image was deleted after it was embedded.
+computed) and samples whose image was deleted after it was embedded. Noted after a draw:
+selected samples that share an image file.
 """
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 
 import numpy as np
 
@@ -125,4 +127,21 @@ def unscored_notice(
         "selected: the scores were computed on a view without them, or they were added since, "
         f"or their images could not be read. To include them, run {fix} again with this key "
         "on all the samples to select from."
+    ]
+
+
+def shared_files_notice(samples: SampleCollection, selected: list[str]) -> list[str]:
+    """A notice when selected samples share an image file (a folder imported twice, a merge):
+    the copies' scores are alike, so a window keeps them together, and the same image would be
+    labelled more than once. Reads the selection's paths only."""
+    _, paths = dataset_io.read_values(samples, "filepath", selected)
+    repeated = {path: n for path, n in Counter(paths).items() if n > 1}
+    if not repeated:
+        return []
+    n_extra = sum(repeated.values()) - len(repeated)
+    return [
+        f"{n_extra} of the {len(selected)} selected samples repeat the image file of another "
+        f"selected sample (e.g. {next(iter(repeated))}), so the same image would be labelled "
+        "more than once. Fix: delete the repeated samples (fiftyone.brain's "
+        "compute_exact_duplicates finds them, copies under other names too), then select again."
     ]

@@ -26,7 +26,12 @@ from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.difficulty.training_dynamics import HARD_IS_LOW as _PROXY_HARD_IS_LOW
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.stages import StageConfig, pseudo_labels, record
-from fiftyone_elfs.stages.candidates import read_scores, unscored_notice, without_missing_media
+from fiftyone_elfs.stages.candidates import (
+    read_scores,
+    shared_files_notice,
+    unscored_notice,
+    without_missing_media,
+)
 from fiftyone_elfs.stages.typical_selection import NO_CUT_REASON, typical_prune
 
 logger = logging.getLogger(__name__)
@@ -298,6 +303,7 @@ def select_coreset(
     if held is None:  # a pipeline's unscored samples are its unreadable images, listed already
         pruned.notices.extend(unscored_notice(samples, n_scored, config.score))
     pruned.notices.extend(gone)
+    pruned.notices.extend(shared_files_notice(samples, [ids[i] for i in pruned.indices]))
     logger.info("Selection rule: %s (%s).", mode, mode_reason)
     result = selection_result(
         names, ids, pruned, beta_reason, config.score, tag, names.saved_view, 1, mode, mode_reason

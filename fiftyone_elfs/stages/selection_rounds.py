@@ -14,7 +14,12 @@ from fiftyone_elfs import dataset_io, runs
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.stages import StageConfig, record
-from fiftyone_elfs.stages.candidates import read_scores, unscored_notice, without_missing_media
+from fiftyone_elfs.stages.candidates import (
+    read_scores,
+    shared_files_notice,
+    unscored_notice,
+    without_missing_media,
+)
 from fiftyone_elfs.stages.selection import (
     HARD_IS_LOW,
     CoresetResult,
@@ -133,6 +138,7 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
         )
     pruned.notices.extend(unscored_notice(samples, n_scored, score, rounds=True))
     pruned.notices.extend(gone)
+    pruned.notices.extend(shared_files_notice(samples, [ids[i] for i in pruned.indices]))
     if score != coreset_score and mode != "typical":  # typical selection uses no score
         pruned.notices.append(
             f"This round ranks by {score}, and this key's coreset by {coreset_score}: it does "
