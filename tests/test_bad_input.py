@@ -381,6 +381,13 @@ def test_a_dataset_whose_images_are_all_unreadable_is_refused_then_embedded_once
         moved.set_values("filepath", fixed, key_field="id")
         report = elfs.compute_embeddings(moved, key="m")
         assert report["n_computed"] == 5 and report["n_skipped"] == 1
+        # too few readable images left for the clusters: the refusal says why there are fewer
+        with pytest.raises(ElfsInputError) as refused:
+            elfs.run_pipeline(moved, key="m", budget_count=2, n_clusters=6, visualize=False)
+        assert str(refused.value).startswith(
+            "n_clusters=6 is larger than the 5 samples to cluster (1 of the view's 6 samples "
+            "have no embedding in 'm_embedding': their images could not be read"
+        )
     finally:
         moved.delete()
 

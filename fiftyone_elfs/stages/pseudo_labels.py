@@ -60,21 +60,35 @@ class PseudoLabelsConfig(StageConfig):
 MIN_DIRECTION_SPREAD = 1e-8
 
 
-def check_n_clusters(n_clusters: int, n: int) -> None:
-    """Refuses more clusters than samples to cluster (and fewer than 2 samples)."""
+def check_n_clusters(n_clusters: int, n: int, why_fewer: str = "") -> None:
+    """Refuses more clusters than samples to cluster (and fewer than 2 samples); `why_fewer`
+    says why the view has more samples than that."""
     if n < 2:
         raise ElfsInputError(
-            f"There is only {n} sample to cluster; pseudo-labels need at least 2 samples (at "
-            "least 2 clusters of at least one sample each). Fix: pass a dataset or view with "
-            "at least 2 samples that have embeddings, typically many more than n_clusters.",
+            f"There is only {n} sample to cluster{why_fewer}; pseudo-labels need at least 2 "
+            "samples (at least 2 clusters of at least one sample each). Fix: pass a dataset or "
+            "view with at least 2 samples that have embeddings, typically many more than "
+            "n_clusters.",
             param="n_clusters",
         )
     if n_clusters > n:
         raise ElfsInputError(
-            f"n_clusters={n_clusters} is larger than the {n} samples to cluster. "
+            f"n_clusters={n_clusters} is larger than the {n} samples to cluster{why_fewer}. "
             f"Fix: pass n_clusters <= {n} (typically the number of classes you expect).",
             param="n_clusters",
         )
+
+
+def _without_embeddings(samples: SampleCollection, n_embedded: int, field: str) -> str:
+    """Why a view has more samples than embeddings (for `check_n_clusters`)."""
+    n = dataset_io.count(samples)
+    if n <= n_embedded:
+        return ""
+    return (
+        f" ({n - n_embedded} of the view's {n} samples have no embedding in '{field}': their "
+        "images could not be read, as the embeddings run's results list; the embeddings "
+        "computed are kept for a rerun)"
+    )
 
 
 def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
@@ -276,7 +290,9 @@ def run(
     field_name = config.embeddings_field or names.embeddings_field
     ids, X = dataset_io.read_embeddings(samples, field_name)
     embeddings_version = embeddings.vectors_version(samples, field_name)
-    check_n_clusters(config.n_clusters, len(ids))
+    if config.n_clusters > len(ids) or len(ids) < 2:
+        why_fewer = _without_embeddings(samples, len(ids), field_name)
+        check_n_clusters(config.n_clusters, len(ids), why_fewer)
     temi_params = check_temi_params(config.temi_params, config.clustering)
     check_spread(X, field_name, config.n_clusters)
     record.check_ownership(samples, names, STAGE, fields=[names.pseudo_label_field])
