@@ -78,6 +78,21 @@ def test_spectral_clustering_through_the_pseudo_labels_operator(dataset):
     assert dataset.load_run_results("spec_pseudo_labels").trust["n_samples"] == 120
 
 
+def test_spectral_on_too_few_samples_gives_way_to_kmeans_and_says_so(dataset):
+    # 3 samples, 3 clusters: the spectral space had one direction and every sample landed in
+    # one cluster, recorded as spectral pseudo-labels without a word
+    view = dataset.take(5, seed=1)
+    result = foo.get_operator(uri("compute_pseudo_labels"))(
+        view, n_clusters=3, clustering="spectral", key="tiny", embeddings_field="elfs_embedding"
+    )
+    assert result.error is None
+    results = dataset.load_run_results("tiny_pseudo_labels")
+    assert results.fallback.startswith("Spectral clustering into 3 clusters needs at least 12")
+    assert results.clustering_used == "kmeans"
+    assert len(set(view.values("tiny_pseudo_label.label"))) == 3
+    assert "Spectral clustering into 3" in elfs.summarize_run(dataset, "tiny").clustering_fallback
+
+
 def test_compute_embeddings_operator_writes_the_field(dataset):
     view = dataset.take(20, seed=3)
     result = foo.get_operator(uri("compute_embeddings"))(view, key="fresh")

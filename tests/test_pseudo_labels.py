@@ -563,7 +563,7 @@ def test_spectral_embedding_separates_graph_components():
 
 
 def test_spectral_validates_inputs():
-    from fiftyone_elfs.pseudo_labels import spectral_pseudo_labels
+    from fiftyone_elfs.pseudo_labels import spectral_embedding, spectral_pseudo_labels
 
     X, _ = gaussian_blobs(n_per=10, k=2)
     with pytest.raises(ValueError, match="n_clusters must be >= 2"):
@@ -571,7 +571,11 @@ def test_spectral_validates_inputs():
     with pytest.raises(ValueError, match="exceeds the number of samples"):
         spectral_pseudo_labels(X, 21)
     with pytest.raises(ValueError, match="at least 3 samples"):
-        spectral_pseudo_labels(X[:2], 2)
+        spectral_embedding(X[:2], 2)
+    # too few to separate: one spectral direction for 3 clusters put 3 samples in one cluster
+    with pytest.raises(ValueError, match="into 3 clusters needs at least 12 samples; got 11"):
+        spectral_pseudo_labels(X[:11], 3)
+    assert len(spectral_pseudo_labels(X[:12], 3)[0]) == 12
     bad = X.copy()
     bad[0, 0] = np.nan
     with pytest.raises(ValueError):

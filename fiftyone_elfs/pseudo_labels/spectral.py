@@ -14,6 +14,7 @@ from .neighbors import check_features, nearest_neighbors
 
 __all__ = [
     "SPECTRAL_MAX_EIGENVECTORS",
+    "min_spectral_samples",
     "SPECTRAL_NEIGHBORS",
     "spectral_embedding",
     "spectral_pseudo_labels",
@@ -85,6 +86,14 @@ def spectral_embedding(
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
+def min_spectral_samples(n_clusters: int, n_neighbors: int = SPECTRAL_NEIGHBORS) -> int:
+    """The fewest samples spectral clustering into `n_clusters` can separate: its space has at
+    most N - 2 directions (fewer than the clusters: rows of unit length in one direction are
+    +-1, two points for every cluster), and a graph of N <= `n_neighbors` + 1 samples links
+    every pair, so its eigenvectors say nothing of the groups."""
+    return max(int(n_clusters) + 2, int(n_neighbors) + 2)
+
+
 def spectral_pseudo_labels(
     X: np.ndarray,
     n_clusters: int,
@@ -113,5 +122,11 @@ def spectral_pseudo_labels(
     """
     X = check_features(X)
     n_clusters = check_n_clusters(n_clusters, X.shape[0])
+    if X.shape[0] < min_spectral_samples(n_clusters, n_neighbors):
+        raise ValueError(
+            f"Spectral clustering into {n_clusters} clusters needs at least "
+            f"{min_spectral_samples(n_clusters, n_neighbors)} samples; got {X.shape[0]} "
+            "(min_spectral_samples)."
+        )
     U = spectral_embedding(X, n_clusters, n_neighbors=n_neighbors, seed=seed)
     return kmeans_pseudo_labels(U, n_clusters, seed=seed, temperature=temperature)

@@ -283,6 +283,7 @@ def run(
         kmeans_pseudo_labels,
         spectral_pseudo_labels,
     )
+    from fiftyone_elfs.pseudo_labels.spectral import min_spectral_samples
     from fiftyone_elfs.pseudo_labels.temi import NEAR_UNIFORM_WARNING
 
     names = runs.PipelineNames(config.key)
@@ -302,6 +303,15 @@ def run(
     checkpoint_dir = None
     if config.clustering == "kmeans":
         report(0.0, "k-means")
+        labels, confidence = kmeans_pseudo_labels(X, config.n_clusters, seed=config.seed)
+    elif config.clustering == "spectral" and len(ids) < min_spectral_samples(config.n_clusters):
+        extra["fallback"] = (
+            f"Spectral clustering into {config.n_clusters} clusters needs at least "
+            f"{min_spectral_samples(config.n_clusters)} samples and {len(ids)} have embeddings "
+            "(with fewer, its space cannot hold one direction per cluster and the graph links "
+            "every pair), so k-means on the embeddings made the pseudo-labels"
+        )
+        logger.warning("%s", extra["fallback"])
         labels, confidence = kmeans_pseudo_labels(X, config.n_clusters, seed=config.seed)
     elif config.clustering == "spectral":
         report(0.0, "spectral clustering of the nearest-neighbour graph")
