@@ -987,8 +987,25 @@ def write_zoo_embeddings(
 
 
 def export_dataset(samples: SampleCollection, export_dir: str) -> None:
-    """Writes the samples with their media as a FiftyOne dataset folder."""
+    """Writes the samples with their media as a FiftyOne dataset folder.
+
+    Samples of a grouped dataset keep its group layout; the folder's default slice is made the
+    one holding most of them (FiftyOne writes the dataset's own, and a coreset drawn from
+    another slice then opened empty).
+    """
     samples.export(export_dir=export_dir, dataset_type=fo.types.FiftyOneDataset, export_media=True)
+    group_field = dataset_of(samples).group_field
+    if group_field is None:
+        return
+    per_slice = every_slice(samples).count_values(f"{group_field}.name")
+    if not per_slice:
+        return
+    path = os.path.join(export_dir, "metadata.json")
+    with open(path, encoding="utf-8") as f:
+        metadata = json.load(f)
+    metadata["default_group_slice"] = max(sorted(per_slice), key=per_slice.get)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(metadata, f)
 
 
 def delete_fields(dataset: fo.Dataset, fields: Sequence[str]) -> None:

@@ -45,8 +45,19 @@ def test_a_coreset_of_another_slice_is_tagged_saved_and_exported(grouped, tmp_pa
     assert _tagged_by_slice(grouped, "r_coreset") == {"right": 8}
     assert set(grouped.load_saved_view("r-coreset").values("id")) == set(result.selected_ids)
     assert len(elfs.coreset_view(grouped, key="r")) == 8
-    written = elfs.export_coreset(grouped, str(tmp_path / "r"), key="r", formats=["media"])
+    written = elfs.export_coreset(
+        grouped, str(tmp_path / "r"), key="r", formats=["media", "fiftyone"]
+    )
     assert len(os.listdir(written["media"])) == 8
+    # the exported dataset opens on the coreset's slice (it opened on 'left', empty)
+    exported = fo.Dataset.from_dir(written["fiftyone"], dataset_type=fo.types.FiftyOneDataset)
+    try:
+        assert exported.default_group_slice == "right" and len(exported) == 8
+        paths = exported.values("filepath")  # the media travel with it
+        assert len(set(paths)) == 8 and all(os.path.exists(p) for p in paths)
+        assert all(p.startswith(os.path.realpath(written["fiftyone"])) for p in paths)
+    finally:
+        exported.delete()
 
 
 def test_a_coreset_of_every_slice_is_tagged_whole_and_deleted_whole(grouped):
@@ -116,3 +127,15 @@ def test_delete_key_given_a_view_deletes_the_key_from_its_dataset(grouped):
     assert _tagged_by_slice(grouped, "k_coreset") == {}
     assert "k-coreset" not in grouped.list_saved_views()
     assert not [f for f in grouped.get_field_schema() if f.startswith("k_")]
+
+
+def test_a_selection_on_the_slice_without_scores_names_the_slice_with_them(grouped):
+    # "No sample of this view has a 'aum' score. Fix: run compute_difficulty on it." sent the
+    # user to recompute every stage on the default slice.
+    elfs.run_pipeline(grouped.select_group_slices("right"), budget_count=8, key="r", **FAST)
+    for call in (elfs.select_more, elfs.select_coreset):
+        with pytest.raises(elfs.ElfsInputError) as refused:
+            call(grouped, key="r", budget_count=4)
+        assert "40 samples of the group slice(s) ['right'] have one: pass " in str(refused.value)
+        assert "dataset.select_group_slices('right')" in str(refused.value)
+    elfs.select_more(grouped.select_group_slices("right"), key="r", budget_count=4)

@@ -82,9 +82,28 @@ def read_scores(
         _refuse_scores_from_elsewhere(samples, names, scoring, score_field, stage)
     if not ids:
         raise ElfsInputError(
-            f"No sample of this view has a '{score}' score. Fix: run {stage} on it."
+            f"No sample of this view has a '{score}' score{_scored_elsewhere(samples, score_field)}"
+            f". Fix: pass the samples the key scored, or run {stage} on this view."
         )
     return ids, np.asarray(values, dtype=float)
+
+
+def _scored_elsewhere(samples: SampleCollection, field: str) -> str:
+    """Where the dataset's scores are when a view has none: the count, and the group slices of
+    a grouped dataset (whose active slice a view of the dataset reaches by default)."""
+    dataset = dataset_io.dataset_of(samples)
+    scored = dataset_io.every_slice(dataset).exists(field)
+    n = dataset_io.count(scored)
+    if not n:
+        return ""
+    if dataset.group_field is None:
+        return f" ({n} samples of the dataset outside it have one)"
+    slices = sorted(scored.distinct(f"{dataset.group_field}.name"))
+    which = slices[0] if len(slices) == 1 else slices
+    return (
+        f" ({n} samples of the group slice(s) {slices} have one: pass "
+        f"dataset.select_group_slices({which!r}))"
+    )
 
 
 def _refuse_scores_from_elsewhere(
