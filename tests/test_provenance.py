@@ -156,3 +156,26 @@ def test_a_pipeline_whose_embeddings_are_replaced_meanwhile_writes_nothing(datas
     assert not dataset.has_sample_field("k2_pseudo_label")
     monkeypatch.undo()
     assert _pipeline(dataset, key="k2", mode="window").budget == 60  # run again: fine
+
+
+def test_a_keys_embeddings_written_to_a_field_of_its_choosing_are_the_keys_from_then_on(
+    base_dataset,
+):
+    # The later stages looked for '<key>_embedding' ("run compute_embeddings first"), the
+    # pipeline embedded every image again there, and delete_key left the first field behind.
+    ds = base_dataset.take(40, seed=2).clone()
+    try:
+        ds.delete_sample_field("elfs_embedding")
+        done = elfs.compute_embeddings(ds, key="c", embeddings_field="my_vecs")
+        assert done["n_computed"] == 40
+        elfs.compute_pseudo_labels(ds, key="c", n_clusters=4, clustering="kmeans")
+        assert ds.get_run_info("c_pseudo_labels").config.embeddings_field == "my_vecs"
+        elfs.run_pipeline(ds, key="c", budget_count=8, n_clusters=4, clustering="kmeans", epochs=2)
+        assert ds.get_field("c_embedding") is None  # nothing embedded again
+        assert ds.get_run_info("c_embeddings").config.embeddings_field == "my_vecs"
+        assert ds.get_run_info("c_difficulty").config.embeddings_field == "my_vecs"
+        assert elfs.compute_embeddings(ds, key="c")["n_reused"] == 40
+        elfs.delete_key(ds, "c")
+        assert ds.get_field("my_vecs") is None
+    finally:
+        ds.delete()

@@ -285,7 +285,7 @@ def run(
     dataset_io.require_nonempty(samples)
     if config.proxy == "cnn":  # it trains on the image files
         dataset_io.require_images(samples)
-    field_name = config.embeddings_field or names.embeddings_field
+    field_name = config.embeddings_field or embeddings.key_field(samples, names)
     made_from = record.check_input(
         samples, names, "pseudo_labels", names.pseudo_label_field, "pseudo-labels", held
     )

@@ -123,12 +123,13 @@ def run_shard(
             param="model",
         )
     dataset = dataset_io.dataset_of(samples)
-    record.check_ownership(samples, names, STAGE, fields=[names.embeddings_field])
+    field_name = key_field(samples, names)
+    record.check_ownership(samples, names, STAGE, fields=[field_name])
     previous = runs.stage_config(dataset, names, STAGE)
-    if _replacing(previous, names.embeddings_field, config):  # all, for the replacing run
+    if _replacing(previous, field_name, config):  # all, for the replacing run
         ids, paths = dataset_io.sample_ids_and_paths(samples)
     else:
-        ids, paths = dataset_io.ids_and_paths_without(samples, names.embeddings_field)
+        ids, paths = dataset_io.ids_and_paths_without(samples, field_name)
     start, stop = sharding.shard_bounds(len(ids), config.shard, config.n_shards)
     full = EmbeddingsConfig.with_defaults(
         key=config.key,
@@ -161,6 +162,14 @@ def run_shard(
     }
 
 
+def key_field(samples: SampleCollection, names: runs.PipelineNames) -> str:
+    """The field the key's embeddings are in: where its embeddings run wrote them (a run given
+    `embeddings_field` writes there), else ``<key>_embedding``. The later stages read it when
+    no `embeddings_field` is passed, and a rerun of the key writes there again."""
+    config = runs.stage_config(dataset_io.dataset_of(samples), names, STAGE)
+    return getattr(config, "embeddings_field", None) or names.embeddings_field
+
+
 def run(
     samples: SampleCollection, config: EmbeddingsConfig, progress: ProgressFn | None = None
 ) -> dict[str, Any]:
@@ -169,7 +178,7 @@ def run(
     names = runs.PipelineNames(config.key)
     dataset_io.require_nonempty(samples)
     dataset_io.require_images(samples)
-    field_name = config.embeddings_field or names.embeddings_field
+    field_name = config.embeddings_field or key_field(samples, names)
     dataset = dataset_io.dataset_of(samples)
 
     previous = runs.stage_config(dataset, names, STAGE)

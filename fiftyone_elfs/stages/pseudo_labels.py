@@ -109,7 +109,7 @@ def require_embeddings(samples: SampleCollection, values: dict[str, Any]) -> Non
         dataset_io.require_field(samples, field, "embeddings_field", "embeddings field")
         return
     key = values.get("key")
-    field = runs.PipelineNames(key).embeddings_field if key else None
+    field = embeddings.key_field(samples, runs.PipelineNames(key)) if key else None
     if field and not dataset_io.has_field(samples, field):
         raise ElfsInputError(  # the words execution refuses with (`read_embeddings`)
             f"The embeddings field '{field}' does not exist on this dataset. "
@@ -288,7 +288,7 @@ def run(
 
     names = runs.PipelineNames(config.key)
     dataset_io.require_nonempty(samples)
-    field_name = config.embeddings_field or names.embeddings_field
+    field_name = config.embeddings_field or embeddings.key_field(samples, names)
     ids, X = dataset_io.read_embeddings(samples, field_name)
     embeddings_version = embeddings.vectors_version(samples, field_name)
     if config.n_clusters > len(ids) or len(ids) < 2:

@@ -18,7 +18,7 @@ from fiftyone_elfs import dataset_io, runs
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.progress import ProgressFn, terminal_progress, ticking
-from fiftyone_elfs.stages import StageConfig, record
+from fiftyone_elfs.stages import StageConfig, embeddings, record
 
 STAGE = "visualization"
 
@@ -91,7 +91,7 @@ def prepare(
     (`in_pipeline`: for run_pipeline, whose refusal names visualize=False)."""
     names = runs.PipelineNames(config.key)
     brain_key = brain_key_for(config.key, config.layout_method, config.brain_key)
-    field_name = config.embeddings_field or names.embeddings_field
+    field_name = config.embeddings_field or embeddings.key_field(samples, names)
     ids, X = dataset_io.read_embeddings(samples, field_name)
     if in_pipeline:
         check_pipeline_plot(len(ids), f"samples have embeddings in '{field_name}'")
