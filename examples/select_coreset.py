@@ -82,7 +82,10 @@ CLI_FIXES = [
         "use another --key (the tag is derived from it)",
     ),
     (
-        re.compile(r"pass another brain_key(?=[,.])"),
+        re.compile(
+            r"pass another brain_key(?: \(compute_visualization\) or visualize=False "
+            r"\(run_pipeline\))?(?=[,.])"
+        ),
         "use another --key (the embedding plot's brain key is '<key>_umap')",
     ),
 ]

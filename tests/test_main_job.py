@@ -306,14 +306,16 @@ def test_library_fixes_are_given_in_the_command_lines_words():
         "The tag 'elfs_coreset' is already on samples and was not set by ELFS key 'elfs'; "
         "refusing to move or remove it. Fix: pass another tag (tag=...) or another key "
         "(e.g. key='elfs2'), or rename your tag.",
-        "The brain key 'elfs_umap' already exists and does not belong to ELFS key 'elfs'. Fix: "
-        "pass another brain_key, or delete it with dataset.delete_brain_run('elfs_umap').",
+        "The brain key 'elfs_umap' already exists and no run of ELFS key 'elfs' records it "
+        "(yours, or an ELFS plot whose run dataset.delete_run() removed). Fix: if it may go, "
+        "dataset.delete_brain_run('elfs_umap'); else pass another brain_key "
+        "(compute_visualization) or visualize=False (run_pipeline).",
         "The tag 'x' belongs to the coreset of key 'a'. Fix: choose another tag, or leave "
         "tag=None to derive it from the key.",
     ]
     for message in messages:
         words = main_job.in_flag_words(message)
-        for api in ("pass embeddings_field", "tag=", "another brain_key", "(tag"):
+        for api in ("pass embeddings_field", "tag=", "another brain_key", "(tag", "visualize="):
             assert api not in words, words
         assert "--key" in words, words
 

@@ -285,3 +285,29 @@ def test_a_view_clones_embeddings_are_named_as_the_keys_leftover(ds):
         small.delete()
         if clone is not None:
             clone.delete()
+
+
+def test_a_plot_whose_run_fiftyone_deleted_is_named_with_its_fix(base_dataset, caplog):
+    # After dataset.delete_run('<key>_visualization') the plot stays (no record proves it is
+    # ELFS's): the refusal told run_pipeline users to pass a brain_key it has no parameter for,
+    # and delete_key kept it without a word.
+    ds = base_dataset.take(40, seed=4).clone()
+    fast = dict(key="p", embeddings_field="elfs_embedding", budget_count=8, n_clusters=4,
+                clustering="kmeans", epochs=2)  # fmt: skip
+    try:
+        elfs.run_pipeline(ds, **fast)
+        ds.delete_run("p_visualization")
+        with pytest.raises(ElfsInputError) as refused:
+            elfs.run_pipeline(ds, **fast)
+        assert "dataset.delete_brain_run('p_umap')" in str(refused.value)
+        assert "visualize=False (run_pipeline)" in str(refused.value)
+        with caplog.at_level(logging.WARNING, logger="fiftyone_elfs"):
+            elfs.delete_key(ds, "p")
+        assert "kept the embedding plot 'p_umap'" in caplog.text
+        assert "dataset.delete_brain_run('p_umap')" in caplog.text
+        assert ds.list_brain_runs() == ["p_umap"]  # kept: it may be the user's
+        ds.delete_brain_run("p_umap")
+        elfs.run_pipeline(ds, **fast)
+        assert ds.list_brain_runs() == ["p_umap"]
+    finally:
+        ds.delete()

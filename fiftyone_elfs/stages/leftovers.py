@@ -248,6 +248,12 @@ def delete_leftovers(dataset: Any, names: runs.PipelineNames) -> list[str]:
         for name in (present if present is not None else dataset.list_saved_views())
         if _named_stage(names, kind, name) and runs.owner_of(dataset, attribute, name) is None
     ]
+    kept += [  # a plot left by dataset.delete_run('<key>_visualization'): no record proves it
+        (f"embedding plot '{brain_key}'", f"dataset.delete_brain_run('{brain_key}')")
+        for brain_key in (names.brain_key, f"{names.key}_pca")
+        if brain_key in dataset_io.brain_runs(dataset)
+        and runs.owner_of(dataset, "owned_brain_runs", brain_key) is None
+    ]
     if kept:
         logger.warning(
             "delete_key kept the %s: named like key '%s''s outputs, but ELFS cannot prove it "

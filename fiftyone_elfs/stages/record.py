@@ -185,8 +185,10 @@ def _not_ours_error(kind: str, name: str, key: str) -> ElfsInputError:
             param="key",
         )
     return ElfsInputError(
-        f"The brain key '{name}' already exists and does not belong to ELFS key '{key}'. Fix: "
-        f"pass another brain_key, or delete it with dataset.delete_brain_run('{name}').",
+        f"The brain key '{name}' already exists and no run of ELFS key '{key}' records it "
+        "(yours, or an ELFS plot whose run dataset.delete_run() removed). Fix: if it may go, "
+        f"dataset.delete_brain_run('{name}'); else pass another brain_key "
+        "(compute_visualization) or visualize=False (run_pipeline).",
         param="brain_key",
     )
 
