@@ -125,13 +125,20 @@ def ticking(progress: ProgressFn, interval: float = 2.0) -> Iterator[ProgressFn]
     `interval` seconds, it repeats the last label with how long that part has been running
     ("UMAP on all 2000 samples (12 s)"), so the bar shows the work is alive instead of sitting
     still. The fraction is never guessed: it only moves when the step reports.
+
+    The repeats come from a helper thread. An exception `progress` raises there (a caller
+    cancelling) is raised again in the calling thread: at the step's next report, else when
+    the step ends, so that the step's result is not used.
     """
     lock = threading.Lock()
     state = {"fraction": 0.0, "label": "", "since": time.monotonic()}
+    raised: list[BaseException] = []
     stop = threading.Event()
 
     def report(fraction: float, label: str) -> None:
         with lock:
+            if raised:
+                raise raised[0]
             state.update(fraction=fraction, label=label, since=time.monotonic())
             progress(fraction, label)
 
@@ -140,7 +147,11 @@ def ticking(progress: ProgressFn, interval: float = 2.0) -> Iterator[ProgressFn]
             with lock:
                 if state["label"]:
                     seconds = time.monotonic() - state["since"]
-                    progress(state["fraction"], f"{state['label']} ({seconds:.0f} s)")
+                    try:
+                        progress(state["fraction"], f"{state['label']} ({seconds:.0f} s)")
+                    except BaseException as e:  # the caller's to see, in its own thread
+                        raised.append(e)
+                        return
 
     thread = threading.Thread(target=tick, name="fiftyone-elfs-ticker", daemon=True)
     thread.start()
@@ -149,3 +160,5 @@ def ticking(progress: ProgressFn, interval: float = 2.0) -> Iterator[ProgressFn]
     finally:
         stop.set()
         thread.join()
+    if raised:
+        raise raised[0]

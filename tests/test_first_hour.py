@@ -133,6 +133,34 @@ def test_ticking_repeats_the_last_label_with_elapsed_seconds_while_a_step_is_sil
     assert len(calls) == n_after  # the ticker stopped with the step
 
 
+def test_a_cancel_raised_by_the_callback_in_the_ticker_reaches_the_calling_thread():
+    # It was printed by threading's excepthook and swallowed: the step went on and its result
+    # (the UMAP layout) was registered although the caller had cancelled.
+    class Cancel(Exception):
+        pass
+
+    cancelled = threading.Event()
+
+    def cancel_on_repeat(fraction: float, label: str) -> None:
+        if label.endswith(" s)"):
+            cancelled.set()
+            raise Cancel
+
+    with pytest.raises(Cancel):
+        with ticking(cancel_on_repeat, interval=0.01) as alive:
+            alive(0.1, "UMAP")
+            assert cancelled.wait(60)
+            after = "the step went on"  # a silent step cannot be stopped; its end is
+    assert after
+    cancelled.clear()
+    with pytest.raises(Cancel):  # a step that reports again is stopped at that report
+        with ticking(cancel_on_repeat, interval=0.01) as alive:
+            alive(0.1, "UMAP")
+            assert cancelled.wait(60)  # the ticker holds the lock until it has kept the error
+            alive(0.5, "more")
+            raise AssertionError("not stopped at the report")
+
+
 def test_embedding_plot_reports_progress_and_prints_no_brain_or_umap_advice(dataset, caplog):
     calls: list[tuple[float, str]] = []
     with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
