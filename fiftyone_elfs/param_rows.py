@@ -135,7 +135,8 @@ TEMI_PARAMS = Param(
     optional=True,
     form=False,
     help="Extra arguments of TEMIClustering, e.g. {'n_heads': 4, 'epochs': 30}; only with "
-    "clustering='temi'.",
+    "clustering='temi'. On small data the epochs are raised to reach min_steps optimiser steps "
+    "(500; logged, and recorded as the run's epochs); {'min_steps': None} keeps them.",
 )
 PROXY = Param(
     "proxy",

@@ -594,3 +594,27 @@ def test_kmeans_takes_any_seed_the_api_accepts():
         labels, _ = kmeans_pseudo_labels(X, 3, seed=seed)
         assert len(set(labels.tolist())) == 3
         assert pseudo_label_trust(X, labels, seed=seed).n_samples == len(X)
+
+
+def test_temi_stage_progress_never_goes_back_and_a_raised_schedule_is_logged(base_dataset, caplog):
+    # TEMI's own 1.0 was passed on unscaled, then the stage reported 0.95 for the trust; and
+    # temi_params={'epochs': 2} ran more epochs without a word.
+    import logging
+
+    import fiftyone_elfs as elfs
+
+    ds = base_dataset.take(40, seed=6).clone()
+    fractions = []
+    try:
+        with caplog.at_level(logging.INFO, logger="fiftyone_elfs"):
+            done = elfs.compute_pseudo_labels(
+                ds, key="t", embeddings_field="elfs_embedding", n_clusters=3,
+                temi_params={"epochs": 2, "min_steps": 12},
+                progress=lambda fraction, label: fractions.append(fraction),
+            )  # fmt: skip
+        assert fractions == sorted(fractions) and fractions[-1] == 1.0
+        assert fractions.count(1.0) == 1  # reached once, when the stage is done
+        assert done["epochs"] > 2
+        assert f"TEMI: {done['epochs']} epochs instead of 2, to reach min_steps=12" in caplog.text
+    finally:
+        ds.delete()

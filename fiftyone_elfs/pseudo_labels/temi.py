@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import math
 import time
 import warnings
@@ -23,6 +24,8 @@ from ..embeddings.projection import PCAProjection, fit_pca
 from ..heap import keep_freed_memory
 from .kmeans import check_n_clusters
 from .neighbors import check_features, nearest_neighbors
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "NEAR_UNIFORM_WARNING",
@@ -296,6 +299,12 @@ class TEMIClustering:
 
         n_batches = max(1, math.ceil(m / int(self.batch_size)))
         self.epochs_, self.warmup_epochs_ = self._schedule(n_batches)
+        if self.epochs_ > int(self.epochs):
+            logger.info(
+                "TEMI: %d epochs instead of %d, to reach min_steps=%d optimiser steps at %d "
+                "batches per epoch (min_steps=None keeps the epochs given)",
+                self.epochs_, int(self.epochs), int(self.min_steps), n_batches,
+            )  # fmt: skip
         total_steps = self.epochs_ * n_batches
         self._setup(Z.shape[1], total_steps)
         Zt = torch.from_numpy(Z).to(self.device_)
