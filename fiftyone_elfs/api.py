@@ -358,6 +358,7 @@ def list_keys(dataset: fo.Dataset) -> dict[str, list[str]]:
 
     A stage's run counts under its run key ``<key>_<stage>`` only: one renamed with
     FiftyOne's ``dataset.rename_run`` is your record, listed by ``dataset.list_runs()``."""
+    dataset = dataset_io.records_of(dataset)
     dataset_io.refresh_records(dataset)
     return runs.list_pipelines(dataset)
 
@@ -387,7 +388,7 @@ def delete_key(dataset: SampleCollection, key: str) -> list[str]:
 
     names = runs.validate_key(key)
     # a view names its dataset: the key's runs, fields and tags are the dataset's
-    dataset = dataset_io.dataset_of(dataset_io.with_every_field(dataset, "dataset"))
+    dataset = dataset_io.records_of(dataset)
     dataset_io.refresh_records(dataset)  # runs a delegated worker recorded since loading
     stages = [*runs.list_pipelines(dataset).get(names.key, []), *runs.STAGES]
     with record.guard(dataset, names.key, stages):

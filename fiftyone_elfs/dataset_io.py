@@ -246,6 +246,17 @@ def dataset_of(samples: SampleCollection) -> fo.Dataset:
     return samples._dataset
 
 
+def records_of(samples: Any, param: str = "dataset") -> fo.Dataset:
+    """The dataset whose run records a read-only call (a summary, the keys) or a whole-key
+    deletion works on: a view's source dataset (a patches view's too, not FiftyOne's temporary
+    one), whatever the view lists; a clear error for anything but a dataset or view."""
+    import fiftyone.core.collections as foc
+
+    if not isinstance(samples, foc.SampleCollection):
+        with_every_field(samples, param)  # raises its error, naming the parameter and the fix
+    return samples._root_dataset
+
+
 def dataset_id(samples: SampleCollection) -> str:
     """A stable identifier of the dataset (survives renames): names on-disk caches."""
     return str(dataset_of(samples)._doc.id)
@@ -1132,19 +1143,19 @@ def write_layout(
     ids: Sequence[str],
     embeddings: np.ndarray,
     method: str,
-    owned_prefix: str | None = None,
+    owned: Sequence[str] = (),
     **kwargs: Any,
 ) -> None:
     """Registers a 2-D layout of `embeddings` (rows = `ids`) as a FiftyOne Brain run.
 
     FiftyOne Brain computes the layout (`method` "umap" or "pca") and the App's Embeddings panel
     plots it. A failed run is removed (FiftyOne leaves it registered). The run's view is
-    `layout_base` (`owned_prefix`: the start of every field and tag name the run's key writes).
+    `layout_base` (`owned`: patterns of the names the run's key writes).
     """
     import fiftyone.brain as fob
 
     dataset = dataset_of(samples)
-    view, order = _layout_view(layout_base(samples, owned_prefix), ids)
+    view, order = _layout_view(layout_base(samples, owned), ids)
     if order is not None:  # rows follow the view's own order
         embeddings = embeddings[order]
         kwargs = {k: v[order] if k == "points" else v for k, v in kwargs.items()}
@@ -1162,45 +1173,49 @@ def write_layout(
         raise
 
 
-def reads_owned_names(samples: SampleCollection, owned_prefix: str) -> bool:
-    """Whether the view stages of `samples` read a field or tag whose name starts with
-    `owned_prefix` (e.g. ``match_tags("elfs_coreset", bool=False)``, ``exists("elfs_aum")``)."""
-    if isinstance(samples, fo.Dataset):
+def reads_names(samples: SampleCollection, patterns: Sequence[str]) -> bool:
+    """Whether the view stages of `samples` name a field, a path inside one or a tag that
+    matches one of `patterns` (regular expressions for whole names), e.g.
+    ``match_tags("elfs_coreset", bool=False)`` or ``exists("elfs_aum")``."""
+    if isinstance(samples, fo.Dataset) or not patterns:
         return False
     stages = json.dumps(samples._serialize())
-    # a name appears as a quoted value ("elfs_aum") or in an expression path ("$elfs_aum.x")
-    return re.search(r'["$]' + re.escape(owned_prefix), stages) is not None
+    # a name appears as a quoted value ("elfs_aum") or an expression path ("$elfs_aum.label")
+    names = "|".join(f"(?:{pattern})" for pattern in patterns)
+    return re.search(rf'"\$?(?:{names})(?:\.[^"]*)?"', stages) is not None
 
 
-def layout_base(samples: SampleCollection, owned_prefix: str | None) -> SampleCollection:
+def layout_base(samples: SampleCollection, owned: Sequence[str] = ()) -> SampleCollection:
     """The collection a layout's brain run is stored on: `samples`, or the whole dataset (every
-    group slice) where the view reads names the key writes (`reads_owned_names`).
+    group slice) where the view names what the run's key writes (`owned`: patterns for
+    `reads_names`).
 
     A brain run stores its view's stages and evaluates them again on every load: a view such
     as "the samples not in the coreset yet" selects other samples once the run has tagged its
     coreset, and the plot would lose exactly the samples just selected. The layout's own
     select/exclude of ids (`_layout_view`) on the dataset does not change with the key's runs.
     """
-    if owned_prefix and reads_owned_names(samples, owned_prefix):
+    if reads_names(samples, owned):
         return every_slice(dataset_of(samples))
     return samples
 
 
-def check_layout(samples: SampleCollection, ids: Sequence[str], owned_prefix: str) -> None:
-    """Refuses, before anything changes, a layout `write_layout` could not store."""
-    base = layout_base(samples, owned_prefix)
+def check_layout(
+    samples: SampleCollection, ids: Sequence[str] | None, owned: Sequence[str], fix: str
+) -> None:
+    """Refuses, before anything changes, a layout `write_layout` could not store (`ids`: those
+    to lay out, None: every sample of the view; `fix`: the caller's way out)."""
+    base = layout_base(samples, owned)
     if base is samples:
         return  # its layout is the view itself, less at most a few of its samples
     try:
-        _layout_view(base, ids)
+        _layout_view(base, samples.values("id") if ids is None else ids)
     except ValueError as e:
         raise ElfsInputError(
-            f"This view selects its samples by fields or tags of the key ({owned_prefix}...), "
-            "which the run changes, so the embedding plot is stored on the dataset by sample "
-            f"ids, and {e}. Fix: run on a view that does not read the key's fields or tags (e.g. "
-            "tag its samples with a tag of your own and use match_tags(<that tag>)), or pass "
-            "visualize=False.",
-            param="visualize",
+            "This view selects its samples by fields or tags the key writes, so its embedding "
+            f"plot is stored on the dataset by sample ids: {e}. Fix: select the samples by a "
+            f"tag or field of your own (e.g. tag them, then match_tags(<your tag>)), or {fix}.",
+            param="samples",
         ) from None
 
 
@@ -1221,8 +1236,8 @@ def _layout_view(
     left_out = [i for i in natural if i not in wanted]
     if len(left_out) > id_chunk_rows():
         raise ValueError(
-            f"a layout of {len(ids)} of {len(natural)} samples leaves out {len(left_out)}, more "
-            f"than {id_chunk_rows()}: lay out a view of the samples instead"
+            f"a layout of {len(ids)} of {len(natural)} samples leaves out {len(left_out)}, and "
+            f"ids in one stored view are limited to {id_chunk_rows()}"
         )
     row = {sample_id: i for i, sample_id in enumerate(ids)}
     order = np.array([row[i] for i in natural if i in wanted], dtype=np.int64)

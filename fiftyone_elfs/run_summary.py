@@ -166,7 +166,7 @@ def summarize_run(
     Runs belong to the dataset: given a view, the summary is its dataset's, so that the counts
     a run recorded and the histogram and cluster balance read now describe the same samples.
     """
-    dataset = dataset_io.dataset_of(dataset_io.with_every_field(dataset, "dataset"))
+    dataset = dataset_io.records_of(dataset)
     names = runs.validate_key(key)
     dataset_io.refresh_records(dataset)
     stages = runs.list_pipelines(dataset).get(key)

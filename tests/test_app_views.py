@@ -363,12 +363,39 @@ def test_a_plot_of_such_a_view_that_ids_cannot_store_is_refused_before_anything_
     _select(dataset, fraction=0.1)
     monkeypatch.setenv(dataset_io.ID_CHUNK_ENV, "5")  # 270 ids to lay out, 30 left out
     before = snapshot(dataset)
+    reached = []
     with pytest.raises(elfs.ElfsInputError, match="visualize=False"):
         elfs.run_pipeline(
             dataset.match_tags("elfs_coreset", bool=False),
             budget_count=10, n_clusters=10, clustering="kmeans", epochs=2, mode="window",
+            progress=lambda fraction, label: reached.append(label),
         )  # fmt: skip
+    assert reached == []  # refused before the first stage, not after all of them
     assert snapshot(dataset) == before
+
+
+def test_only_the_names_the_key_writes_make_a_plot_be_stored_by_ids(dataset):
+    # Any name starting with "elfs_" counted (a user's field 'elfs_review', another key's
+    # tag), and a coreset tag of the user's choosing did not.
+    from fiftyone import ViewField as F
+
+    from fiftyone_elfs.stages.visualization import key_names
+
+    first = _select(dataset, fraction=0.1)
+    names = key_names(dataset, runs.PipelineNames("elfs"))
+    reads = lambda view: dataset_io.reads_names(view, names)  # noqa: E731
+    assert reads(dataset.match_tags("elfs_coreset", bool=False))
+    assert reads(dataset.exists("elfs_aum", False))
+    assert reads(dataset.match(F("elfs_pseudo_label.label") == "cluster_1"))
+    assert reads(dataset.match_tags("elfs_round2"))
+    assert not reads(dataset.match(F("elfs_review") == "todo"))
+    assert not reads(dataset.match_tags("elfs_v2_coreset"))
+    assert not reads(dataset.match(F("ground_truth.label") == "elfs_aum_x"))
+    assert not reads(dataset.match_tags("to_label"))
+    dataset.untag_samples("elfs_coreset")
+    elfs.select_coreset(dataset, budget_count=len(first.selected_ids), tag="to_label")
+    names = key_names(dataset, runs.PipelineNames("elfs"))
+    assert dataset_io.reads_names(dataset.match_tags("to_label", bool=False), names)
 
 
 def test_a_deleted_coreset_view_is_noted_and_show_coreset_shows_the_tagged_samples(dataset):
@@ -391,3 +418,15 @@ def test_a_deleted_coreset_view_is_noted_and_show_coreset_shows_the_tagged_sampl
     assert set(stages.values("id")) == set(result.selected_ids)
     elfs.select_coreset(dataset, budget_fraction=0.1)
     assert run_summary.summarize_run(dataset).saved_view == "elfs-coreset"
+
+
+def test_read_only_calls_take_any_view_of_the_dataset(dataset):
+    # A view listing samples twice was refused ("ELFS writes one value per sample") by calls
+    # that write nothing, and list_keys given a dataset's name raised an AttributeError.
+    _select(dataset, fraction=0.1)
+    twice = dataset.limit(20).concat(dataset.skip(10).limit(20))
+    assert run_summary.summarize_run(twice).n_selected == 30
+    assert elfs.list_keys(twice) == elfs.list_keys(dataset)
+    with pytest.raises(elfs.ElfsInputError, match="must be a FiftyOne dataset or view"):
+        elfs.list_keys(dataset.name)
+    assert elfs.delete_key(twice, "elfs") and elfs.list_keys(dataset) == {}

@@ -211,6 +211,10 @@ def check_before_writing(samples: SampleCollection, config: PipelineConfig) -> N
         embeddings.check_model_name(config.model)
         if config.visualize:
             plot.check_pipeline_plot(n)
+    if config.visualize:  # a plot stored by ids: its size is known before any stage runs
+        names = runs.PipelineNames(config.key)
+        owned = plot.key_names(samples, names)
+        dataset_io.check_layout(samples, None, owned, "pass visualize=False")
     _check_outputs(samples, config)
 
 

@@ -102,6 +102,8 @@ class Layout:
     embeddings: np.ndarray
     method: str
     options: dict[str, Any] = field(default_factory=dict)
+    # patterns of the names the key writes (`dataset_io.layout_base`)
+    owned: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -727,7 +729,7 @@ def _commit_tags_views_layouts(
             layout.ids,
             layout.embeddings,
             layout.method,
-            owned_prefix=f"{names.key}_",
+            owned=layout.owned,
             **layout.options,
         )
     for field_name in outputs.written_fields:

@@ -9,6 +9,7 @@ nor logs advice about embeddings fields that an ELFS user cannot act on.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,8 +102,25 @@ def prepare(
             f"least {MIN_LAYOUT_SAMPLES}. Fix: compute embeddings on a larger view."
         )
     record.check_ownership(samples, names, STAGE, brain_runs=[brain_key])
-    dataset_io.check_layout(samples, ids, f"{names.key}_")
+    fix = "pass visualize=False" if in_pipeline else "compute the plot of the whole dataset"
+    dataset_io.check_layout(samples, ids, key_names(samples, names), fix)
     return PlotInput(brain_key, field_name, list(ids), X)
+
+
+def key_names(samples: SampleCollection, names: runs.PipelineNames) -> tuple[str, ...]:
+    """Patterns of the names the key writes (its fields, its coreset's and rounds' tags), which
+    a view may select by (`dataset_io.layout_base`)."""
+    dataset = dataset_io.dataset_of(samples)
+    coreset = runs.stage_config(dataset, names, "coreset")
+    exact = {
+        embeddings.key_field(samples, names),
+        names.pseudo_label_field,
+        names.region_field,
+        names.tag,
+        getattr(coreset, "tag", None) or names.tag,
+        *(names.score_field(score) for score in runs.SELECTION_SCORES),
+    }
+    return (*sorted(re.escape(name) for name in exact), rf"{re.escape(names.key)}_round\d+")
 
 
 def layout(
@@ -144,7 +162,15 @@ def record_layout(
         results={"n_points": len(plot_input.ids)},
         outputs=record.Outputs(
             # FiftyOne Brain's "manual" method stores the given points as they are
-            layouts={brain_key: record.Layout(plot_input.ids, points, "manual", {"points": points})}
+            layouts={
+                brain_key: record.Layout(
+                    plot_input.ids,
+                    points,
+                    "manual",
+                    {"points": points},
+                    owned=key_names(samples, runs.PipelineNames(config.key)),
+                )
+            }
         ),
     )
     if progress is not None:
