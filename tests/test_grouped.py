@@ -139,3 +139,31 @@ def test_a_selection_on_the_slice_without_scores_names_the_slice_with_them(group
         assert "40 samples of the group slice(s) ['right'] have one: pass " in str(refused.value)
         assert "dataset.select_group_slices('right')" in str(refused.value)
     elfs.select_more(grouped.select_group_slices("right"), key="r", budget_count=4)
+
+
+def test_show_coreset_without_its_saved_view_shows_the_coreset_of_any_slice(grouped):
+    # The fallback matched the tag on the active slice only: 0 samples for a 'right' coreset.
+    from fiftyone.operators.executor import ExecutionContext, Executor
+
+    from fiftyone_elfs.plugin.panel import ElfsPanel
+
+    result = elfs.run_pipeline(
+        grouped.select_group_slices("right"), budget_count=8, key="elfs", **FAST
+    )
+    grouped.delete_saved_view("elfs-coreset")
+    executor = Executor()
+    ctx = ExecutionContext(
+        request_params={
+            "dataset_name": grouped.name,
+            "panel_id": "p",
+            "panel_state": {},
+            "params": {"__method__": "show_coreset", "panel_id": "p", "state": {}},
+        },
+        executor=executor,
+    )
+    panel = ElfsPanel()
+    panel.on_load(ctx)
+    panel.show_coreset(ctx)
+    [shown] = [r for r in executor._requests if r.operator_uri == "set_view"]
+    view = fo.DatasetView._build(grouped, shown.params["view"])
+    assert set(view.values("id")) == set(result.selected_ids)

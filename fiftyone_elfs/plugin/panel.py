@@ -14,7 +14,7 @@ from typing import Any
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from fiftyone_elfs import run_summary, runs
+from fiftyone_elfs import dataset_io, run_summary, runs
 from fiftyone_elfs.app_colors import REGION_COLORS, cluster_colors
 from fiftyone_elfs.plugin.forms import dataset_gone
 
@@ -237,7 +237,7 @@ class ElfsPanel(foo.Panel):
             ctx.ops.notify("This key has no coreset yet: run 'ELFS: select coreset'")
             return
         if summary.saved_view is None:  # deleted by the user: the tag still marks the coreset
-            ctx.ops.set_view(view=ctx.dataset.match_tags(summary.tag))
+            ctx.ops.set_view(view=dataset_io.tagged(ctx.dataset, summary.tag))  # every slice
             return
         ctx.ops.set_view(name=summary.saved_view)
 
