@@ -388,6 +388,15 @@ def test_a_dataset_whose_images_are_all_unreadable_is_refused_then_embedded_once
             "n_clusters=6 is larger than the 5 samples to cluster (1 of the view's 6 samples "
             "have no embedding in 'm_embedding': their images could not be read"
         )
+        # the user's own vectors on 4 of them: no image was read, so none is blamed
+        vectors = dict(zip(moved.values("id")[:4], np.eye(4, 8).tolist(), strict=True))
+        moved.set_values("mine", vectors, key_field="id")
+        with pytest.raises(ElfsInputError) as refused:
+            elfs.compute_pseudo_labels(moved, key="u", embeddings_field="mine", n_clusters=5)
+        assert str(refused.value).startswith(
+            "n_clusters=5 is larger than the 4 samples to cluster (2 of the view's 6 samples "
+            "have no embedding in 'mine'). Fix:"
+        )
     finally:
         moved.delete()
 

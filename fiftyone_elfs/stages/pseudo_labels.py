@@ -79,16 +79,25 @@ def check_n_clusters(n_clusters: int, n: int, why_fewer: str = "") -> None:
         )
 
 
-def _without_embeddings(samples: SampleCollection, n_embedded: int, field: str) -> str:
-    """Why a view has more samples than embeddings (for `check_n_clusters`)."""
+def _without_embeddings(
+    samples: SampleCollection, names: runs.PipelineNames, n_embedded: int, field: str
+) -> str:
+    """Why a view has more samples than embeddings (for `check_n_clusters`): unreadable
+    images where the key's embeddings run skipped some, else only the count."""
     n = dataset_io.count(samples)
     if n <= n_embedded:
         return ""
-    return (
-        f" ({n - n_embedded} of the view's {n} samples have no embedding in '{field}': their "
-        "images could not be read, as the embeddings run's results list; the embeddings "
-        "computed are kept for a rerun)"
+    results = runs.stage_results(dataset_io.dataset_of(samples), names, embeddings.STAGE)
+    skipped = (
+        getattr(results, "n_skipped", 0) if field == embeddings.key_field(samples, names) else 0
     )
+    why = (
+        ": their images could not be read, as the embeddings run's results list; the "
+        "embeddings computed are kept for a rerun"
+        if skipped
+        else ""
+    )
+    return f" ({n - n_embedded} of the view's {n} samples have no embedding in '{field}'{why})"
 
 
 def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
@@ -292,7 +301,7 @@ def run(
     ids, X = dataset_io.read_embeddings(samples, field_name)
     embeddings_version = embeddings.vectors_version(samples, field_name)
     if config.n_clusters > len(ids) or len(ids) < 2:
-        why_fewer = _without_embeddings(samples, len(ids), field_name)
+        why_fewer = _without_embeddings(samples, names, len(ids), field_name)
         check_n_clusters(config.n_clusters, len(ids), why_fewer)
     temi_params = check_temi_params(config.temi_params, config.clustering)
     check_spread(X, field_name, config.n_clusters)
