@@ -263,5 +263,11 @@ def test_selected_samples_sharing_an_image_file_are_noted(base_dataset):
         assert any("repeat the image file" in n for n in more.notices) == (
             len(set(paths)) < len(paths)
         )
+        # the round also picked copies of images the coreset had sent for labelling
+        before = set(ds.select(distinct.selected_ids).values("filepath"))
+        n_again = sum(path in before for path in paths)
+        assert n_again > 0  # the premise: each coreset image has a copy left to draw
+        [again] = [n for n in more.notices if "selected or labelled before" in n]
+        assert again.startswith(f"{n_again} of the 20 selected samples have the image file")
     finally:
         ds.delete()

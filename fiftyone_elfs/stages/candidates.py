@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -149,18 +150,36 @@ def unscored_notice(
     ]
 
 
-def shared_files_notice(samples: SampleCollection, selected: list[str]) -> list[str]:
-    """A notice when selected samples share an image file (a folder imported twice, a merge):
-    the copies' scores are alike, so a window keeps them together, and the same image would be
-    labelled more than once. Reads the selection's paths only."""
+def shared_files_notice(
+    samples: SampleCollection, selected: list[str], earlier: Sequence[str] = ()
+) -> list[str]:
+    """A notice when selected samples share an image file with each other or with `earlier`
+    selections (a folder imported twice, a merge): the copies' scores are alike, so a window
+    keeps them together, and the same image would be labelled more than once. Reads the paths
+    of those samples only."""
     _, paths = dataset_io.read_values(samples, "filepath", selected)
     repeated = {path: n for path, n in Counter(paths).items() if n > 1}
-    if not repeated:
-        return []
-    n_extra = sum(repeated.values()) - len(repeated)
-    return [
-        f"{n_extra} of the {len(selected)} selected samples repeat the image file of another "
-        f"selected sample (e.g. {next(iter(repeated))}), so the same image would be labelled "
-        "more than once. Fix: delete the repeated samples (fiftyone.brain's "
-        "compute_exact_duplicates finds them, copies under other names too), then select again."
-    ]
+    _, before = dataset_io.read_values(dataset_io.every_slice(samples), "filepath", earlier)
+    again = set(paths) & set(before)
+    out = []
+    if repeated:
+        n_extra = sum(repeated.values()) - len(repeated)
+        out.append(
+            f"{n_extra} of the {len(selected)} selected samples repeat the image file of "
+            f"another selected sample (e.g. {next(iter(repeated))}), so the same image would be "
+            f"labelled more than once. {_DUPLICATES_FIX}"
+        )
+    if again:
+        n_again = sum(path in again for path in paths)
+        out.append(
+            f"{n_again} of the {len(selected)} selected samples have the image file of a sample "
+            f"selected or labelled before (e.g. {min(again)}), so that image would be labelled "
+            f"again. {_DUPLICATES_FIX}"
+        )
+    return out
+
+
+_DUPLICATES_FIX = (
+    "Fix: delete the repeated samples (fiftyone.brain's compute_exact_duplicates finds them, "
+    "copies under other names too), then select again."
+)

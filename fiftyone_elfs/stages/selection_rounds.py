@@ -138,7 +138,8 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
         )
     pruned.notices.extend(unscored_notice(samples, n_scored, score, rounds=True))
     pruned.notices.extend(gone)
-    pruned.notices.extend(shared_files_notice(samples, [ids[i] for i in pruned.indices]))
+    chosen = [ids[i] for i in pruned.indices]
+    pruned.notices.extend(shared_files_notice(samples, chosen, sorted(excluded_ids)))
     if score != coreset_score and mode != "typical":  # typical selection uses no score
         pruned.notices.append(
             f"This round ranks by {score}, and this key's coreset by {coreset_score}: it does "
