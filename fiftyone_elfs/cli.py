@@ -179,7 +179,8 @@ def check_app_port(port: int, address: str) -> None:
     if error is None:
         return
     in_use = error.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", errno.EADDRINUSE))
-    if in_use and _serves_fiftyone(address, port):
+    # FiftyOne pings an App at http://<address>:<port> unbracketed: not an IPv6 literal
+    if in_use and ":" not in address.strip("[]") and _serves_fiftyone(address, port):
         print(
             f"A FiftyOne App already serves port {port}: connecting to it (it shows the ELFS "
             "panel if its plugins directory holds the plugin; else pass --port <another>)."

@@ -377,3 +377,19 @@ def test_a_port_serving_a_fiftyone_app_is_left_to_fiftyone_to_connect_to(capsys)
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_an_ipv6_address_whose_port_is_taken_is_refused_even_by_an_app(monkeypatch):
+    """FiftyOne pings an App at http://<address>:<port> without brackets, so it cannot connect
+    to one on an IPv6 literal: 'connecting to it' was followed by its tracebacks and retries."""
+    import socket
+
+    from fiftyone_elfs import cli
+
+    monkeypatch.setattr(cli, "_serves_fiftyone", lambda host, port: True)
+    with socket.socket(socket.AF_INET6) as taken:
+        taken.bind(("::1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit, match=f"port {port} is already in use on ::1"):
+            cli.check_app_port(port, "::1")
