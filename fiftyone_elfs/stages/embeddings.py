@@ -36,12 +36,12 @@ from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.faults import kill_point
 from fiftyone_elfs.progress import ProgressFn, terminal_progress
-from fiftyone_elfs.stages import StageConfig, leftovers, record
+from fiftyone_elfs.stages import StageConfig, leftovers, record, zoo_embeddings
 
 logger = logging.getLogger(__name__)
 
 STAGE = "embeddings"
-ZOO_PREFIX = "zoo:"
+ZOO_PREFIX = zoo_embeddings.ZOO_PREFIX
 
 
 @dataclass(frozen=True)
@@ -224,10 +224,10 @@ def run(
     outputs = record.Outputs(written_fields=(field_name,))
     n_resumed = 0
     if ids and config.model.startswith(ZOO_PREFIX):
-        zoo_model = _load_zoo_model(config)  # may refuse: before anything changes
+        zoo_model = zoo_embeddings.load_zoo_model(config.model)  # may refuse: changes nothing
         if replaced:  # FiftyOne writes the field itself: the old vectors must go first
             record.delete_previous(samples, names, STAGE)
-        skipped = _embed_with_zoo_model(samples, zoo_model, ids, config, field_name)
+        skipped = zoo_embeddings.embed(samples, zoo_model, ids, config.batch_size, field_name)
     elif ids:
         vectors, failures, n_resumed = _embed_in_stored_chunks(
             dataset_io.dataset_id(dataset), ids, paths, config, report
@@ -388,42 +388,3 @@ def _embed_in_stored_chunks(
             storing.result()
             kill_point(STAGE, "stored_chunk")
     return vectors, failures, n_resumed
-
-
-def _load_zoo_model(config: EmbeddingsConfig) -> Any:
-    """The FiftyOne zoo model `config.model` names (downloaded where a network exists).
-
-    Raises:
-        ElfsInputError: it cannot be loaded, or exposes no embeddings.
-    """
-    import fiftyone.zoo as foz
-
-    from fiftyone_elfs.embeddings import DEFAULT_ENCODER
-
-    zoo_name = config.model[len(ZOO_PREFIX) :]
-    try:
-        model = foz.load_zoo_model(zoo_name)
-    except Exception as e:  # noqa: BLE001 - surfaced with the fix
-        raise ElfsInputError(
-            f"Could not load FiftyOne zoo model '{zoo_name}': {e}. Fix: check the name with "
-            "`fiftyone zoo models list`, make sure the model can be downloaded (network), or use "
-            f"the offline default model='{DEFAULT_ENCODER}'.",
-            param="model",
-        ) from e
-    if not getattr(model, "has_embeddings", False):
-        raise ElfsInputError(
-            f"Zoo model '{zoo_name}' does not expose embeddings; pick another.", param="model"
-        )
-    return model
-
-
-def _embed_with_zoo_model(
-    samples: SampleCollection, model: Any, ids: list[str], config: EmbeddingsConfig, field: str
-) -> list[dict[str, str]]:
-    """Embeds the samples `ids` with a loaded FiftyOne zoo model into `field` (written by
-    FiftyOne); returns the samples it could not embed."""
-    dataset_io.write_zoo_embeddings(samples, model, field, ids, config.batch_size)
-    return [
-        {"id": i, "filepath": p, "reason": "the zoo model could not embed this image"}
-        for i, p in dataset_io.missing_ids_and_paths(samples, field)
-    ]
