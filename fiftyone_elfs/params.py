@@ -179,8 +179,12 @@ def public(operation_name: str) -> Callable[[F], F]:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             kwargs = operation.rename_deprecated(kwargs)
-            bound = signature.bind(*args, **kwargs)
+            try:
+                bound = signature.bind(*args, **kwargs)
+            except TypeError as e:
+                raise TypeError(_call_error(fn.__name__, signature, kwargs, e)) from None
             bound.apply_defaults()
+            _check_progress(bound.arguments.get("progress"))
             given = {n: v for n, v in bound.arguments.items() if n in operation.names}
             bound.arguments.update(operation.validate(given))
             first = next(iter(bound.arguments))  # samples, or a dataset
@@ -196,6 +200,40 @@ def public(operation_name: str) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def _call_error(
+    name: str, signature: inspect.Signature, kwargs: dict[str, Any], error: TypeError
+) -> str:
+    """Python's binding error with the function, the closest parameter to a misspelt one, and
+    which parameters are keyword-only."""
+    import difflib
+
+    parameters = signature.parameters
+    unknown = [k for k in kwargs if k not in parameters]
+    hint = ""
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(parameters), n=1, cutoff=0.5)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+    positional = [n for n, p in parameters.items() if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+    keyword = [n for n, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    return (
+        f"{name}(): {error}{hint}. It takes {', '.join(positional)} by position"
+        + (f", and by keyword only: {', '.join(keyword)}" if keyword else "")
+        + "."
+    )
+
+
+def _check_progress(progress: Any) -> None:
+    """Refuses a progress that is not a callable (it failed inside a stage, after work began)."""
+    if progress is not None and not callable(progress):
+        raise ElfsInputError(
+            f"progress must be a function taking (fraction, label), or None; got "
+            f"{type(progress).__name__} {progress!r}. Fix: pass e.g. "
+            "progress=lambda fraction, label: print(f'{fraction:.0%} {label}'), or leave it "
+            "out for a terminal bar.",
+            param="progress",
+        )
 
 
 def _document(doc: str, operation: Operation, signature: inspect.Signature) -> str:

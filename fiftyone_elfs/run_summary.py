@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,6 +169,11 @@ def summarize_run(
     """
     dataset = dataset_io.records_of(dataset)
     names = runs.validate_key(key)
+    if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or not 1 <= bins <= 1000:
+        raise ElfsInputError(
+            f"bins must be an integer in [1, 1000]; got {bins!r}. Fix: e.g. bins=40 (the panel's).",
+            param="bins",
+        )
     dataset_io.refresh_records(dataset)
     stages = runs.list_pipelines(dataset).get(key)
     if not stages:
@@ -201,7 +207,15 @@ def summarize_run(
         summary.clusters = cluster_balance(dataset, names, config.tag)
         summary.notices = coreset_notices(dataset, names, config, results.n_selected)
     if "visualization" in stages:
-        summary.brain_key = runs.stage_config(dataset, names, "visualization").brain_key
+        brain_key = runs.stage_config(dataset, names, "visualization").brain_key
+        if brain_key in dataset_io.brain_runs(dataset):
+            summary.brain_key = brain_key
+        else:  # deleted or renamed with FiftyOne's own calls since
+            summary.notices.append(
+                f"The embedding plot '{brain_key}' was deleted or renamed since (FiftyOne's "
+                f"delete_brain_run / rename_brain_run): compute_visualization(dataset, "
+                f"key='{key}') makes it again."
+            )
     summary.rounds = {r: len(ids) for r, ids in runs.selection_rounds(dataset, names).items()}
     summary.annotations = [
         annotation.annotation_summary(dataset, k) for k in annotation.list_annotation_runs(dataset)

@@ -430,3 +430,17 @@ def test_read_only_calls_take_any_view_of_the_dataset(dataset):
     with pytest.raises(elfs.ElfsInputError, match="must be a FiftyOne dataset or view"):
         elfs.list_keys(dataset.name)
     assert elfs.delete_key(twice, "elfs") and elfs.list_keys(dataset) == {}
+
+
+def test_the_summary_checks_bins_and_notes_a_plot_deleted_with_fiftyones_calls(dataset):
+    # bins=0 raised from MongoDB's $bucket; a deleted plot was still reported (and opened).
+    _select(dataset, fraction=0.1, visualize=True)
+    for bins in (0, -3, 2.5, "20", True, 1001):
+        with pytest.raises(elfs.ElfsInputError, match=r"bins must be an integer in \[1, 1000\]"):
+            run_summary.summarize_run(dataset, bins=bins)
+    assert len(run_summary.summarize_run(dataset, bins=np.int64(7)).histogram.edges) == 8
+    assert run_summary.summarize_run(dataset).brain_key == "elfs_umap"
+    dataset.delete_brain_run("elfs_umap")
+    summary = run_summary.summarize_run(dataset)
+    assert summary.brain_key is None
+    assert any(n.startswith("The embedding plot 'elfs_umap' was deleted") for n in summary.notices)

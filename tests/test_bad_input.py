@@ -904,3 +904,27 @@ def test_a_view_listing_samples_twice_is_refused_before_anything_changes(
     assert snapshot(ds) == before
     once = ds.limit(20).concat(ds.skip(20).limit(10))  # no overlap: accepted
     assert len(elfs.select_coreset(once, key=KEY, budget_count=5).selected_ids) == 5
+
+
+def test_a_misspelt_or_positional_option_names_the_function_and_its_parameters(ds):
+    # "got an unexpected keyword argument 'budgt'" named neither the function nor the
+    # parameters, and "too many positional arguments" did not say the options are keyword-only.
+    before = snapshot(ds)
+    with pytest.raises(TypeError) as misspelt:
+        elfs.select_coreset(ds, key=KEY, budgt=3)
+    text = str(misspelt.value)
+    assert text.startswith("select_coreset(): ") and "did you mean 'budget_count'?" in text
+    assert "by keyword only: budget_count, budget_fraction" in text
+    with pytest.raises(TypeError, match=r"select_coreset\(\): too many positional .* by "):
+        elfs.select_coreset(ds, 0.1)
+    assert snapshot(ds) == before
+
+
+@pytest.mark.parametrize("progress", ["bar", True, 3])
+def test_a_progress_that_is_no_function_is_refused_before_anything_runs(ds, progress):
+    # It failed with "'str' object is not callable" from inside a stage.
+    before = snapshot(ds)
+    with pytest.raises(ElfsInputError, match="progress must be a function") as refused:
+        elfs.compute_pseudo_labels(ds, key=KEY, n_clusters=3, progress=progress)
+    assert refused.value.param == "progress" and "Fix:" in str(refused.value)
+    assert snapshot(ds) == before
