@@ -928,3 +928,13 @@ def test_a_progress_that_is_no_function_is_refused_before_anything_runs(ds, prog
         elfs.compute_pseudo_labels(ds, key=KEY, n_clusters=3, progress=progress)
     assert refused.value.param == "progress" and "Fix:" in str(refused.value)
     assert snapshot(ds) == before
+
+
+def test_a_mistyped_key_is_named_as_such_with_the_keys_that_exist(ds):
+    # "No 'aum' scores for key 'kk' ... Fix: run compute_difficulty" (a proxy to train for a
+    # typo), and param was None where the App's check of the same call said 'key'.
+    with pytest.raises(ElfsInputError) as refused:
+        elfs.select_coreset(ds, key=KEY + "x", budget_count=3)
+    assert "the dataset has no ELFS run with that key" in str(refused.value)
+    assert f"Fix: use one of its keys ['{KEY}']" in str(refused.value)
+    assert refused.value.param == "key"

@@ -357,10 +357,20 @@ def check_input(
             if dataset_io.has_field(dataset, field_name)
             else f" ('{field_name}' is missing)"
         )
+        keys = runs.list_pipelines(dataset)
+        if names.key not in keys:  # a mistyped key, most likely: say which exist
+            raise ElfsInputError(
+                f"No {what} for key '{names.key}'{present}: the dataset has no ELFS run with "
+                "that key. "
+                f"Fix: use one of its keys {sorted(keys)}, or run "
+                f"{_FIX_STAGE.get(stage, 'compute_' + stage)} with key='{names.key}' first.",
+                param="key",
+            )
         raise ElfsInputError(
             f"No {what} for key '{names.key}'{present}. Fix: run "
             f"{_FIX_STAGE.get(stage, 'compute_' + stage)} with key='{names.key}' first, or use "
-            "the key you computed them with."
+            "the key you computed them with.",
+            param="key",
         )
     return config
 
