@@ -13,7 +13,7 @@ import fiftyone as fo
 import fiftyone.operators as foo
 import numpy as np
 import pytest
-from fiftyone.operators.executor import ExecutionContext, Executor
+from panel_events import panel_context
 
 import fiftyone_elfs as elfs
 from fiftyone_elfs import dataset_io, leases, run_summary, runs
@@ -237,24 +237,10 @@ def test_a_running_delegated_run_whose_worker_was_killed_is_marked_stalled(datas
         DelegatedOperationService().delete_operation(rows[0]["id"])
 
 
-def _panel_context(dataset, method):
-    executor = Executor()
-    ctx = ExecutionContext(
-        request_params={
-            "dataset_name": dataset.name,
-            "panel_id": "test-panel",
-            "panel_state": {},
-            "params": {"__method__": method, "panel_id": "test-panel", "state": {}},
-        },
-        executor=executor,
-    )
-    return ctx, executor
-
-
 def test_panel_loads_the_run_and_renders_its_charts(dataset):
     _select(dataset, visualize=True)
     panel = ElfsPanel()
-    ctx, executor = _panel_context(dataset, "on_load")
+    ctx, executor = panel_context(dataset, "on_load")
     panel.on_load(ctx)
     state = ctx.panel.state
     assert state.key == "elfs" and state.keys == ["elfs"]
@@ -276,7 +262,7 @@ def test_panel_loads_the_run_and_renders_its_charts(dataset):
 def test_panel_does_not_call_a_typical_selection_a_cut(dataset):
     _select(dataset, mode="typical")
     panel = ElfsPanel()
-    ctx, _ = _panel_context(dataset, "on_load")
+    ctx, _ = panel_context(dataset, "on_load")
     panel.on_load(ctx)
     assert "Selection rule: **typical**" in ctx.panel.state.outcome
     text = str(panel.render(ctx).to_json())
@@ -315,7 +301,7 @@ def test_hand_written_region_or_score_values_leave_the_summary_and_panel_working
         assert sum(sum(c) for c in summary.histogram.counts.values()) == result.n_pool - 3
         assert all(np.isfinite(summary.histogram.edges))
     panel = ElfsPanel()
-    ctx, _ = _panel_context(dataset, "on_load")
+    ctx, _ = panel_context(dataset, "on_load")
     panel.on_load(ctx)
     assert f"**{result.budget}** of 300 samples selected" in ctx.panel.state.outcome
 
@@ -325,7 +311,7 @@ def test_the_panel_lists_the_runs_of_a_dataset_whose_samples_were_all_deleted(da
     _select(dataset)
     dataset.clear()
     panel = ElfsPanel()
-    ctx, _ = _panel_context(dataset, "on_load")
+    ctx, _ = panel_context(dataset, "on_load")
     panel.on_load(ctx)
     assert ctx.panel.state.key == "elfs" and ctx.panel.state.keys == ["elfs"]
 
@@ -408,7 +394,7 @@ def test_a_deleted_coreset_view_is_noted_and_show_coreset_shows_the_tagged_sampl
     [notice] = summary.notices
     assert notice.startswith("The saved view 'elfs-coreset' was deleted since")
     panel = ElfsPanel()
-    ctx, executor = _panel_context(dataset, "show_coreset")
+    ctx, executor = panel_context(dataset, "show_coreset")
     panel.on_load(ctx)
     assert "saved view" not in ctx.panel.state.outcome.split("\n")[0]
     panel.show_coreset(ctx)

@@ -143,7 +143,7 @@ def test_a_selection_on_the_slice_without_scores_names_the_slice_with_them(group
 
 def test_show_coreset_without_its_saved_view_shows_the_coreset_of_any_slice(grouped):
     # The fallback matched the tag on the active slice only: 0 samples for a 'right' coreset.
-    from fiftyone.operators.executor import ExecutionContext, Executor
+    from panel_events import panel_context
 
     from fiftyone_elfs.plugin.panel import ElfsPanel
 
@@ -151,16 +151,7 @@ def test_show_coreset_without_its_saved_view_shows_the_coreset_of_any_slice(grou
         grouped.select_group_slices("right"), budget_count=8, key="elfs", **FAST
     )
     grouped.delete_saved_view("elfs-coreset")
-    executor = Executor()
-    ctx = ExecutionContext(
-        request_params={
-            "dataset_name": grouped.name,
-            "panel_id": "p",
-            "panel_state": {},
-            "params": {"__method__": "show_coreset", "panel_id": "p", "state": {}},
-        },
-        executor=executor,
-    )
+    ctx, executor = panel_context(grouped, "show_coreset")
     panel = ElfsPanel()
     panel.on_load(ctx)
     panel.show_coreset(ctx)
