@@ -159,7 +159,10 @@ def shared_files_notice(
     of those samples only."""
     _, paths = dataset_io.read_values(samples, "filepath", selected)
     repeated = {path: n for path, n in Counter(paths).items() if n > 1}
-    _, before = dataset_io.read_values(dataset_io.every_slice(samples), "filepath", earlier)
+    before: list[str] = []
+    if earlier:  # earlier rounds and labelled samples may lie outside this view
+        everywhere = dataset_io.every_slice(dataset_io.dataset_of(samples))
+        _, before = dataset_io.read_values(everywhere, "filepath", earlier)
     again = set(paths) & set(before)
     out = []
     if repeated:
