@@ -239,7 +239,9 @@ def select_coreset(
     seeded by ``seed``). ``mode="typical"`` uses no score and no cut: the pool's embeddings (the
     pseudo-labels' embeddings field) are split into budget k-means cells and the most typical
     sample of each is kept (the densest among the cell's own members; TypiClust,
-    `fiftyone_elfs.selection.typical_select`). ``mode="auto"`` (the
+    `fiftyone_elfs.selection.typical_select`); it needs only the key's embeddings
+    (`compute_embeddings`): on a key without difficulty scores its pool is the samples with an
+    embedding and no ranking is recorded. ``mode="auto"`` (the
     default) chooses by the pseudo-labels' recorded trust (`fiftyone_elfs.selection.
     resolve_mode`; the result's ``mode_reason`` says which and why). The coreset is tagged
     (default "<key>_coreset"), saved as the view "<key>-coreset" and each scored sample's region

@@ -22,13 +22,14 @@ from fiftyone_elfs.stages import difficulty, record
 
 
 def without_missing_media(
-    samples: SampleCollection, ids: list[str], values: np.ndarray
-) -> tuple[list[str], np.ndarray, list[str]]:
-    """The scored samples whose image file still exists (local paths; a URL is kept), with a
-    notice naming how many were left out: images deleted since they were embedded would be
-    selected again on every run and then refused by the export. When no file at all is
-    reachable from this process (media on another machine, embeddings brought in with
-    `embeddings_field`), none is left out: the notice says so."""
+    samples: SampleCollection, ids: list[str], values: np.ndarray | None
+) -> tuple[list[str], np.ndarray | None, list[str]]:
+    """The candidates (the scored samples; with `values` None, the embedded ones) whose image
+    file still exists (local paths; a URL is kept), with a notice naming how many were left out:
+    images deleted since they were embedded would be selected again on every run and then
+    refused by the export. When no file at all is reachable from this process (media on
+    another machine, embeddings brought in with `embeddings_field`), none is left out: the
+    notice says so."""
     _, paths = dataset_io.read_values(samples, "filepath", ids)
     gone = [i for i, path in enumerate(paths) if "://" not in path and not os.path.exists(path)]
     if not gone:
@@ -39,19 +40,20 @@ def without_missing_media(
             ids,
             values,
             [
-                f"None of the {len(ids)} scored samples' image files is reachable from here (e.g. "
-                f"{example}), so the selection is made among all of them; exporting the coreset "
-                "needs the files."
+                f"None of the {len(ids)} candidate samples' image files is reachable from here "
+                f"(e.g. {example}), so the selection is made among all of them; exporting the "
+                "coreset needs the files."
             ],
         )
     keep = np.ones(len(ids), dtype=bool)
     keep[gone] = False
     notice = (
-        f"{len(gone)} of the {len(ids)} scored samples have no image file any more (e.g. "
+        f"{len(gone)} of the {len(ids)} candidate samples have no image file any more (e.g. "
         f"{example}), so none of them was selected. Restore the files to include them, or "
         "delete those samples from the dataset."
     )
-    return [i for i, k in zip(ids, keep, strict=True) if k], values[keep], [notice]
+    kept_values = None if values is None else values[keep]
+    return [i for i, k in zip(ids, keep, strict=True) if k], kept_values, [notice]
 
 
 def read_scores(

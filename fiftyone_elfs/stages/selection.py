@@ -32,7 +32,12 @@ from fiftyone_elfs.stages.candidates import (
     unscored_notice,
     without_missing_media,
 )
-from fiftyone_elfs.stages.typical_selection import NO_CUT_REASON, typical_prune
+from fiftyone_elfs.stages.typical_selection import (
+    NO_CUT_REASON,
+    embedded_pool,
+    has_scores,
+    typical_prune,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -110,10 +115,15 @@ def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
     names = runs.PipelineNames(key)
     score = values.get("score") or "aum"
     scoring = "contrastive" if score == "contrastive" else "difficulty"
-    try:
-        record.check_input(samples, names, scoring, names.score_field(score), f"'{score}' scores")
-    except ElfsInputError as e:
-        raise ElfsInputError(str(e), param="score" if scoring == "contrastive" else "key") from None
+    if values.get("mode") == "typical" and not has_scores(samples, names, score, None):
+        embedded_pool(samples, names)  # typical selection needs the embeddings alone
+    else:
+        try:
+            field_name = names.score_field(score)
+            record.check_input(samples, names, scoring, field_name, f"'{score}' scores")
+        except ElfsInputError as e:
+            param = "score" if scoring == "contrastive" else "key"
+            raise ElfsInputError(str(e), param=param) from None
     require_no_later_rounds(dataset, names)
     tags, views = [values.get("tag") or names.tag], [names.saved_view]
     record.check_ownership(
@@ -270,7 +280,12 @@ def select_coreset(
     from fiftyone_elfs.selection import ccs_prune, double_end_prune, resolve_budget
 
     names = runs.PipelineNames(config.key)
-    ids, values = read_scores(samples, names, config.score, held)
+    scored = config.mode != "typical" or has_scores(samples, names, config.score, held)
+    if scored:
+        ids, values = read_scores(samples, names, config.score, held)
+        unscored = []
+    else:  # typical selection uses no score: the key's embedded samples are the candidates
+        (ids, unscored), values = embedded_pool(samples, names, held), None
     n_scored = len(ids)
     ids, values, gone = without_missing_media(samples, ids, values)
     n = len(ids)
@@ -300,8 +315,9 @@ def select_coreset(
         pruned = ccs_prune(values, budget, beta, hard_is_low=hard_is_low, seed=config.seed)
     else:
         pruned = double_end_prune(values, budget, beta, hard_is_low=hard_is_low, seed=config.seed)
-    if held is None:  # a pipeline's unscored samples are its unreadable images, listed already
+    if held is None and scored:  # a pipeline's unscored samples: its unreadable images, listed
         pruned.notices.extend(unscored_notice(samples, n_scored, config.score))
+    pruned.notices.extend(unscored)
     pruned.notices.extend(gone)
     pruned.notices.extend(shared_files_notice(samples, [ids[i] for i in pruned.indices]))
     logger.info("Selection rule: %s (%s).", mode, mode_reason)
@@ -327,7 +343,7 @@ def select_coreset(
             "tag": tag,
             "saved_view": names.saved_view,
         },
-        results=results_record(result, pruned, trust=trust),
+        results=results_record(result, pruned, trust=trust, scored=scored),
         outputs=record.Outputs(
             tags={tag: result.selected_ids},
             values={names.region_field: (ids, regions.tolist())},

@@ -28,7 +28,7 @@ from fiftyone_elfs.stages.selection import (
     results_record,
     selection_result,
 )
-from fiftyone_elfs.stages.typical_selection import typical_prune
+from fiftyone_elfs.stages.typical_selection import embedded_pool, has_scores, typical_prune
 
 
 @dataclass(frozen=True)
@@ -80,8 +80,14 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
     coreset_config = runs.stage_config(dataset, names, "coreset")
     coreset_score = getattr(coreset_config, "score", None) or "aum"
     score = config.score or coreset_score
-    ids, values = read_scores(samples, names, score)
-    n_scored = len(ids)
+    coreset = runs.stage_results(dataset, names, "coreset")
+    mode = getattr(coreset, "mode", None) or "window"  # coresets before modes were windows
+    scored = mode != "typical" or has_scores(samples, names, score, None)
+    if scored:
+        ids, values = read_scores(samples, names, score)
+        unscored = unscored_notice(samples, len(ids), score, rounds=True)
+    else:  # typical selection uses no score: the key's embedded samples are the candidates
+        (ids, unscored), values = embedded_pool(samples, names), None
     ids, values, gone = without_missing_media(samples, ids, values)
     n = len(ids)
     budget = resolve_budget(
@@ -107,8 +113,6 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
             "pipeline on a larger pool with another key), or start a new selection with "
             "another key."
         )
-    coreset = runs.stage_results(dataset, names, "coreset")
-    mode = getattr(coreset, "mode", None) or "window"  # coresets before modes were windows
     mode_reason = f"the rule of this key's coreset ({mode})"
     if mode == "typical" and config.beta is not None:
         raise ElfsInputError(
@@ -136,7 +140,7 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
         pruned = next_round_prune(  # the coreset's seed: its ties in its order (nested windows)
             values, excluded, budget, beta, hard_is_low=hard_is_low, seed=seed
         )
-    pruned.notices.extend(unscored_notice(samples, n_scored, score, rounds=True))
+    pruned.notices.extend(unscored)
     pruned.notices.extend(gone)
     chosen = [ids[i] for i in pruned.indices]
     pruned.notices.extend(shared_files_notice(samples, chosen, sorted(excluded_ids)))
@@ -166,7 +170,7 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
             "tag": tag,
             "saved_view": view_name,
         },
-        results=results_record(result, pruned, n_excluded=int(excluded.sum())),
+        results=results_record(result, pruned, n_excluded=int(excluded.sum()), scored=scored),
         outputs=record.Outputs(
             tags={tag: result.selected_ids}, views={view_name: (tag, description)}
         ),

@@ -1,0 +1,103 @@
+"""Typical selection on a key that has embeddings and nothing else: TypiClust reads no score, so
+``mode="typical"`` must not ask for pseudo-labels and a trained proxy first. Real database, real
+images embedded by the packaged encoder (the `dataset` fixture's key "elfs"), the operator run
+through FiftyOne's machinery.
+"""
+
+from __future__ import annotations
+
+import fiftyone.operators as foo
+import numpy as np
+import pytest
+from fiftyone.operators.executor import ExecutionError
+
+import fiftyone_elfs as elfs
+from fiftyone_elfs import run_summary
+from fiftyone_elfs.plugin.panel import _outcome_markdown
+
+PLUGIN = "@fiftyone-elfs/elfs"
+
+
+def test_typical_selection_needs_only_the_embeddings(dataset):
+    runs_before = set(dataset.list_runs())
+    assert runs_before == {"elfs_embeddings"}  # no pseudo-labels, no proxy, no scores
+    result = elfs.select_coreset(dataset, budget_count=30, mode="typical")
+    assert result.mode == "typical" and len(set(result.selected_ids)) == 30
+    assert result.n_pool == len(dataset) and "no cut" in result.beta_reason
+    regions = dataset.count_values("elfs_coreset_region")
+    assert regions == {"coreset": 30, "not_drawn": len(dataset) - 30}
+    assert set(dataset.match_tags("elfs_coreset").values("id")) == set(result.selected_ids)
+    assert set(dataset.list_runs()) == runs_before | {"elfs_coreset"}  # nothing computed
+    stored = dataset.load_run_results("elfs_coreset")
+    assert stored.mode == "typical" and stored.scored is False
+    # the picks cover the embedding: each is the nearest pick of fewer than a third of the pool
+    X = np.asarray(dataset.values("elfs_embedding"), dtype=float)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    picked = np.isin(dataset.values("id"), result.selected_ids)
+    nearest_pick = np.argmax(X @ X[picked].T, axis=1)
+    assert np.bincount(nearest_pick, minlength=30).max() < len(dataset) / 3
+
+    second = elfs.select_more(dataset, budget_count=20)
+    assert second.mode == "typical" and second.round == 2 and len(second.selected_ids) == 20
+    assert not set(second.selected_ids) & set(result.selected_ids)
+    assert dataset.load_run_results("elfs_round2").scored is False
+
+    summary = run_summary.summarize_run(dataset)
+    assert summary.mode == "typical" and summary.n_selected == 30
+    assert summary.histogram is None  # no score to draw the regions over
+    assert "Selection rule: **typical**" in _outcome_markdown(summary)
+
+
+def test_typical_selection_is_reproducible_and_seeded(dataset):
+    first = elfs.select_coreset(dataset, budget_count=25, mode="typical", key="elfs", seed=3)
+    again = elfs.select_coreset(dataset, budget_count=25, mode="typical", key="elfs", seed=3)
+    assert first.selected_ids == again.selected_ids
+
+
+def test_samples_without_an_embedding_are_left_out_with_a_notice(dataset):
+    unembedded = dataset.take(12, seed=1)
+    unembedded.set_field("elfs_embedding", None).save()
+    result = elfs.select_coreset(dataset, budget_count=40, mode="typical")
+    assert not set(result.selected_ids) & set(unembedded.values("id"))
+    assert result.n_pool == len(dataset) - 12
+    assert any("12 of the 300 samples have no embedding" in n for n in result.notices)
+
+
+def test_the_other_rules_still_need_the_scores_and_say_so(dataset):
+    for mode in ("auto", "window", "ccs"):
+        with pytest.raises(elfs.ElfsInputError, match="run compute_difficulty"):
+            elfs.select_coreset(dataset, budget_count=30, mode=mode)
+    assert "elfs_coreset" not in dataset.list_runs()
+    assert "elfs_coreset_region" not in dataset.get_field_schema()
+
+
+def test_a_key_without_embeddings_or_a_view_without_any_is_refused(dataset):
+    with pytest.raises(elfs.ElfsInputError, match="no ELFS run with that key") as caught:
+        elfs.select_coreset(dataset, budget_count=30, mode="typical", key="other")
+    assert caught.value.param == "key"
+    dataset.clone_sample_field("elfs_embedding", "kept")
+    unembedded = dataset.take(10, seed=0)
+    unembedded.set_field("elfs_embedding", None).save()
+    with pytest.raises(elfs.ElfsInputError, match="no sample of this view has one.*Fix:"):
+        elfs.select_coreset(unembedded, budget_count=5, mode="typical")
+    assert "elfs_coreset" not in dataset.list_runs()
+    assert not dataset.match_tags("elfs_coreset")
+
+
+def test_the_operator_selects_typical_samples_without_scores(dataset):
+    result = foo.execute_operator(
+        f"{PLUGIN}/select_coreset",
+        {"dataset": dataset},
+        params={"budget_mode": "count", "budget_count": 15, "mode": "typical"},
+    )
+    assert result.error is None, result.error
+    assert dataset.load_run_results("elfs_coreset").n_selected == 15
+    assert len(dataset.match_tags("elfs_coreset")) == 15
+    # the form's check still asks for the scores where the rule ranks by them
+    with pytest.raises(ExecutionError, match="Path: key.*run compute_difficulty"):
+        foo.execute_operator(
+            f"{PLUGIN}/select_coreset",
+            {"dataset": dataset},
+            params={"budget_mode": "count", "budget_count": 15, "mode": "ccs"},
+        )
+    assert dataset.load_run_results("elfs_coreset").mode == "typical"
