@@ -409,8 +409,9 @@ def test_load_encoder_names():
             ValueError, match="Fix: pass one of.*efficientnet-lite0.*efficientnet-lite2.*timm:<"
         ):
             load_encoder(name)
-    with pytest.raises(ValueError, match="Unknown timm model 'resnet_nonexistent'"):
+    with pytest.raises(ValueError, match="Unknown timm model 'resnet_nonexistent'") as caught:
         load_encoder("timm:resnet_nonexistent")
+    assert caught.value.param == "model"  # the App form marks the model field
 
 
 def test_timm_encoder_uses_the_model_data_config():
@@ -422,8 +423,11 @@ def test_timm_encoder_uses_the_model_data_config():
     assert X.shape == (2, encoder.dim) and np.isfinite(X).all()
     resized = TimmEncoder("test_resnet", pretrained=False, device="cpu", image_size=64)
     assert resized.transform(Image.new("RGB", (32, 32))).shape == (3, 64, 64)
-    with pytest.raises(ValueError, match="does not accept 128 px inputs.*leave image_size unset"):
+    with pytest.raises(
+        ValueError, match="does not accept 128 px inputs.*leave image_size unset"
+    ) as e:
         TimmEncoder("vit_tiny_patch16_224", pretrained=False, device="cpu", image_size=128)
+    assert e.value.param == "image_size"
 
 
 def test_default_image_size_is_each_encoders_own():

@@ -466,7 +466,8 @@ def _weights_source(model_name: str) -> tuple[str, str | None]:
     raise ElfsInputError(
         f"timm model '{model_name}' has no pretrained weights. Fix: pick a tagged model with "
         "weights (see `timm.list_models(pretrained=True)`), or use "
-        f"model='{DEFAULT_ENCODER}'."
+        f"model='{DEFAULT_ENCODER}'.",
+        param="model",
     )
 
 
@@ -492,7 +493,8 @@ def _create_timm_model(model_name: str, pretrained: bool) -> nn.Module:
         hint = f" Similar names: {close}." if close else ""
         raise ElfsInputError(
             f"Unknown timm model '{model_name}'.{hint} Fix: use a name from "
-            "`timm.list_models()` (optionally with a weights tag, e.g. 'resnet50.a1_in1k')."
+            "`timm.list_models()` (optionally with a weights tag, e.g. 'resnet50.a1_in1k').",
+            param="model",
         )
     if not pretrained:
         return timm.create_model(model_name, pretrained=False, num_classes=0)
@@ -542,7 +544,8 @@ class TimmEncoder(ImageEncoder):
             raise ElfsInputError(
                 f"timm model '{model_name}' does not accept {image_size} px inputs "
                 f"({type(e).__name__}: {e}). Fix: leave image_size unset to use the model's own "
-                "resolution, or pick a model that takes any input size."
+                "resolution, or pick a model that takes any input size.",
+                param="image_size",
             ) from e
         self.dim = int(probe.shape[-1])
 
