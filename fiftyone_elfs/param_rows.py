@@ -204,7 +204,7 @@ MODE = Param(
         "auto: the difficulty window when the pseudo-labels look trustworthy, typical "
         "selection (the most typical sample of each of budget k-means cells of the embeddings) "
         "when they do not; or one rule, fixed: window, CCS (the budget drawn evenly across the "
-        "difficulty range) or typical."
+        "difficulty range) or typical (needs only the key's embeddings, no scores)."
     ),
 )
 BETA_MODE = Switch(
