@@ -240,8 +240,8 @@ def select_coreset(
     pseudo-labels' embeddings field) are split into budget k-means cells and the most typical
     sample of each is kept (the densest among the cell's own members; TypiClust,
     `fiftyone_elfs.selection.typical_select`); it needs only the key's embeddings
-    (`compute_embeddings`): on a key without difficulty scores its pool is the samples with an
-    embedding and no ranking is recorded. ``mode="auto"`` (the
+    (`compute_embeddings`): on a key without scores its candidates are the samples with an
+    embedding, and its rounds keep to them. ``mode="auto"`` (the
     default) chooses by the pseudo-labels' recorded trust (`fiftyone_elfs.selection.
     resolve_mode`; the result's ``mode_reason`` says which and why). The coreset is tagged
     (default "<key>_coreset"), saved as the view "<key>-coreset" and each scored sample's region
@@ -275,8 +275,9 @@ def select_more(
     from the samples neither cut nor excluded; for a typical coreset, the most typical free sample
     of each of the largest k-means cells that hold no selected or labeled sample (``beta`` is
     refused there: that rule makes no cut). Tagged "<key>_round<k>", saved as
-    "<key>-round<k>", recorded as its own run. `budget_fraction` is a share of the scored pool.
-    To let returned labels improve the ranking, re-run ``compute_difficulty(...,
+    "<key>-round<k>", recorded as its own run. `budget_fraction` is a share of the scored pool
+    (for a typical coreset selected without scores, of the samples with an embedding). To
+    let returned labels improve the ranking, re-run ``compute_difficulty(...,
     label_field=...)`` before this.
 
     Returns:

@@ -155,6 +155,13 @@ def _check_classes(
         )
     check_map_to_classes(prelabel_map, classes)
     unknown_clusters = sorted(set(prelabel_map) - set(all_clusters))
+    if unknown_clusters and not all_clusters:
+        raise ElfsInputError(
+            "prelabel_map maps clusters to classes, and this key has no pseudo-labels (its "
+            "coreset was selected from the embeddings alone, or the field was deleted). Fix: "
+            "leave prelabel_map unset, or run compute_pseudo_labels with this key first.",
+            param="prelabel_map",
+        )
     if unknown_clusters:
         raise ElfsInputError(
             f"prelabel_map has keys {unknown_clusters} that are not clusters of this key "

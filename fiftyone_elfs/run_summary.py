@@ -127,11 +127,16 @@ def cluster_balance(dataset: fo.Dataset, names: runs.PipelineNames, tag: str) ->
 
 
 def coreset_notices(
-    dataset: fo.Dataset, names: runs.PipelineNames, config: Any, n_selected: int
+    dataset: fo.Dataset,
+    names: runs.PipelineNames,
+    config: Any,
+    n_selected: int,
+    mode: str = "window",
 ) -> list[str]:
     """What has changed since the coreset was selected that its figures do not show: samples
     tagged or untagged by hand (exports and sends follow the tag), its saved view deleted,
-    scores recomputed since (the histogram then draws the old regions over the new scores)."""
+    scores recomputed since (the histogram then draws the old regions over the new scores; a
+    typical coreset read no score, so its regions never described any)."""
     out = []
     n_tagged = dataset_io.count(dataset_io.tagged(dataset, config.tag))
     if n_tagged != n_selected:
@@ -148,7 +153,7 @@ def coreset_notices(
         )
     stage = "contrastive" if config.score == "contrastive" else "difficulty"
     scored, selected = (names.run_key(s) for s in (stage, "coreset"))
-    if scored in dataset.list_runs():
+    if mode != "typical" and scored in dataset.list_runs():
         if dataset.get_run_info(scored).timestamp > dataset.get_run_info(selected).timestamp:
             out.append(
                 f"The '{config.score}' scores were computed again after this coreset was "
@@ -205,7 +210,7 @@ def summarize_run(
         summary.saved_view = saved if dataset.has_saved_view(saved) else None
         summary.histogram = score_histogram(dataset, names, config.score, bins=bins)
         summary.clusters = cluster_balance(dataset, names, config.tag)
-        summary.notices = coreset_notices(dataset, names, config, results.n_selected)
+        summary.notices = coreset_notices(dataset, names, config, results.n_selected, summary.mode)
     if "visualization" in stages:
         brain_key = runs.stage_config(dataset, names, "visualization").brain_key
         if brain_key in dataset_io.brain_runs(dataset):

@@ -713,6 +713,10 @@ def test_range_messages_name_a_fix(ds, function, operator, kwargs, match):
     [
         (dict(mode="typical", beta=0.2), r"beta=0.2 sets a hard-end cut.*'typical' makes no cut"),
         (dict(model="timm:no_such_model_xyz"), r"timm has no model named 'no_such_model_xyz'"),
+        # timm's own table says so, without a download: the form marked neither (audit
+        # 'typicalonly' #6), and the tag ended in a RuntimeError traceback
+        (dict(model="timm:nf_resnet26"), r"'nf_resnet26' has no pretrained weights"),
+        (dict(model="timm:resnet18.no_such_tag"), r"Invalid pretrained tag.*list_pretrained"),
         # recorded as given, the same encoder read as another one: its vectors as recomputed
         (dict(model="efficientnet-lite0 "), r"spaces around it. Fix: model='efficientnet-lite0'"),
     ],

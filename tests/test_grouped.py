@@ -141,6 +141,18 @@ def test_a_selection_on_the_slice_without_scores_names_the_slice_with_them(group
     elfs.select_more(grouped.select_group_slices("right"), key="r", budget_count=4)
 
 
+def test_typical_selection_on_the_slice_without_embeddings_names_the_slice_with_them(grouped):
+    # the embeddings-only path said "run compute_embeddings on this view" (audit 'typicalonly' #4)
+    elfs.compute_embeddings(grouped.select_group_slices("right"), key="e")
+    with pytest.raises(elfs.ElfsInputError) as refused:
+        elfs.select_coreset(grouped, key="e", budget_count=4, mode="typical")
+    assert "40 samples of the group slice(s) ['right'] have one: pass " in str(refused.value)
+    right = grouped.select_group_slices("right")
+    assert (
+        len(elfs.select_coreset(right, key="e", budget_count=4, mode="typical").selected_ids) == 4
+    )
+
+
 def test_show_coreset_without_its_saved_view_shows_the_coreset_of_any_slice(grouped):
     # The fallback matched the tag on the active slice only: 0 samples for a 'right' coreset.
     from panel_events import panel_context

@@ -29,7 +29,7 @@ def test_typical_selection_needs_only_the_embeddings(dataset):
     assert set(dataset.match_tags("elfs_coreset").values("id")) == set(result.selected_ids)
     assert set(dataset.list_runs()) == runs_before | {"elfs_coreset"}  # nothing computed
     stored = dataset.load_run_results("elfs_coreset")
-    assert stored.mode == "typical" and stored.scored is False
+    assert stored.mode == "typical" and stored.scored is False  # its rounds keep to this pool
     # the picks cover the embedding: each is the nearest pick of fewer than a third of the pool
     X = np.asarray(dataset.values("elfs_embedding"), dtype=float)
     X /= np.linalg.norm(X, axis=1, keepdims=True)
@@ -40,7 +40,7 @@ def test_typical_selection_needs_only_the_embeddings(dataset):
     second = elfs.select_more(dataset, budget_count=20)
     assert second.mode == "typical" and second.round == 2 and len(second.selected_ids) == 20
     assert not set(second.selected_ids) & set(result.selected_ids)
-    assert dataset.load_run_results("elfs_round2").scored is False
+    assert dataset.load_run_results("elfs_round2").n_excluded == 30
 
     summary = run_summary.summarize_run(dataset)
     assert summary.mode == "typical" and summary.n_selected == 30
@@ -101,3 +101,47 @@ def test_the_operator_selects_typical_samples_without_scores(dataset):
             params={"budget_mode": "count", "budget_count": 15, "mode": "ccs"},
         )
     assert dataset.load_run_results("elfs_coreset").mode == "typical"
+
+
+def test_scores_computed_later_neither_shrink_the_pool_nor_stop_the_rounds(dataset):
+    """Audit 'typicalonly' #1 and #3: once difficulty scores existed on part of the samples,
+    round 2 drew from those alone and lost sight of round 1's picks; re-clustered pseudo-labels
+    (stale scores) refused typical selection over "a ranking by these scores" it never reads;
+    the summary said the scores were computed "again" and that rounds rank by them."""
+    first = elfs.select_coreset(dataset, budget_count=20, mode="typical")
+    part = dataset.take(60, seed=4)
+    elfs.compute_pseudo_labels(part, n_clusters=4, clustering="kmeans")
+    elfs.compute_difficulty(part, epochs=2)
+    assert run_summary.summarize_run(dataset).notices == []
+    second = elfs.select_more(dataset, budget_count=20)
+    assert second.n_pool == len(dataset)  # every embedded sample, not the 60 scored
+    assert dataset.load_run_results("elfs_round2").n_excluded == 20
+    assert not set(second.selected_ids) & set(first.selected_ids)
+    elfs.compute_pseudo_labels(part, n_clusters=3, clustering="kmeans")  # the scores go stale
+    with pytest.raises(elfs.ElfsInputError, match="earlier pseudo-labels"):  # it ranks by them
+        elfs.select_coreset(part, budget_count=5, mode="window")
+    third = elfs.select_more(dataset, budget_count=10)
+    assert len(third.selected_ids) == 10
+    assert not set(third.selected_ids) & (set(first.selected_ids) | set(second.selected_ids))
+
+
+def test_the_messages_of_an_embeddings_only_key_name_embeddings_not_scores(dataset, tmp_path):
+    """Audit 'typicalonly' #2 and #5: the counts and fixes spoke of scores the key never had."""
+    half = dataset.take(150, seed=5)
+    elfs.compute_embeddings(half, key="half")
+    result = elfs.select_coreset(dataset, key="half", budget_count=140, mode="typical")
+    notice = next(n for n in result.notices if "have no embedding" in n)
+    assert notice.startswith("150 of the 300 samples") and "on a view without them" in notice
+    rest = elfs.select_more(dataset, key="half", budget_count=500)
+    assert any("(10; candidates: samples with an embedding" in n for n in rest.notices)
+    with pytest.raises(elfs.ElfsInputError, match="150 candidate samples.*embed more samples"):
+        elfs.select_more(dataset, key="half", budget_count=5)
+    with pytest.raises(elfs.ElfsInputError, match="no pseudo-labels.*leave prelabel_map unset"):
+        elfs.export_coreset(
+            dataset, str(tmp_path / "out"), key="half", classes=["a"], prelabel_map={"c0": "a"}
+        )
+    dataset.rename_sample_field("half_embedding", "mine")
+    with pytest.raises(
+        elfs.ElfsInputError, match="is not on this dataset \\(renamed or deleted\\)"
+    ):
+        elfs.select_coreset(dataset, key="half", budget_count=5, mode="typical")

@@ -450,6 +450,9 @@ def _weights_source(model_name: str) -> tuple[str, str | None]:
     endpoint = huggingface_hub.constants.ENDPOINT
     if model_name.startswith(("hf-hub:", "hf_hub:")):
         return endpoint, None
+    missing = _missing_weights_error(model_name)
+    if missing is not None:
+        raise missing
     cfg = timm.models.get_pretrained_cfg(model_name)
     if cfg is not None and cfg.hf_hub_id:
         files = [cfg.hf_hub_filename] if cfg.hf_hub_filename else []
@@ -463,7 +466,25 @@ def _weights_source(model_name: str) -> tuple[str, str | None]:
             torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(cfg.url).path)
         )
         return cfg.url, path if os.path.isfile(path) else None
-    raise ElfsInputError(
+    return cfg.file, cfg.file if os.path.isfile(cfg.file) else None  # a local file only
+
+
+def _missing_weights_error(model_name: str) -> ElfsInputError | None:
+    """The refusal of a timm model (name and optional tag) that timm knows no pretrained weights
+    for, read from timm's own table (no download); None if it has some."""
+    import timm.models
+
+    try:
+        cfg = timm.models.get_pretrained_cfg(model_name)
+    except RuntimeError as e:  # a tag the architecture does not have
+        return ElfsInputError(
+            f"timm model '{model_name}': {e} Fix: pick a tag from "
+            f"`timm.list_pretrained('{model_name.split('.')[0]}*')`, or leave the tag out.",
+            param="model",
+        )
+    if cfg is not None and (cfg.hf_hub_id or cfg.url or cfg.file):
+        return None
+    return ElfsInputError(
         f"timm model '{model_name}' has no pretrained weights. Fix: pick a tagged model with "
         "weights (see `timm.list_models(pretrained=True)`), or use "
         f"model='{DEFAULT_ENCODER}'.",
@@ -577,7 +598,8 @@ def default_image_size(name: str) -> int | None:
 
 def check_encoder_name(name: str) -> None:
     """Refuses, without loading or downloading anything, a name `load_encoder` can never build:
-    an unknown form, or a timm model timm does not know; and spaces around a name (the run
+    an unknown form, a timm model timm does not know or has no pretrained weights for (timm's
+    own table says so); and spaces around a name (the run
     records the name as given: the same encoder would read as another one, and its vectors as
     recomputed)."""
     key = name.strip() if isinstance(name, str) else name
@@ -592,6 +614,9 @@ def check_encoder_name(name: str) -> None:
 
         model_name = key[len(TIMM_PREFIX) :].strip()
         if timm.is_model(model_name):
+            missing = _missing_weights_error(model_name)
+            if missing is not None:
+                raise missing
             return
         raise ElfsInputError(
             f"timm has no model named '{model_name}'. Fix: pick a name from "

@@ -85,15 +85,16 @@ def read_scores(
         _refuse_scores_from_elsewhere(samples, names, scoring, score_field, stage)
     if not ids:
         raise ElfsInputError(
-            f"No sample of this view has a '{score}' score{_scored_elsewhere(samples, score_field)}"
+            f"No sample of this view has a '{score}' score{found_elsewhere(samples, score_field)}"
             f". Fix: pass the samples the key scored, or run {stage} on this view."
         )
     return ids, np.asarray(values, dtype=float)
 
 
-def _scored_elsewhere(samples: SampleCollection, field: str) -> str:
-    """Where the dataset's scores are when a view has none: the count, and the group slices of
-    a grouped dataset (whose active slice a view of the dataset reaches by default)."""
+def found_elsewhere(samples: SampleCollection, field: str) -> str:
+    """Where the dataset's values of `field` (scores, embeddings) are when a view has none: the
+    count, and the group slices of a grouped dataset (whose active slice a view of the dataset
+    reaches by default); "" when the dataset has none either."""
     dataset = dataset_io.dataset_of(samples)
     scored = dataset_io.every_slice(dataset).exists(field)
     n = dataset_io.count(scored)

@@ -114,16 +114,10 @@ def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
         )
     names = runs.PipelineNames(key)
     score = values.get("score") or "aum"
-    scoring = "contrastive" if score == "contrastive" else "difficulty"
     if values.get("mode") == "typical" and not has_scores(samples, names, score, None):
         embedded_pool(samples, names)  # typical selection needs the embeddings alone
     else:
-        try:
-            field_name = names.score_field(score)
-            record.check_input(samples, names, scoring, field_name, f"'{score}' scores")
-        except ElfsInputError as e:
-            param = "score" if scoring == "contrastive" else "key"
-            raise ElfsInputError(str(e), param=param) from None
+        require_scores(samples, names, score)
     require_no_later_rounds(dataset, names)
     tags, views = [values.get("tag") or names.tag], [names.saved_view]
     record.check_ownership(
@@ -131,12 +125,29 @@ def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
     )
 
 
+def require_scores(
+    samples: SampleCollection,
+    names: runs.PipelineNames,
+    score: str,
+    held: record.HeldRuns | None = None,
+) -> None:
+    """Refuses a key without `score` values: the window and CCS rank by them, "auto" may choose
+    either (so it asks for them whatever the pseudo-labels' trust turns out to be), and a
+    typical selection's candidates are the scored samples where the key has scores."""
+    scoring = "contrastive" if score == "contrastive" else "difficulty"
+    try:
+        field_name = names.score_field(score)
+        record.check_input(samples, names, scoring, field_name, f"'{score}' scores", held)
+    except ElfsInputError as e:
+        raise ElfsInputError(str(e), param="score" if scoring == "contrastive" else "key") from None
+
+
 def beta_for(
     samples: SampleCollection,
     names: runs.PipelineNames,
     ids: list[str],
     score: str,
-    values: np.ndarray,
+    values: np.ndarray | None,
     beta: float | None,
     budget_fraction: float,
     mode: str,
@@ -144,7 +155,8 @@ def beta_for(
     """The user's beta, or the label-free default for this score and budget, with the reason;
     none for typical selection, which makes no cut (a user's beta is refused before this).
 
-    `values`: the `score` of the samples `ids` (the AUM itself is not read again)."""
+    `values`: the `score` of the samples `ids` (the AUM itself is not read again); None for
+    typical selection, which reads no score."""
     from fiftyone_elfs.selection import label_free_beta
 
     if mode == "typical":
@@ -280,13 +292,21 @@ def select_coreset(
     from fiftyone_elfs.selection import ccs_prune, double_end_prune, resolve_budget
 
     names = runs.PipelineNames(config.key)
+    check_mode_and_beta(config.mode, config.beta)
+    # typical selection reads no score: on a key without scores, its candidates are the
+    # samples with an embedding; elsewhere the scored samples ("auto" asks for the scores
+    # whatever it chooses)
     scored = config.mode != "typical" or has_scores(samples, names, config.score, held)
     if scored:
         ids, values = read_scores(samples, names, config.score, held)
-        unscored = []
-    else:  # typical selection uses no score: the key's embedded samples are the candidates
-        (ids, unscored), values = embedded_pool(samples, names, held), None
-    n_scored = len(ids)
+        # a pipeline's unscored samples are its unreadable images, listed already
+        pool_notices = unscored_notice(samples, len(ids), config.score) if held is None else []
+    else:
+        (ids, pool_notices), values = embedded_pool(samples, names, held), None
+    mode, mode_reason, trust = _mode_for(
+        samples, names, config.mode, config.score, held, beta_set=config.beta is not None
+    )
+    pseudo_labels.require_current_trust(samples, names, config.mode, mode, held)
     ids, values, gone = without_missing_media(samples, ids, values)
     n = len(ids)
     budget = resolve_budget(
@@ -300,24 +320,17 @@ def select_coreset(
         )
     dataset = dataset_io.dataset_of(samples)
     require_no_later_rounds(dataset, names)
-    check_mode_and_beta(config.mode, config.beta)
-    mode, mode_reason, trust = _mode_for(
-        samples, names, config.mode, config.score, held, beta_set=config.beta is not None
-    )
-    pseudo_labels.require_current_trust(samples, names, config.mode, mode, held)
     beta, beta_reason = beta_for(
         samples, names, ids, config.score, values, config.beta, min(budget / n, 1.0), mode
     )
     hard_is_low = HARD_IS_LOW[config.score]
     if mode == "typical":
-        pruned = typical_prune(samples, names, ids, values, budget, hard_is_low, config.seed, held)
+        pruned = typical_prune(samples, names, ids, budget, config.seed, held)
     elif mode == "ccs":
         pruned = ccs_prune(values, budget, beta, hard_is_low=hard_is_low, seed=config.seed)
     else:
         pruned = double_end_prune(values, budget, beta, hard_is_low=hard_is_low, seed=config.seed)
-    if held is None and scored:  # a pipeline's unscored samples: its unreadable images, listed
-        pruned.notices.extend(unscored_notice(samples, n_scored, config.score))
-    pruned.notices.extend(unscored)
+    pruned.notices.extend(pool_notices)
     pruned.notices.extend(gone)
     pruned.notices.extend(shared_files_notice(samples, [ids[i] for i in pruned.indices]))
     logger.info("Selection rule: %s (%s).", mode, mode_reason)

@@ -28,7 +28,7 @@ from fiftyone_elfs.stages.selection import (
     results_record,
     selection_result,
 )
-from fiftyone_elfs.stages.typical_selection import embedded_pool, has_scores, typical_prune
+from fiftyone_elfs.stages.typical_selection import embedded_pool, typical_prune
 
 
 @dataclass(frozen=True)
@@ -82,12 +82,14 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
     score = config.score or coreset_score
     coreset = runs.stage_results(dataset, names, "coreset")
     mode = getattr(coreset, "mode", None) or "window"  # coresets before modes were windows
-    scored = mode != "typical" or has_scores(samples, names, score, None)
+    # a typical coreset selected without scores keeps to the samples with an embedding, whatever
+    # scores are computed since (they would shrink the pool and hide round 1's picks)
+    scored = getattr(coreset, "scored", True) is not False  # runs before the flag: scored
     if scored:
         ids, values = read_scores(samples, names, score)
-        unscored = unscored_notice(samples, len(ids), score, rounds=True)
-    else:  # typical selection uses no score: the key's embedded samples are the candidates
-        (ids, unscored), values = embedded_pool(samples, names), None
+        pool_notices = unscored_notice(samples, len(ids), score, rounds=True)
+    else:
+        (ids, pool_notices), values = embedded_pool(samples, names), None
     ids, values, gone = without_missing_media(samples, ids, values)
     n = len(ids)
     budget = resolve_budget(
@@ -107,11 +109,15 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
         excluded_ids.update(dataset_io.ids_with_values(samples, config.label_field))
     excluded = np.array([i in excluded_ids for i in ids], dtype=bool)
     if excluded.all():
+        more = (
+            f"embed more samples (compute_embeddings with key '{config.key}' on a larger view)"
+            if not scored
+            else "score more samples (run the pipeline on a larger pool with another key)"
+        )
         raise ElfsInputError(
-            f"Every one of the {n} scored samples of key '{config.key}' is already selected or "
-            "labeled, so there is nothing left to select. Fix: score more samples (run the "
-            "pipeline on a larger pool with another key), or start a new selection with "
-            "another key."
+            f"Every one of the {n} {'scored' if scored else 'candidate'} samples of "
+            f"key '{config.key}' is already selected or labeled, so there is nothing left to "
+            f"select. Fix: {more}, or start a new selection with another key."
         )
     mode_reason = f"the rule of this key's coreset ({mode})"
     if mode == "typical" and config.beta is not None:
@@ -129,9 +135,7 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
     hard_is_low = HARD_IS_LOW[score]
     seed = int(getattr(coreset_config, "seed", 0) or 0)
     if mode == "typical":
-        pruned = typical_prune(
-            samples, names, ids, values, budget, hard_is_low, seed + round_no, excluded=excluded
-        )
+        pruned = typical_prune(samples, names, ids, budget, seed + round_no, excluded=excluded)
     elif mode == "ccs":
         pruned = ccs_prune(
             values, budget, beta, hard_is_low=hard_is_low, excluded=excluded, seed=seed + round_no
@@ -140,7 +144,7 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
         pruned = next_round_prune(  # the coreset's seed: its ties in its order (nested windows)
             values, excluded, budget, beta, hard_is_low=hard_is_low, seed=seed
         )
-    pruned.notices.extend(unscored)
+    pruned.notices.extend(pool_notices)
     pruned.notices.extend(gone)
     chosen = [ids[i] for i in pruned.indices]
     pruned.notices.extend(shared_files_notice(samples, chosen, sorted(excluded_ids)))
