@@ -131,12 +131,12 @@ def coreset_notices(
     names: runs.PipelineNames,
     config: Any,
     n_selected: int,
-    mode: str = "window",
+    results: Any = None,
 ) -> list[str]:
     """What has changed since the coreset was selected that its figures do not show: samples
     tagged or untagged by hand (exports and sends follow the tag), its saved view deleted,
     scores recomputed since (the histogram then draws the old regions over the new scores; a
-    typical coreset read no score, so its regions never described any)."""
+    typical coreset selected without scores, `results.scored` False, had none)."""
     out = []
     n_tagged = dataset_io.count(dataset_io.tagged(dataset, config.tag))
     if n_tagged != n_selected:
@@ -153,12 +153,14 @@ def coreset_notices(
         )
     stage = "contrastive" if config.score == "contrastive" else "difficulty"
     scored, selected = (names.run_key(s) for s in (stage, "coreset"))
-    if mode != "typical" and scored in dataset.list_runs():
+    typical = getattr(results, "mode", None) == "typical"
+    if getattr(results, "scored", True) is not False and scored in dataset.list_runs():
         if dataset.get_run_info(scored).timestamp > dataset.get_run_info(selected).timestamp:
+            later = "draw from the samples they score" if typical else "rank by them"
             out.append(
                 f"The '{config.score}' scores were computed again after this coreset was "
                 "selected, so the histogram draws its regions over the new scores (later "
-                "rounds, select_more, rank by them; the coreset itself is unchanged)."
+                f"rounds, select_more, {later}; the coreset itself is unchanged)."
             )
     return out
 
@@ -210,7 +212,7 @@ def summarize_run(
         summary.saved_view = saved if dataset.has_saved_view(saved) else None
         summary.histogram = score_histogram(dataset, names, config.score, bins=bins)
         summary.clusters = cluster_balance(dataset, names, config.tag)
-        summary.notices = coreset_notices(dataset, names, config, results.n_selected, summary.mode)
+        summary.notices = coreset_notices(dataset, names, config, results.n_selected, results)
     if "visualization" in stages:
         brain_key = runs.stage_config(dataset, names, "visualization").brain_key
         if brain_key in dataset_io.brain_runs(dataset):

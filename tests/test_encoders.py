@@ -414,6 +414,25 @@ def test_load_encoder_names():
     assert caught.value.param == "model"  # the App form marks the model field
 
 
+def test_the_name_check_takes_what_load_encoder_builds_and_refuses_the_rest():
+    """The forms and run_pipeline check names with `check_encoder_name`: it refused the
+    Hugging Face Hub names load_encoder builds (audit 'regress2' #4), and let through a model
+    without weights and a tag timm does not have (a RuntimeError once the run started)."""
+    check = enc_mod.check_encoder_name
+    for name in ("efficientnet-lite0", "timm:resnet18", "timm:resnet18.a1_in1k",
+                 "timm:hf-hub:timm/resnet18.a1_in1k", "timm:hf_hub:org/model"):  # fmt: skip
+        check(name)
+    for name, problem in (
+        ("timm:nf_resnet26", "has no pretrained weights"),
+        ("timm:resnet18.no_such_tag", "Invalid pretrained tag"),
+        ("timm:hf-hub:", "timm has no model named .hf-hub:."),
+        ("timm:no_such_model_xyz", "timm has no model named"),
+    ):
+        with pytest.raises(ValueError, match=problem) as refused:
+            check(name)
+        assert refused.value.param == "model"
+
+
 def test_timm_encoder_uses_the_model_data_config():
     """A timm model (random weights, no download) embeds with its own preprocessing."""
     encoder = load_encoder("timm:test_resnet", pretrained=False, device="cpu")

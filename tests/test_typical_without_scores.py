@@ -145,3 +145,22 @@ def test_the_messages_of_an_embeddings_only_key_name_embeddings_not_scores(datas
         elfs.ElfsInputError, match="is not on this dataset \\(renamed or deleted\\)"
     ):
         elfs.select_coreset(dataset, key="half", budget_count=5, mode="typical")
+
+
+FAST = dict(n_clusters=5, clustering="kmeans", epochs=2, visualize=False)
+
+
+def test_a_scored_typical_coreset_keeps_its_checks_and_their_order(dataset):
+    """Audit 'regress2' #1 and #2: once the pool was read before the rule, a key with rounds
+    whose embeddings were recomputed got the stale-trust refusal (whose fix only led to the
+    rounds refusal); and the summary stopped saying that recomputed scores move the rounds of a
+    typical coreset drawn from the scored samples."""
+    elfs.run_pipeline(dataset, budget_count=10, mode="typical", **FAST)
+    assert dataset.load_run_results("elfs_coreset").scored is True
+    elfs.compute_difficulty(dataset.take(60, seed=0), epochs=2)
+    (notice,) = run_summary.summarize_run(dataset).notices
+    assert "computed again" in notice and "draw from the samples they score" in notice
+    elfs.select_more(dataset, budget_count=10)
+    elfs.compute_embeddings(dataset, overwrite=True, image_size=96)
+    with pytest.raises(elfs.ElfsInputError, match=r"labeling rounds \[2\]"):
+        elfs.select_coreset(dataset, budget_count=10)

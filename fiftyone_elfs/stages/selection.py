@@ -292,7 +292,6 @@ def select_coreset(
     from fiftyone_elfs.selection import ccs_prune, double_end_prune, resolve_budget
 
     names = runs.PipelineNames(config.key)
-    check_mode_and_beta(config.mode, config.beta)
     # typical selection reads no score: on a key without scores, its candidates are the
     # samples with an embedding; elsewhere the scored samples ("auto" asks for the scores
     # whatever it chooses)
@@ -303,10 +302,6 @@ def select_coreset(
         pool_notices = unscored_notice(samples, len(ids), config.score) if held is None else []
     else:
         (ids, pool_notices), values = embedded_pool(samples, names, held), None
-    mode, mode_reason, trust = _mode_for(
-        samples, names, config.mode, config.score, held, beta_set=config.beta is not None
-    )
-    pseudo_labels.require_current_trust(samples, names, config.mode, mode, held)
     ids, values, gone = without_missing_media(samples, ids, values)
     n = len(ids)
     budget = resolve_budget(
@@ -320,6 +315,11 @@ def select_coreset(
         )
     dataset = dataset_io.dataset_of(samples)
     require_no_later_rounds(dataset, names)
+    check_mode_and_beta(config.mode, config.beta)
+    mode, mode_reason, trust = _mode_for(
+        samples, names, config.mode, config.score, held, beta_set=config.beta is not None
+    )
+    pseudo_labels.require_current_trust(samples, names, config.mode, mode, held)
     beta, beta_reason = beta_for(
         samples, names, ids, config.score, values, config.beta, min(budget / n, 1.0), mode
     )

@@ -60,11 +60,11 @@ def embedded_pool(
         record.check_input(samples, names, "embeddings", field_name, "embeddings", held)
     if not dataset_io.has_field(samples, field_name):
         raise ElfsInputError(
-            f"mode='typical' selects on the embeddings, and the field '{field_name}' that key "
-            f"'{names.key}' reads them from is not on this dataset (renamed or deleted). Fix: "
-            f"run compute_embeddings again with key '{names.key}', or choose mode='window' or "
-            "mode='ccs', which need only the scores.",
-            param="mode",
+            f"Typical selection reads the embeddings, and the field '{field_name}' that key "
+            f"'{names.key}' wrote them to is not on this dataset (renamed or deleted). Fix: "
+            f"rename the field back to '{field_name}', or run compute_embeddings again with key "
+            f"'{names.key}'.",
+            param="key",
         )
     ids = dataset_io.ids_with_values(samples, field_name)
     if not ids:
