@@ -164,3 +164,14 @@ def test_a_scored_typical_coreset_keeps_its_checks_and_their_order(dataset):
     elfs.compute_embeddings(dataset, overwrite=True, image_size=96)
     with pytest.raises(elfs.ElfsInputError, match=r"labeling rounds \[2\]"):
         elfs.select_coreset(dataset, budget_count=10)
+
+
+def test_a_typical_round_counts_earlier_picks_outside_a_rescored_pool(dataset):
+    """Audit 'regress2' #2: scores recomputed on part of the samples shrank a typical round's
+    pool to them, and round 1's picks, outside it, no longer kept the round off their cells."""
+    first = elfs.run_pipeline(dataset, budget_count=10, mode="typical", **FAST)
+    rest = dataset.exclude(first.selected_ids).take(60, seed=0)
+    elfs.compute_difficulty(rest, epochs=2)
+    more = elfs.select_more(dataset, budget_count=10)
+    assert dataset.load_run_results("elfs_round2").n_excluded == 10
+    assert set(more.selected_ids) <= set(rest.values("id"))

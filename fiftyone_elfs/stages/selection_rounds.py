@@ -28,7 +28,11 @@ from fiftyone_elfs.stages.selection import (
     results_record,
     selection_result,
 )
-from fiftyone_elfs.stages.typical_selection import embedded_pool, typical_prune
+from fiftyone_elfs.stages.typical_selection import (
+    embedded_pool,
+    typical_prune,
+    with_earlier_picks,
+)
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,9 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
     if config.label_field is not None:
         excluded_ids.update(dataset_io.ids_with_values(samples, config.label_field))
     excluded = np.array([i in excluded_ids for i in ids], dtype=bool)
+    if mode == "typical":  # reads no score: earlier picks outside the scored pool count too
+        ids, excluded = with_earlier_picks(samples, names, ids, excluded, excluded_ids)
+        values = None
     if excluded.all():
         more = (
             f"embed more samples (compute_embeddings with key '{config.key}' on a larger view)"

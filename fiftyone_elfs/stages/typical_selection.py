@@ -87,6 +87,25 @@ def embedded_pool(
     return ids, notices
 
 
+def with_earlier_picks(
+    samples: SampleCollection,
+    names: runs.PipelineNames,
+    ids: list[str],
+    excluded: np.ndarray,
+    earlier: set[str],
+) -> tuple[list[str], np.ndarray]:
+    """The candidates of a typical round plus the samples selected or labeled before that are
+    not among them (scores recomputed on part of the pool since), as excluded rows: they cover
+    their k-means cells, so the round leaves those cells alone."""
+    pool = set(ids)
+    outside = [i for i in earlier if i not in pool]
+    if not outside:
+        return ids, excluded
+    embedded = set(dataset_io.ids_with_values(samples, embeddings_field(samples, names)))
+    extra = sorted(i for i in outside if i in embedded)
+    return ids + extra, np.concatenate([excluded, np.ones(len(extra), dtype=bool)])
+
+
 def typical_prune(
     samples: SampleCollection,
     names: runs.PipelineNames,
