@@ -613,8 +613,7 @@ def check_encoder_name(name: str) -> None:
         import timm
 
         model_name = key[len(TIMM_PREFIX) :].strip()
-        hub_path = model_name.split(":", 1)[1] if ":" in model_name else ""
-        if model_name.startswith(("hf-hub:", "hf_hub:")) and hub_path.strip():
+        if model_name.startswith(("hf-hub:", "hf_hub:")) and model_name[len("hf-hub:") :].strip():
             return  # a Hugging Face Hub repository: only its download can tell
         if timm.is_model(model_name):
             missing = _missing_weights_error(model_name)

@@ -56,6 +56,11 @@ def without_missing_media(
     return [i for i, k in zip(ids, keep, strict=True) if k], kept_values, [notice]
 
 
+def scoring_stage(score: str) -> str:
+    """The stage that computes a selection score: "contrastive", or the proxy's "difficulty"."""
+    return "contrastive" if score == "contrastive" else "difficulty"
+
+
 def read_scores(
     samples: SampleCollection,
     names: runs.PipelineNames,
@@ -66,7 +71,7 @@ def read_scores(
     `held` holds the scoring stage), or a clear error."""
     dataset_io.require_nonempty(samples)
     score_field = names.score_field(score)
-    scoring = "contrastive" if score == "contrastive" else "difficulty"
+    scoring = scoring_stage(score)
     stage = "compute_contrastive_scores" if score == "contrastive" else "compute_difficulty"
     record.check_input(samples, names, scoring, score_field, f"'{score}' scores", held)
     difficulty.require_current_scores(samples, names, score, held)

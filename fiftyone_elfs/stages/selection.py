@@ -27,15 +27,15 @@ from fiftyone_elfs.difficulty.training_dynamics import HARD_IS_LOW as _PROXY_HAR
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.stages import StageConfig, pseudo_labels, record
 from fiftyone_elfs.stages.candidates import (
-    read_scores,
+    scoring_stage,
     shared_files_notice,
-    unscored_notice,
     without_missing_media,
 )
 from fiftyone_elfs.stages.typical_selection import (
     NO_CUT_REASON,
     embedded_pool,
     has_scores,
+    read_candidates,
     typical_prune,
 )
 
@@ -125,19 +125,14 @@ def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
     )
 
 
-def require_scores(
-    samples: SampleCollection,
-    names: runs.PipelineNames,
-    score: str,
-    held: record.HeldRuns | None = None,
-) -> None:
+def require_scores(samples: SampleCollection, names: runs.PipelineNames, score: str) -> None:
     """Refuses a key without `score` values: the window and CCS rank by them, "auto" may choose
     either (so it asks for them whatever the pseudo-labels' trust turns out to be), and a
     typical selection's candidates are the scored samples where the key has scores."""
-    scoring = "contrastive" if score == "contrastive" else "difficulty"
+    scoring = scoring_stage(score)
     try:
         field_name = names.score_field(score)
-        record.check_input(samples, names, scoring, field_name, f"'{score}' scores", held)
+        record.check_input(samples, names, scoring, field_name, f"'{score}' scores")
     except ElfsInputError as e:
         raise ElfsInputError(str(e), param="score" if scoring == "contrastive" else "key") from None
 
@@ -296,12 +291,7 @@ def select_coreset(
     # samples with an embedding; elsewhere the scored samples ("auto" asks for the scores
     # whatever it chooses)
     scored = config.mode != "typical" or has_scores(samples, names, config.score, held)
-    if scored:
-        ids, values = read_scores(samples, names, config.score, held)
-        # a pipeline's unscored samples are its unreadable images, listed already
-        pool_notices = unscored_notice(samples, len(ids), config.score) if held is None else []
-    else:
-        (ids, pool_notices), values = embedded_pool(samples, names, held), None
+    ids, values, pool_notices = read_candidates(samples, names, config.score, scored, held)
     ids, values, gone = without_missing_media(samples, ids, values)
     n = len(ids)
     budget = resolve_budget(

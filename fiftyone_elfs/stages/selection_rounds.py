@@ -15,9 +15,7 @@ from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.stages import StageConfig, record
 from fiftyone_elfs.stages.candidates import (
-    read_scores,
     shared_files_notice,
-    unscored_notice,
     without_missing_media,
 )
 from fiftyone_elfs.stages.selection import (
@@ -29,7 +27,7 @@ from fiftyone_elfs.stages.selection import (
     selection_result,
 )
 from fiftyone_elfs.stages.typical_selection import (
-    embedded_pool,
+    read_candidates,
     typical_prune,
     with_earlier_picks,
 )
@@ -89,11 +87,7 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
     # a typical coreset selected without scores keeps to the samples with an embedding, whatever
     # scores are computed since (they would shrink the pool and hide round 1's picks)
     scored = getattr(coreset, "scored", True) is not False  # runs before the flag: scored
-    if scored:
-        ids, values = read_scores(samples, names, score)
-        pool_notices = unscored_notice(samples, len(ids), score, rounds=True)
-    else:
-        (ids, pool_notices), values = embedded_pool(samples, names), None
+    ids, values, pool_notices = read_candidates(samples, names, score, scored, rounds=True)
     ids, values, gone = without_missing_media(samples, ids, values)
     n = len(ids)
     budget = resolve_budget(

@@ -21,7 +21,12 @@ from fiftyone_elfs import dataset_io, runs
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.stages import embeddings, record
-from fiftyone_elfs.stages.candidates import found_elsewhere
+from fiftyone_elfs.stages.candidates import (
+    found_elsewhere,
+    read_scores,
+    scoring_stage,
+    unscored_notice,
+)
 
 #: The beta reason of a typical selection.
 NO_CUT_REASON = "no cut: typical selection works on the embeddings, not the difficulty ranking"
@@ -40,8 +45,7 @@ def has_scores(
     samples: SampleCollection, names: runs.PipelineNames, score: str, held: record.HeldRuns | None
 ) -> bool:
     """Whether the key has run the stage that computes `score` (it may be held by a pipeline)."""
-    stage = "contrastive" if score == "contrastive" else "difficulty"
-    return record.held_config(held, samples, names, stage) is not None
+    return record.held_config(held, samples, names, scoring_stage(score)) is not None
 
 
 def embedded_pool(
@@ -85,6 +89,26 @@ def embedded_pool(
             "compute_embeddings again with this key on all the samples to select from."
         )
     return ids, notices
+
+
+def read_candidates(
+    samples: SampleCollection,
+    names: runs.PipelineNames,
+    score: str,
+    scored: bool,
+    held: record.HeldRuns | None = None,
+    rounds: bool = False,
+) -> tuple[list[str], np.ndarray | None, list[str]]:
+    """The candidates of a selection, their `score` values and a notice on the samples left
+    out: the scored samples; with `scored` False (a typical selection on a key without scores)
+    the samples with an embedding, and no values. `rounds`: for `select_more`."""
+    if not scored:
+        ids, notices = embedded_pool(samples, names, held)
+        return ids, None, notices
+    ids, values = read_scores(samples, names, score, held)
+    # a pipeline's unscored samples are its unreadable images, listed already
+    notices = unscored_notice(samples, len(ids), score, rounds=rounds) if held is None else []
+    return ids, values, notices
 
 
 def with_earlier_picks(
