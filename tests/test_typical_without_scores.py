@@ -175,3 +175,23 @@ def test_a_typical_round_counts_earlier_picks_outside_a_rescored_pool(dataset):
     more = elfs.select_more(dataset, budget_count=10)
     assert dataset.load_run_results("elfs_round2").n_excluded == 10
     assert set(more.selected_ids) <= set(rest.values("id"))
+
+
+def test_stale_scores_still_mark_the_pool_of_an_explicit_typical_selection(dataset):
+    """Typical selection does not rank by the scores: once compute_pseudo_labels replaced the
+    clusters the proxy learned, a window is refused (its ranking follows clusters that are
+    gone), but mode="typical" and its rounds still draw from the scored samples."""
+    part = dataset.take(80, seed=2)
+    elfs.compute_pseudo_labels(part, n_clusters=4, clustering="kmeans")
+    elfs.compute_difficulty(part, epochs=2)
+    elfs.compute_pseudo_labels(part, n_clusters=3, clustering="kmeans")  # the scores go stale
+    for mode in ("window", "ccs", "auto"):
+        with pytest.raises(elfs.ElfsInputError, match="earlier pseudo-labels") as caught:
+            elfs.select_coreset(dataset, budget_count=10, mode=mode)
+        assert caught.value.param == "score"
+    assert "elfs_coreset" not in dataset.list_runs()
+    first = elfs.select_coreset(dataset, budget_count=10, mode="typical")
+    assert first.n_pool == 80 and set(first.selected_ids) <= set(part.values("id"))
+    assert dataset.load_run_results("elfs_coreset").scored is True
+    more = elfs.select_more(dataset, budget_count=10)
+    assert set(more.selected_ids) <= set(part.values("id")) - set(first.selected_ids)

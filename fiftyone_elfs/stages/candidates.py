@@ -66,15 +66,19 @@ def read_scores(
     names: runs.PipelineNames,
     score: str,
     held: record.HeldRuns | None = None,
+    ranked: bool = True,
 ) -> tuple[list[str], np.ndarray]:
     """The ids and `score` values of the scored samples of a view (those of the held run if
-    `held` holds the scoring stage), or a clear error."""
+    `held` holds the scoring stage), or a clear error. `ranked` False: the caller uses the
+    scores only to know which samples were scored (typical selection), so scores from a proxy
+    trained on replaced pseudo-labels are no refusal."""
     dataset_io.require_nonempty(samples)
     score_field = names.score_field(score)
     scoring = scoring_stage(score)
     stage = "compute_contrastive_scores" if score == "contrastive" else "compute_difficulty"
     record.check_input(samples, names, scoring, score_field, f"'{score}' scores", held)
-    difficulty.require_current_scores(samples, names, score, held)
+    if ranked:
+        difficulty.require_current_scores(samples, names, score, held)
     held_run = record.held_run(held, scoring)
     if held_run is not None:
         ids, values = held_run.outputs.values[score_field]

@@ -291,7 +291,9 @@ def select_coreset(
     # samples with an embedding; elsewhere the scored samples ("auto" asks for the scores
     # whatever it chooses)
     scored = config.mode != "typical" or has_scores(samples, names, config.score, held)
-    ids, values, pool_notices = read_candidates(samples, names, config.score, scored, held)
+    ids, values, pool_notices = read_candidates(
+        samples, names, config.score, scored, held, ranked=config.mode != "typical"
+    )
     ids, values, gone = without_missing_media(samples, ids, values)
     n = len(ids)
     budget = resolve_budget(

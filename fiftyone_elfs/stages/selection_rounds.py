@@ -87,7 +87,9 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
     # a typical coreset selected without scores keeps to the samples with an embedding, whatever
     # scores are computed since (they would shrink the pool and hide round 1's picks)
     scored = getattr(coreset, "scored", True) is not False  # runs before the flag: scored
-    ids, values, pool_notices = read_candidates(samples, names, score, scored, rounds=True)
+    ids, values, pool_notices = read_candidates(
+        samples, names, score, scored, rounds=True, ranked=mode != "typical"
+    )
     ids, values, gone = without_missing_media(samples, ids, values)
     n = len(ids)
     budget = resolve_budget(

@@ -98,14 +98,17 @@ def read_candidates(
     scored: bool,
     held: record.HeldRuns | None = None,
     rounds: bool = False,
+    ranked: bool = True,
 ) -> tuple[list[str], np.ndarray | None, list[str]]:
     """The candidates of a selection, their `score` values and a notice on the samples left
     out: the scored samples; with `scored` False (a typical selection on a key without scores)
-    the samples with an embedding, and no values. `rounds`: for `select_more`."""
+    the samples with an embedding, and no values. `rounds`: for `select_more`. `ranked` False:
+    the rule (typical selection) does not rank by the scores, so stale ones still mark the
+    candidates."""
     if not scored:
         ids, notices = embedded_pool(samples, names, held)
         return ids, None, notices
-    ids, values = read_scores(samples, names, score, held)
+    ids, values = read_scores(samples, names, score, held, ranked=ranked)
     # a pipeline's unscored samples are its unreadable images, listed already
     notices = unscored_notice(samples, len(ids), score, rounds=rounds) if held is None else []
     return ids, values, notices
