@@ -10,7 +10,7 @@ Replacing (another model or image size, ``overwrite=True``): every image is embe
 the old vectors and their run stay as they are; the record step replaces them only once all the
 new vectors are computed (as other stages replace their previous run), so a refusal (no image
 readable), an error or a Ctrl-C before that leaves them exactly as they were. (A FiftyOne zoo
-model writes its field itself: the old vectors go once the model is loaded, just before.)
+model writes a field itself: into a scratch field beside the old one, `zoo_embeddings`.)
 
 Provenance: the run records a ``vectors_version``, new whenever vectors already in the field are
 replaced and kept when a rerun only adds the missing ones; the pseudo-labels record the version
@@ -225,9 +225,13 @@ def run(
     n_resumed = 0
     if ids and config.model.startswith(ZOO_PREFIX):
         zoo_model = zoo_embeddings.load_zoo_model(config.model)  # may refuse: changes nothing
-        if replaced:  # FiftyOne writes the field itself: the old vectors must go first
-            record.delete_previous(samples, names, STAGE)
-        skipped = zoo_embeddings.embed(samples, zoo_model, ids, config.batch_size, field_name)
+        if replaced:  # FiftyOne writes a field itself: beside the old vectors, swapped in below
+            good, vectors, skipped = zoo_embeddings.embed_aside(
+                samples, names, STAGE, zoo_model, ids, config.batch_size, field_name
+            )
+            outputs = record.Outputs(values={field_name: (good, vectors)})
+        else:
+            skipped = zoo_embeddings.embed(samples, zoo_model, ids, config.batch_size, field_name)
     elif ids:
         vectors, failures, n_resumed = _embed_in_stored_chunks(
             dataset_io.dataset_id(dataset), ids, paths, config, report

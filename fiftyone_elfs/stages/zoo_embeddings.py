@@ -1,16 +1,28 @@
 """FiftyOne zoo models as the embeddings stage's encoder (``model="zoo:<name>"``): loading one,
-and embedding through FiftyOne, which writes the field itself (no chunk store, no resume).
+and embedding through FiftyOne, which writes a field itself (no chunk store, no resume).
+
+Adding the missing vectors of a key, FiftyOne writes them into the key's field. Replacing them
+(another model, ``overwrite=True``), it writes into a scratch field beside it (`embed_aside`),
+read back and removed, so the old vectors stay until the record step swaps in the new ones: an
+error or an interruption midway leaves them as they were (the scratch field is journaled, and
+the next run of the key removes it).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fiftyone_elfs import dataset_io
+import numpy as np
+
+from fiftyone_elfs import dataset_io, runs
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.errors import ElfsInputError
+from fiftyone_elfs.stages import record
 
 ZOO_PREFIX = "zoo:"
+
+#: The scratch field of a replacing run is named "<embeddings field><SCRATCH_SUFFIX>".
+SCRATCH_SUFFIX = "_replacing"
 
 
 def load_zoo_model(name: str) -> Any:
@@ -46,7 +58,41 @@ def embed(
     """Embeds the samples `ids` with a loaded FiftyOne zoo model into `field` (written by
     FiftyOne); returns the samples it could not embed."""
     dataset_io.write_zoo_embeddings(samples, model, field, ids, batch_size)
+    return _not_embedded(samples, field)
+
+
+def _not_embedded(samples: SampleCollection, field: str) -> list[dict[str, str]]:
     return [
         {"id": i, "filepath": p, "reason": "the zoo model could not embed this image"}
         for i, p in dataset_io.missing_ids_and_paths(samples, field)
     ]
+
+
+def embed_aside(
+    samples: SampleCollection,
+    names: runs.PipelineNames,
+    stage: str,
+    model: Any,
+    ids: list[str],
+    batch_size: int,
+    field: str,
+) -> tuple[list[str], list[np.ndarray], list[dict[str, str]]]:
+    """Embeds the samples `ids` (all of `samples`) with a loaded zoo model without touching
+    `field`: into the scratch field ``field + SCRATCH_SUFFIX``, read back and removed. Returns
+    the ids embedded, their vectors and the samples the model could not embed.
+
+    Raises:
+        ElfsInputError: the scratch field's name holds a field that is not this stage's.
+    """
+    scratch = field + SCRATCH_SUFFIX
+    record.check_ownership(samples, names, stage, fields=[scratch])
+    dataset = dataset_io.dataset_of(samples)
+    record.begin_writes(samples, names, stage, [scratch])
+    try:
+        dataset_io.delete_fields(dataset, [scratch])  # an interrupted run's, if any
+        dataset_io.write_zoo_embeddings(samples, model, scratch, ids, batch_size)
+        skipped = _not_embedded(samples, scratch)
+        good, X = dataset_io.read_embeddings(samples, scratch, ids=ids)
+    finally:
+        dataset_io.delete_fields(dataset, [scratch])
+    return good, list(X), skipped
