@@ -265,22 +265,23 @@ def test_chunks_and_shard_plans_of_a_deleted_dataset_go_when_an_embedding_run_st
         alive.delete()
 
 
-def test_a_view_clones_embeddings_are_named_as_the_keys_leftover(ds):
-    """The embedding stage refused them as values "this run did not compute", without saying
-    where they came from or that delete_key removes them."""
+def test_a_view_clones_embeddings_are_taken_over_by_the_keys_embedding_stage(ds):
+    """A view's clone copies the key's embeddings field without its run. The embedding stage
+    refused them as values "this run did not compute", while the rounds' refusal of the same
+    field (after dataset.delete_run) said compute_embeddings replaces it: the key's own field
+    (proven by its mark) is recomputed in place; a renamed run's field stays the user's."""
     small = ds.take(6, seed=0).clone(name=f"elfs-orphans-emb-{uuid.uuid4().hex[:6]}")
     clone = None
     try:
         elfs.compute_embeddings(small, key="e")
         clone = small.limit(6).clone(name=f"elfs-orphans-emb2-{uuid.uuid4().hex[:6]}")
-        with pytest.raises(
-            ElfsInputError,
-            match=r"did not compute.*'e_embedding' was written by the 'embeddings' stage of key "
-            r"'e'.*view\.clone\(\).*delete_key\(dataset, 'e'\) removes it",
-        ):
-            elfs.compute_embeddings(clone, key="e")
-        assert elfs.delete_key(clone, "e") == ["embeddings"]
-        assert elfs.compute_embeddings(clone, key="e")["n_computed"] == 6
+        report = elfs.compute_embeddings(clone, key="e", image_size=64)
+        assert report["n_computed"] == 6 and report["n_reused"] == 0
+        assert clone.get_run_info("e_embeddings").config.image_size == 64
+        assert clone.count("e_embedding") == 6
+        small.rename_run("e_embeddings", "mine")
+        with pytest.raises(ElfsInputError, match="did not compute"):
+            elfs.compute_embeddings(small, key="e")
     finally:
         small.delete()
         if clone is not None:
