@@ -184,7 +184,11 @@ def _current_labels(dataset: fo.Dataset, label_field: str, ids: list[str]) -> di
 
 
 def _apply(dataset: fo.Dataset, label_field: str, plan: LoadPlan) -> None:
-    """Writes the planned answers and removes the withdrawn ones' labels (bulk updates)."""
+    """Writes the planned answers and removes the withdrawn ones' labels (bulk updates). The
+    field exists afterwards even with no answer yet, so that the next round can be told to
+    leave its labeled samples out (`select_more(label_field=...)`) from the first load on."""
+    if not dataset_io.has_field(dataset, label_field):
+        dataset_io.add_classification_field(dataset, label_field)
     if plan.writes:
         ids = list(plan.writes)
         labels = dataset_io.classifications([plan.writes[i] for i in ids])

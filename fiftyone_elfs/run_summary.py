@@ -21,7 +21,8 @@ from fiftyone_elfs.errors import ElfsInputError
 
 _INTERNAL = {"method", "elfs_key", "stage", "owned_fields", "owned_tags", "owned_views",
              "owned_brain_runs", "type", "cls", "vectors_version", "embeddings_version",
-             "labels_version", "pseudo_labels_version", "elfs_version"}  # fmt: skip
+             "labels_version", "pseudo_labels_version", "elfs_version",
+             "marks_fields"}  # fmt: skip
 OPERATOR_PREFIX = "@fiftyone-elfs/elfs/"
 #: Operators whose runs hold a lease of their key for as long as they compute (`leases`).
 LEASED_OPERATORS = frozenset(
@@ -210,7 +211,8 @@ def summarize_run(
         # None once the user deleted it (the panel then shows the tagged samples instead)
         saved = config.saved_view
         summary.saved_view = saved if dataset.has_saved_view(saved) else None
-        summary.histogram = score_histogram(dataset, names, config.score, bins=bins)
+        # a typical coreset selected without scores records none: the default score then
+        summary.histogram = score_histogram(dataset, names, config.score or "aum", bins=bins)
         summary.clusters = cluster_balance(dataset, names, config.tag)
         summary.notices = coreset_notices(dataset, names, config, results.n_selected, results)
     if "visualization" in stages:

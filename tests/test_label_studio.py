@@ -740,3 +740,21 @@ def test_clusters_whose_earlier_answers_are_not_classes_get_no_pre_annotation(da
     with pytest.raises(elfs.ElfsInputError, match=r"'elfs_aum' does not hold fo.Classification"):
         elfs.send_to_label_studio(rest, "r3", classes, label_field="h3", prelabel_field="elfs_aum")
     assert "r3" not in elfs.list_annotation_runs(dataset) and dataset.get_field("h3") is None
+
+
+def test_a_load_with_no_answer_yet_creates_the_field_the_next_round_leaves_out(dataset, creds):
+    """Audit 'typdown' #3: a first load with only skips created no label field, so the README's
+    next step, select_more(label_field=...), refused the very field the answers go to."""
+    coreset = elfs.select_coreset(dataset, budget_count=6, mode="typical")
+    classes = sorted(set(dataset.values("ground_truth.label")))
+    elfs.send_to_label_studio(
+        dataset.select(coreset.selected_ids), "r1", classes, label_field="human"
+    )
+    tasks = sorted(int(t) for t in dataset.load_annotation_results("r1").uploaded_tasks)
+    for task in tasks[:2]:
+        _answer(creds, task, "r1_prelabel", None)  # skipped
+    summary = elfs.load_from_label_studio(dataset, "r1")
+    assert (summary.n_labeled, summary.n_skipped, summary.n_unanswered) == (0, 2, 4)
+    assert dataset.count("human") == 0 and "human" in dataset.get_field_schema()
+    more = elfs.select_more(dataset, budget_count=5, label_field="human")
+    assert len(more.selected_ids) == 5 and not set(more.selected_ids) & set(coreset.selected_ids)

@@ -177,21 +177,79 @@ def test_a_typical_round_counts_earlier_picks_outside_a_rescored_pool(dataset):
     assert set(more.selected_ids) <= set(rest.values("id"))
 
 
-def test_stale_scores_still_mark_the_pool_of_an_explicit_typical_selection(dataset):
-    """Typical selection does not rank by the scores: once compute_pseudo_labels replaced the
-    clusters the proxy learned, a window is refused (its ranking follows clusters that are
-    gone), but mode="typical" and its rounds still draw from the scored samples."""
+def test_a_stale_scores_refusal_of_typical_selection_speaks_of_its_candidates(dataset):
+    """The refusal of stale scores said "a ranking by these scores" to a typical selection,
+    which ranks by no score: there the scores mark the candidates (the samples scored)."""
     part = dataset.take(80, seed=2)
     elfs.compute_pseudo_labels(part, n_clusters=4, clustering="kmeans")
     elfs.compute_difficulty(part, epochs=2)
     elfs.compute_pseudo_labels(part, n_clusters=3, clustering="kmeans")  # the scores go stale
-    for mode in ("window", "ccs", "auto"):
-        with pytest.raises(elfs.ElfsInputError, match="earlier pseudo-labels") as caught:
-            elfs.select_coreset(dataset, budget_count=10, mode=mode)
-        assert caught.value.param == "score"
+    with pytest.raises(elfs.ElfsInputError, match="a ranking by these scores") as caught:
+        elfs.select_coreset(dataset, budget_count=10, mode="window")
+    assert caught.value.param == "score"
+    with pytest.raises(elfs.ElfsInputError) as caught:
+        elfs.select_coreset(dataset, budget_count=10, mode="typical")
+    message = str(caught.value)
+    assert "ranking" not in message and "the candidates of a typical selection" in message
+    assert "re-run compute_difficulty" in message and caught.value.param == "score"
     assert "elfs_coreset" not in dataset.list_runs()
-    first = elfs.select_coreset(dataset, budget_count=10, mode="typical")
-    assert first.n_pool == 80 and set(first.selected_ids) <= set(part.values("id"))
-    assert dataset.load_run_results("elfs_coreset").scored is True
+
+
+def test_rounds_keep_to_the_embeddings_the_coreset_was_selected_on(dataset):
+    """Audit 'typdown' #1: pseudo-labels computed later on another embeddings field moved the
+    rounds to that field: a pool of the 150 samples it covers, round 1's picks outside it no
+    longer counted, and a notice whose fix (compute_embeddings) changed nothing."""
+    first = elfs.select_coreset(dataset, budget_count=20, mode="typical")
+    assert dataset.load_run_results("elfs_coreset").embeddings_field == "elfs_embedding"
+    dataset.clone_sample_field("elfs_embedding", "my_emb")
+    dataset.take(150, seed=6).set_field("my_emb", None).save()
+    elfs.compute_pseudo_labels(
+        dataset, embeddings_field="my_emb", n_clusters=3, clustering="kmeans"
+    )
     more = elfs.select_more(dataset, budget_count=10)
-    assert set(more.selected_ids) <= set(part.values("id")) - set(first.selected_ids)
+    assert more.n_pool == len(dataset) and not any("my_emb" in n for n in more.notices)
+    stored = dataset.load_run_results("elfs_round2")
+    assert stored.n_excluded == 20 and stored.embeddings_field == "elfs_embedding"
+    assert not set(more.selected_ids) & set(first.selected_ids)
+
+
+def test_rounds_after_the_embeddings_run_was_deleted_resume_once_it_is_recomputed(dataset):
+    """Audit 'typdown' #2: after dataset.delete_run of the embeddings, the rounds' refusal
+    said compute_embeddings replaces the field, and compute_embeddings refused it (values
+    "this run did not compute"), even with overwrite=True: a dead end short of delete_key."""
+    first = elfs.select_coreset(dataset, budget_count=20, mode="typical")
+    dataset.delete_run("elfs_embeddings")
+    with pytest.raises(elfs.ElfsInputError, match="compute_embeddings with key='elfs' again"):
+        elfs.select_more(dataset, budget_count=10)
+    report = elfs.compute_embeddings(dataset, key="elfs")
+    assert report["n_computed"] == len(dataset) and report["n_reused"] == 0
+    more = elfs.select_more(dataset, budget_count=10)
+    assert len(more.selected_ids) == 10 and not set(more.selected_ids) & set(first.selected_ids)
+
+
+def test_a_round_whose_run_was_deleted_still_keeps_its_samples_out(dataset):
+    """Audit 'typdown' #4: with round 2's run deleted (dataset.delete_run) and round 3 kept,
+    round 4 picked samples still tagged for round 2, without a word."""
+    elfs.select_coreset(dataset, budget_count=20, mode="typical")
+    second = elfs.select_more(dataset, budget_count=30)
+    third = elfs.select_more(dataset, budget_count=10)
+    dataset.delete_run("elfs_round2")
+    fourth = elfs.select_more(dataset, budget_count=30)
+    assert fourth.round == 4
+    assert not set(fourth.selected_ids) & (set(second.selected_ids) | set(third.selected_ids))
+    (notice,) = [n for n in fourth.notices if "elfs_round2" in n]
+    assert notice.startswith("30 samples carry the tag 'elfs_round2' of round 2")
+
+
+def test_a_coreset_without_scores_records_no_score_and_says_a_given_one_is_unused(dataset):
+    """Audit 'typdown' #5: the run and the panel's parameters said score=aum for a selection
+    that read none, and select_more(score='contrastive') was recorded without a word."""
+    elfs.select_coreset(dataset, budget_count=10, mode="typical")
+    more = elfs.select_more(dataset, budget_count=5, score="contrastive")
+    assert any(n.startswith("score='contrastive' is not used") for n in more.notices)
+    params = run_summary.summarize_run(dataset).params
+    assert "score" not in params["coreset"] and "score" not in params["round2"]
+    assert params["coreset"]["mode"] == "typical" and "marks_fields" not in params["coreset"]
+    elfs.compute_pseudo_labels(dataset, n_clusters=3, clustering="kmeans")
+    elfs.compute_difficulty(dataset, epochs=2)
+    assert run_summary.summarize_run(dataset).histogram.score == "aum"

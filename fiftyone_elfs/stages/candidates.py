@@ -70,15 +70,14 @@ def read_scores(
 ) -> tuple[list[str], np.ndarray]:
     """The ids and `score` values of the scored samples of a view (those of the held run if
     `held` holds the scoring stage), or a clear error. `ranked` False: the caller uses the
-    scores only to know which samples were scored (typical selection), so scores from a proxy
-    trained on replaced pseudo-labels are no refusal."""
+    scores only to know which samples were scored (typical selection), as a refusal of stale
+    scores says."""
     dataset_io.require_nonempty(samples)
     score_field = names.score_field(score)
     scoring = scoring_stage(score)
     stage = "compute_contrastive_scores" if score == "contrastive" else "compute_difficulty"
     record.check_input(samples, names, scoring, score_field, f"'{score}' scores", held)
-    if ranked:
-        difficulty.require_current_scores(samples, names, score, held)
+    difficulty.require_current_scores(samples, names, score, held, ranked=ranked)
     held_run = record.held_run(held, scoring)
     if held_run is not None:
         ids, values = held_run.outputs.values[score_field]

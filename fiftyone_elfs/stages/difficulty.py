@@ -213,10 +213,13 @@ def require_current_scores(
     names: runs.PipelineNames,
     score: str,
     held: record.HeldRuns | None = None,
+    ranked: bool = True,
 ) -> None:
     """Refuses difficulty scores (`score`: aum, forgetting or el2n; others pass) from a proxy
     trained on pseudo-labels that a later compute_pseudo_labels replaced with other ones.
-    Unknown versions (runs recorded before versions) are no refusal; changes nothing."""
+    Unknown versions (runs recorded before versions) are no refusal; changes nothing.
+    `ranked` False: the selection does not rank by them, they only mark its candidates (typical
+    selection on a key with scores), and the refusal says so."""
     if score not in runs.SCORE_NAMES:
         return
     scored = record.held_config(held, samples, names, STAGE)
@@ -225,10 +228,16 @@ def require_current_scores(
     current = getattr(labels, "labels_version", None)
     if trained_on is None or current is None or trained_on == current:
         return
+    harm = (
+        "a ranking by these scores would follow clusters that are gone"
+        if ranked
+        else "the samples these scores cover (the candidates of a typical selection on a key "
+        "with scores) may no longer be the ones the new pseudo-labels were computed on"
+    )
     raise ElfsInputError(
         f"The '{score}' scores of key '{names.key}' come from a proxy trained on earlier "
         "pseudo-labels: compute_pseudo_labels has run again with this key since and replaced "
-        "them, so a ranking by these scores would follow clusters that are gone. Fix: re-run "
+        f"them, so {harm}. Fix: re-run "
         f"compute_difficulty with key='{names.key}' (on the samples to select from), then "
         "select again; or run_pipeline.",
         param="score",

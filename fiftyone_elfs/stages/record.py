@@ -216,11 +216,14 @@ def _refuse_a_view_sharing_its_slug(dataset: Any, name: str, key: str) -> None:
 _PARAM_OF = {"tag": "tag", "brain key": "brain_key"}
 
 
-def require_annotator_labels(samples: SampleCollection, label_field: str) -> None:
+def require_annotator_labels(
+    samples: SampleCollection, label_field: str, may_be_empty: bool = False
+) -> None:
     """Refuses, as the field of labels annotators gave, a field an ELFS run wrote (the
     pseudo-labels, a score): the proxy would learn ELFS's own guesses as truth, and a round
     would take every pseudo-labelled sample for labeled. Then the usual checks: Classification
-    labels, and at least one in `samples`."""
+    labels, and at least one in `samples` unless `may_be_empty` (a field Label Studio answers
+    are loaded into, before the first answer)."""
     owner = runs.owner_of(dataset_io.dataset_of(samples), "owned_fields", label_field)
     if owner is not None:
         raise ElfsInputError(
@@ -231,7 +234,8 @@ def require_annotator_labels(samples: SampleCollection, label_field: str) -> Non
             param="label_field",
         )
     dataset_io.require_classification_field(samples, label_field, "label_field")
-    dataset_io.require_labels(samples, label_field, "label_field")
+    if not may_be_empty:
+        dataset_io.require_labels(samples, label_field, "label_field")
 
 
 def check_ownership(

@@ -34,6 +34,7 @@ from fiftyone_elfs.stages.candidates import (
 from fiftyone_elfs.stages.typical_selection import (
     NO_CUT_REASON,
     embedded_pool,
+    embeddings_field,
     has_scores,
     read_candidates,
     typical_prune,
@@ -316,8 +317,9 @@ def select_coreset(
         samples, names, ids, config.score, values, config.beta, min(budget / n, 1.0), mode
     )
     hard_is_low = HARD_IS_LOW[config.score]
+    field = embeddings_field(samples, names, held) if mode == "typical" else None
     if mode == "typical":
-        pruned = typical_prune(samples, names, ids, budget, config.seed, held)
+        pruned = typical_prune(samples, names, ids, budget, config.seed, held, field=field)
     elif mode == "ccs":
         pruned = ccs_prune(values, budget, beta, hard_is_low=hard_is_low, seed=config.seed)
     else:
@@ -342,13 +344,14 @@ def select_coreset(
             "budget_count": config.budget_count,
             "budget_fraction": config.budget_fraction,
             "beta": config.beta,
-            "score": config.score,
+            "score": config.score if scored else None,  # a typical one without scores
             "mode": config.mode,
             "seed": config.seed,
             "tag": tag,
             "saved_view": names.saved_view,
         },
-        results=results_record(result, pruned, trust=trust, scored=scored),
+        # a typical coreset's rounds select on the same embeddings (`embeddings_field`)
+        results=results_record(result, pruned, trust=trust, scored=scored, embeddings_field=field),
         outputs=record.Outputs(
             tags={tag: result.selected_ids},
             values={names.region_field: (ids, regions.tolist())},

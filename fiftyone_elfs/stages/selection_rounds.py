@@ -27,6 +27,7 @@ from fiftyone_elfs.stages.selection import (
     selection_result,
 )
 from fiftyone_elfs.stages.typical_selection import (
+    embeddings_field,
     read_candidates,
     typical_prune,
     with_earlier_picks,
@@ -59,8 +60,11 @@ def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
         )
     if values.get("label_field"):
         dataset_io.require_field(samples, values["label_field"], "label_field", "label field")
-        # any value would count as "labeled": only Classification labels are labels
-        record.require_annotator_labels(dataset_io.dataset_of(samples), values["label_field"])
+        # any value would count as "labeled": only Classification labels are labels; a field
+        # answers are loaded into may hold none yet (the annotators only skipped so far)
+        dataset = dataset_io.dataset_of(samples)
+        pending = _answers_loaded_into(dataset, values["label_field"])
+        record.require_annotator_labels(dataset, values["label_field"], may_be_empty=pending)
 
 
 def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult:
@@ -87,8 +91,11 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
     # a typical coreset selected without scores keeps to the samples with an embedding, whatever
     # scores are computed since (they would shrink the pool and hide round 1's picks)
     scored = getattr(coreset, "scored", True) is not False  # runs before the flag: scored
+    # a typical coreset's rounds select on the embeddings it was selected on (a later
+    # compute_pseudo_labels on another field would move them to that one)
+    field = getattr(coreset, "embeddings_field", None) or embeddings_field(samples, names)
     ids, values, pool_notices = read_candidates(
-        samples, names, score, scored, rounds=True, ranked=mode != "typical"
+        samples, names, score, scored, rounds=True, ranked=mode != "typical", field=field
     )
     ids, values, gone = without_missing_media(samples, ids, values)
     n = len(ids)
@@ -105,11 +112,14 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
     coreset_tag = getattr(coreset_config, "tag", None) or names.tag
     tags = [coreset_tag, *(names.round_tag(r) for r in rounds if r > 1)]
     excluded_ids.update(dataset_io.ids_with_tags(samples, tags))
+    # the tags of earlier rounds whose runs were deleted (dataset.delete_run leaves them):
+    # their samples were handed out all the same
+    orphan_notices = _orphan_round_tags(samples, names, rounds, round_no, excluded_ids)
     if config.label_field is not None:
         excluded_ids.update(dataset_io.ids_with_values(samples, config.label_field))
     excluded = np.array([i in excluded_ids for i in ids], dtype=bool)
     if mode == "typical":  # reads no score: earlier picks outside the scored pool count too
-        ids, excluded = with_earlier_picks(samples, names, ids, excluded, excluded_ids)
+        ids, excluded = with_earlier_picks(samples, names, ids, excluded, excluded_ids, field)
         values = None
     if excluded.all():
         more = (
@@ -138,7 +148,9 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
     hard_is_low = HARD_IS_LOW[score]
     seed = int(getattr(coreset_config, "seed", 0) or 0)
     if mode == "typical":
-        pruned = typical_prune(samples, names, ids, budget, seed + round_no, excluded=excluded)
+        pruned = typical_prune(
+            samples, names, ids, budget, seed + round_no, excluded=excluded, field=field
+        )
     elif mode == "ccs":
         pruned = ccs_prune(
             values, budget, beta, hard_is_low=hard_is_low, excluded=excluded, seed=seed + round_no
@@ -149,8 +161,14 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
         )
     pruned.notices.extend(pool_notices)
     pruned.notices.extend(gone)
+    pruned.notices.extend(orphan_notices)
     chosen = [ids[i] for i in pruned.indices]
     pruned.notices.extend(shared_files_notice(samples, chosen, sorted(excluded_ids)))
+    if not scored and config.score is not None:
+        pruned.notices.append(
+            f"score='{config.score}' is not used: this key's coreset was selected by typical "
+            "selection on the embeddings alone, and its rounds read no score."
+        )
     if score != coreset_score and mode != "typical":  # typical selection uses no score
         pruned.notices.append(
             f"This round ranks by {score}, and this key's coreset by {coreset_score}: it does "
@@ -173,13 +191,56 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
             "budget_fraction": config.budget_fraction,
             "beta": config.beta,
             "label_field": config.label_field,
-            "score": score,
+            "score": score if scored else None,
             "tag": tag,
             "saved_view": view_name,
         },
-        results=results_record(result, pruned, n_excluded=int(excluded.sum()), scored=scored),
+        results=results_record(
+            result,
+            pruned,
+            n_excluded=int(excluded.sum()),
+            scored=scored,
+            embeddings_field=field if mode == "typical" else None,
+        ),
         outputs=record.Outputs(
             tags={tag: result.selected_ids}, views={view_name: (tag, description)}
         ),
     )
     return result
+
+
+def _orphan_round_tags(
+    samples: SampleCollection,
+    names: runs.PipelineNames,
+    rounds: dict[int, list[str]],
+    round_no: int,
+    excluded_ids: set[str],
+) -> list[str]:
+    """Adds to `excluded_ids` the samples tagged by rounds before `round_no` whose runs are gone
+    (deleted with dataset.delete_run), and says so: they were handed out all the same."""
+    notices = []
+    for r in range(2, round_no):
+        if r in rounds:
+            continue
+        tag = names.round_tag(r)
+        tagged = set(dataset_io.ids_with_tags(samples, [tag])) - excluded_ids
+        if tagged:
+            excluded_ids.update(tagged)
+            notices.append(
+                f"{len(tagged)} samples carry the tag '{tag}' of round {r}, whose run was "
+                "deleted: they were handed out in that round, so this round leaves them out. "
+                f"To offer them again, untag them first (dataset.untag_samples('{tag}'))."
+            )
+    return notices
+
+
+def _answers_loaded_into(dataset: Any, label_field: str) -> bool:
+    """Whether an annotation run sent by fiftyone-elfs loads its answers into `label_field`."""
+    from fiftyone_elfs.annotation_inputs import annotation_run_key
+
+    prefix = annotation_run_key("")
+    return any(
+        getattr(dataset.get_run_info(k).config, "label_field", None) == label_field
+        for k in dataset.list_runs()
+        if k.startswith(prefix)
+    )

@@ -49,17 +49,20 @@ def has_scores(
 
 
 def embedded_pool(
-    samples: SampleCollection, names: runs.PipelineNames, held: record.HeldRuns | None = None
+    samples: SampleCollection,
+    names: runs.PipelineNames,
+    held: record.HeldRuns | None = None,
+    field: str | None = None,
 ) -> tuple[list[str], list[str]]:
     """The candidates of a typical selection on a key without scores: the samples of the view
-    with an embedding in `embeddings_field`, and a notice if some have none.
+    with an embedding in `field` (default: `embeddings_field`), and a notice if some have none.
 
     Raises:
         ElfsInputError: the key has neither pseudo-labels nor embeddings of its own, its
             embeddings field is gone, or no sample of the view has an embedding.
     """
     dataset_io.require_nonempty(samples)
-    field_name = embeddings_field(samples, names, held)
+    field_name = field or embeddings_field(samples, names, held)
     if record.held_config(held, samples, names, "pseudo_labels") is None:
         record.check_input(samples, names, "embeddings", field_name, "embeddings", held)
     if not dataset_io.has_field(samples, field_name):
@@ -82,11 +85,16 @@ def embedded_pool(
     n = dataset_io.count(samples)
     notices = []
     if len(ids) < n:
+        fill = (
+            "run compute_embeddings again with this key on all the samples to select from"
+            if field_name == embeddings.key_field(samples, names)
+            else f"write their vectors into '{field_name}' (your own field, which "
+            "compute_embeddings does not write)"
+        )
         notices.append(
             f"{n - len(ids)} of the {n} samples have no embedding in '{field_name}', so none of "
             "them can be selected: the embeddings were computed on a view without them, or they "
-            "were added since, or their images could not be read. To include them, run "
-            "compute_embeddings again with this key on all the samples to select from."
+            f"were added since, or their images could not be read. To include them, {fill}."
         )
     return ids, notices
 
@@ -99,14 +107,15 @@ def read_candidates(
     held: record.HeldRuns | None = None,
     rounds: bool = False,
     ranked: bool = True,
+    field: str | None = None,
 ) -> tuple[list[str], np.ndarray | None, list[str]]:
     """The candidates of a selection, their `score` values and a notice on the samples left
     out: the scored samples; with `scored` False (a typical selection on a key without scores)
-    the samples with an embedding, and no values. `rounds`: for `select_more`. `ranked` False:
-    the rule (typical selection) does not rank by the scores, so stale ones still mark the
-    candidates."""
+    the samples with an embedding in `field` (a typical coreset's, for its rounds), and no
+    values. `rounds`: for `select_more`. `ranked` False: the rule (typical selection) does not
+    rank by the scores, they mark the candidates."""
     if not scored:
-        ids, notices = embedded_pool(samples, names, held)
+        ids, notices = embedded_pool(samples, names, held, field)
         return ids, None, notices
     ids, values = read_scores(samples, names, score, held, ranked=ranked)
     # a pipeline's unscored samples are its unreadable images, listed already
@@ -120,15 +129,16 @@ def with_earlier_picks(
     ids: list[str],
     excluded: np.ndarray,
     earlier: set[str],
+    field: str,
 ) -> tuple[list[str], np.ndarray]:
     """The candidates of a typical round plus the samples selected or labeled before that are
     not among them (scores recomputed on part of the pool since), as excluded rows: they cover
-    their k-means cells, so the round leaves those cells alone."""
+    their k-means cells of the embeddings in `field`, so the round leaves those cells alone."""
     pool = set(ids)
     outside = [i for i in earlier if i not in pool]
     if not outside:
         return ids, excluded
-    embedded = set(dataset_io.ids_with_values(samples, embeddings_field(samples, names)))
+    embedded = set(dataset_io.ids_with_values(samples, field))
     extra = sorted(i for i in outside if i in embedded)
     return ids + extra, np.concatenate([excluded, np.ones(len(extra), dtype=bool)])
 
@@ -141,12 +151,14 @@ def typical_prune(
     seed: int,
     held: record.HeldRuns | None = None,
     excluded: np.ndarray | None = None,
+    field: str | None = None,
 ) -> Any:
-    """Typical selection (`selection.typical_select`) on the embeddings of the candidates
-    `ids`, as a `PruneResult` with no cut and no ranking (ranks: the candidates' order)."""
+    """Typical selection (`selection.typical_select`) on the embeddings in `field` (default:
+    `embeddings_field`) of the candidates `ids`, as a `PruneResult` with no cut and no ranking
+    (ranks: the candidates' order)."""
     from fiftyone_elfs.selection import PruneResult, typical_select
 
-    field_name = embeddings_field(samples, names, held)
+    field_name = field or embeddings_field(samples, names, held)
     if not dataset_io.has_field(samples, field_name):
         raise ElfsInputError(
             f"mode='typical' selects on the embeddings, and the field '{field_name}' does not "
