@@ -77,6 +77,24 @@ def terminal_progress(description: str) -> ProgressFn:
 _open_bars = threading.local()
 
 
+def first_report_progress(description: str) -> ProgressFn:
+    """A `terminal_progress` bar drawn at its first report, not before: for a stage whose set-up
+    (building an encoder) may fail, so that a failure shows no bar, just the error."""
+    bar: list[ProgressFn] = []
+
+    def report(fraction: float, label: str) -> None:
+        if not bar:
+            bar.append(terminal_progress(description))
+        bar[0](fraction, label)
+
+    def stop(why: str) -> None:
+        if bar:
+            stop_progress(bar[0], why)
+
+    report.stop = stop  # type: ignore[attr-defined]
+    return report
+
+
 @contextmanager
 def failed_bars_closed() -> Iterator[None]:
     """Closes, marked failed, the terminal bars opened inside the block if it raises (a stage

@@ -19,6 +19,7 @@ import warnings
 
 import fiftyone as fo
 import fiftyone.operators as foo
+import numpy as np
 import pytest
 
 import fiftyone_elfs as elfs
@@ -101,6 +102,35 @@ def test_a_failed_library_call_closes_its_bar_marked_failed(dataset, monkeypatch
     err = capfd.readouterr().err
     bars = [line for line in re.split(r"[\r\n]", err) if "pseudo-labels (kmeans)" in line]
     assert bars and bars[-1].rstrip().endswith("k-means (failed)"), err[-2000:]
+
+
+def test_an_encoder_that_cannot_be_built_shows_no_embeddings_bar(dataset, monkeypatch, capfd):
+    """The embeddings bar was drawn, then closed as failed, before the error of an encoder
+    that could not be built (nothing had started); now it is drawn at its first report. A
+    stage that fails after that still closes its bar marked failed."""
+    import fiftyone_elfs.embeddings as embeddings
+
+    def no_encoder(*args, **kwargs):
+        raise RuntimeError("weights unreadable")
+
+    monkeypatch.setattr(embeddings, "load_encoder", no_encoder)
+    capfd.readouterr()
+    with pytest.raises(RuntimeError, match="weights unreadable"):
+        elfs.compute_embeddings(dataset.limit(5), key="nobar")
+    assert "embeddings:" not in capfd.readouterr().err
+    monkeypatch.undo()
+
+    def interrupted(paths, encoder, progress, **kwargs):  # a Ctrl+C after the first report
+        progress(0.4, "2 images")
+        yield 0, np.zeros((2, encoder.dim), dtype=np.float32), {}
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(embeddings, "iter_embedded_chunks", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        elfs.compute_embeddings(dataset.limit(5), key="nobar")
+    err = capfd.readouterr().err
+    bars = [line for line in re.split(r"[\r\n]", err) if line.startswith("embeddings:")]
+    assert bars and bars[-1].rstrip().endswith("(failed)"), err[-2000:]
 
 
 def test_operator_call_returns_each_stage_result(dataset):

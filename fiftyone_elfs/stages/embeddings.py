@@ -35,7 +35,7 @@ from fiftyone_elfs import dataset_io, embedding_chunks, runs, sharding
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.faults import kill_point
-from fiftyone_elfs.progress import ProgressFn, terminal_progress
+from fiftyone_elfs.progress import ProgressFn, first_report_progress
 from fiftyone_elfs.stages import StageConfig, leftovers, record, zoo_embeddings
 
 logger = logging.getLogger(__name__)
@@ -138,7 +138,8 @@ def run_shard(
         batch_size=config.batch_size,
         num_workers=config.num_workers,
     )
-    report = progress or terminal_progress(f"embeddings shard {config.shard}")
+    # drawn at the first report, once the encoder is built (a failure to build shows no bar)
+    report = progress or first_report_progress(f"embeddings shard {config.shard}")
     _, failures, n_resumed = _embed_in_stored_chunks(
         dataset_io.dataset_id(dataset),
         ids[start:stop],
@@ -220,7 +221,7 @@ def run(
     else:
         ids, paths = dataset_io.ids_and_paths_without(samples, field_name)
     n_reused = len(samples) - len(ids)
-    report = progress or terminal_progress("embeddings")
+    report = progress or first_report_progress("embeddings")  # (as in run_shard)
     skipped: list[dict[str, str]] = []
     outputs = record.Outputs(written_fields=(field_name,))
     n_resumed = 0
