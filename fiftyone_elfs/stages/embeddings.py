@@ -184,26 +184,34 @@ def run(
 
     previous = runs.stage_config(dataset, names, STAGE)
     owned_before = previous is not None and field_name in previous.owned_fields
-    taken_over = False  # the key's own embeddings field whose run is gone: recomputed in place
     if not owned_before and dataset_io.ids_with_values(dataset, field_name):
         found = leftovers.leftovers(dataset, names, fields_only=True)["owned_fields"]
         leftover = found.get(field_name)
-        # a view's clone, delete_run or rename_run left the key's own embeddings: which
-        # model made them is unknown, so every vector is computed again into the field
-        taken_over = (  # (a renamed run made them the user's record: kept)
-            leftover is not None and leftover.stage == STAGE and leftover.renamed_to is None
+        # a view's clone, delete_run or rename_run left the key's own embeddings: not taken
+        # over (another key's runs may read them, and a view's run would drop the rest)
+        own = leftover is not None and leftover.stage == STAGE
+        where = (
+            f" ({leftovers.origin(names, 'field', field_name, leftover)} "
+            f"delete_key(dataset, '{names.key}') removes it.)"
+            if own
+            else ""
         )
-        if not taken_over:
-            raise ElfsInputError(
-                f"The field '{field_name}' already holds values that this run did not "
-                "compute; refusing to overwrite or mix them. Fix: to use those embeddings, pass "
-                f"embeddings_field='{field_name}' to the later stages (or run_pipeline) "
-                "instead; to compute new ones, choose another key or embeddings_field.",
-                param="embeddings_field",
-            )
+        anew = (
+            " To recompute them under this key, delete the field first "
+            f"(dataset.delete_sample_field('{field_name}')) and run again."
+            if own and leftover.renamed_to is None
+            else ""
+        )
+        raise ElfsInputError(
+            f"The field '{field_name}' already holds values that this run did not compute; "
+            f"refusing to overwrite or mix them.{where} Fix: to use those embeddings, pass "
+            f"embeddings_field='{field_name}' to the later stages (or run_pipeline) instead; "
+            f"to compute new ones, choose another key or embeddings_field.{anew}",
+            param="embeddings_field",
+        )
     record.check_ownership(samples, names, STAGE, fields=[field_name])
     other_model = _replacing(previous, field_name, config)
-    replaced = taken_over or (owned_before and (config.overwrite or other_model))
+    replaced = owned_before and (config.overwrite or other_model)
     # kept only while the vectors already there stay (a rerun that adds the missing ones)
     kept_version = getattr(previous, "vectors_version", None) if owned_before else None
     version = (None if replaced else kept_version) or uuid.uuid4().hex

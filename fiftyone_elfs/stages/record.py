@@ -349,10 +349,18 @@ def check_input(
     if config is None and dataset_io.has_field(dataset, field_name):
         leftover = leftovers(dataset, names, fields_only=True)["owned_fields"].get(field_name)
         if leftover is not None and leftover.stage == stage:
+            rerun = f"{_FIX_STAGE.get(stage, 'compute_' + stage)} with key='{names.key}'"
+            # the embeddings stage does not take over a leftover field (another key may read
+            # it): the user deletes it first
+            rerun = (
+                f"dataset.delete_sample_field('{field_name}'), then {rerun} (it computes the "
+                "vectors anew)"
+                if stage == "embeddings"
+                else f"run {rerun} again (it replaces the field)"
+            )
             raise ElfsInputError(
                 f"No {what} for key '{names.key}': {origin(names, 'field', field_name, leftover)}"
-                f" Fix: run {_FIX_STAGE.get(stage, 'compute_' + stage)} with key='{names.key}' "
-                f"again (it replaces the field){rename_back(names, leftover)}, or "
+                f" Fix: {rerun}{rename_back(names, leftover)}, or "
                 f"delete_key(dataset, '{names.key}') to remove what the key left."
             )
     if config is None or field_name not in (config.owned_fields or []):
