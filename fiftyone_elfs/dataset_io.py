@@ -390,6 +390,11 @@ def ids_and_paths_without(samples: SampleCollection, field: str) -> tuple[list[s
     return sample_ids_and_paths(todo)
 
 
+def distinct_tags(samples: SampleCollection) -> list[str]:
+    """The tags on samples of `samples`, each once (one aggregation)."""
+    return list(samples.distinct("tags"))
+
+
 def ids_with_tags(samples: SampleCollection, tags: Sequence[str]) -> list[str]:
     """Ids of the samples that carry any of `tags`."""
     return list(every_slice(samples).match_tags(list(tags)).values("id"))

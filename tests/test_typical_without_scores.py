@@ -213,23 +213,52 @@ def test_rounds_keep_to_the_embeddings_the_coreset_was_selected_on(dataset):
     assert not set(more.selected_ids) & set(first.selected_ids)
 
 
-def test_rounds_after_the_embeddings_run_was_deleted_resume_once_it_is_recomputed(dataset):
+def test_rounds_after_the_embeddings_run_was_deleted_resume_by_the_fix_they_name(dataset):
     """Audit 'typdown' #2: after dataset.delete_run of the embeddings, the rounds' refusal
     said compute_embeddings replaces the field, and compute_embeddings refused it (values
-    "this run did not compute"), even with overwrite=True: a dead end short of delete_key."""
+    "this run did not compute"), even with overwrite=True: a dead end short of delete_key. The
+    field is not taken over (audit 'regress3': another key may read it, a view's run would drop
+    the rest); both refusals name the way out that keeps the rounds: delete the field first."""
     first = elfs.select_coreset(dataset, budget_count=20, mode="typical")
     dataset.delete_run("elfs_embeddings")
-    with pytest.raises(elfs.ElfsInputError, match="compute_embeddings with key='elfs' again"):
+    fix = r"dataset\.delete_sample_field\('elfs_embedding'\), then compute_embeddings"
+    with pytest.raises(elfs.ElfsInputError, match=fix):
         elfs.select_more(dataset, budget_count=10)
+    with pytest.raises(elfs.ElfsInputError, match="delete the field first"):
+        elfs.compute_embeddings(dataset, key="elfs", overwrite=True)
+    assert dataset.count("elfs_embedding") == len(dataset)  # refused: nothing changed
+    dataset.delete_sample_field("elfs_embedding")
     report = elfs.compute_embeddings(dataset, key="elfs")
     assert report["n_computed"] == len(dataset) and report["n_reused"] == 0
     more = elfs.select_more(dataset, budget_count=10)
     assert len(more.selected_ids) == 10 and not set(more.selected_ids) & set(first.selected_ids)
 
 
+def test_rounds_whose_recorded_embeddings_are_gone_use_the_keys_current_ones(dataset):
+    """Audit 'regress3' #2: with the field the coreset was selected on deleted, its rounds were
+    refused for good (no later stage changes the recorded field), and the fix named mode=, which
+    select_more does not take."""
+    dataset.clone_sample_field("elfs_embedding", "user_vecs")
+    elfs.compute_pseudo_labels(
+        dataset, embeddings_field="user_vecs", n_clusters=3, clustering="kmeans"
+    )
+    first = elfs.select_coreset(dataset, budget_count=10, mode="typical")
+    dataset.delete_sample_field("user_vecs")
+    with pytest.raises(elfs.ElfsInputError, match="user_vecs") as caught:
+        elfs.select_more(dataset, budget_count=5)
+    assert "mode=" not in str(caught.value)
+    elfs.compute_pseudo_labels(dataset, n_clusters=3, clustering="kmeans")  # on elfs_embedding
+    more = elfs.select_more(dataset, budget_count=5)
+    assert any("'user_vecs' this key's coreset was selected on is gone" in n for n in more.notices)
+    assert dataset.load_run_results("elfs_round2").embeddings_field == "elfs_embedding"
+    assert not set(more.selected_ids) & set(first.selected_ids)
+
+
 def test_a_round_whose_run_was_deleted_still_keeps_its_samples_out(dataset):
     """Audit 'typdown' #4: with round 2's run deleted (dataset.delete_run) and round 3 kept,
-    round 4 picked samples still tagged for round 2, without a word."""
+    round 4 picked samples still tagged for round 2, without a word. Audit 'regress3' #3: with
+    the latest round's run deleted, the next round took its number and was refused over its
+    tag; the fixes offered lost the exclusion."""
     elfs.select_coreset(dataset, budget_count=20, mode="typical")
     second = elfs.select_more(dataset, budget_count=30)
     third = elfs.select_more(dataset, budget_count=10)
@@ -239,14 +268,19 @@ def test_a_round_whose_run_was_deleted_still_keeps_its_samples_out(dataset):
     assert not set(fourth.selected_ids) & (set(second.selected_ids) | set(third.selected_ids))
     (notice,) = [n for n in fourth.notices if "elfs_round2" in n]
     assert notice.startswith("30 samples carry the tag 'elfs_round2' of round 2")
+    dataset.delete_run("elfs_round4")  # the latest round
+    fifth = elfs.select_more(dataset, budget_count=10)
+    assert fifth.round == 5 and not set(fifth.selected_ids) & set(fourth.selected_ids)
+    assert any("tag 'elfs_round4' of round 4" in n for n in fifth.notices)
 
 
 def test_a_coreset_without_scores_records_no_score_and_says_a_given_one_is_unused(dataset):
     """Audit 'typdown' #5: the run and the panel's parameters said score=aum for a selection
     that read none, and select_more(score='contrastive') was recorded without a word."""
-    elfs.select_coreset(dataset, budget_count=10, mode="typical")
+    coreset = elfs.select_coreset(dataset, budget_count=10, mode="typical")
     more = elfs.select_more(dataset, budget_count=5, score="contrastive")
     assert any(n.startswith("score='contrastive' is not used") for n in more.notices)
+    assert coreset.score is None and more.score is None  # as recorded (audit 'regress3' #7)
     params = run_summary.summarize_run(dataset).params
     assert "score" not in params["coreset"] and "score" not in params["round2"]
     assert params["coreset"]["mode"] == "typical" and "marks_fields" not in params["coreset"]

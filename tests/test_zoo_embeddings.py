@@ -145,3 +145,21 @@ def test_a_user_field_where_the_scratch_field_goes_is_refused_and_kept(embedded)
     with pytest.raises(elfs.ElfsInputError, match=f"{FIELD}_replacing"):
         elfs.compute_embeddings(embedded, key=KEY, model="zoo:grid2", batch_size=4)
     assert snapshot(embedded, fields=KEPT) == before
+
+
+class Failing(GridMeans):
+    """A zoo model that can embed no image (FiftyOne skips each failure)."""
+
+    def embed(self, arg) -> np.ndarray:
+        raise ValueError("cannot embed")
+
+
+def test_a_zoo_replacement_that_embeds_nothing_is_refused_over_the_images(embedded, zoo):
+    """Audit 'regress3' #5: the refusal named the internal scratch field and told the user to
+    run the call that had just failed."""
+    before = snapshot(embedded, fields=KEPT)
+    zoo["next"] = Failing()
+    with pytest.raises(elfs.ElfsInputError, match=f"None of the {N} images") as caught:
+        elfs.compute_embeddings(embedded, key=KEY, model="zoo:grid2", batch_size=4)
+    assert "_replacing" not in str(caught.value)
+    assert snapshot(embedded, fields=KEPT) == before

@@ -56,7 +56,7 @@ class CoresetResult:
     budget: int
     beta: float
     beta_reason: str
-    score: str
+    score: str | None  # None: a typical selection that read no score
     tag: str
     saved_view: str
     notices: list[str] = field(default_factory=list)
@@ -202,7 +202,7 @@ def selection_result(
     ids: list[str],
     pruned: Any,
     beta_reason: str,
-    score: str,
+    score: str | None,
     tag: str,
     view_name: str,
     round_no: int,
@@ -328,8 +328,9 @@ def select_coreset(
     pruned.notices.extend(gone)
     pruned.notices.extend(shared_files_notice(samples, [ids[i] for i in pruned.indices]))
     logger.info("Selection rule: %s (%s).", mode, mode_reason)
+    used_score = config.score if scored else None
     result = selection_result(
-        names, ids, pruned, beta_reason, config.score, tag, names.saved_view, 1, mode, mode_reason
+        names, ids, pruned, beta_reason, used_score, tag, names.saved_view, 1, mode, mode_reason
     )
     regions = _regions(pruned, mode)
     description = (
@@ -344,7 +345,7 @@ def select_coreset(
             "budget_count": config.budget_count,
             "budget_fraction": config.budget_fraction,
             "beta": config.beta,
-            "score": config.score if scored else None,  # a typical one without scores
+            "score": used_score,
             "mode": config.mode,
             "seed": config.seed,
             "tag": tag,

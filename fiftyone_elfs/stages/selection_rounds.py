@@ -91,18 +91,19 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
     # a typical coreset selected without scores keeps to the samples with an embedding, whatever
     # scores are computed since (they would shrink the pool and hide round 1's picks)
     scored = getattr(coreset, "scored", True) is not False  # runs before the flag: scored
-    # a typical coreset's rounds select on the embeddings it was selected on (a later
-    # compute_pseudo_labels on another field would move them to that one)
-    field = getattr(coreset, "embeddings_field", None) or embeddings_field(samples, names)
+    field, field_notices = _round_embeddings_field(samples, names, coreset)
     ids, values, pool_notices = read_candidates(
         samples, names, score, scored, rounds=True, ranked=mode != "typical", field=field
     )
+    pool_notices = field_notices + pool_notices
     ids, values, gone = without_missing_media(samples, ids, values)
     n = len(ids)
     budget = resolve_budget(
         n, budget_count=config.budget_count, budget_fraction=config.budget_fraction
     )
-    round_no = max(rounds) + 1
+    # past the rounds whose runs were deleted but whose tags are still on samples (numbering
+    # the new round as one of them would take over its tag: refused as a leftover)
+    round_no = max([*rounds, *_tagged_rounds(dataset, names)]) + 1
     stage = runs.round_stage(round_no)
     tag, view_name = names.round_tag(round_no), names.round_view(round_no)
     record.check_ownership(samples, names, stage, tags=[tag], views=[view_name])
@@ -149,7 +150,14 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
     seed = int(getattr(coreset_config, "seed", 0) or 0)
     if mode == "typical":
         pruned = typical_prune(
-            samples, names, ids, budget, seed + round_no, excluded=excluded, field=field
+            samples,
+            names,
+            ids,
+            budget,
+            seed + round_no,
+            excluded=excluded,
+            field=field,
+            rounds=True,
         )
     elif mode == "ccs":
         pruned = ccs_prune(
@@ -175,8 +183,9 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
             "not continue the coreset's ranking, so the rounds do not add up to one selection. "
             "Leave score unset to continue it."
         )
+    used_score = score if scored else None  # a typical coreset's rounds without scores: none
     result = selection_result(
-        names, ids, pruned, beta_reason, score, tag, view_name, round_no, mode, mode_reason
+        names, ids, pruned, beta_reason, used_score, tag, view_name, round_no, mode, mode_reason
     )
     description = (
         f"ELFS round {round_no} of '{config.key}': {result.budget} more of {n} samples by "
@@ -191,7 +200,7 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
             "budget_fraction": config.budget_fraction,
             "beta": config.beta,
             "label_field": config.label_field,
-            "score": score if scored else None,
+            "score": used_score,
             "tag": tag,
             "saved_view": view_name,
         },
@@ -227,8 +236,9 @@ def _orphan_round_tags(
         if tagged:
             excluded_ids.update(tagged)
             notices.append(
-                f"{len(tagged)} samples carry the tag '{tag}' of round {r}, whose run was "
-                "deleted: they were handed out in that round, so this round leaves them out. "
+                f"{len(tagged)} samples carry the tag '{tag}' of round {r}, whose run is gone "
+                "(deleted, or renamed with dataset.rename_run): they were handed out in that "
+                "round, so this round leaves them out. "
                 f"To offer them again, untag them first (dataset.untag_samples('{tag}'))."
             )
     return notices
@@ -244,3 +254,30 @@ def _answers_loaded_into(dataset: Any, label_field: str) -> bool:
         for k in dataset.list_runs()
         if k.startswith(prefix)
     )
+
+
+def _tagged_rounds(dataset: Any, names: runs.PipelineNames) -> list[int]:
+    """The round numbers whose tags (`PipelineNames.round_tag`) are on samples of the dataset."""
+    prefix = names.round_tag(0)[:-1]
+    return [
+        int(t[len(prefix) :])
+        for t in dataset_io.distinct_tags(dataset)
+        if t.startswith(prefix) and t[len(prefix) :].isdigit()
+    ]
+
+
+def _round_embeddings_field(
+    samples: SampleCollection, names: runs.PipelineNames, coreset: Any
+) -> tuple[str, list[str]]:
+    """The embeddings field a typical coreset's rounds select on: the one it was selected on (a
+    later compute_pseudo_labels on another field would otherwise move them); once that field is
+    gone, the key's current one, with a notice."""
+    current = embeddings_field(samples, names)
+    recorded = getattr(coreset, "embeddings_field", None)  # coresets before it: the current
+    if not recorded or recorded == current or dataset_io.has_field(samples, recorded):
+        return recorded or current, []
+    return current, [
+        f"The embeddings field '{recorded}' this key's coreset was selected on is gone, so this "
+        f"round selects on '{current}', the key's current one (its pseudo-labels' field, else "
+        "its embeddings run's)."
+    ]

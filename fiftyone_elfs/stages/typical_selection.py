@@ -152,19 +152,22 @@ def typical_prune(
     held: record.HeldRuns | None = None,
     excluded: np.ndarray | None = None,
     field: str | None = None,
+    rounds: bool = False,
 ) -> Any:
     """Typical selection (`selection.typical_select`) on the embeddings in `field` (default:
     `embeddings_field`) of the candidates `ids`, as a `PruneResult` with no cut and no ranking
-    (ranks: the candidates' order)."""
+    (ranks: the candidates' order). `rounds`: for `select_more` (whose rule is the coreset's)."""
     from fiftyone_elfs.selection import PruneResult, typical_select
 
     field_name = field or embeddings_field(samples, names, held)
+    other_rule = (
+        "" if rounds else ", or choose mode='window' or mode='ccs', which need only the scores"
+    )
     if not dataset_io.has_field(samples, field_name):
         raise ElfsInputError(
             f"mode='typical' selects on the embeddings, and the field '{field_name}' does not "
             f"exist (renamed or deleted). Fix: run compute_embeddings for key '{names.key}' (or "
-            "compute_pseudo_labels with the embeddings_field you use), or choose mode='window' "
-            "or mode='ccs', which need only the scores.",
+            f"compute_pseudo_labels with the embeddings_field you use){other_rule}.",
             param="mode",
         )
     read_ids, X = dataset_io.read_embeddings(samples, field_name, ids=ids)
@@ -173,7 +176,7 @@ def typical_prune(
             f"mode='typical' selects on the embeddings, and {len(ids) - len(read_ids)} of the "
             f"{len(ids)} candidates have none in '{field_name}'. Fix: run compute_embeddings "
             f"for key '{names.key}' (or compute_pseudo_labels with the embeddings_field you "
-            "use), or choose mode='window' or mode='ccs', which need only the scores.",
+            f"use){other_rule}.",
             param="mode",
         )
     indices = typical_select(X, budget, excluded=excluded, seed=seed)

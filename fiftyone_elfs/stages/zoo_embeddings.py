@@ -92,6 +92,8 @@ def embed_aside(
         dataset_io.delete_fields(dataset, [scratch])  # an interrupted run's, if any
         dataset_io.write_zoo_embeddings(samples, model, scratch, ids, batch_size)
         skipped = _not_embedded(samples, scratch)
+        if len(skipped) >= len(ids):  # none embedded: the stage's refusal names the images
+            return [], [], skipped
         good, X = dataset_io.read_embeddings(samples, scratch, ids=ids)
     finally:
         dataset_io.delete_fields(dataset, [scratch])
