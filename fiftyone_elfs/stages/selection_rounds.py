@@ -101,8 +101,8 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
     budget = resolve_budget(
         n, budget_count=config.budget_count, budget_fraction=config.budget_fraction
     )
-    # past the rounds whose runs were deleted but whose tags are still on samples (numbering
-    # the new round as one of them would take over its tag: refused as a leftover)
+    # past the rounds whose runs are gone but whose tags are still on samples (numbering the
+    # new round as one of them would take over its tag: refused as a leftover)
     round_no = max([*rounds, *_tagged_rounds(dataset, names)]) + 1
     stage = runs.round_stage(round_no)
     tag, view_name = names.round_tag(round_no), names.round_view(round_no)
@@ -113,7 +113,7 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
     coreset_tag = getattr(coreset_config, "tag", None) or names.tag
     tags = [coreset_tag, *(names.round_tag(r) for r in rounds if r > 1)]
     excluded_ids.update(dataset_io.ids_with_tags(samples, tags))
-    # the tags of earlier rounds whose runs were deleted (dataset.delete_run leaves them):
+    # the tags of earlier rounds whose runs are gone (delete_run and rename_run leave them):
     # their samples were handed out all the same
     orphan_notices = _orphan_round_tags(samples, names, rounds, round_no, excluded_ids)
     if config.label_field is not None:
@@ -226,7 +226,7 @@ def _orphan_round_tags(
     excluded_ids: set[str],
 ) -> list[str]:
     """Adds to `excluded_ids` the samples tagged by rounds before `round_no` whose runs are gone
-    (deleted with dataset.delete_run), and says so: they were handed out all the same."""
+    (dataset.delete_run, dataset.rename_run), and says so: they were handed out all the same."""
     notices = []
     for r in range(2, round_no):
         if r in rounds:
