@@ -391,8 +391,9 @@ def ids_and_paths_without(samples: SampleCollection, field: str) -> tuple[list[s
 
 
 def distinct_tags(samples: SampleCollection) -> list[str]:
-    """The tags on samples of `samples`, each once (one aggregation)."""
-    return list(samples.distinct("tags"))
+    """The tags on samples of `samples` (every group slice, as `ids_with_tags` reads them), each
+    once (one aggregation)."""
+    return list(every_slice(samples).distinct("tags"))
 
 
 def ids_with_tags(samples: SampleCollection, tags: Sequence[str]) -> list[str]:

@@ -91,7 +91,9 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
     # a typical coreset selected without scores keeps to the samples with an embedding, whatever
     # scores are computed since (they would shrink the pool and hide round 1's picks)
     scored = getattr(coreset, "scored", True) is not False  # runs before the flag: scored
-    field, field_notices = _round_embeddings_field(samples, names, coreset)
+    field, field_notices = (
+        _round_embeddings_field(samples, names, coreset) if mode == "typical" else (None, [])
+    )
     ids, values, pool_notices = read_candidates(
         samples, names, score, scored, rounds=True, ranked=mode != "typical", field=field
     )
@@ -103,7 +105,8 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
     )
     # past the rounds whose runs are gone but whose tags are still on samples (numbering the
     # new round as one of them would take over its tag: refused as a leftover)
-    round_no = max([*rounds, *_tagged_rounds(dataset, names)]) + 1
+    orphans = sorted(set(_tagged_rounds(dataset, names)) - set(rounds))
+    round_no = max([*rounds, *orphans]) + 1
     stage = runs.round_stage(round_no)
     tag, view_name = names.round_tag(round_no), names.round_view(round_no)
     record.check_ownership(samples, names, stage, tags=[tag], views=[view_name])
@@ -115,7 +118,7 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
     excluded_ids.update(dataset_io.ids_with_tags(samples, tags))
     # the tags of earlier rounds whose runs are gone (delete_run and rename_run leave them):
     # their samples were handed out all the same
-    orphan_notices = _orphan_round_tags(samples, names, rounds, round_no, excluded_ids)
+    orphan_notices = _orphan_round_tags(samples, names, orphans, excluded_ids)
     if config.label_field is not None:
         excluded_ids.update(dataset_io.ids_with_values(samples, config.label_field))
     excluded = np.array([i in excluded_ids for i in ids], dtype=bool)
@@ -221,16 +224,13 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
 def _orphan_round_tags(
     samples: SampleCollection,
     names: runs.PipelineNames,
-    rounds: dict[int, list[str]],
-    round_no: int,
+    orphans: list[int],
     excluded_ids: set[str],
 ) -> list[str]:
-    """Adds to `excluded_ids` the samples tagged by rounds before `round_no` whose runs are gone
+    """Adds to `excluded_ids` the samples tagged by the rounds `orphans`, whose runs are gone
     (dataset.delete_run, dataset.rename_run), and says so: they were handed out all the same."""
     notices = []
-    for r in range(2, round_no):
-        if r in rounds:
-            continue
+    for r in orphans:
         tag = names.round_tag(r)
         tagged = set(dataset_io.ids_with_tags(samples, [tag])) - excluded_ids
         if tagged:
@@ -257,12 +257,13 @@ def _answers_loaded_into(dataset: Any, label_field: str) -> bool:
 
 
 def _tagged_rounds(dataset: Any, names: runs.PipelineNames) -> list[int]:
-    """The round numbers whose tags (`PipelineNames.round_tag`) are on samples of the dataset."""
+    """The round numbers (2 and up) whose tags (`PipelineNames.round_tag`) are on samples of the
+    dataset."""
     prefix = names.round_tag(0)[:-1]
     return [
         int(t[len(prefix) :])
         for t in dataset_io.distinct_tags(dataset)
-        if t.startswith(prefix) and t[len(prefix) :].isdigit()
+        if t.startswith(prefix) and t[len(prefix) :].isdigit() and int(t[len(prefix) :]) > 1
     ]
 
 
