@@ -287,3 +287,16 @@ def test_a_coreset_without_scores_records_no_score_and_says_a_given_one_is_unuse
     elfs.compute_pseudo_labels(dataset, n_clusters=3, clustering="kmeans")
     elfs.compute_difficulty(dataset, epochs=2)
     assert run_summary.summarize_run(dataset).histogram.score == "aum"
+
+
+def test_a_scored_typical_selection_whose_embeddings_are_gone_says_how_to_get_them_back(dataset):
+    """Both paths of typical selection (with scores and without) refuse a deleted embeddings
+    field with one message naming the field, the key and the ways back."""
+    elfs.run_pipeline(dataset, budget_count=10, mode="typical", **FAST)
+    dataset.delete_sample_field("elfs_embedding")
+    with pytest.raises(elfs.ElfsInputError) as refused:
+        elfs.select_coreset(dataset, budget_count=5, mode="typical")
+    message = str(refused.value)
+    assert "'elfs_embedding'" in message and "not on this dataset (renamed or deleted)" in message
+    assert "run compute_embeddings again with key 'elfs'" in message
+    assert "mode='window' or mode='ccs'" in message

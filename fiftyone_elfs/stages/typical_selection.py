@@ -48,6 +48,29 @@ def has_scores(
     return record.held_config(held, samples, names, scoring_stage(score)) is not None
 
 
+def require_embeddings_field(
+    samples: SampleCollection,
+    names: runs.PipelineNames,
+    field_name: str,
+    param: str,
+    other_rule: str = "",
+) -> None:
+    """Refuses a typical selection whose embeddings field is gone, with the two ways back.
+
+    Raises:
+        ElfsInputError: `field_name` is not on the dataset.
+    """
+    if dataset_io.has_field(samples, field_name):
+        return
+    raise ElfsInputError(
+        f"Typical selection reads the embeddings, and the field '{field_name}' it reads for key "
+        f"'{names.key}' is not on this dataset (renamed or deleted). Fix: rename the field back "
+        f"to '{field_name}', or run compute_embeddings again with key '{names.key}' (or "
+        f"compute_pseudo_labels with the embeddings_field you use){other_rule}.",
+        param=param,
+    )
+
+
 def embedded_pool(
     samples: SampleCollection,
     names: runs.PipelineNames,
@@ -65,14 +88,7 @@ def embedded_pool(
     field_name = field or embeddings_field(samples, names, held)
     if record.held_config(held, samples, names, "pseudo_labels") is None:
         record.check_input(samples, names, "embeddings", field_name, "embeddings", held)
-    if not dataset_io.has_field(samples, field_name):
-        raise ElfsInputError(
-            f"Typical selection reads the embeddings, and the field '{field_name}' that key "
-            f"'{names.key}' wrote them to is not on this dataset (renamed or deleted). Fix: "
-            f"rename the field back to '{field_name}', or run compute_embeddings again with key "
-            f"'{names.key}'.",
-            param="key",
-        )
+    require_embeddings_field(samples, names, field_name, param="key")
     ids = dataset_io.ids_with_values(samples, field_name)
     if not ids:
         raise ElfsInputError(
@@ -163,13 +179,7 @@ def typical_prune(
     other_rule = (
         "" if rounds else ", or choose mode='window' or mode='ccs', which need only the scores"
     )
-    if not dataset_io.has_field(samples, field_name):
-        raise ElfsInputError(
-            f"mode='typical' selects on the embeddings, and the field '{field_name}' does not "
-            f"exist (renamed or deleted). Fix: run compute_embeddings for key '{names.key}' (or "
-            f"compute_pseudo_labels with the embeddings_field you use){other_rule}.",
-            param="mode",
-        )
+    require_embeddings_field(samples, names, field_name, param="mode", other_rule=other_rule)
     read_ids, X = dataset_io.read_embeddings(samples, field_name, ids=ids)
     if len(read_ids) != len(ids):  # scored samples whose vectors were removed since
         raise ElfsInputError(
