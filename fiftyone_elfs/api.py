@@ -387,6 +387,7 @@ def delete_key(dataset: SampleCollection, key: str) -> list[str]:
     of yours (one named like the key's that ELFS cannot prove is its own is kept, with a
     warning naming it). (FiftyOne's ``dataset.delete_run(run_key)`` deletes one run record;
     this removes a whole key.) Given a view, the key is deleted from the view's whole dataset."""
+    from fiftyone_elfs.app_colors import forget_app_colors
     from fiftyone_elfs.difficulty.checkpoints import remove_key_checkpoints
 
     names = runs.validate_key(key)
@@ -401,7 +402,9 @@ def delete_key(dataset: SampleCollection, key: str) -> list[str]:
         with leases.commit_turn(dataset_io.dataset_id(dataset)):  # the schema, as a commit
             dataset_io.refresh_records(dataset)
             deleted = runs.delete_pipeline(dataset, names.key)
-            return runs.sort_stages([*deleted, *leftovers.delete_leftovers(dataset, names)])
+            deleted += leftovers.delete_leftovers(dataset, names)
+            forget_app_colors(dataset, names.key)
+            return runs.sort_stages(deleted)
 
 
 delete_run = params.deprecated_alias(delete_key, "delete_run")

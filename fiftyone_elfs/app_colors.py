@@ -17,7 +17,7 @@ from typing import Any
 
 import fiftyone as fo
 
-from fiftyone_elfs import dataset_io, runs
+from fiftyone_elfs import dataset_io, output_proof, runs
 
 #: Region -> colour, shared by the ELFS panel's histogram and the App colour scheme.
 REGION_COLORS = {
@@ -87,18 +87,24 @@ def apply_app_colors(
     """Sets the App colours of `key`'s region and pseudo-label fields on `dataset`.
 
     Replaces only those two entries of the dataset's colour scheme (other fields' colours are
-    kept) and, when the scheme does not say how to colour, colours by value, so the grid shows
-    each region in its colour too. Called by the selection stage after it writes the regions
-    (and by the pipeline, which passes the `cluster_labels` it wrote: not read back).
+    kept; the pseudo-label entry only where the key's own run wrote that field) and, when the
+    scheme does not say how to colour, colours by value, so the grid shows each region in its
+    colour too. Called by the selection stage after it writes the regions (and by the
+    pipeline, which passes the `cluster_labels` it wrote: not read back).
     """
     dataset = dataset_io.dataset_of(dataset)
     names = runs.PipelineNames(key)
+    # a field of that name that no run of the key wrote (a typical selection reads none) is
+    # the user's, with their colours
+    own_labels = cluster_labels is not None or _owns_pseudo_labels(dataset, names)
     labels: list[str] = []
     if cluster_labels is not None:
         labels = list(set(cluster_labels))
-    elif dataset_io.has_field(dataset, names.pseudo_label_field):
+    elif own_labels:
         labels = dataset_io.distinct_values(dataset, f"{names.pseudo_label_field}.label")
     ours = color_scheme_fields(key, labels)
+    if not own_labels:
+        ours = [e for e in ours if e["path"] != names.pseudo_label_field]
     paths = {entry["path"] for entry in ours}
     scheme = dataset.app_config.color_scheme or fo.ColorScheme()
     kept = [f for f in (scheme.fields or []) if dict(f).get("path") not in paths]
@@ -107,3 +113,34 @@ def apply_app_colors(
         scheme.color_by = "value"
     dataset.app_config.color_scheme = scheme
     dataset.save()
+
+
+def forget_app_colors(dataset: fo.Dataset, key: str) -> None:
+    """Removes the colour scheme entries `apply_app_colors` wrote for `key`'s fields that are
+    gone (`delete_key`); entries of fields still there (the user's, under those names) stay, and
+    so does the scheme's colouring by value."""
+    dataset = dataset_io.dataset_of(dataset)
+    names = runs.PipelineNames(key)
+    scheme = dataset.app_config.color_scheme
+    gone = {
+        path
+        for path in (names.region_field, names.pseudo_label_field)
+        if not dataset_io.has_field(dataset, path)
+    }
+    if scheme is None or not any(dict(f).get("path") in gone for f in scheme.fields or []):
+        return
+    scheme.fields = [f for f in scheme.fields if dict(f).get("path") not in gone]
+    dataset.app_config.color_scheme = scheme
+    dataset.save()
+
+
+def _owns_pseudo_labels(dataset: fo.Dataset, names: runs.PipelineNames) -> bool:
+    """Whether the key's pseudo-label run wrote the field of its name, as it is now."""
+    field = names.pseudo_label_field
+    config = runs.stage_config(dataset, names, "pseudo_labels")
+    return (
+        config is not None
+        and field in (getattr(config, "owned_fields", None) or [])
+        and dataset_io.has_field(dataset, field)
+        and output_proof.still_owned(dataset, config, "owned_fields", field)
+    )

@@ -930,13 +930,19 @@ def stage_rows(
 
 
 def commit_staged(
-    dataset: fo.Dataset, collection: str, kinds: dict[str, ColumnKind], ids: Sequence[str]
+    dataset: fo.Dataset,
+    collection: str,
+    kinds: dict[str, ColumnKind],
+    ids: Sequence[str],
+    marks: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """Moves the staged values of `collection` into their sample fields in one server-side
     ``$merge`` (one pass over the samples), then drops the collection.
 
-    Fields that do not exist are declared first with their `ColumnKind`; existing ones keep the
-    other samples' values (a resumable stage adds to its field). Why not FiftyOne's
+    Fields that do not exist are declared first with their `ColumnKind` and their entry of
+    `marks` (`field_mark`: a field ELFS creates carries its run's mark from its first moment,
+    so one a user creates under that name after an interruption is told apart); existing ones
+    keep the other samples' values (a resumable stage adds to its field). Why not FiftyOne's
     `set_values`: at 1.28M samples of ~2.3 KB each (the embedding is in the document), a bulk
     update per sample costs about twice one server-side pass (`benchmarks/results/scale`), and
     staging into a separate collection keeps every result field whole or absent after an
@@ -949,6 +955,8 @@ def commit_staged(
         _forget_read(field)
         if dataset.get_field(field) is None:
             extra = {"embedded_doc_type": kind.embedded_doc_type} if kind.embedded_doc_type else {}
+            if marks and field in marks:
+                extra["info"] = {MARK: marks[field]}
             dataset.add_sample_field(field, kind.field_type, **extra)
     merge = {
         "into": dataset._sample_collection_name,
@@ -993,10 +1001,19 @@ def add_classification_field(dataset: fo.Dataset, field: str) -> None:
 
 
 def write_zoo_embeddings(
-    samples: SampleCollection, model: Any, field: str, ids: Sequence[str], batch_size: int
+    samples: SampleCollection,
+    model: Any,
+    field: str,
+    ids: Sequence[str],
+    batch_size: int,
+    mark: dict[str, Any],
 ) -> None:
-    """Embeds the samples `ids` with a FiftyOne zoo model into `field` (FiftyOne reads them)."""
+    """Embeds the samples `ids` with a FiftyOne zoo model into `field` (FiftyOne reads them);
+    a field it creates is declared first with the run's `mark` (as `commit_staged` does)."""
     _forget_read(field)
+    dataset = dataset_of(samples)
+    if dataset.get_field(field) is None:
+        dataset.add_sample_field(field, fo.VectorField, info={MARK: mark})
     for chunk in id_chunks(ids):
         samples.select(chunk).compute_embeddings(
             model, embeddings_field=field, batch_size=batch_size, skip_failures=True

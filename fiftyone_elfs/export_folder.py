@@ -12,7 +12,8 @@ makes sure a user never sees half an export and never loses a file the exporter 
   (`fiftyone_elfs.export_lock.exclusive`), so a second export is refused.
 - An output of the earlier export that the new one does not write is kept, and stays recorded
   (`kept_outputs`); `fiftyone_elfs.export` decides whether keeping it is consistent.
-- An output that is a file and was changed since it was written is the user's, never replaced.
+- An output that is a file and was changed since it was written (its sha256), or a file inside
+  an output folder that was (its size and modification time), is the user's, never replaced.
 """
 
 from __future__ import annotations
@@ -125,6 +126,28 @@ def _digests(export_dir: str, names: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def _stamps(export_dir: str, names: Sequence[str]) -> dict[str, dict[str, list[int]]]:
+    """Size and modification time of every file of each output that is a folder (`media/`,
+    `fiftyone_dataset/`): an image edited since (a reviewer's redaction) is the user's, never
+    replaced. (Not a digest: reading back every exported image would cost as much as the
+    export.)"""
+    out = {}
+    for name in names:
+        folder = os.path.join(export_dir, name)
+        if os.path.isdir(folder) and not os.path.islink(folder):
+            out[name] = {}
+            for relative in _files_under(folder):
+                stat = os.stat(os.path.join(folder, relative))
+                out[name][relative] = [stat.st_size, stat.st_mtime_ns]
+    return out
+
+
+def _changed_files(export_dir: str, name: str, recorded: dict[str, list[int]]) -> list[str]:
+    """The files of output folder `name` whose size or modification time is not the recorded."""
+    current = _stamps(export_dir, [name]).get(name, {})
+    return sorted(f for f, stamp in recorded.items() if f in current and current[f] != stamp)
+
+
 def recover(export_dir: str) -> bool:
     """Rolls back an interrupted export in `export_dir`; returns whether there was one.
 
@@ -176,6 +199,14 @@ def check_replaceable(export_dir: str, names: Sequence[str]) -> dict[str, Any] |
             raise ElfsInputError(
                 f"'{path}' was changed since the earlier export wrote it (an edit of yours?); "
                 "refusing to replace it. Fix: move it away, or export to another folder.",
+                param="export_dir",
+            )
+        changed = _changed_files(export_dir, name, (record or {}).get("stamps", {}).get(name, {}))
+        if changed:
+            raise ElfsInputError(
+                f"'{path}' holds {len(changed)} files changed since the earlier export wrote them "
+                f"(edits of yours?), e.g. {changed[:3]}; refusing to replace them. Fix: move them "
+                "away, or export to another folder.",
                 param="export_dir",
             )
         foreign = sorted(set(_files_under(path)) - set(own[name]))
@@ -258,6 +289,10 @@ def commit(
         "digests": {
             **{k: v for k, v in (earlier or {}).get("digests", {}).items() if k in kept},
             **_digests(export_dir, outputs),
+        },
+        "stamps": {
+            **{k: v for k, v in (earlier or {}).get("stamps", {}).items() if k in kept},
+            **_stamps(export_dir, outputs),
         },
     }
     _write_json(os.path.join(export_dir, RECORD), record)

@@ -35,13 +35,21 @@ def add(
     stage: str,
     owned: dict[str, Sequence[str]],
     staging_collections: Sequence[str] = (),
+    unmarked_fields: Sequence[str] = (),
 ) -> None:
     """Lists, before they are written or deleted, names an operation of (key, stage) may leave
     behind: `owned` by kind (``owned_fields`` ...) and its staging collections
-    (`dataset_io.stage_rows`)."""
+    (`dataset_io.stage_rows`).
+
+    A field the operation creates carries the mark of (key, stage) from its first moment
+    (`dataset_io.field_mark`), so cleaning up deletes a listed field only if it carries it
+    (one created by the user after an interruption has none); `unmarked_fields`: listed fields
+    that may lack it and are deleted all the same (outputs of runs from before marks, deleted)."""
     additions = {kind: {"$each": list(v)} for kind, v in owned.items() if v}
     if staging_collections:
         additions["staging_collections"] = {"$each": list(staging_collections)}
+    if unmarked_fields:
+        additions["unmarked_fields"] = {"$each": list(unmarked_fields)}
     _journal().update_one(
         {"_id": _journal_id(dataset, key, stage)},
         {
@@ -49,6 +57,7 @@ def add(
                 "dataset_id": dataset_io.dataset_id(dataset),
                 "key": key,
                 "stage": stage,
+                "fields_marked": True,
             },
             **({"$addToSet": additions} if additions else {}),
         },

@@ -32,7 +32,7 @@ from typing import Any
 import fiftyone as fo
 import fiftyone.core.collections as foc
 
-from fiftyone_elfs import dataset_io, journal
+from fiftyone_elfs import dataset_io, journal, output_proof
 from fiftyone_elfs.errors import identifier_error
 
 STAGES = ("embeddings", "pseudo_labels", "difficulty", "contrastive", "coreset", "visualization")
@@ -332,8 +332,13 @@ def delete_stage(dataset: fo.Dataset, names: PipelineNames, stage: str) -> bool:
     if config is None:
         return False
     owned = {kind: list(getattr(config, kind, None) or []) for kind in OWNED_KINDS}
-    owned = {k: [n for n in v if still_owned(dataset, config, k, n)] for k, v in owned.items()}
-    journal.add(dataset, names.key, stage, owned)
+    # what the user made under a recorded name since is theirs (`output_proof`): kept
+    owned = {
+        k: [n for n in v if output_proof.still_owned(dataset, config, k, n)]
+        for k, v in owned.items()
+    }
+    legacy = [] if getattr(config, "marks_fields", False) else owned["owned_fields"]
+    journal.add(dataset, names.key, stage, owned, unmarked_fields=legacy)
     dataset.delete_run(names.run_key(stage))
     delete_names(dataset, owned)
     return True
@@ -342,17 +347,6 @@ def delete_stage(dataset: fo.Dataset, names: PipelineNames, stage: str) -> bool:
 def field_mark(names: PipelineNames, stage: str) -> dict[str, str]:
     """The mark a stage's run leaves on the fields it writes (`dataset_io.field_mark`)."""
     return {"key": names.key, "stage": stage}
-
-
-def still_owned(dataset: fo.Dataset, config: Any, kind: str, name: str) -> bool:
-    """Whether a field a run recorded is still the one it wrote: it carries the run's mark, so
-    it was not deleted and re-created (by the user) under that name since. Other kinds, absent
-    fields and runs recorded before fields were marked: True."""
-    if kind != "owned_fields" or not getattr(config, "marks_fields", False):
-        return True
-    if not dataset_io.has_field(dataset, name):
-        return True
-    return dataset_io.field_mark(dataset, name) == {"key": config.elfs_key, "stage": config.stage}
 
 
 def delete_names(dataset: fo.Dataset, owned: dict[str, Sequence[str]]) -> None:
@@ -408,6 +402,9 @@ def recover(
         leftovers: dict[str, list[str]] = {}
         for kind in OWNED_KINDS:
             leftovers[kind] = [n for n in entry.get(kind, []) if owner_of(dataset, kind, n) is None]
+        leftovers["owned_fields"] = [
+            n for n in leftovers["owned_fields"] if output_proof.left_by(dataset, entry, n)
+        ]
         leftovers["owned_fields"] += list(entry.get("staging_fields", []))
         delete_names(dataset, leftovers)
         for collection in entry.get("staging_collections", []):

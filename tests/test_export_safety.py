@@ -356,3 +356,28 @@ def test_an_exported_file_edited_since_is_the_users_and_is_not_replaced(ds, tmp_
     os.rename(manifest, str(tmp_path / "my-manifest.csv"))
     elfs.export_coreset(ds, out, key=KEY, classes=CLASSES, overwrite=True)
     _assert_complete(out, BUDGET)
+
+
+def test_an_exported_image_edited_since_is_the_users_and_is_not_replaced(ds, tmp_path):
+    """Audit 'safety' #2: only top-level files were checked, so an image in media/ that a
+    reviewer replaced (a redacted version) was silently replaced by overwrite=True."""
+    out = str(tmp_path / "export")
+    elfs.export_coreset(ds, out, key=KEY, formats=["media"])
+    media = os.path.join(out, export.MEDIA_DIR)
+    image = os.path.join(media, sorted(os.listdir(media))[0])
+    with open(image, "ab") as f:
+        f.write(b"redacted")
+    files_before = _files(out)
+    with pytest.raises(
+        ElfsInputError,
+        match=r"media' holds 1 files changed since the earlier export.*" + os.path.basename(image),
+    ):
+        elfs.export_coreset(ds, out, key=KEY, formats=["media"], overwrite=True)
+    assert _files(out) == files_before
+    # an image put back as it was exported (bytes and time) is the exporter's again
+    stamp = _record(out)["stamps"][export.MEDIA_DIR][os.path.basename(image)]
+    with open(image, "r+b") as f:
+        f.truncate(stamp[0])
+    os.utime(image, ns=(stamp[1], stamp[1]))
+    elfs.export_coreset(ds, out, key=KEY, formats=["media"], overwrite=True)
+    assert len(os.listdir(media)) == BUDGET

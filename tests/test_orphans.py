@@ -317,3 +317,21 @@ def test_a_plot_whose_run_fiftyone_deleted_is_named_with_its_fix(base_dataset, c
         assert ds.list_brain_runs() == ["p_umap"]
     finally:
         ds.delete()
+
+
+def test_a_round_tag_set_by_hand_is_the_users_not_a_deleted_round(ds):
+    """Audit 'safety' #5: any tag named like a round counted as a round whose run is gone; its
+    samples were left out, the round numbered after it and a deleted run was claimed."""
+    first = elfs.run_pipeline(ds, key="k", budget_count=8, **PIPELINE)
+    mine = [i for i in ds.values("id") if i not in set(first.selected_ids)][:5]
+    ds.select(mine).tag_samples("k_round2")
+    before = snapshot(ds)
+    with pytest.raises(
+        ElfsInputError, match="tag 'k_round2' is already on samples.*Fix: rename your tag"
+    ) as refused:
+        elfs.select_more(ds, key="k", budget_count=3)
+    assert "whose run is gone" not in str(refused.value)
+    assert snapshot(ds) == before
+    ds.untag_samples("k_round2")
+    second = elfs.select_more(ds, key="k", budget_count=3)
+    assert second.round == 2

@@ -219,6 +219,8 @@ def test_leftovers_of_an_interrupted_run_are_not_taken_for_user_data(ds):
     journal.add(ds, names.key, "pseudo_labels", {"owned_fields": ["z_pseudo_label"]})
     leftover = {i: fo.Classification(label="x") for i in ds.values("id")}
     ds.set_values("z_pseudo_label", leftover, key_field="id")
+    # the commit declares a field with its run's mark before it writes a value
+    dataset_io.mark_field(ds, "z_pseudo_label", runs.field_mark(names, "pseudo_labels"))
     elfs.compute_pseudo_labels(ds, key="z", **KMEANS)  # not refused: cleaned, then written
     assert journal.entries(ds) == []
     assert "x" not in set(ds.values("z_pseudo_label.label"))
@@ -227,3 +229,73 @@ def test_leftovers_of_an_interrupted_run_are_not_taken_for_user_data(ds):
     assert elfs.delete_key(ds, "z") == ["pseudo_labels"]
     assert "z_coreset" not in ds.count_sample_tags() and ds.get_field("z_pseudo_label") is None
     assert journal.entries(ds) == []
+
+
+def test_a_field_the_user_creates_after_an_interruption_is_not_taken_for_its_leftover(ds):
+    """Audit 'safety' #1: a run killed before it created its field left the name journaled; a
+    field the user then made under that name (no mark) was deleted by the key's next run and by
+    delete_key."""
+    names = runs.PipelineNames("z")
+    journal.add(ds, names.key, "embeddings", {"owned_fields": ["my_emb"]})  # killed here
+    ds.set_values("my_emb", [[float(i), 1.0] for i in range(len(ds))])  # the user's own
+    before = snapshot(ds)
+    with pytest.raises(ElfsInputError, match="'z_embedding' does not exist.*compute_embeddings"):
+        elfs.compute_pseudo_labels(ds, key="z", n_clusters=3, clustering="kmeans")
+    assert elfs.delete_key(ds, "z") == []
+    assert snapshot(ds) == before and journal.entries(ds) == []
+    # a field that carries the interrupted run's mark is its leftover, and goes
+    journal.add(ds, names.key, "embeddings", {"owned_fields": ["z_embedding"]})
+    ds.set_values("z_embedding", [[1.0, 0.0]] * len(ds))
+    dataset_io.mark_field(ds, "z_embedding", runs.field_mark(names, "embeddings"))
+    assert elfs.delete_key(ds, "z") == []
+    assert ds.get_field("z_embedding") is None and ds.get_field("my_emb") is not None
+
+
+def test_a_view_or_plot_the_user_saved_under_a_keys_name_is_theirs(ds, caplog):
+    """Audit 'safety' #3: a view or plot re-created by the user under a name a run records was
+    deleted by delete_key and replaced by a rerun without a word (fields were protected)."""
+    elfs.run_pipeline(ds, key="v", budget_count=6, **KMEANS, epochs=1, visualize=False)
+    elfs.compute_visualization(ds, key="v", layout_method="pca", embeddings_field="elfs_embedding")
+    mine = ds.match_tags("v_coreset").limit(2)
+    ds.save_view("v-coreset", mine, description="MY curated picks", overwrite=True)
+    plot_key = "v_pca"  # the PCA layout's brain key
+    ds.delete_brain_run(plot_key)
+    import fiftyone.brain as fob
+
+    fob.compute_visualization(
+        ds, embeddings="elfs_embedding", method="pca", brain_key=plot_key, seed=0
+    )
+    before = snapshot(ds)
+    with pytest.raises(ElfsInputError, match="saved view 'v-coreset'"):
+        elfs.select_coreset(ds, key="v", budget_count=5)
+    with pytest.raises(ElfsInputError, match=f"'{plot_key}'"):
+        elfs.compute_visualization(
+            ds, key="v", layout_method="pca", embeddings_field="elfs_embedding"
+        )
+    assert snapshot(ds) == before
+    assert "visualization" in elfs.delete_key(ds, "v")
+    assert ds.get_saved_view_info("v-coreset")["description"] == "MY curated picks"
+    assert plot_key in ds.list_brain_runs() and elfs.list_keys(ds) == {}
+    assert "kept the" in caplog.text and "saved view 'v-coreset'" in caplog.text
+
+
+def test_the_app_colours_of_a_users_field_of_the_keys_name_are_kept(ds):
+    """Audit 'safety' #4: a typical coreset (it reads no pseudo-labels) recoloured the user's own
+    '<key>_pseudo_label' field; delete_key left the key's colour entries behind."""
+    ids = ds.values("id")
+    labels = [fo.Classification(label=["cat", "dog"][i % 2]) for i in range(len(ids))]
+    ds.set_values("mine_pseudo_label", dict(zip(ids, labels, strict=True)), key_field="id")
+    users = {
+        "path": "mine_pseudo_label",
+        "fieldColor": "#000000",
+        "colorByAttribute": "label",
+        "valueColors": [{"value": "cat", "color": "#ff0000"}, {"value": "dog", "color": "#0000ff"}],
+    }
+    ds.app_config.color_scheme = fo.ColorScheme(fields=[users])
+    ds.save()
+    elfs.compute_embeddings(ds, key="mine")
+    elfs.select_coreset(ds, key="mine", budget_count=8, mode="typical")
+    entries = {dict(f)["path"]: dict(f) for f in ds.app_config.color_scheme.fields}
+    assert entries["mine_pseudo_label"] == users and "mine_coreset_region" in entries
+    assert elfs.delete_key(ds, "mine") == ["embeddings", "coreset"]
+    assert [dict(f) for f in ds.app_config.color_scheme.fields] == [users]

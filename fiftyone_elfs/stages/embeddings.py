@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from fiftyone_elfs import dataset_io, embedding_chunks, runs, sharding
+from fiftyone_elfs import dataset_io, embedding_chunks, output_proof, runs, sharding
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.faults import kill_point
@@ -241,7 +241,9 @@ def run(
             )
             outputs = record.Outputs(values={field_name: (good, vectors)})
         else:
-            skipped = zoo_embeddings.embed(samples, zoo_model, ids, config.batch_size, field_name)
+            skipped = zoo_embeddings.embed(
+                samples, names, STAGE, zoo_model, ids, config.batch_size, field_name
+            )
     elif ids:
         vectors, failures, n_resumed = _embed_in_stored_chunks(
             dataset_io.dataset_id(dataset), ids, paths, config, report
@@ -302,7 +304,7 @@ def vectors_version(samples: SampleCollection, field_name: str) -> str | None:
     if owner is None or owner[1] != STAGE:
         return None
     config = runs.stage_config(dataset, runs.PipelineNames(owner[0]), STAGE)
-    if config is None or not runs.still_owned(dataset, config, "owned_fields", field_name):
+    if config is None or not output_proof.still_owned(dataset, config, "owned_fields", field_name):
         return None
     return getattr(config, "vectors_version", None)
 

@@ -21,7 +21,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from fiftyone_elfs import dataset_io, journal, runs
+from fiftyone_elfs import dataset_io, journal, output_proof, runs
 from fiftyone_elfs.errors import ElfsInputError
 
 logger = logging.getLogger(__name__)
@@ -71,23 +71,6 @@ def _named_stage(names: runs.PipelineNames, kind: str, name: str) -> str | None:
     return None
 
 
-def _saved_by_stage(dataset: Any, names: runs.PipelineNames, stage: str, view: str) -> str | None:
-    """The tag a saved view shows if it is the one (key, stage) saved: ELFS's description of
-    it and a single match of one tag (`selection`, `selection_rounds`), after the image slices
-    of a grouped dataset (`dataset_io.save_tagged_view`); else None."""
-    info = next((i for i in dataset.list_saved_views(info=True) if i["name"] == view), {})
-    words = "coreset" if stage == "coreset" else f"round {stage[len('round') :]} of"
-    if not (info.get("description") or "").startswith(f"ELFS {words} '{names.key}':"):
-        return None
-    stages = dataset.load_saved_view(view)._serialize(include_uuids=False)
-    if len(stages) == 2 and stages[0].get("_cls", "").endswith(".SelectGroupSlices"):
-        stages = stages[1:]
-    if len(stages) != 1 or not stages[0].get("_cls", "").endswith(".MatchTags"):
-        return None
-    tags = dict(stages[0].get("kwargs") or []).get("tags")
-    return tags[0] if isinstance(tags, list) and len(tags) == 1 else None
-
-
 def _coreset_by_regions(dataset: Any, region_field: str, tag: str) -> bool:
     """Whether a tag is on exactly the samples a leftover region field puts in the coreset."""
     n_coreset = dataset_io.every_slice(dataset).count_values(region_field).get("coreset", 0)
@@ -120,10 +103,10 @@ def leftovers(
 
     for (attribute, name), (run_key, config) in listed.items():
         if attribute == "owned_fields" and dataset_io.has_field(dataset, name):
-            if runs.still_owned(dataset, config, attribute, name):  # carries its mark
+            if output_proof.still_owned(dataset, config, attribute, name):  # carries its mark
                 add(attribute, name, config.stage)
         elif attribute == "owned_brain_runs" and not fields_only:
-            if _brain_run_before(dataset, name, run_key):
+            if output_proof.brain_run_before(dataset, name, run_key):
                 add(attribute, name, config.stage)
     for name, stage in _key_fields(names).items():
         if dataset_io.has_field(dataset, name) and dataset_io.field_mark(
@@ -135,7 +118,7 @@ def leftovers(
     shown: dict[str, str] = {}  # tag -> stage of a leftover view that shows it
     for view in dataset.list_saved_views():
         stage = _named_stage(names, "views", view)
-        tag = _saved_by_stage(dataset, names, stage, view) if stage else None
+        tag = output_proof.view_saved_by(dataset, names.key, stage, view) if stage else None
         if tag is not None and runs.owner_of(dataset, "owned_views", view) is None:
             add("owned_views", view, stage)
             shown[tag] = stage
@@ -154,18 +137,6 @@ def leftovers(
 def _tags(dataset: Any) -> list[str]:
     """The tags on the dataset's samples."""
     return list(dataset_io.distinct_values(dataset_io.every_slice(dataset), "tags"))
-
-
-def _brain_run_before(dataset: Any, brain_key: str, run_key: str) -> bool:
-    """Whether a brain run exists and was registered before the run `run_key` (a stage
-    registers its layout, then its run): not one the user computed under that key since."""
-    if brain_key not in dataset_io.brain_runs(dataset):
-        return False
-    try:
-        brain = dataset.get_brain_info(brain_key).timestamp
-        return brain is not None and brain <= dataset.get_run_info(run_key).timestamp
-    except (TypeError, ValueError):
-        return False
 
 
 def origin(names: runs.PipelineNames, word: str, name: str, leftover: Leftover) -> str:
@@ -236,7 +207,9 @@ def delete_leftovers(dataset: Any, names: runs.PipelineNames) -> list[str]:
             owned = by_stage.setdefault(leftover.stage, {a: [] for a in runs.OWNED_KINDS})
             owned[attribute].append(name)
     for stage, owned in by_stage.items():
-        journal.add(dataset, names.key, stage, owned)
+        # fields of a run from before marks, listed by its renamed record, carry none
+        legacy = [f for f in owned["owned_fields"] if dataset_io.field_mark(dataset, f) is None]
+        journal.add(dataset, names.key, stage, owned, unmarked_fields=legacy)
         runs.delete_names(dataset, owned)
         journal.end(dataset, names.key, stage)
     kept = [  # named like the key's but not provably its: kept; say so, and how to remove

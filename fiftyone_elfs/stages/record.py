@@ -75,7 +75,7 @@ from typing import Any
 
 import numpy as np
 
-from fiftyone_elfs import dataset_io, journal, leases, runs
+from fiftyone_elfs import dataset_io, journal, leases, output_proof, runs
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.faults import kill_point
@@ -161,9 +161,17 @@ def _exists(dataset: Any, kind: str, name: str) -> bool:
     return name in dataset_io.brain_runs(dataset)
 
 
-def _not_ours_error(kind: str, name: str, key: str) -> ElfsInputError:
+def _not_ours_error(kind: str, name: str, key: str, stage: str) -> ElfsInputError:
     """The refusal of an existing name that no ELFS run recorded: the user's (or a tool's)."""
     other_key = f"{key}2"
+    if kind == "tags" and stage.startswith("round"):  # a round's tag follows from its number
+        return ElfsInputError(
+            f"The tag '{name}' is already on samples and was not set by ELFS key '{key}' (this "
+            f"round's tag); refusing to move or remove it. Fix: rename your tag (tag those "
+            f"samples under another name, then dataset.untag_samples('{name}')), or start "
+            f"another key (e.g. key='{other_key}').",
+            param="key",
+        )
     if kind == "fields":
         return ElfsInputError(
             f"The field '{name}' already exists and was not created by ELFS key '{key}' (it is "
@@ -286,7 +294,7 @@ def check_ownership(
         for name in output_names:
             owner = runs.owner_of(dataset, attribute, name)
             if owner is not None and not _unchanged(dataset, owner, attribute, name):
-                raise _not_ours_error(kind, name, names.key)  # re-created by the user since
+                raise _not_ours_error(kind, name, names.key, stage)  # re-created by the user since
             if owner is not None and owner != (names.key, stage):
                 other, other_stage = owner
                 fix = {
@@ -319,12 +327,12 @@ def check_ownership(
             leftover = left[attribute].get(name)
             if leftover is not None:
                 raise leftover_error(names, word, name, leftover, left)
-            raise _not_ours_error(kind, name, names.key)
+            raise _not_ours_error(kind, name, names.key, stage)
 
 
 def _unchanged(dataset: Any, owner: tuple[str, str], attribute: str, name: str) -> bool:
     config = runs.stage_config(dataset, runs.PipelineNames(owner[0]), owner[1])
-    return config is None or runs.still_owned(dataset, config, attribute, name)
+    return config is None or output_proof.still_owned(dataset, config, attribute, name)
 
 
 def check_input(
@@ -598,7 +606,7 @@ def _refuse_outputs_created_meanwhile(
                 "another key, or delete that key first.",
                 param="key",
             )
-        raise _not_ours_error(kind, name, names.key)
+        raise _not_ours_error(kind, name, names.key, run.stage)
 
 
 def write_runs(
@@ -707,7 +715,8 @@ def _commit_in_turn(
     for staged in plan:
         # unowned leftovers of an interrupted run, journaled
         dataset_io.delete_fields(dataset, [f for f, s in staged.stages.items() if replace[s]])
-        dataset_io.commit_staged(dataset, staged.collection, staged.kinds, staged.ids)
+        marks = {f: runs.field_mark(names, s) for f, s in staged.stages.items()}
+        dataset_io.commit_staged(dataset, staged.collection, staged.kinds, staged.ids, marks)
         for field_name, stage in staged.stages.items():
             dataset_io.mark_field(dataset, field_name, runs.field_mark(names, stage))
         for stage in dict.fromkeys(staged.stages.values()):

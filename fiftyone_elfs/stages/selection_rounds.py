@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from fiftyone_elfs import dataset_io, runs
+from fiftyone_elfs import dataset_io, output_proof, runs
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.stages import StageConfig, record
@@ -258,12 +258,19 @@ def _answers_loaded_into(dataset: Any, label_field: str) -> bool:
 
 def _tagged_rounds(dataset: Any, names: runs.PipelineNames) -> list[int]:
     """The round numbers (2 and up) whose tags (`PipelineNames.round_tag`) are on samples of the
-    dataset."""
+    dataset and provably ELFS's: the round's saved view, as ELFS saved it, shows the tag (a tag
+    set by hand under that name is the user's)."""
     prefix = names.round_tag(0)[:-1]
-    return [
+    numbers = [
         int(t[len(prefix) :])
         for t in dataset_io.distinct_tags(dataset)
         if t.startswith(prefix) and t[len(prefix) :].isdigit() and int(t[len(prefix) :]) > 1
+    ]
+    return [
+        r
+        for r in numbers
+        if output_proof.view_saved_by(dataset, names.key, runs.round_stage(r), names.round_view(r))
+        == names.round_tag(r)
     ]
 
 

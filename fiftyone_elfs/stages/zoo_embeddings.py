@@ -53,11 +53,21 @@ def load_zoo_model(name: str) -> Any:
 
 
 def embed(
-    samples: SampleCollection, model: Any, ids: list[str], batch_size: int, field: str
+    samples: SampleCollection,
+    names: runs.PipelineNames,
+    stage: str,
+    model: Any,
+    ids: list[str],
+    batch_size: int,
+    field: str,
 ) -> list[dict[str, str]]:
     """Embeds the samples `ids` with a loaded FiftyOne zoo model into `field` (written by
-    FiftyOne); returns the samples it could not embed."""
-    dataset_io.write_zoo_embeddings(samples, model, field, ids, batch_size)
+    FiftyOne, journaled first: an interruption leaves a recognised leftover); returns the
+    samples it could not embed."""
+    record.begin_writes(samples, names, stage, [field])
+    dataset_io.write_zoo_embeddings(
+        samples, model, field, ids, batch_size, runs.field_mark(names, stage)
+    )
     return _not_embedded(samples, field)
 
 
@@ -90,7 +100,9 @@ def embed_aside(
     record.begin_writes(samples, names, stage, [scratch])
     try:
         dataset_io.delete_fields(dataset, [scratch])  # an interrupted run's, if any
-        dataset_io.write_zoo_embeddings(samples, model, scratch, ids, batch_size)
+        dataset_io.write_zoo_embeddings(
+            samples, model, scratch, ids, batch_size, runs.field_mark(names, stage)
+        )
         skipped = _not_embedded(samples, scratch)
         if len(skipped) >= len(ids):  # none embedded: the stage's refusal names the images
             return [], [], skipped
