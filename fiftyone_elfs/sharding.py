@@ -54,9 +54,10 @@ def plan(dataset_id: str, key: str, n_shards: int, pipeline: dict[str, Any]) -> 
 
 
 def planned_pipeline(dataset_id: str, key: str) -> dict[str, Any] | None:
-    """The run_pipeline keyword arguments of the plan of `key` (None: no plan)."""
+    """The run_pipeline keyword arguments of the plan of `key` (None: no plan, or shards run
+    on their own, whose set `mark_done` records without a pipeline)."""
     doc = _collection().find_one({"_id": f"{dataset_id}:{key}"})
-    return None if doc is None else dict(doc.get("pipeline") or {})
+    return None if doc is None or "pipeline" not in doc else dict(doc["pipeline"] or {})
 
 
 def mark_done(dataset_id: str, key: str, shard: int, n_shards: int) -> bool:

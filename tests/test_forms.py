@@ -146,9 +146,12 @@ def test_the_embeddings_label_names_resumed_reused_and_skipped_images():
     result = dict(n_samples=10, n_computed=4, n_resumed=3, n_reused=0, n_skipped=3)
     label = OPERATOR["compute_embeddings"]().done_label(result, {})
     assert label == "embedded 4 images (3 resumed, 3 skipped)"
-    shard = dict(shard=1, n_computed=5, n_resumed=0, n_skipped=0, queued=True)
+    shard = dict(shard=1, n_computed=5, n_resumed=0, n_skipped=0, queued="run_elfs_pipeline")
     label = OPERATOR["embed_shard"]().done_label(shard, {})
     assert label == "shard 1: embedded 5 images, then queued the pipeline"
+    shard["queued"] = "compute_embeddings"
+    label = OPERATOR["embed_shard"]().done_label(shard, {})
+    assert label == "shard 1: embedded 5 images, then queued the field's write"
 
 
 def test_the_delegation_default_is_judged_on_the_target_not_the_app_view(ds, monkeypatch):

@@ -170,3 +170,21 @@ def test_show_coreset_without_its_saved_view_shows_the_coreset_of_any_slice(grou
     [shown] = [r for r in executor._requests if r.operator_uri == "set_view"]
     view = fo.DatasetView._build(grouped, shown.params["view"])
     assert set(view.values("id")) == set(result.selected_ids)
+
+
+def test_a_queued_operator_call_runs_on_the_active_slice(grouped):
+    """Audit 'operators' #1: a script's `op(samples, ..., delegate=True)` was queued without the
+    active slice, so a worker ran on the default one (and replaced the key's results there)."""
+    import fiftyone.operators as foo
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    grouped.group_slice = "right"
+    operator = foo.get_operator("@fiftyone-elfs/elfs/compute_pseudo_labels")
+    operator(grouped, key="k", n_clusters=4, clustering="kmeans", embeddings_field="vec",
+             delegate=True)  # fmt: skip
+    grouped.group_slice = "left"  # as a worker in another process loads it: the default slice
+    service = DelegatedOperationService()
+    results = service.execute_queued_operations(dataset_name=grouped.name)
+    assert [r.error for r in results] == [None]
+    labeled = grouped.select_group_slices().exists("k_pseudo_label")
+    assert labeled.count_values("group.name") == {"right": 40}

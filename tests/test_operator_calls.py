@@ -244,3 +244,21 @@ def test_a_dataset_name_instead_of_a_dataset_is_a_clear_error():
     operator = foo.get_operator(f"{PLUGIN}/compute_pseudo_labels")
     with pytest.raises(ElfsInputError, match=r"the name 'my-dataset'.*fo.load_dataset"):
         operator("my-dataset", n_clusters=2)
+
+
+MLP_EPOCH = dict(epochs=1, embeddings_field="elfs_embedding")
+
+
+def test_cnn_params_without_the_cnn_proxy_are_refused_as_the_library_refuses_them(ds):
+    """Audit 'operators' #2: the call dropped cnn_params hidden by the form (proxy='mlp') and
+    trained the MLP proxy without a word; the library refuses the combination."""
+    with pytest.raises(ElfsInputError) as library:
+        elfs.compute_difficulty(ds, key=KEY, cnn_params={"width": 8}, **MLP_EPOCH)
+    with pytest.raises(ElfsInputError) as called:
+        op("compute_difficulty")(ds, key=KEY, cnn_params={"width": 8}, **MLP_EPOCH)
+    assert str(called.value) == str(library.value) and "proxy='cnn'" in str(called.value)
+    with pytest.raises(ElfsInputError, match="proxy='cnn'"):
+        op("run_elfs_pipeline")(
+            ds, key="cnnp", budget_count=4, cnn_params={"arch": "resnet18"}, clustering="kmeans"
+        )
+    assert "cnnp" not in elfs.list_keys(ds)

@@ -462,9 +462,9 @@ def test_pipeline_writes_its_result_fields_in_one_pass_with_the_stages_results(
     merges = []
     commit_staged = dataset_io.commit_staged
 
-    def counting(dataset_, collection, kinds, ids):
+    def counting(dataset_, collection, kinds, ids, marks=None):
         merges.append(sorted(kinds))
-        return commit_staged(dataset_, collection, kinds, ids)
+        return commit_staged(dataset_, collection, kinds, ids, marks)
 
     monkeypatch.setattr(dataset_io, "commit_staged", counting)
     result = _run(dataset, key="onepass", visualize=False)

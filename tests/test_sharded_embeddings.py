@@ -135,6 +135,32 @@ def test_two_delegated_workers_embed_the_shards_then_one_runs_the_pipeline(image
     assert foo.get_operator("@fiftyone-elfs/elfs/embed_shard") is not None
 
 
+def test_shards_queued_on_their_own_end_with_the_field_written(images):
+    """Audit 'operators' #3: embed_shard used as its usage line shows (no planned pipeline):
+    the last shard queued the pipeline without arguments, which failed with "No budget given",
+    and the field was never written. Now it queues compute_embeddings (one worker here)."""
+    operator = foo.get_operator("@fiftyone-elfs/elfs/embed_shard")
+    for shard in range(2):
+        operator(images, shard, 2, key=KEY, delegate=True)
+    worker = subprocess.run(
+        [sys.executable, "-c", WORKER, images.name],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=560,
+    )
+    assert worker.returncode == 0, worker.stderr[-3000:]
+    ran = json.loads(next(x for x in worker.stdout.splitlines() if x.startswith("RAN "))[4:])
+    assert ran["errors"] == [None, None, None], worker.stderr[-3000:]
+    ops = DelegatedOperationService().list_operations(dataset_name=images.name)
+    names = sorted(op.operator.rsplit("/", 1)[1] for op in ops)
+    assert names == ["compute_embeddings", "embed_shard", "embed_shard"]
+    images.reload()
+    assert images.count(f"{KEY}_embedding") == N
+    results = images.load_run_results(f"{KEY}_embeddings", load_view=False)
+    assert results.n_resumed == N  # written from the shards' chunks, nothing embedded again
+
+
 def test_a_resumed_shard_reads_no_vector_back_and_counts_what_was_stored(images, monkeypatch):
     """A shard worker only needs to know which images are done: resuming must not load the
     stored vectors (at 1.28M a shard's vectors are gigabytes), and must embed only the rest."""

@@ -314,12 +314,12 @@ class ElfsOperator(foo.Operator):
         progress = (lambda fraction, label: None) if delegate else terminal_progress(self.label)
         _SCRIPT_CALLS[token] = call = _ScriptCall(progress)
         refusal, finished = None, False
+        context = {"view": samples.view(), SCRIPT_CALL_PARAM: token}
+        if samples.media_type == "group":  # a queued run's worker loads the default slice
+            context["group_slice"] = samples.group_slice
         try:
             execution = execute_blocking(
-                self.uri,
-                {"view": samples.view(), SCRIPT_CALL_PARAM: token},
-                params=params,
-                request_delegation=delegate,
+                self.uri, context, params=params, request_delegation=delegate
             )
             finished = True
         except ExecutionError:

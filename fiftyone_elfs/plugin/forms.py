@@ -49,8 +49,8 @@ def _shown(param: Param, values: Mapping[str, Any]) -> bool:
 def _from_form(param: Param, params: Mapping[str, Any], values: Mapping[str, Any]) -> Any:
     """The library value of `param` from the form's fields (None: not set)."""
     if param.type == "dict" and param.form_prefix:
-        if not _shown(param, values):
-            return None
+        if not _shown(param, values):  # the form's leftover fields; a script's dict is checked
+            return params.get(param.name)
         given = {
             sub.name: params[name]
             for name, sub, _ in form_names(param)
@@ -125,8 +125,8 @@ def call_to_params(operation: Operation, kwargs: Mapping[str, Any]) -> dict[str,
         value = kwargs.get(param.name)
         if value is None:
             continue
-        if param.type == "dict" and param.form_prefix:
-            params.update({f"{param.form_prefix}_{k}": v for k, v in value.items()})
+        if param.type == "dict" and param.form_prefix:  # whole: checked even where hidden
+            params[param.name] = dict(value)
         elif param.type == "subset":
             params.update({name: c in value for name, _, c in form_names(param)})
         elif param.type == "str_list":

@@ -219,15 +219,21 @@ PLUGIN = "@fiftyone-elfs/elfs"
 
 @functools.wraps(api.embed_shard)
 def _embed_shard_then_queue_the_rest(samples: Any, shard: int, n_shards: int, **kwargs: Any):
-    """`api.embed_shard`; the shard that completes the set queues the planned pipeline as a
-    delegated operation (its embedding stage writes the field from the stored chunks)."""
+    """`api.embed_shard`; the shard that completes the set queues, as a delegated operation, the
+    pipeline `queue_sharded_pipeline` planned, or else (shards queued on their own)
+    compute_embeddings with the shards' key and model: either writes the field from the
+    stored chunks."""
     result = api.embed_shard(samples, shard, n_shards, **kwargs)
     if result["last"]:
         key = kwargs.get("key", params.KEY.default)
         planned = sharding.planned_pipeline(dataset_io.dataset_id(samples), key)
-        if planned is not None:
-            foo.get_operator(f"{PLUGIN}/{RunElfsPipeline.name}")(samples, delegate=True, **planned)
-            result["queued"] = RunElfsPipeline.name
+        if planned is None:
+            embedding = ("key", "model", "image_size", "batch_size")
+            operator, planned = ComputeEmbeddings, {k: kwargs[k] for k in embedding if k in kwargs}
+        else:
+            operator = RunElfsPipeline
+        foo.get_operator(f"{PLUGIN}/{operator.name}")(samples, delegate=True, **planned)
+        result["queued"] = operator.name
     return result
 
 
@@ -245,7 +251,8 @@ class EmbedShard(ElfsOperator):
     )
 
     def done_label(self, result: dict[str, Any], kwargs: dict[str, Any]) -> str:
-        then = ", then queued the pipeline" if result.get("queued") else ""
+        queued = {RunElfsPipeline.name: "the pipeline", ComputeEmbeddings.name: "the field's write"}
+        then = f", then queued {queued[result['queued']]}" if result.get("queued") else ""
         counts = _embedding_counts(result)
         return f"shard {result['shard']}: embedded {result['n_computed']} images{counts}{then}"
 
