@@ -482,6 +482,16 @@ def _forget_read(field: str) -> None:
 
 #: Fields of one number (or id) per sample: not embeddings, though each reads as a 1-d "vector".
 _SCALAR_FIELDS_NOT_VECTORS = (fo.FloatField, fo.IntField, fo.BooleanField, fo.ObjectIdField)
+#: Fields of labels, text or dates (or lists of them): no embeddings either.
+_FIELDS_NOT_VECTORS = (
+    fo.EmbeddedDocumentField,
+    fo.DictField,
+    fo.StringField,
+    fo.DateField,
+    fo.DateTimeField,
+    fo.BooleanField,
+    fo.ObjectIdField,
+)
 #: Embedding values of larger magnitude are refused: no encoder comes near (unit-norm or ReLU
 #: features are below 1e3), and above about 1e18 a 1,280-d vector's squared norm overflows
 #: float32 (k-means then put every sample in one cluster, the plot failed inside numpy); at
@@ -489,8 +499,10 @@ _SCALAR_FIELDS_NOT_VECTORS = (fo.FloatField, fo.IntField, fo.BooleanField, fo.Ob
 MAX_EMBEDDING_MAGNITUDE = 1e15
 
 
-def _require_vector_field(samples: SampleCollection, field: str) -> None:
-    """Refuses a field of one number or id per sample (a FloatField, 'id') as embeddings."""
+def require_vector_field(samples: SampleCollection, field: str) -> None:
+    """Refuses, from the schema alone (also an App form's check), a field whose type cannot
+    hold embeddings: one number or id per sample (a FloatField, 'id'), or labels, text, dates.
+    (A field without a declared type is checked by its values, `read_embeddings`.)"""
     schema_field = samples.get_field(field)
     if isinstance(schema_field, _SCALAR_FIELDS_NOT_VECTORS):
         kind = "id" if isinstance(schema_field, fo.ObjectIdField) else "value"
@@ -500,6 +512,17 @@ def _require_vector_field(samples: SampleCollection, field: str) -> None:
             f"'{field}' is {article} {name} (one {kind} per sample), not a "
             "vector field, so it cannot be used as embeddings. Fix: pass a vector field, e.g. "
             "'<key>_embedding' from compute_embeddings or a field of one array per sample.",
+            param="embeddings_field",
+        )
+    kind = schema_field
+    if isinstance(kind, fo.ListField) and kind.field is not None:
+        kind = kind.field  # a list's elements: numbers make a vector
+    if isinstance(kind, _FIELDS_NOT_VECTORS):
+        found = getattr(kind, "document_type", None) or type(kind)
+        raise ElfsInputError(
+            f"The field '{field}' does not hold numeric vectors (it holds {found.__name__} "
+            "values), so it cannot be used as embeddings. Fix: pass a vector field (e.g. "
+            "'<key>_embedding' from compute_embeddings).",
             param="embeddings_field",
         )
 
@@ -528,7 +551,7 @@ def read_embeddings(
             "field>.",
             param="embeddings_field",
         )
-    _require_vector_field(samples, field)
+    require_vector_field(samples, field)
     read = _EMBEDDINGS_READ.get()
     cached = None if read is None else read.get((id(samples), field))
     if cached is not None:

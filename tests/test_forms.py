@@ -70,6 +70,16 @@ DATA_CASES = [
     ("compute_pseudo_labels", dict(key="nokey", n_clusters=4), "key"),
     ("compute_pseudo_labels", dict(embeddings_field="no_such", n_clusters=4), "embeddings_field"),
     ("compute_visualization", dict(key="nokey", layout_method="pca"), "key"),
+    (
+        "compute_pseudo_labels",
+        dict(embeddings_field="ground_truth", n_clusters=4),
+        "embeddings_field",
+    ),
+    (
+        "compute_visualization",
+        dict(embeddings_field="ground_truth", layout_method="pca"),
+        "embeddings_field",
+    ),
     ("compute_difficulty", dict(key="nokey"), "key"),
     ("compute_difficulty", dict(label_field="no_such"), "label_field"),
     ("select_coreset", dict(budget_fraction=0.2, score="contrastive"), "score"),
@@ -109,6 +119,29 @@ def test_the_form_refuses_on_the_right_field_what_execution_would(busy, name, fo
     errors = _errors(busy, name, form_params)
     assert list(errors) == [field], errors
     assert "Fix:" in errors[field]
+
+
+def test_the_forms_refuse_what_the_rounds_rule_and_stale_inputs_would_refuse(ds):
+    """Audit 'operators' #4: these passed the form (Execute enabled) and failed at execution."""
+    elfs.select_coreset(ds, key=KEY, budget_fraction=0.2, mode="ccs")
+    errors = _errors(ds, "select_more", dict(budget_count=2, score="contrastive"))
+    assert list(errors) == ["score"] and "No 'contrastive' scores" in errors["score"]
+    elfs.select_coreset(ds, key=KEY, budget_fraction=0.2, mode="typical")
+    errors = _errors(ds, "select_more", dict(budget_count=2, beta_mode="manual", beta=0.2))
+    assert list(errors) == ["beta"] and "mode='typical'" in errors["beta"]
+    assert _errors(ds, "select_more", dict(budget_count=2, score="contrastive")) == {}
+    # pseudo-labels computed again: the scores are of the earlier ones
+    elfs.compute_embeddings(ds, key="st")
+    elfs.compute_pseudo_labels(ds, key="st", n_clusters=3, clustering="kmeans")
+    elfs.compute_difficulty(ds, key="st", epochs=1)
+    elfs.compute_pseudo_labels(ds, key="st", n_clusters=4, clustering="kmeans")
+    errors = _errors(ds, "select_coreset", dict(key="st", budget_fraction=0.2))
+    assert list(errors) == ["score"] and "earlier pseudo-labels" in errors["score"]
+    # embeddings computed again: the pseudo-labels are of the earlier vectors
+    elfs.compute_embeddings(ds, key="st", overwrite=True)
+    errors = _errors(ds, "compute_difficulty", dict(key="st"))
+    assert list(errors) == ["embeddings_field"], errors
+    assert "were recomputed" in errors["embeddings_field"]
 
 
 VALID = [

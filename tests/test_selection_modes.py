@@ -226,7 +226,9 @@ def test_typical_mode_without_embeddings_is_refused_and_changes_nothing(modes_da
     _run(modes_dataset, "blob_embedding", 3, mode="ccs")
     before = modes_dataset.count_values("elfs_coreset_region")
     modes_dataset.delete_sample_field("blob_embedding")
-    with pytest.raises(elfs.ElfsInputError, match="mode='typical' selects on the embeddings"):
+    with pytest.raises(
+        elfs.ElfsInputError, match="Typical selection reads the embeddings, and the field"
+    ):
         elfs.select_coreset(modes_dataset, budget_count=30, mode="typical")
     assert modes_dataset.count_values("elfs_coreset_region") == before
     assert modes_dataset.load_run_results("elfs_coreset").mode == "ccs"

@@ -256,7 +256,8 @@ def check_cnn_params(cnn_params: dict[str, Any] | None, proxy: str) -> None:
 
 def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
     """The cheap data checks an App form repeats as the user types: the key's pseudo-labels,
-    the embeddings an MLP reads, the label field, free score fields (schema and run records)."""
+    the embeddings an MLP reads (those the pseudo-labels came from, not replaced since), the
+    label field, free score fields (schema and run records)."""
     from fiftyone_elfs.stages.pseudo_labels import require_embeddings
 
     key = values.get("key")
@@ -264,13 +265,17 @@ def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
         return
     names = runs.PipelineNames(key)
     try:
-        record.check_input(
+        made_from = record.check_input(
             samples, names, "pseudo_labels", names.pseudo_label_field, "pseudo-labels"
         )
     except ElfsInputError as e:
         raise ElfsInputError(str(e), param="key") from None
     if values.get("proxy") != "cnn" or values.get("label_field"):
         require_embeddings(samples, values)
+    if values.get("proxy") != "cnn" and not values.get("label_field"):  # as `run` checks
+        field_name = values.get("embeddings_field") or embeddings.key_field(samples, names)
+        _check_same_embeddings(made_from, field_name, key)
+        _check_embeddings_version(samples, made_from, field_name, key)
     if values.get("label_field"):
         record.require_annotator_labels(samples, values["label_field"])
     fields = [names.score_field(s) for s in runs.SCORE_NAMES]

@@ -116,6 +116,7 @@ def require_embeddings(samples: SampleCollection, values: dict[str, Any]) -> Non
     if values.get("embeddings_field"):
         field = values["embeddings_field"]
         dataset_io.require_field(samples, field, "embeddings_field", "embeddings field")
+        dataset_io.require_vector_field(samples, field)
         return
     key = values.get("key")
     field = embeddings.key_field(samples, runs.PipelineNames(key)) if key else None

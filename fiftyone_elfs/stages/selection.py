@@ -25,7 +25,7 @@ from fiftyone_elfs.app_colors import apply_app_colors
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.difficulty.training_dynamics import HARD_IS_LOW as _PROXY_HARD_IS_LOW
 from fiftyone_elfs.errors import ElfsInputError
-from fiftyone_elfs.stages import StageConfig, pseudo_labels, record
+from fiftyone_elfs.stages import StageConfig, difficulty, pseudo_labels, record
 from fiftyone_elfs.stages.candidates import (
     scoring_stage,
     shared_files_notice,
@@ -119,6 +119,9 @@ def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
         embedded_pool(samples, names)  # typical selection needs the embeddings alone
     else:
         require_scores(samples, names, score)
+        difficulty.require_current_scores(
+            samples, names, score, ranked=values.get("mode") != "typical"
+        )
     require_no_later_rounds(dataset, names)
     tags, views = [values.get("tag") or names.tag], [names.saved_view]
     record.check_ownership(

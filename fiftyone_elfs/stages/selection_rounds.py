@@ -23,6 +23,7 @@ from fiftyone_elfs.stages.selection import (
     CoresetResult,
     beta_for,
     chosen_by,
+    require_scores,
     results_record,
     selection_result,
 )
@@ -50,7 +51,8 @@ class RoundConfig(StageConfig):
 
 def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
     """The cheap data checks an App form repeats as the user types (select_more): the key has
-    a coreset to continue (run records), the label field holds labels."""
+    a coreset to continue (run records), a beta or score fits its rule, the label field holds
+    labels."""
     key = values.get("key")
     if key and "coreset" not in runs.list_pipelines(dataset_io.dataset_of(samples)).get(key, []):
         raise ElfsInputError(
@@ -58,6 +60,14 @@ def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
             "select_coreset with this key first (it is round 1), or choose a key that has one.",
             param="key",
         )
+    if key and (values.get("beta") is not None or values.get("score")):
+        dataset = dataset_io.dataset_of(samples)
+        names = runs.PipelineNames(key)
+        mode = getattr(runs.stage_results(dataset, names, "coreset"), "mode", None) or "window"
+        if values.get("beta") is not None:
+            _refuse_a_cut_of_typical_rounds(values["beta"], mode)
+        if values.get("score") and mode != "typical":  # typical rounds read no score
+            require_scores(samples, names, values["score"])
     if values.get("label_field"):
         dataset_io.require_field(samples, values["label_field"], "label_field", "label field")
         # any value would count as "labeled": only Classification labels are labels; a field
@@ -137,14 +147,8 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
             f"select. Fix: {more}, or start a new selection with another key."
         )
     mode_reason = f"the rule of this key's coreset ({mode})"
-    if mode == "typical" and config.beta is not None:
-        raise ElfsInputError(
-            f"beta={config.beta} sets a hard-end cut, and this key's coreset used "
-            "mode='typical', which makes none (its rounds select on the embeddings "
-            "alone). Fix: leave beta unset, or start a new key with mode='ccs' or "
-            "mode='window' to cut the hardest share.",
-            param="beta",
-        )
+    if config.beta is not None:
+        _refuse_a_cut_of_typical_rounds(config.beta, mode)
     total_fraction = min((int(excluded.sum()) + budget) / n, 1.0)
     beta, beta_reason = beta_for(
         samples, names, ids, score, values, config.beta, total_fraction, mode
@@ -219,6 +223,18 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
         ),
     )
     return result
+
+
+def _refuse_a_cut_of_typical_rounds(beta: float, mode: str) -> None:
+    """Refuses a beta for the rounds of a typical coreset, which cut nothing."""
+    if mode == "typical":
+        raise ElfsInputError(
+            f"beta={beta} sets a hard-end cut, and this key's coreset used mode='typical', "
+            "which makes none (its rounds select on the embeddings alone). Fix: leave beta "
+            "unset, or start a new key with mode='ccs' or mode='window' to cut the hardest "
+            "share.",
+            param="beta",
+        )
 
 
 def _orphan_round_tags(
