@@ -23,6 +23,7 @@ import argparse
 import mimetypes
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -333,7 +334,7 @@ def load_source(args: argparse.Namespace):
 
         folder = write_digit_images(os.path.join(args.workdir, "data", "digits"))
         name = "elfs-demo-digits"
-    return dataset_from_folder(name, folder)
+    return dataset_from_folder(name, folder, args.workdir)
 
 
 def refuse_grouped(dataset) -> None:
@@ -365,17 +366,18 @@ def on_disk(dataset, folder_based: bool):
     return (dataset.exclude(gone) if gone else dataset), len(gone)
 
 
-def image_files(folder: str) -> list[tuple[str, str | None]]:
+def image_files(folder: str, leave_out: str | None = None) -> list[tuple[str, str | None]]:
     """Every image file under `folder` (an image by its extension's MIME type, as FiftyOne's
     importers decide), sorted, with its class: the top-level subfolder it is in, or None for an
     image directly in `folder`. Linked folders are followed (each real folder once); hidden files
     and folders (a name starting with '.', e.g. .ipynb_checkpoints or macOS' ._ files) are left
-    out."""
+    out, and so is the folder `leave_out` (the run's --workdir, whose exports are copies)."""
     found: list[tuple[str, str | None]] = []
     seen: set[str] = set()  # real paths of the folders walked: a link loop is walked once
+    skipped = os.path.realpath(leave_out) if leave_out else None
     for root, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(root)
-        if real in seen:
+        if real in seen or real == skipped:
             dirs[:] = []
             continue
         seen.add(real)
@@ -408,7 +410,7 @@ def add_image_files(dataset, files: list[tuple[str, str | None]]) -> int:
     return len(samples)
 
 
-def dataset_from_folder(name: str, folder: str):
+def dataset_from_folder(name: str, folder: str, workdir: str | None = None):
     """Loads a folder as a persistent dataset, reusing the one made from it before (and its
     embeddings) and adding the images that appeared in the folder since.
 
@@ -417,10 +419,17 @@ def dataset_from_folder(name: str, folder: str):
     name belongs to a dataset made from another folder (a second checkout's demo images,
     another folder with the same base name) or by someone else: each folder gets its own
     dataset, found again on the next run, and no other dataset is read for samples or changed.
+    A `workdir` inside the folder is left out: its exports are copies of the samples.
     """
     from fiftyone_elfs import leases
 
-    files = image_files(folder)
+    files = image_files(folder, leave_out=workdir)
+    real_workdir = os.path.realpath(workdir) if workdir else ""
+    if real_workdir.startswith(os.path.join(os.path.realpath(folder), "")):
+        print(
+            f"The work folder {workdir} is inside {folder}: its files (the exports, copies of "
+            "the images) are not taken as images of the folder."
+        )
     if not files:
         raise UsageError(f"argument --images-dir: no images found in '{folder}'.")
     # one run at a time finds or makes the folder's dataset (a second one started together
@@ -441,9 +450,11 @@ def dataset_from_folder(name: str, folder: str):
 def _dataset_from_files(name: str, folder: str, files: list[tuple[str, str | None]]):
     """`dataset_from_folder`'s work, under its lease."""
     import fiftyone as fo
+    from fiftyone.core.utils import to_slug
 
-    same_stem = re.compile(rf"{re.escape(name)}(-[0-9]+)?")
-    taken = {n for n in fo.list_datasets() if same_stem.fullmatch(n)}
+    # FiftyOne refuses a name whose URL slug another dataset has: 'elfs-Pics' after 'elfs-pics'
+    same_stem = re.compile(rf"{re.escape(to_slug(name))}(-[0-9]+)?")
+    taken = {n for n in fo.list_datasets() if same_stem.fullmatch(to_slug(n))}
     for existing in sorted(taken, key=lambda n: (len(n), n)):
         dataset = fo.load_dataset(existing)
         if dataset.info.get("source_folder") == folder:
@@ -451,8 +462,9 @@ def _dataset_from_files(name: str, folder: str, files: list[tuple[str, str | Non
             if added:
                 print(f"{added} images new in {folder} since the last run were added.")
             return dataset
+    taken_slugs = {to_slug(n) for n in taken}
     free, number = name, 2
-    while free in taken:
+    while to_slug(free) in taken_slugs:
         free, number = f"{name}-{number}", number + 1
     if free != name:
         print(
@@ -483,7 +495,10 @@ def check_data(samples, args: argparse.Namespace, name: str | None = None) -> No
 
     n = len(samples)
     if n == 0:
-        raise UsageError(f"dataset '{name or samples.name}' has no samples (in its folder).")
+        raise UsageError(
+            f"dataset '{name or samples.name}' has no samples. Fix: add images to it, name "
+            "another with --dataset, or pass a folder of images with --images-dir PATH."
+        )
     resolve_budget(n, budget_count=args.budget_count, budget_fraction=args.budget_fraction)
     check_n_clusters(args.clusters, n)
 
@@ -502,7 +517,7 @@ def quiet_logging() -> None:
 def app_command(dataset_name: str) -> str:
     """The one command that opens the App on `dataset_name` with the ELFS plugin available."""
     exe = os.path.join(os.path.dirname(sys.executable), "fiftyone-elfs")
-    return f"{exe} app {dataset_name}"
+    return f"{shlex.quote(exe)} app {shlex.quote(dataset_name)}"
 
 
 class StageClock:

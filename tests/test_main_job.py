@@ -514,3 +514,60 @@ def test_rerun_after_images_were_deleted_and_labels_cleared_and_one_job_at_a_tim
     finally:
         if fo.dataset_exists("elfs-digits"):
             fo.delete_dataset("elfs-digits")
+
+
+def test_folders_whose_dataset_names_differ_only_by_slug_get_their_own_datasets(tmp_path):
+    """Audit 'firsthour' #1: 'Pics' after 'pics' crashed on FiftyOne's 'slug in use' (names
+    were compared exactly; FiftyOne compares their URL slugs)."""
+    import fiftyone as fo
+
+    main_job = _main_job_module()
+    stem = f"elfs-slug-{os.getpid()}"
+    made = []
+    try:
+        for folder, name in (("a/pics", f"{stem}-pics"), ("b/Pics", f"{stem}-Pics")):
+            _png(tmp_path / folder / "x.png")
+            made.append(main_job.dataset_from_folder(name, str(tmp_path / folder)))
+        assert made[1].name == f"{stem}-Pics-2" and len(made[1]) == 1
+        again = main_job.dataset_from_folder(f"{stem}-Pics", str(tmp_path / "b/Pics"))
+        assert again.name == made[1].name  # found again, not a third dataset
+    finally:
+        for dataset in made:
+            if fo.dataset_exists(dataset.name):
+                fo.delete_dataset(dataset.name)
+
+
+def test_a_workdir_inside_the_images_folder_is_not_read_as_images(tmp_path, capsys):
+    """Audit 'firsthour' #2: the run's own exports (copies) came back as new images."""
+    import fiftyone as fo
+
+    main_job = _main_job_module()
+    root = tmp_path / "photos"
+    _png(root / "cat" / "a.png")
+    _png(root / "elfs_output" / "export" / "media" / "a.png")  # an earlier run's export
+    name = f"elfs-inside-{os.getpid()}"
+    try:
+        dataset = main_job.dataset_from_folder(name, str(root), str(root / "elfs_output"))
+        assert dataset.values("filepath") == [str(root / "cat" / "a.png")]
+        assert "is inside" in capsys.readouterr().out
+    finally:
+        if fo.dataset_exists(name):
+            fo.delete_dataset(name)
+
+
+def test_the_app_command_pastes_into_a_shell_and_an_empty_dataset_names_the_fix():
+    """Audit 'firsthour' #4 and #5."""
+    import shlex
+
+    import fiftyone as fo
+
+    main_job = _main_job_module()
+    words = shlex.split(main_job.app_command("elfs-My scans (2024)"))
+    assert words[1:] == ["app", "elfs-My scans (2024)"]
+    empty = fo.Dataset()
+    try:
+        args = main_job.parse_args(["--dataset", empty.name])
+        with pytest.raises(main_job.UsageError, match="has no samples. Fix: add images"):
+            main_job.check_data(empty, args)
+    finally:
+        empty.delete()

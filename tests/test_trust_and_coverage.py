@@ -69,6 +69,20 @@ def test_trust_is_deterministic_samples_at_most_max_samples_and_validates():
         pseudo_label_trust(X, labels, n_reference=0)
 
 
+def test_trust_that_cannot_be_measured_says_so_and_auto_then_draws_ccs():
+    """Audit 'firsthour' #3: with as many clusters as samples no reference partition was run,
+    yet 0% agreement was reported as measured, called weak and chose typical selection."""
+    from fiftyone_elfs.selection import resolve_mode
+
+    X = blobs(4, 3, 8, spread=1.0, seed=2)[0][:12]
+    for labels in (np.arange(12), np.zeros(12, dtype=int)):
+        trust = pseudo_label_trust(X, labels, seed=0)
+        assert trust.level == "not measured" and trust.n_reference == 0
+        assert "0%" not in trust.explain() and "not measured" in trust.explain()
+    mode, why = resolve_mode("auto", {"level": "not measured"}, "aum")
+    assert mode == "ccs" and "as many clusters as samples" in why
+
+
 # --------------------------------------------------------------------------- coverage
 
 

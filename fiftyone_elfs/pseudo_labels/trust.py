@@ -59,11 +59,14 @@ STRONG_TRUST_STABILITY = 0.9
 #: measured k-means's determinism: 0.86-0.91 for 46%-right labels on CIFAR-10 validation
 #: features, against 0.69-0.71 with one start (`benchmarks/results/kmeans-restart-fix/`).
 REFERENCE_RESTARTS = 1
+#: The ``level`` of a diagnostic that could not be measured.
+NOT_MEASURED = "not measured"
 
 
 @dataclass(frozen=True)
 class PseudoLabelTrust:
-    """The diagnostic's figures and its verdict (``level``: "strong" or "weak")."""
+    """The diagnostic's figures and its verdict (``level``: "strong" or "weak"; `NOT_MEASURED`
+    with no figures where the pseudo-labels leave nothing to compare)."""
 
     stability: float
     knn_consistency: float
@@ -74,6 +77,11 @@ class PseudoLabelTrust:
 
     def explain(self) -> str:
         """One sentence for run summaries."""
+        if self.level == NOT_MEASURED:
+            return (
+                f"pseudo-label trust not measured: {self.n_samples} samples in as many clusters "
+                "or in one leave no other partition to compare with"
+            )
         return (
             f"pseudo-label trust {self.level}: k-means from {self.n_reference} other random "
             f"starts agrees with the pseudo-labels on {self.stability:.0%} of samples "
@@ -134,8 +142,8 @@ def pseudo_label_trust(
     rows = np.sort(rng.choice(n, size=min(n, int(max_samples)), replace=False))
     Xs, ls = X[rows], labels[rows]
     k = int(np.unique(ls).size)
-    if k < 2 or rows.size <= k:
-        return PseudoLabelTrust(0.0, 0.0, int(rows.size), 0, "weak", float(threshold))
+    if k < 2 or rows.size <= k:  # one cluster, or one sample each: nothing to compare
+        return PseudoLabelTrust(0.0, 0.0, int(rows.size), 0, NOT_MEASURED, float(threshold))
     agreements = []
     for r in range(int(n_reference)):
         reference, _ = kmeans_pseudo_labels(

@@ -14,8 +14,8 @@ embedding.
 used and a sentence saying why. "auto" reads the label-free trust diagnostic of the
 pseudo-labels (``fiftyone_elfs.pseudo_labels.trust``): strong trust, the window (the paper's
 rule; not measured here, no offline encoder gives strong trust on the sets tried); weak trust,
-typical selection; trust not measured (more clusters than the diagnostic takes, or
-pseudo-labels from outside the pipeline), CCS.
+typical selection; trust not measured (more clusters than the diagnostic takes, as many
+clusters as samples, or pseudo-labels from outside the pipeline), CCS.
 
 Why typical at weak trust, measured on validation data only (tuning pools drawn from the train
 images; ``benchmarks/results/selection-rule-tuning`` and ``long-tail-tuning``): against the
@@ -113,9 +113,9 @@ def resolve_mode(
         )
     if not trust or trust.get("level") not in ("strong", "weak"):
         return "ccs", (
-            f"no pseudo-label trust was recorded (pseudo-labels from outside the pipeline, or "
-            f"more than the diagnostic's cluster limit), so the rule that needs only the "
-            f"scores: {_RULE_WORDS['ccs']}"
+            f"no pseudo-label trust was recorded (pseudo-labels from outside the pipeline, "
+            f"more than the diagnostic's cluster limit, or as many clusters as samples), so "
+            f"the rule that needs only the scores: {_RULE_WORDS['ccs']}"
         )
     figures = (
         f"k-means from other starts agrees with the pseudo-labels on "

@@ -213,6 +213,9 @@ def _trust(X: np.ndarray, labels: np.ndarray, config: PseudoLabelsConfig) -> dic
     if config.n_clusters > TRUST_MAX_CLUSTERS:
         return {"level": "not measured", "reason": f"n_clusters > {TRUST_MAX_CLUSTERS}"}
     trust = pseudo_label_trust(X, labels, seed=config.seed)
+    if trust.n_reference == 0:  # the rule then draws CCS (`selection.modes`)
+        logger.info("%s.", trust.explain().capitalize())
+        return {"level": trust.level, "reason": trust.explain()}
     if trust.level == "weak":
         logger.warning(
             "%s. The embedding does not separate clear groups, so the difficulty ranking of "
