@@ -66,6 +66,7 @@ def test_the_form_refuses_an_empty_target_or_other_media_above_the_fields(
 
 DATA_CASES = [
     ("compute_embeddings", dict(key="x", model="efficientnet-lite7"), "model"),
+    ("compute_embeddings", dict(key="x", model="zoo:no-such-model"), "model"),
     ("compute_embeddings", dict(key="mine"), "key"),  # the user's own 'mine_embedding'
     ("compute_pseudo_labels", dict(key="nokey", n_clusters=4), "key"),
     ("compute_pseudo_labels", dict(embeddings_field="no_such", n_clusters=4), "embeddings_field"),

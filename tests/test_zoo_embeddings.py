@@ -87,7 +87,9 @@ def zoo(monkeypatch):
         model = handed.pop("next", None)
         return model or GridMeans(scale={"grid": 1.0, "grid2": 2.0}[name])
 
+    listed = foz.list_zoo_models()
     monkeypatch.setattr(foz, "load_zoo_model", load_zoo_model)
+    monkeypatch.setattr(foz, "list_zoo_models", lambda *a, **k: [*listed, "grid", "grid2"])
     return handed
 
 
@@ -163,3 +165,38 @@ def test_a_zoo_replacement_that_embeds_nothing_is_refused_over_the_images(embedd
         elfs.compute_embeddings(embedded, key=KEY, model="zoo:grid2", batch_size=4)
     assert "_replacing" not in str(caught.value)
     assert snapshot(embedded, fields=KEPT) == before
+
+
+def test_a_zoo_name_the_zoo_does_not_list_is_refused_before_anything(embedded):
+    """Audit 'operators' #4: a misspelt zoo name passed the form and failed at the load."""
+    before = snapshot(embedded)
+    with pytest.raises(elfs.ElfsInputError, match="model zoo has no model 'grid3'.*Fix:"):
+        elfs.compute_embeddings(embedded, key="other", model="zoo:grid3")
+    with pytest.raises(elfs.ElfsInputError, match="model zoo has no model 'grid3'"):
+        elfs.run_pipeline(embedded, key="other", model="zoo:grid3", budget_count=4)
+    assert snapshot(embedded) == before
+
+
+def test_a_field_made_by_the_zoo_model_carries_the_runs_mark_from_the_start(base_dataset, zoo):
+    """A field a zoo model writes is declared with the run's mark before FiftyOne writes it, so
+    an interruption leaves a leftover the next run recognises (not one taken for the user's)."""
+    ds = base_dataset.take(N, seed=9).clone()
+    try:
+        seen = {}
+
+        class Stopped(BaseException):  # as an interruption: FiftyOne's skip_failures lets it by
+            pass
+
+        def check_then_stop(*args, **kwargs):
+            seen["mark"] = dataset_io.field_mark(ds, f"{KEY}_embedding")
+            raise Stopped()
+
+        zoo["next"] = GridMeans(scale=1.0)
+        zoo["next"].embed_all = check_then_stop
+        with pytest.raises(Stopped):
+            elfs.compute_embeddings(ds, key=KEY, model="zoo:grid", batch_size=4)
+        assert seen["mark"] == {"key": KEY, "stage": "embeddings"}
+        elfs.compute_embeddings(ds, key=KEY, model="zoo:grid", batch_size=4)  # cleaned, rerun
+        assert ds.count(f"{KEY}_embedding") == N
+    finally:
+        ds.delete()

@@ -89,10 +89,13 @@ def _with_image_size(config: C) -> C:
 
 def check_model_name(model: str) -> None:
     """Refuses an encoder name that can never load, before anything is computed (a zoo name,
-    'zoo:<name>', is FiftyOne's to check when the stage runs)."""
+    'zoo:<name>', against the models FiftyOne's zoo lists; its download is checked when the
+    stage runs)."""
     from fiftyone_elfs.embeddings import check_encoder_name
 
-    if not model.startswith(ZOO_PREFIX):
+    if model.startswith(ZOO_PREFIX):
+        zoo_embeddings.check_zoo_name(model)
+    else:
         check_encoder_name(model)
 
 
@@ -175,6 +178,7 @@ def run(
     samples: SampleCollection, config: EmbeddingsConfig, progress: ProgressFn | None = None
 ) -> dict[str, Any]:
     """Embeds the images without an embedding from the same model; returns what was done."""
+    check_model_name(config.model)
     config = _with_image_size(config)
     names = runs.PipelineNames(config.key)
     dataset_io.require_nonempty(samples)
