@@ -27,7 +27,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fiftyone_elfs.errors import ElfsInputError
@@ -366,18 +366,20 @@ def on_disk(dataset, folder_based: bool):
     return (dataset.exclude(gone) if gone else dataset), len(gone)
 
 
-def image_files(folder: str, leave_out: str | None = None) -> list[tuple[str, str | None]]:
+def image_files(folder: str, leave_out: Sequence[str] = ()) -> list[tuple[str, str | None]]:
     """Every image file under `folder` (an image by its extension's MIME type, as FiftyOne's
     importers decide), sorted, with its class: the top-level subfolder it is in, or None for an
     image directly in `folder`. Linked folders are followed (each real folder once); hidden files
     and folders (a name starting with '.', e.g. .ipynb_checkpoints or macOS' ._ files) are left
-    out, and so is the folder `leave_out` (the run's --workdir, whose exports are copies)."""
+    out, and so are the folders `leave_out` below `folder` (what the run writes under its
+    --workdir: exports, copies of the images)."""
     found: list[tuple[str, str | None]] = []
     seen: set[str] = set()  # real paths of the folders walked: a link loop is walked once
-    skipped = os.path.realpath(leave_out) if leave_out else None
+    top = os.path.realpath(folder)
+    skipped = {os.path.realpath(p) for p in leave_out} - {top}
     for root, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(root)
-        if real in seen or real == skipped:
+        if real in seen or real in skipped:
             dirs[:] = []
             continue
         seen.add(real)
@@ -410,6 +412,11 @@ def add_image_files(dataset, files: list[tuple[str, str | None]]) -> int:
     return len(samples)
 
 
+def _below(path: str, folder: str) -> bool:
+    """Whether `path` is strictly inside `folder` (real paths)."""
+    return os.path.realpath(path).startswith(os.path.join(os.path.realpath(folder), ""))
+
+
 def dataset_from_folder(name: str, folder: str, workdir: str | None = None):
     """Loads a folder as a persistent dataset, reusing the one made from it before (and its
     embeddings) and adding the images that appeared in the folder since.
@@ -419,16 +426,19 @@ def dataset_from_folder(name: str, folder: str, workdir: str | None = None):
     name belongs to a dataset made from another folder (a second checkout's demo images,
     another folder with the same base name) or by someone else: each folder gets its own
     dataset, found again on the next run, and no other dataset is read for samples or changed.
-    A `workdir` inside the folder is left out: its exports are copies of the samples.
+    What the command writes under `workdir` (exports, extracted data) is left out where it
+    lies inside the folder: copies of the samples.
     """
     from fiftyone_elfs import leases
 
-    files = image_files(folder, leave_out=workdir)
-    real_workdir = os.path.realpath(workdir) if workdir else ""
-    if real_workdir.startswith(os.path.join(os.path.realpath(folder), "")):
+    written = [os.path.join(workdir, sub) for sub in ("export", "data")] if workdir else []
+    files = image_files(folder, leave_out=written)
+    inside = [p for p in written if _below(p, folder) and os.path.isdir(p)]
+    if inside:
         print(
-            f"The work folder {workdir} is inside {folder}: its files (the exports, copies of "
-            "the images) are not taken as images of the folder."
+            f"{' and '.join(inside)} (written by this command: exports and extracted data, "
+            f"copies of images) {'is' if len(inside) == 1 else 'are'} inside {folder}, and "
+            "not taken as images of the folder."
         )
     if not files:
         raise UsageError(f"argument --images-dir: no images found in '{folder}'.")
@@ -736,6 +746,8 @@ def print_summary(
             f"pseudo-label trust: {trust['level']} (k-means from other starts agrees on "
             f"{trust['stability']:.0%} of samples; strong at >= {trust['threshold']:.0%})"
         )
+    elif trust and trust.get("reason"):
+        print(f"pseudo-label trust: not measured ({trust['reason']})")
     print("per-cluster counts (pool -> coreset):")
     for label in sorted(pool, key=natural_key):
         print(f"  {label}: {pool[label]:6d} -> {core.get(label, 0)}")

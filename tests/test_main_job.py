@@ -553,6 +553,18 @@ def test_a_workdir_inside_the_images_folder_is_not_read_as_images(tmp_path, caps
     finally:
         if fo.dataset_exists(name):
             fo.delete_dataset(name)
+    # audit 'regress4' #1: a workdir that is the images folder or a class folder of it keeps
+    # their images (only what the command writes there is left out)
+    for n, workdir in enumerate(("", "cat")):
+        other = tmp_path / f"pics{n}"
+        _png(other / "cat" / "a.png")
+        _png(other / workdir / "export" / "media" / "a.png")
+        try:
+            dataset = main_job.dataset_from_folder(name, str(other), str(other / workdir))
+            assert dataset.values("filepath") == [str(other / "cat" / "a.png")]
+        finally:
+            if fo.dataset_exists(name):
+                fo.delete_dataset(name)
 
 
 def test_the_app_command_pastes_into_a_shell_and_an_empty_dataset_names_the_fix():

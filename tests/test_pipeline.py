@@ -623,3 +623,18 @@ def test_scores_merged_in_from_a_dataset_that_ran_the_same_key_are_refused(datas
     assert len(ours) > 40 and elfs.select_coreset(ours, budget_count=5).n_pool == len(ours)
     ours.delete()
     theirs.delete()
+
+
+def test_as_many_clusters_as_samples_leaves_trust_unmeasured_and_says_why(base_dataset):
+    """Audit 'firsthour' #3 and 'regress4' #2: the diagnostic ran no reference partition, yet
+    "0% agreement, weak" was reported and chose typical selection; then its reason was
+    recorded but not shown."""
+    small = base_dataset.take(10, seed=4).clone()
+    try:
+        result = _run(small, fraction=0.5, visualize=False)
+        assert result.mode == "ccs"
+        assert "not measured (as many clusters as samples" in result.mode_reason
+        trust = elfs.summarize_run(small, "elfs").trust
+        assert trust["level"] == "not measured" and "stability" not in trust
+    finally:
+        small.delete()

@@ -81,6 +81,8 @@ def test_trust_that_cannot_be_measured_says_so_and_auto_then_draws_ccs():
         assert "0%" not in trust.explain() and "not measured" in trust.explain()
     mode, why = resolve_mode("auto", {"level": "not measured"}, "aum")
     assert mode == "ccs" and "as many clusters as samples" in why
+    mode, why = resolve_mode("auto", {"level": "not measured", "reason": "one cluster"}, "aum")
+    assert mode == "ccs" and why.startswith("pseudo-label trust was not measured (one cluster)")
 
 
 # --------------------------------------------------------------------------- coverage

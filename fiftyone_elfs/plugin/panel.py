@@ -111,6 +111,8 @@ def _params_markdown(summary: run_summary.RunSummary) -> str:
 
 
 def _trust_markdown(trust: dict[str, Any] | None) -> str:
+    if trust and "stability" not in trust and trust.get("reason"):
+        return f"\n\nPseudo-label trust: **not measured** ({trust['reason']})."
     if not trust or "stability" not in trust:
         return ""
     return (

@@ -112,11 +112,13 @@ def resolve_mode(
             "as it is (the lowest similarities are kept)"
         )
     if not trust or trust.get("level") not in ("strong", "weak"):
-        return "ccs", (
-            f"no pseudo-label trust was recorded (pseudo-labels from outside the pipeline, "
-            f"more than the diagnostic's cluster limit, or as many clusters as samples), so "
-            f"the rule that needs only the scores: {_RULE_WORDS['ccs']}"
+        why = (
+            f"pseudo-label trust was not measured ({trust['reason']})"
+            if trust and trust.get("reason")
+            else "no pseudo-label trust was recorded (pseudo-labels from outside the pipeline, "
+            "more than the diagnostic's cluster limit, or as many clusters as samples)"
         )
+        return "ccs", f"{why}, so the rule that needs only the scores: {_RULE_WORDS['ccs']}"
     figures = (
         f"k-means from other starts agrees with the pseudo-labels on "
         f"{float(trust['stability']):.0%} of samples, strong at >= {float(trust['threshold']):.0%}"

@@ -211,11 +211,18 @@ def _trust(X: np.ndarray, labels: np.ndarray, config: PseudoLabelsConfig) -> dic
     from fiftyone_elfs.pseudo_labels import pseudo_label_trust
 
     if config.n_clusters > TRUST_MAX_CLUSTERS:
-        return {"level": "not measured", "reason": f"n_clusters > {TRUST_MAX_CLUSTERS}"}
+        return {
+            "level": "not measured",
+            "reason": f"n_clusters > {TRUST_MAX_CLUSTERS}, the diagnostic's limit",
+        }
     trust = pseudo_label_trust(X, labels, seed=config.seed)
     if trust.n_reference == 0:  # the rule then draws CCS (`selection.modes`)
         logger.info("%s.", trust.explain().capitalize())
-        return {"level": trust.level, "reason": trust.explain()}
+        return {
+            "level": trust.level,
+            "reason": "as many clusters as samples, or one cluster: no other partition to "
+            "compare with",
+        }
     if trust.level == "weak":
         logger.warning(
             "%s. The embedding does not separate clear groups, so the difficulty ranking of "
