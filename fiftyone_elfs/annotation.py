@@ -173,14 +173,30 @@ def _run_config(dataset: fo.Dataset, anno_key: str) -> Any:
     return dataset.get_run_info(annotation_run_key(anno_key)).config
 
 
-def _current_labels(dataset: fo.Dataset, label_field: str, ids: list[str]) -> dict[str, Any]:
-    """The label each of `ids` still in the dataset holds in `label_field` (None: none), one
-    bulk read."""
-    if dataset_io.has_field(dataset, label_field):
-        found, labels = dataset_io.read_values(dataset, f"{label_field}.label", ids)
-        return dict(zip(found, labels, strict=True))
-    found, _ = dataset_io.read_values(dataset, "id", ids)
-    return dict.fromkeys(found)
+#: What a label ELFS loads holds; anything else on it (tags, a confidence, attributes) was
+#: set in FiftyOne since.
+_LOADED_KEYS = {"_id", "_cls", "label", "tags", "confidence", "logits"}
+
+
+def _current_labels(
+    dataset: fo.Dataset, label_field: str, ids: list[str]
+) -> tuple[dict[str, Any], set[str]]:
+    """The class each of `ids` still in the dataset holds in `label_field` (None: none), and
+    the samples whose label carries tags, a confidence or attributes set in FiftyOne (label
+    tags from the App, a reviewer's note): one bulk read."""
+    if not dataset_io.has_field(dataset, label_field):
+        found, _ = dataset_io.read_values(dataset, "id", ids)
+        return dict.fromkeys(found), set()
+    found, labels = dataset_io.read_values(dataset, label_field, ids)
+    current, touched = {}, set()
+    for sample_id, label in zip(found, labels, strict=True):
+        current[sample_id] = None if label is None else getattr(label, "label", None)
+        if label is not None:
+            doc = label.to_dict()
+            extra = {k: v for k, v in doc.items() if k not in _LOADED_KEYS and v is not None}
+            if doc.get("tags") or doc.get("confidence") is not None or extra:
+                touched.add(sample_id)
+    return current, touched
 
 
 def _apply(dataset: fo.Dataset, label_field: str, plan: LoadPlan) -> None:
@@ -228,10 +244,10 @@ def load_from_label_studio(
     by_sample = {s: states.get(int(t), TaskState()) for t, s in results.uploaded_tasks.items()}
     run_key = annotation_run_key(anno_key)
     previous = dataset.load_run_results(run_key, load_view=False)
-    current = _current_labels(dataset, config.label_field, list(by_sample))
+    current, touched = _current_labels(dataset, config.label_field, list(by_sample))
     overwrite = getattr(config, "overwrite", True)  # runs sent before it was recorded: True
     loaded = getattr(previous, "loaded", None) or {}
-    plan = plan_load(by_sample, loaded, current, overwrite, classes=config.classes)
+    plan = plan_load(by_sample, loaded, current, overwrite, classes=config.classes, touched=touched)
     _apply(dataset, config.label_field, plan)
     project_url = f"{redact(url)}/projects/{results.project_id}"
     summary = plan.summary(anno_key, config.label_field, project_url)

@@ -25,7 +25,7 @@ Pure Python on plain values (no FiftyOne, no server), so every rule is testable 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -223,16 +223,18 @@ def _plan_answer(
     previous: Sequence[Any] | None,
     current: str | None,
     overwrite: bool,
+    touched: bool = False,
 ) -> None:
     """A task with an answer: write it if it is new, changed or not written yet, and the field
     holds what ELFS wrote there (before any load: nothing, or anything for a run sent with
-    overwrite); else keep the field's label and report it."""
+    overwrite) and the label carries no tag or attribute of the user's (`touched`); else keep
+    the field's label and report it."""
     base = previous[2] if previous else (current if overwrite else None)
     pending = previous is None or list(previous) != [*answer.version(), answer.label]
     if current == answer.label:
         plan.loaded[sample_id] = [*answer.version(), answer.label]
         plan.labeled.append(sample_id)
-    elif pending and current == base:
+    elif pending and current == base and not touched:
         plan.writes[sample_id] = answer.label
         plan.loaded[sample_id] = [*answer.version(), answer.label]
         plan.labeled.append(sample_id)
@@ -247,12 +249,13 @@ def _plan_no_answer(
     state: TaskState,
     previous: Sequence[Any] | None,
     current: str | None,
-    classes: Sequence[str] | None = None,
+    touched: bool = False,
 ) -> None:
     """A task without a usable answer: a label ELFS loaded for a withdrawn answer goes if
-    unchanged, else it is kept (and so is the record, so it stays kept until it is cleared)."""
+    unchanged (its class, and no tag or attribute of the user's), else it is kept (and so is the
+    record, so it stays kept until it is cleared)."""
     if previous and previous[2] is not None and current is not None:
-        if current != previous[2]:
+        if current != previous[2] or touched:
             plan.loaded[sample_id] = list(previous)
             plan.kept.append((sample_id, current, None))
             return
@@ -271,9 +274,12 @@ def plan_load(
     current: Mapping[str, str | None],
     overwrite: bool,
     classes: Sequence[str] | None = None,
+    touched: Collection[str] = (),
 ) -> LoadPlan:
     """Plans a load from each sent sample's task state (`states`), the previous load's record
     (`previous`) and the label each sample still in the dataset holds now (`current`).
+    `touched`: samples whose label carries tags or attributes set in FiftyOne (the label is
+    then the user's, kept, as a label whose class they changed).
 
     `overwrite` (the run was sent allowing answers to replace existing labels) lets a first
     answer replace a label that ELFS did not write. `classes` (the run's): an answer outside
@@ -293,7 +299,15 @@ def plan_load(
                 previous.get(sample_id),
                 current[sample_id],
                 overwrite,
+                sample_id in touched,
             )
         else:
-            _plan_no_answer(plan, sample_id, state, previous.get(sample_id), current[sample_id])
+            _plan_no_answer(
+                plan,
+                sample_id,
+                state,
+                previous.get(sample_id),
+                current[sample_id],
+                sample_id in touched,
+            )
     return plan

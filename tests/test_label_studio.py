@@ -427,6 +427,28 @@ def test_a_reload_keeps_fiftyone_edits_and_removes_withdrawn_answers(dataset, cr
     assert len(again.notices) == 1 and again.notices[0].startswith("3 label(s)")
 
 
+def test_a_reload_keeps_a_label_the_user_tagged_or_annotated_in_fiftyone(dataset, creds):
+    """Audit 'handoff' #1: a label tagged in the App or given a reviewer's note was replaced
+    whole (an edited answer) or deleted (a withdrawn one) on the next load, unreported."""
+    classes, tasks, ids = _send_first(dataset, "r1", 3)
+    a, b = classes[:2]
+    field = "r1_prelabel"
+    first = [_answer(creds, tasks[i], field, a) for i in range(3)]
+    elfs.load_from_label_studio(dataset, "r1")
+    dataset.select(ids[0]).tag_labels("needs_review", label_fields="human")
+    sample = dataset[ids[1]]
+    sample.human["reviewer_note"] = "checked by Ann"
+    sample.save()
+    _api(creds, "PATCH", f"/api/annotations/{first[0]['id']}", json={"result": _result(field, b)})
+    _api(creds, "DELETE", f"/api/annotations/{first[1]['id']}")
+    _api(creds, "DELETE", f"/api/annotations/{first[2]['id']}")  # untouched: goes
+    summary = elfs.load_from_label_studio(dataset, "r1")
+    assert _human(dataset, ids) == [a, a, None]
+    assert set(summary.kept_ids) == {ids[0], ids[1]} and summary.n_kept == 2
+    assert dataset[ids[0]].human.tags == ["needs_review"]
+    assert dataset[ids[1]].human["reviewer_note"] == "checked by Ann"
+
+
 def test_an_answer_followed_by_another_annotators_skip_is_loaded(dataset, creds):
     classes, tasks, ids = _send_first(dataset, "r1", 6)
     a, b, c = classes[:3]
