@@ -121,9 +121,10 @@ class BatchedLabelStudioAPI(fouls.LabelStudioAnnotationAPI):
         self, project: Any, tasks: list[dict], predictions: dict | None = None
     ) -> dict[int, str]:
         if _serves_local_files(tasks):
-            return super()._upload_tasks(project, tasks, predictions)
-        for start in range(0, len(tasks), MAX_FILES_PER_REQUEST):
-            self._upload_files(project, tasks[start : start + MAX_FILES_PER_REQUEST])
+            self._import_local_files(project, tasks)
+        else:
+            for start in range(0, len(tasks), MAX_FILES_PER_REQUEST):
+                self._upload_files(project, tasks[start : start + MAX_FILES_PER_REQUEST])
         # From here on as FiftyOne does it: the newest tasks, in upload order, are ours.
         uploaded_ids = project.get_tasks(only_ids=True)[-len(tasks) :]
         if len(uploaded_ids) != len(tasks):
@@ -139,6 +140,27 @@ class BatchedLabelStudioAPI(fouls.LabelStudioAnnotationAPI):
                     [{"task": task_of[s], "result": p} for s, p in label_predictions.items()]
                 )
         return uploaded_tasks
+
+    def _import_local_files(self, project: Any, tasks: list[dict]) -> None:
+        """Makes tasks of files Label Studio serves from its local-files root (nothing is
+        uploaded), as FiftyOne does but with each path quoted: a '+' read as a space showed
+        annotators another sample's image, and '&', '#' or '%' cut the URL (404)."""
+        root = os.environ["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"]
+        paths = [t[t["media_type"]] for t in tasks]
+        project.connect_local_import_storage(
+            os.path.dirname(os.path.commonprefix(paths).rstrip("/"))
+        )
+        self._client.make_request(
+            "POST",
+            f"/api/projects/{project.id}/import",
+            json=[
+                {
+                    t["media_type"]: "/data/local-files?d="
+                    + urllib.parse.quote(os.path.relpath(p, root))
+                }
+                for t, p in zip(tasks, paths, strict=True)
+            ],
+        )
 
     def _upload_files(self, project: Any, tasks: list[dict]) -> None:
         """Uploads one batch's files and makes them tasks (FiftyOne's two requests)."""

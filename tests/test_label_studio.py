@@ -359,6 +359,42 @@ def test_the_exported_tasks_open_their_images_in_label_studio(dataset, tmp_path)
         server.stop()
 
 
+def test_a_send_served_from_local_files_shows_each_sample_its_own_image(
+    dataset, tmp_path, monkeypatch
+):
+    """Audit 'handoff' #2: with Label Studio's local-files serving, FiftyOne's import left the
+    paths unquoted: the task of 'digit+1.png' showed 'digit 1.png' (an answer loaded onto the
+    wrong sample), '&' or '#' gave 404."""
+    names = ["digit 1.png", "digit+1.png", "R&D #3.png", "50% off?.png"]
+    ids, paths = dataset.values("id")[:4], dataset.values("filepath")[:4]
+    renamed = {}
+    for sample_id, path, name in zip(ids, paths, names, strict=True):
+        copy = tmp_path / "media" / "served" / name
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes(open(path, "rb").read())
+        renamed[sample_id] = str(copy)
+    dataset.set_values("filepath", renamed, key_field="id")
+    root = str(tmp_path)
+    env = {"LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true"}
+    env["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"] = root
+    server = start_label_studio(tmp_path / "label-studio", env=env)
+    try:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        ok = dict(url=server.url, api_key=server.api_key)
+        classes = sorted(set(dataset.values("ground_truth.label")))
+        elfs.send_to_label_studio(dataset.select(ids), "local", classes, label_field="h", **ok)
+        results = dataset.load_annotation_results("local", **ok)
+        auth = {"Authorization": f"Token {server.api_key}"}
+        for task in _tasks(server, results.project_id):
+            sample_id = results.uploaded_tasks[task["id"]]
+            image = requests.get(server.url + task["data"]["image"], headers=auth, timeout=30)
+            assert image.status_code == 200, task["data"]["image"]
+            assert image.content == open(renamed[sample_id], "rb").read(), task["data"]["image"]
+    finally:
+        server.stop()
+
+
 def _send_first(dataset, anno_key, n):
     """Sends the first `n` samples under `anno_key` (label field "human", no pre-annotations);
     returns the classes and the sent sample ids in task order with their task ids."""
