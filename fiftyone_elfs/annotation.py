@@ -230,7 +230,8 @@ def load_from_label_studio(
     answer was withdrawn in Label Studio is removed if it is still what was loaded. Answers on
     samples deleted from the dataset count as `n_deleted`; tasks submitted without one of the
     run's classes (none or several picked, or a choice outside `classes`) as `n_unusable`, with
-    a notice, and are not loaded. The counts are stored with the run (see
+    a notice, and are not loaded; tasks deleted in Label Studio as `n_gone`, with a notice (a
+    label loaded from one earlier stays). The counts are stored with the run (see
     `annotation_summary`).
 
     Returns:
@@ -241,7 +242,9 @@ def load_from_label_studio(
     url, api_key = check_label_studio(url or stored_url, api_key)
     results = dataset.load_annotation_results(anno_key, url=url, api_key=api_key)
     states = task_states(url, api_key, results.project_id, config.upload_field)
-    by_sample = {s: states.get(int(t), TaskState()) for t, s in results.uploaded_tasks.items()}
+    by_sample = {
+        s: states.get(int(t), TaskState(gone=True)) for t, s in results.uploaded_tasks.items()
+    }
     run_key = annotation_run_key(anno_key)
     previous = dataset.load_run_results(run_key, load_view=False)
     current, touched = _current_labels(dataset, config.label_field, list(by_sample))
@@ -295,7 +298,8 @@ def annotation_summary(dataset: fo.Dataset, anno_key: str) -> dict[str, Any]:
         "project_url": results.project_url,
         "loaded": hasattr(results, "n_labeled"),
     }
-    for name in ("n_labeled", "n_skipped", "n_unanswered", "n_kept", "n_deleted", "n_unusable"):
+    counts = ("n_labeled", "n_skipped", "n_unanswered", "n_kept", "n_deleted", "n_unusable")
+    for name in (*counts, "n_gone"):
         out[name] = getattr(results, name, None)
     out["notices"] = list(getattr(results, "notices", []))
     return out

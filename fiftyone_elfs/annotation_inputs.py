@@ -157,7 +157,8 @@ def prelabels_for(
             "Fix: run compute_pseudo_labels on them, or pass prelabel_field=None.",
             param="prelabel_field",
         )
-    if prelabel_map is None:
+    given = prelabel_map is not None
+    if not given:
         # Clusters get the majority class that annotators already gave their members, if any.
         dataset = dataset_io.dataset_of(samples)
         prelabel_map = {}
@@ -172,6 +173,18 @@ def prelabels_for(
         # outside the labeling config) gets no pre-annotation, as the docstring promises.
         prelabel_map = {k: v for k, v in prelabel_map.items() if v in classes}
     check_map_to_classes(prelabel_map, classes)
+    if given:  # yours: each key must be a label of the field
+        everywhere = dataset_io.every_slice(dataset_io.dataset_of(samples))
+        known = set(dataset_io.distinct_values(everywhere, f"{prelabel_field}.label"))
+        unknown = sorted(set(prelabel_map) - known)
+        if unknown:
+            shown = sorted(known)[:12]
+            raise ElfsInputError(
+                f"prelabel_map has keys {unknown} that are no label of '{prelabel_field}' "
+                f"(labels there: {shown}{', ...' if len(known) > 12 else ''}), "
+                "so they would pre-annotate nothing. Fix: use those labels as the keys.",
+                param="prelabel_map",
+            )
     out = [
         prelabel_map.get(v, v if v in classes else None) if v is not None else None for v in values
     ]

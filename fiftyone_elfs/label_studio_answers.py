@@ -37,8 +37,8 @@ _N_EXAMPLES = 3
 class AnnotationSummary:
     """What came back from one annotation run: each sent task counts once, as labeled (the field
     holds its answer), kept (the field holds a label changed in FiftyOne instead), skipped,
-    unanswered, unusable (submitted without one of the run's classes) or deleted (its sample is
-    no longer in the dataset)."""
+    unanswered, unusable (submitted without one of the run's classes), deleted (its sample is
+    no longer in the dataset) or gone (the task is no longer in the Label Studio project)."""
 
     anno_key: str
     label_field: str
@@ -49,6 +49,7 @@ class AnnotationSummary:
     n_kept: int = 0
     n_deleted: int = 0
     n_unusable: int = 0
+    n_gone: int = 0
     labeled_ids: list[str] = field(default_factory=list)
     kept_ids: list[str] = field(default_factory=list)
     project_url: str = ""
@@ -74,12 +75,14 @@ class Answer:
 
 @dataclass(frozen=True)
 class TaskState:
-    """A task's latest answer (None if it has none), whether anyone skipped it, and whether it
-    was submitted without picking exactly one choice (`unclear`; only when it has no answer)."""
+    """A task's latest answer (None if it has none), whether anyone skipped it, whether it
+    was submitted without picking exactly one choice (`unclear`; only when it has no answer),
+    and whether it is gone from the project."""
 
     answer: Answer | None = None
     skipped: bool = False
     unclear: bool = False
+    gone: bool = False  # no longer in the project (deleted in Label Studio)
 
 
 def _sort_key(annotation: Mapping[str, Any]) -> tuple[float, int]:
@@ -136,6 +139,7 @@ class LoadPlan:
     skipped: list[str] = field(default_factory=list)
     unanswered: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
     n_deleted_answered: int = 0
     # (sample id, the choice it picked, or None when none or several were picked)
     unusable: list[tuple[str, str | None]] = field(default_factory=list)
@@ -155,6 +159,7 @@ class LoadPlan:
                         self.unanswered,
                         self.unusable,
                         self.deleted,
+                        self.gone,
                     ),
                 )
             ),
@@ -164,6 +169,7 @@ class LoadPlan:
             n_kept=len(self.kept),
             n_deleted=len(self.deleted),
             n_unusable=len(self.unusable),
+            n_gone=len(self.gone),
             labeled_ids=list(self.labeled),
             kept_ids=[s for s, _, _ in self.kept],
             project_url=project_url,
@@ -206,6 +212,15 @@ class LoadPlan:
                 f"counts them as completed, so annotators will not see them again: {examples}"
                 f"{more}. Fix: open them in Label Studio, pick one of the run's classes, and load "
                 "again."
+            )
+        if self.gone:
+            examples = ", ".join(self.gone[:_N_EXAMPLES])
+            more = ", ..." if len(self.gone) > _N_EXAMPLES else ""
+            out.append(
+                f"{len(self.gone)} sent task(s) are no longer in the Label Studio project "
+                "(deleted there), so they cannot be answered; they do not count as unanswered. "
+                f"Samples: {examples}{more}. Fix: to have them labeled, send them again under "
+                "a new annotation key (elfs.send_to_label_studio(dataset.select(ids), ...))."
             )
         if self.deleted:
             out.append(
@@ -253,7 +268,15 @@ def _plan_no_answer(
 ) -> None:
     """A task without a usable answer: a label ELFS loaded for a withdrawn answer goes if
     unchanged (its class, and no tag or attribute of the user's), else it is kept (and so is the
-    record, so it stays kept until it is cleared)."""
+    record, so it stays kept until it is cleared). A task gone from the project is no
+    withdrawal: its loaded label stays."""
+    if state.gone:  # a label loaded from it earlier stays: the task was deleted, not undone
+        if previous and previous[2] is not None and current == previous[2]:
+            plan.loaded[sample_id] = list(previous)
+            plan.labeled.append(sample_id)
+        else:
+            plan.gone.append(sample_id)
+        return
     if previous and previous[2] is not None and current is not None:
         if current != previous[2] or touched:
             plan.loaded[sample_id] = list(previous)

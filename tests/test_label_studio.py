@@ -263,6 +263,17 @@ def test_missing_or_wrong_credentials_fail_clearly_and_change_nothing(
             prelabel_map={"x": "z"},
             **ok,
         )
+    # audit 'handoff' #4: keys that are no cluster pre-annotated nothing, without a word
+    with pytest.raises(elfs.ElfsInputError, match=r"keys \['cluster0'\] that are no label of"):
+        elfs.send_to_label_studio(
+            view,
+            "bad",
+            ["a"],
+            label_field="human",
+            prelabel_field="elfs_pseudo_label",
+            prelabel_map={"cluster0": "a"},
+            **ok,
+        )
     with pytest.raises(elfs.ElfsInputError, match="No annotation run 'nope'"):
         elfs.load_from_label_studio(dataset, "nope", **ok)
     after = _snapshot(dataset), dataset.list_annotation_runs(), dataset.list_runs()
@@ -483,6 +494,22 @@ def test_a_reload_keeps_a_label_the_user_tagged_or_annotated_in_fiftyone(dataset
     assert set(summary.kept_ids) == {ids[0], ids[1]} and summary.n_kept == 2
     assert dataset[ids[0]].human.tags == ["needs_review"]
     assert dataset[ids[1]].human["reviewer_note"] == "checked by Ann"
+
+
+def test_tasks_deleted_in_label_studio_are_counted_apart_not_as_unanswered(dataset, creds):
+    """Audit 'handoff' #3: a task deleted in Label Studio was counted as unanswered on every
+    load, so the team waited for answers that could not come."""
+    classes, tasks, ids = _send_first(dataset, "r1", 4)
+    _answer(creds, tasks[0], "r1_prelabel", classes[0])
+    elfs.load_from_label_studio(dataset, "r1")
+    for i in (0, 1):
+        _api(creds, "DELETE", f"/api/tasks/{tasks[i]}")
+    summary = elfs.load_from_label_studio(dataset, "r1")
+    assert (summary.n_labeled, summary.n_gone, summary.n_unanswered) == (1, 1, 2)
+    assert _human(dataset, ids) == [classes[0], None, None, None]  # a deleted task undoes nothing
+    gone = next(n for n in summary.notices if "no longer in the Label Studio project" in n)
+    assert gone.startswith("1 sent task(s)") and ids[1] in gone
+    assert elfs.annotation_summary(dataset, "r1")["n_gone"] == 1
 
 
 def test_an_answer_followed_by_another_annotators_skip_is_loaded(dataset, creds):

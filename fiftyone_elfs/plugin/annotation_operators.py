@@ -120,6 +120,7 @@ class LoadFromLabelStudio(_LabelStudioOperator):
                 (result.n_kept, "kept as edited"),
                 (result.n_unusable, "submitted without a class"),
                 (result.n_deleted, "deleted"),
+                (result.n_gone, "gone from the project"),
             )
             if n
         )
