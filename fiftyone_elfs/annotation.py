@@ -126,7 +126,7 @@ def send_to_label_studio(
             api_key=api_key,
             project_name=project_name,
         )
-    except Exception:
+    except BaseException:  # Ctrl-C too: the key stays free for the retry
         dataset_io.delete_fields(dataset, [upload_field])
         if anno_key in dataset.list_annotation_runs():
             dataset.delete_annotation_run(anno_key)

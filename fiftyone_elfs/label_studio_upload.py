@@ -90,7 +90,7 @@ class BatchedLabelStudioAPI(fouls.LabelStudioAnnotationAPI):
         self._project_id = None
         try:
             return super().upload_samples(samples, anno_key, backend)
-        except Exception as e:
+        except BaseException as e:  # Ctrl-C too: no half-filled project is left to annotate
             if self._project_id is None:
                 raise
             left = self._delete_failed_project()

@@ -512,6 +512,33 @@ def test_tasks_deleted_in_label_studio_are_counted_apart_not_as_unanswered(datas
     assert elfs.annotation_summary(dataset, "r1")["n_gone"] == 1
 
 
+def test_a_send_interrupted_by_ctrl_c_leaves_no_project_and_the_key_free(
+    dataset, creds, monkeypatch
+):
+    """Audit 'handoff' #5: Ctrl-C during the upload left a half-filled project on the server
+    (annotators could start on it), the pre-annotation field and the annotation run; the key
+    could not be freed by the fix the retry named."""
+    from fiftyone_elfs.label_studio_upload import BatchedLabelStudioAPI
+
+    classes = sorted(set(dataset.values("ground_truth.label")))
+    projects_before = _projects(creds)
+    before = _snapshot(dataset), dataset.list_annotation_runs(), dataset.list_runs()
+    upload = BatchedLabelStudioAPI._upload_files
+
+    def interrupted(self, project, tasks):
+        upload(self, project, tasks)  # a first batch is on the server
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(BatchedLabelStudioAPI, "_upload_files", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        elfs.send_to_label_studio(dataset.limit(4), "ctrlc", classes, label_field="human")
+    assert _projects(creds) == projects_before
+    assert (_snapshot(dataset), dataset.list_annotation_runs(), dataset.list_runs()) == before
+    monkeypatch.setattr(BatchedLabelStudioAPI, "_upload_files", upload)
+    sent = elfs.send_to_label_studio(dataset.limit(4), "ctrlc", classes, label_field="human")
+    assert sent["n_sent"] == 4
+
+
 def test_an_answer_followed_by_another_annotators_skip_is_loaded(dataset, creds):
     classes, tasks, ids = _send_first(dataset, "r1", 6)
     a, b, c = classes[:3]
