@@ -84,11 +84,23 @@ def _unique_names(paths: list[str]) -> list[str]:
         name, base = stem + ext, (stem + ext).lower()
         count = next_suffix.get(base, 1)
         while name.lower() in used:
-            name, count = f"{stem}-{count}{ext}", count + 1
+            name, count = _suffixed(stem, count, ext), count + 1
         next_suffix[base] = count
         used.add(name.lower())
         names.append(name)
     return names
+
+
+#: The longest file name (in bytes) most file systems take.
+_MAX_NAME_BYTES = 255
+
+
+def _suffixed(stem: str, count: int, ext: str) -> str:
+    """``<stem>-<count><ext>``, the stem shortened (whole characters) where the name would pass
+    `_MAX_NAME_BYTES`: a legal name made longer by its suffix failed the export."""
+    tail = f"-{count}{ext}"
+    room = _MAX_NAME_BYTES - len(tail.encode())
+    return stem.encode()[: max(room, 1)].decode("utf-8", "ignore") + tail
 
 
 def _pseudo_label_field(view: fo.DatasetView, names: runs.PipelineNames) -> str | None:

@@ -381,3 +381,25 @@ def test_an_exported_image_edited_since_is_the_users_and_is_not_replaced(ds, tmp
     os.utime(image, ns=(stamp[1], stamp[1]))
     elfs.export_coreset(ds, out, key=KEY, formats=["media"], overwrite=True)
     assert len(os.listdir(media)) == BUDGET
+
+
+def test_a_suffixed_name_stays_within_the_file_name_limit(ds, tmp_path):
+    """Audit 'handoff' #6: two images with one legal 254-byte name: the second's suffix made it
+    256 bytes, and the export failed with a raw OSError."""
+    long_name = "é" * 125 + ".png"  # 254 bytes
+    names = export._unique_names([f"/a/{long_name}", f"/b/{long_name}", f"/c/{long_name}"])
+    assert names[0] == long_name and len({n.lower() for n in names}) == 3
+    assert all(len(n.encode()) <= 255 and n.endswith(".png") for n in names)
+    assert names[1].endswith("-1.png") and names[2].endswith("-2.png")
+    coreset = ds.match_tags(f"{KEY}_coreset")
+    ids, paths = coreset.values("id")[:2], coreset.values("filepath")[:2]
+    renamed = {}
+    for n, (sample_id, path) in enumerate(zip(ids, paths, strict=True)):
+        copy = tmp_path / "sources" / str(n) / long_name
+        copy.parent.mkdir(parents=True)
+        copy.write_bytes(open(path, "rb").read())
+        renamed[sample_id] = str(copy)
+    ds.set_values("filepath", renamed, key_field="id")
+    out = str(tmp_path / "export")
+    elfs.export_coreset(ds, out, key=KEY, formats=["media"])
+    assert len(os.listdir(os.path.join(out, export.MEDIA_DIR))) == BUDGET
