@@ -72,37 +72,6 @@ def preflight(samples: foc.SampleCollection, values: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- the rows
 
 
-def _unique_names(paths: list[str]) -> list[str]:
-    """Output file names that keep each image's base name and never collide (case-insensitive):
-    the second ``img.png`` becomes ``img-1.png``; linear in the number of paths, however many
-    share a name (the next suffix to try is kept per name)."""
-    used: set[str] = set()
-    next_suffix: dict[str, int] = {}
-    names = []
-    for path in paths:
-        stem, ext = os.path.splitext(os.path.basename(path))
-        name, base = stem + ext, (stem + ext).lower()
-        count = next_suffix.get(base, 1)
-        while name.lower() in used:
-            name, count = _suffixed(stem, count, ext), count + 1
-        next_suffix[base] = count
-        used.add(name.lower())
-        names.append(name)
-    return names
-
-
-#: The longest file name (in bytes) most file systems take.
-_MAX_NAME_BYTES = 255
-
-
-def _suffixed(stem: str, count: int, ext: str) -> str:
-    """``<stem>-<count><ext>``, the stem shortened (whole characters) where the name would pass
-    `_MAX_NAME_BYTES`: a legal name made longer by its suffix failed the export."""
-    tail = f"-{count}{ext}"
-    room = _MAX_NAME_BYTES - len(tail.encode())
-    return stem.encode()[: max(room, 1)].decode("utf-8", "ignore") + tail
-
-
 def _pseudo_label_field(view: fo.DatasetView, names: runs.PipelineNames) -> str | None:
     """The key's pseudo-label field if its pseudo-label run wrote it (a user's field of the same
     name is not exported as pseudo-labels)."""
@@ -206,7 +175,7 @@ def _outputs(formats: Sequence[str]) -> list[str]:
 def _identity(key: str, rows: list[dict[str, Any]]) -> str:
     """What an export describes: its key and, per sample, its id, media file name and source.
     Outputs of two exports with the same identity refer to the same samples and files."""
-    names = _unique_names([r["source_filepath"] for r in rows])
+    names = export_folder.unique_names([r["source_filepath"] for r in rows])
     samples = [
         (r["sample_id"], f"{MEDIA_DIR}/{n}", r["source_filepath"])
         for r, n in zip(rows, names, strict=True)
@@ -355,7 +324,7 @@ def _write_outputs(
     if "media" in formats or "labelstudio" in formats:
         media_dir = os.path.join(staging, MEDIA_DIR)
         os.makedirs(media_dir)
-        file_names = _unique_names([r["source_filepath"] for r in rows])
+        file_names = export_folder.unique_names([r["source_filepath"] for r in rows])
         for row, name in zip(rows, file_names, strict=True):
             shutil.copy2(row["source_filepath"], os.path.join(media_dir, name))
             row["filename"] = f"{MEDIA_DIR}/{name}"

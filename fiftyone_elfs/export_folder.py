@@ -12,6 +12,7 @@ makes sure a user never sees half an export and never loses a file the exporter 
   (`fiftyone_elfs.export_lock.exclusive`), so a second export is refused.
 - An output of the earlier export that the new one does not write is kept, and stays recorded
   (`kept_outputs`); `fiftyone_elfs.export` decides whether keeping it is consistent.
+- Output file names keep each image's base name and never collide (`unique_names`).
 - An output that is a file and was changed since it was written (its sha256), or a file inside
   an output folder that was (its size and modification time), is the user's, never replaced.
 """
@@ -146,6 +147,37 @@ def _changed_files(export_dir: str, name: str, recorded: dict[str, list[int]]) -
     """The files of output folder `name` whose size or modification time is not the recorded."""
     current = _stamps(export_dir, [name]).get(name, {})
     return sorted(f for f, stamp in recorded.items() if f in current and current[f] != stamp)
+
+
+def unique_names(paths: list[str]) -> list[str]:
+    """Output file names that keep each image's base name and never collide (case-insensitive):
+    the second ``img.png`` becomes ``img-1.png``; linear in the number of paths, however many
+    share a name (the next suffix to try is kept per name)."""
+    used: set[str] = set()
+    next_suffix: dict[str, int] = {}
+    names = []
+    for path in paths:
+        stem, ext = os.path.splitext(os.path.basename(path))
+        name, base = stem + ext, (stem + ext).lower()
+        count = next_suffix.get(base, 1)
+        while name.lower() in used:
+            name, count = _suffixed(stem, count, ext), count + 1
+        next_suffix[base] = count
+        used.add(name.lower())
+        names.append(name)
+    return names
+
+
+#: The longest file name (in bytes) most file systems take.
+_MAX_NAME_BYTES = 255
+
+
+def _suffixed(stem: str, count: int, ext: str) -> str:
+    """``<stem>-<count><ext>``, the stem shortened (whole characters) where the name would pass
+    `_MAX_NAME_BYTES`: a legal name made longer by its suffix failed the export."""
+    tail = f"-{count}{ext}"
+    room = _MAX_NAME_BYTES - len(tail.encode())
+    return stem.encode()[: max(room, 1)].decode("utf-8", "ignore") + tail
 
 
 def recover(export_dir: str) -> bool:

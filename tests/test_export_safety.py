@@ -294,11 +294,11 @@ def test_output_names_are_those_of_the_plain_rule_and_never_collide():
             f"/d/{i}/{rng.choice(stems)}{rng.choice(['.png', '.PNG', '.jpg'])}"
             for i in range(rng.randint(1, 60))
         ]
-        names = export._unique_names(paths)
+        names = export_folder.unique_names(paths)
         assert names == _unique_names_reference(paths)
         assert len({n.lower() for n in names}) == len(names)
     shared = [f"/d/{i}/img.png" for i in range(20000)]
-    names = export._unique_names(shared)
+    names = export_folder.unique_names(shared)
     assert names[0] == "img.png" and names[-1] == "img-19999.png"
 
 
@@ -387,7 +387,7 @@ def test_a_suffixed_name_stays_within_the_file_name_limit(ds, tmp_path):
     """Audit 'handoff' #6: two images with one legal 254-byte name: the second's suffix made it
     256 bytes, and the export failed with a raw OSError."""
     long_name = "é" * 125 + ".png"  # 254 bytes
-    names = export._unique_names([f"/a/{long_name}", f"/b/{long_name}", f"/c/{long_name}"])
+    names = export_folder.unique_names([f"/a/{long_name}", f"/b/{long_name}", f"/c/{long_name}"])
     assert names[0] == long_name and len({n.lower() for n in names}) == 3
     assert all(len(n.encode()) <= 255 and n.endswith(".png") for n in names)
     assert names[1].endswith("-1.png") and names[2].endswith("-2.png")
