@@ -253,27 +253,22 @@ def test_missing_or_wrong_credentials_fail_clearly_and_change_nothing(
         elfs.send_to_label_studio(view, "bad", [], **ok)
     with pytest.raises(elfs.ElfsInputError, match="already have a label"):
         elfs.send_to_label_studio(view, "bad", ["a"], label_field="ground_truth", **ok)
-    with pytest.raises(elfs.ElfsInputError, match="not in classes"):
-        elfs.send_to_label_studio(
-            view,
-            "bad",
-            ["a"],
-            label_field="human",
-            prelabel_field="elfs_pseudo_label",
-            prelabel_map={"x": "z"},
-            **ok,
-        )
-    # audit 'handoff' #4: keys that are no cluster pre-annotated nothing, without a word
-    with pytest.raises(elfs.ElfsInputError, match=r"keys \['cluster0'\] that are no label of"):
-        elfs.send_to_label_studio(
-            view,
-            "bad",
-            ["a"],
-            label_field="human",
-            prelabel_field="elfs_pseudo_label",
-            prelabel_map={"cluster0": "a"},
-            **ok,
-        )
+    # a class outside `classes`; keys that are no cluster (audit 'handoff' #4: they
+    # pre-annotated nothing, without a word)
+    for prelabel_map, match in (
+        ({"x": "z"}, "not in classes"),
+        ({"cluster0": "a"}, r"keys \['cluster0'\] that are no label of"),
+    ):
+        with pytest.raises(elfs.ElfsInputError, match=match):
+            elfs.send_to_label_studio(
+                view,
+                "bad",
+                ["a"],
+                label_field="human",
+                prelabel_field="elfs_pseudo_label",
+                prelabel_map=prelabel_map,
+                **ok,
+            )
     with pytest.raises(elfs.ElfsInputError, match="No annotation run 'nope'"):
         elfs.load_from_label_studio(dataset, "nope", **ok)
     after = _snapshot(dataset), dataset.list_annotation_runs(), dataset.list_runs()

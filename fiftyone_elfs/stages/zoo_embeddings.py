@@ -114,13 +114,9 @@ def embed_aside(
     scratch = field + SCRATCH_SUFFIX
     record.check_ownership(samples, names, stage, fields=[scratch])
     dataset = dataset_io.dataset_of(samples)
-    record.begin_writes(samples, names, stage, [scratch])
     try:
         dataset_io.delete_fields(dataset, [scratch])  # an interrupted run's, if any
-        dataset_io.write_zoo_embeddings(
-            samples, model, scratch, ids, batch_size, runs.field_mark(names, stage)
-        )
-        skipped = _not_embedded(samples, scratch)
+        skipped = embed(samples, names, stage, model, ids, batch_size, scratch)
         if len(skipped) >= len(ids):  # none embedded: the stage's refusal names the images
             return [], [], skipped
         good, X = dataset_io.read_embeddings(samples, scratch, ids=ids)
