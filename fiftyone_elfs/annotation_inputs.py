@@ -9,6 +9,7 @@ field without labels.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import fiftyone as fo
@@ -16,6 +17,8 @@ import fiftyone.core.collections as foc
 
 from fiftyone_elfs import dataset_io, runs
 from fiftyone_elfs.errors import ElfsInputError
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "RUN_METHOD",
@@ -173,17 +176,22 @@ def prelabels_for(
         # outside the labeling config) gets no pre-annotation, as the docstring promises.
         prelabel_map = {k: v for k, v in prelabel_map.items() if v in classes}
     check_map_to_classes(prelabel_map, classes)
-    if given:  # yours: each key must be a label of the field
-        everywhere = dataset_io.every_slice(dataset_io.dataset_of(samples))
-        known = set(dataset_io.distinct_values(everywhere, f"{prelabel_field}.label"))
-        unknown = sorted(set(prelabel_map) - known)
-        if unknown:
-            shown = sorted(known)[:12]
+    if given and prelabel_map:  # yours: a key must match a label of the samples sent
+        sent = {v for v in values if v is not None}
+        if not sent & set(prelabel_map):
             raise ElfsInputError(
-                f"prelabel_map has keys {unknown} that are no label of '{prelabel_field}' "
-                f"(labels there: {shown}{', ...' if len(known) > 12 else ''}), "
-                "so they would pre-annotate nothing. Fix: use those labels as the keys.",
+                f"prelabel_map has no key that is a label of '{prelabel_field}' on the samples "
+                f"sent (labels there: {sorted(sent)[:12]}{', ...' if len(sent) > 12 else ''}), "
+                "so it would pre-annotate nothing. Fix: use those labels as the keys.",
                 param="prelabel_map",
+            )
+        everywhere = dataset_io.every_slice(dataset_io.dataset_of(samples))
+        known = sent | set(dataset_io.distinct_values(everywhere, f"{prelabel_field}.label"))
+        if unknown := sorted(set(prelabel_map) - known):
+            logger.warning(
+                "prelabel_map keys %s are no label of '%s' (misspelt?): they pre-annotate nothing.",
+                unknown,
+                prelabel_field,
             )
     out = [
         prelabel_map.get(v, v if v in classes else None) if v is not None else None for v in values

@@ -242,14 +242,15 @@ def _plan_answer(
 ) -> None:
     """A task with an answer: write it if it is new, changed or not written yet, and the field
     holds what ELFS wrote there (before any load: nothing, or anything for a run sent with
-    overwrite) and the label carries no tag or attribute of the user's (`touched`); else keep
-    the field's label and report it."""
+    overwrite) and, if ELFS loaded it, the label carries no tag or attribute of the user's
+    (`touched`; a first answer of an overwrite run replaces model predictions with their
+    confidence, as it replaces any label); else keep the field's label and report it."""
     base = previous[2] if previous else (current if overwrite else None)
     pending = previous is None or list(previous) != [*answer.version(), answer.label]
     if current == answer.label:
         plan.loaded[sample_id] = [*answer.version(), answer.label]
         plan.labeled.append(sample_id)
-    elif pending and current == base and not touched:
+    elif pending and current == base and not (touched and previous):
         plan.writes[sample_id] = answer.label
         plan.loaded[sample_id] = [*answer.version(), answer.label]
         plan.labeled.append(sample_id)

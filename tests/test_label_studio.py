@@ -257,7 +257,7 @@ def test_missing_or_wrong_credentials_fail_clearly_and_change_nothing(
     # pre-annotated nothing, without a word)
     for prelabel_map, match in (
         ({"x": "z"}, "not in classes"),
-        ({"cluster0": "a"}, r"keys \['cluster0'\] that are no label of"),
+        ({"cluster0": "a"}, "no key that is a label of 'elfs_pseudo_label' on the samples sent"),
     ):
         with pytest.raises(elfs.ElfsInputError, match=match):
             elfs.send_to_label_studio(
@@ -534,6 +534,24 @@ def test_a_send_interrupted_by_ctrl_c_leaves_no_project_and_the_key_free(
     assert sent["n_sent"] == 4
 
 
+def test_a_prelabel_map_is_checked_against_the_labels_of_the_samples_sent(dataset, creds):
+    """Audit 'regress5' #2: the key check read the whole dataset, so a view that renames the
+    clusters (map_labels) was refused, and the dataset's names it suggested matched nothing."""
+    _pipeline(dataset)
+    classes = sorted(set(dataset.values("ground_truth.label")))
+    clusters = sorted(set(dataset.values("elfs_pseudo_label.label")))
+    renamed = {c: f"group {c}" for c in clusters}
+    view = dataset.limit(6).map_labels("elfs_pseudo_label", renamed)
+    send = dict(label_field="human", prelabel_field="elfs_pseudo_label")
+    with pytest.raises(elfs.ElfsInputError, match="no key that is a label of.*on the samples"):
+        elfs.send_to_label_studio(
+            view, "r", classes, prelabel_map=dict.fromkeys(clusters, classes[0]), **send
+        )
+    by_new_name = {renamed[c]: classes[0] for c in clusters}
+    sent = elfs.send_to_label_studio(view, "r", classes, prelabel_map=by_new_name, **send)
+    assert sent["n_prelabeled"] == 6
+
+
 def test_an_answer_followed_by_another_annotators_skip_is_loaded(dataset, creds):
     classes, tasks, ids = _send_first(dataset, "r1", 6)
     a, b, c = classes[:3]
@@ -619,6 +637,20 @@ def test_a_first_answer_replaces_an_existing_label_only_for_a_run_sent_with_over
     assert later.writes == {} and [k[0] for k in later.kept] == ["s1"]
     cleared = plan_load(states, kept.loaded, {"s1": None, "s2": "cat"}, overwrite=False)
     assert cleared.writes == {"s1": "cat"} and cleared.labeled == ["s1", "s2"]
+    # Audit 'regress5' #1: a label with tags or a confidence (a model's prediction) is replaced
+    # by a first answer of an overwrite run; only a label ELFS loaded and the user then tagged
+    # or annotated is theirs.
+    touched = {"s1", "s2"}
+    first = plan_load(states, {}, current, overwrite=True, touched=touched)
+    assert first.writes == {"s1": "cat", "s2": "cat"} and first.kept == []
+    later = plan_load(
+        {"s1": TaskState(Answer(7, "2025-02-01T00:00:00Z", "dog"))},
+        first.loaded,
+        {"s1": "cat"},
+        overwrite=True,
+        touched={"s1"},
+    )
+    assert later.writes == {} and later.kept == [("s1", "cat", "dog")]
 
 
 def _count_requests(monkeypatch):

@@ -87,9 +87,13 @@ def zoo(monkeypatch):
         model = handed.pop("next", None)
         return model or GridMeans(scale={"grid": 1.0, "grid2": 2.0}[name])
 
-    listed = foz.list_zoo_models()
+    known = foz.get_zoo_model
+
+    def get_zoo_model(name, *args, **kwargs):
+        return name if name in ("grid", "grid2") else known(name, *args, **kwargs)
+
     monkeypatch.setattr(foz, "load_zoo_model", load_zoo_model)
-    monkeypatch.setattr(foz, "list_zoo_models", lambda *a, **k: [*listed, "grid", "grid2"])
+    monkeypatch.setattr(foz, "get_zoo_model", get_zoo_model)
     return handed
 
 
@@ -200,3 +204,32 @@ def test_a_field_made_by_the_zoo_model_carries_the_runs_mark_from_the_start(base
         assert ds.count(f"{KEY}_embedding") == N
     finally:
         ds.delete()
+
+
+def test_a_versioned_zoo_model_is_known_by_its_plain_name(tmp_path, monkeypatch):
+    """Audit 'regress5' #3: a model FiftyOne lists only as 'name@version' (and loads by its
+    plain name, the latest version) was refused by an exact match on the listed names."""
+    import json
+
+    from fiftyone_elfs.stages.zoo_embeddings import check_zoo_name
+
+    model = {
+        "base_name": "tiny-embedder",
+        "base_filename": "tiny-embedder.pt",
+        "version": "2.0",
+        "description": "a manifest entry only: nothing is downloaded",
+        "source": "local",
+        "manager": {"type": "fiftyone.core.models.ModelManager", "config": {"url": "x"}},
+        "default_deployment_config_dict": {"type": "fiftyone.core.models.Model", "config": {}},
+        "requirements": {"packages": []},
+        "tags": ["embeddings"],
+        "date_added": "2026-01-01 00:00:00",
+    }
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"models": [model]}))
+    monkeypatch.setattr(fo.config, "model_zoo_manifest_paths", [str(manifest)])
+    assert "tiny-embedder@2.0" in foz.list_zoo_models()
+    check_zoo_name("zoo:tiny-embedder")
+    check_zoo_name("zoo:tiny-embedder@2.0")
+    with pytest.raises(elfs.ElfsInputError, match="no model 'tiny-embeder'"):
+        check_zoo_name("zoo:tiny-embeder")

@@ -53,20 +53,23 @@ def load_zoo_model(name: str) -> Any:
 
 
 def check_zoo_name(name: str) -> None:
-    """Refuses a 'zoo:<name>' that FiftyOne's zoo does not list (its manifest ships with
-    FiftyOne, and models of sources registered with ``foz.register_zoo_model_source`` count)."""
+    """Refuses a 'zoo:<name>' that FiftyOne's zoo does not know (its manifests ship with
+    FiftyOne, and models of manifests or sources the user registered count; a versioned
+    model's plain name is its latest version, as FiftyOne loads it). Reads no weights."""
     import fiftyone.zoo as foz
 
     from fiftyone_elfs.embeddings import DEFAULT_ENCODER
 
     zoo_name = name[len(ZOO_PREFIX) :]
-    if zoo_name not in foz.list_zoo_models():
+    try:
+        foz.get_zoo_model(zoo_name)
+    except ValueError:
         raise ElfsInputError(
             f"FiftyOne's model zoo has no model '{zoo_name}'. Fix: pick a name that "
             "`fiftyone zoo models list` shows (one that exposes embeddings, e.g. "
             f"'clip-vit-base32-torch'), or use the offline default model='{DEFAULT_ENCODER}'.",
             param="model",
-        )
+        ) from None
 
 
 def embed(
