@@ -384,9 +384,11 @@ def delete_key(dataset: SampleCollection, key: str) -> list[str]:
     ``dataset.rename_run`` is kept (your record). Until then, a rerun of a stage takes over
     that stage's leftover fields (replacing them) but refuses its leftover tags and views,
     naming this fix. Nothing else is touched: a field you re-created or renamed, a tag or view
-    of yours (one named like the key's that ELFS cannot prove is its own is kept, with a
-    warning naming it). (FiftyOne's ``dataset.delete_run(run_key)`` deletes one run record;
-    this removes a whole key.) Given a view, the key is deleted from the view's whole dataset."""
+    of yours, a saved view or plot you made again under a name a run records (one named like
+    the key's that ELFS cannot prove is its own is kept, with a warning naming it; the proofs:
+    `fiftyone_elfs.output_proof`). (FiftyOne's ``dataset.delete_run(run_key)`` deletes one run
+    record; this removes a whole key.) Given a view, the key is deleted from the view's whole
+    dataset."""
     from fiftyone_elfs.app_colors import forget_app_colors
     from fiftyone_elfs.difficulty.checkpoints import remove_key_checkpoints
 
