@@ -390,8 +390,9 @@ def recover(
 
     For each open journal entry whose (key, stage) no live run holds (`busy`): deletes its
     staging collections (and the staging fields of entries written before there were staging
-    collections) and every name it lists that no recorded run owns, then closes it. Returns
-    the names deleted. A name a recorded run owns is kept: the operation committed.
+    collections) and every name it lists that no recorded run owns (a field only if it carries
+    the entry's mark: `output_proof.left_by`), then closes it. Returns the names deleted. A
+    name a recorded run owns is kept: the operation committed.
     """
     deleted: list[str] = []
     for entry in journal.entries(dataset, key):
