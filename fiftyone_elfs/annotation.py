@@ -173,9 +173,9 @@ def _run_config(dataset: fo.Dataset, anno_key: str) -> Any:
     return dataset.get_run_info(annotation_run_key(anno_key)).config
 
 
-#: What a label ELFS loads holds; anything else on it (tags, a confidence, attributes) was
-#: set in FiftyOne since.
-_LOADED_KEYS = {"_id", "_cls", "label", "tags", "confidence", "logits"}
+#: What a label ELFS loads holds (and logits, which it ignores); anything else on it (tags, a
+#: confidence, attributes) was set in FiftyOne since.
+_LOADED_KEYS = {"_id", "_cls", "label", "logits"}
 
 
 def _current_labels(
@@ -191,11 +191,12 @@ def _current_labels(
     current, touched = {}, set()
     for sample_id, label in zip(found, labels, strict=True):
         current[sample_id] = None if label is None else getattr(label, "label", None)
-        if label is not None:
-            doc = label.to_dict()
-            extra = {k: v for k, v in doc.items() if k not in _LOADED_KEYS and v is not None}
-            if doc.get("tags") or doc.get("confidence") is not None or extra:
-                touched.add(sample_id)
+        if label is not None and any(
+            bool(v) if k == "tags" else v is not None  # (every label has a tags list)
+            for k, v in label.to_dict().items()
+            if k not in _LOADED_KEYS
+        ):
+            touched.add(sample_id)
     return current, touched
 
 

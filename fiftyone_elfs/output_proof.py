@@ -21,7 +21,8 @@ import fiftyone as fo
 from fiftyone_elfs import dataset_io
 
 
-def _mark(key: str, stage: str) -> dict[str, str]:
+def mark(key: str, stage: str) -> dict[str, str]:
+    """The mark a run of (key, stage) leaves on the fields it writes (`dataset_io.field_mark`)."""
     return {"key": key, "stage": stage}
 
 
@@ -33,7 +34,7 @@ def still_owned(dataset: fo.Dataset, config: Any, kind: str, name: str) -> bool:
     if kind == "owned_fields":
         if not getattr(config, "marks_fields", False) or not dataset_io.has_field(dataset, name):
             return True
-        return dataset_io.field_mark(dataset, name) == _mark(key, stage)
+        return dataset_io.field_mark(dataset, name) == mark(key, stage)
     if kind == "owned_views":
         if not dataset_io.has_saved_view(dataset, name):
             return True
@@ -53,7 +54,7 @@ def left_by(dataset: fo.Dataset, entry: dict[str, Any], field: str) -> bool:
         return True
     if not dataset_io.has_field(dataset, field):
         return True  # nothing left: deleting it changes nothing
-    return dataset_io.field_mark(dataset, field) == _mark(entry["key"], entry["stage"])
+    return dataset_io.field_mark(dataset, field) == mark(entry["key"], entry["stage"])
 
 
 def view_saved_by(dataset: fo.Dataset, key: str, stage: str, view: str) -> str | None:

@@ -345,8 +345,8 @@ def delete_stage(dataset: fo.Dataset, names: PipelineNames, stage: str) -> bool:
 
 
 def field_mark(names: PipelineNames, stage: str) -> dict[str, str]:
-    """The mark a stage's run leaves on the fields it writes (`dataset_io.field_mark`)."""
-    return {"key": names.key, "stage": stage}
+    """The mark a stage's run leaves on the fields it writes (`output_proof.mark`)."""
+    return output_proof.mark(names.key, stage)
 
 
 def delete_names(dataset: fo.Dataset, owned: dict[str, Sequence[str]]) -> None:

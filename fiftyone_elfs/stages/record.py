@@ -717,8 +717,8 @@ def _commit_in_turn(
         dataset_io.delete_fields(dataset, [f for f, s in staged.stages.items() if replace[s]])
         marks = {f: runs.field_mark(names, s) for f, s in staged.stages.items()}
         dataset_io.commit_staged(dataset, staged.collection, staged.kinds, staged.ids, marks)
-        for field_name, stage in staged.stages.items():
-            dataset_io.mark_field(dataset, field_name, runs.field_mark(names, stage))
+        for field_name, field_mark in marks.items():  # fields that existed: marked now
+            dataset_io.mark_field(dataset, field_name, field_mark)
         for stage in dict.fromkeys(staged.stages.values()):
             kill_point(stage, "field")
     for run in stage_runs:

@@ -115,7 +115,7 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
     )
     # past the rounds whose runs are gone but whose tags are still on samples (numbering the
     # new round as one of them would take over its tag: refused as a leftover)
-    orphans = sorted(set(_tagged_rounds(dataset, names)) - set(rounds))
+    orphans = _orphan_rounds(dataset, names, rounds)
     round_no = max([*rounds, *orphans]) + 1
     stage = runs.round_stage(round_no)
     tag, view_name = names.round_tag(round_no), names.round_view(round_no)
@@ -272,19 +272,20 @@ def _answers_loaded_into(dataset: Any, label_field: str) -> bool:
     )
 
 
-def _tagged_rounds(dataset: Any, names: runs.PipelineNames) -> list[int]:
-    """The round numbers (2 and up) whose tags (`PipelineNames.round_tag`) are on samples of the
-    dataset and provably ELFS's: the round's saved view, as ELFS saved it, shows the tag (a tag
-    set by hand under that name is the user's)."""
+def _orphan_rounds(dataset: Any, names: runs.PipelineNames, recorded: Any) -> list[int]:
+    """The round numbers (2 and up), in order, whose tags (`PipelineNames.round_tag`) are on
+    samples of the dataset while no run of `recorded` is theirs, and are provably ELFS's: the
+    round's saved view, as ELFS saved it, shows the tag (a tag set by hand under that name is
+    the user's)."""
     prefix = names.round_tag(0)[:-1]
-    numbers = [
+    numbers = {
         int(t[len(prefix) :])
         for t in dataset_io.distinct_tags(dataset)
         if t.startswith(prefix) and t[len(prefix) :].isdigit() and int(t[len(prefix) :]) > 1
-    ]
+    }
     return [
         r
-        for r in numbers
+        for r in sorted(numbers - set(recorded))
         if output_proof.view_saved_by(dataset, names.key, runs.round_stage(r), names.round_view(r))
         == names.round_tag(r)
     ]
