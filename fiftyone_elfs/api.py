@@ -274,7 +274,9 @@ def select_more(
     rounds add up to one selection with the combined budget; for a CCS coreset, a CCS draw
     from the samples neither cut nor excluded; for a typical coreset, the most typical free sample
     of each of the largest k-means cells that hold no selected or labeled sample (``beta`` is
-    refused there: that rule makes no cut). Tagged "<key>_round<k>", saved as
+    refused there: that rule makes no cut). ``beta`` unset keeps the beta the coreset was
+    selected with if you set one, else the label-free rule is applied to the cumulative
+    budget. Tagged "<key>_round<k>", saved as
     "<key>-round<k>", recorded as its own run. `budget_fraction` is a share of the scored pool
     (for a typical coreset selected without scores, of the samples with an embedding). To
     let returned labels improve the ranking, re-run ``compute_difficulty(...,

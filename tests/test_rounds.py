@@ -103,6 +103,25 @@ def test_rounds_continue_the_ranking_of_the_coreset_score(dataset):
     assert dataset.get_run_info("elfs_round3").config.score == "aum"
 
 
+@pytest.mark.parametrize("mode", ["window", "ccs"])
+def test_rounds_keep_the_beta_the_user_gave_the_coreset(dataset, mode):
+    """With beta unset, round 2 of a coreset selected with beta=0.2 fell back to the label-free
+    cut: a window round was disjoint from round 1's, a CCS round cut another share."""
+    n = len(dataset)
+    _round1(dataset)
+    first = elfs.select_coreset(dataset, budget_count=20, mode=mode, beta=0.2)
+    second = elfs.select_more(dataset, budget_count=20)
+    assert second.beta == 0.2 and "coreset" in second.beta_reason
+    ids, aum = dataset.values(["id", "elfs_aum"])
+    aum = np.asarray(aum, dtype=float)
+    assert label_free_beta(aum, 40 / n)[0] != 0.2  # the rule it fell back to cuts otherwise
+    if mode == "window":
+        once = double_end_prune(aum, 40, 0.2)
+        union = set(first.selected_ids) | set(second.selected_ids)
+        assert len(union - {ids[i] for i in once.indices}) <= 2  # one window of 40
+    assert elfs.select_more(dataset, budget_count=5, beta=0.1).beta == 0.1  # given: used
+
+
 def test_rounds_skip_samples_tagged_by_the_key_and_say_which_are_unscored(dataset):
     """Samples merged in from a dataset that ran the same key carry its coreset tag without
     this dataset's run listing them: they were handed out there and were selected again. Samples

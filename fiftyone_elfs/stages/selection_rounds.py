@@ -150,9 +150,21 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
     if config.beta is not None:
         _refuse_a_cut_of_typical_rounds(config.beta, mode)
     total_fraction = min((int(excluded.sum()) + budget) / n, 1.0)
+    # beta unset continues the coreset's own: a beta the user gave round 1 is kept, else the
+    # label-free rule is recomputed for the cumulative budget
+    coreset_beta = getattr(coreset_config, "beta", None) if mode != "typical" else None
     beta, beta_reason = beta_for(
-        samples, names, ids, score, values, config.beta, total_fraction, mode
+        samples,
+        names,
+        ids,
+        score,
+        values,
+        config.beta if config.beta is not None else coreset_beta,
+        total_fraction,
+        mode,
     )
+    if config.beta is None and coreset_beta is not None:
+        beta_reason = "set by the user for this key's coreset (round 1)"
     hard_is_low = HARD_IS_LOW[score]
     seed = int(getattr(coreset_config, "seed", 0) or 0)
     if mode == "typical":
