@@ -101,6 +101,20 @@ def test_interrupted_then_resumed_equals_uninterrupted(digit_files, tmp_path):
     assert other.info["resumed_from_epoch"] == 0
 
 
+def test_images_must_be_uint8_and_numpy_integers_are_integers(digit_files):
+    """Float pixels in [0, 1] were cast to uint8 (black images) and trained on without a word;
+    np.int64 epochs were refused as 'not a positive integer'."""
+    paths, labels = digit_files[0][:20], np.arange(20) % 2
+    pixels = load_images(paths, image_size=16)
+    with pytest.raises(ValueError, match=r"images must be uint8.*got float32.*Fix: pass pixels"):
+        train_cnn_proxy(paths, labels, image_size=16, images=pixels / np.float32(255))
+    scores = train_cnn_proxy(
+        paths, labels, image_size=np.int64(16), images=pixels, epochs=np.int64(1),
+        batch_size=np.int32(8), width=np.int64(4), num_threads=1,
+    )  # fmt: skip
+    assert scores.aum.shape == (20,) and scores.n_epochs == 1
+
+
 def test_unreadable_images_are_named(digit_files, tmp_path):
     paths, _ = digit_files
     broken = tmp_path / "broken.png"

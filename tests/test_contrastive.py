@@ -166,6 +166,15 @@ def test_bad_training_settings_are_refused(kwargs, message):
         train_contrastive_similarity(images, **kwargs)
 
 
+def test_numpy_integers_are_integers():
+    """np.int64(1) epochs was refused as 'not a positive integer' by the message that named it."""
+    images = np.random.default_rng(0).integers(0, 255, (6, 8, 8, 3), dtype=np.uint8)
+    scores = train_contrastive_similarity(
+        images, epochs=np.int64(1), batch_size=np.int32(4), width=np.int64(4), num_threads=1
+    )
+    assert scores.similarity.shape == (6,) and scores.n_epochs == 1
+
+
 def test_moco_loss_and_queue():
     """InfoNCE against the queue: low when the key matches and the queue holds other directions,
     high when the queue holds the query itself; the queue is a ring buffer of the newest keys."""

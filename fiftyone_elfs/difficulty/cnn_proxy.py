@@ -15,6 +15,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -282,10 +283,11 @@ def _train_cnn(
     if n_classes < 2 or y.max() >= n_classes:
         raise ValueError(f"n_classes must be >= 2 and > every label; got {n_classes}.")
     for name, value in (("epochs", epochs), ("width", width), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
             raise ValueError(f"{name} must be a positive integer; got {value!r}.")
-    if not isinstance(image_size, int) or image_size < 8:
+    if isinstance(image_size, bool) or not isinstance(image_size, Integral) or image_size < 8:
         raise ValueError(f"image_size must be an integer >= 8; got {image_size!r}.")
+    epochs, width, batch_size, image_size = map(int, (epochs, width, batch_size, image_size))
     if arch not in ARCHITECTURES:
         raise ValueError(f"Unknown architecture {arch!r}. Fix: use one of {list(ARCHITECTURES)}.")
     if device is None:
@@ -300,10 +302,13 @@ def _train_cnn(
     if images is None:
         workers = decode_workers(num_workers, model_on_gpu=dev.type == "cuda")
         images = load_images(image_paths, image_size, num_workers=workers)
-    elif images.shape != (len(image_paths), image_size, image_size, 3):
+    elif np.shape(images) != (len(image_paths), image_size, image_size, 3) or (
+        np.asarray(images).dtype != np.uint8  # floats in [0, 1] cast to uint8: black images
+    ):
         raise ValueError(
             f"images must be uint8 [{len(image_paths)}, {image_size}, {image_size}, 3]; "
-            f"got {images.shape}."
+            f"got {np.asarray(images).dtype} {np.shape(images)}. Fix: pass pixels as uint8 in "
+            "[0, 255] (e.g. (images * 255).round().astype(np.uint8) for floats in [0, 1])."
         )
     pixels = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8))
     yt = torch.from_numpy(y)

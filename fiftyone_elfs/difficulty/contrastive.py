@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from numbers import Integral
 
 import numpy as np
 import torch
@@ -187,8 +188,11 @@ def train_contrastive_similarity(
         ("batch_size", batch_size, 2),
         ("moco_queue_size", moco_queue_size, 1),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}; got {value!r}.")
+    epochs, width, batch_size, moco_queue_size = map(
+        int, (epochs, width, batch_size, moco_queue_size)
+    )
     if method not in CONTRASTIVE_METHODS:
         raise ValueError(f"method must be one of {CONTRASTIVE_METHODS}; got {method!r}.")
     if not 0.0 <= float(moco_momentum) < 1.0:
