@@ -157,7 +157,13 @@ class Param:
                 raise bad
             if self.type == "int" and not isinstance(value, numbers.Integral):
                 raise bad
-            number = int(value) if self.type == "int" else float(value)
+            # a numpy float32 means its shortest decimal (0.45, not 0.449999988...)
+            lower_precision = type(value).__module__ == "numpy" and self.type == "float"
+            number = (
+                int(value)
+                if self.type == "int"
+                else float(str(value) if lower_precision else value)
+            )
             if math.isnan(number) or not self._in_range(number):
                 raise bad
             return number

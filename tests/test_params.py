@@ -341,8 +341,13 @@ def test_numpy_numbers_are_accepted_through_the_api_and_the_operator(dataset):
         epochs=2,
         visualize=False,
     )
-    result = elfs.select_coreset(dataset, budget_count=np.int32(20), beta=np.float32(0.2))
-    assert result.budget == 20 and result.beta == pytest.approx(0.2)
+    result = elfs.select_coreset(dataset, budget_count=np.int32(20), beta=np.float32(0.45))
+    # the decimal the float32 prints as (0.45, not 0.449999988, which cut one sample less)
+    assert result.budget == 20 and result.beta == 0.45
+    assert dataset.get_run_info("elfs_coreset").config.beta == 0.45
+    assert (
+        result.selected_ids == elfs.select_coreset(dataset, budget_count=20, beta=0.45).selected_ids
+    )
     op = foo.get_operator(f"{PLUGIN}/select_coreset")
     op(dataset, budget_fraction=np.float32(0.25), beta=np.float32(0.2)).raise_exceptions()
     assert len(dataset.match_tags("elfs_coreset")) == round(0.25 * len(dataset))

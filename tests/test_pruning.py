@@ -86,6 +86,9 @@ def test_effective_beta_is_the_fraction_actually_dropped():
     assert result.start == 2 and result.effective_beta == pytest.approx(0.2)
     # floor(0.29 * 100) is 29 although 0.29 * 100 == 28.999999999999996 in floating point.
     assert double_end_prune(np.arange(100.0), budget=10, beta=0.29).start == 29
+    # a numpy float32 beta is the decimal it prints as: 0.7 cuts 70, not 69 (0.69999999)
+    assert double_end_prune(np.arange(100.0), budget=10, beta=np.float32(0.7)).start == 70
+    assert ccs_prune(np.arange(100.0), 10, np.float32(0.7)).start == 70
 
 
 @pytest.mark.parametrize("budget", [10, 15])

@@ -112,7 +112,8 @@ def _check_beta(beta: float) -> float:
             f"beta must be in [0, 1) (the fraction of hardest samples to drop); got {beta!r}. "
             "Use 0 to keep the hardest samples, or leave beta unset for the label-free default."
         )
-    return float(beta)
+    # a numpy float32 means its shortest decimal: 0.45, not 0.449999988 (which cuts one less)
+    return float(str(beta)) if isinstance(beta, np.floating) else float(beta)
 
 
 def _check_budget(budget: int) -> int:
