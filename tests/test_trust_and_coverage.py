@@ -135,3 +135,8 @@ def test_stratified_typical_select_edge_cases():
         stratified_typical_select(X, groups, 0)
     with pytest.raises(ValueError, match="one group id per row"):
         stratified_typical_select(X, groups[:-1], 3)
+    with pytest.raises(ValueError, match="whole number"):  # was truncated to 7 without a word
+        stratified_typical_select(X, groups, 7.9)
+    X[3, 1] = np.nan  # reached faiss: a raw C++ error
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        stratified_typical_select(X, groups, 3)

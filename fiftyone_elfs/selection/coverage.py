@@ -47,6 +47,15 @@ def proportional_quota(sizes: np.ndarray, budget: int) -> np.ndarray:
     return np.minimum(quota, sizes)
 
 
+def check_embeddings_and_budget(X: np.ndarray, budget: int) -> None:
+    """Refuses embeddings with NaN or infinite values and a budget that is not a whole number
+    >= 1 (a fractional one would be truncated without a word)."""
+    if not np.isfinite(X).all():
+        raise ValueError("X holds NaN or infinite values; recompute or drop those embeddings")
+    if isinstance(budget, bool) or int(budget) != budget or int(budget) < 1:
+        raise ValueError(f"budget must be a whole number >= 1; got {budget!r}")
+
+
 def _normalized(X: np.ndarray) -> np.ndarray:
     X = np.asarray(X, dtype=np.float32)
     return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
@@ -98,8 +107,7 @@ def stratified_typical_select(
         raise ValueError(
             f"X must be [N, dim] with one group id per row; got X {X.shape}, groups {groups.shape}"
         )
-    if isinstance(budget, bool) or int(budget) < 1:
-        raise ValueError(f"budget must be a whole number >= 1; got {budget!r}")
+    check_embeddings_and_budget(X, budget)
     n = groups.size
     if budget >= n:
         return np.arange(n)

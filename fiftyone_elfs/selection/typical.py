@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .coverage import _normalized, proportional_quota
+from .coverage import _normalized, check_embeddings_and_budget, proportional_quota
 
 __all__ = ["TYPICAL_GROUP_ROWS", "in_cell_density", "neighbour_density", "typical_select"]
 
@@ -188,10 +188,7 @@ def typical_select(
     X = np.asarray(X)
     if X.ndim != 2 or X.shape[0] == 0:
         raise ValueError(f"X must be a non-empty [N, dim] array; got shape {X.shape}")
-    if not np.isfinite(X).all():
-        raise ValueError("X holds NaN or infinite values; recompute or drop those embeddings")
-    if isinstance(budget, bool) or int(budget) != budget or int(budget) < 1:
-        raise ValueError(f"budget must be a whole number >= 1; got {budget!r}")
+    check_embeddings_and_budget(X, budget)
     if int(group_rows) < 2:
         raise ValueError(f"group_rows must be >= 2; got {group_rows!r}")
     n = X.shape[0]
