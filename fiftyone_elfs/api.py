@@ -244,7 +244,8 @@ def select_coreset(
     embedding, and its rounds keep to them. ``mode="auto"`` (the
     default) chooses by the pseudo-labels' recorded trust (`fiftyone_elfs.selection.
     resolve_mode`; the result's ``mode_reason`` says which and why). The coreset is tagged
-    (default "<key>_coreset"), saved as the view "<key>-coreset" and each scored sample's region
+    (default "<key>_coreset"; a ``tag`` of the form of another key's, "<any>_coreset" or
+    "<any>_round<k>", is refused), saved as the view "<key>-coreset" and each scored sample's region
     (dropped_hard / coreset / dropped_easy for the window, not_drawn for CCS and typical) is
     stored in "<key>_coreset_region"; a re-run replaces all three.
 

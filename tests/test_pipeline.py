@@ -245,13 +245,25 @@ def test_keys_coexist_rerun_replaces_only_its_own_and_delete_cleans_up(dataset):
     assert dataset.get_field("elfs_embedding") is not None  # the shared input is not a's to delete
 
 
-def test_tag_of_another_key_is_refused(dataset):
+def test_tag_of_another_key_is_refused(dataset, monkeypatch):
+    """A tag of the form ELFS derives for a key ('<key>_coreset', '<key>_round<k>') is refused
+    as a custom tag: taken, it blocked that key's default coreset or this key's next round with
+    a fix ('choose another tag, or leave tag=None') the blocked call could not follow."""
+    from fiftyone_elfs.stages import selection
+
     _run(dataset, key="a")
     _run(dataset, key="b")
     before = _snapshot(dataset)
-    with pytest.raises(elfs.ElfsInputError, match="belongs to the coreset of key 'a'"):
-        elfs.select_coreset(dataset, budget_fraction=0.1, key="b", tag="a_coreset")
+    for tag in ("a_coreset", "b_round2", "c_coreset"):
+        with pytest.raises(elfs.ElfsInputError, match=f"tag '{tag}' has the form.*Fix: choose"):
+            elfs.select_coreset(dataset, budget_fraction=0.1, key="b", tag=tag)
     assert _snapshot(dataset) == before
+    # a run recorded before this check took key c's tag: the fix for c names what frees it
+    monkeypatch.setattr(selection, "check_tag", lambda tag, names: None)
+    elfs.select_coreset(dataset, budget_fraction=0.1, key="b", tag="c_coreset")
+    monkeypatch.undo()
+    with pytest.raises(elfs.ElfsInputError, match="key 'b'. Fix: delete key 'b' first, or select"):
+        _run(dataset, key="c")
 
 
 def test_embeddings_resume_and_skip_unreadable_images(dataset, tmp_path):

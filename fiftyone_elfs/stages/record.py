@@ -297,8 +297,13 @@ def check_ownership(
                 raise _not_ours_error(kind, name, names.key, stage)  # re-created by the user since
             if owner is not None and owner != (names.key, stage):
                 other, other_stage = owner
+                derived = name == names.tag or name.startswith(f"{names.key}_round")
                 fix = {
-                    "tag": "choose another tag, or leave tag=None to derive it from the key",
+                    "tag": (
+                        f"delete key '{other}' first, or select its coreset again with another tag"
+                        if derived  # a name this key derives: no argument of the caller's
+                        else "choose another tag, or leave tag=None to derive it from the key"
+                    ),
                     "brain key": "pass another brain_key",
                 }.get(word, f"use another key, or delete key '{other}' first")
                 raise ElfsInputError(

@@ -14,6 +14,7 @@ typical selection's reading of the embeddings: `fiftyone_elfs.stages.typical_sel
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,10 +124,27 @@ def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
             samples, names, score, ranked=values.get("mode") != "typical"
         )
     require_no_later_rounds(dataset, names)
+    check_tag(values.get("tag"), names)
     tags, views = [values.get("tag") or names.tag], [names.saved_view]
     record.check_ownership(
         samples, names, "coreset", fields=[names.region_field], tags=tags, views=views
     )
+
+
+def check_tag(tag: str | None, names: runs.PipelineNames) -> None:
+    """Refuses a coreset tag of the form ELFS derives for a key ('<key>_coreset',
+    '<key>_round<k>') other than this key's own: taking it would block that key's coreset or
+    this key's next round, with no argument left to free it."""
+    if tag is None or tag == names.tag:
+        return
+    if re.fullmatch(r".+_(coreset|round\d+)", tag):
+        raise ElfsInputError(
+            f"The tag '{tag}' has the form ELFS gives a key's coreset or rounds "
+            "('<key>_coreset', '<key>_round<k>'), so that key's selection would find it taken. "
+            f"Fix: choose a tag not ending in '_coreset' or '_round<k>', or leave tag=None "
+            f"('{names.tag}').",
+            param="tag",
+        )
 
 
 def require_scores(samples: SampleCollection, names: runs.PipelineNames, score: str) -> None:
@@ -303,6 +321,7 @@ def select_coreset(
     budget = resolve_budget(
         n, budget_count=config.budget_count, budget_fraction=config.budget_fraction
     )
+    check_tag(config.tag, names)
     tag = config.tag or names.tag
     stage = "coreset"
     if held is None:  # a pipeline checked before its first stage and checks again when writing
