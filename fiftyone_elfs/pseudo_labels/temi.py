@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import math
+import numbers
 import time
 import warnings
 from collections.abc import Callable
@@ -426,12 +427,27 @@ class TEMIClustering:
             positive_int("min_steps")
         if self.num_threads is not None:
             positive_int("num_threads")
+        for name in ("teacher_momentum", "prior_momentum", "lr", "temperature", "beta"):
+            value = getattr(self, name)
+            if value is None and name == "teacher_momentum":
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ValueError(f"{name} must be a number; got {value!r}.")
+        if not isinstance(self.weight_decay, numbers.Real):
+            raise ValueError(f"weight_decay must be a number; got {self.weight_decay!r}.")
         for name in ("teacher_momentum", "prior_momentum"):
             value = getattr(self, name)
             if value is None and name == "teacher_momentum":
                 continue
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1); got {value}.")
+        if self.device is not None:
+            try:
+                torch.device(self.device)
+            except (RuntimeError, TypeError):
+                raise ValueError(
+                    f"device must be a torch device such as 'cpu' or 'cuda'; got {self.device!r}."
+                ) from None
         for name in ("lr", "temperature", "beta"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0; got {getattr(self, name)}.")
