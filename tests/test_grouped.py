@@ -62,7 +62,7 @@ def test_a_coreset_of_another_slice_is_tagged_saved_and_exported(grouped, tmp_pa
 
 def test_a_coreset_of_every_slice_is_tagged_whole_and_deleted_whole(grouped):
     result = elfs.run_pipeline(grouped.select_group_slices(), budget_count=8, key="a", **FAST)
-    assert result.n_pool == 80
+    assert result.n_pool == 80 and not any("grouped dataset" in m for m in result.notices)
     assert sum(_tagged_by_slice(grouped, "a_coreset").values()) == 8
     assert elfs.summarize_run(grouped, "a").n_selected == 8
     elfs.delete_key(grouped, "a")
@@ -71,13 +71,19 @@ def test_a_coreset_of_every_slice_is_tagged_whole_and_deleted_whole(grouped):
 
 
 def test_a_rerun_on_another_active_slice_moves_the_tag_from_the_old_one(grouped):
-    elfs.run_pipeline(grouped, budget_count=8, key="k", **FAST)
+    first = elfs.run_pipeline(grouped, budget_count=8, key="k", **FAST)
     assert _tagged_by_slice(grouped, "k_coreset") == {"left": 8}
+    # the pool was the active slice alone: said, with the way to take several
+    (notice,) = [m for m in first.notices if "grouped dataset" in m]
+    assert "active slice 'left'" in notice and "['right']" in notice
+    assert "select_group_slices" in notice
     grouped.group_slice = "right"
     result = elfs.run_pipeline(grouped, budget_count=8, key="k", **FAST)
     assert _tagged_by_slice(grouped, "k_coreset") == {"right": 8}
     tagged = grouped.select_group_slices().match_tags("k_coreset").values("id")
     assert set(tagged) == set(result.selected_ids)
+    more = elfs.select_more(grouped, budget_count=4, key="k")
+    assert any("active slice 'right'" in m and "['left']" in m for m in more.notices)
 
 
 def test_an_image_slice_of_a_group_with_a_video_slice(base_dataset, tmp_path):

@@ -3,8 +3,9 @@ scores, less those whose image file is gone.
 
 Refused: scores on more samples than the key's run scored (merged in from a dataset that ran
 the same key). Left out with a notice: samples without a score (added since the scores were
-computed) and samples whose image was deleted after it was embedded. Noted after a draw:
-selected samples that share an image file.
+computed) and samples whose image was deleted after it was embedded. Noted: the other slices
+of a grouped dataset (the active slice is the pool) and, after a draw, selected samples that
+share an image file.
 """
 
 from __future__ import annotations
@@ -19,6 +20,22 @@ from fiftyone_elfs import dataset_io, runs
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.stages import difficulty, record
+
+
+def other_slices_notice(samples: SampleCollection) -> list[str]:
+    """A notice when `samples` is a grouped dataset (or view of one) whose active slice alone
+    was the pool, as FiftyOne's grouped collections are: the images of its other slices were
+    no candidates, which a pool size alone does not say."""
+    if samples.media_type != "group":
+        return []
+    others = sorted(s for s in samples.group_media_types if s != samples.group_slice)
+    if not others:
+        return []
+    return [
+        f"This grouped dataset's pool is its active slice '{samples.group_slice}'; the samples "
+        f"of its slices {others} were no candidates. To select among several slices, pass "
+        "dataset.select_group_slices([...]) (their image slices)."
+    ]
 
 
 def without_missing_media(

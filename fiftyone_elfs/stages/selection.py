@@ -28,6 +28,7 @@ from fiftyone_elfs.difficulty.training_dynamics import HARD_IS_LOW as _PROXY_HAR
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.stages import StageConfig, difficulty, pseudo_labels, record
 from fiftyone_elfs.stages.candidates import (
+    other_slices_notice,
     scoring_stage,
     shared_files_notice,
     without_missing_media,
@@ -346,6 +347,7 @@ def select_coreset(
         pruned = ccs_prune(values, budget, beta, hard_is_low=hard_is_low, seed=config.seed)
     else:
         pruned = double_end_prune(values, budget, beta, hard_is_low=hard_is_low, seed=config.seed)
+    pruned.notices.extend(other_slices_notice(samples))
     pruned.notices.extend(pool_notices)
     pruned.notices.extend(gone)
     pruned.notices.extend(shared_files_notice(samples, [ids[i] for i in pruned.indices]))

@@ -15,6 +15,7 @@ from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.stages import StageConfig, record
 from fiftyone_elfs.stages.candidates import (
+    other_slices_notice,
     shared_files_notice,
     without_missing_media,
 )
@@ -186,6 +187,7 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
         pruned = next_round_prune(  # the coreset's seed: its ties in its order (nested windows)
             values, excluded, budget, beta, hard_is_low=hard_is_low, seed=seed
         )
+    pruned.notices.extend(other_slices_notice(samples))
     pruned.notices.extend(pool_notices)
     pruned.notices.extend(gone)
     pruned.notices.extend(orphan_notices)
