@@ -366,13 +366,33 @@ def on_disk(dataset, folder_based: bool):
     return (dataset.exclude(gone) if gone else dataset), len(gone)
 
 
+def register_image_types() -> None:
+    """Gives this process an image MIME type for each extension PIL reads that the machine's
+    MIME table lacks (a slim system's has no WebP, TGA or JPEG 2000). FiftyOne decides a
+    sample's media type by that table, so such files were neither found nor could be image
+    samples, and the same folder gave different pools on different machines. Left out: PIL's
+    stub formats (no pixels without a plugin) and '.pcd', FiftyOne's point clouds."""
+    from PIL import Image, ImageFile
+
+    Image.init()
+    for ext, kind in Image.registered_extensions().items():
+        factory = Image.OPEN.get(kind, (None,))[0]
+        if factory is None or ext == ".pcd" or mimetypes.guess_type("x" + ext)[0] is not None:
+            continue
+        if isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile):
+            continue
+        mimetypes.add_type(f"image/{kind.lower()}", ext)
+
+
 def image_files(folder: str, leave_out: Sequence[str] = ()) -> list[tuple[str, str | None]]:
-    """Every image file under `folder` (an image by its extension's MIME type, as FiftyOne's
-    importers decide), sorted, with its class: the top-level subfolder it is in, or None for an
-    image directly in `folder`. Linked folders are followed (each real folder once); hidden files
-    and folders (a name starting with '.', e.g. .ipynb_checkpoints or macOS' ._ files) are left
-    out, and so are the folders `leave_out` below `folder` (what the run writes under its
-    --workdir: exports, copies of the images)."""
+    """Every image file under `folder` (an image by its extension's MIME type, as FiftyOne
+    decides, with every format PIL reads registered: `register_image_types`), sorted, with its
+    class: the top-level subfolder it is in, or None for an image directly in `folder`. Linked
+    folders are followed (each real folder once); hidden files and folders (a name starting with
+    '.', e.g. .ipynb_checkpoints or macOS' ._ files) are left out, and so are the folders
+    `leave_out` below `folder` (what the run writes under its --workdir: exports, copies of the
+    images)."""
+    register_image_types()
     found: list[tuple[str, str | None]] = []
     seen: set[str] = set()  # real paths of the folders walked: a link loop is walked once
     top = os.path.realpath(folder)

@@ -5,6 +5,7 @@ command opens the App on that dataset with the plugin available."""
 from __future__ import annotations
 
 import json
+import mimetypes
 import os
 import re
 import shlex
@@ -16,6 +17,7 @@ import time
 import urllib.request
 
 import pytest
+from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOISE = (
@@ -253,7 +255,9 @@ def _png(path) -> None:
     Image.new("RGB", (8, 8), (len(str(path)) % 256, 0, 0)).save(path)
 
 
-def test_a_folder_gives_every_image_at_any_depth_and_later_ones_on_the_next_run(tmp_path):
+def test_a_folder_gives_every_image_at_any_depth_and_later_ones_on_the_next_run(
+    tmp_path, monkeypatch
+):
     """Images beside class subfolders were dropped (only the subfolders were read); a folder
     that gained images kept the dataset of its first run."""
     import fiftyone as fo
@@ -263,32 +267,43 @@ def test_a_folder_gives_every_image_at_any_depth_and_later_ones_on_the_next_run(
     for rel in ["top.png", "cat/a.jpg", "cat/deeper/b.webp", "dog/c.png", "dog/C.JPEG"]:
         _png(root / rel)
     (root / "notes.txt").write_text("not an image")
+    (root / "dog" / "clip.mpg").write_bytes(b"")  # PIL lists .mpg; FiftyOne takes it for a video
+    # a TGA is an image PIL reads; WebP, JFIF and TGA are in no MIME table of a slim system
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(root / "cat" / "e.tga")
     _png(root / ".ipynb_checkpoints" / "top-checkpoint.png")
     _png(root / "dog" / "._c.png")  # macOS metadata beside a copied file
     _png(tmp_path / "elsewhere" / "d.png")
     os.symlink(tmp_path / "elsewhere", root / "bird")  # a class folder linked from another disk
     os.symlink(root, root / "cat" / "loop")  # a link loop is walked once
-    found = main_job.image_files(str(root))
-    assert [(os.path.relpath(p, root), label) for p, label in found] == [
+    expected = [
         ("top.png", None),
         ("bird/d.png", "bird"),
         ("cat/a.jpg", "cat"),
+        ("cat/e.tga", "cat"),
         ("cat/deeper/b.webp", "cat"),
         ("dog/C.JPEG", "dog"),
         ("dog/c.png", "dog"),
     ]
+    found = main_job.image_files(str(root))
+    assert [(os.path.relpath(p, root), label) for p, label in found] == expected
+    # a machine without /etc/mime.types (Python's own table only) finds the same images
+    monkeypatch.setattr(mimetypes, "_db", mimetypes.MimeTypes())
+    assert mimetypes.guess_type("b.webp")[0] is None  # the case it stands for
+    found = main_job.image_files(str(root))
+    assert [(os.path.relpath(p, root), label) for p, label in found] == expected
+    monkeypatch.undo()
     name = f"elfs-folder-{os.getpid()}"
     dataset = main_job.dataset_from_folder(name, str(root))
     try:
-        assert len(dataset) == 6
+        assert len(dataset) == 7
         paths, labels = dataset.values(["filepath", "ground_truth.label"])
         labels = dict(zip(paths, labels, strict=True))
         assert labels[str(root / "top.png")] is None and labels[str(root / "cat/a.jpg")] == "cat"
         _png(root / "dog" / "new.png")
         again = main_job.dataset_from_folder(name, str(root))
-        assert again.name == name and len(again) == 7
+        assert again.name == name and len(again) == 8
         third = main_job.dataset_from_folder(name, str(root))  # nothing new: nothing added
-        assert third.name == name and len(third) == 7
+        assert third.name == name and len(third) == 8
     finally:
         if fo.dataset_exists(name):
             fo.delete_dataset(name)
