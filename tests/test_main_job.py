@@ -407,6 +407,27 @@ def test_a_grouped_dataset_is_refused_with_the_fix():
         dataset.delete()
 
 
+def test_a_dataset_of_a_few_videos_is_refused_as_videos_first(tmp_path, capsys):
+    """Five videos were counted as 'images' and refused for --clusters=10; the fix followed
+    (--clusters 2) then met the video refusal, whose fix named an API variable."""
+    import fiftyone as fo
+
+    main_job = _main_job_module()
+    name = f"elfs-videos-{os.getpid()}"
+    dataset = fo.Dataset(name, persistent=True)
+    dataset.add_samples([fo.Sample(filepath=str(tmp_path / f"clip{i}.mp4")) for i in range(5)])
+    try:
+        flags = ["--dataset", name, "--budget-count", "1", "--workdir", str(tmp_path / "w")]
+        with pytest.raises(SystemExit) as refused:
+            main_job.main([*flags, "--clustering", "kmeans"])
+        err = capsys.readouterr().err
+        assert refused.value.code == 2 and "holds 'video' samples" in err
+        assert f"then --dataset {name}-frames" in err and "clusters" not in err
+        assert "images" not in capsys.readouterr().out
+    finally:
+        dataset.delete()
+
+
 def test_a_second_run_making_the_same_folders_dataset_is_refused_clearly(tmp_path):
     """Two first runs at once: a raw DuplicateKeyError, or a second dataset of the same
     images."""
