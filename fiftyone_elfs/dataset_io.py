@@ -708,6 +708,8 @@ def _read_vector_rows(
     X: np.ndarray | None = None
     dims: collections.Counter = collections.Counter()
     kinds: set[str] = set()
+    odd_rows: list[int] = []  # rows whose value is not a numeric vector (the first 5)
+    n_odd = 0
     not_finite: list[int] = []
     n_not_finite = 0
     huge: list[int] = []  # rows with a value beyond MAX_EMBEDDING_MAGNITUDE (the first 5)
@@ -725,11 +727,10 @@ def _read_vector_rows(
         else:
             kept = list(got)
         arrays = [np.asarray(v) for v in vectors]
-        kinds.update(
-            type(v).__name__
-            for v, a in zip(vectors, arrays, strict=True)
-            if a.dtype.kind not in "biuf"
-        )
+        odd = [k for k, a in enumerate(arrays) if a.dtype.kind not in "biuf"]
+        kinds.update(type(vectors[k]).__name__ for k in odd)
+        n_odd += len(odd)
+        odd_rows += [row + k for k in odd[: max(0, 5 - len(odd_rows))]]
         del vectors
         dims.update(a.size for a in arrays)
         if kinds or len(dims) != 1 or 0 in dims:
@@ -756,6 +757,14 @@ def _read_vector_rows(
         raise ElfsInputError(
             f"No sample in this collection has a value in '{field}'. "
             "Fix: run compute_embeddings on this view first.",
+            param="embeddings_field",
+        )
+    if kinds and n_odd < len(kept):  # some vectors, e.g. one holding a JSON export's null
+        raise ElfsInputError(
+            f"{n_odd} of the {len(kept)} values in '{field}' are not numeric vectors (e.g. "
+            f"samples {[kept[r] for r in odd_rows]}: a list holding None or text?). Fix: "
+            "recompute or correct those vectors, or exclude those samples from the view "
+            "(view.exclude([...]) with the ids named).",
             param="embeddings_field",
         )
     if kinds:

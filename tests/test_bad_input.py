@@ -11,6 +11,7 @@ import re
 import threading
 import uuid
 
+import fiftyone as fo
 import fiftyone.operators as foo
 import numpy as np
 import pytest
@@ -114,6 +115,25 @@ def test_a_string_embeddings_field_is_refused(ds):
         "compute_pseudo_labels",
         dict(key="w", clustering="kmeans", n_clusters=4, embeddings_field="words"),
         "does not hold numeric vectors",
+    )
+
+
+def test_a_vector_holding_a_null_is_named_by_its_sample(ds):
+    """One NaN written as a JSON null by another tool: the message said the field held no
+    numeric vectors at all ('list') and named no sample."""
+    ids = ds.values("id")
+    rng = np.random.default_rng(0)
+    vectors = [[float(x) for x in rng.normal(size=8)] for _ in ids]
+    vectors[3][5] = None
+    ds.add_sample_field("imported", fo.ListField)  # as an import of JSON lists declares it
+    ds.set_values("imported", dict(zip(ids, vectors, strict=True)), key_field="id")
+    _refused_both_ways(
+        ds,
+        elfs.compute_pseudo_labels,
+        "compute_pseudo_labels",
+        dict(key="w", clustering="kmeans", n_clusters=4, embeddings_field="imported"),
+        rf"1 of the {len(ids)} values in 'imported' are not numeric vectors "
+        rf"\(e.g. samples \['{ids[3]}'\].*exclude",
     )
 
 
