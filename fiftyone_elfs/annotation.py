@@ -122,6 +122,7 @@ def send_to_label_studio(
             config_cls=BatchedLabelStudioBackendConfig,
             label_field=upload_field,
             classes=classes,
+            attributes=False,  # a class per image: none (FiftyOne warned of ignoring them)
             url=url,
             api_key=api_key,
             project_name=project_name,
