@@ -124,9 +124,7 @@ def _pipeline(dataset):
     )
 
 
-def test_round_trip_counts_only_human_answers_then_selects_the_next_budget(
-    dataset, creds, caplog
-):
+def test_round_trip_counts_only_human_answers_then_selects_the_next_budget(dataset, creds, caplog):
     first = _pipeline(dataset)
     coreset = dataset.match_tags(first.tag)
     classes = sorted(set(dataset.values("ground_truth.label")))

@@ -422,13 +422,13 @@ def test_the_pipeline_checks_temi_params_before_computing_anything(dataset):
         elfs.run_pipeline(dataset, budget_fraction=0.1, key="t", temi_params={"nope": 1})
     # a device torch does not know, or a text where a number goes: torch's and Python's own
     # errors came after the PCA and the neighbour search
-    for params, message in (
+    for given, message in (
         ({"device": "gpu"}, r"temi_params\['device'\] must be a torch device"),
         ({"lr": "0.1"}, r"temi_params\['lr'\] must be a number"),
         ({"prior_momentum": None}, r"temi_params\['prior_momentum'\] must be a number"),
     ):
         with pytest.raises(ElfsInputError, match=message):
-            elfs.run_pipeline(dataset, budget_fraction=0.1, key="t", temi_params=params)
+            elfs.run_pipeline(dataset, budget_fraction=0.1, key="t", temi_params=given)
     assert dataset.get_field("t_embedding") is None and "t" not in elfs.list_keys(dataset)
 
 

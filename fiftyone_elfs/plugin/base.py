@@ -2,36 +2,42 @@
 
 An operator subclass names its parameter table, its library function and its labels; from the
 table `ElfsOperator` derives its form (`forms.build_form`), its ``execute`` (``ctx.params`` ->
-library call, with progress reported one way: `report_progress`) and its ``__call__`` (every
-table parameter under the API's names, checked as the API does). A ``__call__`` from a script
-draws the progress as a bar in the terminal and returns FiftyOne's ``ExecutionResult`` with the
-library function's return value as its ``.result`` (for a generator operator FiftyOne itself
-keeps nothing there), blocking even where an event loop runs (a notebook cell), and raises the
-library's `ElfsInputError` when the run refused its data.
+library call, with progress reported one way: `execution.report_progress`) and its
+``__call__`` (every table parameter under the API's names, checked as the API does). A
+``__call__`` from a script draws the progress as a bar in the terminal and returns FiftyOne's
+``ExecutionResult`` with the library function's return value as its ``.result`` (for a
+generator operator FiftyOne itself keeps nothing there), blocking even where an event loop runs
+(a notebook cell), and raises the library's `ElfsInputError` when the run refused its data.
+How a call runs (worker thread, progress, stopped by Ctrl-C): `fiftyone_elfs.plugin.execution`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import os
-import queue
-import threading
-import time
 import uuid
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
 from typing import Any
 
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
-from fiftyone.operators.executor import ExecutionError, ExecutionResult
+from fiftyone.operators.executor import ExecutionError
 
 from fiftyone_elfs import dataset_io
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.label_studio import url_secrets
 from fiftyone_elfs.params import OPERATIONS, Operation, Param
-from fiftyone_elfs.plugin.delegation import StopWatch, execution_options
+from fiftyone_elfs.plugin.delegation import execution_options
+from fiftyone_elfs.plugin.execution import (
+    SCRIPT_CALL_PARAM,
+    SCRIPT_CALLS,
+    ScriptCall,
+    execute_blocking,
+    reload_dataset,
+    report_progress,
+    run_with_progress,
+    script_call,
+)
 from fiftyone_elfs.plugin.forms import (
     Check,
     build_form,
@@ -41,118 +47,7 @@ from fiftyone_elfs.plugin.forms import (
     plain,
     target_preflight,
 )
-from fiftyone_elfs.progress import ProgressFn, stop_progress, terminal_progress
-
-# --------------------------------------------------------------------------- execution
-
-#: The request parameter naming a ``__call__`` from a script (a key of `_SCRIPT_CALLS`).
-SCRIPT_CALL_PARAM = "elfs_script_call"
-
-
-@dataclass
-class _ScriptCall:
-    """A ``__call__`` in progress in this process: its terminal bar and, once done, its result
-    or the `ElfsInputError` its form checks or its run refused the data with."""
-
-    progress: ProgressFn
-    result: Any = None
-    error: ElfsInputError | None = None
-
-    def refuse(self, error: ElfsInputError) -> None:
-        self.error = error
-
-
-_SCRIPT_CALLS: dict[str, _ScriptCall] = {}
-
-
-def _script_call(ctx: Any) -> _ScriptCall | None:
-    """The script call `ctx` runs for, if any (never for a delegated run: another process)."""
-    if ctx.delegated:
-        return None
-    return _SCRIPT_CALLS.get(ctx.request_params.get(SCRIPT_CALL_PARAM) or "")
-
-
-def report_progress(ctx: Any, fraction: float, label: str) -> Generator[Any, None, None]:
-    """Reports progress the one way every ELFS operator does: recorded on the operation when
-    delegated, a bar in the terminal for a script's ``__call__``, a progress bar in the App (a
-    yielded ``set_progress`` op) when immediate."""
-    call = _script_call(ctx)
-    if ctx.delegated:
-        ctx.set_progress(progress=fraction, label=label)
-    elif call is not None:
-        call.progress(fraction, label)
-    else:
-        yield ctx.ops.set_progress(progress=fraction, label=label)
-
-
-def run_with_progress(ctx: Any, fn: Callable[..., Any], **kwargs: Any) -> Generator[Any, None, Any]:
-    """Runs `fn(**kwargs)` and reports its progress; returns what it returned.
-
-    A function that takes ``progress`` runs in a worker thread and its (fraction, label)
-    updates are streamed with `report_progress`; others just run. Re-raises `fn`'s error.
-    """
-    if "progress" not in inspect.signature(fn).parameters:
-        return fn(**kwargs)
-    updates: queue.Queue = queue.Queue()
-    outcome: dict[str, Any] = {}
-    watch = StopWatch(ctx)  # `fiftyone delegated fail` stops a worker's run at its next report
-
-    def target() -> None:
-        try:
-            outcome["result"] = fn(progress=watch.reporter(updates.put), **kwargs)
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-            outcome["error"] = e
-        finally:
-            updates.put(None)
-
-    worker = threading.Thread(target=target, name="fiftyone-elfs", daemon=True)
-    worker.start()
-    last, last_time = -1.0, 0.0
-    while (item := updates.get()) is not None:
-        fraction, label = item
-        now = time.monotonic()  # a new label passes once a second even if the bar stays put
-        if fraction - last < 0.01 and fraction < 1.0 and now - last_time < 1.0:
-            continue
-        last, last_time = fraction, now
-        yield from report_progress(ctx, fraction, label)
-    worker.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome.get("result")
-
-
-def reload_dataset(ctx: Any) -> Generator[Any, None, None]:
-    """Asks the App to show what a run wrote (only an App session, not a delegated run)."""
-    if not ctx.delegated:
-        yield ctx.trigger("reload_dataset")
-
-
-def execute_blocking(uri: str, ctx: dict[str, Any], **kwargs: Any) -> ExecutionResult:
-    """`foo.execute_operator`, returning its ``ExecutionResult`` (raising its ``ExecutionError``)
-    even where an event loop runs in this thread, as in a notebook cell: there FiftyOne would only
-    schedule the run as a task, so it runs in a worker thread with a loop of its own."""
-    try:
-        asyncio.get_running_loop()
-        loop_running = True
-    except RuntimeError:
-        loop_running = False
-    if not loop_running:  # outside the except block: its errors carry no RuntimeError context
-        return foo.execute_operator(uri, ctx, **kwargs)
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            outcome["result"] = foo.execute_operator(uri, ctx, **kwargs)
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-            outcome["error"] = e
-
-    worker = threading.Thread(target=target, name="fiftyone-elfs-call", daemon=True)
-    worker.start()
-    worker.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["result"]
-
+from fiftyone_elfs.progress import stop_progress, terminal_progress
 
 #: Folder parameters: a relative path is resolved where the run is asked for (the caller's
 #: working directory), not in a delegated worker's.
@@ -248,7 +143,7 @@ class ElfsOperator(foo.Operator):
         return None
 
     def resolve_input(self, ctx: Any) -> types.Property:
-        call = _script_call(ctx)
+        call = script_call(ctx)
         refused = call.refuse if call is not None else None
         checks = ((target_preflight,) if self.on_view and self.check_target else ()) + self.checks
         inputs = build_form(ctx, self.table, checks, self.custom_input, self.on_view, refused)
@@ -261,7 +156,7 @@ class ElfsOperator(foo.Operator):
         try:
             return (yield from self._execute(ctx))
         except ElfsInputError as e:
-            call = _script_call(ctx)
+            call = script_call(ctx)
             if call is not None:
                 call.refuse(e)  # raised as it is by the script's __call__
             raise
@@ -279,7 +174,7 @@ class ElfsOperator(foo.Operator):
         if not ctx.delegated and self.notify:
             yield ctx.ops.notify(message, variant="success")
         yield from reload_dataset(ctx)
-        call = _script_call(ctx)
+        call = script_call(ctx)
         if call is not None:
             call.result = result
         return result
@@ -312,14 +207,18 @@ class ElfsOperator(foo.Operator):
         params = plain(call_to_params(self.table, values))
         token = uuid.uuid4().hex
         progress = (lambda fraction, label: None) if delegate else terminal_progress(self.label)
-        _SCRIPT_CALLS[token] = call = _ScriptCall(progress)
+        SCRIPT_CALLS[token] = call = ScriptCall(progress)
         refusal, finished = None, False
         context = {"view": samples.view(), SCRIPT_CALL_PARAM: token}
         if samples.media_type == "group":  # a queued run's worker loads the default slice
             context["group_slice"] = samples.group_slice
         try:
             execution = execute_blocking(
-                self.uri, context, params=params, request_delegation=delegate
+                self.uri,
+                context,
+                on_interrupt=call.interrupted.set,
+                params=params,
+                request_delegation=delegate,
             )
             finished = True
         except ExecutionError:
@@ -327,7 +226,7 @@ class ElfsOperator(foo.Operator):
                 raise
             refusal = call.error  # the library's refusal of the data, as the API raises it
         finally:
-            _SCRIPT_CALLS.pop(token, None)
+            SCRIPT_CALLS.pop(token, None)
             if not finished:
                 stop_progress(progress, "(failed)")
         if refusal is not None:

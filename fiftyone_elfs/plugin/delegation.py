@@ -61,6 +61,12 @@ class StopWatch:
         self._id = getattr(ctx, "_delegated_operation_id", None) if ctx.delegated else None
         self._last = time.monotonic()
         self.stopped = False
+        self.interrupted = False  # Ctrl-C (or a cancelled task) where the call waits
+
+    def interrupt(self) -> None:
+        """Stops the run at its next progress report, as Ctrl-C stops a library call: the
+        caller was interrupted while the library ran in a worker thread."""
+        self.interrupted = True
 
     def check(self) -> None:
         """Reads the operation's state if `STOP_CHECK_S` has passed since the last read."""
@@ -87,6 +93,8 @@ class StopWatch:
         return report
 
     def raise_if_stopped(self) -> None:
+        if self.interrupted:  # rolled back like a Ctrl-C of the library call itself
+            raise KeyboardInterrupt("interrupted while it ran in a worker thread")
         if self.stopped:
             raise RunStopped(
                 f"Operation {self._id} was marked failed (or deleted) while it ran, so it "
