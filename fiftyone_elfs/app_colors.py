@@ -17,7 +17,7 @@ from typing import Any
 
 import fiftyone as fo
 
-from fiftyone_elfs import dataset_io, output_proof, runs
+from fiftyone_elfs import dataset_io, leases, output_proof, runs
 
 #: Region -> colour, shared by the ELFS panel's histogram and the App colour scheme.
 REGION_COLORS = {
@@ -106,13 +106,17 @@ def apply_app_colors(
     if not own_labels:
         ours = [e for e in ours if e["path"] != names.pseudo_label_field]
     paths = {entry["path"] for entry in ours}
-    scheme = dataset.app_config.color_scheme or fo.ColorScheme()
-    kept = [f for f in (scheme.fields or []) if dict(f).get("path") not in paths]
-    scheme.fields = kept + ours
-    if not scheme.color_by:
-        scheme.color_by = "value"
-    dataset.app_config.color_scheme = scheme
-    dataset.save()
+    # the scheme as stored, changed in the commit turn: concurrent runs of other keys each
+    # wrote the scheme they had loaded, and only the last one's entries were left
+    with leases.commit_turn(dataset_io.dataset_id(dataset)):
+        config = dataset_io.stored_app_config(dataset)
+        scheme = config.color_scheme or fo.ColorScheme()
+        kept = [f for f in (scheme.fields or []) if dict(f).get("path") not in paths]
+        scheme.fields = kept + ours
+        if not scheme.color_by:
+            scheme.color_by = "value"
+        config.color_scheme = scheme
+        dataset.save()
 
 
 def forget_app_colors(dataset: fo.Dataset, key: str) -> None:
@@ -121,7 +125,7 @@ def forget_app_colors(dataset: fo.Dataset, key: str) -> None:
     so does the scheme's colouring by value."""
     dataset = dataset_io.dataset_of(dataset)
     names = runs.PipelineNames(key)
-    scheme = dataset.app_config.color_scheme
+    scheme = dataset_io.stored_app_config(dataset).color_scheme  # (in delete_key's commit turn)
     gone = {
         path
         for path in (names.region_field, names.pseudo_label_field)

@@ -215,6 +215,16 @@ def refresh_records(samples: SampleCollection) -> None:
 _SAVED_AT_ONCE = ("sample_fields", "frame_fields")
 
 
+def stored_app_config(dataset: fo.Dataset) -> Any:
+    """The dataset's App config as stored now (another process may have changed it since this
+    one loaded the dataset: a concurrent run's colours), unless this process has unsaved edits
+    to it, which are kept. Read it inside the commit turn before changing it."""
+    doc = dataset._doc
+    if not any(p.split(".", 1)[0] == "app_config" for p in doc._get_changed_fields()):
+        doc.reload("app_config")
+    return dataset.app_config
+
+
 def _unsaved_edits(doc: Any) -> list[str]:
     """The paths of the dataset's document changed in this process and not stored: mongoengine's
     changed fields, but the schema (`_SAVED_AT_ONCE`) and values equal to the stored ones."""

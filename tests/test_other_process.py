@@ -191,3 +191,42 @@ def test_two_keys_commit_one_after_the_other_and_both_keep_their_fields(ds):
         names = runs.PipelineNames(key)
         mark = dataset_io.field_mark(ds, names.pseudo_label_field)
         assert mark == runs.field_mark(names, "pseudo_labels")
+
+
+_COLOURS = """
+import fiftyone as fo
+
+ds = fo.load_dataset({name!r})
+scheme = ds.app_config.color_scheme or fo.ColorScheme()
+scheme.fields = list(scheme.fields or []) + [{{"path": "ground_truth", "fieldColor": "#123456"}}]
+ds.app_config.color_scheme = scheme
+ds.save()
+"""
+
+
+def test_colours_stored_elsewhere_since_loading_are_kept_when_a_run_sets_its_own(
+    ds, monkeypatch
+):
+    """A run wrote the App colour scheme this process had loaded plus its own entries: colours
+    set since in the App, or by a run of another key committing at the same time (three keys
+    at once kept one key's colours), were lost."""
+    from fiftyone_elfs import app_colors
+
+    entries = app_colors.color_scheme_fields
+
+    def colours_set_elsewhere_meanwhile(*args):  # after the run's last reload of the dataset
+        _finished(_elsewhere(_COLOURS, name=ds.name))
+        return entries(*args)
+
+    monkeypatch.setattr(app_colors, "color_scheme_fields", colours_set_elsewhere_meanwhile)
+    elfs.run_pipeline(ds, key="x", **_PIPELINE)
+    monkeypatch.undo()
+    ds.reload()
+    paths = [dict(f)["path"] for f in ds.app_config.color_scheme.fields]
+    assert {"ground_truth", f"{KEY}_coreset_region", "x_coreset_region"} <= set(paths)
+    # delete_key removes its own entries from the scheme as stored, keeping the other's
+    _finished(_elsewhere(_COLOURS.replace("ground_truth", "filepath"), name=ds.name))
+    elfs.delete_key(ds, KEY)
+    ds.reload()
+    paths = [dict(f)["path"] for f in ds.app_config.color_scheme.fields]
+    assert {"ground_truth", "filepath"} <= set(paths) and f"{KEY}_coreset_region" not in paths
