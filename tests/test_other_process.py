@@ -204,9 +204,7 @@ ds.save()
 """
 
 
-def test_colours_stored_elsewhere_since_loading_are_kept_when_a_run_sets_its_own(
-    ds, monkeypatch
-):
+def test_colours_stored_elsewhere_since_loading_are_kept_when_a_run_sets_its_own(ds, monkeypatch):
     """A run wrote the App colour scheme this process had loaded plus its own entries: colours
     set since in the App, or by a run of another key committing at the same time (three keys
     at once kept one key's colours), were lost."""
