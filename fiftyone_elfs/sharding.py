@@ -7,15 +7,16 @@ the images into the chunk store (`fiftyone_elfs.embedding_chunks`: a shard rerun
 interruption resumes from the chunks it stored), under its own lease (`fiftyone_elfs.leases`,
 stage ``embeddings_shard<i>``), and writes nothing to the dataset. Then it marks itself done in
 one atomic ``find_one_and_update`` of the plan: exactly one call, the one that completes the
-set, is told it is last, whatever the order of the shards and however often one is rerun. That
-shard's operation queues the rest of the pipeline as one more delegated operation, whose
+set, is told it is last, whatever the order of the shards and however often one is rerun (if
+its queueing fails, the next shard rerun is). That shard's operation queues the rest of the
+pipeline as one more delegated operation, whose
 embedding stage finds every vector in the chunk store and writes the field. Nobody waits or
 polls: FiftyOne's own queue runs everything.
 
 Plan documents, in the collection ``elfs_shard_plans`` of FiftyOne's database::
 
     {_id: "<dataset id>:<key>", n_shards, pipeline: {run_pipeline keyword arguments},
-     done: [shard, ...]}
+     done: [shard, ...], queued: whether a shard claimed the queueing of the rest}
 """
 
 from __future__ import annotations
@@ -61,18 +62,31 @@ def planned_pipeline(dataset_id: str, key: str) -> dict[str, Any] | None:
 
 
 def mark_done(dataset_id: str, key: str, shard: int, n_shards: int) -> bool:
-    """Records that `shard` is embedded; True for exactly one call: the one that completes the
-    set of `n_shards` (an atomic update that returns the document as it was before)."""
+    """Records that `shard` is embedded; True for exactly one call: the first to find the set
+    of `n_shards` complete, which claims the queueing of the rest (two atomic updates). Where
+    that queueing fails (`release`), the claim is free again and the next call (a rerun of any
+    shard) is told it is last: the rest of the run was queued by nobody before."""
     from pymongo import ReturnDocument
 
-    before = _collection().find_one_and_update(
-        {"_id": f"{dataset_id}:{key}"},
+    plan_id = f"{dataset_id}:{key}"
+    after = _collection().find_one_and_update(
+        {"_id": plan_id},
         {"$addToSet": {"done": shard}, "$setOnInsert": {"n_shards": n_shards}},
         upsert=True,
-        return_document=ReturnDocument.BEFORE,
+        return_document=ReturnDocument.AFTER,
     )
-    done_before = set((before or {}).get("done", []))
-    return shard not in done_before and len(done_before | {shard}) == n_shards
+    if len(set(after.get("done", []))) < n_shards:
+        return False
+    claimed = _collection().find_one_and_update(
+        {"_id": plan_id, "queued": {"$ne": True}}, {"$set": {"queued": True}}
+    )
+    return claimed is not None
+
+
+def release(dataset_id: str, key: str) -> None:
+    """Gives back the claim `mark_done` gave the last shard: queueing the rest failed (refused,
+    interrupted), so a rerun of a shard queues it."""
+    _collection().update_one({"_id": f"{dataset_id}:{key}"}, {"$set": {"queued": False}})
 
 
 def clear(dataset_id: str, key: str) -> None:

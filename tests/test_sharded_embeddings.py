@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 
+import fiftyone as fo
 import fiftyone.operators as foo
 import numpy as np
 import pytest
@@ -133,6 +134,31 @@ def test_two_delegated_workers_embed_the_shards_then_one_runs_the_pipeline(image
     assert embedding_chunks.count(dataset_io.dataset_id(images), KEY) == 0
     assert sharding.planned_pipeline(dataset_io.dataset_id(images), KEY) is None
     assert foo.get_operator("@fiftyone-elfs/elfs/embed_shard") is not None
+
+
+def test_a_last_shard_whose_queueing_failed_queues_the_rest_when_rerun(images):
+    """Audit 'workers' #1: the last shard's queueing of the pipeline was refused (a field of
+    the key's names made since the plan); after the fix, rerunning that shard 'completed' and
+    queued nothing: it was no longer the one that completed the set, and the run stalled."""
+    from fiftyone_elfs.plugin.operators import _embed_shard_then_queue_the_rest as run_shard
+
+    queue_sharded_pipeline(images, 2, key=KEY, budget_count=4, n_clusters=2, visualize=False)
+    service = DelegatedOperationService()
+    for op in service.get_queued_operations(dataset_name=images.name):
+        service.delete_operation(op.id)  # the shards are run here, one after the other
+    images.add_sample_field(f"{KEY}_aum", fo.FloatField)  # the user's, made since the plan
+    assert run_shard(images, 0, 2, key=KEY)["last"] is False
+    with pytest.raises(elfs.ElfsInputError, match=r"already exists.*rerun this shard"):
+        run_shard(images, 1, 2, key=KEY)
+    assert not service.get_queued_operations(dataset_name=images.name)
+    images.delete_sample_field(f"{KEY}_aum")  # the fix the message names
+    again = run_shard(images, 1, 2, key=KEY)
+    assert again["last"] and again["queued"] == "run_elfs_pipeline" and again["n_resumed"] > 0
+    (queued,) = service.get_queued_operations(dataset_name=images.name)
+    assert queued.operator.endswith("/run_elfs_pipeline")
+    assert run_shard(images, 0, 2, key=KEY).get("queued") is None  # queued exactly once
+    service.delete_operation(queued.id)
+    sharding.clear(dataset_io.dataset_id(images), KEY)
 
 
 def test_shards_queued_on_their_own_end_with_the_field_written(images):

@@ -226,13 +226,26 @@ def _embed_shard_then_queue_the_rest(samples: Any, shard: int, n_shards: int, **
     result = api.embed_shard(samples, shard, n_shards, **kwargs)
     if result["last"]:
         key = kwargs.get("key", params.KEY.default)
-        planned = sharding.planned_pipeline(dataset_io.dataset_id(samples), key)
+        dataset_id = dataset_io.dataset_id(samples)
+        planned = sharding.planned_pipeline(dataset_id, key)
         if planned is None:
             embedding = ("key", "model", "image_size", "batch_size")
             operator, planned = ComputeEmbeddings, {k: kwargs[k] for k in embedding if k in kwargs}
         else:
             operator = RunElfsPipeline
-        foo.get_operator(f"{PLUGIN}/{operator.name}")(samples, delegate=True, **planned)
+        try:
+            foo.get_operator(f"{PLUGIN}/{operator.name}")(samples, delegate=True, **planned)
+        except ElfsInputError as e:  # e.g. a field of the key's names made since the plan
+            sharding.release(dataset_id, key)
+            raise ElfsInputError(
+                f"{e} The {n_shards} shards are embedded and stored; once that is fixed, rerun "
+                f"this shard (fiftyone delegated rerun <its operation id>): it then queues "
+                f"{operator.name} with the stored vectors.",
+                param=e.param,
+            ) from None
+        except BaseException:
+            sharding.release(dataset_id, key)
+            raise
         result["queued"] = operator.name
     return result
 
