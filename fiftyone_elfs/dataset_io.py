@@ -945,6 +945,11 @@ def staging_collections(dataset: fo.Dataset | None = None) -> list[str]:
     return sorted(c for c in _database().list_collection_names() if c.startswith(prefix))
 
 
+def staging_dataset_id(collection: str) -> str:
+    """The id of the dataset a staging collection (`new_staging_collection`) belongs to."""
+    return collection[len(STAGING_COLLECTION_PREFIX) :].rsplit("_", 1)[0]
+
+
 def stage_rows(
     collection: str, ids: Sequence[str], columns: dict[str, Any], kinds: dict[str, ColumnKind]
 ) -> None:

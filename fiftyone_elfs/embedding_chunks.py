@@ -15,8 +15,9 @@ another's chunks too; the user never sees them (no sample field, no dataset chan
 A chunk is one document written by one insert, so it is whole or absent after a ``kill -9``.
 `clear` removes a key's chunks once its run is recorded (or when it must start over, or the key
 is deleted). Chunks of a dataset deleted meanwhile can be reached by no API any more: each
-embedding run removes them as it starts (`forget_deleted_datasets`: two index-only queries),
-with the shard plans of such datasets (`fiftyone_elfs.sharding`).
+embedding run removes them as it starts (`forget_deleted_datasets`: a few index-only queries),
+with the shard plans of such datasets (`fiftyone_elfs.sharding`) and what their interrupted runs
+left (journal entries, leases, staging collections).
 """
 
 from __future__ import annotations
@@ -57,15 +58,24 @@ def existing_dataset_ids() -> set[str]:
 
 
 def forget_deleted_datasets() -> int:
-    """Removes the chunks (and shard plans) of datasets that no longer exist; returns how many
-    chunks. The chunks' runs are read before the datasets, so a dataset created meanwhile is
-    never taken for a deleted one."""
-    from fiftyone_elfs import sharding
+    """Removes what ELFS keeps in the database for datasets that no longer exist: their chunks,
+    shard plans, and what their interrupted runs left (journal entries, leases, staging
+    collections: a copy of a run's results, which no key's next run or `delete_key` can reach
+    once the dataset is gone); returns how many chunks. Everything is listed before the
+    datasets are, so a dataset created meanwhile is never taken for a deleted one."""
+    from fiftyone_elfs import dataset_io, journal, leases, sharding
 
     stored = _collection().distinct("run")
     plans = sharding.planned_keys()
+    journaled, leased = journal.dataset_ids(), leases.dataset_ids()
+    staged = dataset_io.staging_collections()
     existing = existing_dataset_ids()
     sharding.forget([p for p in plans if p.split(":", 1)[0] not in existing])
+    journal.forget_datasets(journaled - existing)
+    leases.forget_datasets(leased - existing)
+    for collection in staged:
+        if dataset_io.staging_dataset_id(collection) not in existing:
+            dataset_io.drop_staging(collection)
     gone = [r for r in stored if r.split(":", 1)[0] not in existing]
     return _collection().delete_many({"run": {"$in": gone}}).deleted_count if gone else 0
 

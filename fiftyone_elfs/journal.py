@@ -94,3 +94,14 @@ def pending_owner(dataset: fo.Dataset, attribute: str, name: str) -> tuple[str, 
 def close(entry: dict[str, Any]) -> None:
     """Closes one entry returned by `entries` (its leftovers were cleaned up)."""
     _journal().delete_one({"_id": entry["_id"]})
+
+
+def dataset_ids() -> set[str]:
+    """The ids of the datasets the journal holds entries of."""
+    return {str(i) for i in _journal().distinct("dataset_id")}
+
+
+def forget_datasets(ids: set[str]) -> None:
+    """Removes the entries of these datasets (deleted: nothing of theirs is left to clean)."""
+    if ids:
+        _journal().delete_many({"dataset_id": {"$in": sorted(ids)}})

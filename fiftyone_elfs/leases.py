@@ -289,3 +289,15 @@ def commit_turn(dataset_id: str, poll_s: float = 0.25) -> Iterator[None]:
             except ElfsInputError:  # another run is committing on this dataset
                 time.sleep(poll_s)
         yield
+
+
+def dataset_ids() -> set[str]:
+    """The ids of the datasets leases are held (or were left) on."""
+    return {str(i).split(":", 1)[0] for i in _collection().distinct("_id")}
+
+
+def forget_datasets(ids: set[str]) -> None:
+    """Removes the leases of these datasets (deleted: no run of theirs can commit)."""
+    if ids:
+        prefixes = "|".join(re.escape(i) for i in sorted(ids))
+        _collection().delete_many({"_id": {"$regex": f"^({prefixes}):"}})

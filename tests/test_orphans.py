@@ -18,13 +18,14 @@ import logging
 import os
 import uuid
 
+import fiftyone.core.odm as foo
 import numpy as np
 import pytest
 from dataset_state import snapshot
 from fork_server import ForkServer
 
 import fiftyone_elfs as elfs
-from fiftyone_elfs import embedding_chunks, runs, sharding
+from fiftyone_elfs import dataset_io, embedding_chunks, journal, leases, runs, sharding
 from fiftyone_elfs.difficulty import checkpoints
 from fiftyone_elfs.errors import ElfsInputError
 
@@ -247,9 +248,16 @@ def test_chunks_and_shard_plans_of_a_deleted_dataset_go_when_an_embedding_run_st
     call = "elfs.compute_embeddings(ds, key='k', batch_size=4, image_size=32)"
     _killed(server, tmp_path, gone.name, call, "embeddings:stored_chunk:2", str(tmp_path))
     sharding.plan(gone_id, "k", 2, {"budget_count": 4})
+    # what a pipeline killed while it wrote leaves too: its journal entry, its staging copy of
+    # the results (here one row), its leases (the killed embedding run's)
+    staging = dataset_io.new_staging_collection(gone)
+    foo.get_db_conn()[staging].insert_one({"k_aum": 1.0})
+    journal.add(gone, "k", "coreset", {"owned_fields": ["k_coreset_region"]}, [staging])
+    assert gone_id in leases.dataset_ids()
     assert embedding_chunks.count(gone_id, "k") == 2
     gone.delete()
     assert embedding_chunks.count(gone_id, "k") == 2  # nothing removes them with the dataset
+    assert staging in dataset_io.staging_collections() and gone_id in journal.dataset_ids()
     alive = pool.limit(8).clone()
     try:
         alive_id = str(alive._doc.id)
@@ -259,6 +267,8 @@ def test_chunks_and_shard_plans_of_a_deleted_dataset_go_when_an_embedding_run_st
         elfs.compute_embeddings(alive, key="k", batch_size=4, image_size=32)
         assert embedding_chunks.count(gone_id, "k") == 0
         assert sharding.planned_pipeline(gone_id, "k") is None
+        assert staging not in dataset_io.staging_collections()
+        assert gone_id not in journal.dataset_ids() and gone_id not in leases.dataset_ids()
         # an existing dataset's chunks and plan are kept; delete_key removes the key's
         assert embedding_chunks.count(alive_id, "other") == 1
         assert sharding.planned_pipeline(alive_id, "other") == {"budget_count": 4}
