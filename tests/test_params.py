@@ -103,6 +103,10 @@ def test_docstrings_document_every_parameter_with_its_default(name):
             assert f"default {p.default!r}" in doc, p.name
     operator_doc = OPERATOR_OF[name].__call__.__doc__
     assert "Example::" in operator_doc and "Args:" in operator_doc
+    # every keyword the call takes is described (cnn_width=... was in the signature only)
+    for keyword in inspect.signature(OPERATOR_OF[name].__call__).parameters:
+        if keyword not in ("self", "samples"):
+            assert f"    {keyword}" in operator_doc.split("Args:", 1)[1], keyword
 
 
 def test_operator_call_accepts_every_table_parameter():

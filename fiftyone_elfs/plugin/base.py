@@ -290,6 +290,12 @@ def _make_call(cls: type[ElfsOperator]) -> Callable[..., Any]:
         "data raises the library's ElfsInputError too, other failures FiftyOne's ExecutionError.\n"
         "``delegate=True`` queues the run for a delegated worker instead (``.result`` then\n"
         "describes the queued operation; Label Studio credentials are refused there: the\n"
-        "workers take them from the plugin secrets).\n\n" + operation.args_doc()
+        "workers take them from the plugin secrets).\n\n"
+        + operation.args_doc()
+        + "".join(
+            f"\n    {name}: the App form's name for {dict_name}={{'{key}': ...}} (same values)."
+            for name, (dict_name, key) in aliases.items()
+        )
+        + "\n    delegate: True queues the run for a delegated worker (default False)."
     )
     return __call__
