@@ -400,6 +400,26 @@ def ids_and_paths_without(samples: SampleCollection, field: str) -> tuple[list[s
     return sample_ids_and_paths(todo)
 
 
+def files_changed_since(
+    samples: SampleCollection, field: str, since: datetime.datetime
+) -> tuple[list[str], list[str]]:
+    """Ids and media paths of the samples with a value in `field` whose local file was modified
+    after `since` (a naive datetime is UTC): an image rewritten in place, or a sample pointed at
+    a newer file, since its value was computed. URLs and files that cannot be read are left
+    out (the stage that reads them says so)."""
+    if not has_field(samples, field):
+        return [], []
+    cutoff = (since if since.tzinfo else since.replace(tzinfo=datetime.timezone.utc)).timestamp()
+    changed = []
+    for sample_id, path in zip(*sample_ids_and_paths(samples.exists(field)), strict=True):
+        try:
+            if "://" not in path and os.stat(path).st_mtime > cutoff:
+                changed.append((sample_id, path))
+        except OSError:
+            continue
+    return [i for i, _ in changed], [p for _, p in changed]
+
+
 def distinct_tags(samples: SampleCollection) -> list[str]:
     """The tags on samples of `samples` (every group slice, as `ids_with_tags` reads them), each
     once (one aggregation)."""

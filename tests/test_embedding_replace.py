@@ -148,3 +148,39 @@ def test_shards_of_another_image_size_embed_every_image_for_the_replacement(embe
     done = elfs.compute_embeddings(embedded, **{**OPTIONS, "image_size": 48})
     assert (done["n_resumed"], done["n_computed"], done["n_reused"]) == (N, 0, 0)
     assert embedded.get_run_info(RUN).config.image_size == 48
+
+
+def test_an_image_rewritten_since_it_was_embedded_is_embedded_again(base_dataset, tmp_path):
+    """Audit 'media' #2: a rerun reused every stored vector, so an image rewritten in place
+    (re-rendered, cropped, replaced) was selected by its old picture's vector, and nothing
+    said so. Copies of the images: the test rewrites one."""
+    import os
+    import shutil
+
+    import fiftyone as fo
+
+    from fiftyone_elfs.stages import embeddings
+
+    sources = base_dataset.take(6, seed=3).values("filepath")
+    copies = [str(tmp_path / f"{i}{os.path.splitext(p)[1]}") for i, p in enumerate(sources)]
+    for source, copy in zip(sources, copies, strict=True):
+        shutil.copyfile(source, copy)
+    ds = fo.Dataset()
+    ds.add_samples([fo.Sample(filepath=copy) for copy in copies])
+    try:
+        elfs.compute_embeddings(ds, **OPTIONS)
+        ids, before = ds.values(["id", FIELD])
+        version = embeddings.vectors_version(ds, FIELD)
+        shutil.copyfile(sources[5], copies[0])  # image 0 is now the picture of image 5
+        again = elfs.compute_embeddings(ds, **OPTIONS)
+        assert (again["n_changed"], again["n_reused"], again["n_computed"]) == (1, 5, 1)
+        after = ds.values(FIELD)
+        np.testing.assert_allclose(after[0], before[5], atol=1e-4)  # the new picture's vector
+        for k in range(1, 6):
+            np.testing.assert_array_equal(after[k], before[k])
+        # the pseudo-labels of the old vectors are stale now: the field's version changed
+        assert embeddings.vectors_version(ds, FIELD) != version
+        assert elfs.compute_embeddings(ds, **OPTIONS)["n_changed"] == 0  # nothing since
+        assert ds.values("id") == ids
+    finally:
+        ds.delete()

@@ -1,9 +1,10 @@
 """Embeddings stage: every image through a frozen encoder into a vector field, resumable.
 
 Resumable twice over: images that already have an embedding from the same model are not
-embedded again, and while the stage runs each chunk of vectors is stored as soon as it is
-computed (`fiftyone_elfs.embedding_chunks`, in the database), so a rerun after an interruption
-(an exception, ``kill -9``, a lost machine) embeds only what no chunk holds. The user's field
+embedded again (unless their file was modified after the run that computed it started), and
+while the stage runs each chunk of vectors is stored as soon as it is computed
+(`fiftyone_elfs.embedding_chunks`, in the database), so a rerun after an interruption (an
+exception, ``kill -9``, a lost machine) embeds only what no chunk holds. The user's field
 is filled only when the stage completes, through the record step.
 
 Replacing (another model or image size, ``overwrite=True``): every image is embedded anew while
@@ -23,6 +24,7 @@ Algorithm: `fiftyone_elfs.embeddings` (encoders, batched image embedding).
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -174,6 +176,15 @@ def key_field(samples: SampleCollection, names: runs.PipelineNames) -> str:
     return getattr(config, "embeddings_field", None) or names.embeddings_field
 
 
+def _computed_since(dataset: Any, names: runs.PipelineNames) -> datetime.datetime:
+    """When the key's previous embedding run started (its vectors are no older); for runs
+    recorded before that was stored, when it was recorded."""
+    started = getattr(runs.stage_results(dataset, names, STAGE), "started_at", None)
+    if started:
+        return datetime.datetime.fromisoformat(started)
+    return dataset.get_run_info(names.run_key(STAGE)).timestamp
+
+
 def run(
     samples: SampleCollection, config: EmbeddingsConfig, progress: ProgressFn | None = None
 ) -> dict[str, Any]:
@@ -186,39 +197,14 @@ def run(
     field_name = config.embeddings_field or key_field(samples, names)
     dataset = dataset_io.dataset_of(samples)
 
+    started = datetime.datetime.now(datetime.timezone.utc)  # the vectors are no older
     previous = runs.stage_config(dataset, names, STAGE)
     owned_before = previous is not None and field_name in previous.owned_fields
-    if not owned_before and dataset_io.ids_with_values(dataset, field_name):
-        found = leftovers.leftovers(dataset, names, fields_only=True)["owned_fields"]
-        leftover = found.get(field_name)
-        # a view's clone, delete_run or rename_run left the key's own embeddings: not taken
-        # over (another key's runs may read them, and a view's run would drop the rest)
-        own = leftover is not None and leftover.stage == STAGE
-        where = (
-            f" ({leftovers.origin(names, 'field', field_name, leftover)} "
-            f"delete_key(dataset, '{names.key}') removes it.)"
-            if own
-            else ""
-        )
-        anew = (
-            " To recompute them under this key, delete the field first "
-            f"(dataset.delete_sample_field('{field_name}')) and run again."
-            if own and leftover.renamed_to is None
-            else ""
-        )
-        raise ElfsInputError(
-            f"The field '{field_name}' already holds values that this run did not compute; "
-            f"refusing to overwrite or mix them.{where} Fix: to use those embeddings, pass "
-            f"embeddings_field='{field_name}' to the later stages (or run_pipeline) instead; "
-            f"to compute new ones, choose another key or embeddings_field.{anew}",
-            param="embeddings_field",
-        )
+    if not owned_before:
+        leftovers.refuse_values_not_computed_by(dataset, names, field_name, STAGE)
     record.check_ownership(samples, names, STAGE, fields=[field_name])
     other_model = _replacing(previous, field_name, config)
     replaced = owned_before and (config.overwrite or other_model)
-    # kept only while the vectors already there stay (a rerun that adds the missing ones)
-    kept_version = getattr(previous, "vectors_version", None) if owned_before else None
-    version = (None if replaced else kept_version) or uuid.uuid4().hex
     if other_model:
         logger.info(
             "Model changed (%s -> %s): recomputing all embeddings", previous.model, config.model
@@ -232,6 +218,16 @@ def run(
         ids, paths = dataset_io.sample_ids_and_paths(samples)
     else:
         ids, paths = dataset_io.ids_and_paths_without(samples, field_name)
+    changed: list[str] = []  # images rewritten since their vectors were computed: again
+    if owned_before and not replaced:
+        since = _computed_since(dataset, names)
+        changed, changed_paths = dataset_io.files_changed_since(samples, field_name, since)
+        ids, paths = ids + changed, paths + changed_paths
+    if changed:
+        logger.warning("%d images changed on disk since they were embedded", len(changed))
+    # kept only while the vectors already there stay (a rerun that adds the missing ones)
+    kept_version = getattr(previous, "vectors_version", None) if owned_before else None
+    version = (None if replaced or changed else kept_version) or uuid.uuid4().hex
     n_reused = len(samples) - len(ids)
     report = progress or first_report_progress("embeddings")  # (as in run_shard)
     skipped: list[dict[str, str]] = []
@@ -274,9 +270,11 @@ def run(
         "n_samples": len(samples),
         "n_computed": len(ids) - n_resumed - len(skipped),
         "n_reused": n_reused,
+        "n_changed": len(changed),
         "n_resumed": n_resumed,
         "n_skipped": len(skipped),
         "skipped": skipped,
+        "started_at": started.isoformat(),
     }
     record.record(
         samples,

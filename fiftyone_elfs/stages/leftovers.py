@@ -237,3 +237,37 @@ def delete_leftovers(dataset: Any, names: runs.PipelineNames) -> list[str]:
             "; ".join(call for _, call in kept),
         )
     return runs.sort_stages(list(by_stage))
+
+
+def refuse_values_not_computed_by(
+    dataset: Any, names: runs.PipelineNames, field_name: str, stage: str
+) -> None:
+    """Refuses a field holding values that no run of the key's `stage` computed (the user's,
+    or the key's own left by a view's clone, delete_run or rename_run), naming where they came
+    from and the fix: a stage never overwrites or mixes values it cannot prove it wrote."""
+    if not dataset_io.ids_with_values(dataset, field_name):
+        return
+    found = leftovers(dataset, names, fields_only=True)["owned_fields"]
+    leftover = found.get(field_name)
+    # a view's clone, delete_run or rename_run left the key's own embeddings: not taken
+    # over (another key's runs may read them, and a view's run would drop the rest)
+    own = leftover is not None and leftover.stage == stage
+    where = (
+        f" ({origin(names, 'field', field_name, leftover)} "
+        f"delete_key(dataset, '{names.key}') removes it.)"
+        if own
+        else ""
+    )
+    anew = (
+        " To recompute them under this key, delete the field first "
+        f"(dataset.delete_sample_field('{field_name}')) and run again."
+        if own and leftover.renamed_to is None
+        else ""
+    )
+    raise ElfsInputError(
+        f"The field '{field_name}' already holds values that this run did not compute; "
+        f"refusing to overwrite or mix them.{where} Fix: to use those embeddings, pass "
+        f"embeddings_field='{field_name}' to the later stages (or run_pipeline) instead; "
+        f"to compute new ones, choose another key or embeddings_field.{anew}",
+        param="embeddings_field",
+    )
