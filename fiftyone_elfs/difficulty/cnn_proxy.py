@@ -302,15 +302,15 @@ def _train_cnn(
     if images is None:
         workers = decode_workers(num_workers, model_on_gpu=dev.type == "cuda")
         images = load_images(image_paths, image_size, num_workers=workers)
-    elif np.shape(images) != (len(image_paths), image_size, image_size, 3) or (
-        np.asarray(images).dtype != np.uint8  # floats in [0, 1] cast to uint8: black images
-    ):
+    images = np.asarray(images)
+    # floats in [0, 1] cast to uint8 would be black images
+    if images.shape != (len(image_paths), image_size, image_size, 3) or images.dtype != np.uint8:
         raise ValueError(
             f"images must be uint8 [{len(image_paths)}, {image_size}, {image_size}, 3]; "
-            f"got {np.asarray(images).dtype} {np.shape(images)}. Fix: pass pixels as uint8 in "
+            f"got {images.dtype} {images.shape}. Fix: pass pixels as uint8 in "
             "[0, 255] (e.g. (images * 255).round().astype(np.uint8) for floats in [0, 1])."
         )
-    pixels = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8))
+    pixels = torch.from_numpy(np.ascontiguousarray(images))
     yt = torch.from_numpy(y)
     n = y.size
 

@@ -427,20 +427,22 @@ class TEMIClustering:
             positive_int("min_steps")
         if self.num_threads is not None:
             positive_int("num_threads")
-        for name in ("teacher_momentum", "prior_momentum", "lr", "temperature", "beta"):
+        def number(name: str) -> float:
             value = getattr(self, name)
-            if value is None and name == "teacher_momentum":
-                continue
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise ValueError(f"{name} must be a number; got {value!r}.")
-        if not isinstance(self.weight_decay, numbers.Real):
-            raise ValueError(f"weight_decay must be a number; got {self.weight_decay!r}.")
+            return value
+
         for name in ("teacher_momentum", "prior_momentum"):
-            value = getattr(self, name)
-            if value is None and name == "teacher_momentum":
+            if name == "teacher_momentum" and self.teacher_momentum is None:
                 continue
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} must be in [0, 1); got {value}.")
+            if not 0.0 <= number(name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1); got {getattr(self, name)}.")
+        for name in ("lr", "temperature", "beta"):
+            if not number(name) > 0:
+                raise ValueError(f"{name} must be > 0; got {getattr(self, name)}.")
+        if not number("weight_decay") >= 0:
+            raise ValueError(f"weight_decay must be >= 0; got {self.weight_decay}.")
         if self.device is not None:
             try:
                 torch.device(self.device)
@@ -448,11 +450,6 @@ class TEMIClustering:
                 raise ValueError(
                     f"device must be a torch device such as 'cpu' or 'cuda'; got {self.device!r}."
                 ) from None
-        for name in ("lr", "temperature", "beta"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0; got {getattr(self, name)}.")
-        if not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0; got {self.weight_decay}.")
 
     @staticmethod
     def _check_neighbors(neighbors: np.ndarray, n: int) -> np.ndarray:
