@@ -102,6 +102,8 @@ def send_to_label_studio(
     upload_field = prelabel_field_for(anno_key)
     dataset_io.add_classification_field(dataset, upload_field)
     n_prelabeled = 0
+    project_id = None
+    run_key = annotation_run_key(anno_key)
     try:
         if prelabels is not None:
             ids, labels = prelabels
@@ -127,29 +129,51 @@ def send_to_label_studio(
             api_key=api_key,
             project_name=project_name,
         )
+        project_id = results.project_id
+        sent = {
+            "n_sent": n,
+            "n_prelabeled": n_prelabeled,
+            "project_url": f"{redact(url)}/projects/{project_id}",
+        }
+        config = dataset.init_run(
+            method=RUN_METHOD,
+            anno_key=anno_key,
+            label_field=label_field,
+            upload_field=upload_field,
+            prelabel_field=prelabel_field,
+            classes=classes,
+            url=redact(url),  # never stored with a password: loading then needs url= or the env
+            project_id=project_id,
+            overwrite=overwrite,  # whether a first answer may replace a label ELFS did not write
+        )
+        dataset.register_run(run_key, config, overwrite=True)
+        dataset.save_run_results(run_key, dataset.init_run_results(run_key, **sent))
     except BaseException:  # Ctrl-C too: the key stays free for the retry
+        if project_id is not None:  # sent, but not recorded: no run would reach the project
+            _delete_unrecorded_project(url, api_key, project_id)
         dataset_io.delete_fields(dataset, [upload_field])
         if anno_key in dataset.list_annotation_runs():
             dataset.delete_annotation_run(anno_key)
+        if run_key in dataset.list_runs():
+            dataset.delete_run(run_key)
         raise
-    project_url = f"{redact(url)}/projects/{results.project_id}"
-    config = dataset.init_run(
-        method=RUN_METHOD,
-        anno_key=anno_key,
-        label_field=label_field,
-        upload_field=upload_field,
-        prelabel_field=prelabel_field,
-        classes=classes,
-        url=redact(url),  # never stored with a password: loading then needs url= or the env
-        project_id=results.project_id,
-        overwrite=overwrite,  # whether a first answer may replace a label ELFS did not write
-    )
-    run_key = annotation_run_key(anno_key)
-    dataset.register_run(run_key, config, overwrite=True)
-    sent = {"n_sent": n, "n_prelabeled": n_prelabeled, "project_url": project_url}
-    dataset.save_run_results(run_key, dataset.init_run_results(run_key, **sent))
-    logger.info("Sent %d samples to Label Studio: %s", n, project_url)
+    logger.info("Sent %d samples to Label Studio: %s", n, sent["project_url"])
     return sent
+
+
+def _delete_unrecorded_project(url: str, api_key: str, project_id: int) -> None:
+    """Deletes a project whose send failed after its upload; if even that fails, says where it
+    is, as no run of this dataset will name it."""
+    try:
+        delete_project_by_id(url, api_key, project_id)
+    except Exception as e:  # the send's own error is the one raised
+        logger.warning(
+            "The send failed after its upload, and its Label Studio project could not be "
+            "deleted (%s). Fix: delete it in Label Studio: %s/projects/%s",
+            e,
+            redact(url),
+            project_id,
+        )
 
 
 def _run_config(dataset: fo.Dataset, anno_key: str) -> Any:

@@ -536,6 +536,30 @@ def test_a_send_interrupted_by_ctrl_c_leaves_no_project_and_the_key_free(
     assert sent["n_sent"] == 4
 
 
+def test_a_send_interrupted_after_its_upload_leaves_no_project_and_the_key_free(
+    dataset, creds, monkeypatch
+):
+    """A Ctrl-C after the upload, before the run was recorded, left a project on the server that
+    no run of the dataset named (unreachable from FiftyOne) and the key taken."""
+    classes = sorted(set(dataset.values("ground_truth.label")))
+    projects_before = _projects(creds)
+    before = _snapshot(dataset), dataset.list_annotation_runs(), dataset.list_runs()
+    register = fo.Dataset.register_run
+
+    def interrupted(self, run_key, *args, **kwargs):
+        register(self, run_key, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fo.Dataset, "register_run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        elfs.send_to_label_studio(dataset.limit(4), "late", classes, label_field="human")
+    monkeypatch.setattr(fo.Dataset, "register_run", register)
+    assert _projects(creds) == projects_before
+    assert (_snapshot(dataset), dataset.list_annotation_runs(), dataset.list_runs()) == before
+    sent = elfs.send_to_label_studio(dataset.limit(4), "late", classes, label_field="human")
+    assert sent["n_sent"] == 4 and len(_projects(creds)) == len(projects_before) + 1
+
+
 def test_a_prelabel_map_is_checked_against_the_labels_of_the_samples_sent(dataset, creds):
     """Audit 'regress5' #2: the key check read the whole dataset, so a view that renames the
     clusters (map_labels) was refused, and the dataset's names it suggested matched nothing."""

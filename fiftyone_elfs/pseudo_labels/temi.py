@@ -427,6 +427,7 @@ class TEMIClustering:
             positive_int("min_steps")
         if self.num_threads is not None:
             positive_int("num_threads")
+
         def number(name: str) -> float:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
