@@ -437,6 +437,19 @@ def test_difficulty_refuses_embeddings_other_than_the_pseudo_labels_came_from(ds
     )
 
 
+def test_difficulty_without_embeddings_field_names_the_field_the_pseudo_labels_came_from(ds):
+    """The form said the key's own embeddings field "does not exist" where the library named the
+    field to pass: the key's pseudo-labels were clustered from another key's embeddings."""
+    _refused_both_ways(
+        ds,
+        elfs.compute_difficulty,
+        "compute_difficulty",
+        dict(key=KEY, epochs=1),
+        "pseudo-labels of key 'k' were computed from the embeddings 'elfs_embedding', but this "
+        "run would train on 'k_embedding'. Fix: pass embeddings_field='elfs_embedding'",
+    )
+
+
 def test_difficulty_refuses_embeddings_whose_dimension_changed_since_the_pseudo_labels(ds):
     ids = ds.values("id")
     elfs.compute_pseudo_labels(

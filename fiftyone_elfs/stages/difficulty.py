@@ -270,11 +270,12 @@ def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
         )
     except ElfsInputError as e:
         raise ElfsInputError(str(e), param="key") from None
-    if values.get("proxy") != "cnn" or values.get("label_field"):
+    reads_embeddings = values.get("proxy") != "cnn" or values.get("label_field")
+    field_name = values.get("embeddings_field") or embeddings.key_field(samples, names)
+    if reads_embeddings:  # in `run`'s order: the embeddings the pseudo-labels came from first
+        _check_same_embeddings(made_from, field_name, key)
         require_embeddings(samples, values)
     if values.get("proxy") != "cnn" and not values.get("label_field"):  # as `run` checks
-        field_name = values.get("embeddings_field") or embeddings.key_field(samples, names)
-        _check_same_embeddings(made_from, field_name, key)
         _check_embeddings_version(samples, made_from, field_name, key)
     if values.get("label_field"):
         record.require_annotator_labels(samples, values["label_field"])
