@@ -225,7 +225,9 @@ def test_the_fixes_for_missing_or_foreign_contrastive_scores_name_the_stage_comp
     assert "run compute_contrastive_scores again" in notice and "pipeline" not in notice
     extra = dataset.skip(200).limit(5)  # scores the run did not compute (merged in, say)
     extra.set_values("elfs_contrastive", [0.5] * 5)
-    with pytest.raises(elfs.ElfsInputError, match="scored 200") as refused:
+    with pytest.raises(
+        elfs.ElfsInputError, match="^5 of the 205 samples' 'elfs_contrastive'"
+    ) as refused:
         elfs.select_coreset(dataset, budget_count=20, score="contrastive")
     assert "Fix: run compute_contrastive_scores again" in str(refused.value)
     assert "run_pipeline" not in str(refused.value)

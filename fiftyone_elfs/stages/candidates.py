@@ -19,7 +19,7 @@ import numpy as np
 from fiftyone_elfs import dataset_io, runs
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.errors import ElfsInputError
-from fiftyone_elfs.stages import difficulty, record
+from fiftyone_elfs.stages import difficulty, foreign_values, record
 
 
 def other_slices_notice(samples: SampleCollection) -> list[str]:
@@ -107,7 +107,9 @@ def read_scores(
                 f"key '{names.key}'."
             )
         ids, values = dataset_io.read_values(samples, score_field)
-        _refuse_scores_from_elsewhere(samples, names, scoring, score_field, stage)
+        foreign_values.refuse_scores_from_elsewhere(
+            samples, names, scoring, score_field, stage, ids, values
+        )
     if not ids:
         raise ElfsInputError(
             f"No sample of this view has a '{score}' score{found_elsewhere(samples, score_field)}"
@@ -133,27 +135,6 @@ def found_elsewhere(samples: SampleCollection, field: str) -> str:
         f" ({n} samples of the group slice(s) {slices} have one: pass "
         f"dataset.select_group_slices({which!r}))"
     )
-
-
-def _refuse_scores_from_elsewhere(
-    samples: SampleCollection, names: runs.PipelineNames, scoring: str, field: str, stage: str
-) -> None:
-    """Refuses scores on more samples of the dataset than the key's run scored: the others came
-    from elsewhere (``merge_samples`` / ``add_collection`` of a dataset that ran the same key),
-    from another proxy over other pseudo-labels, and ranking them together means nothing."""
-    dataset = dataset_io.dataset_of(samples)
-    recorded = getattr(runs.stage_results(dataset, names, scoring), "n_samples", None)
-    if recorded is None:
-        return
-    n = dataset_io.count(dataset_io.every_slice(dataset).exists(field))
-    if n > recorded:
-        raise ElfsInputError(
-            f"{n} samples of the dataset carry '{field}' values, and the {scoring} run of key "
-            f"'{names.key}' scored {recorded}: the others came from elsewhere (merged in from a "
-            "dataset that ran the same key?), from another training on other pseudo-labels. "
-            f"Fix: run {stage}{'' if scoring == 'contrastive' else ' (or run_pipeline)'} "
-            f"again with key '{names.key}' on this dataset, or use another key."
-        )
 
 
 def unscored_notice(

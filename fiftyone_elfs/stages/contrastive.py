@@ -121,7 +121,8 @@ def run(
         },
         results=results,
         outputs=record.Outputs(
-            values={field_name: (ids, scores.similarity.astype(float).tolist())}
+            values={field_name: (ids, scores.similarity.astype(float).tolist())},
+            checked=(field_name,),  # a selection ranks them
         ),
     )
     report(1.0, f"scored {len(ids)} samples")

@@ -23,7 +23,7 @@ from fiftyone_elfs import dataset_io, runs
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.progress import ProgressFn, terminal_progress
-from fiftyone_elfs.stages import StageConfig, embeddings, record
+from fiftyone_elfs.stages import StageConfig, embeddings, foreign_values, record
 
 STAGE = "difficulty"
 
@@ -59,10 +59,13 @@ def _pseudo_labels(
     held_run = record.held_run(held, "pseudo_labels")
     if held_run is None and config.proxy == "cnn":  # the image files: embeddings not read
         ids, paths, label_names = dataset_io.read_labelled(samples, pseudo)
+        foreign_values.refuse_labels_from_elsewhere(samples, names, ids, label_names)
         return ids, paths, None, label_names
     if held_run is None:
         ids, X = dataset_io.read_embeddings(samples, field_name, having=pseudo)
-        return ids, None, X, dataset_io.read_labels(samples, pseudo, ids)
+        label_names = dataset_io.read_labels(samples, pseudo, ids)
+        foreign_values.refuse_labels_from_elsewhere(samples, names, ids, label_names)
+        return ids, None, X, label_names
     held_ids, held_labels, _ = held_run.outputs.labels[pseudo]
     ids, label_names = list(held_ids), list(held_labels)
     if config.proxy == "cnn":
@@ -401,7 +404,8 @@ def run(
             values={
                 names.score_field(s): (ids, np.asarray(getattr(scores, s), dtype=float).tolist())
                 for s in runs.SCORE_NAMES
-            }
+            },
+            checked=tuple(score_fields),  # a selection ranks them
         ),
         held=held,
     )

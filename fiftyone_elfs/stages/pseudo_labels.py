@@ -392,7 +392,8 @@ def run(
         },
         results=results,
         outputs=record.Outputs(
-            labels={names.pseudo_label_field: (ids, label_names, confidence.tolist())}
+            labels={names.pseudo_label_field: (ids, label_names, confidence.tolist())},
+            checked=(names.pseudo_label_field,),  # the difficulty stage learns these labels
         ),
         held=held,
     )

@@ -75,7 +75,7 @@ from typing import Any
 
 import numpy as np
 
-from fiftyone_elfs import dataset_io, journal, leases, output_proof, runs
+from fiftyone_elfs import dataset_io, journal, leases, output_proof, runs, value_fingerprints
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.faults import kill_point
@@ -92,6 +92,10 @@ logger = logging.getLogger(__name__)
 
 #: Rows per staged insert: bounds the size of one command (and is a kill point each).
 WRITE_CHUNK_ROWS = 20_000
+
+
+#: The results entry of a run's fingerprints of its checked values (`Outputs.checked`).
+WRITTEN_VALUES = "written_values"
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,8 @@ class Outputs:
         layouts: brain key -> `Layout`.
         written_fields: fields the stage wrote itself before the record step (resumable
             writes, e.g. embeddings computed by a FiftyOne zoo model): owned, not rewritten.
+        checked: fields of `values` or `labels` whose values a later stage checks are still
+            the ones this run wrote; the run records their fingerprints (`WRITTEN_VALUES`).
     """
 
     values: dict[str, tuple[Sequence[str], Sequence[Any]]] = field(default_factory=dict)
@@ -128,6 +134,15 @@ class Outputs:
     views: dict[str, tuple[str, str]] = field(default_factory=dict)
     layouts: dict[str, Layout] = field(default_factory=dict)
     written_fields: tuple[str, ...] = ()
+    checked: tuple[str, ...] = ()
+
+    def fingerprints(self) -> dict[str, str]:
+        """The packed fingerprints (`value_fingerprints.pack`) of each checked field's values."""
+        out = {}
+        for name in self.checked:
+            ids, values = self.values[name] if name in self.values else self.labels[name][:2]
+            out[name] = value_fingerprints.pack(ids, values)
+        return out
 
     @property
     def fields(self) -> list[str]:
@@ -711,6 +726,7 @@ def _commit_in_turn(
 ) -> list[str]:
     dataset = dataset_io.dataset_of(samples)
     replace = {run.stage: run.replace for run in stage_runs}
+    fingerprints = {run.stage: run.outputs.fingerprints() for run in stage_runs}
     for run in stage_runs:
         kill_point(run.stage, "before_commit")
         leases.verify(dataset_io.dataset_id(dataset), names.key, run.stage)
@@ -737,7 +753,7 @@ def _commit_in_turn(
                 names,
                 run.stage,
                 params=run.params,
-                results=run.results,
+                results={**run.results, WRITTEN_VALUES: fingerprints[run.stage]},
                 **run.outputs.owned(),
             )
         )
