@@ -98,9 +98,11 @@ def _values_of_ids(
 
 def with_every_field(samples: Any, param: str = "samples") -> SampleCollection:
     """The collection a public function runs on: the same samples, with any field selection
-    (``select_fields`` / ``exclude_fields``, often used to slim the App's sidebar) lifted, so
-    that ELFS sees the fields its earlier runs wrote instead of taking them for absent
-    (re-embedding every image, or failing after the work); and a view that orders its samples
+    (``select_fields`` / ``exclude_fields``, often used to slim the App's sidebar) and any label
+    filter or selection (``filter_labels``, ``select_labels``: the App's sidebar filters) lifted,
+    so that ELFS sees the values its earlier runs and the annotators wrote instead of taking
+    them for absent (re-embedding every image, selecting labeled samples again, training on
+    the clusters left visible); and a view that orders its samples
     (``sort_by``, ``shuffle``, ``take`` ...) sorted by sample id, since clustering starts,
     training batches and seeded draws follow the order of the arrays: the same samples and seed
     give the same result whatever order a view lists them in.
@@ -110,7 +112,6 @@ def with_every_field(samples: Any, param: str = "samples") -> SampleCollection:
             is a view of dynamic groups.
     """
     import fiftyone.core.collections as foc
-    import fiftyone.core.stages as fos
 
     if not isinstance(samples, foc.SampleCollection):
         shown = f"the name {samples!r}" if isinstance(samples, str) else type(samples).__name__
@@ -126,19 +127,47 @@ def with_every_field(samples: Any, param: str = "samples") -> SampleCollection:
             "pass the dataset (or a view of it without group_by).",
             param=param,
         )
-    selections = (fos.SelectFields, fos.ExcludeFields)
     if not isinstance(samples, fo.DatasetView) or samples._is_generated:
         return samples
     _refuse_repeated_samples(samples, param)
     view = samples
-    if any(isinstance(stage, selections) for stage in samples._stages):
+    if any(_hides_values(stage) for stage in samples._stages):
         view = samples._dataset.view()
         for stage in samples._stages:
-            if not isinstance(stage, selections):
-                view = view.add_stage(stage)
+            view = _same_samples(view, stage)
     if any(_orders(stage) for stage in view._stages):
         view = view.sort_by("_id")
     return view
+
+
+def _hides_values(stage: Any) -> bool:
+    """Whether a view stage hides fields or labels of the samples it keeps: a field selection,
+    or a label filter or selection (the App's sidebar filters and label selections)."""
+    import fiftyone.core.stages as fos
+
+    hiding = (fos.SelectFields, fos.ExcludeFields, fos.FilterLabels, fos.SelectLabels)
+    return isinstance(stage, hiding)
+
+
+def _same_samples(view: fo.DatasetView, stage: Any) -> fo.DatasetView:
+    """`view` followed by `stage`, or by what keeps the samples `stage` keeps without hiding
+    any of their values: a field selection is left out; a label filter or selection that
+    keeps only samples with a match becomes `match_labels` of the same labels, and one that
+    keeps every sample is left out."""
+    import fiftyone.core.stages as fos
+
+    if isinstance(stage, (fos.SelectFields, fos.ExcludeFields)):
+        return view
+    if isinstance(stage, fos.FilterLabels):
+        if not stage.only_matches:
+            return view
+        return view.match_labels(filter=stage.filter, fields=stage.field)
+    if isinstance(stage, fos.SelectLabels):
+        if not stage.omit_empty:
+            return view
+        kept = dict(labels=stage.labels, ids=stage.ids, tags=stage.tags, fields=stage.fields)
+        return view.match_labels(**kept)
+    return view.add_stage(stage)
 
 
 def _refuse_repeated_samples(view: fo.DatasetView, param: str) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import fiftyone as fo
 import numpy as np
 import pytest
+from fiftyone import ViewField as F
 
 import fiftyone_elfs as elfs
-from fiftyone_elfs import runs
+from fiftyone_elfs import dataset_io, runs
+from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.selection import double_end_prune, label_free_beta
 
 
@@ -139,6 +141,66 @@ def test_rounds_skip_samples_tagged_by_the_key_and_say_which_are_unscored(datase
     (notice,) = [m for m in more.notices if "have no 'aum' score" in m]
     assert "run compute_embeddings, compute_pseudo_labels and compute_difficulty" in notice
     assert "the pipeline" not in notice
+
+
+def test_scores_and_pseudo_labels_merged_from_a_run_of_the_same_key_elsewhere_are_refused(dataset):
+    """Audit 'lifecycle' #1, #2: merge_samples of a dataset that ran the same key overwrites the
+    scores and pseudo-labels of the samples both hold (matched by filepath). The refusal
+    counted samples only, so they were ranked with this run's, and the fix it named
+    (compute_difficulty) trained the proxy on both clusterings' labels as one."""
+    _round1(dataset)
+    other = fo.Dataset()
+    other.add_samples([fo.Sample(filepath=p) for p in dataset.take(30, seed=2).values("filepath")])
+    try:
+        vectors = dict(zip(*dataset.values(["filepath", "elfs_embedding"]), strict=True))
+        other.set_values("elfs_embedding", [vectors[p] for p in other.values("filepath")])
+        elfs.run_pipeline(other, key="elfs", budget_count=5, n_clusters=3, clustering="kmeans",
+                          embeddings_field="elfs_embedding", epochs=2, mode="window")  # fmt: skip
+        dataset.merge_samples(other)  # FiftyOne's default: by filepath, the values replaced
+    finally:
+        other.delete()
+    before = dataset.values("tags")
+    with pytest.raises(ElfsInputError, match=r"^30 of the \d+ samples' 'elfs_aum' values are not"):
+        elfs.select_more(dataset, budget_count=5)
+    with pytest.raises(ElfsInputError, match="not those the difficulty run of key 'elfs' wrote"):
+        elfs.select_coreset(dataset, budget_count=5, mode="window")
+    with pytest.raises(ElfsInputError, match=r"^\d+ of the \d+ samples' pseudo-labels") as e:
+        elfs.compute_difficulty(dataset, key="elfs", embeddings_field="elfs_embedding", epochs=2)
+    assert "Fix: run compute_pseudo_labels again with key 'elfs'" in str(e.value)
+    # a merged label equal to the one it replaced ("cluster_2" in both runs) is no harm
+    assert 10 <= int(str(e.value).split()[0]) <= 30
+    assert dataset.values("tags") == before
+    elfs.compute_pseudo_labels(dataset, key="elfs", n_clusters=10, clustering="kmeans",
+                               embeddings_field="elfs_embedding")  # fmt: skip
+    elfs.compute_difficulty(dataset, key="elfs", embeddings_field="elfs_embedding", epochs=2)
+    assert len(elfs.select_more(dataset, budget_count=5).selected_ids) == 5
+
+
+def test_label_filters_of_a_view_hide_no_label_from_the_selection_or_the_proxy(dataset):
+    """Audit 'views' #1: the App's sidebar filter that excludes a class keeps the samples and
+    hides their labels (filter_labels, only_matches=False). select_more took the samples whose
+    labels it hid for unlabeled and picked them again; compute_difficulty on a view hiding a
+    cluster trained without it and deleted that cluster's scores."""
+    first = _round1(dataset)
+    rest = [i for i in dataset.values("id") if i not in set(first.selected_ids)]
+    labeled = rest[: len(rest) - 10]
+    dataset.select(labeled).set_values(
+        "human", [fo.Classification(label=str(k % 3)) for k in range(len(labeled))]
+    )
+    hidden = dataset.filter_labels("human", F("label") != "1", only_matches=False)
+    assert len(hidden) == len(dataset) and len(hidden.exists("human")) < len(labeled)
+    more = elfs.select_more(hidden, budget_count=20, label_field="human")
+    assert sorted(more.selected_ids) == sorted(rest[len(labeled) :])  # the 10 unlabeled only
+    without = dataset.filter_labels("elfs_pseudo_label", F("label") != "cluster_0", False)
+    scored = elfs.compute_difficulty(without, key="elfs", embeddings_field="elfs_embedding")
+    assert scored["n_samples"] == len(dataset) == len(dataset.exists("elfs_aum"))
+    # a filter that keeps only the samples with a match still decides which samples
+    zeros = dataset.filter_labels("human", F("label") == "0")
+    lifted = dataset_io.with_every_field(zeros)
+    assert lifted.values("id") == zeros.values("id") and len(zeros) < len(labeled)
+    assert len(lifted.exists("human")) == len(zeros)
+    picked = dataset.select_labels(ids=zeros.values("human.id")[:3])  # the App's selection
+    assert dataset_io.with_every_field(picked).values("id") == picked.values("id")
 
 
 def test_a_view_hiding_the_fields_selects_and_a_renamed_score_field_is_named(dataset):
