@@ -303,7 +303,7 @@ def dataset_id(samples: SampleCollection) -> str:
 
 def require_nonempty(samples: SampleCollection) -> int:
     """Returns the number of samples, raising a clear error for an empty collection."""
-    n = len(samples)
+    n = count(samples)
     if n == 0:
         raise ElfsInputError(
             "The dataset or view is empty: there is nothing to select from. "
@@ -366,8 +366,22 @@ def require_images(samples: SampleCollection) -> None:
 
 
 def count(samples: SampleCollection) -> int:
-    """The number of samples of a collection."""
-    return len(samples)
+    """The number of samples of a collection, without the orderings that end a view (the App
+    grid's sort by a field, ``shuffle``): they do not change which samples it holds, and
+    counting through them sorts every sample (3 s at 1M samples, each time a form changes)."""
+    import fiftyone.core.stages as fos
+
+    if not isinstance(samples, fo.DatasetView) or samples._is_generated:
+        return len(samples)
+    stages = list(samples._stages)
+    while stages and isinstance(stages[-1], (fos.SortBy, fos.Shuffle)):
+        stages.pop()
+    if len(stages) == len(samples._stages) or samples.media_type == "group":
+        return len(samples)
+    view = samples._dataset.view()
+    for stage in stages:
+        view = view.add_stage(stage)
+    return len(view)
 
 
 def has_field(samples: SampleCollection, field: str) -> bool:

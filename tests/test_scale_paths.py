@@ -294,3 +294,29 @@ def test_vectors_are_written_in_the_form_fiftyone_reads():
                 assert g is None
                 continue
             assert g.dtype == want.dtype and g.shape == want.shape and np.array_equal(g, want)
+
+
+def test_a_count_leaves_out_only_the_orderings_that_end_a_view(small, monkeypatch):
+    """Audit 'formscale' #2: every form change counted its target, and through the App grid's
+    sort by a score that sorted every sample (3 s a count at 1M). A count now leaves out a
+    sort or shuffle that ends the view; one that decides a later limit is kept."""
+    from fiftyone import ViewField as F
+
+    counted = []
+    original = foc.SampleCollection.count
+
+    def spy(self, *args, **kwargs):
+        counted.append([type(s).__name__ for s in getattr(self, "_stages", [])])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(foc.SampleCollection, "count", spy)
+    middle = small.match(F("elfs_embedding") != None)  # noqa: E711
+    for view, n in [
+        (middle.sort_by("filepath", reverse=True), len(small)),
+        (middle.shuffle(seed=1).sort_by("filepath"), len(small)),
+        (small.sort_by("filepath").limit(5), 5),
+        (small.sort_by("filepath").limit(5).sort_by("id"), 5),
+    ]:
+        counted.clear()
+        assert dataset_io.count(view) == dataset_io.require_nonempty(view) == n
+        assert counted and not any(c and c[-1] in ("SortBy", "Shuffle") for c in counted)
