@@ -1,7 +1,7 @@
 """What one ELFS key did to a dataset, summarised for display (the App panel, reports, scripts):
 its stages and parameters, the selection, its labeling rounds and the Label Studio runs.
 
-Everything is computed with database aggregations (bounds, histograms, value counts), so a
+Everything is computed with database aggregations (bounds, value counts), so a
 summary costs a handful of queries whatever the dataset size.
 """
 
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import fiftyone as fo
+import numpy as np
 from fiftyone import ViewField as F
 
 from fiftyone_elfs import annotation, dataset_io, leases, runs
@@ -84,7 +85,7 @@ def score_histogram(
     Only samples with one of the four regions and a finite score count: values written into
     those fields by hand (a review status, a NaN) are left out, not a failure of the summary.
     """
-    field_name, region = names.score_field(score), names.region_field
+    field_name, region, bins = names.score_field(score), names.region_field, int(bins)
     if dataset.get_field(field_name) is None or dataset.get_field(region) is None:
         return None
     # MongoDB orders NaN below every number: the two bounds leave out NaN and +-inf
@@ -97,15 +98,15 @@ def score_histogram(
         high = low + 1.0
     # bins are right-open, so the top edge is nudged up to count the maximum itself
     top = high + (high - low) * 1e-6
-    counts, edges = {}, None
-    present = scored.distinct(region)
-    for name in runs.REGIONS:
-        if name not in present:  # a window leaves no "not_drawn", CCS/typical no "dropped_easy"
-            counts[name] = [0] * bins
-            continue
-        part = scored.match(F(region) == name)
-        bin_counts, edges, _ = part.histogram_values(field_name, bins=bins, range=(low, top))
-        counts[name] = [int(c) for c in bin_counts]
+    edges = np.linspace(low, top, bins + 1)
+    # one pass over the samples (not one per region): each counted under "<region>|<bin>"
+    position = ((F(field_name) - low) * (bins / (top - low))).floor()
+    bin_index = position.max(0).min(bins - 1).to_int()
+    keyed = scored.count_values(F(region).concat("|", bin_index.to_string()))
+    counts = {name: [0] * bins for name in runs.REGIONS}
+    for found, n in keyed.items():
+        name, index = str(found).rsplit("|", 1)
+        counts[name][int(index)] += int(n)
     return ScoreHistogram(score=score, edges=[float(e) for e in edges], counts=counts)
 
 
@@ -114,15 +115,26 @@ def cluster_balance(dataset: fo.Dataset, names: runs.PipelineNames, tag: str) ->
     label_path = f"{names.pseudo_label_field}.label"
     if dataset.get_field(names.pseudo_label_field) is None:
         return []
-    pool = dataset_io.every_slice(dataset)
+    # one pass: each sample counted under "<label>|<in the pool>|<in the coreset>"
+    pooled = "1"  # without regions (no coreset yet) every sample is in the pool
     if dataset.get_field(names.region_field) is not None:
-        pool = pool.exists(names.region_field)
-    pool_counts = pool.count_values(label_path)
-    core_counts = dataset_io.tagged(dataset, tag).count_values(label_path)
+        pooled = (F(names.region_field) != None).if_else("1", "0")  # noqa: E711 (MongoDB's null)
+    cored = F("tags").contains(tag).if_else("1", "0")
+    keyed = dataset_io.every_slice(dataset).count_values(
+        F(label_path).concat("|", pooled, "|", cored)
+    )
+    pool_counts: dict[str, int] = {}
+    core_counts: dict[str, int] = {}
+    for found, n in keyed.items():
+        if found is None:  # no pseudo-label
+            continue
+        label, in_pool, in_coreset = str(found).rsplit("|", 2)
+        pool_counts[label] = pool_counts.get(label, 0) + (int(n) if in_pool == "1" else 0)
+        core_counts[label] = core_counts.get(label, 0) + (int(n) if in_coreset == "1" else 0)
     rows = [
-        (str(label), int(count), int(core_counts.get(label, 0)))
+        (label, count, core_counts.get(label, 0))
         for label, count in pool_counts.items()
-        if label is not None
+        if count  # a label only outside the pool is not a row (as before: the pool's labels)
     ]
     return sorted(rows, key=lambda r: (-r[1], r[0]))
 
@@ -166,6 +178,22 @@ def coreset_notices(
     return out
 
 
+def places(dataset: fo.Dataset, key: str) -> tuple[str | None, str | None, str | None]:
+    """Where a key's results are seen, from its run records alone (no pass over the samples):
+    the coreset's tag, its saved view (None once the user deleted it: the tagged samples show
+    the coreset then) and the embedding plot's brain key (None if deleted or renamed since)."""
+    names = runs.PipelineNames(key)
+    tag = saved = brain_key = None
+    config = runs.stage_config(dataset, names, "coreset")
+    if config is not None:
+        tag = config.tag
+        saved = config.saved_view if dataset.has_saved_view(config.saved_view) else None
+    plot = runs.stage_config(dataset, names, "visualization")
+    if plot is not None and plot.brain_key in dataset_io.brain_runs(dataset):
+        brain_key = plot.brain_key
+    return tag, saved, brain_key
+
+
 def summarize_run(
     dataset: fo.Dataset | fo.DatasetView, key: str = "elfs", *, bins: int = 40
 ) -> RunSummary:
@@ -207,19 +235,15 @@ def summarize_run(
         summary.beta_reason = results.beta_reason
         summary.mode = getattr(results, "mode", None) or "window"  # runs before modes: windows
         summary.mode_reason = getattr(results, "mode_reason", None)
-        summary.tag = config.tag
-        # None once the user deleted it (the panel then shows the tagged samples instead)
-        saved = config.saved_view
-        summary.saved_view = saved if dataset.has_saved_view(saved) else None
+        summary.tag, summary.saved_view, _ = places(dataset, key)
         # a typical coreset selected without scores records none: the default score then
         summary.histogram = score_histogram(dataset, names, config.score or "aum", bins=bins)
         summary.clusters = cluster_balance(dataset, names, config.tag)
         summary.notices = coreset_notices(dataset, names, config, results.n_selected, results)
     if "visualization" in stages:
         brain_key = runs.stage_config(dataset, names, "visualization").brain_key
-        if brain_key in dataset_io.brain_runs(dataset):
-            summary.brain_key = brain_key
-        else:  # deleted or renamed with FiftyOne's own calls since
+        summary.brain_key = places(dataset, key)[2]
+        if summary.brain_key is None:  # deleted or renamed with FiftyOne's own calls since
             summary.notices.append(
                 f"The embedding plot '{brain_key}' was deleted or renamed since (FiftyOne's "
                 f"delete_brain_run / rename_brain_run): compute_visualization(dataset, "

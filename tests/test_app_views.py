@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import fiftyone as fo
+import fiftyone.core.collections as foc
 import fiftyone.operators as foo
 import numpy as np
 import pytest
@@ -123,6 +124,11 @@ def test_summary_counts_agree_with_the_selection(dataset):
     assert hist.score == "aum" and len(hist.edges) == 21
     assert sum(hist.counts["coreset"]) == result.budget
     assert sum(sum(c) for c in hist.counts.values()) == result.n_pool
+    # counted in one pass over the samples, as numpy counts each region's scores
+    regions, aum = dataset.values(["elfs_coreset_region", "elfs_aum"])
+    for name in runs.REGIONS:
+        values = [a for r, a in zip(regions, aum, strict=True) if r == name]
+        assert hist.counts[name] == np.histogram(values, bins=hist.edges)[0].tolist()
     # The regions occupy ordered stretches of the AUM axis: hard (low) ... easy (high).
     first_bin = {r: min(np.flatnonzero(c)) for r, c in hist.counts.items() if any(c)}
     assert "not_drawn" not in first_bin  # a window leaves only the easy end
@@ -404,6 +410,26 @@ def test_a_deleted_coreset_view_is_noted_and_show_coreset_shows_the_tagged_sampl
     assert set(stages.values("id")) == set(result.selected_ids)
     elfs.select_coreset(dataset, budget_fraction=0.1)
     assert run_summary.summarize_run(dataset).saved_view == "elfs-coreset"
+
+
+def test_the_panel_buttons_read_the_run_records_only(dataset, monkeypatch):
+    """Audit 'formscale' #1: "Show coreset" and "Open Embeddings panel" built the whole summary,
+    passes over every sample (11 s at 1M samples), to read a tag, a view name and a plot name."""
+    _select(dataset, fraction=0.1, visualize=True)
+    panel = ElfsPanel()
+    ctx, executor = panel_context(dataset, "show_coreset")
+    panel.on_load(ctx)
+
+    def scan(*args, **kwargs):
+        raise AssertionError("a pass over the samples")
+
+    for name in ("aggregate", "count", "bounds", "count_values", "distinct", "values"):
+        monkeypatch.setattr(foc.SampleCollection, name, scan)
+    panel.show_coreset(ctx)
+    panel.open_embeddings(ctx)
+    opened = {r.operator_uri: r.params for r in executor._requests}
+    assert opened["set_view"]["name"] == "elfs-coreset"
+    assert opened["open_panel"]["state"]["brainResult"] == "elfs_umap"
 
 
 def test_read_only_calls_take_any_view_of_the_dataset(dataset):

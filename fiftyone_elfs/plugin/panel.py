@@ -219,29 +219,31 @@ class ElfsPanel(foo.Panel):
         self._load(ctx)
 
     def open_embeddings(self, ctx: Any) -> None:
-        summary = self._summary(ctx)
-        if summary is None or summary.brain_key is None:
+        key = self._key(ctx)
+        brain_key = None if key is None else run_summary.places(ctx.dataset, key)[2]
+        if brain_key is None:
             ctx.ops.notify("This key has no embedding plot: run 'ELFS: embedding plot'")
             return
-        region = runs.PipelineNames(summary.key).region_field
+        region = runs.PipelineNames(key).region_field
         ctx.ops.open_panel(
             "Embeddings",
             layout="horizontal",
             is_active=True,
-            state={"brainResult": summary.brain_key, "colorByField": region},
+            state={"brainResult": brain_key, "colorByField": region},
         )
         # The Embeddings panel of FiftyOne 1.22 opens on its list of plots whatever the state.
-        ctx.ops.notify(f"Embeddings: pick '{summary.brain_key}', then colour by '{region}'")
+        ctx.ops.notify(f"Embeddings: pick '{brain_key}', then colour by '{region}'")
 
     def show_coreset(self, ctx: Any) -> None:
-        summary = self._summary(ctx)
-        if summary is None or summary.tag is None:
+        key = self._key(ctx)
+        tag, saved_view, _ = run_summary.places(ctx.dataset, key) if key else (None, None, None)
+        if tag is None:
             ctx.ops.notify("This key has no coreset yet: run 'ELFS: select coreset'")
             return
-        if summary.saved_view is None:  # deleted by the user: the tag still marks the coreset
-            ctx.ops.set_view(view=dataset_io.tagged(ctx.dataset, summary.tag))  # every slice
+        if saved_view is None:  # deleted by the user: the tag still marks the coreset
+            ctx.ops.set_view(view=dataset_io.tagged(ctx.dataset, tag))  # every slice
             return
-        ctx.ops.set_view(name=summary.saved_view)
+        ctx.ops.set_view(name=saved_view)
 
     def show_all(self, ctx: Any) -> None:
         ctx.ops.clear_view()
@@ -262,10 +264,6 @@ class ElfsPanel(foo.Panel):
         if key not in keys:
             key = "elfs" if "elfs" in keys else (keys[0] if keys else None)
         return key
-
-    def _summary(self, ctx: Any) -> run_summary.RunSummary | None:
-        key = self._key(ctx)
-        return None if key is None else run_summary.summarize_run(ctx.dataset, key)
 
     def _load(self, ctx: Any) -> None:
         gone = dataset_gone(ctx)
