@@ -70,6 +70,29 @@ def not_selected_notice(
     )
 
 
+def outside_view_notice(
+    samples: foc.SampleCollection, *, key: str = "elfs", n_in_view: int | None = None
+) -> str | None:
+    """What to tell a user about to export the coreset of `key` from a view that holds only part
+    of it (the App's current view is the export form's default target): how many of the tagged
+    samples are left out, and how to take them all; None when the view holds them all.
+    `n_in_view`: the number of tagged samples in `samples`, if the caller has counted them."""
+    dataset = dataset_io.dataset_of(samples)
+    if samples is dataset:
+        return None
+    tag = runs.stage_config(dataset, runs.PipelineNames(key), "coreset").tag
+    if n_in_view is None:
+        n_in_view = dataset_io.count(dataset_io.tagged(samples, tag))
+    n_all = dataset_io.count(dataset_io.tagged(dataset, tag))
+    if n_in_view >= n_all:
+        return None
+    return (
+        f"This view holds {n_in_view} of the {n_all} samples tagged '{tag}' (the coreset of key "
+        f"'{key}'): only those {n_in_view} are exported. To export the whole coreset, export "
+        "from the dataset (in the App, the target 'Entire dataset')."
+    )
+
+
 def empty_coreset_error(samples: foc.SampleCollection, key: str) -> ElfsInputError:
     """Why `samples` holds no sample of the coreset of `key`, and the fix: the tag was removed
     from every sample, or the view holds another round's selection (which `export_coreset`

@@ -45,7 +45,12 @@ import fiftyone.core.collections as foc
 
 from fiftyone_elfs import dataset_io, export_folder, export_lock, params, runs
 from fiftyone_elfs.annotation_inputs import check_map_to_classes
-from fiftyone_elfs.coreset_tag import coreset_view, empty_coreset_error, not_selected_notice
+from fiftyone_elfs.coreset_tag import (
+    coreset_view,
+    empty_coreset_error,
+    not_selected_notice,
+    outside_view_notice,
+)
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.faults import kill_point
 from fiftyone_elfs.params import public
@@ -279,6 +284,9 @@ def export_coreset(
     notice = not_selected_notice(samples, key=key, tagged_ids=[r["sample_id"] for r in rows])
     if notice:
         _logger.warning(notice)
+    part = outside_view_notice(samples, key=key, n_in_view=len(rows))
+    if part:
+        _logger.warning(part)
     pseudo = _pseudo_label_field(view, names)
     all_clusters = dataset_io.distinct_values(samples, f"{pseudo}.label") if pseudo else []
     mapping = _check_classes(classes, prelabel_map, all_clusters)

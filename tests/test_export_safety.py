@@ -269,6 +269,34 @@ def test_tagged_samples_the_run_did_not_choose_are_named_before_and_at_export(ds
     assert elfs.not_selected_ids(ds, key=KEY) == [] and form_warning() is None
 
 
+def test_an_export_from_a_view_holding_part_of_the_coreset_says_so(ds, tmp_path, caplog):
+    """Audit 'views' #2: the export form's default target is the App's current view, and from
+    a view holding half of the coreset half was exported, recorded as the coreset, silently."""
+    from fiftyone.operators.executor import ExecutionContext
+
+    from fiftyone_elfs.plugin.operators import ExportCoreset
+
+    tagged = ds.match_tags(f"{KEY}_coreset").values("id")
+    half = ds.exclude(tagged[: len(tagged) // 2])
+    n_in = len(tagged) - len(tagged) // 2
+
+    def form_warning(view):
+        request = {"dataset_name": ds.name, "params": {"key": KEY}}
+        if view is not None:
+            request["view"] = view._serialize()
+        ctx = ExecutionContext(request_params=request)
+        props = ExportCoreset().resolve_input(ctx).to_json()["type"]["properties"]
+        return props.get("part_of_coreset", {}).get("view", {}).get("label")
+
+    assert form_warning(None) is None and form_warning(ds.match_tags(f"{KEY}_coreset")) is None
+    said = f"This view holds {n_in} of the {len(tagged)} samples tagged '{KEY}_coreset'"
+    assert form_warning(half).startswith(said)
+    with caplog.at_level("WARNING", logger="fiftyone_elfs.export"):
+        export.export_coreset(half, str(tmp_path / "out"), key=KEY, formats=["media"])
+    assert any(r.getMessage().startswith(said) for r in caplog.records)
+    assert len(_manifest_ids(str(tmp_path / "out"))) == n_in  # the view decides, as before
+
+
 def _unique_names_reference(paths):
     """The plain rule: each name takes the first free suffix, trying 1, 2, ... in turn."""
     used, names = set(), []

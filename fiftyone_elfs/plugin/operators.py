@@ -181,16 +181,19 @@ class ExportCoreset(ElfsOperator):
     usage = 'foo.get_operator("@fiftyone-elfs/elfs/export_coreset")(dataset, "/tmp/to_label")'
 
     def extra_inputs(self, ctx: Any, inputs: types.Object) -> None:
-        """Says so when the coreset's tag is on samples its run did not choose."""
+        """Says so when the coreset's tag is on samples its run did not choose, and when the
+        target holds only part of the coreset."""
         samples = ctx.target_view() if self.on_view else ctx.dataset
+        key = ctx.params.get("key") or params.KEY.default
         try:
-            notice = coreset_tag.not_selected_notice(
-                samples, key=ctx.params.get("key") or params.KEY.default
-            )
+            notice = coreset_tag.not_selected_notice(samples, key=key)
+            part = coreset_tag.outside_view_notice(samples, key=key)
         except ElfsInputError:  # no coreset under that key: the form's check says so
             return
         if notice:
             inputs.view("not_selected", types.Warning(label=notice))
+        if part:
+            inputs.view("part_of_coreset", types.Warning(label=part))
 
     def done_label(self, result: dict[str, str], kwargs: dict[str, Any]) -> str:
         return f"exported to {kwargs['export_dir']}"
