@@ -203,6 +203,21 @@ def test_label_filters_of_a_view_hide_no_label_from_the_selection_or_the_proxy(d
     assert dataset_io.with_every_field(picked).values("id") == picked.values("id")
 
 
+def test_a_view_of_selected_samples_only_names_the_free_ones_outside_it(dataset):
+    """Audit 'views' #3: select_more on the App's "Show coreset" view said every scored sample
+    of the key was taken and to run the pipeline again with another key."""
+    first = _round1(dataset)
+    shown = dataset.match_tags("elfs_coreset")
+    with pytest.raises(ElfsInputError) as refused:
+        elfs.select_more(shown, budget_count=5)
+    n = len(first.selected_ids)
+    assert str(refused.value).startswith(
+        f"This view holds {n} of the {len(dataset)} scored samples of key 'elfs', and every "
+        "one of them is already selected or labeled. Fix: select from the dataset"
+    )
+    assert len(elfs.select_more(dataset, budget_count=5).selected_ids) == 5  # the fix works
+
+
 def test_a_view_hiding_the_fields_selects_and_a_renamed_score_field_is_named(dataset):
     """A view that hides ELFS's fields (select_fields / exclude_fields, to slim the App's
     sidebar) made stages take them for absent: every image embedded again, FiftyOne's

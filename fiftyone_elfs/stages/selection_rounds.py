@@ -137,16 +137,8 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
         ids, excluded = with_earlier_picks(samples, names, ids, excluded, excluded_ids, field)
         values = None
     if excluded.all():
-        more = (
-            f"embed more samples (compute_embeddings with key '{config.key}' on a larger view)"
-            if not scored
-            else "score more samples (run the pipeline on a larger pool with another key)"
-        )
-        raise ElfsInputError(
-            f"Every one of the {n} {'scored' if scored else 'candidate'} samples of "
-            f"key '{config.key}' is already selected or labeled, so there is nothing left to "
-            f"select. Fix: {more}, or start a new selection with another key."
-        )
+        counted = names.score_field(score) if scored or field is None else field
+        _refuse_nothing_left(samples, names, n, counted, scored)
     mode_reason = f"the rule of this key's coreset ({mode})"
     if config.beta is not None:
         _refuse_a_cut_of_typical_rounds(config.beta, mode)
@@ -237,6 +229,35 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
         ),
     )
     return result
+
+
+def _refuse_nothing_left(
+    samples: SampleCollection, names: runs.PipelineNames, n: int, field: str, scored: bool
+) -> None:
+    """Refuses a round with every candidate already selected or labeled: in a view holding
+    part of the key's candidates (the App's "Show coreset", a few selected samples), those
+    outside it are named with the fix; else more samples, or another key."""
+    dataset = dataset_io.dataset_of(samples)
+    what = "scored" if scored else "candidate"
+    if samples is not dataset:
+        n_all = dataset_io.count(dataset_io.every_slice(dataset).exists(field))
+        if n_all > n:
+            raise ElfsInputError(
+                f"This view holds {n} of the {n_all} {what} samples of key '{names.key}', and "
+                "every one of them is already selected or labeled. Fix: select from the "
+                "dataset (in the App, the target 'Entire dataset') or from a view holding "
+                f"more of its {n_all - n} other {what} samples."
+            )
+    more = (
+        f"embed more samples (compute_embeddings with key '{names.key}' on a larger view)"
+        if not scored
+        else "score more samples (run the pipeline on a larger pool with another key)"
+    )
+    raise ElfsInputError(
+        f"Every one of the {n} {what} samples of key '{names.key}' is already selected or "
+        f"labeled, so there is nothing left to select. Fix: {more}, or start a new selection "
+        "with another key."
+    )
 
 
 def _refuse_a_cut_of_typical_rounds(beta: float, mode: str) -> None:
