@@ -14,11 +14,14 @@ and make their own under its name, and ELFS must then keep that one. What proves
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import fiftyone as fo
 
 from fiftyone_elfs import dataset_io
+
+logger = logging.getLogger(__name__)
 
 
 def mark(key: str, stage: str) -> dict[str, str]:
@@ -44,6 +47,27 @@ def still_owned(dataset: fo.Dataset, config: Any, kind: str, name: str) -> bool:
             return True
         return brain_run_before(dataset, name, f"{key}_{stage}")
     return True
+
+
+#: Why a field a run records may lack the mark the run left on it.
+UNMARKED_FIELD_WHY = (
+    "it was deleted and made again since (by you or another tool), or its field info was "
+    "dropped (an export and import as LegacyFiftyOneDataset drops it)"
+)
+
+
+def warn_kept_fields(fields: list[str], key: str, stage: str) -> None:
+    """Logs the fields a run records that deleting the run keeps, as they lack its mark."""
+    if fields:
+        logger.warning(
+            "Kept the field(s) %s that the %s run of key '%s' recorded: they no longer carry "
+            "ELFS's mark (%s). If they are the key's, delete them: "
+            "dataset.delete_sample_field(<name>).",
+            fields,
+            stage,
+            key,
+            UNMARKED_FIELD_WHY,
+        )
 
 
 def left_by(dataset: fo.Dataset, entry: dict[str, Any], field: str) -> bool:

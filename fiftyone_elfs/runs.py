@@ -333,10 +333,12 @@ def delete_stage(dataset: fo.Dataset, names: PipelineNames, stage: str) -> bool:
         return False
     owned = {kind: list(getattr(config, kind, None) or []) for kind in OWNED_KINDS}
     # what the user made under a recorded name since is theirs (`output_proof`): kept
-    owned = {
-        k: [n for n in v if output_proof.still_owned(dataset, config, k, n)]
-        for k, v in owned.items()
+    ours = {
+        k: [output_proof.still_owned(dataset, config, k, n) for n in v] for k, v in owned.items()
     }
+    kept = [n for n, m in zip(owned["owned_fields"], ours["owned_fields"], strict=True) if not m]
+    output_proof.warn_kept_fields(kept, names.key, stage)
+    owned = {k: [n for n, m in zip(v, ours[k], strict=True) if m] for k, v in owned.items()}
     legacy = [] if getattr(config, "marks_fields", False) else owned["owned_fields"]
     journal.add(dataset, names.key, stage, owned, unmarked_fields=legacy)
     dataset.delete_run(names.run_key(stage))

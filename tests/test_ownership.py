@@ -279,6 +279,36 @@ def test_a_view_or_plot_the_user_saved_under_a_keys_name_is_theirs(ds, caplog):
     assert "kept the" in caplog.text and "saved view 'v-coreset'" in caplog.text
 
 
+def test_fields_that_lost_the_runs_mark_are_named_as_such_and_kept_with_a_warning(ds, caplog):
+    """Audit 'lifecycle' #3: an export and import as LegacyFiftyOneDataset keeps the runs and
+    drops the fields' info, where the runs' mark is. A rerun called the key's own fields "yours,
+    or another tool's", and delete_key reported every stage deleted and kept the fields without
+    a word, so the key stayed refused."""
+    elfs.run_pipeline(ds, key="u", budget_count=6, **KMEANS, epochs=1, visualize=False)
+    for name in ("u_aum", "u_forgetting", "u_el2n"):  # what that importer does
+        field = ds.get_field(name)
+        field.info = None
+        field.save()
+    before = snapshot(ds)
+    with pytest.raises(ElfsInputError) as refused:
+        elfs.compute_difficulty(ds, key="u", embeddings_field="elfs_embedding", epochs=1)
+    assert str(refused.value).startswith(
+        "The field 'u_aum' is recorded by the 'difficulty' stage of key 'u' but no longer carries "
+        "ELFS's mark"
+    )
+    assert "LegacyFiftyOneDataset" in str(refused.value)
+    assert "Fix: if it is the key's, delete it (dataset.delete_sample_field('u_aum'))" in str(
+        refused.value
+    )
+    assert snapshot(ds) == before
+    with caplog.at_level("WARNING"):
+        assert "difficulty" in elfs.delete_key(ds, "u")
+    assert "Kept the field(s) ['u_aum', 'u_forgetting', 'u_el2n'] that the difficulty run" in (
+        caplog.text
+    )
+    assert ds.has_field("u_aum") and not ds.has_field("u_pseudo_label")
+
+
 def test_the_app_colours_of_a_users_field_of_the_keys_name_are_kept(ds):
     """Audit 'safety' #4: a typical coreset (it reads no pseudo-labels) recoloured the user's own
     '<key>_pseudo_label' field; delete_key left the key's colour entries behind."""

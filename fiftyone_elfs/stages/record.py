@@ -176,6 +176,17 @@ def _exists(dataset: Any, kind: str, name: str) -> bool:
     return name in dataset_io.brain_runs(dataset)
 
 
+def _unmarked_field_error(name: str, owner: tuple[str, str], key: str) -> ElfsInputError:
+    """The refusal of a field a run records that no longer carries the mark the run left."""
+    return ElfsInputError(
+        f"The field '{name}' is recorded by the {stage_words(owner[1])} of key '{owner[0]}' "
+        f"but no longer carries ELFS's mark: {output_proof.UNMARKED_FIELD_WHY}; refusing to "
+        f"overwrite or delete it. Fix: if it is the key's, delete it (dataset.delete_sample_field("
+        f"'{name}')) and run again; else use another key (e.g. key='{key}2').",
+        param="key",
+    )
+
+
 def _not_ours_error(kind: str, name: str, key: str, stage: str) -> ElfsInputError:
     """The refusal of an existing name that no ELFS run recorded: the user's (or a tool's)."""
     other_key = f"{key}2"
@@ -309,6 +320,8 @@ def check_ownership(
         for name in output_names:
             owner = runs.owner_of(dataset, attribute, name)
             if owner is not None and not _unchanged(dataset, owner, attribute, name):
+                if kind == "fields":  # recorded by a run, but without the mark it left
+                    raise _unmarked_field_error(name, owner, names.key)
                 raise _not_ours_error(kind, name, names.key, stage)  # re-created by the user since
             if owner is not None and owner != (names.key, stage):
                 other, other_stage = owner
