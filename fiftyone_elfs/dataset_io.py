@@ -131,43 +131,50 @@ def with_every_field(samples: Any, param: str = "samples") -> SampleCollection:
         return samples
     _refuse_repeated_samples(samples, param)
     view = samples
-    if any(_hides_values(stage) for stage in samples._stages):
+    lifted = _liftable(samples._stages)
+    if lifted:
         view = samples._dataset.view()
-        for stage in samples._stages:
-            view = _same_samples(view, stage)
+        for i, stage in enumerate(samples._stages):
+            view = _same_samples(view, stage) if i in lifted else view.add_stage(stage)
+        if samples.media_type == "group":  # the rebuilt view starts on the default slice
+            view.group_slice = samples.group_slice
     if any(_orders(stage) for stage in view._stages):
         view = view.sort_by("_id")
     return view
 
 
-def _hides_values(stage: Any) -> bool:
-    """Whether a view stage hides fields or labels of the samples it keeps: a field selection,
-    or a label filter or selection (the App's sidebar filters and label selections)."""
+def _liftable(stages: list[Any]) -> set[int]:
+    """The positions of the stages that hide values of the samples a view keeps and can be
+    lifted without changing which samples it keeps: every field selection, and the label
+    filters (the App's sidebar filters) and label selections that no later stage reads, i.e.
+    followed only by such stages and orderings (a later ``exists``, ``match`` or ``limit``
+    would have decided on the filtered labels, so those filters stay)."""
     import fiftyone.core.stages as fos
 
-    hiding = (fos.SelectFields, fos.ExcludeFields, fos.FilterLabels, fos.SelectLabels)
-    return isinstance(stage, hiding)
+    fields = (fos.SelectFields, fos.ExcludeFields)
+    labels = (fos.FilterLabels, fos.SelectLabels)
+    blind = (*fields, *labels, fos.SortBy, fos.Shuffle)
+    lifted = {i for i, stage in enumerate(stages) if isinstance(stage, fields)}
+    for i in range(len(stages) - 1, -1, -1):
+        if not isinstance(stages[i], blind):
+            break
+        if isinstance(stages[i], fos.FilterLabels) or (
+            isinstance(stages[i], fos.SelectLabels) and not stages[i].omit_empty
+        ):
+            lifted.add(i)
+    return lifted
 
 
 def _same_samples(view: fo.DatasetView, stage: Any) -> fo.DatasetView:
-    """`view` followed by `stage`, or by what keeps the samples `stage` keeps without hiding
-    any of their values: a field selection is left out; a label filter or selection that
-    keeps only samples with a match becomes `match_labels` of the same labels, and one that
-    keeps every sample is left out."""
+    """`view` followed by what keeps the samples a liftable `stage` (`_liftable`) keeps without
+    hiding any of their values: nothing for a field selection or a label filter or selection
+    that keeps every sample; `match_labels` of the same labels for a filter that keeps only
+    samples with a match."""
     import fiftyone.core.stages as fos
 
-    if isinstance(stage, (fos.SelectFields, fos.ExcludeFields)):
-        return view
-    if isinstance(stage, fos.FilterLabels):
-        if not stage.only_matches:
-            return view
+    if isinstance(stage, fos.FilterLabels) and stage.only_matches:
         return view.match_labels(filter=stage.filter, fields=stage.field)
-    if isinstance(stage, fos.SelectLabels):
-        if not stage.omit_empty:
-            return view
-        kept = dict(labels=stage.labels, ids=stage.ids, tags=stage.tags, fields=stage.fields)
-        return view.match_labels(**kept)
-    return view.add_stage(stage)
+    return view
 
 
 def _refuse_repeated_samples(view: fo.DatasetView, param: str) -> None:

@@ -10,6 +10,7 @@ import fiftyone as fo
 import pytest
 
 import fiftyone_elfs as elfs
+from fiftyone_elfs import dataset_io
 
 FAST = dict(clustering="kmeans", n_clusters=4, embeddings_field="vec", epochs=2, visualize=False)
 
@@ -194,3 +195,13 @@ def test_a_queued_operator_call_runs_on_the_active_slice(grouped):
     assert [r.error for r in results] == [None]
     labeled = grouped.select_group_slices().exists("k_pseudo_label")
     assert labeled.count_values("group.name") == {"right": 40}
+
+
+def test_a_slice_set_on_a_view_stays_when_its_field_selection_is_lifted(grouped):
+    """Audit 'regress7' #3: the view rebuilt without its field selection or label filter
+    started on the default slice, so ELFS scored and selected the 'left' images."""
+    view = grouped.select_fields("vec")
+    view.group_slice = "right"
+    lifted = dataset_io.with_every_field(view)
+    assert lifted.group_slice == "right"
+    assert set(lifted.values("filepath")) == set(view.values("filepath"))

@@ -201,6 +201,14 @@ def test_label_filters_of_a_view_hide_no_label_from_the_selection_or_the_proxy(d
     assert len(lifted.exists("human")) == len(zeros)
     picked = dataset.select_labels(ids=zeros.values("human.id")[:3])  # the App's selection
     assert dataset_io.with_every_field(picked).values("id") == picked.values("id")
+    # audit 'regress7' #1, #2: a filter a later stage reads decides the samples, so it stays
+    for view in (
+        hidden.exists("human"),
+        hidden.match(F("human.label") == "2"),
+        dataset.select_labels(fields="human"),
+        dataset.select_labels(fields="human").limit(5),
+    ):
+        assert dataset_io.with_every_field(view).values("id") == view.values("id")
 
 
 def test_a_view_of_selected_samples_only_names_the_free_ones_outside_it(dataset):

@@ -239,14 +239,15 @@ def _refuse_nothing_left(
     outside it are named with the fix; else more samples, or another key."""
     dataset = dataset_io.dataset_of(samples)
     what = "scored" if scored else "candidate"
-    if samples is not dataset:
-        n_all = dataset_io.count(dataset_io.every_slice(dataset).exists(field))
-        if n_all > n:
+    if samples is not dataset and dataset.media_type != "group":  # slices: the notices say
+        n_view = dataset_io.count(samples.exists(field))
+        n_all = dataset_io.count(dataset.exists(field))
+        if n_all > n_view:
             raise ElfsInputError(
-                f"This view holds {n} of the {n_all} {what} samples of key '{names.key}', and "
-                "every one of them is already selected or labeled. Fix: select from the "
+                f"This view holds {n_view} of the {n_all} {what} samples of key '{names.key}', "
+                "and every one of them is already selected or labeled. Fix: select from the "
                 "dataset (in the App, the target 'Entire dataset') or from a view holding "
-                f"more of its {n_all - n} other {what} samples."
+                f"more of its {n_all - n_view} other {what} samples."
             )
     more = (
         f"embed more samples (compute_embeddings with key '{names.key}' on a larger view)"
