@@ -96,11 +96,17 @@ def _values_of_ids(
 # --------------------------------------------------------------------------- collections
 
 
+#: Views that filter labels are selected by id (`with_every_field`), in one command of at most
+#: this many id chunks (`id_chunk_rows`: 400,000 ids, about 10 MB, under MongoDB's 16 MB).
+LABEL_FILTER_ID_CHUNKS = 4
+
+
 def with_every_field(samples: Any, param: str = "samples") -> SampleCollection:
     """The collection a public function runs on: the same samples, with any field selection
-    (``select_fields`` / ``exclude_fields``, often used to slim the App's sidebar) and any label
-    filter or selection (``filter_labels``, ``select_labels``: the App's sidebar filters) lifted,
-    so that ELFS sees the values its earlier runs and the annotators wrote instead of taking
+    (``select_fields`` / ``exclude_fields``, often used to slim the App's sidebar) lifted, and
+    a view that filters labels (``filter_labels``, ``select_labels``: the App's sidebar filters
+    and label selections) replaced by its samples selected by id (`_same_samples_by_id`), so
+    that ELFS sees the values its earlier runs and the annotators wrote instead of taking
     them for absent (re-embedding every image, selecting labeled samples again, training on
     the clusters left visible); and a view that orders its samples
     (``sort_by``, ``shuffle``, ``take`` ...) sorted by sample id, since clustering starts,
@@ -112,6 +118,7 @@ def with_every_field(samples: Any, param: str = "samples") -> SampleCollection:
             is a view of dynamic groups.
     """
     import fiftyone.core.collections as foc
+    import fiftyone.core.stages as fos
 
     if not isinstance(samples, foc.SampleCollection):
         shown = f"the name {samples!r}" if isinstance(samples, str) else type(samples).__name__
@@ -130,51 +137,56 @@ def with_every_field(samples: Any, param: str = "samples") -> SampleCollection:
     if not isinstance(samples, fo.DatasetView) or samples._is_generated:
         return samples
     _refuse_repeated_samples(samples, param)
-    view = samples
-    lifted = _liftable(samples._stages)
-    if lifted:
+    view, stages = samples, samples._stages
+    fields = (fos.SelectFields, fos.ExcludeFields)
+    first = next((i for i, stage in enumerate(stages) if isinstance(stage, fields)), None)
+    # a stage after a field selection saw the fields hidden (a match on a hidden field)
+    read_after = first is not None and any(
+        not isinstance(stage, (*fields, fos.SortBy, fos.Shuffle)) for stage in stages[first:]
+    )
+    if read_after or any(_hides_labels(stage) for stage in stages):
+        view = _same_samples_by_id(samples, param)
+    elif first is not None:
         view = samples._dataset.view()
-        for i, stage in enumerate(samples._stages):
-            view = _same_samples(view, stage) if i in lifted else view.add_stage(stage)
+        for stage in stages:
+            if not isinstance(stage, fields):
+                view = view.add_stage(stage)
         if samples.media_type == "group":  # the rebuilt view starts on the default slice
             view.group_slice = samples.group_slice
-    if any(_orders(stage) for stage in view._stages):
+    if any(_orders(stage) for stage in samples._stages):
         view = view.sort_by("_id")
     return view
 
 
-def _liftable(stages: list[Any]) -> set[int]:
-    """The positions of the stages that hide values of the samples a view keeps and can be
-    lifted without changing which samples it keeps: every field selection, and the label
-    filters (the App's sidebar filters) and label selections that no later stage reads, i.e.
-    followed only by such stages and orderings (a later ``exists``, ``match`` or ``limit``
-    would have decided on the filtered labels, so those filters stay)."""
+def _hides_labels(stage: Any) -> bool:
+    """Whether a view stage hides or filters labels (or values) of the samples it keeps: the
+    App's sidebar filters (``filter_labels``, ``filter_field``), label selections, ..."""
     import fiftyone.core.stages as fos
 
-    fields = (fos.SelectFields, fos.ExcludeFields)
-    labels = (fos.FilterLabels, fos.SelectLabels)
-    blind = (*fields, *labels, fos.SortBy, fos.Shuffle)
-    lifted = {i for i, stage in enumerate(stages) if isinstance(stage, fields)}
-    for i in range(len(stages) - 1, -1, -1):
-        if not isinstance(stages[i], blind):
-            break
-        if isinstance(stages[i], fos.FilterLabels) or (
-            isinstance(stages[i], fos.SelectLabels) and not stages[i].omit_empty
-        ):
-            lifted.add(i)
-    return lifted
+    hiding = (fos.FilterLabels, fos.FilterField, fos.FilterKeypoints, fos.SelectLabels)
+    return isinstance(stage, (*hiding, fos.ExcludeLabels, fos.LimitLabels))
 
 
-def _same_samples(view: fo.DatasetView, stage: Any) -> fo.DatasetView:
-    """`view` followed by what keeps the samples a liftable `stage` (`_liftable`) keeps without
-    hiding any of their values: nothing for a field selection or a label filter or selection
-    that keeps every sample; `match_labels` of the same labels for a filter that keeps only
-    samples with a match."""
-    import fiftyone.core.stages as fos
-
-    if isinstance(stage, fos.FilterLabels) and stage.only_matches:
-        return view.match_labels(filter=stage.filter, fields=stage.field)
-    return view
+def _same_samples_by_id(view: fo.DatasetView, param: str) -> SampleCollection:
+    """The samples of a view that hides labels (or fields a later stage read), selected by id
+    from its dataset, so that ELFS reads every label they hold: the view decides which samples
+    (its filters, and any later stage reading what they hid, as FiftyOne evaluates them), not
+    what they hold. One command carries the ids: views above `LABEL_FILTER_ID_CHUNKS` chunks
+    of ids are refused."""
+    limit = LABEL_FILTER_ID_CHUNKS * id_chunk_rows()
+    n = len(view)
+    if n > limit:
+        raise ElfsInputError(
+            f"{param} hides labels or fields of its samples (filter_labels or select_labels, "
+            "e.g. the App's sidebar filters, or a stage after select_fields / exclude_fields) "
+            f"and holds {n} samples: ELFS selects such a view's samples by id so that nothing "
+            f"it reads is hidden, which it does for at most {limit}. Fix: clear those stages "
+            "and describe the samples with match / match_tags stages, or tag them "
+            "(view.tag_samples('pool')) and pass dataset.match_tags('pool').",
+            param=param,
+        )
+    ids = view.values("id")
+    return every_slice(view._dataset).select(ids)
 
 
 def _refuse_repeated_samples(view: fo.DatasetView, param: str) -> None:

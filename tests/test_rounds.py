@@ -176,7 +176,9 @@ def test_scores_and_pseudo_labels_merged_from_a_run_of_the_same_key_elsewhere_ar
     assert len(elfs.select_more(dataset, budget_count=5).selected_ids) == 5
 
 
-def test_label_filters_of_a_view_hide_no_label_from_the_selection_or_the_proxy(dataset):
+def test_label_filters_of_a_view_hide_no_label_from_the_selection_or_the_proxy(
+    dataset, monkeypatch
+):
     """Audit 'views' #1: the App's sidebar filter that excludes a class keeps the samples and
     hides their labels (filter_labels, only_matches=False). select_more took the samples whose
     labels it hid for unlabeled and picked them again; compute_difficulty on a view hiding a
@@ -201,14 +203,27 @@ def test_label_filters_of_a_view_hide_no_label_from_the_selection_or_the_proxy(d
     assert len(lifted.exists("human")) == len(zeros)
     picked = dataset.select_labels(ids=zeros.values("human.id")[:3])  # the App's selection
     assert dataset_io.with_every_field(picked).values("id") == picked.values("id")
-    # audit 'regress7' #1, #2: a filter a later stage reads decides the samples, so it stays
+    # audits 'regress7', 'regress8': the view decides which samples, whatever reads its filters
+    boxes = [fo.Detection(label=str(k % 2), confidence=k / 10) for k in range(10)]
+    dets = [fo.Detections(detections=boxes[k % 7 :]) for k in range(len(dataset))]
+    dataset.set_values("dets", dets)
     for view in (
         hidden.exists("human"),
         hidden.match(F("human.label") == "2"),
+        hidden.take(40, seed=1),  # the App's "selected samples" target: a select after filters
         dataset.select_labels(fields="human"),
         dataset.select_labels(fields="human").limit(5),
+        dataset.filter_labels("dets", F("label") == "1").filter_labels(
+            "dets", F("confidence") > 0.8
+        ),
+        dataset.exclude_fields("human").exists("human"),
     ):
-        assert dataset_io.with_every_field(view).values("id") == view.values("id")
+        lifted = dataset_io.with_every_field(view)
+        assert sorted(lifted.values("id")) == sorted(view.values("id"))
+        assert lifted.count("human") == len(dataset.select(view.values("id")).exists("human"))
+    monkeypatch.setenv(dataset_io.ID_CHUNK_ENV, "10")  # a view of more than 4 x 10 samples
+    with pytest.raises(ElfsInputError, match=f"holds {len(hidden)} samples: ELFS selects"):
+        elfs.select_more(hidden, budget_count=5, label_field="human")
 
 
 def test_a_view_of_selected_samples_only_names_the_free_ones_outside_it(dataset):
