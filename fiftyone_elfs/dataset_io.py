@@ -96,19 +96,11 @@ def _values_of_ids(
 # --------------------------------------------------------------------------- collections
 
 
-#: Views that filter labels are selected by id (`with_every_field`), in one command of at most
-#: this many id chunks (`id_chunk_rows`: 400,000 ids, about 10 MB, under MongoDB's 16 MB).
-LABEL_FILTER_ID_CHUNKS = 4
-
-
 def with_every_field(samples: Any, param: str = "samples") -> SampleCollection:
     """The collection a public function runs on: the same samples, with any field selection
-    (``select_fields`` / ``exclude_fields``, often used to slim the App's sidebar) lifted, and
-    a view that filters labels (``filter_labels``, ``select_labels``: the App's sidebar filters
-    and label selections) replaced by its samples selected by id (`_same_samples_by_id`), so
-    that ELFS sees the values its earlier runs and the annotators wrote instead of taking
-    them for absent (re-embedding every image, selecting labeled samples again, training on
-    the clusters left visible); and a view that orders its samples
+    (``select_fields`` / ``exclude_fields``, often used to slim the App's sidebar) lifted, so
+    that ELFS sees the fields its earlier runs wrote instead of taking them for absent
+    (re-embedding every image, or failing after the work); and a view that orders its samples
     (``sort_by``, ``shuffle``, ``take`` ...) sorted by sample id, since clustering starts,
     training batches and seeded draws follow the order of the arrays: the same samples and seed
     give the same result whatever order a view lists them in.
@@ -137,18 +129,11 @@ def with_every_field(samples: Any, param: str = "samples") -> SampleCollection:
     if not isinstance(samples, fo.DatasetView) or samples._is_generated:
         return samples
     _refuse_repeated_samples(samples, param)
-    view, stages = samples, samples._stages
+    view = samples
     fields = (fos.SelectFields, fos.ExcludeFields)
-    first = next((i for i, stage in enumerate(stages) if isinstance(stage, fields)), None)
-    # a stage after a field selection saw the fields hidden (a match on a hidden field)
-    read_after = first is not None and any(
-        not isinstance(stage, (*fields, fos.SortBy, fos.Shuffle)) for stage in stages[first:]
-    )
-    if read_after or any(_hides_labels(stage) for stage in stages):
-        view = _same_samples_by_id(samples, param)
-    elif first is not None:
+    if any(isinstance(stage, fields) for stage in samples._stages):
         view = samples._dataset.view()
-        for stage in stages:
+        for stage in samples._stages:
             if not isinstance(stage, fields):
                 view = view.add_stage(stage)
         if samples.media_type == "group":  # the rebuilt view starts on the default slice
@@ -156,37 +141,6 @@ def with_every_field(samples: Any, param: str = "samples") -> SampleCollection:
     if any(_orders(stage) for stage in samples._stages):
         view = view.sort_by("_id")
     return view
-
-
-def _hides_labels(stage: Any) -> bool:
-    """Whether a view stage hides or filters labels (or values) of the samples it keeps: the
-    App's sidebar filters (``filter_labels``, ``filter_field``), label selections, ..."""
-    import fiftyone.core.stages as fos
-
-    hiding = (fos.FilterLabels, fos.FilterField, fos.FilterKeypoints, fos.SelectLabels)
-    return isinstance(stage, (*hiding, fos.ExcludeLabels, fos.LimitLabels))
-
-
-def _same_samples_by_id(view: fo.DatasetView, param: str) -> SampleCollection:
-    """The samples of a view that hides labels (or fields a later stage read), selected by id
-    from its dataset, so that ELFS reads every label they hold: the view decides which samples
-    (its filters, and any later stage reading what they hid, as FiftyOne evaluates them), not
-    what they hold. One command carries the ids: views above `LABEL_FILTER_ID_CHUNKS` chunks
-    of ids are refused."""
-    limit = LABEL_FILTER_ID_CHUNKS * id_chunk_rows()
-    n = len(view)
-    if n > limit:
-        raise ElfsInputError(
-            f"{param} hides labels or fields of its samples (filter_labels or select_labels, "
-            "e.g. the App's sidebar filters, or a stage after select_fields / exclude_fields) "
-            f"and holds {n} samples: ELFS selects such a view's samples by id so that nothing "
-            f"it reads is hidden, which it does for at most {limit}. Fix: clear those stages "
-            "and describe the samples with match / match_tags stages, or tag them "
-            "(view.tag_samples('pool')) and pass dataset.match_tags('pool').",
-            param=param,
-        )
-    ids = view.values("id")
-    return every_slice(view._dataset).select(ids)
 
 
 def _refuse_repeated_samples(view: fo.DatasetView, param: str) -> None:
@@ -532,6 +486,25 @@ def read_labels(samples: SampleCollection, field: str, ids: Sequence[str]) -> li
     found, (labels,) = _values_of_ids(samples, [f"{field}.label"], ids)
     by_id = dict(zip(found, labels, strict=True))
     return [by_id.get(i) for i in ids]
+
+
+def hides_labels(samples: SampleCollection) -> bool:
+    """Whether a view hides labels of the samples it holds (``filter_labels``, the App's sidebar
+    filters; ``select_labels`` ...): read through it, a hidden label looks absent."""
+    import fiftyone.core.stages as fos
+
+    hiding = (fos.FilterLabels, fos.SelectLabels, fos.ExcludeLabels, fos.LimitLabels)
+    stages = getattr(samples, "_stages", [])
+    return any(isinstance(stage, (*hiding, fos.FilterField)) for stage in stages)
+
+
+def labels_of_samples(samples: SampleCollection, field: str) -> tuple[list[str], list[str]]:
+    """Ids and labels of the samples of `samples` with a Classification label in `field`, in
+    their order, the labels read from the dataset: a label the view hides counts."""
+    ids = list(samples.values("id"))
+    labels = read_labels(every_slice(dataset_of(samples)), field, ids)
+    kept = [(i, label) for i, label in zip(ids, labels, strict=True) if label is not None]
+    return [i for i, _ in kept], [label for _, label in kept]
 
 
 def read_labelled(samples: SampleCollection, field: str) -> tuple[list[str], list[str], list[str]]:

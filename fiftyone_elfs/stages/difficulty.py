@@ -57,6 +57,13 @@ def _pseudo_labels(
     from the database, or from the held pseudo-labels run (`record.HeldRuns`) if there is one."""
     pseudo = names.pseudo_label_field
     held_run = record.held_run(held, "pseudo_labels")
+    if held_run is None and dataset_io.hides_labels(samples):  # a sidebar filter: all count
+        ids, label_names = dataset_io.labels_of_samples(samples, pseudo)
+        foreign_values.refuse_labels_from_elsewhere(samples, names, ids, label_names)
+        if config.proxy == "cnn":
+            return ids, dataset_io.read_values(samples, "filepath", ids)[1], None, label_names
+        X = dataset_io.read_embeddings(samples, field_name, ids=ids)[1]
+        return ids, None, X, label_names
     if held_run is None and config.proxy == "cnn":  # the image files: embeddings not read
         ids, paths, label_names = dataset_io.read_labelled(samples, pseudo)
         foreign_values.refuse_labels_from_elsewhere(samples, names, ids, label_names)

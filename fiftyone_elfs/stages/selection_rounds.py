@@ -131,7 +131,9 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
     # their samples were handed out all the same
     orphan_notices = _orphan_round_tags(samples, names, orphans, excluded_ids)
     if config.label_field is not None:
-        excluded_ids.update(dataset_io.ids_with_values(samples, config.label_field))
+        # read from the dataset: a label the view hides (the App's sidebar filter) counts
+        labeled = dataset_io.every_slice(dataset)
+        excluded_ids.update(dataset_io.ids_with_values(labeled, config.label_field))
     excluded = np.array([i in excluded_ids for i in ids], dtype=bool)
     if mode == "typical":  # reads no score: earlier picks outside the scored pool count too
         ids, excluded = with_earlier_picks(samples, names, ids, excluded, excluded_ids, field)
