@@ -97,7 +97,8 @@ def _targets(
     ids, paths, X, label_names = _pseudo_labels(samples, config, names, field_name, held)
     n_true, targets = 0, "pseudo-labels"
     if config.label_field is not None:
-        true = dataset_io.read_labels(samples, config.label_field, ids)
+        every = dataset_io.every_slice(dataset_io.dataset_of(samples))  # none hidden by a view
+        true = dataset_io.read_labels(every, config.label_field, ids)
         n_true = sum(t is not None for t in true)
         if len({t for t in true if t is not None}) >= 2:
             if X is None:  # the CNN proxy reads pixels; the probe needs the embeddings too
