@@ -202,6 +202,11 @@ def test_label_filters_of_a_view_hide_no_label_from_the_selection_or_the_proxy(d
     two = dataset.filter_labels("elfs_pseudo_label", F("label").is_in(["cluster_1", "cluster_2"]))
     scored = elfs.compute_difficulty(two, key="elfs", embeddings_field="elfs_embedding")
     assert scored["n_samples"] == len(two) < len(dataset) and scored["n_classes"] == 2
+    # audit 'regress10': a pseudo-labeled sample without a vector (an unreadable image) is left
+    # out, as on the dataset (the labels and the vectors came out of step)
+    dataset.select(dataset.values("id")[:1]).set_field("elfs_embedding", None).save()
+    scored = elfs.compute_difficulty(without, key="elfs", embeddings_field="elfs_embedding")
+    assert scored["n_samples"] == len(dataset) - 1
 
 
 def test_a_view_of_selected_samples_only_names_the_free_ones_outside_it(dataset):

@@ -62,8 +62,8 @@ def _pseudo_labels(
         foreign_values.refuse_labels_from_elsewhere(samples, names, ids, label_names)
         if config.proxy == "cnn":
             return ids, dataset_io.read_values(samples, "filepath", ids)[1], None, label_names
-        X = dataset_io.read_embeddings(samples, field_name, ids=ids)[1]
-        return ids, None, X, label_names
+        found, X = dataset_io.read_embeddings(samples, field_name, ids=ids)  # with a vector
+        return found, None, X, list(map(dict(zip(ids, label_names, strict=True)).get, found))
     if held_run is None and config.proxy == "cnn":  # the image files: embeddings not read
         ids, paths, label_names = dataset_io.read_labelled(samples, pseudo)
         foreign_values.refuse_labels_from_elsewhere(samples, names, ids, label_names)
