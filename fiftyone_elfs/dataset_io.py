@@ -132,15 +132,20 @@ def with_every_field(samples: Any, param: str = "samples") -> SampleCollection:
     view = samples
     fields = (fos.SelectFields, fos.ExcludeFields)
     if any(isinstance(stage, fields) for stage in samples._stages):
-        view = samples._dataset.view()
-        for stage in samples._stages:
-            if not isinstance(stage, fields):
-                view = view.add_stage(stage)
-        if samples.media_type == "group":  # the rebuilt view starts on the default slice
-            view.group_slice = samples.group_slice
+        view = _with_stages(samples, [s for s in samples._stages if not isinstance(s, fields)])
     if any(_orders(stage) for stage in samples._stages):
         view = view.sort_by("_id")
     return view
+
+
+def _with_stages(view: fo.DatasetView, stages: list[Any]) -> fo.DatasetView:
+    """A view of `view`'s dataset with these stages (some of `view`'s), on its group slice."""
+    rebuilt = view._dataset.view()
+    for stage in stages:
+        rebuilt = rebuilt.add_stage(stage)
+    if view.media_type == "group":  # a rebuilt view starts on the default slice
+        rebuilt.group_slice = view.group_slice
+    return rebuilt
 
 
 def _refuse_repeated_samples(view: fo.DatasetView, param: str) -> None:
@@ -349,12 +354,9 @@ def count(samples: SampleCollection) -> int:
     stages = list(samples._stages)
     while stages and isinstance(stages[-1], (fos.SortBy, fos.Shuffle)):
         stages.pop()
-    if len(stages) == len(samples._stages) or samples.media_type == "group":
+    if len(stages) == len(samples._stages):
         return len(samples)
-    view = samples._dataset.view()
-    for stage in stages:
-        view = view.add_stage(stage)
-    return len(view)
+    return len(_with_stages(samples, stages))
 
 
 def has_field(samples: SampleCollection, field: str) -> bool:

@@ -109,7 +109,7 @@ def not_written(ids: Sequence[str], values: Sequence[Any], packed: str) -> np.nd
     """A mask of the (id, value) pairs that are not among those `packed` records."""
     recorded = unpack(packed)
     found = fingerprints(ids, values)
-    at = np.minimum(np.searchsorted(recorded, found), max(len(recorded) - 1, 0))
     if not len(recorded):
         return np.ones(len(found), dtype=bool)
+    at = np.minimum(np.searchsorted(recorded, found), len(recorded) - 1)
     return recorded[at] != found
