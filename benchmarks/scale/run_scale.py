@@ -35,6 +35,8 @@ Stages (``--stages``):
   dataset_pipeline run_pipeline (k-means 1,000 clusters, MLP proxy with scaled_proxy_epochs,
                    10% budget, embedding plot) on that dataset; per-stage seconds from the runs
   dataset_pipeline_temi  the same with TEMI pseudo-labels (run by name; the issue's 30 minutes)
+  dataset_pipeline_default  run_pipeline with the budget alone: every other argument at its
+                   default, the selection rule chosen by the trust diagnostic (run by name)
   dataset_read_labels  read_labels of the pseudo-labels for all ids (shuffled) and 10% of them,
                    against dataset.values of the same labels
 
@@ -77,7 +79,8 @@ DEFAULT_STAGES = [
 ]
 BASELINE_STAGES = ["prototypicality", "d2", "kcenter", "zcore"]
 DATASET_STAGES = ["dataset_build", "dataset_values", "dataset_pipeline", "dataset_read_labels"]
-EXTRA_DATASET_STAGES = ["dataset_pipeline_temi"]  # not in --with-dataset: run by name
+# not in --with-dataset: run by name
+EXTRA_DATASET_STAGES = ["dataset_pipeline_temi", "dataset_pipeline_default"]
 TYPICAL_STAGES = ["typical", "typical_half"]  # the weak-trust rule (10% and 50%): run by name
 N_CLUSTERS = 1000
 DIM = 512
@@ -396,21 +399,27 @@ def stage_dataset_values(n: int, X: np.ndarray | None, paths: dict, args) -> dic
 
 
 def stage_dataset_pipeline(
-    n: int, X: np.ndarray | None, paths: dict, args, clustering: str = "kmeans"
+    n: int, X: np.ndarray | None, paths: dict, args, clustering: str | None = "kmeans"
 ) -> dict:
     """run_pipeline on the dataset: ``clustering`` pseudo-labels (1,000 clusters), MLP proxy
     (scaled_proxy_epochs), 10% selection, embedding plot; each phase's wall time from the
-    progress labels."""
+    progress labels. ``clustering=None``: every argument but the budget left at its default
+    (what a user who passes only a budget runs)."""
     _, ds, _ = _dataset(n, args)
     import fiftyone_elfs as elfs
     from fiftyone_elfs.difficulty.training_dynamics import scaled_proxy_epochs
 
     if "s" in elfs.list_keys(ds):
         elfs.delete_key(ds, "s")
-    if args.mlp_epochs == "auto":
-        epochs = scaled_proxy_epochs(n, DIM, N_CLUSTERS)
+    if clustering is None:
+        epochs = None
+        chosen: dict = {}
     else:
-        epochs = int(args.mlp_epochs)
+        if args.mlp_epochs == "auto":
+            epochs = scaled_proxy_epochs(n, DIM, N_CLUSTERS)
+        else:
+            epochs = int(args.mlp_epochs)
+        chosen = dict(n_clusters=N_CLUSTERS, clustering=clustering, epochs=epochs, visualize=True)
     steps: list[tuple[float, str]] = []  # (time, label) whenever the progress label's step changes
 
     def timeline(fraction: float, label: str) -> None:
@@ -433,9 +442,8 @@ def stage_dataset_pipeline(
     sampler.start()
     t = time.time()
     result = elfs.run_pipeline(
-        ds, key="s", embeddings_field="emb", n_clusters=N_CLUSTERS, clustering=clustering,
-        budget_fraction=0.1, epochs=epochs, visualize=True, progress=timeline,
-    )  # fmt: skip
+        ds, key="s", embeddings_field="emb", budget_fraction=0.1, progress=timeline, **chosen
+    )
     wall = time.time() - t
     sampling.set()
     sampler.join()
@@ -456,8 +464,9 @@ def stage_dataset_pipeline(
         "writing": "write_s",
         "embedding plot": "visualization_s",
     }
-    out = {"wall_s": wall, "clustering": clustering, "epochs": epochs}
+    out = {"wall_s": wall, "clustering": clustering or "default", "epochs": epochs}
     out["selected"] = int(result.budget)
+    out["mode"] = result.mode
     peak_rss: dict[str, float] = {}  # each phase's largest sampled RSS, MB
     for k, label in enumerate(labels):
         name = next((v for p, v in phases.items() if label.startswith(p)), "other_s")
@@ -473,6 +482,13 @@ def stage_dataset_pipeline(
 def stage_dataset_pipeline_temi(n: int, X: np.ndarray | None, paths: dict, args) -> dict:
     """``dataset_pipeline`` with TEMI pseudo-labels (its defaults: 65,536 anchors above that)."""
     return stage_dataset_pipeline(n, X, paths, args, clustering="temi")
+
+
+def stage_dataset_pipeline_default(n: int, X: np.ndarray | None, paths: dict, args) -> dict:
+    """``dataset_pipeline`` with nothing but the budget: the default clusters, clustering,
+    proxy epochs and rule ("auto": the trust diagnostic picks it; typical selection at weak
+    trust), the plot included."""
+    return stage_dataset_pipeline(n, X, paths, args, clustering=None)
 
 
 def stage_dataset_read_labels(n: int, X: np.ndarray | None, paths: dict, args) -> dict:
