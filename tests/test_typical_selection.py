@@ -120,6 +120,25 @@ def test_large_pools_are_cut_into_groups_and_still_cover_every_cluster():
     np.testing.assert_array_equal(chosen, typical_select(X, 8, seed=0, group_rows=100))
 
 
+def test_only_the_rows_directions_count_in_the_grouped_path_too():
+    """Cosine geometry: each row scaled by its own power of two (exact in float32) leaves the
+    selection as it is, also where the pool is cut into groups, which are assigned on the rows
+    as given (no normalised copy of the pool) and normalised one group at a time."""
+    X, groups = separated_blobs(60, 8, 16, seed=7, outliers=6)
+    scales = 2.0 ** np.random.default_rng(1).integers(-6, 7, size=(X.shape[0], 1))
+    for group_rows in (100, 10_000):  # five coarse groups; one group
+        for excluded in (None, np.isin(np.arange(X.shape[0]), [3, 70, 200])):
+            kwargs = dict(seed=2, group_rows=group_rows, excluded=excluded)
+            chosen = typical_select(X, 12, **kwargs)
+            np.testing.assert_array_equal(
+                typical_select(X * scales.astype(np.float32), 12, **kwargs), chosen
+            )
+            np.testing.assert_array_equal(
+                typical_select(X.astype(np.float64), 12, **kwargs), chosen
+            )
+    assert set(groups[typical_select(X, 8, seed=0, group_rows=100)]) == set(range(8))
+
+
 @pytest.mark.parametrize(
     "kwargs, words",
     [

@@ -518,7 +518,7 @@ def stage_dataset_read_labels(n: int, X: np.ndarray | None, paths: dict, args) -
 
 NEEDS_X = {"anchor_argsort": False, "select": False, "dataset_build": False,
            "dataset_values": False, "dataset_pipeline": False, "dataset_pipeline_temi": False,
-           "dataset_read_labels": False}  # fmt: skip
+           "dataset_read_labels": False, "dataset_pipeline_default": False}  # fmt: skip
 
 
 def run_child(stage: str, n: int, args) -> None:

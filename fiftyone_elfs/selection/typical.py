@@ -20,7 +20,9 @@ Scale: with more than ``group_rows`` samples the pool is first cut into about
 ``64 x groups`` rows, assigned in batches); the cells are shared among the groups in
 proportion to their sizes and both the cell k-means and the neighbour density run inside each
 group. So no N x N matrix: time O(N x group_rows x dim) for the density and
-O(cells x group_rows x dim) per k-means iteration; memory O(N x dim). ``group_rows`` shrinks
+O(cells x group_rows x dim) per k-means iteration; memory: X itself (never copied: rows are
+normalised one group at a time, and the coarse groups are assigned on X as given) plus one
+group's rows and O(N) bookkeeping. ``group_rows`` shrinks
 (not below 256) so that cells x group_rows stays under 5 x 10^8, which bounds the k-means
 when the budget is a large share of a large pool. A pool of at most 10,000 samples is always
 one group, and then the selection is TypiClust's with K = budget (its k-NN typicality, as a
@@ -33,7 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .coverage import _normalized, check_embeddings_and_budget, proportional_quota
+from .coverage import check_embeddings_and_budget, proportional_quota
 
 __all__ = ["TYPICAL_GROUP_ROWS", "in_cell_density", "neighbour_density", "typical_select"]
 
@@ -66,13 +68,30 @@ def _spherical_kmeans(Xn: np.ndarray, k: int, seed: int, sample_all: bool) -> ob
     return km
 
 
-def _nearest_centre(km: object, Xn: np.ndarray) -> np.ndarray:
-    """The cell of every row, assigned in batches (no N x K matrix)."""
-    cells = np.empty(Xn.shape[0], dtype=np.int64)
-    for start in range(0, Xn.shape[0], _ASSIGN_BATCH):
-        stop = start + _ASSIGN_BATCH
-        cells[start:stop] = km.index.search(Xn[start:stop], 1)[1][:, 0]
+def _nearest_centre(km: object, X: np.ndarray) -> np.ndarray:
+    """The cell of every row, assigned in batches (no N x K matrix). The rows need not be
+    normalised: a row's largest inner product with the unit centres does not change with its
+    length."""
+    cells = np.empty(X.shape[0], dtype=np.int64)
+    for start in range(0, X.shape[0], _ASSIGN_BATCH):
+        batch = np.ascontiguousarray(X[start : start + _ASSIGN_BATCH], dtype=np.float32)
+        cells[start : start + _ASSIGN_BATCH] = km.index.search(batch, 1)[1][:, 0]
     return cells
+
+
+def _row_norms(X: np.ndarray) -> np.ndarray:
+    """Each row's L2 norm as float32 [N, 1] (floored at 1e-12), computed a batch of rows at a
+    time: no N x dim temporary."""
+    norms = np.empty((X.shape[0], 1), dtype=np.float32)
+    for start in range(0, X.shape[0], _ASSIGN_BATCH):
+        batch = np.asarray(X[start : start + _ASSIGN_BATCH], dtype=np.float32)
+        norms[start : start + _ASSIGN_BATCH] = np.linalg.norm(batch, axis=1, keepdims=True)
+    return np.maximum(norms, 1e-12)
+
+
+def _unit_rows(X: np.ndarray, norms: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The given rows of X, L2-normalised, float32: a group's copy, never the whole pool's."""
+    return np.asarray(X[rows], dtype=np.float32) / norms[rows]
 
 
 def neighbour_density(
@@ -159,12 +178,17 @@ def _density_of_tied_tops(
     return out
 
 
-def _coarse_groups(Xn: np.ndarray, group_rows: int, seed: int) -> np.ndarray:
-    n = Xn.shape[0]
+def _coarse_groups(X: np.ndarray, norms: np.ndarray, group_rows: int, seed: int) -> np.ndarray:
+    """Every row's coarse group: spherical k-means trained on a seeded draw of 64 unit rows per
+    group, then every row assigned (as it is: the assignment needs no normalised copy)."""
+    n = X.shape[0]
     n_groups = int(np.ceil(n / group_rows))
     if n_groups <= 1:
         return np.zeros(n, dtype=np.int64)
-    return _nearest_centre(_spherical_kmeans(Xn, n_groups, seed, sample_all=False), Xn)
+    rng = np.random.default_rng(seed)
+    train = np.sort(rng.choice(n, size=min(n, 64 * n_groups), replace=False))
+    km = _spherical_kmeans(_unit_rows(X, norms, train), n_groups, seed, sample_all=False)
+    return _nearest_centre(km, X)
 
 
 def typical_select(
@@ -199,10 +223,12 @@ def typical_select(
     if int(budget) >= free.size:
         return free
     budget = int(budget)
-    Xn = _normalized(X)  # float32, C-contiguous (a fresh array from the division)
+    # cosine geometry: each group's rows are normalised when it is processed, so no
+    # normalised copy of the whole pool is held next to X (memory O(N x dim) plus a group)
+    norms = _row_norms(X)
     cells_total = int(taken.sum()) + budget
     rows = min(int(group_rows), max(_MIN_GROUP_ROWS, _CELLS_X_ROWS // cells_total))
-    groups = _coarse_groups(Xn, rows, int(seed))
+    groups = _coarse_groups(X, norms, rows, int(seed))
     n_groups = int(groups.max()) + 1
     group_sizes = np.bincount(groups, minlength=n_groups)
     quota = proportional_quota(group_sizes, cells_total)
@@ -214,7 +240,7 @@ def typical_select(
         members = by_group[bounds[g] : bounds[g + 1]]
         if members.size == 0:
             continue
-        Xg = Xn[members]
+        Xg = _unit_rows(X, norms, members)
         q = int(quota[g])
         if q == 0:  # no cell here: the group's density, for the fill-up below
             density[members] = neighbour_density(Xg)
