@@ -6,6 +6,8 @@
 #           in that venv changes version.
 #   server: label-studio in its OWN virtualenv (ELFS_LABEL_STUDIO_VENV, default
 #           .label-studio-venv), never the project venv: its dependencies clash with ours.
+#           Every package there is pinned (constraints-labelstudio-server.txt, with the reason);
+#           a venv whose versions differ from the file is brought back to it.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -14,6 +16,7 @@ ls_venv="${ELFS_LABEL_STUDIO_VENV:-$root/.label-studio-venv}"
 ls_version="1.23.2"
 python="${PYTHON:-python3}"
 pins_file="constraints-labelstudio.txt"
+server_pins_file="constraints-labelstudio-server.txt"
 
 if [ ! -x "$venv/bin/python" ]; then
     echo "[setup-ls] ERROR: no project venv at $venv. Fix: bash scripts/setup.sh first" >&2
@@ -73,21 +76,28 @@ fi
 
 # --- server: label-studio in its own virtualenv ----------------------------------------------
 ls_stamp="$ls_venv/.fiftyone-elfs-label-studio"
-if [ "$(cat "$ls_stamp" 2>/dev/null || true)" = "$ls_version" ] && [ -x "$ls_venv/bin/label-studio" ]; then
+ls_want="$ls_version $(sha256sum "$server_pins_file" | cut -d' ' -f1)"
+if [ "$(cat "$ls_stamp" 2>/dev/null || true)" = "$ls_want" ] && [ -x "$ls_venv/bin/label-studio" ]; then
     echo "[setup-ls] label-studio $ls_version server up to date in $ls_venv"
 else
     if [ ! -x "$ls_venv/bin/python" ]; then
         echo "[setup-ls] creating virtualenv $ls_venv"
         "$python" -m venv "$ls_venv"
     fi
-    echo "[setup-ls] installing label-studio==$ls_version into $ls_venv (first time: ~2 min)"
+    if ! grep -qx "label-studio==$ls_version" "$server_pins_file"; then
+        echo "[setup-ls] ERROR: $server_pins_file does not pin label-studio==$ls_version." >&2
+        echo "[setup-ls] Fix: freeze a working label-studio $ls_version venv into it" >&2
+        exit 1
+    fi
+    echo "[setup-ls] installing label-studio==$ls_version and its pinned dependencies" \
+        "($server_pins_file) into $ls_venv (first time: ~2 min)"
     if ! "$ls_venv/bin/python" -m pip --disable-pip-version-check install -q \
-            "label-studio==$ls_version" >/tmp/elfs-setup-ls-server.log 2>&1; then
+            -r "$server_pins_file" >/tmp/elfs-setup-ls-server.log 2>&1; then
         tail -20 /tmp/elfs-setup-ls-server.log >&2
-        echo "[setup-ls] ERROR: pip could not install label-studio==$ls_version (log above)." >&2
+        echo "[setup-ls] ERROR: pip could not install the pins of $server_pins_file (log above)." >&2
         echo "[setup-ls] Fix: check that PyPI is reachable, or delete $ls_venv and run again" >&2
         exit 1
     fi
-    echo "$ls_version" >"$ls_stamp"
+    echo "$ls_want" >"$ls_stamp"
 fi
 echo "[setup-ls] server: $ls_venv/bin/label-studio"
