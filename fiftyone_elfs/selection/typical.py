@@ -46,6 +46,7 @@ _MIN_GROUP_ROWS = 256
 _NEIGHBOURS = 20  # TypiClust's neighbourhood for the density
 _KMEANS_ITERATIONS = 25
 _ASSIGN_BATCH = 65_536
+_COARSE_ROWS_PER_GROUP = 64  # unit rows drawn per coarse group to train its centre
 
 
 def _spherical_kmeans(Xn: np.ndarray, k: int, seed: int, sample_all: bool) -> object:
@@ -61,7 +62,7 @@ def _spherical_kmeans(Xn: np.ndarray, k: int, seed: int, sample_all: bool) -> ob
         seed=int(seed),
         spherical=True,
         verbose=False,
-        max_points_per_centroid=max(1, n) if sample_all else 64,
+        max_points_per_centroid=max(1, n) if sample_all else _COARSE_ROWS_PER_GROUP,
         min_points_per_centroid=1,
     )
     km.train(Xn)
@@ -186,7 +187,7 @@ def _coarse_groups(X: np.ndarray, norms: np.ndarray, group_rows: int, seed: int)
     if n_groups <= 1:
         return np.zeros(n, dtype=np.int64)
     rng = np.random.default_rng(seed)
-    train = np.sort(rng.choice(n, size=min(n, 64 * n_groups), replace=False))
+    train = np.sort(rng.choice(n, size=min(n, _COARSE_ROWS_PER_GROUP * n_groups), replace=False))
     km = _spherical_kmeans(_unit_rows(X, norms, train), n_groups, seed, sample_all=False)
     return _nearest_centre(km, X)
 
