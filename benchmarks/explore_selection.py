@@ -512,6 +512,9 @@ VARIANTS = {
     # the optional quality encoder (EfficientNet-Lite2 at its native 260 px) for the selection
     "lite2": ("kmeans", "lite2"),
     "lite2-temi": ("temi", "lite2"),
+    # Lite0 adapted to the pool by SimCLR on its pixels (`elfs_bench.adaptation`; no labels)
+    "adapted": ("kmeans", "adapted"),
+    "adapted-temi": ("temi", "adapted"),
     # calibration (reads the TRUE labels; never a candidate): TEMI's pseudo-labels with a share of
     # their errors corrected up to the given accuracy (`oracle_labels`)
     **{f"oracle{a}": (f"oracle{a}", "") for a in (60, 70, 85, 100)},
@@ -734,6 +737,10 @@ def main(argv: list[str] | None = None) -> None:
         selection_features["lite2"] = cached_embeddings(
             pool_paths, a.cache_dir, "efficientnet-lite2", image_size=260
         )
+    if any("adapted" in m for m in a.methods):
+        from elfs_bench.adaptation import cached_adapted_embeddings
+
+        selection_features["adapted"] = cached_adapted_embeddings(pool_paths, a.cache_dir)
     for seed in a.seeds:
         arts = {
             v: Artefacts(selection_features[feat], len(classes), seed, clustering, y_pool)

@@ -535,3 +535,46 @@ def test_report_gap_closure_pairs_seeds_and_skips_a_reference_within_the_noise(t
     # 70%: +1 point of +4 possible on seeds 0-1 (seed 2 has no partner); 90%: reference +0.5
     assert "| elfs_default | +25% (2) | – (reference +0.50) |" in gap
     assert "| supervised_ccs |" not in gap and "| random |" not in gap
+
+
+def test_pool_adaptation_trains_only_the_last_stages_and_caches_its_features(tmp_path, monkeypatch):
+    """The adapted encoder (`elfs_bench.adaptation`, an issue-13 lever) changes only
+    ``blocks[5]``, ``blocks[6]`` and ``conv_head`` of the shipped Lite0, keeps every batch norm's
+    ImageNet statistics, reports at the steps asked, and its features are cached by the file
+    list: a second call reads them back without training."""
+    import torch
+    from elfs_bench import adaptation
+
+    from fiftyone_elfs.embeddings.efficientnet_lite import load_efficientnet_lite
+
+    _write_digit_tree(str(tmp_path), train_per_class=13, test_per_class=0)
+    paths = sorted(glob.glob(os.path.join(tmp_path, "train", "*", "*.png")))
+    pixels = adaptation.load_pixels(paths)
+    assert pixels.shape == (130, 3, 128, 128) and 0 <= pixels.min() and pixels.max() <= 1
+    reports = []
+    model = adaptation.adapt(
+        pixels, steps=2, seed=0, on_steps=lambda s, loss, m: reports.append((s, loss)), every=1
+    )
+    assert [s for s, _ in reports] == [1, 2] and all(np.isfinite(loss) for _, loss in reports)
+    shipped = load_efficientnet_lite("lite0").state_dict()
+    trained = ("blocks.5.", "blocks.6.", "conv_head.")
+    changed = set()
+    for name, value in model.net.state_dict().items():
+        if not torch.equal(value, shipped[name]):
+            changed.add(name)
+    assert changed and all(name.startswith(trained) for name in changed), sorted(changed)[:5]
+    assert not any("running_" in name for name in changed)  # batch norms keep ImageNet's
+    assert any(name.startswith("blocks.5.") for name in changed)
+    X = adaptation.embed(model, pixels)
+    assert X.shape == (130, 1280) and X.dtype == np.float32 and np.isfinite(X).all()
+
+    with pytest.raises(ValueError, match="at least 128 images"):
+        adaptation.adapt(pixels[:100], steps=1)
+    first = adaptation.cached_adapted_embeddings(paths, str(tmp_path / "cache"), steps=1)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again instead of reading the cache")
+
+    monkeypatch.setattr(adaptation, "adapt", no_training)
+    again = adaptation.cached_adapted_embeddings(paths, str(tmp_path / "cache"), steps=1)
+    assert np.array_equal(first, again)
