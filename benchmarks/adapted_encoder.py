@@ -112,7 +112,7 @@ def main() -> None:
         "batch": adaptation.BATCH,
         "size": adaptation.IMAGE_SIZE,
         "seed": a.seed,
-        "trained": "blocks[5], blocks[6], conv_head",
+        "trained": adaptation.TRAINED,
     }
     train_s = [0.0, time.time()]
 

@@ -22,9 +22,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from . import data
 from .data import _log, _paths_key, _save_npy
 
 TRAINED_STAGES = (5, 6)  # blocks[5], blocks[6]; conv_head too
+#: What the adaptation trains, as the rows record it
+TRAINED = ", ".join(f"blocks[{i}]" for i in TRAINED_STAGES) + ", conv_head"
 IMAGE_SIZE = 128
 BATCH = 128
 TEMPERATURE = 0.2
@@ -37,13 +40,10 @@ DEFAULT_STEPS = 300
 
 
 def load_pixels(paths: list[str], size: int = IMAGE_SIZE) -> torch.Tensor:
-    """Every image as float [N, 3, size, size] in [0, 1] (bicubic resize of the whole image)."""
-    out = torch.empty(len(paths), 3, size, size)
-    for i, path in enumerate(paths):
-        with Image.open(path) as im:
-            im = im.convert("RGB").resize((size, size), Image.BICUBIC)
-        out[i] = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    return out
+    """Every image as float [N, 3, size, size] in [0, 1], decoded as the harness decodes images
+    (`data.load_pixels`) and resized bicubic, as the encoder's own transform does."""
+    pixels = data.load_pixels(paths, size, resample=Image.BICUBIC)
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 class AdaptedLite(nn.Module):

@@ -551,10 +551,14 @@ def _save_npy(path: str, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def load_pixels(paths: list[str], size: int = PIXEL_SIZE) -> np.ndarray:
+def load_pixels(
+    paths: list[str], size: int = PIXEL_SIZE, resample: int | None = None
+) -> np.ndarray:
     """Decode images to uint8 RGB [N, size, size, 3] (upright, 16-bit ones scaled: `upright_rgb`),
-    resizing (bilinear) those of another size."""
+    resizing those of another size (``resample``: a PIL filter, bilinear by default)."""
     from PIL import Image
+
+    resample = Image.BILINEAR if resample is None else resample
 
     from fiftyone_elfs.embeddings.upright_rgb import upright_rgb
 
@@ -563,7 +567,7 @@ def load_pixels(paths: list[str], size: int = PIXEL_SIZE) -> np.ndarray:
         with Image.open(path) as img:  # upright_rgb may return img itself: read it here
             rgb = upright_rgb(img)
             if rgb.size != (size, size):
-                rgb = rgb.resize((size, size), Image.BILINEAR)
+                rgb = rgb.resize((size, size), resample)
             out[i] = np.asarray(rgb, dtype=np.uint8)
     return out
 
