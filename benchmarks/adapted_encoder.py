@@ -11,7 +11,8 @@ Setting, fixed before any run (2026-12-07):
   images, data seed 101, as ``explore_selection.py``; the test split is never read), or
   scikit-learn's 1,797 digits (``--source digits``, the second sanity set).
 - Trained: ``blocks[5]``, ``blocks[6]`` and ``conv_head`` with a projection head, by SimCLR on
-  the pool's pixels; every setting is in ``elfs_bench/adaptation.py`` (shared with
+  the pool's pixels, by the package's `fiftyone_elfs.embeddings.pool_adaptation` (through
+  ``elfs_bench/adaptation.py``, shared with
   ``explore_selection.py``'s ``@adapted`` variants).
 - Read: the pooled 1280-d features of the un-augmented images (the encoder's output, not the
   projection), before training and every ``--eval-every`` optimiser steps: 10-NN label agreement,
@@ -116,11 +117,11 @@ def main() -> None:
     }
     train_s = [0.0, time.time()]
 
-    def report(step: int, loss: float | None, model: adaptation.AdaptedLite) -> None:
+    def report(step: int, loss: float | None, weights: adaptation.Weights | None) -> None:
         t = time.time()
         train_s[0] += t - train_s[1]
         row = {**settings, "step": step, "loss": loss, "train_s": round(train_s[0], 1)}
-        row.update(scores(adaptation.embed(model, pixels), y, len(classes)))
+        row.update(scores(adaptation.embed(weights, pixels), y, len(classes)))
         row["eval_s"] = round(time.time() - t, 1)
         print(json.dumps(row), flush=True)
         if a.out:
@@ -128,7 +129,7 @@ def main() -> None:
                 f.write(json.dumps(row) + "\n")
         train_s[1] = time.time()
 
-    report(0, None, adaptation.AdaptedLite())
+    report(0, None, None)
     adaptation.adapt(pixels, a.steps, a.seed, report, every=a.eval_every)
 
 

@@ -32,6 +32,7 @@ from typing import Any
 
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.param_rows import (
+    ADAPT_STEPS,
     BETA,
     BUDGET_COUNT,
     BUDGET_FRACTION,
@@ -61,6 +62,7 @@ FLAGS = {
     "key": "--key",
     "seed": "--seed",
     "model": "--model",
+    "adapt_steps": "--adapt-steps",
 }
 
 
@@ -205,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=encoder_name,
         default=MODEL.default,
         help=f"the encoder of the embeddings: {MODEL.help} (default {MODEL.default})",
+    )
+    parser.add_argument(
+        "--adapt-steps",
+        type=checked(ADAPT_STEPS, "--adapt-steps", int),
+        default=ADAPT_STEPS.default,
+        help=f"{ADAPT_STEPS.help} (default {ADAPT_STEPS.default}: off; 300 is what was measured)",
     )
     parser.add_argument(
         "--beta",
@@ -650,6 +658,7 @@ def _run(dataset, samples, args: argparse.Namespace, n_gone: int) -> int:
             clustering=args.clustering,
             key=args.key,
             model=args.model,
+            adapt_steps=args.adapt_steps,
             mode=args.mode,
             beta=args.beta,
             seed=args.seed,
@@ -793,7 +802,12 @@ def print_summary(
     for label in sorted(pool, key=natural_key):
         print(f"  {label}: {pool[label]:6d} -> {core.get(label, 0)}")
     size = dataset.get_run_info(f"{args.key}_embeddings").config.image_size
-    print(f"embeddings: {args.model}" + (f" at {size} px" if size else ""))
+    adapted = getattr(emb, "adaptation", None)
+    if adapted:
+        trained = f"trained in {adapted['seconds']:.0f} s" if adapted.get("seconds") else "stored"
+        adapted = f", adapted to these images ({adapted['steps']} steps, seed {adapted['seed']}, "
+        adapted += f"{trained})"
+    print(f"embeddings: {args.model}" + (f" at {size} px" if size else "") + (adapted or ""))
     print(f"skipped images: {emb.n_skipped} (reused embeddings: {emb.n_reused})")
     for item in list(emb.skipped)[:5]:
         print(f"  {item['filepath']}: {item['reason']}")

@@ -13,7 +13,7 @@ from typing import Any
 
 import fiftyone as fo
 
-from fiftyone_elfs import dataset_io, embedding_chunks, leases, params, runs, sharding
+from fiftyone_elfs import dataset_io, leases, params, runs
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.difficulty.cnn_proxy import DEFAULT_CNN_WIDTH
 from fiftyone_elfs.difficulty.contrastive import DEFAULT_CONTRASTIVE_EPOCHS
@@ -31,6 +31,7 @@ from fiftyone_elfs.stages import (
     pseudo_labels,
     record,
 )
+from fiftyone_elfs.stages import embedding_shards as shards
 from fiftyone_elfs.stages import visualization as plot
 from fiftyone_elfs.stages.selection import CoresetConfig, CoresetResult
 from fiftyone_elfs.stages.selection import select_coreset as _select_coreset
@@ -70,6 +71,8 @@ def compute_embeddings(
     model: str = DEFAULT_ENCODER,
     embeddings_field: str | None = None,
     image_size: int | None = None,
+    adapt_steps: int = 0,
+    seed: int = 0,
     batch_size: int = 64,
     num_workers: int | None = None,
     overwrite: bool = False,
@@ -80,7 +83,7 @@ def compute_embeddings(
     The later stages cluster and score these vectors. Samples that already have an embedding
     from the same model are reused (an interrupted run resumes); unreadable images are skipped
     and listed in the run's results. A field holding values this key did not compute is
-    refused.
+    refused; `adapt_steps` adapts the encoder first (`fiftyone_elfs.stages.pool_adaptation`).
 
     Returns:
         n_samples; n_computed (embedded by this call), n_resumed (read back from the chunks an
@@ -101,6 +104,8 @@ def embed_shard(
     key: str = "elfs",
     model: str = DEFAULT_ENCODER,
     image_size: int | None = None,
+    adapt_steps: int = 0,
+    seed: int = 0,
     batch_size: int = 64,
     num_workers: int | None = None,
     progress: ProgressFn | None = None,
@@ -111,17 +116,16 @@ def embed_shard(
     the database's chunk store (resuming from the chunks an interrupted call stored) and writes
     nothing to the dataset. The shards run as delegated operations on any machines sharing the
     database (see `fiftyone_elfs.sharding`); `compute_embeddings` (or the pipeline) with the
-    same key, model and image size then writes the field from the stored chunks at once.
+    same key, model, image size and adaptation then writes the field from the stored chunks.
 
     Returns:
         shard, n_shards, n_samples (the shard's), n_computed (embedded by this call), n_resumed
-        (stored before), n_skipped (unreadable), and last: True for the
-        one shard whose completion finished the set.
+        (stored before), n_skipped (unreadable), and last: True for the shard that finished.
     """
-    config = embeddings.ShardConfig.from_arguments(locals())
+    config = shards.ShardConfig.from_arguments(locals())
     dataset_id = dataset_io.dataset_id(samples)
     with leases.hold(dataset_id, key, [f"{embeddings.STAGE}_shard{shard}"]):
-        return embeddings.run_shard(samples, config, watch_progress(embeddings.STAGE, progress))
+        return shards.run_shard(samples, config, watch_progress(embeddings.STAGE, progress))
 
 
 @public("compute_pseudo_labels")
@@ -327,6 +331,7 @@ def run_pipeline(
     clustering: str = "temi",
     key: str = "elfs",
     model: str = DEFAULT_ENCODER,
+    adapt_steps: int = 0,
     embeddings_field: str | None = None,
     mode: str = "auto",
     beta: float | None = None,
@@ -401,8 +406,7 @@ def delete_key(dataset: SampleCollection, key: str) -> list[str]:
     dataset_io.refresh_records(dataset)  # runs a delegated worker recorded since loading
     stages = [*runs.list_pipelines(dataset).get(names.key, []), *runs.STAGES]
     with record.guard(dataset, names.key, stages):
-        embedding_chunks.clear(dataset_io.dataset_id(dataset), names.key)
-        sharding.clear(dataset_io.dataset_id(dataset), names.key)
+        embeddings.forget_key(dataset_io.dataset_id(dataset), names.key)
         remove_key_checkpoints(lambda name: checkpoint_dir_for(dataset, name), names.key)
         with leases.commit_turn(dataset_io.dataset_id(dataset)):  # the schema, as a commit
             dataset_io.refresh_records(dataset)

@@ -59,18 +59,21 @@ def existing_dataset_ids() -> set[str]:
 
 def forget_deleted_datasets() -> int:
     """Removes what ELFS keeps in the database for datasets that no longer exist: their chunks,
-    shard plans, and what their interrupted runs left (journal entries, leases, staging
-    collections: a copy of a run's results, which no key's next run or `delete_key` can reach
-    once the dataset is gone); returns how many chunks. Everything is listed before the
-    datasets are, so a dataset created meanwhile is never taken for a deleted one."""
-    from fiftyone_elfs import dataset_io, journal, leases, sharding
+    shard plans, adapted encoder weights, and what their interrupted runs left (journal
+    entries, leases, staging collections: a copy of a run's results, which no key's next run
+    or `delete_key` can reach once the dataset is gone); returns how many chunks. Everything
+    is listed before the datasets are, so a dataset created meanwhile is never taken for a
+    deleted one."""
+    from fiftyone_elfs import adapted_weights, dataset_io, journal, leases, sharding
 
     stored = _collection().distinct("run")
     plans = sharding.planned_keys()
+    weights = adapted_weights.owners()
     journaled, leased = journal.dataset_ids(), leases.dataset_ids()
     staged = dataset_io.staging_collections()
     existing = existing_dataset_ids()
     sharding.forget([p for p in plans if p.split(":", 1)[0] not in existing])
+    adapted_weights.forget([w for w in weights if w.split(":", 1)[0] not in existing])
     journal.forget_datasets(journaled - existing)
     leases.forget_datasets(leased - existing)
     for collection in staged:
@@ -87,9 +90,13 @@ def chunk_rows(dim: int) -> int:
     return max(1, min(wanted, _MAX_CHUNK_BYTES // (4 * max(1, dim))))
 
 
-def signature(model: str, image_size: int | None) -> str:
-    """What the vectors depend on, as a short stable hash (part of a chunk's run name)."""
-    text = json.dumps({"model": model, "image_size": image_size}, sort_keys=True)
+def signature(model: str, image_size: int | None, adaptation: str | None = None) -> str:
+    """What the vectors depend on, as a short stable hash (part of a chunk's run name):
+    the encoder, its input size and its adapted weights' name, if any."""
+    shape: dict[str, object] = {"model": model, "image_size": image_size}
+    if adaptation is not None:  # (so that the chunks of unadapted runs keep their names)
+        shape["adaptation"] = adaptation
+    text = json.dumps(shape, sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 

@@ -50,6 +50,23 @@ MODEL = Param(
     ),
 )
 
+#: The most adaptation steps accepted (hours on a GPU; a typo's 10**9 is refused at once).
+MAX_ADAPT_STEPS = 100_000
+ADAPT_STEPS = Param(
+    "adapt_steps",
+    "int",
+    0,  # = embeddings.pool_adaptation off; SUGGESTED_STEPS is 300 (tested)
+    min=0,
+    max=MAX_ADAPT_STEPS,
+    label="Adapt the encoder to these images (steps)",
+    help=(
+        "0: the offline encoder as shipped. N > 0: first fine-tune its last stages on these "
+        "images, no labels needed (SimCLR, N steps of 128 images; the seed sets the draw), "
+        "then embed with it. 300 steps made pseudo-labels 51 -> 61% right on CIFAR-10, 81 -> "
+        "91% on digits, and cost 22-40 min on 2 CPU cores whatever the dataset's size."
+    ),
+)
+
 
 def is_encoder_name(name: object) -> bool:
     """Whether `name` has a form `load_encoder` (or the zoo path) accepts: an offline encoder's

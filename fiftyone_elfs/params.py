@@ -36,6 +36,7 @@ from fiftyone_elfs.difficulty.contrastive import (
 from fiftyone_elfs.difficulty.training_dynamics import DEFAULT_PROXY_EPOCHS
 from fiftyone_elfs.errors import ElfsInputError, input_boundary
 from fiftyone_elfs.param_rows import (  # noqa: F401 - re-exported: the types and shared rows
+    ADAPT_STEPS,
     BETA,
     BETA_MODE,
     BUDGET,
@@ -370,6 +371,8 @@ _register(
                     "timm model's pretrained size)."
                 ),
             ),
+            ADAPT_STEPS,
+            SEED,
             Param("batch_size", "int", 64, min=1, label="Batch size", help="Images per batch."),
             NUM_WORKERS,
             Param(
@@ -407,6 +410,8 @@ _register(
             KEY,
             _EMBEDDINGS.param("model"),
             _EMBEDDINGS.param("image_size"),
+            ADAPT_STEPS,
+            SEED,
             _EMBEDDINGS.param("batch_size"),
             NUM_WORKERS,
         ),
@@ -582,6 +587,7 @@ _register(
             CNN_PARAMS,
             PROXY_EPOCHS,
             MODEL,
+            ADAPT_STEPS,
             dataclasses.replace(
                 EMBEDDINGS_FIELD,
                 label="Existing embeddings field (optional)",

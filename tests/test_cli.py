@@ -57,6 +57,7 @@ def _run(*args: str, cwd: str | None = None) -> tuple[dict, str]:
         (["--clustering", "dbscan"], ["--clustering: invalid choice: 'dbscan'"]),
         (["--model", "resnet50"], ["--model: unknown encoder 'resnet50'", "Fix:", "'timm:<"]),
         (["--model", "timm: "], ["--model: unknown encoder 'timm: '", "efficientnet-lite2"]),
+        (["--adapt-steps", "-1"], ["--adapt-steps: must be an integer in [0, 100000]; got -1"]),
         (
             ["--budget-fraction", "0.2", "--budget-count", "10"],
             ["--budget-count: not allowed with argument --budget-fraction"],

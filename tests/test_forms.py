@@ -205,6 +205,17 @@ def test_the_delegation_default_is_judged_on_the_target_not_the_app_view(ds, mon
     assert delegated("DATASET") is True
 
 
+def test_adapting_the_encoder_defaults_to_delegated_whatever_the_size(ds):
+    def delegated(name, params):
+        request = {"dataset_name": ds.name, "params": params, "view_target": "DATASET"}
+        ctx = ExecutionContext(request_params=request, executor=Executor())
+        return OPERATOR[name]().resolve_execution_options(ctx).default_choice_to_delegated
+
+    for name in ("compute_embeddings", "run_elfs_pipeline"):  # 40 samples: immediate unless
+        assert delegated(name, {}) is False
+        assert delegated(name, {"adapt_steps": 300}) is True
+
+
 def test_cnn_and_contrastive_widths_are_bounded_in_the_api_and_the_form(ds):
     with pytest.raises(ElfsInputError, match=r"cnn_params\['width'\] must be an integer in"):
         elfs.compute_difficulty(ds, key=KEY, proxy="cnn", cnn_params={"width": 10**9})

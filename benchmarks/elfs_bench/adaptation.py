@@ -1,13 +1,17 @@
-"""The offline encoder adapted to an unlabeled pool by SimCLR (an issue-13 lever; benchmark only).
+"""The offline encoder adapted to an unlabeled pool by SimCLR (an issue-13 lever), for the harness.
 
-EfficientNet-Lite0 starts from its shipped ImageNet weights; ``blocks[5]``, ``blocks[6]`` and
-``conv_head`` are fine-tuned with SimCLR's NT-Xent on the pool's own pixels (no labels), the rest
-frozen, every batch norm on its ImageNet statistics (a batch of 128 cannot shift them). A
-projection head Linear(1280, 512)-ReLU-Linear(512, 128) is trained alongside and dropped: the
-features are the encoder's pooled 1280-d output of the un-augmented images, as
-``efficientnet-lite0`` embeds them. Views: the package's ``simclr_views`` (crop area 0.2-1, flip,
-colour jitter, grayscale) at 128 px. Settings fixed on 2026-12-07 before any run, except the
-schedule, set in optimiser steps after the first (``benchmarks/results/adapted-encoder/``).
+The training is the package's (`fiftyone_elfs.embeddings.pool_adaptation`, what
+``compute_embeddings(adapt_steps=...)`` runs): Lite0's ``blocks[5]``, ``blocks[6]`` and
+``conv_head`` fine-tuned from the shipped weights, batch norms on their ImageNet statistics, the
+package's ``simclr_views`` at 128 px. Here the pool's pixels are decoded once and held in memory
+(the package reads each step's files instead), and the features are the encoder's pooled 1280-d
+output of the un-augmented images, as ``efficientnet-lite0`` embeds them.
+
+History: the rows of 2026-12-07 in ``benchmarks/results/adapted-encoder/`` were made by this
+module's own copy of the training (commit f51dc63), whose projection head drew its initial
+weights after the network's random initialisation; the package draws them from the seed alone.
+The cache key names the implementation, so those rows' cached features are never mixed with
+the package's.
 """
 
 from __future__ import annotations
@@ -18,25 +22,28 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
-from torch import nn
+
+from fiftyone_elfs.embeddings import efficientnet_lite, pool_adaptation
+from fiftyone_elfs.embeddings.encoders import EfficientNetLiteEncoder
 
 from . import data
 from .data import _log, _paths_key, _save_npy
 
-TRAINED_STAGES = (5, 6)  # blocks[5], blocks[6]; conv_head too
-#: What the adaptation trains, as the rows record it
-TRAINED = ", ".join(f"blocks[{i}]" for i in TRAINED_STAGES) + ", conv_head"
+#: What the adaptation trains, as the rows record it ("blocks[5], blocks[6], conv_head")
+TRAINED = ", ".join(
+    m.replace(".", "[") + "]" if m.startswith("blocks.") else m
+    for m in pool_adaptation.TRAINED_MODULES
+)
 IMAGE_SIZE = 128
-BATCH = 128
-TEMPERATURE = 0.2
-MIN_CROP_AREA = 0.2
-ENCODER_LR, HEAD_LR = 1e-4, 1e-3
-#: Optimiser steps (of BATCH images): 300, about the 12 epochs of a 3,000-image pool (276 steps)
-#: that lifted 10-NN agreement from 55% to 63% and k-means from 44% to 58% there; set after
-#: that first run (``benchmarks/results/adapted-encoder/README.md``).
-DEFAULT_STEPS = 300
+BATCH = pool_adaptation.BATCH_SIZE
+#: Optimiser steps: 300, about the 12 epochs of a 3,000-image pool (276 steps) that lifted 10-NN
+#: agreement from 55% to 63% and k-means from 44% to 58% there (`SUGGESTED_STEPS`).
+DEFAULT_STEPS = pool_adaptation.SUGGESTED_STEPS
+#: Part of the cache key: which implementation trained the cached features.
+IMPLEMENTATION = "package"
+
+Weights = pool_adaptation.AdaptedWeights
 
 
 def load_pixels(paths: list[str], size: int = IMAGE_SIZE) -> torch.Tensor:
@@ -46,94 +53,53 @@ def load_pixels(paths: list[str], size: int = IMAGE_SIZE) -> torch.Tensor:
     return torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0)
 
 
-class AdaptedLite(nn.Module):
-    """Lite0 split at ``blocks[5]``: a frozen trunk run without gradients, the trained rest."""
-
-    def __init__(self) -> None:
-        from fiftyone_elfs.embeddings.efficientnet_lite import (
-            INPUT_MEAN,
-            INPUT_STD,
-            load_efficientnet_lite,
-        )
-
-        super().__init__()
-        self.net = load_efficientnet_lite("lite0")  # eval mode, every parameter frozen
-        for i in TRAINED_STAGES:
-            for p in self.net.blocks[i].parameters():
-                p.requires_grad_(True)
-        for p in self.net.conv_head.parameters():
-            p.requires_grad_(True)
-        self.register_buffer("mean", torch.tensor(INPUT_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(INPUT_STD).view(1, 3, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled 1280-d features of images in [0, 1]."""
-        net = self.net
-        x = (x - self.mean) / self.std
-        with torch.no_grad():
-            x = net.bn1(net.conv_stem(x))
-            for i in range(TRAINED_STAGES[0]):
-                x = net.blocks[i](x)
-        for i in TRAINED_STAGES:
-            x = net.blocks[i](x)
-        x = net.bn2(net.conv_head(x))
-        return x.mean(dim=(2, 3))
-
-
-def embed(model: AdaptedLite, pixels: torch.Tensor, batch: int = 256) -> np.ndarray:
-    """The model's features of un-augmented images, float32 [N, 1280]."""
-    with torch.no_grad():
-        parts = [model(pixels[i : i + batch]) for i in range(0, len(pixels), batch)]
-    return torch.cat(parts).numpy().astype(np.float32)
+def embed(weights: Weights | None, pixels: torch.Tensor, batch: int = 256) -> np.ndarray:
+    """Features of un-augmented images in [0, 1] by Lite0 with `weights` (None: as shipped),
+    float32 [N, 1280]."""
+    encoder = EfficientNetLiteEncoder(
+        "efficientnet-lite0", image_size=pixels.shape[-1], adapted_weights=weights
+    )
+    mean = torch.tensor(efficientnet_lite.INPUT_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(efficientnet_lite.INPUT_STD).view(1, 3, 1, 1)
+    parts = [
+        encoder.embed_batch((pixels[i : i + batch] - mean) / std)
+        for i in range(0, len(pixels), batch)
+    ]
+    return np.concatenate(parts).astype(np.float32)
 
 
 def adapt(
     pixels: torch.Tensor,
     steps: int = DEFAULT_STEPS,
     seed: int = 0,
-    on_steps: Callable[[int, float, AdaptedLite], None] | None = None,
+    on_steps: Callable[[int, float, Weights], None] | None = None,
     every: int = 50,
-) -> AdaptedLite:
-    """SimCLR fine-tuning of Lite0's last stages on ``pixels`` for ``steps`` optimiser steps of
-    ``BATCH`` images (epochs of full batches, the last one cut short); ``on_steps(step, mean
-    loss since the last call, model)`` every ``every`` steps and after the last.
-
-    A fixed number of steps, not epochs: the cost does not grow with the pool (a 1.28M-image
-    pool trains as long as a 3,000-image one), as TEMI's schedule is sized in steps."""
-    from fiftyone_elfs.difficulty.contrastive import nt_xent, simclr_views
-
+) -> Weights:
+    """The package's SimCLR adaptation of Lite0 on `pixels` for `steps` optimiser steps;
+    ``on_steps(step, mean loss since the last call, weights so far)`` every `every` steps and
+    after the last. Returns the adapted weights."""
     if len(pixels) < BATCH:
         raise ValueError(f"adaptation needs at least {BATCH} images, got {len(pixels)}")
-    torch.manual_seed(seed)
-    model = AdaptedLite()
-    head = nn.Sequential(nn.Linear(1280, 512), nn.ReLU(inplace=True), nn.Linear(512, 128))
-    trained = [q for q in model.parameters() if q.requires_grad]
-    optimizer = torch.optim.Adam(
-        [{"params": trained, "lr": ENCODER_LR}, {"params": head.parameters(), "lr": HEAD_LR}]
+    net = efficientnet_lite.load_efficientnet_lite("lite0")
+    losses: list[float] = []
+    t = [time.time()]
+
+    def on_step(step: int, loss: float) -> None:
+        losses.append(loss)
+        if step % every == 0 or step == steps:
+            _log(f"adaptation step {step}/{steps}: loss {np.mean(losses):.3f}, "
+                 f"{time.time() - t[0]:.0f} s")  # fmt: skip
+            if on_steps is not None:
+                on_steps(step, float(np.mean(losses)), pool_adaptation.adapted_weights_of(net))
+            losses.clear()
+            t[0] = time.time()
+
+    def read(indices: np.ndarray) -> torch.Tensor:
+        return pixels[torch.from_numpy(indices)]
+
+    return pool_adaptation.adapt_network(
+        net, read, len(pixels), steps, seed, on_step=on_step, batch_size=BATCH
     )
-    generator = torch.Generator().manual_seed(seed)
-    step, losses, t = 0, [], time.time()
-    while step < steps:
-        order = torch.randperm(len(pixels), generator=generator)
-        for start in range(0, len(order) - BATCH + 1, BATCH):
-            x = pixels[order[start : start + BATCH]]
-            views = [simclr_views(x, generator, MIN_CROP_AREA) for _ in range(2)]
-            z = F.normalize(head(model(torch.cat(views))), dim=1)
-            loss = nt_xent(z[:BATCH], z[BATCH:], TEMPERATURE)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            step += 1
-            if step % every == 0 or step == steps:
-                _log(f"adaptation step {step}/{steps}: loss {np.mean(losses):.3f}, "
-                     f"{time.time() - t:.0f} s")  # fmt: skip
-                if on_steps is not None:
-                    on_steps(step, float(np.mean(losses)), model)
-                losses, t = [], time.time()
-            if step == steps:
-                break
-    return model
 
 
 def cached_adapted_embeddings(
@@ -143,7 +109,16 @@ def cached_adapted_embeddings(
     ``cache_dir/features`` or computed once."""
     folder = os.path.join(cache_dir, "features")
     os.makedirs(folder, exist_ok=True)
-    key = _paths_key(paths, "adapted-lite0", steps, seed, TRAINED_STAGES, BATCH, TEMPERATURE)
+    key = _paths_key(
+        paths,
+        "adapted-lite0",
+        steps,
+        seed,
+        pool_adaptation.TRAINED_MODULES,
+        BATCH,
+        pool_adaptation.TEMPERATURE,
+        IMPLEMENTATION,
+    )
     path = os.path.join(folder, f"emb-adapted-lite0-{steps}steps-s{seed}-{key}.npy")
     if os.path.exists(path):
         return np.load(path)

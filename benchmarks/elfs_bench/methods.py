@@ -171,13 +171,19 @@ class LabelFreeInputs:
     # The pool's embeddings from the optional quality encoder (EfficientNet-Lite2 at 260 px),
     # computed on first use: only the ``*_lite2`` methods call it
     quality_embeddings: Callable[[], np.ndarray] | None = None
+    # The pool's embeddings from Lite0 adapted to the pool (``adapt_steps=300``, seed 0;
+    # `elfs_bench.adaptation`), computed on first use: only the ``*_adapted`` methods call it
+    adapted_embeddings: Callable[[], np.ndarray] | None = None
 
     def features(self, encoder: str) -> np.ndarray:
-        """The pool embeddings a method selects on: ``"default"`` (X) or ``"lite2"``."""
+        """The pool embeddings a method selects on: ``"default"`` (X), ``"lite2"`` or
+        ``"adapted"``."""
         if encoder == "default":
             return self.X
         if encoder == "lite2" and self.quality_embeddings is not None:
             return self.quality_embeddings()
+        if encoder == "adapted" and self.adapted_embeddings is not None:
+            return self.adapted_embeddings()
         raise ValueError(f"no {encoder!r} embeddings for this pool")
 
 
@@ -830,6 +836,13 @@ METHODS: dict[str, MethodSpec] = dict(
             _elfs(CLUSTERING.default, rule=MODE.default, encoder="lite2"),
             "the package default with model='efficientnet-lite2' (the optional quality "
             "encoder, 260 px): pseudo-labels, proxy and trust on its embeddings",
+        ),
+        _spec(
+            "elfs_default_adapted",
+            _elfs(CLUSTERING.default, rule=MODE.default, encoder="adapted"),
+            "the package default with adapt_steps=300: Lite0's last stages adapted to the pool "
+            "by SimCLR (seed 0, whatever the run's seed), then pseudo-labels, proxy, trust and "
+            "selection on its embeddings",
         ),
         _spec(
             "elfs_ccs_knnmix",

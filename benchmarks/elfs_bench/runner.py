@@ -400,6 +400,15 @@ def _quality_embeddings(paths: list[str], cfg: RunConfig) -> np.ndarray:
     return bdata.cached_embeddings(paths, cfg.cache_dir, LITE2_ENCODER, size)
 
 
+def _adapted_embeddings(paths: list[str], cfg: RunConfig) -> np.ndarray:
+    """The pool's embeddings from Lite0 adapted to the pool itself (the package's
+    ``adapt_steps=300``, seed 0), cached like the default encoder's."""
+    from .adaptation import DEFAULT_STEPS, cached_adapted_embeddings
+
+    _log(f"adapted embeddings: Lite0, {DEFAULT_STEPS} steps on the pool (cached after the first)")
+    return cached_adapted_embeddings(paths, cfg.cache_dir)
+
+
 def _run_missing(
     cfg: RunConfig, data: bdata.BenchData, missing: list, summary: dict, threads: int
 ) -> None:
@@ -419,6 +428,7 @@ def _run_missing(
         artefacts=artefacts,
         params=cfg.params,
         quality_embeddings=functools.cache(lambda: _quality_embeddings(pool.paths, cfg)),
+        adapted_embeddings=functools.cache(lambda: _adapted_embeddings(pool.paths, cfg)),
     )
 
     def probe(idx: np.ndarray, split: bdata.Split) -> float:

@@ -13,7 +13,7 @@ three ways, EfficientNet-Lite0 at 128 px, one JSON line per size:
 - ``now``: reduced decode, torch's kernel (what the loop does now).
 
 Columns: ``ms_<way>``, milliseconds per image of the loop's per-image work (file read, decode,
-shrink: `encoders._read_image`), median of ``--repeats`` passes over the files with the ways
+shrink: `encoders.read_image`), median of ``--repeats`` passes over the files with the ways
 alternating, one thread; ``speedup``, before over now; ``cosine_<way>_min`` / ``_p5`` /
 ``_median``, the cosine similarity of each photo's embedding to its ``before`` embedding;
 ``knn_agreement``, the share of each photo's 5 nearest neighbours (among that size's photos)
@@ -92,7 +92,7 @@ def main() -> None:
                 for way, (at_least, to_array) in ways.items():
                     t0 = time.perf_counter()
                     inputs[way] = [
-                        encoders._read_image(path, to_array, True, at_least)[0] for path in paths
+                        encoders.read_image(path, to_array, True, at_least)[0] for path in paths
                     ]
                     times[way].append((time.perf_counter() - t0) / len(paths) * 1000)
             ms = {way: statistics.median(values) for way, values in times.items()}

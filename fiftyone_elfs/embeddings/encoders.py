@@ -12,7 +12,7 @@ import functools
 import io
 import os
 import socket
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -354,6 +354,7 @@ class EfficientNetLiteEncoder(ImageEncoder):
         name: str = DEFAULT_ENCODER,
         image_size: int | None = None,
         device: str | torch.device | None = None,
+        adapted_weights: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
         spec = OFFLINE_ENCODERS.get(name)
         if spec is None:
@@ -382,13 +383,20 @@ class EfficientNetLiteEncoder(ImageEncoder):
         # of this network run about twice as fast on CPU in it (49-55 vs 93-143 images/s at
         # 128 px, batch 64, 2 cores; Lite0).
         model = efficientnet_lite.load_efficientnet_lite(variant)
+        self.adapted = None  # the adapted weights' digest (`pool_adaptation`), if any
+        if adapted_weights is not None:
+            from fiftyone_elfs.embeddings import pool_adaptation
+
+            pool_adaptation.apply_adapted_weights(model, adapted_weights)
+            self.adapted = pool_adaptation.weights_digest(adapted_weights)
         efficientnet_lite.fold_batch_norms(model)
         self.model = model.to(self.device).to(memory_format=torch.channels_last)
 
     @property
     def config(self) -> dict[str, Any]:
-        """Name, dimension and input resolution."""
-        return {**super().config, "image_size": self.image_size}
+        """Name, dimension, input resolution, and the adapted weights' digest when adapted."""
+        config = {**super().config, "image_size": self.image_size}
+        return config if self.adapted is None else {**config, "adapted": self.adapted}
 
     def features(self, batch: torch.Tensor) -> torch.Tensor:
         """Globally pooled output of the chosen layer (see the class docstring)."""
@@ -420,11 +428,12 @@ class EfficientNetLite0Encoder(EfficientNetLiteEncoder):
         image_size: int = 128,
         device: str | torch.device | None = None,
         layer: str = "head",
+        adapted_weights: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
         if layer not in self.LAYERS:
             raise ElfsInputError(f"layer must be one of {self.LAYERS}; got {layer!r}.")
         name = DEFAULT_ENCODER if layer == "head" else PREHEAD_ENCODER
-        super().__init__(name, image_size=image_size, device=device)
+        super().__init__(name, image_size, device, adapted_weights)
 
 
 def _host_reachable(url: str, timeout: float = 3.0) -> bool:
@@ -653,7 +662,7 @@ def load_encoder(name: str = DEFAULT_ENCODER, **kwargs: Any) -> ImageEncoder:
 # --------------------------------------------------------------------------- image files
 
 
-def _read_image(
+def read_image(
     path: str,
     to_input: ImageToInput,
     takes_arrays: bool = False,
@@ -715,7 +724,7 @@ class _ImageFiles(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor | np.ndarray | None, str | None]:
-        item, reason = _read_image(
+        item, reason = read_image(
             self.paths[index], self.to_input, self.takes_arrays, self.decode_at_least
         )
         return index, item, reason

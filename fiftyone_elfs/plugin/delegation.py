@@ -32,10 +32,13 @@ DELEGATE_ABOVE = {
 
 
 def execution_options(name: str, ctx: Any) -> foo.ExecutionOptions:
-    """Allows both modes; defaults to delegated when the target is large enough to be slow."""
+    """Allows both modes; defaults to delegated when the target is large enough to be slow, and
+    whenever the encoder is adapted first (`adapt_steps`: minutes whatever the size)."""
     threshold = DELEGATE_ABOVE.get(name)
     if ctx.params.get("proxy") == "cnn":
         threshold = min(threshold or CNN_DELEGATE_ABOVE, CNN_DELEGATE_ABOVE)
+    if threshold is not None and ctx.params.get("adapt_steps"):
+        threshold = 0
     target = None if threshold is None or dataset_gone(ctx) else ctx.target_view()  # what runs
     large = target is not None and len(target) > threshold
     return foo.ExecutionOptions(

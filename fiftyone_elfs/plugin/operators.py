@@ -20,6 +20,7 @@ from fiftyone_elfs.plugin.delegation import CNN_DELEGATE_ABOVE, DELEGATE_ABOVE
 from fiftyone_elfs.stages import (
     difficulty,
     pipeline,
+    pool_adaptation,
     pseudo_labels,
     record,
     selection,
@@ -42,6 +43,7 @@ def embeddings_preflight(samples: Any, values: dict[str, Any]) -> None:
         )
     if values.get("model"):
         embedding_stage.check_model_name(values["model"])
+        pool_adaptation.check_adaptable(values["model"], values.get("adapt_steps") or 0)
     if values.get("key") and "n_shards" not in values:  # compute_embeddings writes the field
         names = runs.PipelineNames(values["key"])
         given = values.get("embeddings_field")
@@ -290,7 +292,8 @@ def queue_sharded_pipeline(samples: Any, n_shards: int, **pipeline_kwargs: Any) 
     pipeline.check_before_writing(samples, pipeline.PipelineConfig.with_defaults(**checked))
     # the checked values: plain Python (a numpy scalar is accepted, and MongoDB stores none)
     sharding.plan(dataset_io.dataset_id(samples), key, n_shards, checked)
-    embed = {name: checked[name] for name in ("key", "model") if name in checked}
+    shared = ("key", "model", "adapt_steps", "seed")  # the shards' encoder is the pipeline's
+    embed = {name: checked[name] for name in shared if name in checked}
     operator = foo.get_operator(f"{PLUGIN}/{EmbedShard.name}")
     return [operator(samples, shard, n_shards, delegate=True, **embed) for shard in range(n_shards)]
 

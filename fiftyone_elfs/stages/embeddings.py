@@ -7,11 +7,16 @@ while the stage runs each chunk of vectors is stored as soon as it is computed
 exception, ``kill -9``, a lost machine) embeds only what no chunk holds. The user's field
 is filled only when the stage completes, through the record step.
 
-Replacing (another model or image size, ``overwrite=True``): every image is embedded anew while
-the old vectors and their run stay as they are; the record step replaces them only once all the
-new vectors are computed (as other stages replace their previous run), so a refusal (no image
-readable), an error or a Ctrl-C before that leaves them exactly as they were. (A FiftyOne zoo
-model writes a field itself: into a scratch field beside the old one, `zoo_embeddings`.)
+Pool adaptation (``adapt_steps``): the offline encoder is first fine-tuned on the collection's
+images, once per key, and every image is embedded with those weights
+(`fiftyone_elfs.stages.pool_adaptation`). Sharded runs: `fiftyone_elfs.stages.embedding_shards`.
+
+Replacing (another model, image size or adaptation, ``overwrite=True``): every image is embedded
+anew while the old vectors and their run stay as they are; the record step replaces them only
+once all the new vectors are computed (as other stages replace their previous run), so a refusal
+(no image readable), an error or a Ctrl-C before that leaves them exactly as they were. (A
+FiftyOne zoo model writes a field itself: into a scratch field beside the old one,
+`zoo_embeddings`.)
 
 Provenance: the run records a ``vectors_version``, new whenever vectors already in the field are
 replaced and kept when a rerun only adds the missing ones; the pseudo-labels record the version
@@ -27,18 +32,26 @@ import dataclasses
 import datetime
 import logging
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 
-from fiftyone_elfs import dataset_io, embedding_chunks, output_proof, runs, sharding
+from fiftyone_elfs import (
+    adapted_weights,
+    dataset_io,
+    embedding_chunks,
+    output_proof,
+    runs,
+    sharding,
+)
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.faults import kill_point
 from fiftyone_elfs.progress import ProgressFn, first_report_progress
-from fiftyone_elfs.stages import StageConfig, leftovers, record, zoo_embeddings
+from fiftyone_elfs.stages import StageConfig, leftovers, pool_adaptation, record, zoo_embeddings
 
 logger = logging.getLogger(__name__)
 
@@ -56,30 +69,17 @@ class EmbeddingsConfig(StageConfig):
     model: str
     embeddings_field: str | None
     image_size: int | None  # None: the encoder's own (`encoders.default_image_size`)
+    adapt_steps: int  # 0: the encoder as shipped (`pool_adaptation`)
+    seed: int
     batch_size: int
     num_workers: int | None
     overwrite: bool
 
 
-@dataclass(frozen=True)
-class ShardConfig(StageConfig):
-    """The parameters of `fiftyone_elfs.embed_shard` (documented there)."""
-
-    OPERATION = "embed_shard"
-
-    shard: int
-    n_shards: int
-    key: str
-    model: str
-    image_size: int | None  # None: the encoder's own (`encoders.default_image_size`)
-    batch_size: int
-    num_workers: int | None
+C = TypeVar("C", bound=StageConfig)
 
 
-C = TypeVar("C", EmbeddingsConfig, ShardConfig)
-
-
-def _with_image_size(config: C) -> C:
+def with_image_size(config: C) -> C:
     """The config with its image size resolved (unset: the encoder's own), so that the record,
     the check for a changed model and the chunk store all see the size actually used."""
     if config.image_size is not None:
@@ -101,71 +101,16 @@ def check_model_name(model: str) -> None:
         check_encoder_name(model)
 
 
-def _replacing(previous: Any, field_name: str, config: EmbeddingsConfig | ShardConfig) -> bool:
+def replacing(previous: Any, field_name: str, config: Any) -> bool:
     """Whether a run of `config` replaces the vectors the key's previous run (`previous`, its
-    recorded config or None) holds in `field_name`: another model or image size."""
+    recorded config or None) holds in `field_name`: another model, image size or adaptation."""
+    shape = pool_adaptation.shape
     return (
         previous is not None
         and field_name in (previous.owned_fields or [])
-        and (previous.model, previous.image_size) != (config.model, config.image_size)
+        and (previous.model, previous.image_size, shape(previous))
+        != (config.model, config.image_size, shape(config))
     )
-
-
-def run_shard(
-    samples: SampleCollection, config: ShardConfig, progress: ProgressFn | None = None
-) -> dict[str, Any]:
-    """Embeds shard `config.shard` of the images without an embedding into the chunk store
-    (nothing is written to the dataset), then marks it done; ``last`` in the result is True
-    for the one shard that completed the set (see `fiftyone_elfs.sharding`)."""
-    config = _with_image_size(config)
-    names = runs.PipelineNames(config.key)
-    dataset_io.require_nonempty(samples)
-    dataset_io.require_images(samples)
-    if config.model.startswith(ZOO_PREFIX):
-        raise ElfsInputError(
-            "Sharded embeddings need an encoder of this package (FiftyOne zoo models write "
-            "the field themselves). Fix: model='efficientnet-lite0' or 'timm:<name>'.",
-            param="model",
-        )
-    dataset = dataset_io.dataset_of(samples)
-    field_name = key_field(samples, names)
-    record.check_ownership(samples, names, STAGE, fields=[field_name])
-    previous = runs.stage_config(dataset, names, STAGE)
-    if _replacing(previous, field_name, config):  # all, for the replacing run
-        ids, paths = dataset_io.sample_ids_and_paths(samples)
-    else:
-        ids, paths = dataset_io.ids_and_paths_without(samples, field_name)
-    start, stop = sharding.shard_bounds(len(ids), config.shard, config.n_shards)
-    full = EmbeddingsConfig.with_defaults(
-        key=config.key,
-        model=config.model,
-        image_size=config.image_size,
-        batch_size=config.batch_size,
-        num_workers=config.num_workers,
-    )
-    # drawn at the first report, once the encoder is built (a failure to build shows no bar)
-    report = progress or first_report_progress(f"embeddings shard {config.shard}")
-    _, failures, n_resumed = _embed_in_stored_chunks(
-        dataset_io.dataset_id(dataset),
-        ids[start:stop],
-        paths[start:stop],
-        full,
-        report,
-        keep_vectors=False,
-    )
-    report(1.0, "done")
-    last = sharding.mark_done(
-        dataset_io.dataset_id(dataset), config.key, config.shard, config.n_shards
-    )
-    return {
-        "shard": config.shard,
-        "n_shards": config.n_shards,
-        "n_samples": stop - start,
-        "n_computed": stop - start - n_resumed - len(failures),
-        "n_resumed": n_resumed,
-        "n_skipped": len(failures),
-        "last": last,
-    }
 
 
 def key_field(samples: SampleCollection, names: runs.PipelineNames) -> str:
@@ -190,7 +135,8 @@ def run(
 ) -> dict[str, Any]:
     """Embeds the images without an embedding from the same model; returns what was done."""
     check_model_name(config.model)
-    config = _with_image_size(config)
+    pool_adaptation.check(config)
+    config = with_image_size(config)
     names = runs.PipelineNames(config.key)
     dataset_io.require_nonempty(samples)
     dataset_io.require_images(samples)
@@ -203,15 +149,16 @@ def run(
     if not owned_before:
         leftovers.refuse_values_not_computed_by(dataset, names, field_name, STAGE)
     record.check_ownership(samples, names, STAGE, fields=[field_name])
-    other_model = _replacing(previous, field_name, config)
+    other_model = replacing(previous, field_name, config)
     replaced = owned_before and (config.overwrite or other_model)
     if other_model:
         logger.info(
             "Model changed (%s -> %s): recomputing all embeddings", previous.model, config.model
         )
 
-    if config.overwrite:
+    if config.overwrite:  # everything anew: the adapted weights too
         embedding_chunks.clear(dataset_io.dataset_id(dataset), config.key)
+        adapted_weights.clear(dataset_io.dataset_id(dataset), config.key)
     # replacing: every image anew; the old vectors and run stay until the record step below
     # replaces them (one field holds one model's vectors)
     if replaced:
@@ -245,8 +192,13 @@ def run(
                 samples, names, STAGE, zoo_model, ids, config.batch_size, field_name
             )
     elif ids:
-        vectors, failures, n_resumed = _embed_in_stored_chunks(
-            dataset_io.dataset_id(dataset), ids, paths, config, report
+        vectors, failures, n_resumed = embed_in_stored_chunks(
+            dataset_io.dataset_id(dataset),
+            ids,
+            paths,
+            config,
+            report,
+            lambda: dataset_io.sample_ids_and_paths(samples)[1],
         )
         good = [i for i in ids if i in vectors]
         outputs = record.Outputs(values={field_name: (good, [vectors[i] for i in good])})
@@ -275,6 +227,7 @@ def run(
         "n_skipped": len(skipped),
         "skipped": skipped,
         "started_at": started.isoformat(),
+        "adaptation": pool_adaptation.stored_info(dataset_io.dataset_id(dataset), config),
     }
     record.record(
         samples,
@@ -283,6 +236,8 @@ def run(
         params={
             "model": config.model,
             "image_size": config.image_size,
+            "adapt_steps": config.adapt_steps,
+            "adapt_seed": pool_adaptation.shape(config)[1],
             "embeddings_field": field_name,
             "vectors_version": version,
         },
@@ -295,6 +250,14 @@ def run(
     embedding_chunks.clear(dataset_io.dataset_id(dataset), config.key)  # now in the field
     sharding.clear(dataset_io.dataset_id(dataset), config.key)
     return results
+
+
+def forget_key(dataset_id: str, key: str) -> None:
+    """Removes what the key's embeddings keep outside the dataset: stored chunks, adapted
+    weights and a shard plan (`delete_key`)."""
+    embedding_chunks.clear(dataset_id, key)
+    adapted_weights.clear(dataset_id, key)
+    sharding.clear(dataset_id, key)
 
 
 def vectors_version(samples: SampleCollection, field_name: str) -> str | None:
@@ -330,17 +293,19 @@ def _refuse_all_unreadable(
     )
 
 
-def _embed_in_stored_chunks(
+def embed_in_stored_chunks(
     dataset_id: str,
     ids: list[str],
     paths: list[str],
     config: EmbeddingsConfig,
     report: ProgressFn,
+    pool_paths: Callable[[], list[str]],
     keep_vectors: bool = True,
 ) -> tuple[dict[str, np.ndarray], dict[str, str], int]:
     """Embeds the images no stored chunk of this key and model holds, storing each chunk as it
     is computed; returns the vectors and failure reasons by sample id (stored ones included)
-    and how many samples came from stored chunks.
+    and how many samples came from stored chunks. With `config.adapt_steps` the encoder is
+    the key's adapted one (`pool_adaptation`: trained on `pool_paths()` if none is stored).
 
     With ``keep_vectors=False`` (a shard worker: the vectors reach the field later, from the
     chunk store) no vector is read back or kept and the returned vectors are empty, so the
@@ -348,8 +313,11 @@ def _embed_in_stored_chunks(
     """
     from fiftyone_elfs.embeddings import iter_embedded_chunks, load_encoder
 
+    adaptation = pool_adaptation.chunk_signature(config)
     run = embedding_chunks.run_name(
-        dataset_id, config.key, embedding_chunks.signature(config.model, config.image_size)
+        dataset_id,
+        config.key,
+        embedding_chunks.signature(config.model, config.image_size, adaptation),
     )
     wanted = set(ids)
     if keep_vectors:
@@ -371,7 +339,8 @@ def _embed_in_stored_chunks(
         logger.info(message, n_resumed, len(ids), n_retried)
     if not todo:
         return vectors, failures, n_resumed
-    encoder = load_encoder(config.model, image_size=config.image_size)
+    adapted = pool_adaptation.encoder_kwargs(dataset_id, config.key, config, pool_paths, report)
+    encoder = load_encoder(config.model, image_size=config.image_size, **adapted)
 
     def chunk_progress(fraction: float, label: str) -> None:
         done = n_resumed + fraction * len(todo)

@@ -30,6 +30,7 @@ from fiftyone_elfs.stages import (
     StageConfig,
     difficulty,
     embeddings,
+    pool_adaptation,
     pseudo_labels,
     record,
     selection,
@@ -57,6 +58,7 @@ class PipelineConfig(StageConfig):
     cnn_params: dict[str, Any] | None
     epochs: int | None
     model: str
+    adapt_steps: int
     embeddings_field: str | None
     visualize: bool
     seed: int
@@ -88,6 +90,7 @@ def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
         dataset_io.require_field(samples, field, "embeddings_field", "embeddings field")
     elif values.get("model"):
         embeddings.check_model_name(values["model"])
+        pool_adaptation.check_adaptable(values["model"], values.get("adapt_steps") or 0)
     if values.get("key"):
         visualize = bool(values.get("visualize", True))
         config = PipelineConfig.with_defaults(key=values["key"], visualize=visualize)
@@ -209,6 +212,7 @@ def check_before_writing(samples: SampleCollection, config: PipelineConfig) -> N
             plot.check_pipeline_plot(len(ids), f"samples have embeddings in '{field}'")
     else:
         embeddings.check_model_name(config.model)
+        pool_adaptation.check(config)
         if config.visualize:
             plot.check_pipeline_plot(n)
     if config.visualize:  # a plot stored by ids: its size is known before any stage runs
@@ -257,7 +261,11 @@ def _run(
         embeddings.run(
             samples,
             embeddings.EmbeddingsConfig.with_defaults(
-                key=config.key, model=config.model, num_workers=config.num_workers
+                key=config.key,
+                model=config.model,
+                adapt_steps=config.adapt_steps,
+                seed=config.seed,
+                num_workers=config.num_workers,
             ),
             sub_progress(progress, 0.0, 0.5, "embeddings"),
         )
