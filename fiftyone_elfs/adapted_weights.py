@@ -101,11 +101,14 @@ def store_first(
     return data, doc
 
 
-def clear(dataset_id: str, key: str) -> int:
-    """Removes every set of weights of the key; returns how many."""
+def clear(dataset_id: str, key: str, keep: str | None = None) -> int:
+    """Removes every set of weights of the key but `keep` (a `name`); returns how many."""
     owner = f"{dataset_id}:{key}"
-    _db()[PARTS].delete_many({"owner": owner})
-    return _db()[COLLECTION].delete_many({"owner": owner}).deleted_count
+    kept = _db()[COLLECTION].find_one({"_id": keep}) if keep is not None else None
+    attempt = {"attempt": {"$ne": kept["attempt"]}} if kept else {}
+    _db()[PARTS].delete_many({"owner": owner, **attempt})
+    others = {"_id": {"$ne": keep}} if keep is not None else {}
+    return _db()[COLLECTION].delete_many({"owner": owner, **others}).deleted_count
 
 
 def owners() -> set[str]:

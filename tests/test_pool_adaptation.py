@@ -168,6 +168,14 @@ def test_adapted_embeddings_are_recorded_kept_reused_replaced_and_deleted(small)
     # another seed is another encoder: every vector anew
     other = elfs.compute_embeddings(wider, **{**ADAPT, "seed": 1})
     assert other["n_computed"] == 40 and other["adaptation"]["digest"] != info["digest"]
+    assert _stored(dataset) == 1  # the replaced encoder's weights are gone
+    kept = adapted_weights.describe(adapted_weights.name(
+        dataset_io.dataset_id(dataset), KEY, "efficientnet-lite0", 128, 2, 1
+    ))  # fmt: skip
+    assert kept["digest"] == other["adaptation"]["digest"]
+    owner = f"{dataset_io.dataset_id(dataset)}:{KEY}"
+    parts = adapted_weights._db()[adapted_weights.PARTS].count_documents({"owner": owner})
+    assert parts == kept["n_parts"]
 
     elfs.delete_key(dataset, KEY)
     assert _stored(dataset) == 0

@@ -249,6 +249,7 @@ def run(
     )
     embedding_chunks.clear(dataset_io.dataset_id(dataset), config.key)  # now in the field
     sharding.clear(dataset_io.dataset_id(dataset), config.key)
+    pool_adaptation.forget_others(dataset_io.dataset_id(dataset), config)  # replaced encoders
     return results
 
 

@@ -68,15 +68,28 @@ def check(config: AdaptationSettings) -> None:
     check_adaptable(config.model, config.adapt_steps)
 
 
-def stored_info(dataset_id: str, config: AdaptationSettings) -> dict[str, Any] | None:
-    """What a run records of its adapted weights: steps, seed, the weights' digest and how long
-    they took to train; None unadapted."""
+def _weights_name(dataset_id: str, config: AdaptationSettings) -> str | None:
     steps, seed = shape(config)
     if not steps:
         return None
-    name = adapted_weights.name(
+    return adapted_weights.name(
         dataset_id, config.key, config.model, config.image_size, steps, seed
     )
+
+
+def forget_others(dataset_id: str, config: AdaptationSettings) -> None:
+    """Removes the key's adapted weights other than `config`'s (those of the encoders its
+    recorded vectors replaced: no vector of the key comes from them any more)."""
+    adapted_weights.clear(dataset_id, config.key, keep=_weights_name(dataset_id, config))
+
+
+def stored_info(dataset_id: str, config: AdaptationSettings) -> dict[str, Any] | None:
+    """What a run records of its adapted weights: steps, seed, the weights' digest and how long
+    they took to train; None unadapted."""
+    name = _weights_name(dataset_id, config)
+    if name is None:
+        return None
+    steps, seed = shape(config)
     doc = adapted_weights.describe(name) or {}
     seconds = doc.get("seconds")
     return {
