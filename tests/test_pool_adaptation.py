@@ -95,6 +95,13 @@ def test_a_pool_without_two_readable_images_is_refused_with_the_fix():
         _adapt(_pool(12), reader=unreadable)
 
 
+def test_a_pool_whose_batches_never_hold_two_readable_images_is_refused_not_looped():
+    pool = _pool(12)
+    one_per_batch = lambda idx: pool[torch.from_numpy(idx[:1])]  # noqa: E731
+    with pytest.raises(ElfsInputError, match="batches of at least 2 readable images; 2 of"):
+        _adapt(pool, reader=one_per_batch)
+
+
 def test_unreadable_images_are_left_out_of_the_batches():
     pool = _pool(12)
     seen = []

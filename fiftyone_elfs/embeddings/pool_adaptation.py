@@ -130,15 +130,17 @@ def adapt_network(
         [{"params": trained, "lr": ENCODER_LR}, {"params": head.parameters(), "lr": HEAD_LR}]
     )
     generator = torch.Generator().manual_seed(seed)
-    step, readable_in_pass = 0, 0
+    step = 0
     try:
         while step < steps:
             order = torch.randperm(n_images, generator=generator).numpy()
+            readable_in_pass, steps_in_pass = 0, 0
             for start in range(0, n_images - batch + 1, batch):
                 x = read_images(order[start : start + batch])
                 readable_in_pass += len(x)
                 if len(x) < 2:
                     continue  # (unreadable files) nothing to contrast
+                steps_in_pass += 1
                 x = x.to(device)
                 views = torch.cat([simclr_views(x, generator, MIN_CROP_AREA) for _ in range(2)])
                 z = F.normalize(head(_pooled_features(net, (views - mean) / std)), dim=1)
@@ -153,13 +155,12 @@ def adapt_network(
                     progress(step / steps, f"adapting the encoder: step {step}/{steps}")
                 if step == steps:
                     break
-            if readable_in_pass < 2:
+            if not steps_in_pass:  # a whole pass without 2 readable images in any batch
                 raise ElfsInputError(
-                    f"Adapting the encoder needs at least 2 readable images; {readable_in_pass} "
-                    f"of the {n_images} could be read. Fix: check the samples' filepaths, or "
-                    "pass adapt_steps=0."
+                    f"Adapting the encoder needs batches of at least 2 readable images; "
+                    f"{readable_in_pass} of the {n_images} could be read. Fix: check the "
+                    "samples' filepaths, or pass adapt_steps=0."
                 )
-            readable_in_pass = n_images  # one readable pass is proof enough
     finally:
         for p in net.parameters():
             p.requires_grad_(False)
@@ -218,8 +219,10 @@ def file_reader(
     def to_square(image: Image.Image) -> np.ndarray:
         return np.asarray(image.resize((image_size, image_size), Image.BICUBIC))
 
+    at_least = (2 * image_size, 2 * image_size)  # (a large JPEG decoded smaller, as to embed)
+
     def read(indices: np.ndarray) -> torch.Tensor:
-        arrays = [read_image(paths[int(i)], to_square)[0] for i in indices]
+        arrays = [read_image(paths[int(i)], to_square, False, at_least)[0] for i in indices]
         arrays = [a for a in arrays if a is not None]
         if not arrays:
             return torch.empty(0, 3, image_size, image_size)
