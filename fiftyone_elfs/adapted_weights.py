@@ -11,12 +11,14 @@ local folder, keyed by what determines them (`name`)::
     elfs_adapted_encoder_parts:  {_id: "<attempt>:<part>", owner, attempt, part,
                                   data: <at most 8 MB of the serialised weights>}
 
-Two workers that train the same weights at once (shards started together) both store parts
-under their own attempt, then race to insert the one ``_id: name`` document: the first insert
-wins, the loser deletes its parts and every worker embeds with the winner's weights, so all the
-key's vectors come from one encoder. The weights stay while the key's embeddings run uses them:
-`clear` removes them with the key (`delete_key`), when its embeddings are recomputed with
-``overwrite=True``, and `forget` those of deleted datasets.
+Two workers that train the same weights at once (shards started together) both store parts under
+their own attempt, then race to insert the one ``_id: name`` document: the first insert wins,
+the loser deletes its parts and every worker embeds with the winner's weights, so all the key's
+vectors come from one encoder. While weights train, their training state is stored about once a
+minute under ``_id: "<name>:checkpoint"`` (same layout), so an interrupted adaptation goes on
+where it stopped; it is removed once the weights are stored. The weights stay while the key's
+embeddings run uses them: `clear` removes them with the key (`delete_key`), when its embeddings
+are recomputed with ``overwrite=True``, and `forget` those of deleted datasets.
 """
 
 from __future__ import annotations
@@ -99,6 +101,43 @@ def store_first(
             return stored
         return store_first(weights_name, data, digest, seconds)  # the winner's parts are gone
     return data, doc
+
+
+def _checkpoint_name(weights_name: str) -> str:
+    return f"{weights_name}:checkpoint"
+
+
+def store_checkpoint(weights_name: str, data: bytes) -> None:
+    """Stores the training state of `weights_name`'s adaptation in place of the last one (the
+    new parts first, then the document pointing at them, then the old parts go: a crash at any
+    point leaves one whole checkpoint)."""
+    name = _checkpoint_name(weights_name)
+    owner = weights_name.rsplit(":", 1)[0]
+    attempt = uuid.uuid4().hex
+    parts = [data[i : i + _PART_BYTES] for i in range(0, len(data), _PART_BYTES)]
+    _db()[PARTS].insert_many(
+        [
+            {"_id": f"{attempt}:{i}", "owner": owner, "attempt": attempt, "part": i, "data": p}
+            for i, p in enumerate(parts)
+        ]
+    )
+    doc = {"owner": owner, "attempt": attempt, "n_parts": len(parts), "n_bytes": len(data)}
+    old = _db()[COLLECTION].find_one_and_replace({"_id": name}, doc, upsert=True)
+    if old is not None:
+        _db()[PARTS].delete_many({"attempt": old["attempt"]})
+
+
+def load_checkpoint(weights_name: str) -> bytes | None:
+    """The last training state stored for `weights_name`, or None."""
+    stored = load(_checkpoint_name(weights_name))
+    return None if stored is None else stored[0]
+
+
+def drop_checkpoint(weights_name: str) -> None:
+    """Removes the training state of `weights_name` (its weights are stored)."""
+    old = _db()[COLLECTION].find_one_and_delete({"_id": _checkpoint_name(weights_name)})
+    if old is not None:
+        _db()[PARTS].delete_many({"attempt": old["attempt"]})
 
 
 def clear(dataset_id: str, key: str, keep: str | None = None) -> int:

@@ -60,6 +60,26 @@ def test_same_pool_and_seed_give_the_same_weights_another_seed_others():
     assert digest(_adapt(pool, seed=1)[1]) != first
 
 
+@pytest.mark.parametrize("stop_after", [1, 2, 3])  # mid-pass, at a pass's end, in the 2nd pass
+def test_training_resumed_from_a_checkpoint_ends_with_the_uninterrupted_weights(stop_after):
+    pool = _pool(12)  # batches of 6: two steps a pass
+    states = []
+    net = efficientnet_lite.load_efficientnet_lite("lite0")
+    read = lambda idx: pool[torch.from_numpy(idx)]  # noqa: E731
+    whole = pool_adaptation.adapt_network(
+        net, read, 12, 4, batch_size=6, on_checkpoint=states.append, checkpoint_seconds=0
+    )
+    assert [s["step"] for s in states] == [1, 2, 3]  # none after the last step
+    state = pool_adaptation.weights_from_bytes(
+        pool_adaptation.weights_to_bytes(states[stop_after - 1])
+    )
+    again = efficientnet_lite.load_efficientnet_lite("lite0")
+    resumed = pool_adaptation.adapt_network(again, read, 12, 4, batch_size=6, resume=state)
+    digest = pool_adaptation.weights_digest
+    assert digest(resumed) == digest(whole)
+    assert digest(states[0]["net"]) != digest(whole)  # the checkpoints are copies, not views
+
+
 def test_weights_round_trip_and_change_the_encoders_features(image_dir):
     _, weights = _adapt(_pool(12))
     data = pool_adaptation.weights_to_bytes(weights)
@@ -186,6 +206,36 @@ def test_adapted_embeddings_are_recorded_kept_reused_replaced_and_deleted(small)
 
     elfs.delete_key(dataset, KEY)
     assert _stored(dataset) == 0
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_adaptation_goes_on_from_its_checkpoint(small, monkeypatch):
+    dataset, view = small
+    monkeypatch.setattr(pool_adaptation, "CHECKPOINT_SECONDS", 0.0)
+    options = {**ADAPT, "adapt_steps": 3}
+
+    def stop_at_step_2(fraction, label):
+        if "step 2/3" in label:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        elfs.compute_embeddings(view, **options, progress=stop_at_step_2)
+    name = adapted_weights.name(dataset_io.dataset_id(dataset), KEY, "efficientnet-lite0", 128,
+                                3, 0)  # fmt: skip
+    checkpoint = pool_adaptation.weights_from_bytes(adapted_weights.load_checkpoint(name))
+    assert checkpoint["step"] == 1 and adapted_weights.describe(name) is None
+    labels = []
+    done = elfs.compute_embeddings(view, **options, progress=lambda f, label: labels.append(label))
+    assert not any("step 1/3" in label for label in labels)  # step 1 was not trained again
+    assert any("step 2/3" in label for label in labels)
+    assert adapted_weights.load_checkpoint(name) is None  # gone once the weights are stored
+    elfs.compute_embeddings(view, **{**options, "key": "straight"})
+    straight = dataset.load_run_results("straight_embeddings").adaptation
+    elfs.delete_key(dataset, "straight")
+    assert done["adaptation"]["digest"] == straight["digest"]
 
 
 def test_adaptation_with_an_encoder_it_does_not_fit_is_refused_before_any_work(small):

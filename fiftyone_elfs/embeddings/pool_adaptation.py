@@ -30,9 +30,12 @@ and embeds with them.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
+import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,6 +55,8 @@ ENCODER_LR, HEAD_LR = 1e-4, 1e-3
 PROJECTION_DIMS = (512, 128)
 #: The number of steps the measurements above used (the option's suggested value; 0 is off).
 SUGGESTED_STEPS = 300
+#: How often (at most) the training state is handed out to be stored (`adapt_network`).
+CHECKPOINT_SECONDS = 60.0
 
 #: The trained modules' tensors by state-dict name, e.g. "blocks.5.0.conv_pw.weight".
 AdaptedWeights = dict[str, torch.Tensor]
@@ -59,6 +64,8 @@ AdaptedWeights = dict[str, torch.Tensor]
 #: left out, so n may be smaller than the number of indices.
 ImageReader = Callable[[np.ndarray], torch.Tensor]
 ProgressFn = Callable[[float, str], None]
+#: Everything `adapt_network` needs to go on where it stopped (tensors, ints, dicts of them).
+AdaptationState = dict[str, Any]
 
 
 def _is_trained(name: str) -> bool:
@@ -89,6 +96,9 @@ def adapt_network(
     batch_size: int = BATCH_SIZE,
     progress: ProgressFn | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    on_checkpoint: Callable[[AdaptationState], None] | None = None,
+    checkpoint_seconds: float = CHECKPOINT_SECONDS,
+    resume: AdaptationState | None = None,
 ) -> AdaptedWeights:
     """Trains `TRAINED_MODULES` of `net` (a timm EfficientNet-Lite in eval mode, batch norms not
     folded) with SimCLR on a pool of `n_images` read by `read_images`, for `steps` optimiser
@@ -98,6 +108,12 @@ def adapt_network(
     (a pass's last partial batch is dropped); the same pool, seed and steps give the same
     weights on the same machine. ``progress(fraction, label)`` and ``on_step(step, loss)``
     after every step.
+
+    Resumable: at most every `checkpoint_seconds` (and never after the last step)
+    ``on_checkpoint`` gets the whole training state (`AdaptationState`: the trained modules,
+    the head, the optimiser's moments, the random generator, the pass's order and position);
+    handed back as `resume`, training goes on from there and ends with the weights an
+    uninterrupted run gives.
 
     Raises ElfsInputError when the pool holds fewer than two readable images (SimCLR contrasts
     an image with the others of its batch).
@@ -130,13 +146,24 @@ def adapt_network(
         [{"params": trained, "lr": ENCODER_LR}, {"params": head.parameters(), "lr": HEAD_LR}]
     )
     generator = torch.Generator().manual_seed(seed)
-    step = 0
+    step, order, position = 0, None, 0
+    if resume is not None:
+        apply_adapted_weights(net, resume["net"])
+        head.load_state_dict(resume["head"])
+        optimizer.load_state_dict(resume["optimizer"])
+        generator.set_state(resume["generator"])
+        step, position = int(resume["step"]), int(resume["position"])
+        order = resume["order"].numpy()
+    saved_at = time.monotonic()
     try:
         while step < steps:
-            order = torch.randperm(n_images, generator=generator).numpy()
+            fresh_pass = order is None
+            if order is None:
+                order, position = torch.randperm(n_images, generator=generator).numpy(), 0
             readable_in_pass, steps_in_pass = 0, 0
-            for start in range(0, n_images - batch + 1, batch):
-                x = read_images(order[start : start + batch])
+            while position + batch <= n_images:
+                x = read_images(order[position : position + batch])
+                position += batch
                 readable_in_pass += len(x)
                 if len(x) < 2:
                     continue  # (unreadable files) nothing to contrast
@@ -155,12 +182,20 @@ def adapt_network(
                     progress(step / steps, f"adapting the encoder: step {step}/{steps}")
                 if step == steps:
                     break
-            if not steps_in_pass:  # a whole pass without 2 readable images in any batch
+                if on_checkpoint is not None and time.monotonic() - saved_at >= checkpoint_seconds:
+                    on_checkpoint(copy.deepcopy({
+                        "step": step, "position": position, "order": torch.from_numpy(order),
+                        "net": adapted_weights_of(net), "head": head.state_dict(),
+                        "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                    }))  # fmt: skip
+                    saved_at = time.monotonic()
+            if fresh_pass and not steps_in_pass:  # a pass without 2 readable images a batch
                 raise ElfsInputError(
                     f"Adapting the encoder needs batches of at least 2 readable images; "
                     f"{readable_in_pass} of the {n_images} could be read. Fix: check the "
                     "samples' filepaths, or pass adapt_steps=0."
                 )
+            order = None
     finally:
         for p in net.parameters():
             p.requires_grad_(False)
@@ -188,15 +223,16 @@ def apply_adapted_weights(net: nn.Module, weights: Mapping[str, torch.Tensor]) -
     net.load_state_dict(dict(weights), strict=False)
 
 
-def weights_to_bytes(weights: Mapping[str, torch.Tensor]) -> bytes:
-    """The weights serialised (torch's format; loadable with ``weights_only=True``)."""
+def weights_to_bytes(weights: Mapping[str, Any]) -> bytes:
+    """Weights (or an `AdaptationState`) serialised in torch's format, loadable with
+    ``weights_only=True``."""
     buffer = io.BytesIO()
     torch.save(dict(sorted(weights.items())), buffer)
     return buffer.getvalue()
 
 
-def weights_from_bytes(data: bytes) -> AdaptedWeights:
-    """`weights_to_bytes` reversed (tensors only: nothing else is unpickled)."""
+def weights_from_bytes(data: bytes) -> dict[str, Any]:
+    """`weights_to_bytes` reversed (tensors and plain values only: no code is unpickled)."""
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
@@ -241,6 +277,8 @@ def adapt_encoder_to_images(
     progress: ProgressFn | None = None,
     device: str | torch.device | None = None,
     batch_size: int = BATCH_SIZE,
+    on_checkpoint: Callable[[AdaptationState], None] | None = None,
+    resume: AdaptationState | None = None,
 ) -> AdaptedWeights:
     """`adapt_network` for the offline encoder `model` (a name of
     `encoders.OFFLINE_ENCODERS`) on the image files `paths`, at `image_size` px: the weights
@@ -262,4 +300,7 @@ def adapt_encoder_to_images(
         efficientnet_lite.INPUT_STD,
         batch_size,
         progress,
+        on_checkpoint=on_checkpoint,
+        checkpoint_seconds=CHECKPOINT_SECONDS,
+        resume=resume,
     )

@@ -118,8 +118,19 @@ def encoder_kwargs(
     stored = adapted_weights.load(name)
     if stored is None:
         paths = pool_paths()
-        logger.info("Adapting %s to %d images: %d steps", config.model, len(paths), steps)
-        started = time.perf_counter()
+        checkpoint = adapted_weights.load_checkpoint(name)
+        resume = None if checkpoint is None else pool_adaptation.weights_from_bytes(checkpoint)
+        if resume is not None:
+            logger.info("Resuming the adaptation of %s at step %d/%d", config.model,
+                        resume["step"], steps)  # fmt: skip
+        else:
+            logger.info("Adapting %s to %d images: %d steps", config.model, len(paths), steps)
+        started = time.perf_counter() - (0.0 if resume is None else resume.get("seconds", 0.0))
+
+        def save(state: dict[str, Any]) -> None:
+            state["seconds"] = time.perf_counter() - started
+            adapted_weights.store_checkpoint(name, pool_adaptation.weights_to_bytes(state))
+
         weights = pool_adaptation.adapt_encoder_to_images(
             config.model,
             paths,
@@ -127,6 +138,8 @@ def encoder_kwargs(
             steps,
             seed,
             progress=lambda fraction, label: report(0.0, label),
+            on_checkpoint=save,
+            resume=resume,
         )
         stored = adapted_weights.store_first(
             name,
@@ -134,4 +147,5 @@ def encoder_kwargs(
             pool_adaptation.weights_digest(weights),
             time.perf_counter() - started,
         )
+        adapted_weights.drop_checkpoint(name)
     return {"adapted_weights": pool_adaptation.weights_from_bytes(stored[0])}
