@@ -246,7 +246,11 @@ def test_adaptation_with_an_encoder_it_does_not_fit_is_refused_before_any_work(s
     with pytest.raises(ElfsInputError, match="adapt_steps=0"):
         elfs.run_pipeline(view, key=KEY, budget_count=5, model="zoo:clip-vit-base32-torch",
                           adapt_steps=5)  # fmt: skip
+    with pytest.raises(ElfsInputError, match="embeddings_field='elfs_embedding' gives the"):
+        elfs.run_pipeline(view, key=KEY, budget_count=5, embeddings_field="elfs_embedding",
+                          adapt_steps=5)  # fmt: skip
     assert FIELD not in dataset.get_field_schema() and _stored(dataset) == 0
+    assert not dataset.list_runs() or f"{KEY}_coreset" not in dataset.list_runs()
 
 
 def test_the_first_stored_weights_win_and_the_loser_leaves_nothing(small):

@@ -87,6 +87,7 @@ def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
         plot.check_pipeline_plot(n)
     if values.get("embeddings_field"):
         field = values["embeddings_field"]
+        pool_adaptation.check_not_given_vectors(values.get("adapt_steps") or 0, field)
         dataset_io.require_field(samples, field, "embeddings_field", "embeddings field")
     elif values.get("model"):
         embeddings.check_model_name(values["model"])
@@ -206,6 +207,7 @@ def check_before_writing(samples: SampleCollection, config: PipelineConfig) -> N
     difficulty.check_cnn_params(config.cnn_params, config.proxy)
     selection.check_mode_and_beta(config.mode, config.beta)
     if config.embeddings_field is not None:  # usable, before any write
+        pool_adaptation.check_not_given_vectors(config.adapt_steps, config.embeddings_field)
         ids, _ = dataset_io.read_embeddings(samples, config.embeddings_field)
         if config.visualize:
             field = config.embeddings_field

@@ -63,6 +63,18 @@ def check_adaptable(model: str, adapt_steps: int) -> None:
         )
 
 
+def check_not_given_vectors(adapt_steps: int, embeddings_field: str | None) -> None:
+    """Refuses `adapt_steps` with a pipeline that embeds nothing (vectors given in a field)."""
+    if adapt_steps and embeddings_field:
+        raise ElfsInputError(
+            f"adapt_steps={adapt_steps} adapts the encoder of the embeddings the pipeline "
+            f"computes, but embeddings_field='{embeddings_field}' gives the vectors, so none are "
+            "computed. Fix: leave out adapt_steps to use those vectors, or embeddings_field to "
+            "embed with an adapted encoder.",
+            param="adapt_steps",
+        )
+
+
 def check(config: AdaptationSettings) -> None:
     """`check_adaptable` of a config."""
     check_adaptable(config.model, config.adapt_steps)
