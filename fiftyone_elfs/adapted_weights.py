@@ -49,6 +49,19 @@ def name(
     return f"{dataset_id}:{key}:{hashlib.sha1(shape.encode()).hexdigest()[:12]}"
 
 
+def _insert_parts(owner: str, data: bytes) -> tuple[str, int]:
+    """Stores `data` as parts of a new attempt; returns the attempt and how many parts."""
+    attempt = uuid.uuid4().hex
+    parts = [data[i : i + _PART_BYTES] for i in range(0, len(data), _PART_BYTES)] or [b""]
+    _db()[PARTS].insert_many(
+        [
+            {"_id": f"{attempt}:{i}", "owner": owner, "attempt": attempt, "part": i, "data": p}
+            for i, p in enumerate(parts)
+        ]
+    )
+    return attempt, len(parts)
+
+
 def load(weights_name: str) -> tuple[bytes, dict[str, Any]] | None:
     """The stored weights of `weights_name` and their document (digest, seconds), or None."""
     doc = _db()[COLLECTION].find_one({"_id": weights_name})
@@ -75,19 +88,12 @@ def store_first(
     from pymongo.errors import DuplicateKeyError
 
     owner = weights_name.rsplit(":", 1)[0]
-    attempt = uuid.uuid4().hex
-    parts = [data[i : i + _PART_BYTES] for i in range(0, len(data), _PART_BYTES)] or [b""]
-    _db()[PARTS].insert_many(
-        [
-            {"_id": f"{attempt}:{i}", "owner": owner, "attempt": attempt, "part": i, "data": p}
-            for i, p in enumerate(parts)
-        ]
-    )
+    attempt, n_parts = _insert_parts(owner, data)
     doc = {
         "_id": weights_name,
         "owner": owner,
         "attempt": attempt,
-        "n_parts": len(parts),
+        "n_parts": n_parts,
         "n_bytes": len(data),
         "digest": digest,
         "seconds": seconds,
@@ -113,15 +119,8 @@ def store_checkpoint(weights_name: str, data: bytes) -> None:
     point leaves one whole checkpoint)."""
     name = _checkpoint_name(weights_name)
     owner = weights_name.rsplit(":", 1)[0]
-    attempt = uuid.uuid4().hex
-    parts = [data[i : i + _PART_BYTES] for i in range(0, len(data), _PART_BYTES)]
-    _db()[PARTS].insert_many(
-        [
-            {"_id": f"{attempt}:{i}", "owner": owner, "attempt": attempt, "part": i, "data": p}
-            for i, p in enumerate(parts)
-        ]
-    )
-    doc = {"owner": owner, "attempt": attempt, "n_parts": len(parts), "n_bytes": len(data)}
+    attempt, n_parts = _insert_parts(owner, data)
+    doc = {"owner": owner, "attempt": attempt, "n_parts": n_parts, "n_bytes": len(data)}
     old = _db()[COLLECTION].find_one_and_replace({"_id": name}, doc, upsert=True)
     if old is not None:
         _db()[PARTS].delete_many({"attempt": old["attempt"]})

@@ -121,12 +121,12 @@ def encoder_kwargs(
 ) -> dict[str, Any]:
     """The extra arguments of `load_encoder`: {} unadapted, else the adapted weights (stored
     ones, or trained now on `pool_paths()` and stored)."""
-    steps, seed = shape(config)
-    if not steps:
+    name = _weights_name(dataset_id, config)
+    if name is None:
         return {}
     from fiftyone_elfs.embeddings import pool_adaptation
 
-    name = adapted_weights.name(dataset_id, key, config.model, config.image_size, steps, seed)
+    steps, seed = shape(config)
     stored = adapted_weights.load(name)
     if stored is None:
         paths = pool_paths()
