@@ -14,6 +14,7 @@ from typing import Any
 import fiftyone as fo
 
 from fiftyone_elfs import dataset_io, leases, params, runs
+from fiftyone_elfs.checkpoint_folders import checkpoint_dir_for
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.difficulty.cnn_proxy import DEFAULT_CNN_WIDTH
 from fiftyone_elfs.difficulty.contrastive import DEFAULT_CONTRASTIVE_EPOCHS
@@ -21,7 +22,6 @@ from fiftyone_elfs.embeddings.encoders import DEFAULT_ENCODER
 from fiftyone_elfs.faults import watch_progress
 from fiftyone_elfs.params import public
 from fiftyone_elfs.progress import ProgressFn
-from fiftyone_elfs.runs import checkpoint_dir_for
 from fiftyone_elfs.stages import (
     contrastive,
     difficulty,

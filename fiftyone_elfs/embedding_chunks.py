@@ -17,7 +17,7 @@ A chunk is one document written by one insert, so it is whole or absent after a 
 is deleted). Chunks of a dataset deleted meanwhile can be reached by no API any more: each
 embedding run removes them as it starts (`forget_deleted_datasets`: a few index-only queries),
 with the shard plans of such datasets (`fiftyone_elfs.sharding`) and what their interrupted runs
-left (journal entries, leases, staging collections).
+left (journal entries, leases, staging collections, training checkpoints on disk).
 """
 
 from __future__ import annotations
@@ -58,20 +58,30 @@ def existing_dataset_ids() -> set[str]:
 
 
 def forget_deleted_datasets() -> int:
-    """Removes what ELFS keeps in the database for datasets that no longer exist: their chunks,
-    shard plans, adapted encoder weights, and what their interrupted runs left (journal
-    entries, leases, staging collections: a copy of a run's results, which no key's next run
-    or `delete_key` can reach once the dataset is gone); returns how many chunks. Everything
+    """Removes what ELFS keeps for datasets that no longer exist: their chunks, shard plans,
+    adapted encoder weights, and what their interrupted runs left (journal entries, leases,
+    staging collections: a copy of a run's results, which no key's next run or `delete_key`
+    can reach once the dataset is gone; training checkpoints on disk,
+    `checkpoint_folders.forget_deleted`); returns how many chunks. Everything
     is listed before the datasets are, so a dataset created meanwhile is never taken for a
     deleted one."""
-    from fiftyone_elfs import adapted_weights, dataset_io, journal, leases, sharding
+    from fiftyone_elfs import (
+        adapted_weights,
+        checkpoint_folders,
+        dataset_io,
+        journal,
+        leases,
+        sharding,
+    )
 
     stored = _collection().distinct("run")
     plans = sharding.planned_keys()
     weights = adapted_weights.owners()
     journaled, leased = journal.dataset_ids(), leases.dataset_ids()
     staged = dataset_io.staging_collections()
+    checkpointed = checkpoint_folders.marked_dataset_ids()
     existing = existing_dataset_ids()
+    checkpoint_folders.forget_deleted(checkpointed, existing)
     sharding.forget([p for p in plans if p.split(":", 1)[0] not in existing])
     adapted_weights.forget([w for w in weights if w.split(":", 1)[0] not in existing])
     journal.forget_datasets(journaled - existing)

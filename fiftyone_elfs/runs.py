@@ -22,7 +22,6 @@ A run is a stage of a key only under its run key ``<key>_<stage>``: one renamed 
 from __future__ import annotations
 
 import datetime
-import os
 import sys
 from collections.abc import Callable, Sequence
 from copy import deepcopy
@@ -133,19 +132,6 @@ def validate_key(key: str) -> PipelineNames:
     if not isinstance(key, str) or not key.isidentifier() or key.startswith("_"):
         raise identifier_error("run key", key, "elfs' or 'elfs_round2", param="key")
     return PipelineNames(key)
-
-
-def checkpoint_dir_for(samples: foc.SampleCollection, key: str) -> str:
-    """Where a long training of `key` on this dataset keeps its resumable checkpoint.
-
-    ``$ELFS_CACHE_DIR/checkpoints/<dataset id>/<key>`` (default cache
-    ``~/.cache/fiftyone-elfs``): the dataset id survives renames, and each key (and each
-    training of a key, e.g. ``<key>_contrastive``) has its own folder.
-    """
-    root = os.environ.get("ELFS_CACHE_DIR") or os.path.join("~", ".cache", "fiftyone-elfs")
-    return os.path.join(
-        os.path.expanduser(root), "checkpoints", dataset_io.dataset_id(samples), key
-    )
 
 
 def record_run(

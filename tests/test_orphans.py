@@ -6,8 +6,8 @@
   fields, and ``delete_key`` removes them, never the user's data next to them.
 - FiftyOne's ``rename_run`` on an ELFS run makes it the user's record: every lookup agrees that
   it is no stage of the key any more (no ``AttributeError``), and its outputs are leftovers.
-- A killed training's checkpoint goes with ``delete_key``; embedding chunks (and shard plans)
-  of a deleted dataset go when the next embedding run starts.
+- A killed training's checkpoint goes with ``delete_key``; embedding chunks, shard plans and
+  checkpoints of a deleted dataset go when the next embedding run starts.
 
 The kills are real (``ELFS_KILL_AT``, in children of `fork_server.ForkServer`).
 """
@@ -25,7 +25,14 @@ from dataset_state import snapshot
 from fork_server import ForkServer
 
 import fiftyone_elfs as elfs
-from fiftyone_elfs import dataset_io, embedding_chunks, journal, leases, runs, sharding
+from fiftyone_elfs import (
+    checkpoint_folders,
+    dataset_io,
+    embedding_chunks,
+    journal,
+    leases,
+    sharding,
+)
 from fiftyone_elfs.difficulty import checkpoints
 from fiftyone_elfs.errors import ElfsInputError
 
@@ -222,8 +229,8 @@ def test_delete_key_removes_the_checkpoints_killed_trainings_left(
         "batch_size=20)"
     )
     _killed(server, tmp_path, ds.name, contrastive, "contrastive:progress:3", cache)
-    folder = runs.checkpoint_dir_for(ds, "k")
-    folder_c = runs.checkpoint_dir_for(ds, "k_contrastive")
+    folder = checkpoint_folders.checkpoint_dir_for(ds, "k")
+    folder_c = checkpoint_folders.checkpoint_dir_for(ds, "k_contrastive")
     assert os.listdir(folder) == ["cnn_proxy.pt"]
     assert os.listdir(folder_c) == ["simclr.pt"]
     # the folder of k's contrastive training is also key k_contrastive's own: its files stay
@@ -277,6 +284,47 @@ def test_chunks_and_shard_plans_of_a_deleted_dataset_go_when_an_embedding_run_st
         assert sharding.planned_pipeline(alive_id, "other") is None
     finally:
         alive.delete()
+
+
+def test_checkpoints_a_deleted_dataset_left_go_when_an_embedding_run_starts_and_only_they(
+    pool, server, tmp_path, monkeypatch
+):
+    """The cache folder may serve several databases: only folders marked with this one go."""
+    cache = str(tmp_path / "cache")
+    monkeypatch.setenv("ELFS_CACHE_DIR", cache)
+    gone = pool.limit(20).clone(name=f"elfs-orphans-ckpt-{uuid.uuid4().hex[:6]}")
+    alive = pool.limit(8).clone()
+    try:
+        elfs.compute_pseudo_labels(gone, key="k", **KMEANS)
+        cnn = f"elfs.compute_difficulty(ds, key='k', proxy='cnn', epochs=3, cnn_params={CNN!r})"
+        _killed(server, tmp_path, gone.name, cnn, "difficulty:progress:2", cache)
+        gone_folder = os.path.dirname(checkpoint_folders.checkpoint_dir_for(gone, "k"))
+        assert sorted(os.listdir(gone_folder)) == [checkpoint_folders.DATABASE_MARK, "k"]
+        assert os.listdir(os.path.join(gone_folder, "k")) == ["cnn_proxy.pt"]
+        alive_file = os.path.join(checkpoint_folders.training_dir_for(alive, "k"), "temi.pt")
+        root = checkpoint_folders.checkpoints_root()
+        other_db = os.path.join(root, "5f0000000000000000000001")  # another database's dataset
+        unmarked = os.path.join(root, "5f0000000000000000000002")  # written before the marks
+        for folder in (other_db, unmarked):
+            os.makedirs(os.path.join(folder, "k"))
+            with open(os.path.join(folder, "k", "temi.pt"), "wb") as f:
+                f.write(b"state")
+        with open(os.path.join(other_db, checkpoint_folders.DATABASE_MARK), "w") as f:
+            f.write("other:5f0000000000000000000000")
+        os.makedirs(os.path.dirname(alive_file), exist_ok=True)
+        with open(alive_file, "wb") as f:
+            f.write(b"state")
+        gone.delete()
+        assert os.path.isdir(gone_folder)  # nothing removes it with the dataset
+        elfs.compute_embeddings(alive, key="e", batch_size=4, image_size=32)
+        assert not os.path.exists(gone_folder)
+        for folder in (other_db, unmarked):
+            assert os.listdir(os.path.join(folder, "k")) == ["temi.pt"]
+        assert os.path.exists(alive_file)
+    finally:
+        alive.delete()
+        if not gone.deleted:
+            gone.delete()
 
 
 def test_a_view_clones_embeddings_are_named_as_the_keys_leftover(ds):

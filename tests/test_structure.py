@@ -57,6 +57,24 @@ def test_every_name_the_readme_calls_on_the_package_root_exists():
     assert sorted(name for name in used if not hasattr(elfs, name)) == []
 
 
+def test_the_readme_layout_names_every_fiftyone_layer_module():
+    """A newcomer finds a module from the README's layout: each module of the package root,
+    of ``stages/`` and of ``plugin/`` is named there (the array packages are described as
+    folders)."""
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    layout = text[text.index("## Layout") :]
+    layout = layout[: layout.index("```", layout.index("```") + 3)]
+    modules = [
+        name
+        for folder in ("", "stages", "plugin")
+        for name in os.listdir(os.path.join(PACKAGE, folder))
+        if name.endswith(".py") and name != "__init__.py"
+    ]
+    assert len(modules) > 40
+    assert sorted(m for m in modules if m not in layout) == []
+
+
 def _modules(*parts: str) -> list[str]:
     root = os.path.join(PACKAGE, *parts)
     return sorted(

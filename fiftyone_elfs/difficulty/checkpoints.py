@@ -103,7 +103,7 @@ def remove_files(folder: str, wanted: Callable[[str], bool]) -> list[str]:
 def remove_key_checkpoints(folder_of: Callable[[str], str], key: str) -> list[str]:
     """Removes what interrupted trainings of `key` left (a finished training removes its own);
     returns the files removed. `folder_of(name)`: the checkpoint folder of trainings named
-    `name` on the dataset (`runs.checkpoint_dir_for`).
+    `name` on the dataset (`checkpoint_folders.checkpoint_dir_for`).
 
     The key's folder loses every file, except the contrastive file when that folder is also
     another key's contrastive folder (keys ``a`` and ``a_contrastive``); the key's contrastive

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from fiftyone_elfs import dataset_io, runs
+from fiftyone_elfs import checkpoint_folders, dataset_io, runs
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.progress import ProgressFn, sub_progress, terminal_progress
@@ -84,7 +84,7 @@ def run(
             f"Only {len(ids)} of the {n} images could be read; contrastive training needs at "
             f"least 2. Fix: check the media paths (e.g. {skipped[0]['filepath']})."
         )
-    checkpoint_dir = runs.checkpoint_dir_for(samples, f"{config.key}_contrastive")
+    checkpoint_dir = checkpoint_folders.training_dir_for(samples, f"{config.key}_contrastive")
     scores = train_contrastive_similarity(
         images,
         epochs=config.epochs,

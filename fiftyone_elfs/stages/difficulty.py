@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from fiftyone_elfs import dataset_io, runs
+from fiftyone_elfs import checkpoint_folders, dataset_io, runs
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.progress import ProgressFn, terminal_progress
@@ -349,7 +349,7 @@ def run(
     epochs = {"epochs": config.epochs} if config.epochs is not None else {}
     checkpoint_dir = None
     if config.proxy == "cnn":
-        checkpoint_dir = runs.checkpoint_dir_for(samples, config.key)
+        checkpoint_dir = checkpoint_folders.training_dir_for(samples, config.key)
         scores = train_cnn_proxy(
             paths,
             y,

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from fiftyone_elfs import dataset_io, runs
+from fiftyone_elfs import checkpoint_folders, dataset_io, runs
 from fiftyone_elfs.dataset_io import SampleCollection
 from fiftyone_elfs.errors import ElfsInputError
 from fiftyone_elfs.progress import ProgressFn, terminal_progress
@@ -338,7 +338,7 @@ def run(
         labels, confidence = spectral_pseudo_labels(X, config.n_clusters, seed=config.seed)
     else:
         # per-epoch checkpoint (file temi.pt), like the CNN proxy's: a rerun resumes
-        checkpoint_dir = runs.checkpoint_dir_for(samples, config.key)
+        checkpoint_dir = checkpoint_folders.training_dir_for(samples, config.key)
         temi = TEMIClustering(
             config.n_clusters,
             seed=config.seed,
