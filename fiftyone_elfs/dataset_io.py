@@ -347,16 +347,29 @@ def count(samples: SampleCollection) -> int:
     """The number of samples of a collection, without the orderings that end a view (the App
     grid's sort by a field, ``shuffle``): they do not change which samples it holds, and
     counting through them sorts every sample (3 s at 1M samples, each time a form changes)."""
+    return len(unordered(samples))
+
+
+def holds_any(samples: SampleCollection) -> bool:
+    """Whether the collection holds a sample: the database stops at the first it finds (a
+    count of a filtered view reads every sample: 0.3 s at 200,000, each time a form changes);
+    the orderings that end a view are left out, as in `count`."""
+    return len(unordered(samples).limit(1)) > 0
+
+
+def unordered(samples: SampleCollection) -> SampleCollection:
+    """The collection without the orderings that end a view (sort_by, shuffle): the same
+    samples, without sorting every one of them."""
     import fiftyone.core.stages as fos
 
     if not isinstance(samples, fo.DatasetView) or samples._is_generated:
-        return len(samples)
+        return samples
     stages = list(samples._stages)
     while stages and isinstance(stages[-1], (fos.SortBy, fos.Shuffle)):
         stages.pop()
     if len(stages) == len(samples._stages):
-        return len(samples)
-    return len(_with_stages(samples, stages))
+        return samples
+    return _with_stages(samples, stages)
 
 
 def has_field(samples: SampleCollection, field: str) -> bool:

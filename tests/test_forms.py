@@ -162,6 +162,38 @@ def test_a_valid_form_still_has_no_error(ds, name, form_params):
     assert _errors(ds, name, form_params) == {}
 
 
+def test_the_select_more_form_says_when_nothing_is_left_before_execute(ds):
+    """It said so only when the round ran, after the user had clicked Execute."""
+    copy = ds.clone()
+    try:
+        selected = set(elfs.select_coreset(copy, key=KEY, budget_fraction=0.5).selected_ids)
+        free = [i for i in copy.values("id") if i not in selected]
+        # every free sample but one labeled: one is left, then none
+        copy.select(free[1:]).set_values("human", [fo.Classification(label="x")] * (len(free) - 1))
+        assert _errors(copy, "select_more", dict(budget_count=2, label_field="human")) == {}
+        copy.select(free[:1]).set_values("human", [fo.Classification(label="x")])
+        errors = _errors(copy, "select_more", dict(budget_count=2, label_field="human"))
+        assert list(errors) == ["target_error"], errors
+        assert "nothing left to select" in errors["target_error"]
+        assert "Fix:" in errors["target_error"]
+        with pytest.raises(ElfsInputError, match="nothing left to select"):
+            elfs.select_more(copy, key=KEY, budget_count=2, label_field="human")
+        # without the label field the labeled samples are free; once a round takes them all,
+        # the form says it before Execute, as the run would
+        assert _errors(copy, "select_more", dict(budget_count=2)) == {}
+        elfs.select_more(copy, key=KEY, budget_count=len(free))
+        errors = _errors(copy, "select_more", dict(budget_count=2))
+        assert list(errors) == ["target_error"] and "nothing left" in errors["target_error"]
+        # a sample the user untagged stays selected: the form lets the run decide (no false
+        # refusal), and the run refuses it
+        copy.select(free[:1]).untag_samples(f"{KEY}_round2")
+        assert _errors(copy, "select_more", dict(budget_count=2)) == {}
+        with pytest.raises(ElfsInputError, match="nothing left"):
+            elfs.select_more(copy, key=KEY, budget_count=2)
+    finally:
+        copy.delete()
+
+
 def test_the_final_label_of_an_app_run_carries_the_result_notices(ds):
     copy = ds.clone()
     more = elfs.select_more(copy, key=KEY, budget_count=1000)

@@ -76,6 +76,38 @@ def preflight(samples: SampleCollection, values: dict[str, Any]) -> None:
         dataset = dataset_io.dataset_of(samples)
         pending = _answers_loaded_into(dataset, values["label_field"])
         record.require_annotator_labels(dataset, values["label_field"], may_be_empty=pending)
+    if key:
+        _refuse_when_nothing_left(samples, key, values.get("label_field"), values.get("score"))
+
+
+def _refuse_when_nothing_left(
+    samples: SampleCollection, key: str, label_field: str | None, score: str | None
+) -> None:
+    """The form's early word for `select_more`'s "nothing left": no sample holding the field
+    the round counts is free of the key's selection tags and, with a label field, unlabeled.
+    One query, which ends at the first free sample. A sample a run selected that the user
+    untagged counts as free here (the run refuses it), so this never refuses a round the run
+    would make."""
+    dataset = dataset_io.dataset_of(samples)
+    names = runs.PipelineNames(key)
+    coreset = runs.stage_results(dataset, names, "coreset")
+    coreset_config = runs.stage_config(dataset, names, "coreset")
+    mode = getattr(coreset, "mode", None) or "window"
+    scored = getattr(coreset, "scored", True) is not False
+    score = score or getattr(coreset_config, "score", None) or "aum"
+    field = _round_embeddings_field(samples, names, coreset)[0] if mode == "typical" else None
+    counted = names.score_field(score) if scored or field is None else field
+    if not dataset_io.has_field(samples, counted):
+        return  # the run names what is missing
+    rounds = [s for s in runs.list_pipelines(dataset).get(key, []) if s.startswith("round")]
+    tags = [getattr(coreset_config, "tag", None) or names.tag]
+    tags += [names.round_tag(int(stage[len("round") :])) for stage in rounds]
+    free = dataset_io.unordered(samples).exists(counted).match_tags(tags, bool=False)
+    if label_field:
+        free = free.exists(label_field, bool=False)
+    if not dataset_io.holds_any(free):
+        n = dataset_io.count(samples.exists(counted))
+        _refuse_nothing_left(samples, names, n, counted, scored)
 
 
 def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult:
