@@ -50,6 +50,8 @@ def test_adaptation_trains_only_the_last_stages_and_keeps_every_batch_norm_stati
     assert not any("running_" in k for k in changed)  # ImageNet statistics kept
     assert set(weights) == {k for k in after if k.startswith(trained)}
     assert not net.training and not any(p.requires_grad for p in net.parameters())
+    # it trains channels-last (faster on a CPU) and hands back the usual layout
+    assert all(t.is_contiguous() for t in [*after.values(), *weights.values()])
 
 
 def test_same_pool_and_seed_give_the_same_weights_another_seed_others():
