@@ -40,7 +40,10 @@ BATCH = pool_adaptation.BATCH_SIZE
 #: Optimiser steps: 300, about the 12 epochs of a 3,000-image pool (276 steps) that lifted 10-NN
 #: agreement from 55% to 63% and k-means from 44% to 58% there (`SUGGESTED_STEPS`).
 DEFAULT_STEPS = pool_adaptation.SUGGESTED_STEPS
-#: Part of the cache key: which implementation trained the cached features.
+#: Part of the cache key: which implementation trained the cached features. Kept at "package"
+#: when the package's training went channels-last (2026-12-07; the same steps, floats summed in
+#: another order): the features cached before, of the held-out CIFAR-10 and cifar7-lt5 pools,
+#: stay those their committed rows were selected on, and pools adapted since train channels-last.
 IMPLEMENTATION = "package"
 
 Weights = pool_adaptation.AdaptedWeights
