@@ -114,17 +114,24 @@ def sort_stages(stages: Sequence[str]) -> list[str]:
     return sorted(set(stages), key=_stage_order)
 
 
-def selection_rounds(dataset: fo.Dataset, names: PipelineNames) -> dict[int, list[str]]:
-    """Maps each labeling round of a key (1 = the coreset) to the sample ids it selected."""
-    rounds: dict[int, list[str]] = {}
+def round_numbers(dataset: fo.Dataset, names: PipelineNames) -> list[int]:
+    """The labeling rounds a key has run, in order (1 = the coreset), from its run records
+    alone (no round's results are loaded)."""
+    found = []
     for stage in list_pipelines(dataset).get(names.key, []):
         if stage == "coreset":
-            rounds[1] = list(stage_results(dataset, names, stage).selected_ids)
+            found.append(1)
         elif stage.startswith("round"):
-            rounds[int(stage[len("round") :])] = list(
-                stage_results(dataset, names, stage).selected_ids
-            )
-    return dict(sorted(rounds.items()))
+            found.append(int(stage[len("round") :]))
+    return sorted(found)
+
+
+def selection_rounds(dataset: fo.Dataset, names: PipelineNames) -> dict[int, list[str]]:
+    """Maps each labeling round of a key (1 = the coreset) to the sample ids it selected."""
+    return {
+        r: list(stage_results(dataset, names, "coreset" if r == 1 else round_stage(r)).selected_ids)
+        for r in round_numbers(dataset, names)
+    }
 
 
 def validate_key(key: str) -> PipelineNames:

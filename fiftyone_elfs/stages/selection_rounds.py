@@ -90,24 +90,57 @@ def _refuse_when_nothing_left(
     would make."""
     dataset = dataset_io.dataset_of(samples)
     names = runs.PipelineNames(key)
-    coreset = runs.stage_results(dataset, names, "coreset")
-    coreset_config = runs.stage_config(dataset, names, "coreset")
-    mode = getattr(coreset, "mode", None) or "window"
-    scored = getattr(coreset, "scored", True) is not False
-    score = score or getattr(coreset_config, "score", None) or "aum"
-    field = _round_embeddings_field(samples, names, coreset)[0] if mode == "typical" else None
-    counted = names.score_field(score) if scored or field is None else field
+    rule = _CoresetRule.of(dataset, names)
+    field = _round_embeddings_field(samples, names, rule.results)[0] if rule.typical else None
+    counted = rule.counted_field(names, score or rule.score, field)
     if not dataset_io.has_field(samples, counted):
         return  # the run names what is missing
-    rounds = [s for s in runs.list_pipelines(dataset).get(key, []) if s.startswith("round")]
-    tags = [getattr(coreset_config, "tag", None) or names.tag]
-    tags += [names.round_tag(int(stage[len("round") :])) for stage in rounds]
+    later = [r for r in runs.round_numbers(dataset, names) if r > 1]
+    tags = [rule.tag(names), *(names.round_tag(r) for r in later)]
     free = dataset_io.unordered(samples).exists(counted).match_tags(tags, bool=False)
     if label_field:
         free = free.exists(label_field, bool=False)
     if not dataset_io.holds_any(free):
         n = dataset_io.count(samples.exists(counted))
-        _refuse_nothing_left(samples, names, n, counted, scored)
+        _refuse_nothing_left(samples, names, n, counted, rule.scored)
+
+
+@dataclass(frozen=True)
+class _CoresetRule:
+    """What a key's coreset (round 1) recorded that its later rounds follow."""
+
+    config: Any
+    results: Any
+    score: str  # the score the coreset was selected by
+    mode: str  # "window", "ccs" or "typical"
+    # a typical coreset selected without scores keeps to the samples with an embedding,
+    # whatever scores are computed since (they would shrink the pool and hide round 1's picks)
+    scored: bool
+
+    @classmethod
+    def of(cls, dataset: Any, names: runs.PipelineNames) -> _CoresetRule:
+        config = runs.stage_config(dataset, names, "coreset")
+        results = runs.stage_results(dataset, names, "coreset")
+        return cls(
+            config=config,
+            results=results,
+            score=getattr(config, "score", None) or "aum",
+            mode=getattr(results, "mode", None) or "window",  # coresets before modes: windows
+            scored=getattr(results, "scored", True) is not False,  # runs before the flag
+        )
+
+    @property
+    def typical(self) -> bool:
+        return self.mode == "typical"
+
+    def tag(self, names: runs.PipelineNames) -> str:
+        """The coreset's tag (the key's default for coresets that did not record one)."""
+        return getattr(self.config, "tag", None) or names.tag
+
+    def counted_field(self, names: runs.PipelineNames, score: str, field: str | None) -> str:
+        """The field whose samples a round draws from: the score's, or the embeddings field
+        of a typical coreset selected without scores."""
+        return names.score_field(score) if self.scored or field is None else field
 
 
 def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult:
@@ -126,14 +159,9 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
             "Fix: run select_coreset first (it is round 1)."
         )
     preflight(samples, {"label_field": config.label_field})
-    coreset_config = runs.stage_config(dataset, names, "coreset")
-    coreset_score = getattr(coreset_config, "score", None) or "aum"
-    score = config.score or coreset_score
-    coreset = runs.stage_results(dataset, names, "coreset")
-    mode = getattr(coreset, "mode", None) or "window"  # coresets before modes were windows
-    # a typical coreset selected without scores keeps to the samples with an embedding, whatever
-    # scores are computed since (they would shrink the pool and hide round 1's picks)
-    scored = getattr(coreset, "scored", True) is not False  # runs before the flag: scored
+    rule = _CoresetRule.of(dataset, names)
+    coreset_config, coreset, coreset_score = rule.config, rule.results, rule.score
+    score, mode, scored = config.score or coreset_score, rule.mode, rule.scored
     field, field_notices = (
         _round_embeddings_field(samples, names, coreset) if mode == "typical" else (None, [])
     )
@@ -156,7 +184,7 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
     excluded_ids = {i for selected in rounds.values() for i in selected}
     # samples tagged by this key's rounds that its runs did not select (merged in from another
     # dataset that ran the same key: add_collection, merge_samples) were handed out there
-    coreset_tag = getattr(coreset_config, "tag", None) or names.tag
+    coreset_tag = rule.tag(names)
     tags = [coreset_tag, *(names.round_tag(r) for r in rounds if r > 1)]
     excluded_ids.update(dataset_io.ids_with_tags(samples, tags))
     # the tags of earlier rounds whose runs are gone (delete_run and rename_run leave them):
@@ -171,7 +199,7 @@ def select_more(samples: SampleCollection, config: RoundConfig) -> CoresetResult
         ids, excluded = with_earlier_picks(samples, names, ids, excluded, excluded_ids, field)
         values = None
     if excluded.all():
-        counted = names.score_field(score) if scored or field is None else field
+        counted = rule.counted_field(names, score, field)
         _refuse_nothing_left(samples, names, n, counted, scored)
     mode_reason = f"the rule of this key's coreset ({mode})"
     if config.beta is not None:
