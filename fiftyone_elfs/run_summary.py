@@ -1,8 +1,8 @@
 """What one ELFS key did to a dataset, summarised for display (the App panel, reports, scripts):
 its stages and parameters, the selection, its labeling rounds and the Label Studio runs.
 
-Everything is computed with database aggregations (bounds, value counts), so a
-summary costs a handful of queries whatever the dataset size.
+Everything is computed with database aggregations, so a summary costs two passes over the
+samples whatever the dataset size (`coreset_figures`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import fiftyone as fo
+import fiftyone.core.aggregations as foa
 import numpy as np
 from fiftyone import ViewField as F
 
@@ -77,64 +78,139 @@ def _stage_params(config: Any) -> dict[str, Any]:
     return {k: v for k, v in config.serialize().items() if k not in _INTERNAL and v is not None}
 
 
-def score_histogram(
-    dataset: fo.Dataset, names: runs.PipelineNames, score: str, bins: int = 40
-) -> ScoreHistogram | None:
-    """Histogram of `score` over the scored samples, split by coreset region (None if unscored).
+class _Facets(foa.Aggregation):
+    """Several MongoDB sub-pipelines over one read of the samples (``$facet``).
 
-    Only samples with one of the four regions and a finite score count: values written into
-    those fields by hand (a review status, a NaN) are left out, not a failure of the summary.
-    """
-    field_name, region, bins = names.score_field(score), names.region_field, int(bins)
+    FiftyOne runs each aggregation of a batch as its own pass unless they share a field, and
+    the panel's figures do not: read one by one they cost one pass over every sample each."""
+
+    def __init__(self, facets: dict[str, list[dict[str, Any]]]) -> None:
+        super().__init__(None)
+        self._facets = facets
+
+    def to_mongo(self, sample_collection: Any, context: Any = None) -> list[dict[str, Any]]:
+        return [{"$facet": self._facets}]
+
+    def parse_result(self, d: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+        return {name: list(d.get(name) or []) for name in self._facets}
+
+    def default_result(self) -> dict[str, list[dict[str, Any]]]:
+        return {name: [] for name in self._facets}
+
+
+@dataclass
+class CoresetFigures:
+    """What the panel draws of a coreset, read in two passes over the samples whatever the
+    dataset size: the score histogram, the cluster balance and the coreset tag's count."""
+
+    histogram: ScoreHistogram | None
+    clusters: list[tuple[str, int, int]]  # (pseudo-label, in the scored pool, in the coreset)
+    n_tagged: int  # samples carrying the coreset tag now (hand edits change it)
+
+
+def coreset_figures(
+    dataset: fo.Dataset, names: runs.PipelineNames, score: str, tag: str, bins: int = 40
+) -> CoresetFigures:
+    """The histogram of `score` by coreset region, the cluster balance and the number of
+    samples tagged `tag`, in two passes: the bounds of the score, the clusters and the tag
+    count share one (`_Facets`), and the histogram needs the bounds for its edges.
+
+    Only samples with one of the four regions and a finite score are in the histogram:
+    values written into those fields by hand (a review status, a NaN) are left out, not a
+    failure of the summary. The histogram is None when no sample is scored."""
+    samples = dataset_io.every_slice(dataset)
+    scored = _scored(dataset, names, score)
+    facets: dict[str, list[dict[str, Any]]] = {
+        "tagged": [{"$match": {"tags": tag}}, {"$count": "n"}]
+    }
+    if scored is not None:
+        value = "$" + names.score_field(score)
+        facets["bounds"] = [
+            scored,
+            {"$group": {"_id": None, "low": {"$min": value}, "high": {"$max": value}}},
+        ]
+    if dataset.get_field(names.pseudo_label_field) is not None:
+        key = _cluster_key(dataset, names, tag)
+        facets["clusters"] = [{"$group": {"_id": key, "n": {"$sum": 1}}}]
+    found = samples.aggregate(_Facets(facets))
+    n_tagged = int(found["tagged"][0]["n"]) if found["tagged"] else 0
+    histogram = None
+    if found.get("bounds"):
+        low, high = found["bounds"][0]["low"], found["bounds"][0]["high"]
+        histogram = _score_histogram(samples, scored, names, score, low, high, int(bins))
+    clusters = _cluster_rows(found.get("clusters", []))
+    return CoresetFigures(histogram=histogram, clusters=clusters, n_tagged=n_tagged)
+
+
+def _scored(dataset: fo.Dataset, names: runs.PipelineNames, score: str) -> dict | None:
+    """The ``$match`` of the samples the histogram draws: one of the four regions and a finite
+    score (None when a field it needs is missing). A query, not an expression: MongoDB matches
+    it without evaluating an expression on every sample."""
+    field_name, region = names.score_field(score), names.region_field
     if dataset.get_field(field_name) is None or dataset.get_field(region) is None:
         return None
-    # MongoDB orders NaN below every number: the two bounds leave out NaN and +-inf
-    finite = (F(field_name) > -math.inf) & (F(field_name) < math.inf)
-    scored = dataset_io.every_slice(dataset).match(F(region).is_in(runs.REGIONS) & finite)
-    low, high = scored.bounds(field_name)
-    if low is None:
-        return None
+    # a number compares only with numbers here, and NaN sorts below -inf: both bounds leave
+    # out NaN, +-inf and values of other types
+    finite = {"$gt": -math.inf, "$lt": math.inf}
+    return {"$match": {region: {"$in": list(runs.REGIONS)}, field_name: finite}}
+
+
+def _score_histogram(
+    samples: Any,
+    scored: dict,
+    names: runs.PipelineNames,
+    score: str,
+    low: float,
+    high: float,
+    bins: int,
+) -> ScoreHistogram:
+    field_name, region = names.score_field(score), names.region_field
     if high <= low:
         high = low + 1.0
     # bins are right-open, so the top edge is nudged up to count the maximum itself
     top = high + (high - low) * 1e-6
     edges = np.linspace(low, top, bins + 1)
-    # one pass over the samples (not one per region): each counted under "<region>|<bin>"
+    # one pass over the samples (not one per region): counted by (region, bin)
     position = ((F(field_name) - low) * (bins / (top - low))).floor()
     bin_index = position.max(0).min(bins - 1).to_int()
-    keyed = scored.count_values(F(region).concat("|", bin_index.to_string()))
+    key = {"region": F(region).to_mongo(), "bin": bin_index.to_mongo()}
+    group = {"$group": {"_id": key, "n": {"$sum": 1}}}
+    found = samples.aggregate(_Facets({"histogram": [scored, group]}))["histogram"]
     counts = {name: [0] * bins for name in runs.REGIONS}
-    for found, n in keyed.items():
-        name, index = str(found).rsplit("|", 1)
-        counts[name][int(index)] += int(n)
+    for row in found:
+        counts[row["_id"]["region"]][int(row["_id"]["bin"])] += int(row["n"])
     return ScoreHistogram(score=score, edges=[float(e) for e in edges], counts=counts)
 
 
-def cluster_balance(dataset: fo.Dataset, names: runs.PipelineNames, tag: str) -> list[tuple]:
-    """Per pseudo-label: samples in the scored pool and in the coreset, largest pool first."""
-    label_path = f"{names.pseudo_label_field}.label"
-    if dataset.get_field(names.pseudo_label_field) is None:
-        return []
-    # one pass: each sample counted under "<label>|<in the pool>|<in the coreset>"
-    pooled = "1"  # without regions (no coreset yet) every sample is in the pool
+def _cluster_key(dataset: fo.Dataset, names: runs.PipelineNames, tag: str) -> dict[str, Any]:
+    """Each sample's pseudo-label, whether it is in the scored pool (without regions, no
+    coreset yet, every sample is) and whether it carries the coreset tag."""
+    pooled: Any = True
     if dataset.get_field(names.region_field) is not None:
-        pooled = (F(names.region_field) != None).if_else("1", "0")  # noqa: E711 (MongoDB's null)
-    cored = F("tags").contains(tag).if_else("1", "0")
-    keyed = dataset_io.every_slice(dataset).count_values(
-        F(label_path).concat("|", pooled, "|", cored)
-    )
+        pooled = (F(names.region_field) != None).to_mongo()  # noqa: E711 (MongoDB's null)
+    return {
+        "label": F(f"{names.pseudo_label_field}.label").to_mongo(),
+        "pooled": pooled,
+        "cored": F("tags").contains(tag).to_mongo(),
+    }
+
+
+def _cluster_rows(groups: list[dict[str, Any]]) -> list[tuple[str, int, int]]:
+    """Per pseudo-label: samples in the scored pool and in the coreset, largest pool first."""
     pool_counts: dict[str, int] = {}
     core_counts: dict[str, int] = {}
-    for found, n in keyed.items():
-        if found is None:  # no pseudo-label
+    for group in groups:
+        key, n = group["_id"], int(group["n"])
+        label = key.get("label")
+        if label is None:  # no pseudo-label
             continue
-        label, in_pool, in_coreset = str(found).rsplit("|", 2)
-        pool_counts[label] = pool_counts.get(label, 0) + (int(n) if in_pool == "1" else 0)
-        core_counts[label] = core_counts.get(label, 0) + (int(n) if in_coreset == "1" else 0)
+        label = str(label)
+        pool_counts[label] = pool_counts.get(label, 0) + (n if key.get("pooled") else 0)
+        core_counts[label] = core_counts.get(label, 0) + (n if key.get("cored") else 0)
     rows = [
         (label, count, core_counts.get(label, 0))
         for label, count in pool_counts.items()
-        if count  # a label only outside the pool is not a row (as before: the pool's labels)
+        if count  # a label only outside the pool is not a row (the pool's labels)
     ]
     return sorted(rows, key=lambda r: (-r[1], r[0]))
 
@@ -144,6 +220,7 @@ def coreset_notices(
     names: runs.PipelineNames,
     config: Any,
     n_selected: int,
+    n_tagged: int,
     results: Any = None,
 ) -> list[str]:
     """What has changed since the coreset was selected that its figures do not show: samples
@@ -151,7 +228,6 @@ def coreset_notices(
     scores recomputed since (the histogram then draws the old regions over the new scores; a
     typical coreset selected without scores, `results.scored` False, had none)."""
     out = []
-    n_tagged = dataset_io.count(dataset_io.tagged(dataset, config.tag))
     if n_tagged != n_selected:
         out.append(
             f"{n_tagged} samples carry the coreset tag '{config.tag}' now, and {n_selected} were "
@@ -237,9 +313,11 @@ def summarize_run(
         summary.mode_reason = getattr(results, "mode_reason", None)
         summary.tag, summary.saved_view, _ = places(dataset, key)
         # a typical coreset selected without scores records none: the default score then
-        summary.histogram = score_histogram(dataset, names, config.score or "aum", bins=bins)
-        summary.clusters = cluster_balance(dataset, names, config.tag)
-        summary.notices = coreset_notices(dataset, names, config, results.n_selected, results)
+        figures = coreset_figures(dataset, names, config.score or "aum", config.tag, bins=bins)
+        summary.histogram, summary.clusters = figures.histogram, figures.clusters
+        summary.notices = coreset_notices(
+            dataset, names, config, results.n_selected, figures.n_tagged, results
+        )
     if "visualization" in stages:
         brain_key = runs.stage_config(dataset, names, "visualization").brain_key
         summary.brain_key = places(dataset, key)[2]

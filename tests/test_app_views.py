@@ -456,3 +456,45 @@ def test_the_summary_checks_bins_and_notes_a_plot_deleted_with_fiftyones_calls(d
     summary = run_summary.summarize_run(dataset)
     assert summary.brain_key is None
     assert any(n.startswith("The embedding plot 'elfs_umap' was deleted") for n in summary.notices)
+
+
+def test_summary_figures_read_in_one_shared_pass_match_every_sample_counted_by_hand(dataset):
+    # The histogram's bounds, the cluster balance and the tag count share one $facet pass;
+    # after hand edits of every field they read, each figure must still equal a count made
+    # sample by sample in Python.
+    result = _select(dataset, fraction=0.3)
+    ids = dataset.values("id")
+    others = [i for i in ids if i not in set(result.selected_ids)]
+    dataset.select(result.selected_ids[:5]).untag_samples("elfs_coreset")  # untagged by hand
+    dataset.select(others[:3]).tag_samples("elfs_coreset")  # tagged by hand
+    dataset.select(ids[8:10]).set_values("elfs_coreset_region", ["reviewed", None])
+    dataset.select(ids[10:12]).set_values("elfs_pseudo_label", [None, None])
+    dataset.select(ids[12:13]).set_values("elfs_aum", [float("nan")])
+    summary = run_summary.summarize_run(dataset, "elfs", bins=7)
+
+    rows = zip(
+        *dataset.values(["tags", "elfs_coreset_region", "elfs_pseudo_label.label", "elfs_aum"]),
+        strict=True,
+    )
+    pool: dict[str, int] = {}
+    core: dict[str, int] = {}
+    scored: list[tuple[str, float]] = []
+    for tags, region, label, aum in rows:
+        cored = "elfs_coreset" in tags
+        if label is not None:
+            pool[label] = pool.get(label, 0) + (region is not None)
+            core[label] = core.get(label, 0) + cored
+        if region in runs.REGIONS and aum is not None and math.isfinite(aum):
+            scored.append((region, aum))
+    expected = sorted(((k, n, core[k]) for k, n in pool.items() if n), key=lambda r: (-r[1], r[0]))
+    assert summary.clusters == expected
+    n_tagged = len(dataset.match_tags("elfs_coreset"))
+    assert n_tagged == result.budget - 2
+    assert any(f"{n_tagged} samples carry the coreset tag" in n for n in summary.notices)
+    edges = np.asarray(summary.histogram.edges)
+    low, high = min(a for _, a in scored), max(a for _, a in scored)
+    assert len(edges) == 8 and edges[0] == low and high < edges[-1]
+    for region in runs.REGIONS:
+        values = [a for r, a in scored if r == region]
+        by_hand = np.histogram(values, bins=edges)[0].tolist()
+        assert summary.histogram.counts[region] == by_hand, region
