@@ -33,15 +33,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import private_db  # noqa: E402
-
-
-def _median_seconds(fn, repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+from short_calls import median_seconds, select_cheaply  # noqa: E402
 
 
 def _one_pass_each(ds, bins: int = 40) -> dict:
@@ -90,8 +82,6 @@ def main() -> None:
     try:
         import fiftyone as fo
 
-        import fiftyone_elfs as elfs
-
         name = f"elfs-panel-summary-{args.n}-{args.dim}"
         if args.keep and fo.dataset_exists(name):
             _time_summaries(fo.load_dataset(name))
@@ -110,17 +100,7 @@ def main() -> None:
                 progress=False,
             )
         print(f"dataset of {args.n:,} samples: {time.perf_counter() - t:.0f} s", flush=True)
-        t = time.perf_counter()
-        elfs.run_pipeline(
-            ds,
-            budget_fraction=0.1,
-            embeddings_field="emb",
-            n_clusters=10,
-            clustering="kmeans",
-            epochs=1,
-            visualize=False,
-        )
-        print(f"pipeline: {time.perf_counter() - t:.0f} s", flush=True)
+        select_cheaply(ds)
         _time_summaries(ds)
         if not args.keep:
             ds.delete()
@@ -136,9 +116,11 @@ def _time_summaries(ds) -> None:
 
     summary = run_summary.summarize_run(ds)  # warm the cache once, checked below
     assert summary.histogram is not None and len(summary.clusters) == 10
-    together = _median_seconds(lambda: run_summary.summarize_run(ds))
+    together = median_seconds(lambda: run_summary.summarize_run(ds), repeats=3)
     names = runs.PipelineNames("elfs")
-    figures = _median_seconds(lambda: run_summary.coreset_figures(ds, names, "aum", "elfs_coreset"))
+    figures = median_seconds(
+        lambda: run_summary.coreset_figures(ds, names, "aum", "elfs_coreset"), repeats=3
+    )
     anchors = [_one_pass_each(ds) for _ in range(3)]
     print(f"summarize_run: {together:.2f} s (median of 3)", flush=True)
     print(f"  its coreset_figures alone: {figures:.2f} s (median of 3)", flush=True)

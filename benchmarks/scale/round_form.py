@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import sys
 import time
 
@@ -27,15 +26,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import private_db  # noqa: E402
-
-
-def _median_seconds(fn, repeats: int = 5) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+from short_calls import median_seconds, select_cheaply  # noqa: E402
 
 
 def main() -> None:
@@ -48,7 +39,6 @@ def main() -> None:
         import fiftyone as fo
         from fiftyone.operators.executor import ExecutionContext, Executor
 
-        import fiftyone_elfs as elfs
         from fiftyone_elfs.plugin.annotation_operators import SelectMore
         from fiftyone_elfs.stages import selection_rounds
 
@@ -60,17 +50,7 @@ def main() -> None:
             for i in range(args.n)
         )
         print(f"dataset of {args.n:,} samples: {time.perf_counter() - t:.0f} s", flush=True)
-        t = time.perf_counter()
-        elfs.run_pipeline(
-            ds,
-            budget_fraction=0.1,
-            embeddings_field="emb",
-            n_clusters=10,
-            clustering="kmeans",
-            epochs=1,
-            visualize=False,
-        )
-        print(f"pipeline: {time.perf_counter() - t:.0f} s", flush=True)
+        select_cheaply(ds)
         ids = ds.values("id")
         labeled = ids[: args.n // 5]
         ds.select(labeled).set_values("human", [fo.Classification(label="x")] * len(labeled))
@@ -82,8 +62,8 @@ def main() -> None:
             props = SelectMore().resolve_input(ctx).to_json()["type"]["properties"]
             assert not any(p.get("invalid") for p in props.values())
 
-        form = _median_seconds(redraw)
-        count = _median_seconds(
+        form = median_seconds(redraw)
+        count = median_seconds(
             lambda: selection_rounds._refuse_when_nothing_left(ds, "elfs", "human", None)
         )
         print(f"select_more form redraw: {form:.2f} s (median of 5)", flush=True)
@@ -98,7 +78,7 @@ def main() -> None:
             props = SelectMore().resolve_input(ctx).to_json()["type"]["properties"]
             errors.append(props.get("target_error", {}).get("error_message", ""))
 
-        form = _median_seconds(refused_redraw)
+        form = median_seconds(refused_redraw)
         assert "nothing left" in errors[-1], errors[-1]
         print(f"nothing left (every sample labeled): form redraw {form:.2f} s (median of 5)")
         ds.delete()
