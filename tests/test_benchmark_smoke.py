@@ -223,7 +223,7 @@ def test_protocol_c_learns_from_its_training_set(tmp_path):
     y = np.asarray(labels)
     train, test = np.arange(200), np.arange(200, 300)
     assert trunk.shape[:2] == (300, 2) and trunk.dtype == np.float16
-    config = FinetuneConfig(steps=120, threads=2)
+    config = FinetuneConfig(steps=60, threads=2)
     full = protocol_c(trunk[train], y[train], trunk[test], y[test], 10, seed=0, config=config)
     tiny = np.random.default_rng(0).choice(train, size=20, replace=False)
     small = protocol_c(trunk[tiny], y[tiny], trunk[test], y[test], 10, seed=0, config=config)

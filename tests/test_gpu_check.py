@@ -22,7 +22,8 @@ def test_gpu_check_runs_without_fiftyone_and_reports_every_check(tmp_path):
         "--device", "cpu", "--photos", "24", "--photo-sizes", "32,96", "--square",
         "--loop-images", "40", "--compare-images", "8", "--pretouch-gb", "0.01",
         "--batch-size", "8", "--encoder-images", "16", "--temi-samples", "600",
-        "--temi-clusters", "4", "--temi-epochs", "2", "--proxy-samples", "600", "--out", str(out),
+        "--temi-clusters", "4", "--temi-epochs", "2", "--temi-min-steps", "40",
+        "--proxy-samples", "600", "--out", str(out),
     ]  # fmt: skip
     code = (
         "import runpy, sys\n"
@@ -61,6 +62,7 @@ def test_gpu_check_runs_without_fiftyone_and_reports_every_check(tmp_path):
     # the target is judged on the CIFAR-sized photos with the default workers only
     assert ["passed" in r for r in loops] == [True, False, False, False]
     temi = by_check["temi"][0]
+    assert temi["min_steps"] == 40  # the tiny run's own minimum, recorded
     assert temi["device_ari"] == temi["cpu_ari"] and temi["passed"]  # same device, same seed
     assert by_check["mlp_proxy"][0]["aum_spearman"] > 0.999
     assert done.returncode == (0 if all(r.get("passed", True) for r in rows) else 1)
