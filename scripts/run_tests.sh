@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # README command two: set up (idempotent), lint, then run the whole test suite.
 #   --quick   skip the slow integration tests (for local iteration; CI runs everything)
-# Other arguments go to pytest.
+# Other arguments go to pytest. The tests run in ELFS_TEST_WORKERS worker processes (default 2,
+# a test file each at a time; 0 runs them in this process, as pytest alone does).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -22,4 +23,5 @@ done
 echo "[tests] ruff"
 "$venv/bin/ruff" check fiftyone_elfs tests examples scripts benchmarks
 echo "[tests] pytest"
-exec "$venv/bin/python" -m pytest -ra "${args[@]}"
+workers="${ELFS_TEST_WORKERS:-2}"
+exec "$venv/bin/python" -m pytest -ra -n "$workers" --dist loadfile "${args[@]}"
