@@ -209,7 +209,7 @@ def check_temi(device: str, args: argparse.Namespace) -> dict:
     from sklearn.datasets import make_blobs
     from sklearn.metrics import adjusted_rand_score
 
-    from fiftyone_elfs.pseudo_labels.temi import TEMIClustering
+    from fiftyone_elfs.pseudo_labels.temi import TEMI_MIN_STEPS, TEMIClustering
 
     X, y = make_blobs(
         n_samples=args.temi_samples,
@@ -219,15 +219,18 @@ def check_temi(device: str, args: argparse.Namespace) -> dict:
         random_state=0,
     )
     X = X.astype(np.float32)
+    min_steps = TEMI_MIN_STEPS if args.temi_min_steps is None else args.temi_min_steps
     row = {"check": "temi", "samples": len(X), "dim": X.shape[1], "clusters": args.temi_clusters}
+    row["min_steps"] = min_steps
     for tag, where in (("device", device), ("cpu", "cpu")):
         t0 = time.perf_counter()
-        steps = {} if args.temi_min_steps is None else {"min_steps": args.temi_min_steps}
-        model = TEMIClustering(
-            args.temi_clusters, epochs=args.temi_epochs, seed=0, device=where, **steps
-        )
-        labels = model.fit_predict(X)
-        row["min_steps"] = model.min_steps
+        labels = TEMIClustering(
+            args.temi_clusters,
+            epochs=args.temi_epochs,
+            seed=0,
+            device=where,
+            min_steps=min_steps,
+        ).fit_predict(X)
         row[f"{tag}_seconds"] = round(time.perf_counter() - t0, 1)
         row[f"{tag}_ari"] = round(float(adjusted_rand_score(y, labels)), 4)
     row["passed"] = bool(row["device_ari"] >= row["cpu_ari"] - 0.1)
