@@ -29,8 +29,8 @@ os.symlink(os.path.join(REPO, "fiftyone_elfs", "plugin"), os.path.join(_PLUGINS,
 # Idle OpenMP threads sleep instead of spinning (read when torch first loads, so set here, for
 # this process and every process a test starts): where two torch processes share the cores
 # (a test and the worker or pipeline it started), spinning threads made each several times
-# slower (TEMI on 600 samples, two processes at once: 40 s each spinning, 22 s sleeping; one
-# alone: 15 s either way).
+# slower (TEMI on 600 samples, two processes at once: 40 s each spinning, 22 s sleeping; a
+# process alone is about 15% slower sleeping: benchmarks/results/scale/README.md).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.pop("FIFTYONE_DATABASE_URI", None)
 os.environ.pop("FIFTYONE_PRIVATE_DATABASE_PORT", None)
