@@ -7,6 +7,7 @@ database or plugins.
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import socket
@@ -104,6 +105,63 @@ os.environ.update(
 )
 
 import pytest  # noqa: E402
+
+# Test files run longest first (seconds measured per file, FILE_SECONDS), so that
+# the xdist workers (run_tests.sh: a file each at a time) do not finish with one long file
+# running alone while the other worker idles. Files not listed run last, in collection order.
+# Stale figures only cost balance. Rewrite them from a whole run:
+#   .venv/bin/python -m pytest -n 2 --dist loadfile --record-file-seconds tests/file_seconds.json
+FILE_SECONDS = os.path.join(REPO, "tests", "file_seconds.json")  # {"test_x.py": seconds}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--record-file-seconds",
+        metavar="PATH",
+        help="write each test file's seconds (set-up, call, teardown) to PATH as JSON",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False  # xdist would sort files by their test count
+
+
+def _test_file(nodeid: str) -> str:
+    return os.path.basename(nodeid.split("::")[0])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    try:
+        with open(FILE_SECONDS) as f:
+            seconds = json.load(f)
+    except (OSError, ValueError):
+        seconds = {}
+    first: dict[str, int] = {}
+    for i, item in enumerate(items):
+        first.setdefault(_test_file(item.nodeid), i)
+    items.sort(
+        key=lambda item: (
+            -seconds.get(_test_file(item.nodeid), 0.0),
+            first[_test_file(item.nodeid)],
+        )
+    )
+
+
+_RUN_FILE_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    name = _test_file(report.nodeid)
+    _RUN_FILE_SECONDS[name] = _RUN_FILE_SECONDS.get(name, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    path = session.config.getoption("--record-file-seconds")
+    if path and not hasattr(session.config, "workerinput"):  # the xdist controller, or alone
+        with open(path, "w") as f:
+            json.dump({k: round(v, 1) for k, v in sorted(_RUN_FILE_SECONDS.items())}, f, indent=1)
+            f.write("\n")
 
 
 @pytest.fixture(scope="session")

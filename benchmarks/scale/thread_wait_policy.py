@@ -77,6 +77,7 @@ def run_setting(setting: str, args: argparse.Namespace, paths_file: str) -> dict
         "temi_min_steps": args.temi_steps,
         "workers": [json.loads(o.strip().splitlines()[-1]) for o in outs],
         "wall_s": round(wall, 1),
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
 
 
@@ -99,6 +100,7 @@ def main() -> None:
     if args.child:
         child(args.child, args.temi_steps)
         return
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="elfs-wait-policy-")
     try:
         subprocess.run(["tar", "-xzf", TAR, "-C", tmp, "--wildcards", "train/*"], check=True)
@@ -110,12 +112,10 @@ def main() -> None:
         settings = args.settings.split(",")
         for r in range(args.repeats):
             for setting in settings if r % 2 == 0 else settings[::-1]:
-                row = run_setting(setting, args, paths_file)
-                row["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
-                print(json.dumps(row), flush=True)
-                os.makedirs(os.path.dirname(args.out), exist_ok=True)
+                line = json.dumps(run_setting(setting, args, paths_file))
+                print(line, flush=True)
                 with open(args.out, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+                    f.write(line + "\n")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
