@@ -137,15 +137,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             seconds = json.load(f)
     except (OSError, ValueError):
         seconds = {}
-    first: dict[str, int] = {}
-    for i, item in enumerate(items):
-        first.setdefault(_test_file(item.nodeid), i)
-    items.sort(
-        key=lambda item: (
-            -seconds.get(_test_file(item.nodeid), 0.0),
-            first[_test_file(item.nodeid)],
-        )
-    )
+    collected: dict[str, int] = {}  # each file's place in collection order
+    for item in items:
+        collected.setdefault(_test_file(item.nodeid), len(collected))
+
+    def longest_first(item: pytest.Item) -> tuple[float, int]:
+        name = _test_file(item.nodeid)
+        return -seconds.get(name, 0.0), collected[name]
+
+    items.sort(key=longest_first)
 
 
 _RUN_FILE_SECONDS: dict[str, float] = {}
