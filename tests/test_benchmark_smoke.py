@@ -514,6 +514,27 @@ def test_report_lists_each_seeds_paired_difference(tmp_path):
     assert "## Gap closure" not in table  # no supervised reference in this run
 
 
+def test_report_header_names_every_commit_its_rows_were_made_at(tmp_path):
+    """A run resumed across commits names each commit once, in the order first met, and says how
+    many rows came from a tree with local changes."""
+    from elfs_bench.report import write_report
+
+    raw = tmp_path / "run" / "raw"
+    raw.mkdir(parents=True)
+    made = [
+        ("random", 0, "a" * 40, False),
+        ("random", 1, "b" * 40, True),
+        ("elfs", 0, "a" * 40, False),
+    ]
+    for method, seed, commit, dirty in made:
+        row = {"method": method, "protocol": "A", "rate": 50, "seed": seed, "accuracy": 0.5}
+        row.update(commit=commit, dirty=dirty)
+        (raw / f"{method}__r50__s{seed}__A.json").write_text(json.dumps(row))
+    write_report(str(tmp_path / "run"))
+    header = (tmp_path / "run" / "table_A.md").read_text().split("## Accuracy")[0]
+    assert f"commits `{'a' * 12}`, `{'b' * 12}` (1 of 3 rows with local changes)." in header
+
+
 def test_report_gap_closure_pairs_seeds_and_skips_a_reference_within_the_noise(tmp_path):
     """Gap closure divides the method's paired gain by supervised CCS's over the seeds all
     three share, and is left out where the reference gains under one point."""

@@ -113,6 +113,21 @@ def _per_seed(diffs: dict[int, float]) -> str:
     return ", ".join(f"s{seed} {100.0 * d:+.2f}" for seed, d in diffs.items())
 
 
+def _commits(rows: list[dict]) -> str:
+    """The commits the rows were made at, in the order first met, and how many rows came from a
+    tree with local changes (a run resumed across commits names every one of them)."""
+    commits = list(dict.fromkeys(str(r.get("commit"))[:12] for r in rows)) or ["None"]
+    text = ("commit " if len(commits) == 1 else "commits ") + ", ".join(f"`{c}`" for c in commits)
+    dirty = sum(bool(r.get("dirty")) for r in rows)
+    if dirty:
+        text += (
+            " (with local changes)"
+            if dirty == len(rows)
+            else f" ({dirty} of {len(rows)} rows with local changes)"
+        )
+    return text
+
+
 def _protocol_tables(rows: list[dict], protocol: str, run_name: str) -> str:
     """The markdown of one protocol's tables."""
     rows = [r for r in rows if r["protocol"] == protocol]
@@ -142,9 +157,7 @@ def _protocol_tables(rows: list[dict], protocol: str, run_name: str) -> str:
         "",
         f"Pool {data.get('pool_size')} images (validation {data.get('val_size')}), test "
         f"{data.get('test_size')}, {len(data.get('classes', []))} classes; data key "
-        f"`{data.get('key')}`; commit `{str(any_row.get('commit'))[:12]}`"
-        + (" (with local changes)" if any_row.get("dirty") else "")
-        + ".",
+        f"`{data.get('key')}`; {_commits(rows)}.",
         "",
         f"Columns are pruning rates (70% = keep 30% of the pool). {LABELS_MARK}: uses the true "
         f"labels (a supervised reference). {ORACLE_MARK}: chooses beta by TEST accuracy (an upper "
