@@ -514,25 +514,29 @@ def test_report_lists_each_seeds_paired_difference(tmp_path):
     assert "## Gap closure" not in table  # no supervised reference in this run
 
 
-def test_report_header_names_every_commit_its_rows_were_made_at(tmp_path):
-    """A run resumed across commits names each commit once, in the order first met, and says how
-    many rows came from a tree with local changes."""
+def test_report_header_names_the_commits_its_rows_were_made_at(tmp_path):
+    """A run resumed across commits names each commit once, in the order its rows finished, and
+    how many rows came from a tree with local changes; more than three: the first and the last."""
     from elfs_bench.report import write_report
 
-    raw = tmp_path / "run" / "raw"
-    raw.mkdir(parents=True)
-    made = [
-        ("random", 0, "a" * 40, False),
-        ("random", 1, "b" * 40, True),
-        ("elfs", 0, "a" * 40, False),
-    ]
-    for method, seed, commit, dirty in made:
-        row = {"method": method, "protocol": "A", "rate": 50, "seed": seed, "accuracy": 0.5}
-        row.update(commit=commit, dirty=dirty)
-        (raw / f"{method}__r50__s{seed}__A.json").write_text(json.dumps(row))
-    write_report(str(tmp_path / "run"))
-    header = (tmp_path / "run" / "table_A.md").read_text().split("## Accuracy")[0]
-    assert f"commits `{'a' * 12}`, `{'b' * 12}` (1 of 3 rows with local changes)." in header
+    def header(made: list[tuple[str, str, bool, str]]) -> str:
+        raw = tmp_path / "run" / "raw"
+        raw.mkdir(parents=True, exist_ok=True)
+        for old in raw.iterdir():
+            old.unlink()
+        for seed, (method, commit, dirty, finished) in enumerate(made):
+            row = {"method": method, "protocol": "A", "rate": 50, "seed": seed, "accuracy": 0.5}
+            row.update(commit=commit * 40, dirty=dirty, finished_at=finished)
+            (raw / f"{method}__r50__s{seed}__A.json").write_text(json.dumps(row))
+        write_report(str(tmp_path / "run"))
+        return (tmp_path / "run" / "table_A.md").read_text().split("## Accuracy")[0]
+
+    # file order a, b, a; finished b first
+    made = [("m1", "a", False, "2026-12-02"), ("m2", "b", True, "2026-12-01")]
+    made.append(("m3", "a", False, "2026-12-03"))
+    assert f"commits `{'b' * 12}`, `{'a' * 12}` (1 of 3 rows with local changes)." in header(made)
+    five = [(f"m{i}", c, True, f"2026-12-0{i}") for i, c in enumerate("cdefg", 1)]
+    assert f"5 commits from `{'c' * 12}` to `{'g' * 12}` (with local changes)." in header(five)
 
 
 def test_report_gap_closure_pairs_seeds_and_skips_a_reference_within_the_noise(tmp_path):

@@ -114,10 +114,16 @@ def _per_seed(diffs: dict[int, float]) -> str:
 
 
 def _commits(rows: list[dict]) -> str:
-    """The commits the rows were made at, in the order first met, and how many rows came from a
-    tree with local changes (a run resumed across commits names every one of them)."""
-    commits = list(dict.fromkeys(str(r.get("commit"))[:12] for r in rows)) or ["None"]
-    text = ("commit " if len(commits) == 1 else "commits ") + ", ".join(f"`{c}`" for c in commits)
+    """The commits the rows were made at, in the order their rows finished (a run resumed across
+    commits names each; more than three: the first and the last and how many), and how many rows
+    came from a tree with local changes. Each row's own commit is in its raw file."""
+    timed = sorted(rows, key=lambda r: str(r.get("finished_at") or ""))
+    commits = list(dict.fromkeys(str(r.get("commit"))[:12] for r in timed)) or ["None"]
+    if len(commits) <= 3:
+        text = "commit " if len(commits) == 1 else "commits "
+        text += ", ".join(f"`{c}`" for c in commits)
+    else:
+        text = f"{len(commits)} commits from `{commits[0]}` to `{commits[-1]}`"
     dirty = sum(bool(r.get("dirty")) for r in rows)
     if dirty:
         text += (
@@ -328,7 +334,8 @@ def _plot(rows: list[dict], protocol: str, path: str, run_name: str) -> None:
         ax.grid(alpha=0.3)
     ax_acc.set_title(f"Protocol {protocol}: accuracy ({run_name})")
     ax_diff.set_title(f"Protocol {protocol}: paired difference to random")
-    ax_diff.legend(fontsize=7, loc="best")
+    if ax_diff.get_legend_handles_labels()[0]:  # nothing drawn without random's rows
+        ax_diff.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
